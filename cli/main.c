@@ -1,0 +1,26 @@
+/* refit: command-line entry. `refit demo`, `refit nics`, `refit plan`. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct {
+  const char *name, *help;
+  int (*fn)(int, char **);
+} cmds[] = {
+  {"demo", "loopback demo: trainers push versions of the tiny GLM plan into receivers", rf_cmd_demo},
+  {"nics", "show the NICs chosen for each GPU and why others were skipped", rf_cmd_nics},
+  {"plan", "predicted update time of a plan at cluster scale", rf_cmd_plan},
+};
+
+int main(int argc, char **argv)
+{
+  if (argc >= 2)
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+      if (strcmp(argv[1], cmds[i].name) == 0)
+        return cmds[i].fn(argc - 1, argv + 1);
+  fprintf(stderr, "usage: refit <command> [options]\n");
+  for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+    fprintf(stderr, "  %-6s %s\n", cmds[i].name, cmds[i].help);
+  return 2;
+}

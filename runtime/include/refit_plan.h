@@ -1,0 +1,115 @@
+/* refit_plan.h: the tables gen/refitgen.lua emits and the runtime replays.
+ *
+ * A plan fixes, ahead of time, every byte of one weight update:
+ *   src[]    tensors of the bf16 HF checkpoint as the trainer holds them (2-D view; 1-D is [n,1])
+ *   dst[]    destination tensors in engine kernel format, per TP/EP rank of a replica
+ *   ops[]    stage steps: a source region -> this rank's slot arena, already in destination layout
+ *   writes[] one contiguous RDMA WRITE each: slot bytes -> (receiver, dst tensor, offset)
+ *   groups[] per trainer rank, in order: ops to run, then the writes they make ready
+ *   ranks[]  per trainer rank: arena size, ranges into groups/ops/writes, bytes sent
+ *   recv[]   per receiver (replica * tp + tp_rank): its dst range and the peers it expects
+ *   peers[]  per receiver, per trainer rank that writes to it: writes and bytes per version
+ * All indices are absolute into the plan's arrays. */
+#ifndef REFIT_PLAN_H
+#define REFIT_PLAN_H
+
+#include <stdint.h>
+
+#define RF_NONE UINT32_MAX
+#define RF_GLOBAL_LAYER UINT16_MAX
+#define RF_FP8_BLOCK 128
+
+enum rf_dtype { RF_BF16 = 1, RF_FP32 = 2, RF_FP8 = 3 /* e4m3fn */ };
+enum rf_travel {
+  RF_TRAVEL_EXPERT = 1, /* whole tensor on the FSDP shard that owns the expert */
+  RF_TRAVEL_SHARD = 2,  /* each shard sends its own rows */
+  RF_TRAVEL_GATHER = 3  /* the full tensor, gathered onto one designated shard */
+};
+enum rf_op_kind {
+  RF_OP_CAST = 1, /* copy with dtype conversion (bf16/fp32 -> bf16/fp32) */
+  RF_OP_FP8 = 2   /* block FP8 e4m3fn, 128x128, fp32 scale_inv = amax/448 */
+};
+enum rf_scale_fmt { RF_SCALE_FP32 = 0, RF_SCALE_UE8M0 = 1 /* fp32 rounded up to 2^k */ };
+
+typedef struct rf_src_tensor {
+  const char *name;
+  int64_t rows, cols;  /* [rows, cols] row-major, elements */
+  int64_t shard_rows;  /* FSDP chunk: shard s holds rows [s*shard_rows, min(rows, (s+1)*shard_rows)) */
+  uint32_t shard;      /* EXPERT: owning shard; GATHER: designated shard; SHARD: RF_NONE */
+  uint16_t layer;      /* RF_GLOBAL_LAYER for embeddings, final norm, lm_head */
+  uint8_t dtype;       /* enum rf_dtype, as the trainer holds it */
+  uint8_t travel;      /* enum rf_travel */
+} rf_src_tensor;
+
+typedef struct rf_dst_tensor {
+  const char *name;
+  int64_t shape[3];    /* unused dims are 0 */
+  uint64_t bytes;
+  uint32_t weight;     /* scale tensors: the weight they scale; else RF_NONE */
+  uint16_t tp_rank;
+  uint8_t ndim, dtype;
+} rf_dst_tensor;
+
+/* Item i (0 <= i < count) reads source (src + i*src_step), region rows [row0 + i*row_step, +rows),
+ * cols [col0 + i*col_step, +cols) in full-tensor coordinates, and writes it row-major with a row
+ * pitch of cols elements at slot byte offset out + i*out_step. FP8 also writes its fp32 scales
+ * [ceil(rows/128), ceil(cols/128)] row-major at scale + i*scale_step. */
+typedef struct rf_op {
+  uint32_t src, count, src_step;
+  uint8_t kind, src_dtype, dst_dtype;
+  int64_t row0, col0, rows, cols, row_step, col_step;
+  uint64_t out, out_step, scale, scale_step;
+} rf_op;
+
+typedef struct rf_write {
+  uint64_t slot, dst_off, len; /* bytes */
+  uint32_t receiver, dst;
+} rf_write;
+
+typedef struct rf_group {
+  uint32_t op_first, op_count, write_first, write_count;
+  uint16_t layer;
+} rf_group;
+
+typedef struct rf_rank {
+  uint64_t arena_bytes, bytes_out; /* bytes_out: sum of its writes' len per version */
+  uint32_t shard, replicate;       /* FSDP shard index and replicate group; rank = replicate*fsdp + shard */
+  uint32_t group_first, group_count, op_first, op_count, write_first, write_count;
+} rf_rank;
+
+typedef struct rf_receiver {
+  uint64_t bytes;                  /* bytes it receives per version */
+  uint32_t replica, tp_rank, dst_first, dst_count, peer_first, peer_count;
+} rf_receiver;
+
+typedef struct rf_peer {
+  uint64_t bytes;                  /* bytes this trainer writes to the receiver per version */
+  uint32_t trainer, writes;
+} rf_peer;
+
+typedef struct rf_plan {
+  const char *name, *model;
+  uint64_t layout_hash;            /* rf_plan_hash() of everything below */
+  uint64_t total_bytes;            /* all writes of one version */
+  uint32_t fsdp, dp_replicate, trainers, tp, ep, replicas, receivers;
+  uint32_t n_src, n_dst, n_ops, n_writes, n_groups, n_peers;
+  uint8_t scale_fmt;
+  const rf_src_tensor *src;
+  const rf_dst_tensor *dst;
+  const rf_op *ops;
+  const rf_write *writes;
+  const rf_group *groups;
+  const rf_rank *ranks;
+  const rf_receiver *recv;
+  const rf_peer *peers;
+} rf_plan;
+
+/* FNV-1a over 64-bit words (h = (h ^ w) * 0x100000001b3, from 0xcbf29ce484222325), in this
+ * order: total_bytes, fsdp, dp_replicate, trainers, tp, ep, replicas, receivers, scale_fmt;
+ * each src: name, rows, cols, shard_rows, shard, layer, dtype, travel; each dst: name, shape[0..2],
+ * bytes, weight, tp_rank, ndim, dtype; each op: every field in declaration order; each write,
+ * group, rank, receiver, peer: every field in declaration order. A string hashes as its bytes,
+ * one word each, then its length. The generator computes the same value in Lua. */
+uint64_t rf_plan_hash(const rf_plan *p);
+
+#endif
