@@ -1,0 +1,266 @@
+-- derive.lua: run a model's family to list the source (HF) tensors and the destination tensors
+-- (engine kernel format) of every TP/EP rank of one replica, with the segments that place source
+-- rows into each destination.
+--
+-- A destination is items x [item_rows, cols] row-major (items = local experts, or 1). A segment
+-- copies source rows [srow0, +srows), cols [scol0, +cols) to rows [irow0, +srows) of item `item`.
+local U = require("util")
+local L = require("load")
+local D = {}
+
+local BLOCK = U.BLOCK
+
+local function check_shape(site, name, shape)
+  if type(shape) ~= "table" or #shape < 1 or #shape > 2 then
+    U.fail(site, "tensor '%s': shape must have 1 or 2 dimensions", name)
+  end
+  for i, v in ipairs(shape) do
+    if math.type(v) ~= "integer" or v < 1 then
+      U.fail(site, "tensor '%s': dimension %d is %s, not a positive integer", name, i, tostring(v))
+    end
+  end
+end
+
+local function resolve_dtype(spec, parts, plan, site)
+  local dt = spec.dtype
+  if dt == "weight" then
+    if not plan.quant.fp8 then return "bf16" end
+    for _, p in ipairs(parts) do
+      if not p.src.fp8 then return "bf16" end
+    end
+    for _, pat in ipairs(plan.quant.exclude) do
+      if spec.name:find(pat) then return "bf16" end
+    end
+    return "fp8"
+  end
+  if not U.dtypes[dt] or dt == "fp8" then
+    U.fail(site, "tensor '%s': unknown dtype '%s' (bf16, fp32 or weight)", spec.name, tostring(dt))
+  end
+  return dt
+end
+
+-- Rows (or cols, for row splits) [a, a+n) of one part on TP rank r.
+local function part_range(spec, part, len, r, tp, site)
+  if spec.split == "rep" or tp == 1 then return 0, len end
+  if part.heads then
+    local h = part.heads
+    if len % h ~= 0 then U.fail(site, "tensor '%s': %d rows are not %d heads", part.src.name, len, h) end
+    if h % tp == 0 then return r * (len // tp), len // tp end
+    if part.replicate and tp % h == 0 then
+      local head = r * h // tp
+      return head * (len // h), len // h
+    end
+    U.fail(site, "tensor '%s': tp %d does not divide its %d heads", spec.name, tp, h)
+  end
+  if len % tp ~= 0 then
+    U.fail(site, "tensor '%s': %d %s not divisible by tp %d", spec.name, len,
+      spec.split == "row" and "columns" or "rows", tp)
+  end
+  return r * (len // tp), len // tp
+end
+
+-- Build the item list of one destination on TP rank r: { { {src,srow0,srows,scol0,scols}, ... } }.
+local function items_of(spec, r, tp, ep, site)
+  local groups = {}
+  if spec.expert then
+    local E = spec.experts
+    local first, n = 0, E
+    if ep > 1 then -- vLLM linear placement: E//ep each, the remainder to the first ranks
+      local base, rem = E // ep, E % ep
+      n = base + (r < rem and 1 or 0)
+      first = r * base + math.min(r, rem)
+      if n == 0 then U.fail(site, "tensor '%s': ep %d exceeds %d experts", spec.name, ep, E) end
+    end
+    for e = first, first + n - 1 do
+      local parts = {}
+      for i, p in ipairs(spec.parts) do parts[i] = { src = p.by_expert[e + 1], heads = p.heads } end
+      groups[#groups + 1] = parts
+    end
+  else
+    groups[1] = spec.parts
+  end
+  local split_tp = (spec.expert and ep > 1) and 1 or tp
+  local items = {}
+  for _, parts in ipairs(groups) do
+    local segs = {}
+    for _, p in ipairs(parts) do
+      local s = p.src
+      local seg = { src = s, srow0 = 0, srows = s.rows, scol0 = 0, scols = s.cols }
+      if spec.split == "row" then
+        seg.scol0, seg.scols = part_range(spec, p, s.cols, r, split_tp, site)
+      else
+        seg.srow0, seg.srows = part_range(spec, p, s.rows, r, split_tp, site)
+      end
+      segs[#segs + 1] = seg
+    end
+    items[#items + 1] = segs
+  end
+  return items, split_tp
+end
+
+function D.derive(plan)
+  local m = plan.__model
+  local tp, ep = plan.inference.tp, plan.inference.ep
+  local srcs, by_name, specs = {}, {}, {}
+  local layer = nil
+  local T = {}
+
+  function T.need(t, fields, min)
+    local spec = {}
+    for i, f in ipairs(fields) do spec[i] = { f, "int", min = min } end
+    t.__kind = "model"
+    L.need(t, spec)
+  end
+  function T.fail(fmt, ...) U.fail(m.__site, "model '%s': " .. fmt, m.name, ...) end
+  function T.layer(l) layer = l end
+
+  local function add_src(name, shape, opts, site, role)
+    opts = opts or {}
+    check_shape(site, name, shape)
+    if by_name[name] then
+      U.fail(site, "duplicate tensor '%s' (first declared at %s:%d)", name, by_name[name].site.file,
+        by_name[name].site.line)
+    end
+    local dt = opts.dtype or "bf16"
+    if not U.dtypes[dt] or dt == "fp8" then
+      U.fail(site, "tensor '%s': unknown dtype '%s' (bf16 or fp32)", name, tostring(dt))
+    end
+    local s = {
+      id = #srcs, name = name, shape = shape, rows = shape[1], cols = shape[2] or 1,
+      dtype = dt, fp8 = opts.fp8 or false, layer = layer, expert = opts.expert, site = site,
+      role = role or name:gsub("^model%.layers%.%d+%.", ""),
+    }
+    srcs[#srcs + 1] = s
+    by_name[name] = s
+    return s
+  end
+
+  function T.src(name, shape, opts) add_src(name, shape, opts, U.site(2)) end
+
+  -- Experts prefix.<e>.<part> for e in [0, E), in checkpoint order (expert-major).
+  function T.expert_srcs(prefix, E, parts, opts)
+    local site = U.site(2)
+    local role_prefix = prefix:gsub("^model%.layers%.%d+%.", "")
+    for e = 0, E - 1 do
+      for _, part in ipairs(parts) do
+        local o = { fp8 = opts and opts.fp8, dtype = opts and opts.dtype, expert = e }
+        add_src(("%s.%d.%s"):format(prefix, e, part[1]), part[2], o, site, role_prefix .. "." .. part[1])
+      end
+    end
+  end
+
+  local function add_spec(name, spec, site)
+    if spec.split ~= "col" and spec.split ~= "row" and spec.split ~= "rep" then
+      U.fail(site, "tensor '%s': split must be col, row or rep", name)
+    end
+    if type(spec.parts) ~= "table" or #spec.parts == 0 then
+      U.fail(site, "tensor '%s': missing field 'parts'", name)
+    end
+    spec.name, spec.site, spec.layer = name, site, layer
+    specs[#specs + 1] = spec
+  end
+
+  function T.dst(name, spec)
+    local site = U.site(2)
+    local parts = {}
+    for i, p in ipairs(spec.parts or {}) do
+      if type(p) == "string" then p = { src = p } end
+      local s = by_name[p.src]
+      if not s then U.fail(site, "tensor '%s': unknown source tensor '%s'", name, tostring(p.src)) end
+      parts[i] = { src = s, heads = p.heads, replicate = p.replicate }
+    end
+    spec.parts = parts
+    add_spec(name, spec, site)
+  end
+
+  function T.expert_dst(name, prefix, E, spec)
+    local site = U.site(2)
+    local parts = {}
+    for i, pname in ipairs(spec.parts or {}) do
+      local by = {}
+      for e = 0, E - 1 do
+        local s = by_name[("%s.%d.%s"):format(prefix, e, pname)]
+        if not s then U.fail(site, "tensor '%s': unknown source tensor '%s.%d.%s'", name, prefix, e, pname) end
+        by[e + 1] = s
+      end
+      parts[i] = { src = by[1], by_expert = by }
+    end
+    spec.parts, spec.expert, spec.experts = parts, true, E
+    add_spec(name, spec, site)
+  end
+
+  local ok, err = pcall(m.__family.build, m, T, plan.engine)
+  if not ok then error(err, 0) end
+
+  -- Expand every destination on every TP rank; scale tensors follow their weight.
+  local dsts = {}
+  for r = 0, tp - 1 do
+    for _, spec in ipairs(specs) do
+      local site = spec.site
+      local dt = resolve_dtype(spec, spec.parts, plan, site)
+      local items, split_tp = items_of(spec, r, tp, ep, site)
+      local cols
+      local item_rows = 0
+      for k, seg in ipairs(items[1]) do
+        local c = seg.scols
+        if cols and c ~= cols then
+          U.fail(site, "tensor '%s': part '%s' has %d columns, part 1 has %d", spec.name, seg.src.name, c, cols)
+        end
+        cols = c
+        seg.irow0 = item_rows
+        item_rows = item_rows + seg.srows
+        if dt == "fp8" and k < #items[1] and seg.srows % BLOCK ~= 0 then
+          U.fail(site, "tensor '%s': fp8 part '%s' has %d rows per rank, not a multiple of %d "
+            .. "(a 128x128 block would straddle two parts)", spec.name, seg.src.name, seg.srows, BLOCK)
+        end
+        if dt == "fp8" and split_tp > 1 and spec.split == "col" and seg.srows % BLOCK ~= 0 then
+          U.fail(site, "tensor '%s': fp8 with tp %d gives %d rows per rank from '%s', not a multiple of %d",
+            spec.name, tp, seg.srows, seg.src.name, BLOCK)
+        end
+        if dt == "fp8" and split_tp > 1 and spec.split == "row" and seg.scols % BLOCK ~= 0 then
+          U.fail(site, "tensor '%s': fp8 with tp %d gives %d columns per rank, not a multiple of %d",
+            spec.name, tp, seg.scols, BLOCK)
+        end
+      end
+      for j = 2, #items do
+        local off = 0
+        for _, seg in ipairs(items[j]) do seg.irow0 = off; off = off + seg.srows end
+      end
+      local one_d = #items[1][1].src.shape == 1
+      local shape
+      if spec.expert then shape = { #items, item_rows, cols }
+      elseif one_d then shape = { item_rows }
+      else shape = { item_rows, cols } end
+      local d = {
+        name = spec.name, tp_rank = r, dtype = dt, shape = shape, items = #items, item_rows = item_rows,
+        cols = cols, layer = spec.layer, spec = spec, derived = spec.derived,
+      }
+      d.segs = {}
+      for j, segs in ipairs(items) do
+        for _, seg in ipairs(segs) do
+          seg.item = j - 1
+          d.segs[#d.segs + 1] = seg
+        end
+      end
+      d.bytes = d.items * d.item_rows * d.cols * U.dtypes[dt].size
+      d.id = #dsts
+      dsts[#dsts + 1] = d
+      if dt == "fp8" then
+        local sr, sc = U.ceil_div(item_rows, BLOCK), U.ceil_div(cols, BLOCK)
+        local sname = spec.name:gsub("weight$", "weight_scale_inv")
+        local sshape = spec.expert and { #items, sr, sc } or { sr, sc }
+        local s = {
+          name = sname, tp_rank = r, dtype = "fp32", shape = sshape, items = #items, item_rows = sr,
+          cols = sc, layer = spec.layer, weight = d, segs = {}, spec = spec,
+        }
+        s.bytes = s.items * sr * sc * 4
+        s.id = #dsts
+        d.scale = s
+        dsts[#dsts + 1] = s
+      end
+    end
+  end
+  return { srcs = srcs, dsts = dsts, specs = specs, src_by_name = by_name }
+end
+
+return D

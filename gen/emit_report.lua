@@ -1,0 +1,146 @@
+-- emit_report.lua: the compact per-plan layout report that reviewers read in diffs.
+local U = require("util")
+local R = {}
+
+local function shape_str(shape) return "[" .. table.concat(shape, ", ") .. "]" end
+
+local function max_mean(values)
+  local mx, sum = 0, 0
+  for _, v in ipairs(values) do mx = math.max(mx, v); sum = sum + v end
+  if sum == 0 then return 0 end
+  return mx / (sum / #values)
+end
+
+-- Consecutive equal signatures collapse into ranges: { {first, last, sig, lines} }.
+local function collapse(keys, sig_of)
+  local out = {}
+  for _, k in ipairs(keys) do
+    local sig, lines = sig_of(k)
+    local last = out[#out]
+    if last and last.sig == sig and type(k) == "number" and last.last == k - 1 then
+      last.last = k
+    else
+      out[#out + 1] = { first = k, last = k, sig = sig, lines = lines }
+    end
+  end
+  return out
+end
+
+local function per_line(items, n, indent)
+  local lines = {}
+  for i = 1, #items, n do
+    local row = {}
+    for j = i, math.min(#items, i + n - 1) do row[#row + 1] = items[j] end
+    lines[#lines + 1] = indent .. table.concat(row, "  ")
+  end
+  return lines
+end
+
+function R.facts(plan, model, packed)
+  local f = { hf_tensors = #model.srcs, hf_params = 0, hf_bytes = 0, dest_tensors = #model.dsts, dest_bytes = 0,
+    writes = #packed.writes }
+  for _, s in ipairs(model.srcs) do
+    f.hf_params = f.hf_params + s.rows * s.cols
+    f.hf_bytes = f.hf_bytes + s.rows * s.cols * U.dtypes[s.dtype].size
+  end
+  for _, d in ipairs(model.dsts) do f.dest_bytes = f.dest_bytes + d.bytes end
+  local out, inb = {}, {}
+  for i, r in ipairs(packed.ranks) do out[i] = r.bytes_out end
+  for i, r in ipairs(packed.recv) do inb[i] = r.bytes end
+  f.trainer_imbalance = max_mean(out)
+  f.receiver_imbalance = max_mean(inb)
+  return f
+end
+
+function R.report(plan, model, packed, f, hash)
+  local m, tr, inf, q = plan.__model, plan.trainer, plan.inference, plan.quant
+  local L = {}
+  local function add(fmt, ...) L[#L + 1] = fmt:format(...) end
+  add("model: %s (%s)", m.name, m.family)
+  add("plan: %s", plan.name)
+  add("layout_hash: 0x%016x", hash)
+  add("hf_tensors: %d", f.hf_tensors)
+  add("hf_params: %d", f.hf_params)
+  add("hf_bytes: %d (%s)", f.hf_bytes, U.human(f.hf_bytes))
+  add("dest_tensors_per_replica: %d", f.dest_tensors)
+  add("dest_bytes_per_replica: %d (%s)", f.dest_bytes, U.human(f.dest_bytes))
+  add("writes_total: %d", f.writes)
+  add("trainer_bytes_max_over_mean: %.3f", f.trainer_imbalance)
+  add("")
+  add("trainer: fsdp %d x dp_replicate %d = %d ranks", tr.fsdp, tr.dp_replicate, tr.fsdp * tr.dp_replicate)
+  add("inference: tp %d, ep %d, %d replicas = %d receivers", inf.tp, inf.ep, inf.replicas, inf.tp * inf.replicas)
+  add("quant: %s", q.fp8 and ("block fp8 e4m3 128x128, %s scales, unaligned shards %s"):format(q.scale_fmt,
+    q.unaligned == "gather" and "gathered" or "are errors") or "none (bf16/fp32)")
+  add("gather_below: %d bytes", plan.gather_below)
+  add("bytes_per_version: %d (%s) in %d writes, %d stage ops", packed.total, U.human(packed.total), #packed.writes,
+    #packed.ops)
+  add("receiver_bytes_max_over_mean: %.3f", f.receiver_imbalance)
+  if f.trainer_imbalance > plan.imbalance_warn then
+    add("warning: trainer max/mean %.3f above the plan bound %.2f", f.trainer_imbalance, plan.imbalance_warn)
+  end
+
+  -- How sources travel, and which are gathered because a shard cut would split an FP8 block.
+  local by = { expert = { n = 0, b = 0 }, shard = { n = 0, b = 0 }, small = { n = 0, b = 0 }, unaligned = { n = 0, b = 0 } }
+  local unaligned_roles, role_order = {}, {}
+  for _, s in ipairs(model.srcs) do
+    local k = s.travel == "gather" and s.why or s.travel
+    by[k].n, by[k].b = by[k].n + 1, by[k].b + s.bytes
+    if s.why == "unaligned" then
+      if not unaligned_roles[s.role] then unaligned_roles[s.role] = 0; role_order[#role_order + 1] = s.role end
+      unaligned_roles[s.role] = unaligned_roles[s.role] + 1
+    end
+  end
+  add("")
+  add("travel (source tensors, checkpoint bytes):")
+  add("  expert     %7d  %s", by.expert.n, U.human(by.expert.b))
+  add("  shard      %7d  %s", by.shard.n, U.human(by.shard.b))
+  add("  gathered   %7d  %s  (below gather_below)", by.small.n, U.human(by.small.b))
+  add("  gathered   %7d  %s  (shard cut inside an fp8 block)", by.unaligned.n, U.human(by.unaligned.b))
+  for _, role in ipairs(role_order) do add("    %s x%d", role, unaligned_roles[role]) end
+
+  -- Destination tensors of TP rank 0 (other ranks differ only in their slices), layers collapsed.
+  add("")
+  add("destination tensors on tp rank 0 (%d per replica over %d ranks):", f.dest_tensors, inf.tp)
+  local by_layer, keys = {}, {}
+  for _, d in ipairs(model.dsts) do
+    if d.tp_rank == 0 then
+      local k = d.layer or -1
+      if not by_layer[k] then by_layer[k] = {}; keys[#keys + 1] = k end
+      local l = by_layer[k]
+      l[#l + 1] = d
+    end
+  end
+  local ranges = collapse(keys, function(k)
+    local lines = {}
+    for _, d in ipairs(by_layer[k]) do
+      lines[#lines + 1] = ("    %-52s %-18s %s"):format(d.name:gsub("^model%.layers%.%d+%.", ""),
+        shape_str(d.shape), d.dtype)
+    end
+    local s = table.concat(lines, "\n")
+    return s, lines
+  end)
+  for _, rg in ipairs(ranges) do
+    if rg.first == -1 then add("  global:")
+    elseif rg.first == rg.last then add("  layer %d:", rg.first)
+    else add("  layers %d-%d (%d):", rg.first, rg.last, rg.last - rg.first + 1) end
+    for _, line in ipairs(rg.lines) do L[#L + 1] = line end
+  end
+
+  add("")
+  add("trainer ranks: bytes out per version (writes, arena):")
+  local items = {}
+  for i, r in ipairs(packed.ranks) do
+    items[#items + 1] = ("%3d %s (%d, %s)"):format(i - 1, U.human(r.bytes_out), r.write_count, U.human(r.arena))
+  end
+  for _, line in ipairs(per_line(items, 3, "  ")) do L[#L + 1] = line end
+  add("")
+  add("receivers: bytes in per version (trainer peers):")
+  items = {}
+  for i, r in ipairs(packed.recv) do
+    items[#items + 1] = ("%3d %s (%d)"):format(i - 1, U.human(r.bytes), r.peer_count)
+  end
+  for _, line in ipairs(per_line(items, 4, "  ")) do L[#L + 1] = line end
+  return table.concat(L, "\n") .. "\n"
+end
+
+return R

@@ -1,0 +1,116 @@
+-- load.lua: read model, family and plan descriptions (Lua data) with located errors.
+local U = require("util")
+local M = { files = {} } -- every description file read, for the depfile
+
+local root = "models"
+function M.set_root(dir) root = dir end
+
+local function sandbox()
+  local env = {
+    ipairs = ipairs, pairs = pairs, math = math, string = string, table = table,
+    tostring = tostring, tonumber = tonumber, type = type, error = error, assert = assert,
+    select = select,
+  }
+  -- model { ... } / plan { ... } mark a description and remember where it was written.
+  env.model = function(t) t.__kind, t.__site = "model", U.site(2); return t end
+  env.plan = function(t) t.__kind, t.__site = "plan", U.site(2); return t end
+  -- A description may build on another: include("qwen3") returns that family's table.
+  env.include = function(name) return M.family(name) end
+  return env
+end
+
+local function run_file(path, what)
+  local f = io.open(path, "rb")
+  if not f then U.fail(nil, "%s '%s' not found", what, path) end
+  local text = f:read("a")
+  f:close()
+  M.files[#M.files + 1] = path
+  local chunk, err = load(text, "@" .. path, "t", sandbox())
+  if not chunk then error({ refit = err }, 0) end
+  local ok, res = pcall(chunk)
+  if not ok then
+    if type(res) == "table" then error(res, 0) end
+    error({ refit = tostring(res) }, 0)
+  end
+  return res
+end
+
+local families = {}
+function M.family(name)
+  if not families[name] then
+    local fam = run_file(("%s/families/%s.lua"):format(root, name), "family")
+    if type(fam) ~= "table" or type(fam.build) ~= "function" then
+      U.fail({ file = ("%s/families/%s.lua"):format(root, name), line = 1 },
+        "family '%s' must return a table with a build function", name)
+    end
+    families[name] = fam
+  end
+  return families[name]
+end
+
+-- Check that t has every field in list, of the right type ("number" fields must be integers > 0
+-- unless listed in zero_ok).
+function M.need(t, spec)
+  for _, f in ipairs(spec) do
+    local name, ty = f[1], f[2]
+    local v = t[name]
+    if v == nil then U.fail(t.__site, "%s '%s': missing field '%s'", t.__kind, t.name or "?", name) end
+    if ty == "int" then
+      if math.type(v) ~= "integer" or v < (f.min or 1) then
+        U.fail(t.__site, "%s '%s': field '%s' must be an integer >= %d, got %s",
+          t.__kind, t.name or "?", name, f.min or 1, tostring(v))
+      end
+    elseif type(v) ~= ty then
+      U.fail(t.__site, "%s '%s': field '%s' must be a %s, got %s", t.__kind, t.name or "?", name, ty, type(v))
+    end
+  end
+end
+
+function M.model(name)
+  local path = ("%s/%s.lua"):format(root, name)
+  local m = run_file(path, "model")
+  if type(m) ~= "table" or m.__kind ~= "model" then
+    U.fail({ file = path, line = 1 }, "must return model { ... }")
+  end
+  M.need(m, { { "name", "string" }, { "family", "string" } })
+  if m.name ~= name then U.fail(m.__site, "model name '%s' does not match its file name '%s'", m.name, name) end
+  m.__family = M.family(m.family)
+  return m
+end
+
+function M.plan(path)
+  local p = run_file(path, "plan")
+  if type(p) ~= "table" or p.__kind ~= "plan" then U.fail({ file = path, line = 1 }, "must return plan { ... }") end
+  M.need(p, { { "name", "string" }, { "model", "string" }, { "trainer", "table" }, { "inference", "table" } })
+  local base = path:match("([^/]+)%.lua$")
+  if p.name ~= base then U.fail(p.__site, "plan name '%s' does not match its file name '%s'", p.name, base) end
+  local t, i = p.trainer, p.inference
+  t.__kind, t.__site, t.name = "plan", p.__site, p.name .. ".trainer"
+  i.__kind, i.__site, i.name = "plan", p.__site, p.name .. ".inference"
+  t.dp_replicate = t.dp_replicate or 1
+  i.ep = i.ep or 1
+  M.need(t, { { "fsdp", "int" }, { "dp_replicate", "int" } })
+  M.need(i, { { "tp", "int" }, { "ep", "int" }, { "replicas", "int" } })
+  if i.ep ~= 1 and i.ep ~= i.tp then
+    U.fail(p.__site, "plan '%s': ep %d must be 1 (experts split by TP) or equal tp %d", p.name, i.ep, i.tp)
+  end
+  p.quant = p.quant or {}
+  local q = p.quant
+  q.fp8 = q.fp8 or false
+  q.scale_fmt = q.scale_fmt or "fp32"
+  if q.scale_fmt ~= "fp32" and q.scale_fmt ~= "ue8m0" then
+    U.fail(p.__site, "plan '%s': quant.scale_fmt '%s' is not fp32 or ue8m0", p.name, tostring(q.scale_fmt))
+  end
+  q.exclude = q.exclude or {}
+  q.unaligned = q.unaligned or "gather"
+  if q.unaligned ~= "gather" and q.unaligned ~= "error" then
+    U.fail(p.__site, "plan '%s': quant.unaligned must be 'gather' or 'error'", p.name)
+  end
+  p.engine = p.engine or {}
+  p.gather_below = p.gather_below or 2 * 1024 * 1024
+  p.imbalance_warn = p.imbalance_warn or 1.10
+  p.__model = M.model(p.model)
+  return p
+end
+
+return M

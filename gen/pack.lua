@@ -1,0 +1,321 @@
+-- pack.lua: decide how each source tensor travels, assign gathered tensors to trainer shards
+-- (longest-processing-time first), cut destinations into pieces per shard, pack each shard's slot
+-- arena, and list ops, writes, groups, ranks, receivers and peers.
+local U = require("util")
+local P = {}
+
+local BLOCK = U.BLOCK
+local SLOT_ALIGN = 256
+local GLOBAL = -1 -- group key of tensors outside the decoder layers
+
+-- Every destination segment that reads each source.
+local function uses_of(dsts)
+  local uses = {}
+  for _, d in ipairs(dsts) do
+    for _, seg in ipairs(d.segs) do
+      local u = uses[seg.src.id]
+      if not u then u = {}; uses[seg.src.id] = u end
+      u[#u + 1] = { d = d, seg = seg }
+    end
+  end
+  return uses
+end
+
+-- First shard boundary that cuts an FP8 block of some destination, or nil.
+local function unaligned_cut(s, uses, chunk, fsdp)
+  for _, u in ipairs(uses or {}) do
+    if u.d.dtype == "fp8" then
+      local a, b = u.seg.srow0, u.seg.srow0 + u.seg.srows
+      for k = 1, fsdp - 1 do
+        local cut = k * chunk
+        if cut > a and cut < b and (u.seg.irow0 + cut - a) % BLOCK ~= 0 then return cut, u.d end
+      end
+    end
+  end
+  return nil
+end
+
+local function decide_travel(plan, srcs, uses)
+  local fsdp = plan.trainer.fsdp
+  local E = plan.__model.experts
+  local counts = { expert = 0, shard = 0, gather_small = 0, gather_unaligned = 0 }
+  for _, s in ipairs(srcs) do
+    s.chunk = U.ceil_div(s.rows, fsdp)
+    s.bytes = s.rows * s.cols * U.dtypes[s.dtype].size
+    if s.expert then
+      s.travel, s.shard = "expert", s.expert // U.ceil_div(E, fsdp)
+      counts.expert = counts.expert + 1
+    elseif s.bytes < plan.gather_below or fsdp == 1 then
+      s.travel, s.why = "gather", "small"
+      counts.gather_small = counts.gather_small + 1
+    else
+      local cut, d = unaligned_cut(s, uses[s.id], s.chunk, fsdp)
+      if cut then
+        if plan.quant.unaligned == "error" then
+          U.fail(plan.__site, "plan '%s': tensor '%s': FSDP shard boundary at row %d (fsdp %d, %d rows per "
+            .. "shard) cuts a 128-row FP8 block of '%s' on tp rank %d", plan.name, s.name, cut, fsdp,
+            s.chunk, d.name, d.tp_rank)
+        end
+        s.travel, s.why = "gather", "unaligned"
+        counts.gather_unaligned = counts.gather_unaligned + 1
+      else
+        s.travel, s.shard = "shard", nil
+        counts.shard = counts.shard + 1
+      end
+    end
+  end
+  return counts
+end
+
+-- Pieces of one segment: { shard, d, item, irow0, rows, src, srow0, scol0 } (+ scale piece).
+local function cut_segment(d, seg, fsdp, out)
+  local s = seg.src
+  local function piece(shard, a, b)
+    out[#out + 1] = {
+      shard = shard, d = d, item = seg.item, irow0 = seg.irow0 + (a - seg.srow0), rows = b - a,
+      src = s, srow0 = a, scol0 = seg.scol0, cols = seg.scols,
+    }
+  end
+  if s.travel ~= "shard" then
+    piece(s.shard, seg.srow0, seg.srow0 + seg.srows)
+    return
+  end
+  local lo, hi = seg.srow0, seg.srow0 + seg.srows
+  for k = lo // s.chunk, math.min(fsdp - 1, (hi - 1) // s.chunk) do
+    local a, b = math.max(lo, k * s.chunk), math.min(hi, (k + 1) * s.chunk)
+    if b > a then piece(k, a, b) end
+  end
+end
+
+local function piece_bytes(p)
+  local d = p.d
+  local b = p.rows * d.cols * U.dtypes[d.dtype].size
+  if d.scale then b = b + U.ceil_div(p.rows, BLOCK) * d.scale.cols * 4 end
+  return b
+end
+
+-- Longest-processing-time first: the largest gathered tensor goes to the least loaded shard.
+local function balance(plan, srcs, uses)
+  local fsdp = plan.trainer.fsdp
+  local load = {}
+  for k = 0, fsdp - 1 do load[k] = 0 end
+  local gathered = {}
+  for _, s in ipairs(srcs) do
+    local w = 0
+    for _, u in ipairs(uses[s.id] or {}) do
+      local tmp = {}
+      if s.travel == "gather" then s.shard = 0 end
+      cut_segment(u.d, u.seg, fsdp, tmp)
+      for _, p in ipairs(tmp) do
+        if s.travel == "gather" then w = w + piece_bytes(p) else load[p.shard] = load[p.shard] + piece_bytes(p) end
+      end
+    end
+    if s.travel == "gather" then gathered[#gathered + 1] = { s = s, w = w } end
+  end
+  table.sort(gathered, function(a, b)
+    if a.w ~= b.w then return a.w > b.w end
+    return a.s.id < b.s.id
+  end)
+  for _, g in ipairs(gathered) do
+    local best = 0
+    for k = 1, fsdp - 1 do if load[k] < load[best] then best = k end end
+    g.s.shard = best
+    load[best] = load[best] + g.w
+  end
+end
+
+-- Merge consecutive ops of equal shape whose fields advance by constant steps.
+local function coalesce(ops)
+  local out = {}
+  local function compatible(a, b)
+    return a.kind == b.kind and a.src_dtype == b.src_dtype and a.dst_dtype == b.dst_dtype
+      and a.rows == b.rows and a.cols == b.cols and (a.scale == nil) == (b.scale == nil)
+  end
+  for _, o in ipairs(ops) do
+    local last = out[#out]
+    local merged = false
+    if last and compatible(last, o) then
+      local prev = last.last
+      local st = {
+        src = o.src - prev.src, row = o.row0 - prev.row0, col = o.col0 - prev.col0,
+        out = o.out - prev.out, scale = o.scale and (o.scale - prev.scale) or 0,
+      }
+      if st.src >= 0 and st.out > 0 and st.scale >= 0 then
+        if last.count == 1 then
+          last.steps, last.count, last.last, merged = st, 2, o, true
+        else
+          local s0 = last.steps
+          if s0.src == st.src and s0.row == st.row and s0.col == st.col and s0.out == st.out
+            and s0.scale == st.scale then
+            last.count, last.last, merged = last.count + 1, o, true
+          end
+        end
+      end
+    end
+    if not merged then
+      o.count, o.last = 1, o
+      o.steps = { src = 0, row = 0, col = 0, out = 0, scale = 0 }
+      out[#out + 1] = o
+    end
+  end
+  return out
+end
+
+local function op_order(a, b)
+  if a.kind ~= b.kind then return a.kind < b.kind end
+  if a.rows ~= b.rows then return a.rows < b.rows end
+  if a.cols ~= b.cols then return a.cols < b.cols end
+  if a.role ~= b.role then return a.role < b.role end
+  if a.src ~= b.src then return a.src < b.src end
+  if a.col0 ~= b.col0 then return a.col0 < b.col0 end
+  return a.row0 < b.row0
+end
+
+-- Slot layout of one shard: groups (by layer), runs of destination-contiguous pieces, ops.
+local function layout_shard(pieces)
+  local by_group, keys = {}, {}
+  for _, p in ipairs(pieces) do
+    local key = p.d.layer or GLOBAL
+    if not by_group[key] then by_group[key] = {}; keys[#keys + 1] = key end
+    local g = by_group[key]
+    g[#g + 1] = p
+  end
+  table.sort(keys)
+  local groups, off = {}, 0
+  for _, key in ipairs(keys) do
+    -- weight and scale pieces as destination byte ranges
+    local ranges = {}
+    for _, p in ipairs(by_group[key]) do
+      local d = p.d
+      local es = U.dtypes[d.dtype].size
+      p.dst_off = ((p.item * d.item_rows + p.irow0) * d.cols) * es
+      p.len = p.rows * d.cols * es
+      ranges[#ranges + 1] = { dst = d, off = p.dst_off, len = p.len, piece = p }
+      if d.scale then
+        local s = d.scale
+        local sr = U.ceil_div(p.rows, BLOCK)
+        p.sdst_off = ((p.item * s.item_rows + p.irow0 // BLOCK) * s.cols) * 4
+        ranges[#ranges + 1] = { dst = s, off = p.sdst_off, len = sr * s.cols * 4, piece = p, is_scale = true }
+      end
+    end
+    table.sort(ranges, function(a, b)
+      if a.dst.id ~= b.dst.id then return a.dst.id < b.dst.id end
+      return a.off < b.off
+    end)
+    local runs = {}
+    local run
+    for _, r in ipairs(ranges) do
+      if run and run.dst == r.dst and run.off + run.len == r.off then
+        run.len = run.len + r.len
+      else
+        off = U.align(off, SLOT_ALIGN)
+        run = { dst = r.dst, off = r.off, len = r.len, slot = off }
+        runs[#runs + 1] = run
+      end
+      local at = run.slot + (r.off - run.off)
+      if r.is_scale then r.piece.scale_slot = at else r.piece.slot = at end
+      off = run.slot + run.len
+    end
+    local ops = {}
+    for _, p in ipairs(by_group[key]) do
+      local d = p.d
+      ops[#ops + 1] = {
+        src = p.src.id, role = p.src.role, kind = d.dtype == "fp8" and 2 or 1,
+        src_dtype = U.dtypes[p.src.dtype].id, dst_dtype = U.dtypes[d.dtype].id,
+        row0 = p.srow0, col0 = p.scol0, rows = p.rows, cols = p.cols, out = p.slot, scale = p.scale_slot,
+      }
+    end
+    table.sort(ops, op_order)
+    groups[#groups + 1] = { layer = key, runs = runs, ops = coalesce(ops) }
+  end
+  return groups, U.align(off, SLOT_ALIGN)
+end
+
+function P.pack(plan, model)
+  local srcs, dsts = model.srcs, model.dsts
+  local fsdp, rep = plan.trainer.fsdp, plan.trainer.dp_replicate
+  local tp, replicas = plan.inference.tp, plan.inference.replicas
+  local uses = uses_of(dsts)
+  local travel = decide_travel(plan, srcs, uses)
+  balance(plan, srcs, uses)
+
+  local pieces = {}
+  for k = 0, fsdp - 1 do pieces[k] = {} end
+  for _, d in ipairs(dsts) do
+    for _, seg in ipairs(d.segs) do
+      local tmp = {}
+      cut_segment(d, seg, fsdp, tmp)
+      for _, p in ipairs(tmp) do local l = pieces[p.shard]; l[#l + 1] = p end
+    end
+  end
+  local shard_layout = {}
+  for k = 0, fsdp - 1 do
+    local groups, arena = layout_shard(pieces[k])
+    shard_layout[k] = { groups = groups, arena = arena }
+  end
+
+  -- Ranks: replicate group g serves replicas g, g+rep, ...; its shards mirror group 0's layout.
+  local out = { ops = {}, writes = {}, groups = {}, ranks = {}, travel = travel }
+  local recv_peer = {} -- [receiver][trainer] = { bytes, writes }
+  for g = 0, rep - 1 do
+    local served = {}
+    for k = g, replicas - 1, rep do served[#served + 1] = k end
+    for s = 0, fsdp - 1 do
+      local t = g * fsdp + s
+      local lay = shard_layout[s]
+      local rank = {
+        shard = s, replicate = g, arena = lay.arena, bytes_out = 0,
+        group_first = #out.groups, op_first = #out.ops, write_first = #out.writes,
+      }
+      for _, grp in ipairs(lay.groups) do
+        local G = { layer = grp.layer, op_first = #out.ops, write_first = #out.writes }
+        for _, o in ipairs(grp.ops) do out.ops[#out.ops + 1] = o end
+        for _, run in ipairs(grp.runs) do
+          for _, k in ipairs(served) do
+            local rcv = k * tp + run.dst.tp_rank
+            out.writes[#out.writes + 1] = { slot = run.slot, dst_off = run.off, len = run.len, receiver = rcv, dst = run.dst.id }
+            rank.bytes_out = rank.bytes_out + run.len
+            local rp = recv_peer[rcv]
+            if not rp then rp = {}; recv_peer[rcv] = rp end
+            local e = rp[t]
+            if not e then e = { bytes = 0, writes = 0 }; rp[t] = e end
+            e.bytes, e.writes = e.bytes + run.len, e.writes + 1
+          end
+        end
+        G.op_count, G.write_count = #out.ops - G.op_first, #out.writes - G.write_first
+        out.groups[#out.groups + 1] = G
+      end
+      rank.group_count = #out.groups - rank.group_first
+      rank.op_count = #out.ops - rank.op_first
+      rank.write_count = #out.writes - rank.write_first
+      out.ranks[#out.ranks + 1] = rank
+    end
+  end
+
+  -- Receivers: replica k, TP rank r; their destinations are the contiguous ids of rank r.
+  local first, count = {}, {}
+  for _, d in ipairs(dsts) do
+    local r = d.tp_rank
+    if not first[r] then first[r] = d.id end
+    count[r] = (count[r] or 0) + 1
+  end
+  out.recv, out.peers = {}, {}
+  for k = 0, replicas - 1 do
+    for r = 0, tp - 1 do
+      local id = k * tp + r
+      local rv = { replica = k, tp_rank = r, dst_first = first[r], dst_count = count[r], bytes = 0, peer_first = #out.peers }
+      local rp = recv_peer[id] or {}
+      for _, t in ipairs(U.sorted_keys(rp)) do
+        out.peers[#out.peers + 1] = { trainer = t, bytes = rp[t].bytes, writes = rp[t].writes }
+        rv.bytes = rv.bytes + rp[t].bytes
+      end
+      rv.peer_count = #out.peers - rv.peer_first
+      out.recv[#out.recv + 1] = rv
+    end
+  end
+  out.total = 0
+  for _, r in ipairs(out.ranks) do out.total = out.total + r.bytes_out end
+  return out
+end
+
+return P

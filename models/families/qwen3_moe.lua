@@ -1,0 +1,29 @@
+-- Qwen3MoeForCausalLM: Qwen3 attention, every layer MoE (no shared expert); the router
+-- mlp.gate is a replicated unquantized linear.
+local Q = include("qwen3")
+local F = {}
+
+function F.build(m, T)
+  Q.common(m, T)
+  T.need(m, { "experts", "moe_intermediate" })
+  Q.embed(m, T)
+  for l = 0, m.layers - 1 do
+    local p = ("model.layers.%d."):format(l)
+    T.layer(l)
+    Q.attention(m, T, p)
+    T.src(p .. "mlp.gate.weight", { m.experts, m.hidden })
+    T.expert_srcs(p .. "mlp.experts", m.experts, {
+      { "gate_proj.weight", { m.moe_intermediate, m.hidden } },
+      { "up_proj.weight", { m.moe_intermediate, m.hidden } },
+      { "down_proj.weight", { m.hidden, m.moe_intermediate } },
+    }, { fp8 = true })
+    T.dst(p .. "mlp.gate.weight", { split = "rep", dtype = "bf16", parts = { p .. "mlp.gate.weight" } })
+    T.expert_dst(p .. "mlp.experts.w13_weight", p .. "mlp.experts", m.experts,
+      { split = "col", dtype = "weight", parts = { "gate_proj.weight", "up_proj.weight" } })
+    T.expert_dst(p .. "mlp.experts.w2_weight", p .. "mlp.experts", m.experts,
+      { split = "row", dtype = "weight", parts = { "down_proj.weight" } })
+  end
+  Q.head(m, T)
+end
+
+return F

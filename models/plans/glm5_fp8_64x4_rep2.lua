@@ -1,0 +1,7 @@
+-- As glm5_fp8_64x4 with HSDP: 2 replicate groups of 32 FSDP shards, each feeding 2 replicas.
+return plan {
+  name = "glm5_fp8_64x4_rep2", model = "glm5",
+  trainer = { fsdp = 32, dp_replicate = 2 },
+  inference = { tp = 8, ep = 8, replicas = 4 },
+  quant = { fp8 = true },
+}

@@ -1,0 +1,8 @@
+-- The demo plan: 4 trainer ranks (FSDP) into 2 replicas of TP2/EP2, block FP8.
+return plan {
+  name = "glm_tiny_demo", model = "glm_tiny",
+  trainer = { fsdp = 4 },
+  inference = { tp = 2, ep = 2, replicas = 2 },
+  quant = { fp8 = true },
+  gather_below = 64 * 1024,
+}

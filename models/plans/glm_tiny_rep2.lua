@@ -1,0 +1,8 @@
+-- HSDP: 2 replicate groups of 2 FSDP shards; each group feeds one replica. UE8M0 scales.
+return plan {
+  name = "glm_tiny_rep2", model = "glm_tiny",
+  trainer = { fsdp = 2, dp_replicate = 2 },
+  inference = { tp = 2, ep = 2, replicas = 2 },
+  quant = { fp8 = true, scale_fmt = "ue8m0" },
+  gather_below = 64 * 1024,
+}

@@ -1,0 +1,7 @@
+-- Qwen3-30B-A3B block FP8 from 16 trainer ranks into 2 replicas of TP4/EP4.
+return plan {
+  name = "qwen3_30b_a3b_fp8_ep4", model = "qwen3_30b_a3b",
+  trainer = { fsdp = 16 },
+  inference = { tp = 4, ep = 4, replicas = 2 },
+  quant = { fp8 = true },
+}

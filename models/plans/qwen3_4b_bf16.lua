@@ -1,0 +1,6 @@
+-- Qwen3-4B bf16 from 8 trainer ranks into 8 TP1 replicas.
+return plan {
+  name = "qwen3_4b_bf16", model = "qwen3_4b",
+  trainer = { fsdp = 8 },
+  inference = { tp = 1, replicas = 8 },
+}

@@ -1,0 +1,6 @@
+-- Qwen3-4B bf16, one trainer into one TP1 receiver (the host-memory benchmark's simplest shape).
+return plan {
+  name = "qwen3_4b_bf16_1to1", model = "qwen3_4b",
+  trainer = { fsdp = 1 },
+  inference = { tp = 1, replicas = 1 },
+}

@@ -1,0 +1,7 @@
+-- Qwen3-8B block FP8 from 8 trainer ranks into 2 replicas of TP4.
+return plan {
+  name = "qwen3_8b_fp8_tp4", model = "qwen3_8b",
+  trainer = { fsdp = 8 },
+  inference = { tp = 4, replicas = 2 },
+  quant = { fp8 = true },
+}

@@ -1,0 +1,8 @@
+-- MoE with expert parallelism: 2 trainer ranks into one TP2/EP2 replica, block FP8.
+return plan {
+  name = "qwen3_moe_tiny_ep2", model = "qwen3_moe_tiny",
+  trainer = { fsdp = 2 },
+  inference = { tp = 2, ep = 2, replicas = 1 },
+  quant = { fp8 = true },
+  gather_below = 64 * 1024,
+}

@@ -1,0 +1,7 @@
+-- bf16 dense model, 2 trainer ranks into 2 replicas of TP2.
+return plan {
+  name = "qwen3_tiny_tp2", model = "qwen3_tiny",
+  trainer = { fsdp = 2 },
+  inference = { tp = 2, replicas = 2 },
+  gather_below = 64 * 1024,
+}
