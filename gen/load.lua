@@ -2,8 +2,17 @@
 local U = require("util")
 local M = { files = {} } -- every description file read, for the depfile
 
-local root = "models"
-function M.set_root(dir) root = dir end
+local roots = { "models" } -- searched in order for models, families and plans' models
+function M.set_roots(list) roots = list end
+
+local function find(rel)
+  for _, r in ipairs(roots) do
+    local path = r .. "/" .. rel
+    local f = io.open(path, "rb")
+    if f then f:close(); return path end
+  end
+  return roots[1] .. "/" .. rel
+end
 
 local function sandbox()
   local env = {
@@ -32,15 +41,22 @@ local function run_file(path, what)
     if type(res) == "table" then error(res, 0) end
     error({ refit = tostring(res) }, 0)
   end
+  -- `return model { ... }` is a tail call, so the site is found in the text instead.
+  if type(res) == "table" and res.__kind then
+    local at = text:find(res.__kind .. "%s*{") or 1
+    local _, line = text:sub(1, at):gsub("\n", "")
+    res.__site = { file = path, line = line + 1, text = text }
+  end
   return res
 end
 
 local families = {}
 function M.family(name)
   if not families[name] then
-    local fam = run_file(("%s/families/%s.lua"):format(root, name), "family")
+    local path = find(("families/%s.lua"):format(name))
+    local fam = run_file(path, "family")
     if type(fam) ~= "table" or type(fam.build) ~= "function" then
-      U.fail({ file = ("%s/families/%s.lua"):format(root, name), line = 1 },
+      U.fail({ file = path, line = 1 },
         "family '%s' must return a table with a build function", name)
     end
     families[name] = fam
@@ -50,24 +66,39 @@ end
 
 -- Check that t has every field in list, of the right type ("number" fields must be integers > 0
 -- unless listed in zero_ok).
+-- Where field `name` is set in a description (its declaration when not found).
+local function field_site(site, name)
+  if not site or not site.text then return site end
+  local at = site.text:find("[%s{,]" .. name .. "%s*=")
+  if not at then return site end
+  local _, line = site.text:sub(1, at):gsub("\n", "")
+  return { file = site.file, line = line + 1 }
+end
+
 function M.need(t, spec)
   for _, f in ipairs(spec) do
     local name, ty = f[1], f[2]
     local v = t[name]
     if v == nil then U.fail(t.__site, "%s '%s': missing field '%s'", t.__kind, t.name or "?", name) end
+    local site = field_site(t.__site, name)
     if ty == "int" then
       if math.type(v) ~= "integer" or v < (f.min or 1) then
-        U.fail(t.__site, "%s '%s': field '%s' must be an integer >= %d, got %s",
+        U.fail(site, "%s '%s': field '%s' must be an integer >= %d, got %s",
           t.__kind, t.name or "?", name, f.min or 1, tostring(v))
       end
     elseif type(v) ~= ty then
-      U.fail(t.__site, "%s '%s': field '%s' must be a %s, got %s", t.__kind, t.name or "?", name, ty, type(v))
+      U.fail(site, "%s '%s': field '%s' must be a %s, got %s", t.__kind, t.name or "?", name, ty, type(v))
     end
   end
 end
 
-function M.model(name)
-  local path = ("%s/%s.lua"):format(root, name)
+function M.model(name, from)
+  local path = find(name .. ".lua")
+  local f = io.open(path, "rb")
+  if not f then
+    U.fail(from, "model '%s' not found (looked for %s.lua in %s)", name, name, table.concat(roots, ", "))
+  end
+  f:close()
   local m = run_file(path, "model")
   if type(m) ~= "table" or m.__kind ~= "model" then
     U.fail({ file = path, line = 1 }, "must return model { ... }")
@@ -109,7 +140,7 @@ function M.plan(path)
   p.engine = p.engine or {}
   p.gather_below = p.gather_below or 2 * 1024 * 1024
   p.imbalance_warn = p.imbalance_warn or 1.10
-  p.__model = M.model(p.model)
+  p.__model = M.model(p.model, p.__site)
   return p
 end
 

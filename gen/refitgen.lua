@@ -1,7 +1,7 @@
 -- refitgen.lua: compile a deployment plan (models/plans/<plan>.lua) and its model into C tables,
 -- a self-check program and a layout report.
 --
---   lua5.4 gen/refitgen.lua --plan models/plans/P.lua --out build/gen [--depfile F]
+--   lua5.4 gen/refitgen.lua --plan models/plans/P.lua --out build/gen [--depfile F] [--models DIR:DIR]
 --   lua5.4 gen/refitgen.lua --registry build/gen P1 P2 ...
 local dir = arg[0]:match("^(.*)/[^/]*$") or "."
 package.path = dir .. "/?.lua;" .. package.path
@@ -46,7 +46,7 @@ local function main(argv)
   local i = 1
   while i <= #argv do
     local a = argv[i]
-    if a == "--plan" or a == "--out" or a == "--depfile" or a == "--registry" then
+    if a == "--plan" or a == "--out" or a == "--depfile" or a == "--registry" or a == "--models" then
       opts[a:sub(3)] = argv[i + 1]
       i = i + 2
     else
@@ -59,6 +59,11 @@ local function main(argv)
     U.write_if_changed(opts.registry .. "/plans.c", c)
     U.write_if_changed(opts.registry .. "/plans.h", h)
     return 0
+  end
+  if opts.models then
+    local list = {}
+    for d in opts.models:gmatch("[^:]+") do list[#list + 1] = d end
+    L.set_roots(list)
   end
   if not opts.plan or not opts.out then
     io.stderr:write("usage: refitgen.lua --plan models/plans/P.lua --out DIR [--depfile F]\n")

@@ -1,0 +1,1 @@
+return model { name = "bad_dtype", family = "bad_family", hidden = 256, mistake = "dtype" }

@@ -1,0 +1,1 @@
+return model { name = "bad_shape", family = "bad_family", hidden = 256, mistake = "shape" }

@@ -1,0 +1,1 @@
+return plan { name = "bad_dst_dtype", model = "bad_dst_dtype", trainer = { fsdp = 2 }, inference = { tp = 1, replicas = 1 } }

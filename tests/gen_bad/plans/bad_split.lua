@@ -1,0 +1,1 @@
+return plan { name = "bad_split", model = "bad_split", trainer = { fsdp = 2 }, inference = { tp = 1, replicas = 1 } }

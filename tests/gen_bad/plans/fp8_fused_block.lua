@@ -1,0 +1,2 @@
+return plan { name = "fp8_fused_block", model = "glm_q_lora_200", trainer = { fsdp = 4 },
+  inference = { tp = 2, ep = 2, replicas = 1 }, quant = { fp8 = true } }

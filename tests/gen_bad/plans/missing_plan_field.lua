@@ -1,0 +1,2 @@
+return plan { name = "missing_plan_field", model = "glm_tiny", trainer = { fsdp = 4 },
+  inference = { ep = 2, replicas = 1 } }

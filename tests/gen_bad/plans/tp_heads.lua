@@ -1,0 +1,1 @@
+return plan { name = "tp_heads", model = "qwen3_tiny", trainer = { fsdp = 2 }, inference = { tp = 8, replicas = 1 } }

@@ -1,0 +1,236 @@
+/* test_plans.c: regression tests, on generated tables, for failure classes that weight-transfer
+ * systems are known for: offsets from the global rank instead of the FSDP shard index, fp32
+ * destinations filled with bf16, fused tensors laid out as a slice of the global concatenation,
+ * and the partial 128-row FP8 block of GLM's fused_qkv_a_proj. */
+#include <stdio.h>
+#include <string.h>
+
+#include "glm5_fp8_64x4_rep2.h"
+#include "glm_tiny_demo.h"
+#include "glm_tiny_rep2.h"
+#include "qwen3_tiny_fp8_tp4.h"
+
+static int passed, failed, cur_failed;
+
+#define EXPECT(cond, ...)                                                          \
+  do {                                                                             \
+    if (!(cond)) {                                                                 \
+      if (cur_failed++ < 5) {                                                      \
+        printf("  %s:%d: ", __FILE__, __LINE__);                                   \
+        printf(__VA_ARGS__);                                                       \
+        printf("\n");                                                              \
+      }                                                                            \
+    }                                                                              \
+  } while (0)
+
+static uint64_t dsize(uint8_t dt) { return dt == RF_BF16 ? 2 : dt == RF_FP32 ? 4 : 1; }
+static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+static uint32_t find_dst(const rf_plan *p, const char *name, uint32_t tp_rank)
+{
+  for (uint32_t i = 0; i < p->n_dst; i++)
+    if (p->dst[i].tp_rank == tp_rank && strcmp(p->dst[i].name, name) == 0)
+      return i;
+  return RF_NONE;
+}
+
+static uint32_t find_src(const rf_plan *p, const char *name)
+{
+  for (uint32_t i = 0; i < p->n_src; i++)
+    if (strcmp(p->src[i].name, name) == 0)
+      return i;
+  return RF_NONE;
+}
+
+/* What staged byte `at` of destination d on receiver rcv: the op, item, and whether it is the
+ * op's scale output; *row is the op-relative row (weights) or scale row. Returns 0 if none. */
+typedef struct { const rf_op *op; uint32_t item, src; int scale; int64_t row; } producer;
+
+static int produced_by(const rf_plan *p, uint32_t rcv, uint32_t d, uint64_t at, producer *out)
+{
+  for (uint32_t w = 0; w < p->n_writes; w++) {
+    const rf_write *wr = &p->writes[w];
+    if (wr->receiver != rcv || wr->dst != d || at < wr->dst_off || at >= wr->dst_off + wr->len)
+      continue;
+    uint32_t t = 0;
+    while (t + 1 < p->trainers && p->ranks[t + 1].write_first <= w) t++;
+    uint64_t slot = wr->slot + (at - wr->dst_off);
+    const rf_rank *rk = &p->ranks[t];
+    for (uint32_t i = rk->op_first; i < rk->op_first + rk->op_count; i++) {
+      const rf_op *op = &p->ops[i];
+      for (uint32_t j = 0; j < op->count; j++) {
+        uint64_t o = op->out + j * op->out_step, n = (uint64_t)(op->rows * op->cols) * dsize(op->dst_dtype);
+        uint64_t s = op->scale + j * op->scale_step, sn = (uint64_t)(cdiv(op->rows, 128) * cdiv(op->cols, 128)) * 4;
+        if (slot >= o && slot < o + n) {
+          *out = (producer){op, j, op->src + j * op->src_step, 0, (int64_t)((slot - o) / (op->cols * dsize(op->dst_dtype)))};
+          return 1;
+        }
+        if (op->kind == RF_OP_FP8 && slot >= s && slot < s + sn) {
+          *out = (producer){op, j, op->src + j * op->src_step, 1, (int64_t)((slot - s) / (cdiv(op->cols, 128) * 4))};
+          return 1;
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+/* HSDP: rank = replicate*fsdp + shard; every rank of a replicate group stages exactly what the
+ * rank with the same shard index in group 0 stages; shard rows come from the FSDP shard count. */
+static void rep2_uses_shard_index(const rf_plan *p)
+{
+  EXPECT(p->dp_replicate == 2 && p->trainers == 2 * p->fsdp, "plan %s is not dp_replicate 2", p->name);
+  for (uint32_t t = p->fsdp; t < p->trainers; t++) {
+    const rf_rank *a = &p->ranks[t], *b = &p->ranks[t - p->fsdp];
+    EXPECT(a->shard == t - p->fsdp && a->replicate == 1, "rank %u: shard %u replicate %u", t, a->shard, a->replicate);
+    EXPECT(a->arena_bytes == b->arena_bytes, "rank %u arena %llu != rank %u arena %llu", t,
+           (unsigned long long)a->arena_bytes, t - p->fsdp, (unsigned long long)b->arena_bytes);
+    EXPECT(a->op_count == b->op_count, "rank %u: %u ops, rank %u: %u", t, a->op_count, t - p->fsdp, b->op_count);
+    for (uint32_t i = 0; i < a->op_count && i < b->op_count; i++)
+      EXPECT(memcmp(&p->ops[a->op_first + i], &p->ops[b->op_first + i], sizeof(rf_op)) == 0,
+             "rank %u op %u differs from its group-0 twin", t, i);
+    for (uint32_t w = a->write_first; w < a->write_first + a->write_count; w++)
+      EXPECT(p->recv[p->writes[w].receiver].replica % 2 == 1, "rank %u writes to replica %u of the other group", t,
+             p->recv[p->writes[w].receiver].replica);
+  }
+  for (uint32_t i = 0; i < p->n_src; i++)
+    EXPECT(p->src[i].shard_rows == cdiv(p->src[i].rows, p->fsdp), "'%s': shard_rows %lld, rows %lld over fsdp %u",
+           p->src[i].name, (long long)p->src[i].shard_rows, (long long)p->src[i].rows, p->fsdp);
+  /* shard-travelling sources: rank (g, s) reads rows of shard s, never of shard g*fsdp+s */
+  uint32_t shard_ops = 0;
+  for (uint32_t t = 0; t < p->trainers; t++)
+    for (uint32_t i = p->ranks[t].op_first; i < p->ranks[t].op_first + p->ranks[t].op_count; i++) {
+      const rf_op *op = &p->ops[i];
+      const rf_src_tensor *s = &p->src[op->src];
+      if (s->travel != RF_TRAVEL_SHARD) continue;
+      shard_ops++;
+      int64_t lo = (int64_t)(t % p->fsdp) * s->shard_rows;
+      EXPECT(op->row0 >= lo && op->row0 + op->rows <= lo + s->shard_rows, "rank %u reads '%s' rows [%lld, +%lld)", t,
+             s->name, (long long)op->row0, (long long)op->rows);
+    }
+  EXPECT(shard_ops > 0, "no shard-travelling ops to check in %s", p->name);
+}
+
+/* fp32 destinations (router correction bias, indexer LayerNorm) are staged as fp32. */
+static void fp32_destinations(const rf_plan *p)
+{
+  uint32_t seen = 0;
+  for (uint32_t d = 0; d < p->n_dst; d++) {
+    const char *n = p->dst[d].name;
+    size_t len = strlen(n);
+    int want = (len > 22 && strcmp(n + len - 22, "e_score_correction_bias") == 0) || strstr(n, "indexer.k_norm.") != NULL;
+    if (!want) continue;
+    seen++;
+    EXPECT(p->dst[d].dtype == RF_FP32, "'%s' is dtype %u, not fp32", n, p->dst[d].dtype);
+    producer pr;
+    for (uint32_t r = 0; r < p->receivers; r++) {
+      if (p->recv[r].tp_rank != p->dst[d].tp_rank) continue;
+      EXPECT(produced_by(p, r, d, 0, &pr) && pr.op->dst_dtype == RF_FP32 && pr.op->kind == RF_OP_CAST,
+             "'%s' on receiver %u not staged as fp32", n, r);
+      break;
+    }
+  }
+  EXPECT(seen > 0, "no fp32 destinations found in %s", p->name);
+}
+
+/* A merged column-parallel tensor on TP rank r is [gate_r; up_r] (or [q_r; k_r; v_r]), not rows
+ * [r*n, (r+1)*n) of the global concatenation. */
+static void fused_per_rank(const rf_plan *p, const char *dst, const char *const *parts, int nparts)
+{
+  for (uint32_t r = 0; r < p->tp; r++) {
+    uint32_t d = find_dst(p, dst, r);
+    EXPECT(d != RF_NONE, "no '%s' on tp rank %u", dst, r);
+    if (d == RF_NONE) return;
+    int64_t cols = p->dst[d].shape[1], at_row = 0;
+    for (int k = 0; k < nparts; k++) {
+      uint32_t s = find_src(p, parts[k]);
+      int64_t part_rows = 0;
+      /* walk the rows this part fills on rank r: they must be a contiguous slice of the part */
+      producer pr;
+      int ok = produced_by(p, r, d, (uint64_t)(at_row * cols) * dsize(p->dst[d].dtype), &pr) && pr.src == s && !pr.scale;
+      EXPECT(ok, "'%s' rank %u row %lld: not from '%s'", dst, r, (long long)at_row, parts[k]);
+      if (!ok) return;
+      int64_t first = pr.op->row0 + pr.item * pr.op->row_step + pr.row;
+      int64_t total = p->src[s].rows;
+      /* the slice of rank r: heads or rows split evenly, or a replicated KV head */
+      int64_t per = 0;
+      while (at_row + per < p->dst[d].shape[0] &&
+             produced_by(p, r, d, (uint64_t)((at_row + per) * cols) * dsize(p->dst[d].dtype), &pr) && pr.src == s)
+        per++;
+      part_rows = per;
+      EXPECT(first % part_rows == 0 && (first / part_rows == r || total / part_rows < p->tp),
+             "'%s' rank %u: part '%s' starts at source row %lld (slice of %lld rows)", dst, r, parts[k], (long long)first,
+             (long long)part_rows);
+      if (total / part_rows >= p->tp) EXPECT(first == r * part_rows, "'%s' rank %u: '%s' rows from %lld, want %lld", dst, r,
+                                             parts[k], (long long)first, (long long)(r * part_rows));
+      at_row += part_rows;
+    }
+    EXPECT(at_row == p->dst[d].shape[0], "'%s' rank %u: parts fill %lld of %lld rows", dst, r, (long long)at_row,
+           (long long)p->dst[d].shape[0]);
+  }
+}
+
+/* GLM's fused_qkv_a_proj = [q_a (q_lora rows); kv_a (kv_lora + rope rows)]: the kv_a half starts on
+ * a block boundary and its last scale row covers a partial block of (rows % 128) real rows. */
+static void fused_qkv_a_partial_block(const rf_plan *p, int64_t q_rows, int64_t kv_rows, int64_t hidden)
+{
+  uint32_t d = find_dst(p, "model.layers.0.self_attn.fused_qkv_a_proj.weight", 0);
+  uint32_t sd = find_dst(p, "model.layers.0.self_attn.fused_qkv_a_proj.weight_scale_inv", 0);
+  uint32_t kv = find_src(p, "model.layers.0.self_attn.kv_a_proj_with_mqa.weight");
+  EXPECT(d != RF_NONE && sd != RF_NONE && kv != RF_NONE, "fused_qkv_a_proj or its scale missing");
+  if (d == RF_NONE || sd == RF_NONE || kv == RF_NONE) return;
+  EXPECT(p->dst[d].shape[0] == q_rows + kv_rows && p->dst[d].shape[1] == hidden && p->dst[d].dtype == RF_FP8,
+         "fused shape [%lld, %lld]", (long long)p->dst[d].shape[0], (long long)p->dst[d].shape[1]);
+  int64_t srows = cdiv(q_rows + kv_rows, 128), scols = cdiv(hidden, 128);
+  EXPECT(p->dst[sd].shape[0] == srows && p->dst[sd].shape[1] == scols, "scale [%lld, %lld], want [%lld, %lld]",
+         (long long)p->dst[sd].shape[0], (long long)p->dst[sd].shape[1], (long long)srows, (long long)scols);
+  producer pr;
+  /* first kv_a row */
+  int ok = produced_by(p, 0, d, (uint64_t)(q_rows * hidden), &pr);
+  EXPECT(ok && pr.src == kv && !pr.scale && pr.op->row0 + pr.row == 0, "row %lld not kv_a row 0", (long long)q_rows);
+  /* last scale row: from the kv_a op, whose block count is ceil(kv_rows/128) with a partial tail */
+  ok = produced_by(p, 0, sd, (uint64_t)((srows - 1) * scols) * 4, &pr);
+  EXPECT(ok && pr.src == kv && pr.scale, "last scale row not from kv_a's quantization");
+  if (ok) {
+    EXPECT(pr.op->kind == RF_OP_FP8 && pr.op->row0 + pr.op->rows == kv_rows, "kv_a op covers rows [%lld, +%lld)",
+           (long long)pr.op->row0, (long long)pr.op->rows);
+    EXPECT(pr.row == cdiv(pr.op->rows, 128) - 1, "last scale row is row %lld of the op", (long long)pr.row);
+    EXPECT(kv_rows % 128 != 0, "kv_a rows %lld fill whole blocks: the test would not test the partial block", (long long)kv_rows);
+  }
+  /* the q_a/kv_a boundary scale row comes from kv_a, not q_a */
+  ok = produced_by(p, 0, sd, (uint64_t)((q_rows / 128) * scols) * 4, &pr);
+  EXPECT(ok && pr.src == kv && pr.scale && pr.row == 0, "scale row %lld not kv_a's first", (long long)(q_rows / 128));
+}
+
+#define RUN(name, call)                                         \
+  do {                                                          \
+    cur_failed = 0;                                             \
+    call;                                                       \
+    if (cur_failed) failed++, printf("FAIL %s\n", name);        \
+    else passed++, printf("ok   %s\n", name);                   \
+  } while (0)
+
+int main(void)
+{
+  static const char *const tiny_gate_up[] = {"model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.up_proj.weight"};
+  static const char *const glm5_shared[] = {"model.layers.3.mlp.shared_experts.gate_proj.weight",
+                                            "model.layers.3.mlp.shared_experts.up_proj.weight"};
+  static const char *const qkv[] = {"model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight",
+                                    "model.layers.1.self_attn.v_proj.weight"};
+  RUN("glm_tiny_rep2: HSDP offsets and slot sizes use the FSDP shard index and count", rep2_uses_shard_index(&rf_plan_glm_tiny_rep2));
+  RUN("glm5_fp8_64x4_rep2: HSDP offsets and slot sizes use the FSDP shard index and count", rep2_uses_shard_index(&rf_plan_glm5_fp8_64x4_rep2));
+  RUN("glm_tiny_demo: fp32 destinations are staged as fp32", fp32_destinations(&rf_plan_glm_tiny_demo));
+  RUN("glm5_fp8_64x4_rep2: fp32 destinations are staged as fp32", fp32_destinations(&rf_plan_glm5_fp8_64x4_rep2));
+  RUN("glm_tiny_demo: gate_up_proj is [gate_r; up_r] on each TP rank",
+      fused_per_rank(&rf_plan_glm_tiny_demo, "model.layers.0.mlp.gate_up_proj.weight", tiny_gate_up, 2));
+  RUN("glm5_fp8_64x4_rep2: shared_experts.gate_up_proj is [gate_r; up_r] on each TP rank",
+      fused_per_rank(&rf_plan_glm5_fp8_64x4_rep2, "model.layers.3.mlp.shared_experts.gate_up_proj.weight", glm5_shared, 2));
+  RUN("qwen3_tiny_fp8_tp4: qkv_proj is [q_r; k_h; v_h], KV heads replicated over TP ranks",
+      fused_per_rank(&rf_plan_qwen3_tiny_fp8_tp4, "model.layers.1.self_attn.qkv_proj.weight", qkv, 3));
+  RUN("glm_tiny_demo: fused_qkv_a_proj [256+192] keeps its partial FP8 block",
+      fused_qkv_a_partial_block(&rf_plan_glm_tiny_demo, 256, 192, 256));
+  RUN("glm5_fp8_64x4_rep2: fused_qkv_a_proj [2048+576] keeps its partial FP8 block",
+      fused_qkv_a_partial_block(&rf_plan_glm5_fp8_64x4_rep2, 2048, 576, 6144));
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed != 0;
+}
