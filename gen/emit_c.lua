@@ -25,8 +25,7 @@ function E.tables(plan, model, packed)
     t.ops[i] = { o.src, o.count, st.src, o.kind, o.src_dtype, o.dst_dtype, o.row0, o.col0, o.rows, o.cols,
       st.row, st.col, o.out, st.out, o.scale or 0, st.scale }
   end
-  t.writes = {}
-  for i, w in ipairs(packed.writes) do t.writes[i] = { w.slot, w.dst_off, w.len, w.receiver, w.dst } end
+  t.writes = packed.writes
   t.groups = {}
   for i, g in ipairs(packed.groups) do
     t.groups[i] = { g.op_first, g.op_count, g.write_first, g.write_count, g.layer < 0 and GLOBAL_LAYER or g.layer }
@@ -91,9 +90,10 @@ function E.emit(plan, t, hash, header_line)
   end)
   c[#c + 1] = "/* src, count, src_step, kind, src_dtype, dst_dtype, row0, col0, rows, cols, row_step, col_step,\n"
     .. "   out, out_step, scale, scale_step */\n"
-  rows(c, "ops", "rf_op", t.ops, function(_, r) return "  {" .. nums(r) .. "},\n" end)
+  local f16 = "  {%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d},\n"
+  rows(c, "ops", "rf_op", t.ops, function(_, r) return f16:format(table.unpack(r)) end)
   c[#c + 1] = "/* slot, dst_off, len, receiver, dst */\n"
-  rows(c, "writes", "rf_write", t.writes, function(_, r) return "  {" .. nums(r) .. "},\n" end)
+  rows(c, "writes", "rf_write", t.writes, function(_, r) return ("  {%d, %d, %d, %d, %d},\n"):format(r[1], r[2], r[3], r[4], r[5]) end)
   c[#c + 1] = "/* op_first, op_count, write_first, write_count, layer */\n"
   rows(c, "groups", "rf_group", t.groups, function(_, r) return "  {" .. nums(r) .. "},\n" end)
   c[#c + 1] = "/* arena_bytes, bytes_out, shard, replicate, group_first, group_count, op_first, op_count,\n"

@@ -71,7 +71,7 @@ function R.report(plan, model, packed, f, hash)
   add("inference: tp %d, ep %d, %d replicas = %d receivers", inf.tp, inf.ep, inf.replicas, inf.tp * inf.replicas)
   add("quant: %s", q.fp8 and ("block fp8 e4m3 128x128, %s scales, unaligned shards %s"):format(q.scale_fmt,
     q.unaligned == "gather" and "gathered" or "are errors") or "none (bf16/fp32)")
-  add("gather_below: %d bytes", plan.gather_below)
+  add("gather_below: %d bytes; shard_min_piece: %d bytes", plan.gather_below, plan.shard_min_piece)
   add("bytes_per_version: %d (%s) in %d writes, %d stage ops", packed.total, U.human(packed.total), #packed.writes,
     #packed.ops)
   add("receiver_bytes_max_over_mean: %.3f", f.receiver_imbalance)
@@ -94,7 +94,7 @@ function R.report(plan, model, packed, f, hash)
   add("travel (source tensors, checkpoint bytes):")
   add("  expert     %7d  %s", by.expert.n, U.human(by.expert.b))
   add("  shard      %7d  %s", by.shard.n, U.human(by.shard.b))
-  add("  gathered   %7d  %s  (below gather_below)", by.small.n, U.human(by.small.b))
+  add("  gathered   %7d  %s  (below gather_below or shard_min_piece)", by.small.n, U.human(by.small.b))
   add("  gathered   %7d  %s  (shard cut inside an fp8 block)", by.unaligned.n, U.human(by.unaligned.b))
   for _, role in ipairs(role_order) do add("    %s x%d", role, unaligned_roles[role]) end
 

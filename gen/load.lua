@@ -138,7 +138,8 @@ function M.plan(path)
     U.fail(p.__site, "plan '%s': quant.unaligned must be 'gather' or 'error'", p.name)
   end
   p.engine = p.engine or {}
-  p.gather_below = p.gather_below or 2 * 1024 * 1024
+  p.gather_below = p.gather_below or 2 * 1024 * 1024 -- smaller tensors are gathered on one shard
+  p.shard_min_piece = p.shard_min_piece or 1024 * 1024 -- and so are those whose shard pieces are smaller
   p.imbalance_warn = p.imbalance_warn or 1.10
   p.__model = M.model(p.model, p.__site)
   return p

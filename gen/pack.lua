@@ -45,7 +45,8 @@ local function decide_travel(plan, srcs, uses)
     if s.expert then
       s.travel, s.shard = "expert", s.expert // U.ceil_div(E, fsdp)
       counts.expert = counts.expert + 1
-    elseif s.bytes < plan.gather_below or fsdp == 1 then
+    elseif s.bytes < plan.gather_below or fsdp == 1 or s.chunk * s.cols * U.dtypes[s.dtype].size < plan.shard_min_piece then
+      -- small tensors, and tensors whose per-shard pieces would be too small to be worth a write each
       s.travel, s.why = "gather", "small"
       counts.gather_small = counts.gather_small + 1
     else
@@ -95,22 +96,19 @@ local function piece_bytes(p)
 end
 
 -- Longest-processing-time first: the largest gathered tensor goes to the least loaded shard.
-local function balance(plan, srcs, uses)
+-- pieces: every piece of the plan, gathered ones cut with a provisional shard.
+local function balance(plan, srcs, pieces)
   local fsdp = plan.trainer.fsdp
-  local load = {}
+  local load, weight = {}, {}
   for k = 0, fsdp - 1 do load[k] = 0 end
+  for _, p in ipairs(pieces) do
+    local s = p.src
+    if s.travel == "gather" then weight[s] = (weight[s] or 0) + piece_bytes(p)
+    else load[p.shard] = load[p.shard] + piece_bytes(p) end
+  end
   local gathered = {}
   for _, s in ipairs(srcs) do
-    local w = 0
-    for _, u in ipairs(uses[s.id] or {}) do
-      local tmp = {}
-      if s.travel == "gather" then s.shard = 0 end
-      cut_segment(u.d, u.seg, fsdp, tmp)
-      for _, p in ipairs(tmp) do
-        if s.travel == "gather" then w = w + piece_bytes(p) else load[p.shard] = load[p.shard] + piece_bytes(p) end
-      end
-    end
-    if s.travel == "gather" then gathered[#gathered + 1] = { s = s, w = w } end
+    if s.travel == "gather" then gathered[#gathered + 1] = { s = s, w = weight[s] or 0 } end
   end
   table.sort(gathered, function(a, b)
     if a.w ~= b.w then return a.w > b.w end
@@ -122,53 +120,45 @@ local function balance(plan, srcs, uses)
     g.s.shard = best
     load[best] = load[best] + g.w
   end
+  for _, p in ipairs(pieces) do
+    if p.src.travel == "gather" then p.shard = p.src.shard end
+  end
 end
 
--- Merge consecutive ops of equal shape whose fields advance by constant steps.
+-- Merge ops of equal shape and role whose fields advance by constant steps (all experts of a
+-- layer, or one shard's pieces for every TP rank) into one grouped op. One open run per shape and
+-- role; runs are emitted in the order they were opened.
 local function coalesce(ops)
-  local out = {}
-  local function compatible(a, b)
-    return a.kind == b.kind and a.src_dtype == b.src_dtype and a.dst_dtype == b.dst_dtype
-      and a.rows == b.rows and a.cols == b.cols and (a.scale == nil) == (b.scale == nil)
-  end
+  local out, open = {}, {}
   for _, o in ipairs(ops) do
-    local last = out[#out]
+    local key = ("%d:%d:%d:%d:%d:%s:%s"):format(o.kind, o.src_dtype, o.dst_dtype, o.rows, o.cols, o.role,
+      o.scale and "s" or "")
+    local run = open[key]
     local merged = false
-    if last and compatible(last, o) then
-      local prev = last.last
-      local st = {
-        src = o.src - prev.src, row = o.row0 - prev.row0, col = o.col0 - prev.col0,
-        out = o.out - prev.out, scale = o.scale and (o.scale - prev.scale) or 0,
-      }
-      if st.src >= 0 and st.out > 0 and st.scale >= 0 then
-        if last.count == 1 then
-          last.steps, last.count, last.last, merged = st, 2, o, true
-        else
-          local s0 = last.steps
-          if s0.src == st.src and s0.row == st.row and s0.col == st.col and s0.out == st.out
-            and s0.scale == st.scale then
-            last.count, last.last, merged = last.count + 1, o, true
-          end
+    if run then
+      local prev = run.last
+      local st_src, st_row, st_col = o.src - prev.src, o.row0 - prev.row0, o.col0 - prev.col0
+      local st_out, st_scale = o.out - prev.out, o.scale and (o.scale - prev.scale) or 0
+      if st_src >= 0 and st_out > 0 and st_scale >= 0 then
+        local s0 = run.steps
+        if run.count == 1 then
+          s0.src, s0.row, s0.col, s0.out, s0.scale = st_src, st_row, st_col, st_out, st_scale
+          merged = true
+        elseif s0.src == st_src and s0.row == st_row and s0.col == st_col and s0.out == st_out
+          and s0.scale == st_scale then
+          merged = true
         end
       end
+      if merged then run.count, run.last = run.count + 1, o end
     end
     if not merged then
       o.count, o.last = 1, o
       o.steps = { src = 0, row = 0, col = 0, out = 0, scale = 0 }
       out[#out + 1] = o
+      open[key] = o
     end
   end
   return out
-end
-
-local function op_order(a, b)
-  if a.kind ~= b.kind then return a.kind < b.kind end
-  if a.rows ~= b.rows then return a.rows < b.rows end
-  if a.cols ~= b.cols then return a.cols < b.cols end
-  if a.role ~= b.role then return a.role < b.role end
-  if a.src ~= b.src then return a.src < b.src end
-  if a.col0 ~= b.col0 then return a.col0 < b.col0 end
-  return a.row0 < b.row0
 end
 
 -- Slot layout of one shard: groups (by layer), runs of destination-contiguous pieces, ops.
@@ -198,10 +188,22 @@ local function layout_shard(pieces)
         ranges[#ranges + 1] = { dst = s, off = p.sdst_off, len = sr * s.cols * 4, piece = p, is_scale = true }
       end
     end
-    table.sort(ranges, function(a, b)
-      if a.dst.id ~= b.dst.id then return a.dst.id < b.dst.id end
-      return a.off < b.off
-    end)
+    -- pieces arrive in destination order (tensor id, then offset); scale tensors follow their
+    -- weight, so each weight's scale ranges go right after the weight's own.
+    local ordered, pending = {}, {}
+    local cur
+    for _, r in ipairs(ranges) do
+      if r.is_scale then pending[#pending + 1] = r
+      else
+        if cur ~= r.dst then
+          for _, x in ipairs(pending) do ordered[#ordered + 1] = x end
+          pending, cur = {}, r.dst
+        end
+        ordered[#ordered + 1] = r
+      end
+    end
+    for _, x in ipairs(pending) do ordered[#ordered + 1] = x end
+    ranges = ordered
     local runs = {}
     local run
     for _, r in ipairs(ranges) do
@@ -225,7 +227,6 @@ local function layout_shard(pieces)
         row0 = p.srow0, col0 = p.scol0, rows = p.rows, cols = p.cols, out = p.slot, scale = p.scale_slot,
       }
     end
-    table.sort(ops, op_order)
     groups[#groups + 1] = { layer = key, runs = runs, ops = coalesce(ops) }
   end
   return groups, U.align(off, SLOT_ALIGN)
@@ -237,17 +238,15 @@ function P.pack(plan, model)
   local tp, replicas = plan.inference.tp, plan.inference.replicas
   local uses = uses_of(dsts)
   local travel = decide_travel(plan, srcs, uses)
-  balance(plan, srcs, uses)
-
+  local all = {}
+  for _, s in ipairs(srcs) do if s.travel == "gather" then s.shard = 0 end end
+  for _, d in ipairs(dsts) do
+    for _, seg in ipairs(d.segs) do cut_segment(d, seg, fsdp, all) end
+  end
+  balance(plan, srcs, all)
   local pieces = {}
   for k = 0, fsdp - 1 do pieces[k] = {} end
-  for _, d in ipairs(dsts) do
-    for _, seg in ipairs(d.segs) do
-      local tmp = {}
-      cut_segment(d, seg, fsdp, tmp)
-      for _, p in ipairs(tmp) do local l = pieces[p.shard]; l[#l + 1] = p end
-    end
-  end
+  for _, p in ipairs(all) do local l = pieces[p.shard]; l[#l + 1] = p end
   local shard_layout = {}
   for k = 0, fsdp - 1 do
     local groups, arena = layout_shard(pieces[k])
@@ -267,19 +266,23 @@ function P.pack(plan, model)
         shard = s, replicate = g, arena = lay.arena, bytes_out = 0,
         group_first = #out.groups, op_first = #out.ops, write_first = #out.writes,
       }
+      local W = out.writes -- rows {slot, dst_off, len, receiver, dst}, as emitted
       for _, grp in ipairs(lay.groups) do
-        local G = { layer = grp.layer, op_first = #out.ops, write_first = #out.writes }
+        local G = { layer = grp.layer, op_first = #out.ops, write_first = #W }
         for _, o in ipairs(grp.ops) do out.ops[#out.ops + 1] = o end
+        local nw = #W
         for _, run in ipairs(grp.runs) do
+          local slot, off, len, d = run.slot, run.off, run.len, run.dst
           for _, k in ipairs(served) do
-            local rcv = k * tp + run.dst.tp_rank
-            out.writes[#out.writes + 1] = { slot = run.slot, dst_off = run.off, len = run.len, receiver = rcv, dst = run.dst.id }
-            rank.bytes_out = rank.bytes_out + run.len
+            local rcv = k * tp + d.tp_rank
+            nw = nw + 1
+            W[nw] = { slot, off, len, rcv, d.id }
+            rank.bytes_out = rank.bytes_out + len
             local rp = recv_peer[rcv]
             if not rp then rp = {}; recv_peer[rcv] = rp end
             local e = rp[t]
             if not e then e = { bytes = 0, writes = 0 }; rp[t] = e end
-            e.bytes, e.writes = e.bytes + run.len, e.writes + 1
+            e.bytes, e.writes = e.bytes + len, e.writes + 1
           end
         end
         G.op_count, G.write_count = #out.ops - G.op_first, #out.writes - G.write_first

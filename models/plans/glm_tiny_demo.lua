@@ -4,5 +4,5 @@ return plan {
   trainer = { fsdp = 4 },
   inference = { tp = 2, ep = 2, replicas = 2 },
   quant = { fp8 = true },
-  gather_below = 64 * 1024,
+  gather_below = 64 * 1024, shard_min_piece = 16 * 1024,
 }

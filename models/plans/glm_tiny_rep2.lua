@@ -4,5 +4,5 @@ return plan {
   trainer = { fsdp = 2, dp_replicate = 2 },
   inference = { tp = 2, ep = 2, replicas = 2 },
   quant = { fp8 = true, scale_fmt = "ue8m0" },
-  gather_below = 64 * 1024,
+  gather_below = 64 * 1024, shard_min_piece = 16 * 1024,
 }

@@ -3,5 +3,5 @@ return plan {
   name = "qwen3_tiny_tp2", model = "qwen3_tiny",
   trainer = { fsdp = 2 },
   inference = { tp = 2, replicas = 2 },
-  gather_below = 64 * 1024,
+  gather_below = 64 * 1024, shard_min_piece = 16 * 1024,
 }
