@@ -62,7 +62,10 @@ function E.hash(t)
   return h
 end
 
-local function cstr(s) return '"' .. s:gsub('[\\"]', "\\%0") .. '"' end
+local function cstr(s)
+  if s:find('[\\"]') then s = s:gsub('[\\"]', "\\%0") end
+  return '"' .. s .. '"'
+end
 
 local function rows(buf, tname, ctype, list, fmt_row)
   buf[#buf + 1] = ("static const %s %s[] = {\n"):format(ctype, tname)
@@ -83,10 +86,10 @@ function E.emit(plan, t, hash, header_line)
   local id = plan.name
   local c = { header_line, ('#include "%s.h"\n\n'):format(id) }
   rows(c, "src", "rf_src_tensor", t.src, function(i, r)
-    return ("  /* %d */ {%s, %s},\n"):format(i, cstr(r[1]), nums(r, 2))
+    return ("  /* %d */ {%s, %d, %d, %d, %d, %d, %d, %d},\n"):format(i, cstr(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8])
   end)
   rows(c, "dst", "rf_dst_tensor", t.dst, function(i, r)
-    return ("  /* %d */ {%s, {%d, %d, %d}, %s},\n"):format(i, cstr(r[1]), r[2], r[3], r[4], nums(r, 5))
+    return ("  /* %d */ {%s, {%d, %d, %d}, %d, %d, %d, %d, %d},\n"):format(i, cstr(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
   end)
   c[#c + 1] = "/* src, count, src_step, kind, src_dtype, dst_dtype, row0, col0, rows, cols, row_step, col_step,\n"
     .. "   out, out_step, scale, scale_step */\n"

@@ -131,9 +131,17 @@ end
 local function coalesce(ops)
   local out, open = {}, {}
   for _, o in ipairs(ops) do
-    local key = ("%d:%d:%d:%d:%d:%s:%s"):format(o.kind, o.src_dtype, o.dst_dtype, o.rows, o.cols, o.role,
-      o.scale and "s" or "")
-    local run = open[key]
+    -- the open run of this role with the same shape, if any (few per role: a linear scan)
+    local runs = open[o.role]
+    if not runs then runs = {}; open[o.role] = runs end
+    local run
+    for _, r in ipairs(runs) do
+      if r.kind == o.kind and r.rows == o.rows and r.cols == o.cols and r.src_dtype == o.src_dtype
+        and r.dst_dtype == o.dst_dtype and (r.scale == nil) == (o.scale == nil) then
+        run = r
+        break
+      end
+    end
     local merged = false
     if run then
       local prev = run.last
@@ -155,7 +163,11 @@ local function coalesce(ops)
       o.count, o.last = 1, o
       o.steps = { src = 0, row = 0, col = 0, out = 0, scale = 0 }
       out[#out + 1] = o
-      open[key] = o
+      if run then
+        for i, r in ipairs(runs) do if r == run then runs[i] = o end end
+      else
+        runs[#runs + 1] = o
+      end
     end
   end
   return out

@@ -41,9 +41,13 @@ end
 local PRIME = 0x100000001b3
 M.HASH0 = -3750763034362895579 -- 0xcbf29ce484222325 as a signed 64-bit integer
 function M.mix(h, w) return (h ~ w) * PRIME end
+-- A string mixes as 8-byte little-endian words (the last one zero-padded), then its length.
+local unpack = string.unpack
 function M.mix_str(h, s)
-  for i = 1, #s do h = (h ~ s:byte(i)) * PRIME end
-  return (h ~ #s) * PRIME
+  local n = #s
+  local p = s .. "\0\0\0\0\0\0\0"
+  for i = 1, n, 8 do h = (h ~ unpack("<i8", p, i)) * PRIME end
+  return (h ~ n) * PRIME
 end
 
 function M.human(bytes)

@@ -5,11 +5,16 @@
 
 #define MIX(h, w) ((h) = ((h) ^ (uint64_t)(w)) * 0x100000001b3ull)
 
+/* 8-byte little-endian words, the last zero-padded, then the length */
 static uint64_t mix_str(uint64_t h, const char *s)
 {
   size_t n = strlen(s);
-  for (size_t i = 0; i < n; i++)
-    MIX(h, (unsigned char)s[i]);
+  for (size_t i = 0; i < n; i += 8) {
+    uint64_t w = 0;
+    for (size_t k = 0; k < 8 && i + k < n; k++)
+      w |= (uint64_t)(unsigned char)s[i + k] << (8 * k);
+    MIX(h, w);
+  }
   MIX(h, n);
   return h;
 }

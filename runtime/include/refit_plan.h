@@ -108,8 +108,8 @@ typedef struct rf_plan {
  * order: total_bytes, fsdp, dp_replicate, trainers, tp, ep, replicas, receivers, scale_fmt;
  * each src: name, rows, cols, shard_rows, shard, layer, dtype, travel; each dst: name, shape[0..2],
  * bytes, weight, tp_rank, ndim, dtype; each op: every field in declaration order; each write,
- * group, rank, receiver, peer: every field in declaration order. A string hashes as its bytes,
- * one word each, then its length. The generator computes the same value in Lua. */
+ * group, rank, receiver, peer: every field in declaration order. A string hashes as 8-byte
+ * little-endian words (the last zero-padded), then its length. The generator computes the same value in Lua. */
 uint64_t rf_plan_hash(const rf_plan *p);
 
 #endif
