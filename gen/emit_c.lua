@@ -47,16 +47,19 @@ function E.tables(plan, model, packed)
   return t
 end
 
--- rf_plan_hash() over the same rows (runtime/plan.c documents the order).
+-- rf_plan_hash() over the same rows (runtime/plan.c documents the order). Names are the first
+-- column of src and dst rows; everything else is an integer.
 function E.hash(t)
-  local mix, mix_str = U.mix, U.mix_str
+  local PRIME, mix_str = 0x100000001b3, U.mix_str
   local h = U.HASH0
-  for _, v in ipairs(t.head) do h = mix(h, v) end
+  for _, v in ipairs(t.head) do h = (h ~ v) * PRIME end
   for _, name in ipairs({ "src", "dst", "ops", "writes", "groups", "ranks", "recv", "peers" }) do
-    for _, row in ipairs(t[name]) do
-      for _, v in ipairs(row) do
-        if type(v) == "string" then h = mix_str(h, v) else h = mix(h, v) end
-      end
+    local list = t[name]
+    local first = (name == "src" or name == "dst") and 2 or 1
+    for i = 1, #list do
+      local row = list[i]
+      if first == 2 then h = mix_str(h, row[1]) end
+      for k = first, #row do h = (h ~ row[k]) * PRIME end
     end
   end
   return h
