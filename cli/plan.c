@@ -1,12 +1,77 @@
-/* refit plan: not built yet. */
+/* refit plan: the predicted update time of a plan at cluster scale, from its tables. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
+#include "plans.h"
+
+static int usage(void)
+{
+  fprintf(stderr, "usage: refit plan <plan> [--nic-gbps N] [--nics-per-gpu N] [--write-overhead-us U] [--rtt-us U]\n"
+                  "       refit plan --list\n");
+  return 2;
+}
+
+static int number(const char *flag, const char *s, double *out)
+{
+  char *end;
+  double v = s ? strtod(s, &end) : 0;
+  if (!s || *end || v < 0) {
+    fprintf(stderr, "refit plan: %s needs a non-negative number, got '%s'\n", flag, s ? s : "");
+    return 0;
+  }
+  *out = v;
+  return 1;
+}
 
 int rf_cmd_plan(int argc, char **argv)
 {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "refit plan: not available in this build\n");
-  return 2;
+  rf_time_model m = RF_TIME_MODEL_DEFAULT;
+  const char *name = NULL;
+  for (int i = 1; i < argc; i++) {
+    double v;
+    const char *a = argv[i];
+    if (strcmp(a, "--list") == 0) {
+      for (unsigned k = 0; k < rf_n_plans; k++)
+        printf("%s\n", rf_plans[k]->name);
+      return 0;
+    } else if (strcmp(a, "--nic-gbps") == 0) {
+      if (!number(a, i + 1 < argc ? argv[++i] : NULL, &v) || v == 0) return usage();
+      m.nic_gbps = v;
+    } else if (strcmp(a, "--nics-per-gpu") == 0) {
+      if (!number(a, i + 1 < argc ? argv[++i] : NULL, &v) || v < 1) return usage();
+      m.nics_per_gpu = (unsigned)v;
+    } else if (strcmp(a, "--write-overhead-us") == 0) {
+      if (!number(a, i + 1 < argc ? argv[++i] : NULL, &v)) return usage();
+      m.write_overhead_us = v;
+    } else if (strcmp(a, "--rtt-us") == 0) {
+      if (!number(a, i + 1 < argc ? argv[++i] : NULL, &v)) return usage();
+      m.done_rtt_us = v;
+    } else if (a[0] != '-' && !name) {
+      name = a;
+    } else {
+      return usage();
+    }
+  }
+  if (!name) return usage();
+  const rf_plan *p = rf_plan_find(name);
+  if (!p) {
+    fprintf(stderr, "refit plan: no plan '%s' (refit plan --list)\n", name);
+    return 1;
+  }
+  rf_prediction r;
+  rf_plan_predict(p, &m, &r);
+  uint32_t size = p->receivers / p->replicas;
+  printf("plan: %s (%s), %u trainer ranks -> %u replicas x %u GPUs\n", p->name, p->model, p->trainers, p->replicas, size);
+  printf("model: %g Gb/s per NIC, %u NIC(s) per GPU, %g us per write, %g us DONE round trip\n", m.nic_gbps,
+         m.nics_per_gpu, m.write_overhead_us, m.done_rtt_us);
+  printf("bytes per version: %.3f GB in %u writes\n", p->total_bytes / 1e9, p->n_writes);
+  printf("trainer side:  %.3f s (rank %u: %.3f GB, %u writes)\n", r.trainer_s, r.worst_trainer,
+         p->ranks[r.worst_trainer].bytes_out / 1e9, p->ranks[r.worst_trainer].write_count);
+  printf("receiver side: %.3f s (receiver %u: %.3f GB)\n", r.receiver_s, r.worst_receiver,
+         p->recv[r.worst_receiver].bytes / 1e9);
+  printf("lower bound:   %.3f s (max receiver bytes / receiver NIC rate)\n", r.lower_bound_s);
+  printf("predicted:     %.3f s, bound by the %s side\n", r.seconds, r.bound_by_receiver ? "receiver" : "trainer");
+  return 0;
 }

@@ -1,5 +1,5 @@
 -- derive.lua: run a model's family to list the source (HF) tensors and the destination tensors
--- (engine kernel format) of every TP/EP rank of one replica, with the segments that place source
+-- (engine kernel format) of every GPU of one replica (position q: TP rank q % tp, EP rank q), with the segments that place source
 -- rows into each destination.
 --
 -- A destination is items x [item_rows, cols] row-major (items = local experts, or 1). A segment
@@ -60,15 +60,15 @@ local function part_range(spec, part, len, r, tp, site)
 end
 
 -- Build the item list of one destination on TP rank r: { { {src,srow0,srows,scol0,scols}, ... } }.
-local function items_of(spec, r, tp, ep, site)
+local function items_of(spec, r, tp, ep, site, ep_rank)
   local groups = {}
   if spec.expert then
     local E = spec.experts
     local first, n = 0, E
     if ep > 1 then -- vLLM linear placement: E//ep each, the remainder to the first ranks
       local base, rem = E // ep, E % ep
-      n = base + (r < rem and 1 or 0)
-      first = r * base + math.min(r, rem)
+      n = base + (ep_rank < rem and 1 or 0)
+      first = ep_rank * base + math.min(ep_rank, rem)
       if n == 0 then U.fail(site, "tensor '%s': ep %d exceeds %d experts", spec.name, ep, E) end
     end
     for e = first, first + n - 1 do
@@ -101,6 +101,7 @@ end
 function D.derive(plan)
   local m = plan.__model
   local tp, ep = plan.inference.tp, plan.inference.ep
+  local size = plan.inference.size -- GPUs per replica: tp, or ep with data-parallel attention
   local srcs, by_name, specs = {}, {}, {}
   local layer = nil
   local T = {}
@@ -194,11 +195,17 @@ function D.derive(plan)
 
   -- Expand every destination on every TP rank; scale tensors follow their weight.
   local dsts = {}
-  for r = 0, tp - 1 do
+  -- With data-parallel attention (ep > tp) the non-expert tensors of position q equal those of
+  -- position q % tp: those twins get no segments of their own; their canonical tensor's slots are
+  -- written to every twin.
+  local canon = {}
+  for q = 0, size - 1 do
+    local r = q % tp -- TP rank of position q; its EP rank is q
     for _, spec in ipairs(specs) do
       local site = spec.site
+      local twin_of = (q >= tp and not spec.expert) and canon[spec][r] or nil
       local dt = resolve_dtype(spec, spec.parts, plan, site)
-      local items, split_tp = items_of(spec, r, tp, ep, site)
+      local items, split_tp = items_of(spec, r, tp, ep, site, q)
       local cols
       local item_rows = 0
       for k, seg in ipairs(items[1]) do
@@ -232,14 +239,23 @@ function D.derive(plan)
       elseif one_d then shape = { item_rows }
       else shape = { item_rows, cols } end
       local d = {
-        name = spec.name, tp_rank = r, dtype = dt, shape = shape, items = #items, item_rows = item_rows,
+        name = spec.name, tp_rank = q, dtype = dt, shape = shape, items = #items, item_rows = item_rows,
         cols = cols, layer = spec.layer, spec = spec, derived = spec.derived,
       }
-      d.segs = {}
-      for j, segs in ipairs(items) do
-        for _, seg in ipairs(segs) do
-          seg.item = j - 1
-          d.segs[#d.segs + 1] = seg
+      d.segs, d.twins = {}, { d }
+      if twin_of then
+        local tw = twin_of.twins
+        tw[#tw + 1] = d
+      else
+        for j, segs in ipairs(items) do
+          for _, seg in ipairs(segs) do
+            seg.item = j - 1
+            d.segs[#d.segs + 1] = seg
+          end
+        end
+        if q < tp then
+          canon[spec] = canon[spec] or {}
+          canon[spec][r] = d
         end
       end
       d.bytes = d.items * d.item_rows * d.cols * U.dtypes[dt].size
@@ -250,11 +266,13 @@ function D.derive(plan)
         local sname = spec.name:gsub("weight$", "weight_scale_inv")
         local sshape = spec.expert and { #items, sr, sc } or { sr, sc }
         local s = {
-          name = sname, tp_rank = r, dtype = "fp32", shape = sshape, items = #items, item_rows = sr,
+          name = sname, tp_rank = q, dtype = "fp32", shape = sshape, items = #items, item_rows = sr,
           cols = sc, layer = spec.layer, weight = d, segs = {}, spec = spec,
         }
         s.bytes = s.items * sr * sc * 4
         s.id = #dsts
+        s.twins = { s }
+        if twin_of then local tw = twin_of.scale.twins; tw[#tw + 1] = s end
         d.scale = s
         dsts[#dsts + 1] = s
       end

@@ -43,7 +43,7 @@ function E.tables(plan, model, packed)
   for i, p in ipairs(packed.peers) do t.peers[i] = { p.bytes, p.trainer, p.writes } end
   local tr, inf = plan.trainer, plan.inference
   t.head = { packed.total, tr.fsdp, tr.dp_replicate, tr.fsdp * tr.dp_replicate, inf.tp, inf.ep,
-    inf.replicas, inf.replicas * inf.tp, plan.quant.scale_fmt == "ue8m0" and 1 or 0 }
+    inf.replicas, inf.replicas * inf.size, plan.quant.scale_fmt == "ue8m0" and 1 or 0 }
   return t
 end
 

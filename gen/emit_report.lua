@@ -48,8 +48,29 @@ function R.facts(plan, model, packed)
   for i, r in ipairs(packed.ranks) do out[i] = r.bytes_out end
   for i, r in ipairs(packed.recv) do inb[i] = r.bytes end
   f.trainer_imbalance = max_mean(out)
+  f.trainer_imbalance_rr = max_mean(packed.rr_rank_bytes)
   f.receiver_imbalance = max_mean(inb)
   return f
+end
+
+R.DEFAULT_MODEL = { nic_gbps = 400, nics = 1, write_us = 1, rtt_us = 10 }
+
+-- The same arithmetic as rf_plan_predict() in runtime/plan.c.
+function R.predict(packed, m)
+  local rate = m.nic_gbps * m.nics * 1e9 / 8 -- bytes per second per GPU
+  local p = { trainer_s = 0, receiver_s = 0, worst_trainer = 0, worst_receiver = 0 }
+  for i, rk in ipairs(packed.ranks) do
+    local t = rk.bytes_out / rate + rk.write_count * m.write_us * 1e-6
+    if t > p.trainer_s then p.trainer_s, p.worst_trainer = t, i - 1 end
+  end
+  for i, rv in ipairs(packed.recv) do
+    local t = rv.bytes / rate
+    if t > p.receiver_s then p.receiver_s, p.worst_receiver = t, i - 1 end
+  end
+  p.lower = p.receiver_s
+  p.bound = p.trainer_s > p.receiver_s and "trainer" or "receiver"
+  p.seconds = math.max(p.trainer_s, p.receiver_s) + m.rtt_us * 1e-6
+  return p
 end
 
 function R.report(plan, model, packed, f, hash)
@@ -68,16 +89,33 @@ function R.report(plan, model, packed, f, hash)
   add("trainer_bytes_max_over_mean: %.3f", f.trainer_imbalance)
   add("")
   add("trainer: fsdp %d x dp_replicate %d = %d ranks", tr.fsdp, tr.dp_replicate, tr.fsdp * tr.dp_replicate)
-  add("inference: tp %d, ep %d, %d replicas = %d receivers", inf.tp, inf.ep, inf.replicas, inf.tp * inf.replicas)
+  add("inference: tp %d, ep %d%s, %d replicas of %d GPUs = %d receivers", inf.tp, inf.ep,
+    inf.ep > inf.tp and (" (attention data-parallel x%d)"):format(inf.ep // inf.tp) or "", inf.replicas, inf.size,
+    inf.size * inf.replicas)
   add("quant: %s", q.fp8 and ("block fp8 e4m3 128x128, %s scales, unaligned shards %s"):format(q.scale_fmt,
     q.unaligned == "gather" and "gathered" or "are errors") or "none (bf16/fp32)")
   add("gather_below: %d bytes; shard_min_piece: %d bytes", plan.gather_below, plan.shard_min_piece)
   add("bytes_per_version: %d (%s) in %d writes, %d stage ops", packed.total, U.human(packed.total), #packed.writes,
     #packed.ops)
   add("receiver_bytes_max_over_mean: %.3f", f.receiver_imbalance)
+  add("trainer_bytes_max_over_mean_round_robin: %.3f (gathered tensors dealt in checkpoint order)",
+    f.trainer_imbalance_rr)
   if f.trainer_imbalance > plan.imbalance_warn then
     add("warning: trainer max/mean %.3f above the plan bound %.2f", f.trainer_imbalance, plan.imbalance_warn)
   end
+
+  -- Time model (README "Time model"): every GPU has its own NICs; a trainer's writes leave at line
+  -- rate one after another, each costing a fixed overhead; a receiver takes in at line rate;
+  -- the fabric is non-blocking; staging overlaps the writes; one DONE round trip ends the update.
+  local tm = R.predict(packed, R.DEFAULT_MODEL)
+  local dm = R.DEFAULT_MODEL
+  add("")
+  add("time model: %g Gb/s per NIC, %d NIC per GPU, %g us per write, %g us DONE round trip",
+    dm.nic_gbps, dm.nics, dm.write_us, dm.rtt_us)
+  add("predicted_update_s: %.3f (bound by %s)", tm.seconds, tm.bound)
+  add("lower_bound_s: %.3f (max receiver bytes / receiver NIC rate)", tm.lower)
+  add("trainer_s: %.3f (rank %d), receiver_s: %.3f (receiver %d)", tm.trainer_s, tm.worst_trainer, tm.receiver_s,
+    tm.worst_receiver)
 
   -- How sources travel, and which are gathered because a shard cut would split an FP8 block.
   local by = { expert = { n = 0, b = 0 }, shard = { n = 0, b = 0 }, small = { n = 0, b = 0 }, unaligned = { n = 0, b = 0 } }
@@ -100,7 +138,7 @@ function R.report(plan, model, packed, f, hash)
 
   -- Destination tensors of TP rank 0 (other ranks differ only in their slices), layers collapsed.
   add("")
-  add("destination tensors on tp rank 0 (%d per replica over %d ranks):", f.dest_tensors, inf.tp)
+  add("destination tensors on receiver 0 (%d per replica over %d GPUs):", f.dest_tensors, inf.size)
   local by_layer, keys = {}, {}
   for _, d in ipairs(model.dsts) do
     if d.tp_rank == 0 then

@@ -122,9 +122,12 @@ function M.plan(path)
   i.ep = i.ep or 1
   M.need(t, { { "fsdp", "int" }, { "dp_replicate", "int" } })
   M.need(i, { { "tp", "int" }, { "ep", "int" }, { "replicas", "int" } })
-  if i.ep ~= 1 and i.ep ~= i.tp then
-    U.fail(p.__site, "plan '%s': ep %d must be 1 (experts split by TP) or equal tp %d", p.name, i.ep, i.tp)
+  -- ep 1: experts split by TP; ep = tp: whole experts per TP rank; ep = k*tp: data-parallel
+  -- attention over k groups of tp GPUs, experts spread over all ep GPUs of the replica.
+  if i.ep ~= 1 and i.ep % i.tp ~= 0 then
+    U.fail(p.__site, "plan '%s': ep %d must be 1 (experts split by TP) or a multiple of tp %d", p.name, i.ep, i.tp)
   end
+  i.size = math.max(i.tp, i.ep)
   p.quant = p.quant or {}
   local q = p.quant
   q.fp8 = q.fp8 or false

@@ -54,7 +54,7 @@ local function decide_travel(plan, srcs, uses)
       if cut then
         if plan.quant.unaligned == "error" then
           U.fail(plan.__site, "plan '%s': tensor '%s': FSDP shard boundary at row %d (fsdp %d, %d rows per "
-            .. "shard) cuts a 128-row FP8 block of '%s' on tp rank %d", plan.name, s.name, cut, fsdp,
+            .. "shard) cuts a 128-row FP8 block of '%s' on receiver position %d", plan.name, s.name, cut, fsdp,
             s.chunk, d.name, d.tp_rank)
         end
         s.travel, s.why = "gather", "unaligned"
@@ -88,11 +88,12 @@ local function cut_segment(d, seg, fsdp, out)
   end
 end
 
+-- Bytes a piece puts on its trainer's NIC per replica served (its destination and twins).
 local function piece_bytes(p)
   local d = p.d
   local b = p.rows * d.cols * U.dtypes[d.dtype].size
   if d.scale then b = b + U.ceil_div(p.rows, BLOCK) * d.scale.cols * 4 end
-  return b
+  return b * #d.twins
 end
 
 -- Longest-processing-time first: the largest gathered tensor goes to the least loaded shard.
@@ -110,6 +111,10 @@ local function balance(plan, srcs, pieces)
   for _, s in ipairs(srcs) do
     if s.travel == "gather" then gathered[#gathered + 1] = { s = s, w = weight[s] or 0 } end
   end
+  -- the baseline the report compares with: gathered tensors dealt round-robin in checkpoint order
+  local rr = {}
+  for k = 0, fsdp - 1 do rr[k] = load[k] end
+  for i, g in ipairs(gathered) do rr[(i - 1) % fsdp] = rr[(i - 1) % fsdp] + g.w end
   table.sort(gathered, function(a, b)
     if a.w ~= b.w then return a.w > b.w end
     return a.s.id < b.s.id
@@ -123,6 +128,7 @@ local function balance(plan, srcs, pieces)
   for _, p in ipairs(pieces) do
     if p.src.travel == "gather" then p.shard = p.src.shard end
   end
+  return rr
 end
 
 -- Merge ops of equal shape and role whose fields advance by constant steps (all experts of a
@@ -247,7 +253,7 @@ end
 function P.pack(plan, model)
   local srcs, dsts = model.srcs, model.dsts
   local fsdp, rep = plan.trainer.fsdp, plan.trainer.dp_replicate
-  local tp, replicas = plan.inference.tp, plan.inference.replicas
+  local size, replicas = plan.inference.size, plan.inference.replicas
   local uses = uses_of(dsts)
   local travel = decide_travel(plan, srcs, uses)
   local all = {}
@@ -255,7 +261,7 @@ function P.pack(plan, model)
   for _, d in ipairs(dsts) do
     for _, seg in ipairs(d.segs) do cut_segment(d, seg, fsdp, all) end
   end
-  balance(plan, srcs, all)
+  local rr_load = balance(plan, srcs, all)
   local pieces = {}
   for k = 0, fsdp - 1 do pieces[k] = {} end
   for _, p in ipairs(all) do local l = pieces[p.shard]; l[#l + 1] = p end
@@ -284,9 +290,10 @@ function P.pack(plan, model)
         for _, o in ipairs(grp.ops) do out.ops[#out.ops + 1] = o end
         local nw = #W
         for _, run in ipairs(grp.runs) do
-          local slot, off, len, d = run.slot, run.off, run.len, run.dst
+          local slot, off, len = run.slot, run.off, run.len
           for _, k in ipairs(served) do
-            local rcv = k * tp + d.tp_rank
+           for _, d in ipairs(run.dst.twins) do
+            local rcv = k * size + d.tp_rank
             nw = nw + 1
             W[nw] = { slot, off, len, rcv, d.id }
             rank.bytes_out = rank.bytes_out + len
@@ -295,6 +302,7 @@ function P.pack(plan, model)
             local e = rp[t]
             if not e then e = { bytes = 0, writes = 0 }; rp[t] = e end
             e.bytes, e.writes = e.bytes + len, e.writes + 1
+           end
           end
         end
         G.op_count, G.write_count = #out.ops - G.op_first, #out.writes - G.write_first
@@ -307,7 +315,7 @@ function P.pack(plan, model)
     end
   end
 
-  -- Receivers: replica k, TP rank r; their destinations are the contiguous ids of rank r.
+  -- Receivers: replica k, position r; their destinations are the contiguous ids of position r.
   local first, count = {}, {}
   for _, d in ipairs(dsts) do
     local r = d.tp_rank
@@ -316,8 +324,8 @@ function P.pack(plan, model)
   end
   out.recv, out.peers = {}, {}
   for k = 0, replicas - 1 do
-    for r = 0, tp - 1 do
-      local id = k * tp + r
+    for r = 0, size - 1 do
+      local id = k * size + r
       local rv = { replica = k, tp_rank = r, dst_first = first[r], dst_count = count[r], bytes = 0, peer_first = #out.peers }
       local rp = recv_peer[id] or {}
       for _, t in ipairs(U.sorted_keys(rp)) do
@@ -328,6 +336,15 @@ function P.pack(plan, model)
       out.recv[#out.recv + 1] = rv
     end
   end
+  -- round-robin baseline per trainer rank (every replicate group mirrors group 0's shards)
+  out.rr_rank_bytes = {}
+  local served_of = {}
+  for g = 0, rep - 1 do
+    local n = 0
+    for _ = g, replicas - 1, rep do n = n + 1 end
+    served_of[g] = n
+  end
+  for t, r in ipairs(out.ranks) do out.rr_rank_bytes[t] = rr_load[r.shard] * served_of[r.replicate] end
   out.total = 0
   for _, r in ipairs(out.ranks) do out.total = out.total + r.bytes_out end
   return out

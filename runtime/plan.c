@@ -71,3 +71,26 @@ uint64_t rf_plan_hash(const rf_plan *p)
   }
   return h;
 }
+
+void rf_plan_predict(const rf_plan *p, const rf_time_model *m, rf_prediction *out)
+{
+  double rate = m->nic_gbps * m->nics_per_gpu * 1e9 / 8; /* bytes/s per GPU */
+  *out = (rf_prediction){0};
+  for (uint32_t t = 0; t < p->trainers; t++) {
+    double s = p->ranks[t].bytes_out / rate + p->ranks[t].write_count * m->write_overhead_us * 1e-6;
+    if (s > out->trainer_s) {
+      out->trainer_s = s;
+      out->worst_trainer = t;
+    }
+  }
+  for (uint32_t r = 0; r < p->receivers; r++) {
+    double s = p->recv[r].bytes / rate;
+    if (s > out->receiver_s) {
+      out->receiver_s = s;
+      out->worst_receiver = r;
+    }
+  }
+  out->lower_bound_s = out->receiver_s;
+  out->bound_by_receiver = out->receiver_s >= out->trainer_s;
+  out->seconds = (out->bound_by_receiver ? out->receiver_s : out->trainer_s) + m->done_rtt_us * 1e-6;
+}

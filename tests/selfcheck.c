@@ -53,7 +53,8 @@ static void check_counts(const rf_plan *p, const rf_expect *e)
   if (p->n_dst != e->dest_tensors_per_replica) BAD("dest tensors %u != %" PRIu64, p->n_dst, e->dest_tensors_per_replica);
   if (dst_bytes != e->dest_bytes_per_replica) BAD("dest bytes %" PRIu64 " != %" PRIu64, dst_bytes, e->dest_bytes_per_replica);
   if (p->n_writes != e->writes_total) BAD("writes %u != %" PRIu64, p->n_writes, e->writes_total);
-  if (p->trainers != p->fsdp * p->dp_replicate || p->receivers != p->tp * p->replicas)
+  uint32_t size = p->ep > p->tp ? p->ep : p->tp;
+  if (p->trainers != p->fsdp * p->dp_replicate || p->receivers != size * p->replicas)
     BAD("rank counts: trainers %u receivers %u", p->trainers, p->receivers);
   report("layout hash stable and totals match the generator", bad);
 }

@@ -10,9 +10,10 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 # 1. reports are current (CI fails when a model or plan changed without `ninja reports`)
+if sh gen/mkplans.sh | cmp -s - gen/plans.ninja; then ok "gen/plans.ninja builds every plan in models/plans"
+else bad "gen/plans.ninja is out of date: sh gen/mkplans.sh > gen/plans.ninja"; fi
 for plan in models/plans/*.lua; do
   p=$(basename "$plan" .lua)
-  if ! grep -q "build/gen/$p.c " gen/part.ninja; then bad "plan $p is not built by gen/part.ninja"; continue; fi
   if cmp -s "build/gen/$p.txt" "models/reports/$p.txt"; then ok "report $p is current"
   else bad "report $p is out of date: run 'ninja reports' and commit models/reports/$p.txt"
     diff "models/reports/$p.txt" "build/gen/$p.txt" | head -20; fi
@@ -21,13 +22,36 @@ for r in models/reports/*.txt; do
   [ -f "models/plans/$(basename "$r" .txt).lua" ] || bad "report $r has no plan"
 done
 
+# 1b. pictures are current and well-formed, one cell per (trainer, receiver); balancing (longest
+# first) is never worse than dealing gathered tensors round-robin; refit plan (C) predicts what the
+# report (Lua) says
+for plan in models/plans/*.lua; do
+  p=$(basename "$plan" .lua)
+  cmp -s "build/gen/$p.svg" "models/reports/$p.svg" || bad "picture $p is out of date: run 'ninja reports'"
+  t=$(sed -n 's/^trainer: .* = \([0-9]*\) ranks$/\1/p' "build/gen/$p.txt")
+  r=$(sed -n 's/^inference: .* = \([0-9]*\) receivers$/\1/p' "build/gen/$p.txt")
+  cells=$(python3 -c 'import sys, xml.etree.ElementTree as E
+root = E.parse(sys.argv[1]).getroot()
+print(sum(1 for e in root.iter("{http://www.w3.org/2000/svg}rect") if "p" in e.get("class", "").split()))' "build/gen/$p.svg" 2>&1)
+  if [ "$cells" = "$((t * r))" ]; then ok "$p.svg: well-formed, $cells cells = $t trainers x $r receivers"
+  else bad "$p.svg: $cells cells, want $t x $r"; fi
+  lpt=$(sed -n 's/^trainer_bytes_max_over_mean: //p' "build/gen/$p.txt")
+  rr=$(sed -n 's/^trainer_bytes_max_over_mean_round_robin: \([0-9.]*\).*/\1/p' "build/gen/$p.txt")
+  if awk -v a="$lpt" -v b="$rr" 'BEGIN { exit !(a <= b) }'; then ok "$p: balanced max/mean $lpt <= round-robin $rr"
+  else bad "$p: balanced max/mean $lpt worse than round-robin $rr"; fi
+  want=$(sed -n 's/^predicted_update_s: \([0-9.]*\) (bound by \([a-z]*\))/\1 \2/p' "build/gen/$p.txt")
+  got=$(./build/refit plan "$p" | sed -n 's/^predicted: *\([0-9.]*\) s, bound by the \([a-z]*\) side/\1 \2/p')
+  if [ -n "$want" ] && [ "$want" = "$got" ]; then ok "$p: refit plan predicts $got s as the report does"
+  else bad "$p: refit plan says '$got', report says '$want'"; fi
+done
+
 # 2. identical input gives byte-identical output, run after run
 for p in glm_tiny_demo qwen3_30b_a3b_fp8_ep4; do
   mkdir -p "$tmp/a" "$tmp/b"
   $lua gen/refitgen.lua --plan "models/plans/$p.lua" --out "$tmp/a" &&
     $lua gen/refitgen.lua --plan "models/plans/$p.lua" --out "$tmp/b"
   same=1
-  for ext in .c .h _check.c .txt; do
+  for ext in .c .h _check.c .txt .svg; do
     cmp -s "$tmp/a/$p$ext" "$tmp/b/$p$ext" || same=0
     cmp -s "$tmp/a/$p$ext" "build/gen/$p$ext" || same=0
   done
@@ -51,12 +75,12 @@ expect bad_shape "bad_family.lua:15: tensor 'model.layers.0.proj.weight': dimens
 expect bad_split "bad_family.lua:18: tensor 'model.layers.0.proj.weight': split must be col, row or rep"
 expect missing_model_field "tests/gen_bad/models/glm_no_hidden.lua:1: model 'glm_no_hidden': missing field 'hidden'"
 expect missing_plan_field "tests/gen_bad/plans/missing_plan_field.lua:1: plan 'missing_plan_field.inference': missing field 'tp'"
-expect fp8_fused_block "models/families/glm_moe_dsa.lua:67: tensor 'model.layers.0.self_attn.fused_qkv_a_proj.weight': fp8 part 'model.layers.0.self_attn.q_a_proj.weight' has 200 rows per rank, not a multiple of 128"
-expect bad_ep "tests/gen_bad/plans/bad_ep.lua:1: plan 'bad_ep': ep 4 must be 1 (experts split by TP) or equal tp 2"
+expect fp8_fused_block "models/families/glm_moe_dsa.lua:72: tensor 'model.layers.0.self_attn.fused_qkv_a_proj.weight': fp8 part 'model.layers.0.self_attn.q_a_proj.weight' has 200 rows per rank, not a multiple of 128"
+expect bad_ep "tests/gen_bad/plans/bad_ep.lua:1: plan 'bad_ep': ep 3 must be 1 (experts split by TP) or a multiple of tp 2"
 expect no_model "tests/gen_bad/plans/no_model.lua:1: model 'glm6' not found"
 expect fsdp_zero "tests/gen_bad/plans/fsdp_zero.lua:1: plan 'fsdp_zero.trainer': field 'fsdp' must be an integer >= 1, got 0"
 expect name_mismatch "plan name 'other_name' does not match its file name 'name_mismatch'"
-expect vocab_tp "models/families/glm_moe_dsa.lua:17: tensor 'model.embed_tokens.weight': 1024 rows not divisible by tp 3"
+expect vocab_tp "models/families/glm_moe_dsa.lua:20: tensor 'model.embed_tokens.weight': 1024 rows not divisible by tp 3"
 expect scale_fmt "quant.scale_fmt 'e5m2' is not fp32 or ue8m0"
 
 echo "$passed passed, $failed failed"

@@ -202,6 +202,41 @@ static void fused_qkv_a_partial_block(const rf_plan *p, int64_t q_rows, int64_t 
   EXPECT(ok && pr.src == kv && pr.scale && pr.row == 0, "scale row %lld not kv_a's first", (long long)(q_rows / 128));
 }
 
+/* The time model on a plan small enough to compute by hand: 2 trainers, 2 receivers.
+ * trainer 0 sends 3e9 bytes in 3 writes, trainer 1 sends 1e9 bytes in 1000 writes;
+ * receiver 0 takes 2.5e9 bytes, receiver 1 takes 1.5e9. At 400 Gb/s (5e10 B/s), 1 us a write:
+ * trainer 0: 0.06 + 3e-6 s, trainer 1: 0.02 + 1e-3 s; receiver 0: 0.05 s, receiver 1: 0.03 s.
+ * Trainer 0 bounds it: 0.060003 s + 10 us = 0.060013 s; lower bound 0.05 s. With two NICs per GPU
+ * the trainer term halves to 0.030003 s, still above receiver 0's 0.025 s; with 100 us a write
+ * trainer 1 takes 0.02 + 0.1 = 0.12 s and bounds it. */
+static void time_model_by_hand(void)
+{
+  static const rf_rank ranks[2] = {{.bytes_out = 3000000000u, .write_count = 3}, {.bytes_out = 1000000000u, .write_count = 1000}};
+  static const rf_receiver recv[2] = {{.bytes = 2500000000u}, {.bytes = 1500000000u}};
+  const rf_plan p = {.trainers = 2, .receivers = 2, .ranks = ranks, .recv = recv};
+  rf_time_model m = RF_TIME_MODEL_DEFAULT;
+  rf_prediction r;
+#define NEAR(a, b) ((a) - (b) < 1e-12 && (b) - (a) < 1e-12)
+  rf_plan_predict(&p, &m, &r);
+  EXPECT(NEAR(r.trainer_s, 0.060003) && r.worst_trainer == 0, "trainer_s %.9f (rank %u)", r.trainer_s, r.worst_trainer);
+  EXPECT(NEAR(r.receiver_s, 0.05) && r.worst_receiver == 0, "receiver_s %.9f", r.receiver_s);
+  EXPECT(NEAR(r.lower_bound_s, 0.05), "lower bound %.9f", r.lower_bound_s);
+  EXPECT(NEAR(r.seconds, 0.060013) && !r.bound_by_receiver, "predicted %.9f, bound by receiver %d", r.seconds, r.bound_by_receiver);
+  m.nics_per_gpu = 2;
+  rf_plan_predict(&p, &m, &r);
+  EXPECT(NEAR(r.trainer_s, 0.030003) && NEAR(r.receiver_s, 0.025) && NEAR(r.seconds, 0.030013), "2 NICs: %.9f %.9f %.9f",
+         r.trainer_s, r.receiver_s, r.seconds);
+  m = RF_TIME_MODEL_DEFAULT;
+  m.write_overhead_us = 100;
+  rf_plan_predict(&p, &m, &r);
+  EXPECT(NEAR(r.trainer_s, 0.12) && r.worst_trainer == 1 && NEAR(r.seconds, 0.12001), "100 us a write: %.9f rank %u",
+         r.trainer_s, r.worst_trainer);
+  m = RF_TIME_MODEL_DEFAULT;
+  m.nic_gbps = 100; /* 1.25e10 B/s: receiver 0 takes 0.2 s, trainer 0 0.24 + 3e-6 s */
+  rf_plan_predict(&p, &m, &r);
+  EXPECT(NEAR(r.trainer_s, 0.240003) && NEAR(r.receiver_s, 0.2), "100 Gb/s: %.9f %.9f", r.trainer_s, r.receiver_s);
+}
+
 #define RUN(name, call)                                         \
   do {                                                          \
     cur_failed = 0;                                             \
@@ -231,6 +266,7 @@ int main(void)
       fused_qkv_a_partial_block(&rf_plan_glm_tiny_demo, 256, 192, 256));
   RUN("glm5_fp8_64x4_rep2: fused_qkv_a_proj [2048+576] keeps its partial FP8 block",
       fused_qkv_a_partial_block(&rf_plan_glm5_fp8_64x4_rep2, 2048, 576, 6144));
+  RUN("time model arithmetic on a hand-computed plan", time_model_by_hand());
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
 }

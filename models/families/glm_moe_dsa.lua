@@ -2,12 +2,15 @@
 -- then MoE layers (routed experts + shared experts, sigmoid router with an fp32 correction bias),
 -- and mtp_layers multi-token-prediction layers stored after the last decoder layer.
 -- Source: the bf16 HF checkpoint. Destination: vLLM's DeepseekV2 kernel format.
+-- deepseek_v3 (DeepSeek-V3, Kimi-K2) is the same layout without the indexer: F.build(..., false).
 local F = {}
 
-function F.build(m, T, engine)
+function F.build(m, T, engine, no_indexer)
   T.need(m, { "hidden", "layers", "first_dense", "heads", "q_lora_rank", "kv_lora_rank",
-    "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_heads", "index_head_dim",
+    "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
     "experts", "shared_experts", "moe_intermediate", "intermediate", "vocab" })
+  local indexer = not no_indexer
+  if indexer then T.need(m, { "index_heads", "index_head_dim" }) end
   T.need(m, { "mtp_layers" }, 0)
   local H, N = m.hidden, m.heads
   local fp8 = { fp8 = true }
@@ -31,11 +34,13 @@ function F.build(m, T, engine)
     T.src(a .. "kv_a_layernorm.weight", { m.kv_lora_rank })
     T.src(a .. "kv_b_proj.weight", { N * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank }, fp8)
     T.src(a .. "o_proj.weight", { H, N * m.v_head_dim }, fp8)
-    T.src(a .. "indexer.wq_b.weight", { m.index_heads * m.index_head_dim, m.q_lora_rank }, fp8)
-    T.src(a .. "indexer.wk.weight", { m.index_head_dim, H }, fp8)
-    T.src(a .. "indexer.k_norm.weight", { m.index_head_dim })
-    T.src(a .. "indexer.k_norm.bias", { m.index_head_dim })
-    T.src(a .. "indexer.weights_proj.weight", { m.index_heads, H })
+    if indexer then
+      T.src(a .. "indexer.wq_b.weight", { m.index_heads * m.index_head_dim, m.q_lora_rank }, fp8)
+      T.src(a .. "indexer.wk.weight", { m.index_head_dim, H }, fp8)
+      T.src(a .. "indexer.k_norm.weight", { m.index_head_dim })
+      T.src(a .. "indexer.k_norm.bias", { m.index_head_dim })
+      T.src(a .. "indexer.weights_proj.weight", { m.index_heads, H })
+    end
     T.src(p .. "input_layernorm.weight", { H })
     T.src(p .. "post_attention_layernorm.weight", { H })
     if not moe then
@@ -73,19 +78,24 @@ function F.build(m, T, engine)
       T.dst(a .. "kv_b_proj.weight", { split = "col", dtype = "weight",
         parts = { { src = a .. "kv_b_proj.weight", heads = N } }, derived = "mla_absorb" })
       T.dst(a .. "o_proj.weight", { split = "row", dtype = "weight", parts = { a .. "o_proj.weight" } })
-      T.dst(a .. "indexer.wq_b.weight", { split = "rep", dtype = "weight", parts = { a .. "indexer.wq_b.weight" } })
-      if engine.indexer_fusion ~= false then
+      if not indexer then
+        -- no DSA indexer
+      elseif engine.indexer_fusion ~= false then
+        T.dst(a .. "indexer.wq_b.weight", { split = "rep", dtype = "weight", parts = { a .. "indexer.wq_b.weight" } })
         -- newer vLLM: [wk; weights_proj] as one unquantized bf16 tensor
         T.dst(a .. "indexer.wk_weights_proj.weight", { split = "rep", dtype = "bf16",
           parts = { a .. "indexer.wk.weight", a .. "indexer.weights_proj.weight" } })
       else
+        T.dst(a .. "indexer.wq_b.weight", { split = "rep", dtype = "weight", parts = { a .. "indexer.wq_b.weight" } })
         T.dst(a .. "indexer.wk.weight", { split = "rep", dtype = "weight", parts = { a .. "indexer.wk.weight" } })
         T.dst(a .. "indexer.weights_proj.weight", { split = "rep", dtype = "bf16",
           parts = { a .. "indexer.weights_proj.weight" } })
       end
-      -- the indexer's k_norm is a LayerNorm whose affine parameters the engine keeps in fp32
-      T.dst(a .. "indexer.k_norm.weight", { split = "rep", dtype = "fp32", parts = { a .. "indexer.k_norm.weight" } })
-      T.dst(a .. "indexer.k_norm.bias", { split = "rep", dtype = "fp32", parts = { a .. "indexer.k_norm.bias" } })
+      if indexer then
+        -- the indexer's k_norm is a LayerNorm whose affine parameters the engine keeps in fp32
+        T.dst(a .. "indexer.k_norm.weight", { split = "rep", dtype = "fp32", parts = { a .. "indexer.k_norm.weight" } })
+        T.dst(a .. "indexer.k_norm.bias", { split = "rep", dtype = "fp32", parts = { a .. "indexer.k_norm.bias" } })
+      end
       T.dst(p .. "input_layernorm.weight", { split = "rep", dtype = "bf16", parts = { p .. "input_layernorm.weight" } })
       T.dst(p .. "post_attention_layernorm.weight", { split = "rep", dtype = "bf16",
         parts = { p .. "post_attention_layernorm.weight" } })

@@ -7,7 +7,8 @@
  *   writes[] one contiguous RDMA WRITE each: slot bytes -> (receiver, dst tensor, offset)
  *   groups[] per trainer rank, in order: ops to run, then the writes they make ready
  *   ranks[]  per trainer rank: arena size, ranges into groups/ops/writes, bytes sent
- *   recv[]   per receiver (replica * tp + tp_rank): its dst range and the peers it expects
+ *   recv[]   per receiver (replica * size + tp_rank, size = max(tp, ep) GPUs per replica): its
+ *            dst range and the peers it expects
  *   peers[]  per receiver, per trainer rank that writes to it: writes and bytes per version
  * All indices are absolute into the plan's arrays. */
 #ifndef REFIT_PLAN_H
@@ -46,7 +47,7 @@ typedef struct rf_dst_tensor {
   int64_t shape[3];    /* unused dims are 0 */
   uint64_t bytes;
   uint32_t weight;     /* scale tensors: the weight they scale; else RF_NONE */
-  uint16_t tp_rank;
+  uint16_t tp_rank;    /* position in the replica: TP rank tp_rank % tp, EP rank tp_rank (ep > 1) */
   uint8_t ndim, dtype;
 } rf_dst_tensor;
 
@@ -111,5 +112,26 @@ typedef struct rf_plan {
  * group, rank, receiver, peer: every field in declaration order. A string hashes as 8-byte
  * little-endian words (the last zero-padded), then its length. The generator computes the same value in Lua. */
 uint64_t rf_plan_hash(const rf_plan *p);
+
+/* Cluster-scale time model (README "Time model"): each GPU has nics_per_gpu NICs of nic_gbps;
+ * a trainer's writes leave at line rate one after another, each adding write_overhead_us; a
+ * receiver takes in at line rate; the fabric is non-blocking; staging overlaps the writes; one
+ * DONE round trip (done_rtt_us) ends the update. */
+typedef struct rf_time_model {
+  double nic_gbps, write_overhead_us, done_rtt_us;
+  unsigned nics_per_gpu;
+} rf_time_model;
+
+typedef struct rf_prediction {
+  double seconds;       /* max(trainer_s, receiver_s) + DONE round trip */
+  double lower_bound_s; /* max receiver bytes / receiver NIC rate */
+  double trainer_s, receiver_s;
+  uint32_t worst_trainer, worst_receiver;
+  int bound_by_receiver;
+} rf_prediction;
+
+#define RF_TIME_MODEL_DEFAULT ((rf_time_model){.nic_gbps = 400, .write_overhead_us = 1, .done_rtt_us = 10, .nics_per_gpu = 1})
+
+void rf_plan_predict(const rf_plan *p, const rf_time_model *m, rf_prediction *out);
 
 #endif
