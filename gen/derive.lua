@@ -278,7 +278,31 @@ function D.derive(plan)
       end
     end
   end
-  return { srcs = srcs, dsts = dsts, specs = specs, src_by_name = by_name }
+  -- Refresh steps: tensors the engine derives from destination tensors at load time, rebuilt by the
+  -- receiver after each complete version (one step per derived pair, per position).
+  local derived, refresh = {}, {}
+  for _, d in ipairs(dsts) do
+    local dv = d.derived
+    if dv and dv.kind == "mla_absorb" then
+      local per_head = dv.qk_nope + dv.v_head
+      if d.item_rows % per_head ~= 0 or d.cols ~= dv.kv_lora then
+        U.fail(d.spec.site, "tensor '%s': [%d, %d] is not heads x (%d + %d) rows of %d columns", d.name,
+          d.item_rows, d.cols, dv.qk_nope, dv.v_head, dv.kv_lora)
+      end
+      local h = d.item_rows // per_head
+      local function add(name, shape)
+        local t = { name = dv.prefix .. name, shape = shape, dtype = "bf16", tp_rank = d.tp_rank, id = #derived,
+          bytes = shape[1] * shape[2] * shape[3] * 2, layer = d.layer }
+        derived[#derived + 1] = t
+        return t
+      end
+      local uk = add("W_UK_T", { h, dv.qk_nope, dv.kv_lora })
+      local uv = add("W_UV", { h, dv.kv_lora, dv.v_head })
+      refresh[#refresh + 1] = { kind = 1, weight = d, scale = d.scale, uk = uk, uv = uv, heads = h,
+        qk_nope = dv.qk_nope, v_head = dv.v_head, kv_lora = dv.kv_lora, tp_rank = d.tp_rank, layer = d.layer }
+    end
+  end
+  return { srcs = srcs, dsts = dsts, specs = specs, src_by_name = by_name, derived = derived, refresh = refresh }
 end
 
 return D

@@ -41,6 +41,15 @@ function E.tables(plan, model, packed)
   end
   t.peers = {}
   for i, p in ipairs(packed.peers) do t.peers[i] = { p.bytes, p.trainer, p.writes } end
+  t.derived = {}
+  for i, d in ipairs(model.derived) do
+    t.derived[i] = { d.name, d.shape[1], d.shape[2], d.shape[3], d.bytes, d.tp_rank, 3, U.dtypes[d.dtype].id }
+  end
+  t.refresh = {}
+  for i, r in ipairs(model.refresh) do
+    t.refresh[i] = { r.kind, r.weight.id, r.scale and r.scale.id or NONE, r.uk.id, r.uv.id, r.heads, r.qk_nope,
+      r.v_head, r.kv_lora, r.tp_rank, r.layer or GLOBAL_LAYER }
+  end
   local tr, inf = plan.trainer, plan.inference
   t.head = { packed.total, tr.fsdp, tr.dp_replicate, tr.fsdp * tr.dp_replicate, inf.tp, inf.ep,
     inf.replicas, inf.replicas * inf.size, plan.quant.scale_fmt == "ue8m0" and 1 or 0 }
@@ -53,9 +62,9 @@ function E.hash(t)
   local PRIME, mix_str = 0x100000001b3, U.mix_str
   local h = U.HASH0
   for _, v in ipairs(t.head) do h = (h ~ v) * PRIME end
-  for _, name in ipairs({ "src", "dst", "ops", "writes", "groups", "ranks", "recv", "peers" }) do
+  for _, name in ipairs({ "src", "dst", "ops", "writes", "groups", "ranks", "recv", "peers", "derived", "refresh" }) do
     local list = t[name]
-    local first = (name == "src" or name == "dst") and 2 or 1
+    local first = (name == "src" or name == "dst" or name == "derived") and 2 or 1
     for i = 1, #list do
       local row = list[i]
       if first == 2 then h = mix_str(h, row[1]) end
@@ -109,6 +118,11 @@ function E.emit(plan, t, hash, header_line)
   rows(c, "recv", "rf_receiver", t.recv, function(i, r) return ("  /* %d */ {%s},\n"):format(i, nums(r)) end)
   c[#c + 1] = "/* bytes, trainer, writes */\n"
   rows(c, "peers", "rf_peer", t.peers, function(_, r) return "  {" .. nums(r) .. "},\n" end)
+  rows(c, "derived", "rf_derived_tensor", t.derived, function(i, r)
+    return ("  /* %d */ {%s, {%d, %d, %d}, %d, %d, %d, %d},\n"):format(i, cstr(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8])
+  end)
+  c[#c + 1] = "/* kind, weight, scale, out0, out1, heads, qk_nope, v_head, kv_lora, tp_rank, layer */\n"
+  rows(c, "refresh", "rf_refresh", t.refresh, function(_, r) return "  {" .. nums(r) .. "},\n" end)
   local h = t.head
   c[#c + 1] = ("const rf_plan rf_plan_%s = {\n"):format(id)
   c[#c + 1] = ("  .name = %s,\n  .model = %s,\n  .layout_hash = 0x%016xull,\n  .total_bytes = %d,\n")
@@ -119,7 +133,8 @@ function E.emit(plan, t, hash, header_line)
     :format(#t.src, #t.dst, #t.ops, #t.writes, #t.groups, #t.peers)
   c[#c + 1] = ("  .scale_fmt = %s,\n"):format(h[9] == 1 and "RF_SCALE_UE8M0" or "RF_SCALE_FP32")
   c[#c + 1] = "  .src = src, .dst = dst, .ops = ops, .writes = writes, .groups = groups, .ranks = ranks,\n"
-  c[#c + 1] = "  .recv = recv, .peers = peers,\n};\n"
+  c[#c + 1] = ("  .recv = recv, .peers = peers,\n  .n_derived = %d, .n_refresh = %d, .derived = derived, .refresh = refresh,\n};\n")
+    :format(#t.derived, #t.refresh)
 
   local guard = "REFIT_PLAN_" .. id:upper() .. "_H"
   local hdr = table.concat({ header_line, ("#ifndef %s\n#define %s\n\n#include \"refit_plan.h\"\n\n"):format(guard, guard),

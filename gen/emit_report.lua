@@ -164,6 +164,25 @@ function R.report(plan, model, packed, f, hash)
     for _, line in ipairs(rg.lines) do L[#L + 1] = line end
   end
 
+  if #model.refresh > 0 then
+    add("")
+    add("refresh after each complete version, on receiver 0 (%d steps over %d positions in all):", #model.refresh,
+      inf.size)
+    local first, last, r0
+    local function flush()
+      if not r0 then return end
+      add("  layers %s: MLA absorb %s -> W_UK_T [%d, %d, %d] + W_UV [%d, %d, %d] bf16",
+        first == last and tostring(first) or (first .. "-" .. last), r0.weight.name:gsub("^model%.layers%.%d+%.", ""),
+        r0.heads, r0.qk_nope, r0.kv_lora, r0.heads, r0.kv_lora, r0.v_head)
+    end
+    for _, r in ipairs(model.refresh) do
+      if r.tp_rank == 0 then
+        if r0 and r.layer == last + 1 then last = r.layer
+        else flush(); first, last, r0 = r.layer, r.layer, r end
+      end
+    end
+    flush()
+  end
   add("")
   add("trainer ranks: bytes out per version (writes, arena):")
   local items = {}

@@ -69,6 +69,18 @@ uint64_t rf_plan_hash(const rf_plan *p)
     const rf_peer *q = &p->peers[i];
     MIX(h, q->bytes); MIX(h, q->trainer); MIX(h, q->writes);
   }
+  for (uint32_t i = 0; i < p->n_derived; i++) {
+    const rf_derived_tensor *t = &p->derived[i];
+    h = mix_str(h, t->name);
+    MIX(h, t->shape[0]); MIX(h, t->shape[1]); MIX(h, t->shape[2]);
+    MIX(h, t->bytes); MIX(h, t->tp_rank); MIX(h, t->ndim); MIX(h, t->dtype);
+  }
+  for (uint32_t i = 0; i < p->n_refresh; i++) {
+    const rf_refresh *r = &p->refresh[i];
+    MIX(h, r->kind); MIX(h, r->weight); MIX(h, r->scale); MIX(h, r->out0); MIX(h, r->out1);
+    MIX(h, r->heads); MIX(h, r->qk_nope); MIX(h, r->v_head); MIX(h, r->kv_lora);
+    MIX(h, r->tp_rank); MIX(h, r->layer);
+  }
   return h;
 }
 

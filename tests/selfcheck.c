@@ -257,6 +257,37 @@ static void check_ranges(const rf_plan *p)
   report("each receiver's peer list is exactly the trainers that write to it, with their bytes", bad);
 }
 
+/* Refresh steps read a destination weight of their position and fill derived tensors of the same
+ * position whose shapes follow from the weight's: [h*(nope+v), lora] -> [h, nope, lora], [h, lora, v]. */
+static void check_refresh(const rf_plan *p)
+{
+  long bad = 0;
+  for (uint32_t i = 0; i < p->n_derived; i++) {
+    const rf_derived_tensor *t = &p->derived[i];
+    if ((uint64_t)(t->shape[0] * t->shape[1] * t->shape[2]) * dsize(t->dtype) != t->bytes || t->ndim != 3)
+      BAD("derived '%s': dtype x shape != %" PRIu64 " bytes", t->name, t->bytes);
+  }
+  uint32_t last_rank = 0;
+  for (uint32_t i = 0; i < p->n_refresh; i++) {
+    const rf_refresh *r = &p->refresh[i];
+    if (r->kind != RF_REFRESH_MLA_ABSORB || r->weight >= p->n_dst || r->out0 >= p->n_derived || r->out1 >= p->n_derived) {
+      BAD("refresh %u: kind %u or ids out of range", i, r->kind);
+      continue;
+    }
+    const rf_dst_tensor *w = &p->dst[r->weight];
+    const rf_derived_tensor *uk = &p->derived[r->out0], *uv = &p->derived[r->out1];
+    int ok = w->ndim == 2 && w->shape[0] == (int64_t)r->heads * (r->qk_nope + r->v_head) && w->shape[1] == r->kv_lora &&
+             uk->shape[0] == r->heads && uk->shape[1] == r->qk_nope && uk->shape[2] == r->kv_lora &&
+             uv->shape[0] == r->heads && uv->shape[1] == r->kv_lora && uv->shape[2] == r->v_head &&
+             w->tp_rank == r->tp_rank && uk->tp_rank == r->tp_rank && uv->tp_rank == r->tp_rank &&
+             (w->dtype == RF_FP8 ? r->scale < p->n_dst && p->dst[r->scale].weight == r->weight : r->scale == RF_NONE);
+    if (!ok) BAD("refresh %u (%s): shapes, positions or scale do not match", i, w->name);
+    if (r->tp_rank < last_rank) BAD("refresh %u: not ordered by position", i);
+    last_rank = r->tp_rank;
+  }
+  report("refresh steps read their position's weight and fill derived tensors of matching shape", bad);
+}
+
 int rf_selfcheck(const rf_plan *p, const rf_expect *e)
 {
   printf("self-check %s (%s): %u trainers -> %u receivers, %u writes\n", p->name, p->model, p->trainers, p->receivers, p->n_writes);
@@ -265,6 +296,7 @@ int rf_selfcheck(const rf_plan *p, const rf_expect *e)
   check_coverage(p);
   check_slots(p);
   check_ranges(p);
+  check_refresh(p);
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
 }

@@ -76,7 +76,10 @@ function F.build(m, T, engine, no_indexer)
         parts = { { src = a .. "q_b_proj.weight", heads = N } } })
       T.dst(a .. "kv_a_layernorm.weight", { split = "rep", dtype = "bf16", parts = { a .. "kv_a_layernorm.weight" } })
       T.dst(a .. "kv_b_proj.weight", { split = "col", dtype = "weight",
-        parts = { { src = a .. "kv_b_proj.weight", heads = N } }, derived = "mla_absorb" })
+        parts = { { src = a .. "kv_b_proj.weight", heads = N } },
+        -- the engine keeps W_UK_T / W_UV derived from kv_b_proj: rebuilt after every update
+        derived = { kind = "mla_absorb", prefix = a, qk_nope = m.qk_nope_head_dim, v_head = m.v_head_dim,
+          kv_lora = m.kv_lora_rank } })
       T.dst(a .. "o_proj.weight", { split = "row", dtype = "weight", parts = { a .. "o_proj.weight" } })
       if not indexer then
         -- no DSA indexer

@@ -10,6 +10,8 @@
  *   recv[]   per receiver (replica * size + tp_rank, size = max(tp, ep) GPUs per replica): its
  *            dst range and the peers it expects
  *   peers[]  per receiver, per trainer rank that writes to it: writes and bytes per version
+ *   derived[] tensors the engine derives from destination tensors (bound by receivers like dst)
+ *   refresh[] steps that rebuild derived tensors after a complete version, per receiver position
  * All indices are absolute into the plan's arrays. */
 #ifndef REFIT_PLAN_H
 #define REFIT_PLAN_H
@@ -88,6 +90,27 @@ typedef struct rf_peer {
   uint32_t trainer, writes;
 } rf_peer;
 
+enum rf_refresh_kind {
+  RF_REFRESH_MLA_ABSORB = 1 /* kv_b_proj [h*(nope+v), lora] (+ fp8 scales) ->
+                               W_UK_T [h, nope, lora] and W_UV [h, lora, v], bf16 */
+};
+
+typedef struct rf_derived_tensor {
+  const char *name;
+  int64_t shape[3];
+  uint64_t bytes;
+  uint16_t tp_rank;    /* receiver position, as rf_dst_tensor */
+  uint8_t ndim, dtype;
+} rf_derived_tensor;
+
+typedef struct rf_refresh {
+  uint32_t kind;       /* enum rf_refresh_kind */
+  uint32_t weight, scale; /* dst ids (scale RF_NONE when the weight is not fp8) */
+  uint32_t out0, out1;    /* derived ids: W_UK_T, W_UV */
+  uint32_t heads, qk_nope, v_head, kv_lora;
+  uint16_t tp_rank, layer;
+} rf_refresh;
+
 typedef struct rf_plan {
   const char *name, *model;
   uint64_t layout_hash;            /* rf_plan_hash() of everything below */
@@ -103,13 +126,17 @@ typedef struct rf_plan {
   const rf_rank *ranks;
   const rf_receiver *recv;
   const rf_peer *peers;
+  uint32_t n_derived, n_refresh;
+  const rf_derived_tensor *derived;
+  const rf_refresh *refresh;       /* ordered by tp_rank, then layer */
 } rf_plan;
 
 /* FNV-1a over 64-bit words (h = (h ^ w) * 0x100000001b3, from 0xcbf29ce484222325), in this
  * order: total_bytes, fsdp, dp_replicate, trainers, tp, ep, replicas, receivers, scale_fmt;
  * each src: name, rows, cols, shard_rows, shard, layer, dtype, travel; each dst: name, shape[0..2],
  * bytes, weight, tp_rank, ndim, dtype; each op: every field in declaration order; each write,
- * group, rank, receiver, peer: every field in declaration order. A string hashes as 8-byte
+ * group, rank, receiver, peer, then each derived tensor (name, shape[0..2], bytes, tp_rank, ndim,
+ * dtype) and refresh step: every field in declaration order. A string hashes as 8-byte
  * little-endian words (the last zero-padded), then its length. The generator computes the same value in Lua. */
 uint64_t rf_plan_hash(const rf_plan *p);
 
