@@ -25,4 +25,30 @@ int rfk_ref_mla_absorb(const rfk_mla_absorb *items, int n, int kv_b_is_fp8, int 
 float rfk_e4m3_to_f32(uint8_t q);
 uint16_t rfk_f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */
 
+/* UE8M0 re-quantization (vLLM requant_weight_ue8m0_inplace), per item a [rows, cols] fp8 e4m3fn
+ * weight q (contiguous) with fp32 block scales [ceil(rows/128), ceil(cols/128)] (contiguous):
+ *   x = f32(q) * scale                      (one fp32 multiply, the dequantized weight)
+ *   then the block quantizer of kernels.h with ue8m0 scales over x:
+ *   scale' = 2^ceil(log2(max(amax(x), 1e-4) / 448)),  q' = e4m3_rne_satfinite(x * (1 / scale'))
+ * written to q_out / scale_out, which may equal q / scale (in place). A block whose q holds a NaN
+ * code or whose scale is not finite gets scale' = NaN and q' = 0x7f and the call returns
+ * RFK_ERR_NONFINITE (1); the other blocks are done. Returns RFK_ERR_ARG (2) on NULL / negative size.
+ * C reference in ref.c (libkernels.a). */
+typedef struct rfk_requant {
+  const uint8_t *q;     /* [rows, cols] fp8 */
+  const float *scale;   /* [ceil(rows/128), ceil(cols/128)] */
+  uint8_t *q_out;       /* [rows, cols] fp8, may be q */
+  float *scale_out;     /* same shape as scale, may be scale */
+} rfk_requant;
+
+int rfk_ref_requant_ue8m0(const rfk_requant *items, int n, int64_t rows, int64_t cols);
+
+/* CUDA versions (build/obj/libcuda.a, only when configure found nvcc). Device pointers inside the
+ * items, items itself a HOST array (passed by value, all layers in one launch per 256 items);
+ * stream is a cudaStream_t as void*. Bit-equal to the references. Return 0, 2 (bad argument) or
+ * 3 (launch failed); requant sets *flag = 1 (device int) where the reference returns 1. */
+int rfk_cuda_mla_absorb(const rfk_mla_absorb *items, int n, int kv_b_is_fp8, int heads, int nope, int v, int lora,
+                        void *stream);
+int rfk_cuda_requant_ue8m0(const rfk_requant *items, int n, int64_t rows, int64_t cols, int *flag, void *stream);
+
 #endif
