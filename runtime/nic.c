@@ -35,7 +35,8 @@ typedef struct rf__ctx {
 typedef struct rf__port {
   rf_nic nic;
   int usable;
-  int dev; /* index into the device table */
+  int soft; /* usable but for not being a PCI function (soft RoCE): allowed when named in a list */
+  int dev;  /* index into the device table */
 } rf__port;
 
 typedef struct rf__dev {
@@ -309,25 +310,29 @@ static int rf__natcmp(const char *a, const char *b)
   return *a ? 1 : *b ? -1 : 0;
 }
 
-/* "0000:1b:00.0" (lowercased into out) or the short "1b:00.0" (domain 0000 added). */
+/* "0000:1b:00.0" (lowercased into out[32]), a wider domain as behind Intel VMD ("10000:01:00.0",
+ * up to 8 hex digits), or the short "1b:00.0" (domain 0000 added). */
 static int rf__bdf(const char *s, char *out)
 {
-  char t[16];
+  char t[32];
   size_t n = strlen(s);
   if (n == 7)
     snprintf(t, sizeof t, "0000:%s", s);
-  else if (n == 12)
-    memcpy(t, s, 13);
+  else if (n >= 12 && n <= 16)
+    memcpy(t, s, n + 1);
   else
     return -1;
-  static const char shape[] = "hhhh:hh:hh.d";
-  for (int i = 0; i < 12; i++) {
+  n = strlen(t);
+  size_t dom = n - 8; /* hex digits before ":bb:dd.f" */
+  for (size_t i = 0; i < n; i++) {
     unsigned char ch = (unsigned char)t[i];
-    if (shape[i] == 'h' ? !isxdigit(ch) : shape[i] == 'd' ? !(ch >= '0' && ch <= '7') : ch != shape[i])
+    size_t k = i < dom ? 0 : i - dom + 4; /* position in "hhhh:hh:hh.d" */
+    char want = i < dom ? 'h' : "hhhh:hh:hh.d"[k];
+    if (want == 'h' ? !isxdigit(ch) : want == 'd' ? !(ch >= '0' && ch <= '7') : ch != want)
       return -1;
     out[i] = (char)tolower(ch);
   }
-  out[12] = 0;
+  out[n] = 0;
   return 0;
 }
 
@@ -367,18 +372,18 @@ static int rf__list(rf__ctx *c, const char *rel, char (*names)[64], int max, int
   return n;
 }
 
-/* The pciDDDD:BB component of a resolved device path, or NULL. */
+/* The pciDDDD:BB component of a resolved device path (domain of 4 to 8 hex digits), or NULL. */
 static const char *rf__pci_root(const char *path)
 {
   for (const char *p = path; p && *p; p = strchr(p, '/'), p = p ? p + 1 : NULL) {
-    size_t l = strcspn(p, "/");
-    if (l == 10 && strncmp(p, "pci", 3) == 0 && p[7] == ':') {
-      int ok = 1;
-      for (int i = 3; i < 10; i++)
-        ok &= i == 7 || isxdigit((unsigned char)p[i]);
-      if (ok)
-        return p;
-    }
+    size_t l = strcspn(p, "/"), dom = l - 6; /* "pci" DDDD ":" BB */
+    if (l < 10 || l > 14 || strncmp(p, "pci", 3) != 0 || p[3 + dom] != ':')
+      continue;
+    int ok = 1;
+    for (size_t i = 3; i < l; i++)
+      ok &= i == 3 + dom || isxdigit((unsigned char)p[i]);
+    if (ok)
+      return p;
   }
   return NULL;
 }
@@ -460,7 +465,7 @@ static int rf__discover(rf__ctx *c, rf__topo *t, double min_gbps)
     if (rf__pci_dev(c, rel, dv->path, sizeof dv->path, &dv->numa, &present))
       return -1;
     const char *fn = strrchr(dv->path, '/');
-    char bdf[16];
+    char bdf[32];
     if (!present || rf__bdf(fn ? fn + 1 : dv->path, bdf))
       dv->path[0] = 0; /* not a PCI function (software RDMA) */
     rf__fmt(rel, sizeof rel, "class/infiniband/%s/ports", devs[d]);
@@ -512,12 +517,14 @@ static int rf__discover(rf__ctx *c, rf__topo *t, double min_gbps)
         rf__fmt(n->link_layer, sizeof n->link_layer, "%s", attr);
       if (why[0])
         memcpy(n->why, why, sizeof why);
-      else if (!dv->path[0])
-        rf__fmt(n->why, sizeof n->why, "not a PCI device (class/infiniband/%s/device)", devs[d]);
       else if (num != 4)
         rf__fmt(n->why, sizeof n->why, "state %s, not ACTIVE", n->state);
       else if (n->gbps < min_gbps)
         rf__fmt(n->why, sizeof n->why, "rate %g Gb/s below the minimum %g Gb/s", n->gbps, min_gbps);
+      else if (!dv->path[0]) {
+        rf__fmt(n->why, sizeof n->why, "not a PCI device (class/infiniband/%s/device)", devs[d]);
+        p->soft = 1;
+      }
       p->usable = !n->why[0];
     }
   }
@@ -619,7 +626,7 @@ int rf_nic_select(const char *sysfs_root, const char *gpu_bdf, const char *mode,
   if (is_auto && !gpu_bdf)
     return rf__fail(&c, NULL, "mode auto needs a GPU PCI address");
 
-  char gpu[16], gpu_path[RF__PATH] = "", rel[64];
+  char gpu[32], gpu_path[RF__PATH] = "", rel[64];
   int gpu_numa = -1;
   if (gpu_bdf) {
     int present;
@@ -654,6 +661,11 @@ int rf_nic_select(const char *sysfs_root, const char *gpu_bdf, const char *mode,
                mode, c.shown);
       goto done;
     }
+    for (int i = 0; i < t->n_port; i++)
+      if (t->port[i].soft) { /* named explicitly: the user wants it, PCI or not */
+        t->port[i].usable = 1;
+        t->port[i].nic.why[0] = 0;
+      }
     if (rf__select_list(&c, t, mode, out, taken))
       goto done;
   } else {
@@ -730,7 +742,7 @@ int rf_nic_list_gpus(const char *sysfs_root, char (*bdf)[32], int max, char *err
   int count = 0;
   struct dirent *ent;
   while ((ent = readdir(d))) {
-    char b[16];
+    char b[32];
     if (ent->d_name[0] == '.' || rf__bdf(ent->d_name, b) || strcmp(b, ent->d_name) != 0)
       continue; /* only canonical addresses are PCI functions */
     unsigned vendor = 0, cls = 0;

@@ -192,6 +192,10 @@ static void test_arguments(void)
   EQS(r.error, "GPU address '0000:1b:00' is not a PCI address like 0000:1b:00.0");
   EQI(rf_nic_select(FIX "dgx8", "0000:77:00.0", "auto", 0, &r), -1);
   EQS(r.error, FIX "dgx8/bus/pci/devices/0000:77:00.0: no such PCI device (GPU 0000:77:00.0)");
+  EQI(rf_nic_select(FIX "dgx8", "10000:18:00.0", "auto", 0, &r), -1); /* a VMD domain is an address */
+  EQS(r.error, FIX "dgx8/bus/pci/devices/10000:18:00.0: no such PCI device (GPU 10000:18:00.0)");
+  EQI(rf_nic_select(FIX "dgx8", "0000:18:00.8", "auto", 0, &r), -1);
+  EQS(r.error, "GPU address '0000:18:00.8' is not a PCI address like 0000:1b:00.0");
   EQI(rf_nic_select(FIX "dgx8", "0000:18:00.0", "", 0, &r), -1);
   EQS(r.error, "no NIC mode (want auto, stripe, off or name[:port],...)");
   EQI(rf_nic_select(FIX "dgx8", "0000:18:00.0", "auto", -1, &r), -1);
@@ -256,6 +260,7 @@ static void test_slowside(void)
   EQS(list(r.skipped, r.n_skipped), "mlx5_2:1 switch mlx5_1:1 hostbridge rxe0:1 other");
   EQS(r.skipped[0].why, "rate 25 Gb/s below the minimum 100 Gb/s");
   EQS(r.skipped[0].link_layer, "Ethernet");
+  EQS(r.skipped[2].why, "rate 10 Gb/s below the minimum 100 Gb/s"); /* rxe0: the rate speaks first */
 
   EQI(rf_nic_select(FIX "slowside", "0000:08:00.0", "stripe", 100, &r), 0);
   EQS(netdev(), "mlx5_1:1,mlx5_0:1");
@@ -265,7 +270,16 @@ static void test_slowside(void)
   EQS(r.error, "no usable RDMA port among 4 (first: mlx5_0:1 rate 400 Gb/s below the minimum 1000 Gb/s)");
   EQI(r.n_chosen, 0);
   EQI(r.n_skipped, 4);
-  EQS(r.skipped[3].why, "not a PCI device (class/infiniband/rxe0/device)");
+  EQS(r.skipped[3].why, "rate 10 Gb/s below the minimum 1000 Gb/s");
+
+  /* soft RoCE is never picked by auto or stripe, but may be named */
+  EQI(rf_nic_select(FIX "slowside", "0000:03:00.0", "rxe0,mlx5_2", 0, &r), 0);
+  EQS(list(r.chosen, r.n_chosen), "rxe0:1 other mlx5_2:1 switch");
+  EQS(r.chosen[0].why, "");
+  EQS(r.skipped[1].name, "mlx5_1");
+  EQS(r.skipped[1].why, "not in the list");
+  EQI(rf_nic_select(FIX "slowside", NULL, "stripe", 0, &r), 0);
+  EQS(netdev(), "mlx5_0:1,mlx5_1:1,mlx5_2:1");
 }
 
 static void test_nordma(void)

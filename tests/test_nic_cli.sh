@@ -69,7 +69,7 @@ has numa4 out "  skipped  mlx5_3:2   numa        400 Gb/s  INIT    InfiniBand  0
 
 run slowside 0 --sysfs $F/slowside --min-gbps 100
 has slowside out "  skipped  mlx5_2:1   switch       25 Gb/s  ACTIVE  Ethernet    0000:05:00.0  numa 0  rate 25 Gb/s below the minimum 100 Gb/s"
-has slowside out "  skipped  rxe0:1     other        10 Gb/s  ACTIVE  Ethernet    -             numa -1  not a PCI device (class/infiniband/rxe0/device)"
+has slowside out "  skipped  rxe0:1     other        10 Gb/s  ACTIVE  Ethernet    -             numa -1  rate 10 Gb/s below the minimum 100 Gb/s"
 [ "$(grep -c '^  NET_DEVICES=mlx5_[01]:1$' "$tmp/slowside.out")" = 2 ] && ok "slowside: one fast NIC per GPU" ||
   bad "slowside: want NET_DEVICES=mlx5_0:1 and mlx5_1:1"
 run slowside_none 1 --sysfs $F/slowside --min-gbps 1000 --gpu 0000:08:00.0
