@@ -1,0 +1,241 @@
+/* refresh.cu: CUDA versions of the refresh kernels (refresh.h), bit-equal to refresh_ref.c / ref.c.
+ *
+ * rfk_cuda_mla_absorb: every layer of a receiver in one launch per RFK_CUDA_CHUNK layers. A CTA of
+ *   32x8 threads takes a 32x32 tile of kv_b [h*(nope+v), lora] (grid: lora tiles, row tiles, layer),
+ *   dequantizes it (fp32 code value times block scale, one multiply, then bf16 nearest even) into
+ *   shared memory, then writes the W_UK_T rows along lora (coalesced) and the W_UV part transposed,
+ *   with threadIdx.x walking the v index (coalesced in W_UV [h, lora, v]).
+ * rfk_cuda_requant_ue8m0: one CTA of 256 threads per 128x128 block of one item, like quant.cu: the
+ *   thread loads 4 x 16 fp8 codes, dequantizes with the old scale, the CTA reduces amax, then every
+ *   thread re-quantizes its registers with the power-of-two scale. The whole block is in registers
+ *   before anything is written, so q_out == q (in place) is safe.
+ * Test: build/test_kernels_gpu. */
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "kernels.h"
+#include "refresh.h"
+}
+
+namespace {
+
+struct absorb_params {
+  int heads, nope, v, lora, fp8, tiles_c;
+  rfk_mla_absorb items[RFK_CUDA_CHUNK];
+};
+
+/* e4m3 code -> fp32 bits, exact (rfk_e4m3_to_f32); NaN codes give 0x7fc00000 like the reference */
+__device__ __forceinline__ float e4m3_f32(uint32_t c)
+{
+  uint32_t e = (c >> 3) & 15, m = c & 7, s = (c & 0x80) << 24;
+  if ((c & 0x7f) == 0x7f)
+    return __uint_as_float(0x7fc00000u);
+  if (e == 0) /* m * 2^-9, exact as an integer times a power of two */
+    return __uint_as_float(s | __float_as_uint(__fmul_rn((float)m, 1.0f / 512.0f)));
+  return __uint_as_float(s | (e + 120) << 23 | m << 20);
+}
+
+__device__ __forceinline__ uint16_t f2bf(uint32_t u)
+{
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return (uint16_t)((u >> 16) | 0x40);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+/* q * s as the x86-64 reference computes it, NaN results included: a NaN operand propagates
+ * (the code's NaN first, quieted), an invalid product (0 * inf) is the default NaN 0xffc00000. */
+__device__ __forceinline__ uint32_t mul_x86(float q, float s)
+{
+  float p = __fmul_rn(q, s);
+  if (!isnan(p))
+    return __float_as_uint(p);
+  if (isnan(q))
+    return __float_as_uint(q) | 0x400000u;
+  if (isnan(s))
+    return __float_as_uint(s) | 0x400000u;
+  return 0xffc00000u;
+}
+
+__global__ void __launch_bounds__(256) absorb_kernel(const __grid_constant__ absorb_params p)
+{
+  __shared__ uint16_t tile[32][33];
+  const rfk_mla_absorb &it = p.items[blockIdx.z];
+  const int per = p.nope + p.v, rows = p.heads * per, lora = p.lora;
+  const int r0 = blockIdx.y * 32, c0 = blockIdx.x * 32, tx = threadIdx.x, ty = threadIdx.y;
+  const int scols = (lora + 127) / 128;
+  for (int rr = ty; rr < 32; rr += 8) {
+    int r = r0 + rr, c = c0 + tx;
+    if (r < rows && c < lora) {
+      uint16_t w;
+      if (p.fp8) {
+        float q = e4m3_f32(((const uint8_t *)it.kv_b)[(int64_t)r * lora + c]);
+        w = f2bf(mul_x86(q, it.scale[(r / 128) * scols + c / 128]));
+      } else {
+        w = ((const uint16_t *)it.kv_b)[(int64_t)r * lora + c];
+      }
+      tile[rr][tx] = w;
+    }
+  }
+  __syncthreads();
+  /* W_UK_T[h][i][l] = W[h*per + i][l], i < nope: rows along lora */
+  for (int rr = ty; rr < 32; rr += 8) {
+    int r = r0 + rr, c = c0 + tx;
+    if (r < rows && c < lora) {
+      int h = r / per, i = r % per;
+      if (i < p.nope)
+        it.w_uk_t[((int64_t)h * p.nope + i) * lora + c] = tile[rr][tx];
+    }
+  }
+  /* W_UV[h][l][j] = W[h*per + nope + j][l]: threadIdx.x walks the rows (j), threadIdx.y the lora */
+  for (int cc = ty; cc < 32; cc += 8) {
+    int r = r0 + tx, c = c0 + cc;
+    if (r < rows && c < lora) {
+      int h = r / per, i = r % per;
+      if (i >= p.nope)
+        it.w_uv[((int64_t)h * lora + c) * p.v + (i - p.nope)] = tile[tx][cc];
+    }
+  }
+}
+
+struct requant_params {
+  int64_t rows, cols;
+  int tiles_c;
+  int aligned;
+  int *flag;
+  rfk_requant items[RFK_CUDA_CHUNK];
+};
+
+/* 256 threads, 128x128 block: a thread owns a 16-byte vector (16 codes) in 4 rows (step 32) */
+__global__ void __launch_bounds__(256) requant_kernel(const __grid_constant__ requant_params p)
+{
+  const rfk_requant &it = p.items[blockIdx.y];
+  const int tr = blockIdx.x / p.tiles_c, tc = blockIdx.x % p.tiles_c;
+  const int64_t r0 = (int64_t)tr * 128, c0 = (int64_t)tc * 128, scols = p.tiles_c;
+  const int vr = threadIdx.x / 8, vc = threadIdx.x % 8;
+  const int64_t col = c0 + vc * 16;
+  const bool full = p.aligned && r0 + 128 <= p.rows && c0 + 128 <= p.cols;
+  const float s = it.scale[tr * scols + tc];
+  uint8_t code[4][16];
+  for (int k = 0; k < 4; k++) {
+    int64_t r = r0 + vr + 32 * k;
+    if (full) {
+      *(uint4 *)code[k] = *(const uint4 *)(it.q + r * p.cols + col);
+    } else {
+      for (int j = 0; j < 16; j++)
+        code[k][j] = r < p.rows && col + j < p.cols ? it.q[r * p.cols + col + j] : 0;
+    }
+  }
+  uint32_t amax = 0, nan_code = 0;
+  float x[4][16];
+#pragma unroll
+  for (int k = 0; k < 4; k++)
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+      nan_code |= (code[k][j] & 0x7f) == 0x7f;
+      x[k][j] = __fmul_rn(e4m3_f32(code[k][j]), s);
+      amax = max(amax, __float_as_uint(x[k][j]) & 0x7fffffffu);
+    }
+  if (nan_code || !isfinite(s))
+    amax = 0xffffffffu;
+  __shared__ uint32_t red[8];
+  amax = __reduce_max_sync(0xffffffffu, amax);
+  if ((threadIdx.x & 31) == 0)
+    red[threadIdx.x / 32] = amax;
+  __syncthreads();
+  amax = red[0];
+#pragma unroll
+  for (int w = 1; w < 8; w++)
+    amax = max(amax, red[w]);
+  const bool bad = amax >= 0x7f800000u;
+  float ns = __uint_as_float(0x7fc00000u), mul = 0.0f;
+  if (!bad) {
+    uint32_t u = __float_as_uint(__fdiv_rn(fmaxf(__uint_as_float(amax), 1e-4f), 448.0f));
+    if (u & 0x7fffffu)
+      u = (u & 0x7f800000u) + 0x800000u;
+    ns = __uint_as_float(u);
+    mul = __fdiv_rn(1.0f, ns);
+  }
+  if (threadIdx.x == 0) {
+    it.scale_out[tr * scols + tc] = ns;
+    if (bad && p.flag)
+      *p.flag = 1;
+  }
+#pragma unroll
+  for (int k = 0; k < 4; k++) {
+    int64_t r = r0 + vr + 32 * k;
+    uint32_t w[4];
+#pragma unroll
+    for (int j = 0; j < 16; j += 4) {
+      uint32_t lo = __nv_cvt_float2_to_fp8x2(make_float2(__fmul_rn(x[k][j], mul), __fmul_rn(x[k][j + 1], mul)),
+                                             __NV_SATFINITE, __NV_E4M3);
+      uint32_t hi = __nv_cvt_float2_to_fp8x2(make_float2(__fmul_rn(x[k][j + 2], mul), __fmul_rn(x[k][j + 3], mul)),
+                                             __NV_SATFINITE, __NV_E4M3);
+      w[j / 4] = bad ? 0x7f7f7f7fu : lo | hi << 16;
+    }
+    uint8_t *dst = it.q_out + r * p.cols + col;
+    if (full) {
+      *(uint4 *)dst = make_uint4(w[0], w[1], w[2], w[3]);
+    } else if (r < p.rows) {
+      for (int j = 0; j < 16; j++)
+        if (col + j < p.cols)
+          dst[j] = (uint8_t)(w[j / 4] >> (8 * (j % 4)));
+    }
+  }
+}
+
+} /* namespace */
+
+extern "C" int rfk_cuda_mla_absorb(const rfk_mla_absorb *items, int n, int kv_b_is_fp8, int heads, int nope, int v,
+                                   int lora, void *stream)
+{
+  if (!items || n < 0 || heads <= 0 || nope <= 0 || v <= 0 || lora <= 0)
+    return RFK_ERR_ARG;
+  for (int i = 0; i < n; i++)
+    if (!items[i].kv_b || !items[i].w_uk_t || !items[i].w_uv || (kv_b_is_fp8 && !items[i].scale))
+      return RFK_ERR_ARG;
+  int64_t rows = (int64_t)heads * (nope + v);
+  if (rows > 0x7fffffffll / 2 || (rows + 31) / 32 > 65535)
+    return RFK_ERR_ARG;
+  absorb_params p;
+  p.heads = heads, p.nope = nope, p.v = v, p.lora = lora, p.fp8 = kv_b_is_fp8 != 0, p.tiles_c = (lora + 31) / 32;
+  for (int first = 0; first < n; first += RFK_CUDA_CHUNK) {
+    int m = n - first < RFK_CUDA_CHUNK ? n - first : RFK_CUDA_CHUNK;
+    for (int i = 0; i < m; i++)
+      p.items[i] = items[first + i];
+    absorb_kernel<<<dim3(p.tiles_c, (unsigned)((rows + 31) / 32), m), dim3(32, 8), 0, (cudaStream_t)stream>>>(p);
+    if (cudaGetLastError() != cudaSuccess)
+      return RFK_ERR_CUDA;
+  }
+  return RFK_OK;
+}
+
+extern "C" int rfk_cuda_requant_ue8m0(const rfk_requant *items, int n, int64_t rows, int64_t cols, int *flag,
+                                      void *stream)
+{
+  if (n < 0 || (n > 0 && !items) || rows < 0 || cols < 0)
+    return RFK_ERR_ARG;
+  for (int i = 0; i < n; i++)
+    if (!items[i].q || !items[i].scale || !items[i].q_out || !items[i].scale_out)
+      return RFK_ERR_ARG;
+  if (n == 0 || rows == 0 || cols == 0)
+    return RFK_OK;
+  int64_t tiles_c = (cols + 127) / 128, tiles = (rows + 127) / 128 * tiles_c;
+  if (tiles > 0x7fffffff)
+    return RFK_ERR_ARG;
+  requant_params p;
+  p.rows = rows, p.cols = cols, p.tiles_c = (int)tiles_c, p.flag = flag;
+  for (int first = 0; first < n; first += RFK_CUDA_CHUNK) {
+    int m = n - first < RFK_CUDA_CHUNK ? n - first : RFK_CUDA_CHUNK, al = cols % 16 == 0;
+    for (int i = 0; i < m; i++) {
+      p.items[i] = items[first + i];
+      al &= (uintptr_t)items[first + i].q % 16 == 0 && (uintptr_t)items[first + i].q_out % 16 == 0;
+    }
+    p.aligned = al;
+    requant_kernel<<<dim3((unsigned)tiles, m), 256, 0, (cudaStream_t)stream>>>(p);
+    if (cudaGetLastError() != cudaSuccess)
+      return RFK_ERR_CUDA;
+  }
+  return RFK_OK;
+}
