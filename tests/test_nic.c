@@ -1,10 +1,12 @@
 /* test_nic.c: NIC discovery and selection on the sysfs fixtures of tests/fixtures/mksysfs.sh:
  * exact choices, classes, rates, skip reasons, NET_DEVICES strings and error texts.
- * Run from the repository root (fixture paths are relative to it). */
+ * Run from the repository root (fixture paths are relative to it).
+ * `test_nic --bench` (build/bench_nic, -O2, no sanitizers) times selection on the 8-GPU fixture. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "refit_nic.h"
 
@@ -353,8 +355,39 @@ static void test_roots(void)
          rc ? ": " : "", r.error);
 }
 
-int main(void)
+static double now_s(void)
 {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Microseconds per call on dgx8 (8 GPUs, 8 NICs): what an engine pays once at startup. */
+static int bench(void)
+{
+  static const char *const modes[] = {"auto", "stripe", "mlx5_3,mlx5_0:1"};
+  char bdf[RF_NIC_MAX][32], err[256];
+  int iters = 2000;
+  double t0 = now_s();
+  for (int i = 0; i < iters; i++)
+    if (rf_nic_list_gpus(FIX "dgx8", bdf, RF_NIC_MAX, err, sizeof err) != 8)
+      return printf("bench: list_gpus failed: %s\n", err), 1;
+  printf("bench_nic: rf_nic_list_gpus dgx8 (8 GPUs among 52 PCI functions): %.1f us/call\n", (now_s() - t0) / iters * 1e6);
+  for (int m = 0; m < 3; m++) {
+    t0 = now_s();
+    for (int i = 0; i < iters; i++)
+      if (rf_nic_select(FIX "dgx8", "0000:18:00.0", modes[m], 0, &r) != 0)
+        return printf("bench: select failed: %s\n", r.error), 1;
+    printf("bench_nic: rf_nic_select dgx8 GPU 18:00.0 mode %s (8 NICs): %.1f us/call\n", modes[m],
+           (now_s() - t0) / iters * 1e6);
+  }
+  return 0;
+}
+
+int main(int argc, char **argv)
+{
+  if (argc > 1 && strcmp(argv[1], "--bench") == 0)
+    return bench();
   test_list_gpus();
   test_dgx8_auto();
   test_dgx8_stripe_list_off();
