@@ -48,9 +48,14 @@ typedef struct rf_nic_result {
  *       "name[:port][,name[:port]...]" exactly these, in this order; a name without a port means
  *       its ACTIVE ports. Unknown, not ACTIVE, unreadable or too slow entries are errors.
  * min_gbps: ports slower than this are skipped (0 = no filter).
- * Usable: port ACTIVE, rate >= min_gbps, files readable, PCI device present. Every port not chosen
- * is in skipped[] with its reason. A node without class/infiniband returns 0 with nothing chosen;
+ * Usable: files readable, port ACTIVE, rate >= min_gbps, and a PCI function behind the device (one
+ * without, like soft RoCE rxe0, only when named in a list). Every port not chosen is in skipped[]
+ * with its reason, in selection order (class, then name). A node without class/infiniband returns 0 with nothing chosen;
  * RDMA ports present but none usable is an error (-1) in auto and stripe, skipped[] still filled.
+ * Malformed or cut-short files, and links that leave the root or loop, are errors naming the file;
+ * a file that cannot be opened or read only makes its port unusable (the reason names it).
+ * A failed call has n_chosen = 0. Costs about 1 ms on an 8-NIC tree (ninja bench_nic); allocates
+ * ~100 KiB internally for the call's duration.
  * Returns 0, or -1 with out->error naming the file, NIC or argument at fault. */
 int rf_nic_select(const char *sysfs_root, const char *gpu_bdf, const char *mode, double min_gbps,
                   rf_nic_result *out);
