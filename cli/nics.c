@@ -23,7 +23,7 @@ static void print_nic(const char *what, const rf_nic *n)
 {
   char port[80], rate[32];
   snprintf(port, sizeof port, "%s:%d", n->name, n->port);
-  if (n->state[0])
+  if (n->gbps > 0)
     snprintf(rate, sizeof rate, "%g Gb/s", n->gbps);
   else
     snprintf(rate, sizeof rate, "-");
