@@ -1,0 +1,263 @@
+"""kernels_bench.py LIB.so: block-FP8 quantize + pack (kernels/quant.cu through ctypes) against the
+device-to-device copy, a PyTorch per-block reference and a plain Triton per-block kernel, in one run
+on one GPU. Bandwidth = (bytes read + bytes written) / time, median of several timed runs (CUDA
+events) after warm-up. Cases (GLM-5 shapes, MODELS.md):
+  experts w13   256 x gate [2048,6144] + 256 x up [2048,6144] bf16 -> w13 [256,4096,6144] fp8 (2 calls)
+  experts w2    256 x [6144,2048] bf16 -> [256,6144,2048] fp8 (1 call, 256 items)
+  dense         [16384,6144] bf16 -> fp8
+  TP8 pack      [6144,16384] bf16 split on dim 1 -> 8 contiguous [6144,2048] fp8 pieces (8 items)
+  fp32 source   [16384,6144] fp32 -> fp8
+  cast pack     [16384,6144] fp32 -> bf16 (the cast path; peers: torch .to(), copy)
+Every peer output is compared byte for byte with ours (the contract: scale = amax/448, q =
+e4m3_rne_satfinite(x * (448/amax))). Ratios: ours / copy, ours / Triton, ours / PyTorch.
+Run: ninja bench_kernels (on a GPU machine), or python3 bench/kernels_bench.py build/obj/libkernels_cuda.so
+"""
+import ctypes
+import sys
+
+try:
+    import torch
+except ImportError:
+    print("kernels_bench: skipped: no torch")
+    sys.exit(0)
+if not torch.cuda.is_available():
+    print("kernels_bench: skipped: no CUDA device")
+    sys.exit(0)
+try:
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = None
+
+RFK_BF16, RFK_FP32, RFK_FP8 = 1, 2, 3
+
+
+class Shape(ctypes.Structure):
+    _fields_ = [("src_dtype", ctypes.c_int), ("out_dtype", ctypes.c_int), ("ue8m0", ctypes.c_int),
+                ("rows", ctypes.c_int64), ("cols", ctypes.c_int64), ("src_ld", ctypes.c_int64),
+                ("out_ld", ctypes.c_int64), ("scale_ld", ctypes.c_int64)]
+
+
+class Item(ctypes.Structure):
+    _fields_ = [("src", ctypes.c_void_p), ("out", ctypes.c_void_p), ("scale", ctypes.c_void_p)]
+
+
+lib = ctypes.CDLL(sys.argv[1] if len(sys.argv) > 1 else "build/obj/libkernels_cuda.so")
+lib.rfk_cuda_run.argtypes = [ctypes.POINTER(Shape), ctypes.POINTER(Item), ctypes.c_int, ctypes.c_void_p,
+                             ctypes.c_void_p]
+flag = torch.zeros(1, dtype=torch.int32, device="cuda")
+
+
+def rfk_call(shape, items):
+    arr = (Item * len(items))(*[Item(*it) for it in items])
+    rc = lib.rfk_cuda_run(ctypes.byref(shape), arr, len(items), flag.data_ptr(),
+                          torch.cuda.current_stream().cuda_stream)
+    if rc != 0:
+        raise RuntimeError(f"rfk_cuda_run: {rc}")
+
+
+def bench(fn, reps=7):
+    fn()
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) * 1e-3)
+    times.sort()
+    return times[len(times) // 2]
+
+
+# ---- peers ----
+def torch_per_block(x, out_q=None):
+    """per_block_cast_to_fp8 style, our contract: pad to 128, view blocks, amax, scale, cast."""
+    m, n = x.shape
+    xp = torch.zeros((-(-m // 128) * 128, -(-n // 128) * 128), dtype=torch.float32, device=x.device)
+    xp[:m, :n] = x
+    xv = xp.view(-1, 128, xp.size(1) // 128, 128)
+    amax = xv.abs().amax(dim=(1, 3), keepdim=True).clamp(min=1e-4)
+    q = (xv * (448.0 / amax)).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    q = q.view_as(xp)[:m, :n]
+    if out_q is not None:
+        out_q.copy_(q)
+    return q, (amax / 448.0).view(xv.size(0), xv.size(2))
+
+
+if triton is not None:
+    @triton.jit
+    def _tr_quant(x_ptr, y_ptr, s_ptr, M, N, sxe, sxm, sye, sym, sse, ssm, BLOCK: tl.constexpr):
+        """one program per 128x128 block of item pid(2): load, amax, scale, store"""
+        pm, pn, e = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        rm = pm * BLOCK + tl.arange(0, BLOCK)
+        rn = pn * BLOCK + tl.arange(0, BLOCK)
+        mask = (rm[:, None] < M) & (rn[None, :] < N)
+        x = tl.load(x_ptr + e * sxe + rm[:, None] * sxm + rn[None, :], mask=mask, other=0.0).to(tl.float32)
+        amax = tl.maximum(tl.max(tl.abs(x)), 1e-4)
+        mul = tl.math.div_rn(448.0, amax)
+        y = tl.clamp(x * mul, -448.0, 448.0).to(tl.float8e4nv)
+        tl.store(y_ptr + e * sye + rm[:, None] * sym + rn[None, :], y, mask=mask)
+        tl.store(s_ptr + e * sse + pm * ssm + pn, tl.math.div_rn(amax, 448.0))
+
+
+def triton_quant(x, sxe, sxm, y, sye, sym, s, sse, ssm, E, M, N):
+    grid = (-(-M // 128), -(-N // 128), E)
+    _tr_quant[grid](x, y, s, M, N, sxe, sxm, sye, sym, sse, ssm, BLOCK=128, num_warps=8)
+
+
+def randn(shape, dtype):
+    t = torch.empty(shape, dtype=dtype, device="cuda")
+    t.normal_()
+    return t
+
+
+rows_out = []
+
+
+def report(name, bytes_moved, t_ours, t_copy, t_triton, t_torch, eq):
+    bw = lambda t: bytes_moved / t / 1e9 if t else float("nan")
+    r = lambda a, b: b / a if (a and b) else float("nan")
+    rows_out.append((name, bytes_moved / 1e9, bw(t_ours), bw(t_copy), bw(t_triton), bw(t_torch),
+                     r(t_ours, t_copy), r(t_ours, t_triton), r(t_ours, t_torch), eq))
+    print(f"  {name}: ours {t_ours * 1e3:.3f} ms, copy {t_copy * 1e3:.3f} ms, triton "
+          f"{(t_triton or 0) * 1e3:.3f} ms, torch {(t_torch or 0) * 1e3:.3f} ms, {eq}", flush=True)
+
+
+def copy_time(nbytes):
+    """cudaMemcpy D2D (torch copy_ of contiguous uint8) moving nbytes read + written"""
+    half = nbytes // 2
+    a = torch.empty(half, dtype=torch.uint8, device="cuda")
+    b = torch.empty(half, dtype=torch.uint8, device="cuda")
+    a.random_(0, 255)
+    t = bench(lambda: b.copy_(a))
+    del a, b
+    return t
+
+
+def case_experts(name, E, R, C, halves):
+    """halves = 2: gate and up into w13 [E, 2R, C]; 1: down [E, R, C]"""
+    srcs = [randn((E, R, C), torch.bfloat16) for _ in range(halves)]
+    out = torch.empty((E, halves * R, C), dtype=torch.uint8, device="cuda")
+    sr, sc = R // 128, -(-C // 128)
+    scale = torch.empty((E, halves * sr, sc), dtype=torch.float32, device="cuda")
+    shape = Shape(RFK_BF16, RFK_FP8, 0, R, C, C, C, sc)
+    calls = []
+    for h, s in enumerate(srcs):
+        calls.append([(s.data_ptr() + e * R * C * 2, out.data_ptr() + (e * halves * R + h * R) * C,
+                       scale.data_ptr() + (e * halves * sr + h * sr) * sc * 4) for e in range(E)])
+    def ours():
+        for items in calls:
+            rfk_call(shape, items)
+    nbytes = halves * E * R * C * 3 + scale.numel() * 4
+    t_ours = bench(ours)
+    mine_q, mine_s = out.clone(), scale.clone()
+    t_tr = None
+    eq = []
+    if triton is not None:
+        def tr():
+            for h, s in enumerate(srcs):
+                triton_quant(s, R * C, C, out[:, h * R:].view(torch.float8_e4m3fn), halves * R * C, C,
+                             scale[:, h * sr:], halves * sr * sc, sc, E, R, C)
+        out.zero_()
+        t_tr = bench(tr)
+        eq.append("triton " + ("equal" if torch.equal(out, mine_q) and torch.equal(scale, mine_s) else "DIFFERENT"))
+    chunk = 32
+    tq = torch.empty((chunk * R, C), dtype=torch.float8_e4m3fn, device="cuda")
+    def pt():
+        for s in srcs:
+            for e0 in range(0, E, chunk):
+                torch_per_block(s[e0:e0 + chunk].view(-1, C), tq)
+    t_pt = bench(pt, reps=3)
+    q, _ = torch_per_block(srcs[-1][:chunk].view(-1, C))
+    eq.append("torch " + ("equal" if torch.equal(q.view(torch.uint8).view(chunk, R, C),
+                                                   mine_q[:chunk, (halves - 1) * R:]) else "DIFFERENT"))
+    del srcs, tq, q
+    t_copy = copy_time(nbytes)
+    report(name, nbytes, t_ours, t_copy, t_tr, t_pt, ", ".join(eq))
+    del out, scale, mine_q, mine_s
+    torch.cuda.empty_cache()
+
+
+def case_dense(name, R, C, src_dtype, pieces=1):
+    """[R, C] source split on dim 1 into `pieces` contiguous [R, C/pieces] outputs"""
+    x = randn((R, C), torch.float32 if src_dtype == RFK_FP32 else torch.bfloat16)
+    es = x.element_size()
+    w = C // pieces
+    sc = -(-w // 128)
+    sr = -(-R // 128)
+    out = torch.empty((pieces, R, w), dtype=torch.uint8, device="cuda")
+    scale = torch.empty((pieces, sr, sc), dtype=torch.float32, device="cuda")
+    shape = Shape(src_dtype, RFK_FP8, 0, R, w, C, w, sc)
+    items = [(x.data_ptr() + p * w * es, out.data_ptr() + p * R * w, scale.data_ptr() + p * sr * sc * 4)
+             for p in range(pieces)]
+    nbytes = R * C * (es + 1) + scale.numel() * 4
+    t_ours = bench(lambda: rfk_call(shape, items))
+    mine_q, mine_s = out.clone(), scale.clone()
+    eq = []
+    t_tr = None
+    if triton is not None:
+        out.zero_()
+        t_tr = bench(lambda: triton_quant(x, w, C, out.view(torch.float8_e4m3fn), R * w, w, scale, sr * sc, sc,
+                                          pieces, R, w))
+        eq.append("triton " + ("equal" if torch.equal(out, mine_q) and torch.equal(scale, mine_s) else "DIFFERENT"))
+    tq = torch.empty((R, w), dtype=torch.float8_e4m3fn, device="cuda")
+    def pt():
+        for p in range(pieces):
+            torch_per_block(x[:, p * w:(p + 1) * w], tq)
+    t_pt = bench(pt, reps=3)
+    q, s = torch_per_block(x[:, :w])
+    eq.append("torch " + ("equal" if torch.equal(q.view(torch.uint8), mine_q[0]) and
+                          torch.equal(s, mine_s[0]) else "DIFFERENT"))
+    del x, tq, q, s
+    t_copy = copy_time(nbytes)
+    report(name, nbytes, t_ours, t_copy, t_tr, t_pt, ", ".join(eq))
+    del out, scale, mine_q, mine_s
+    torch.cuda.empty_cache()
+
+
+def case_cast(name, R, C):
+    x = randn((R, C), torch.float32)
+    out = torch.empty((R, C), dtype=torch.bfloat16, device="cuda")
+    shape = Shape(RFK_FP32, RFK_BF16, 0, R, C, C, C, 0)
+    items = [(x.data_ptr(), out.data_ptr(), None)]
+    nbytes = R * C * 6
+    t_ours = bench(lambda: rfk_call(shape, items))
+    mine = out.clone()
+    t_pt = bench(lambda: out.copy_(x))
+    eq = "torch " + ("equal" if torch.equal(out.view(torch.int16), mine.view(torch.int16)) else "DIFFERENT")
+    del x
+    t_copy = copy_time(nbytes)
+    report(name, nbytes, t_ours, t_copy, None, t_pt, eq)
+    del out, mine
+    torch.cuda.empty_cache()
+
+
+def main():
+    p = torch.cuda.get_device_properties(0)
+    print(f"kernels_bench: {p.name}, {p.multi_processor_count} SMs, torch {torch.__version__}, "
+          f"triton {triton.__version__ if triton else 'absent'}", flush=True)
+    only = sys.argv[2].split(",") if len(sys.argv) > 2 else None
+    cases = [
+        ("experts w13 256x2x[2048,6144]", lambda n: case_experts(n, 256, 2048, 6144, 2)),
+        ("experts w2 256x[6144,2048]", lambda n: case_experts(n, 256, 6144, 2048, 1)),
+        ("dense [16384,6144] bf16", lambda n: case_dense(n, 16384, 6144, RFK_BF16)),
+        ("TP8 pack [6144,16384] dim1", lambda n: case_dense(n, 6144, 16384, RFK_BF16, 8)),
+        ("fp32 src [16384,6144]", lambda n: case_dense(n, 16384, 6144, RFK_FP32)),
+        ("cast fp32->bf16 [16384,6144]", lambda n: case_cast(n, 16384, 6144)),
+    ]
+    for i, (name, fn) in enumerate(cases):
+        if only is None or str(i) in only:
+            fn(name)
+    print()
+    print(f"| case | GB moved | ours GB/s | copy GB/s | triton GB/s | torch GB/s | ours/copy | ours/triton | "
+          f"ours/torch | bytes equal |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows_out:
+        print(f"| {r[0]} | {r[1]:.2f} | {r[2]:.0f} | {r[3]:.0f} | {r[4]:.0f} | {r[5]:.0f} | {r[6]:.3f} | "
+              f"{r[7]:.2f} | {r[8]:.1f} | {r[9]} |")
+
+
+main()
