@@ -1,0 +1,604 @@
+/* loop.c: see loop.h. The coordinating process never touches UCX: it forks receivers (which
+ * report their ports), then trainers, and drives versions through pipes. Children write fixed-size
+ * records (< PIPE_BUF, so atomic) to one shared pipe. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kernels.h"
+#include "loop.h"
+#include "refresh.h"
+
+volatile int rf_loop_alloc_armed;
+volatile uint64_t rf_loop_alloc_count;
+
+enum { CMD_PUSH = 1, CMD_WAIT = 2, CMD_DIE = 3, CMD_QUIT = 4 };
+enum { REC_PORT = 1, REC_READY = 2, REC_PUSHED = 3, REC_RESULT = 4, REC_FATAL = 5 };
+
+typedef struct cmd {
+  uint32_t kind;
+  uint64_t version;
+} cmd;
+
+typedef struct rec {
+  uint32_t kind, who, is_trainer;
+  int32_t status;               /* rf_status */
+  uint64_t version, ns, t_done, bytes, verified, mismatches, stage_ns, post_ns, writes, allocs, calls;
+  uint16_t port;
+  char text[320];
+} rec;
+
+_Static_assert(sizeof(rec) < 512, "records must stay far below PIPE_BUF");
+
+static uint64_t now_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static size_t esize(int dt) { return dt == RF_FP32 ? 4 : dt == RF_BF16 ? 2 : 1; }
+
+/* ---------------------------------- data ------------------------------------------------- */
+
+static uint64_t mix(uint64_t x)
+{
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+static int64_t first_row(const rf_plan *p, uint32_t rank, const rf_src_tensor *s)
+{
+  return s->travel == RF_TRAVEL_SHARD ? (int64_t)p->ranks[rank].shard * s->shard_rows : 0;
+}
+
+static int64_t held_rows(const rf_plan *p, uint32_t rank, const rf_src_tensor *s)
+{
+  if (s->travel != RF_TRAVEL_SHARD) return s->rows;
+  int64_t a = first_row(p, rank, s), b = a + s->shard_rows;
+  if (b > s->rows) b = s->rows;
+  return b > a ? b - a : 0;
+}
+
+void rf_loop_fill(const rf_plan *p, uint32_t rank, uint32_t id, uint64_t seed, uint64_t v, void *buf)
+{
+  const rf_src_tensor *s = &p->src[id];
+  int64_t r0 = first_row(p, rank, s), rows = held_rows(p, rank, s);
+  uint64_t base = mix(seed ^ mix(v * 0x51ed27 + id));
+  for (int64_t r = 0; r < rows; r++) {
+    int64_t gr = r0 + r;
+    for (int64_t c = 0; c < s->cols; c++) {
+      uint64_t blk = mix(base ^ ((uint64_t)(gr / 128) << 32) ^ (uint64_t)(c / 128));
+      uint64_t h = mix(base ^ ((uint64_t)gr * 0x100000001b3ull) ^ (uint64_t)c);
+      float mag = (float)(1 << (blk % 12)) / 64.0f;           /* 2^-6 .. 2^5 per block */
+      float x = ((float)(h >> 40) / (float)(1 << 24) * 2.0f - 1.0f) * mag;
+      size_t i = (size_t)r * (size_t)s->cols + (size_t)c;
+      if (s->dtype == RF_FP32) ((float *)buf)[i] = x;
+      else ((uint16_t *)buf)[i] = rfk_f32_to_bf16(x);
+    }
+  }
+}
+
+/* ---------------------------------- pipes ------------------------------------------------ */
+
+static int rec_fd = -1; /* child -> parent, shared */
+
+static void send_rec(const rec *r)
+{
+  ssize_t n;
+  do n = write(rec_fd, r, sizeof *r);
+  while (n < 0 && errno == EINTR);
+}
+
+static void fatal(uint32_t who, int is_trainer, const char *what, const char *why)
+{
+  rec r = {.kind = REC_FATAL, .who = who, .is_trainer = (uint32_t)is_trainer};
+  snprintf(r.text, sizeof r.text, "%s %u: %s: %s", is_trainer ? "trainer" : "receiver", who, what, why);
+  send_rec(&r);
+  _exit(3);
+}
+
+static int read_cmd(int fd, cmd *c, int block)
+{
+  if (!block) {
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (poll(&pf, 1, 0) <= 0) return 0;
+  }
+  ssize_t n;
+  do n = read(fd, c, sizeof *c);
+  while (n < 0 && errno == EINTR);
+  if (n != (ssize_t)sizeof *c) _exit(0); /* parent gone */
+  return 1;
+}
+
+static void nap(void)
+{
+  struct timespec ts = {0, 20000};
+  nanosleep(&ts, NULL);
+}
+
+/* ---------------------------------- receiver --------------------------------------------- */
+
+/* what trainer `rank` writes to receiver `me`, staged with the C reference from the seed */
+static int expected(const rf_plan *p, uint32_t me, uint64_t seed, uint64_t v, uint8_t **want, char *err, size_t errlen)
+{
+  const rf_receiver *rv = &p->recv[me];
+  for (uint32_t k = 0; k < rv->peer_count; k++) {
+    uint32_t t = p->peers[rv->peer_first + k].trainer;
+    const rf_rank *rk = &p->ranks[t];
+    uint8_t *arena = calloc(rk->arena_bytes ? rk->arena_bytes : 1, 1);
+    void **src = calloc(p->n_src, sizeof *src);
+    rfk_item *items = NULL;
+    uint32_t cap = 0;
+    if (!arena || !src) return snprintf(err, errlen, "out of memory"), -1;
+    for (uint32_t i = 0; i < rk->op_count; i++) {
+      const rf_op *o = &p->ops[rk->op_first + i];
+      if (o->count > cap) {
+        cap = o->count;
+        items = realloc(items, cap * sizeof *items);
+      }
+      for (uint32_t j = 0; j < o->count; j++) {
+        uint32_t sid = o->src + j * o->src_step;
+        const rf_src_tensor *s = &p->src[sid];
+        if (!src[sid]) {
+          src[sid] = malloc((size_t)held_rows(p, t, s) * (size_t)s->cols * esize(s->dtype) + 1);
+          rf_loop_fill(p, t, sid, seed, v, src[sid]);
+        }
+        int64_t row = o->row0 + (int64_t)j * o->row_step - first_row(p, t, s);
+        int64_t col = o->col0 + (int64_t)j * o->col_step;
+        items[j].src = (uint8_t *)src[sid] + ((size_t)row * (size_t)s->cols + (size_t)col) * esize(s->dtype);
+        items[j].out = arena + o->out + (uint64_t)j * o->out_step;
+        items[j].scale = o->kind == RF_OP_FP8 ? (float *)(arena + o->scale + (uint64_t)j * o->scale_step) : NULL;
+      }
+      const rf_src_tensor *s0 = &p->src[o->src];
+      rfk_shape sh = {.src_dtype = o->src_dtype, .out_dtype = o->kind == RF_OP_FP8 ? RFK_FP8 : o->dst_dtype,
+                      .ue8m0 = p->scale_fmt == RF_SCALE_UE8M0, .rows = o->rows, .cols = o->cols,
+                      .src_ld = s0->cols, .out_ld = o->cols, .scale_ld = (o->cols + 127) / 128};
+      int rc = rfk_ref_run(&sh, items, (int)o->count);
+      if (rc) return snprintf(err, errlen, "reference staging of '%s': %s", s0->name, rfk_strerror(rc)), -1;
+    }
+    for (uint32_t i = 0; i < rk->write_count; i++) {
+      const rf_write *w = &p->writes[rk->write_first + i];
+      if (w->receiver != me) continue;
+      memcpy(want[w->dst - rv->dst_first] + w->dst_off, arena + w->slot, w->len);
+    }
+    for (uint32_t i = 0; i < p->n_src; i++) free(src[i]);
+    free(src);
+    free(items);
+    free(arena);
+  }
+  return 0;
+}
+
+static uint64_t compare(const uint8_t *got, const uint8_t *want, uint64_t n, uint64_t *first)
+{
+  uint64_t bad = 0;
+  for (uint64_t i = 0; i < n; i++)
+    if (got[i] != want[i]) {
+      if (!bad) *first = i;
+      bad++;
+    }
+  return bad;
+}
+
+static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd)
+{
+  const rf_plan *p = o->plan;
+  const rf_receiver *rv = &p->recv[me];
+  rf_config cfg = {.plan = p, .role = RF_RECEIVER, .rank = me, .token = o->token, .timeout_ms = o->timeout_ms,
+                   .ucx_tls = o->tls};
+  rf_engine *e;
+  if (rf_open(&cfg, &e) != RF_OK) fatal(me, 0, "rf_open", rf_last_error(e));
+  uint8_t **mem = calloc(rv->dst_count, sizeof *mem), **want = calloc(rv->dst_count, sizeof *want);
+  for (uint32_t i = 0; i < rv->dst_count; i++) {
+    const rf_dst_tensor *d = &p->dst[rv->dst_first + i];
+    mem[i] = malloc(d->bytes);
+    want[i] = o->verify ? malloc(d->bytes) : NULL;
+    if (!mem[i] || (o->verify && !want[i])) fatal(me, 0, "allocating", d->name);
+    memset(mem[i], 0xa5, d->bytes); /* poison: a byte never written shows up */
+    if (rf_bind_dst(e, rv->dst_first + i, mem[i], d->bytes) != RF_OK) fatal(me, 0, "rf_bind_dst", rf_last_error(e));
+  }
+  uint16_t **der = calloc(p->n_derived ? p->n_derived : 1, sizeof *der);
+  for (uint32_t i = 0; i < p->n_derived; i++)
+    if (p->derived[i].tp_rank == rv->tp_rank) {
+      der[i] = malloc(p->derived[i].bytes);
+      memset(der[i], 0xa5, p->derived[i].bytes);
+      if (rf_bind_derived(e, i, der[i], p->derived[i].bytes) != RF_OK) fatal(me, 0, "rf_bind_derived", rf_last_error(e));
+    }
+  rec r = {.kind = REC_PORT, .who = me};
+  if (rf_listen(e, "127.0.0.1", 0, &r.port) != RF_OK) fatal(me, 0, "rf_listen", rf_last_error(e));
+  if (o->use_blob) {
+    size_t len = 0;
+    rf_export(e, NULL, 0, &len);
+    uint8_t *b = malloc(len);
+    if (rf_export(e, b, len, &len) != RF_OK) fatal(me, 0, "rf_export", rf_last_error(e));
+    /* the blob reaches the parent through a file named after the port (it can exceed PIPE_BUF) */
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/refit-blob-%d-%u", (int)getppid(), me);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(b, 1, len, f) != len || fclose(f)) fatal(me, 0, "writing blob", path);
+    free(b);
+  }
+  send_rec(&r);
+  uint64_t allocs = 0, calls = 0;
+  for (;;) {
+    cmd c;
+    while (!read_cmd(cmd_fd, &c, 0)) {
+      rf_progress(e); /* answer connecting trainers between versions */
+      nap();
+    }
+    if (c.kind == CMD_QUIT) break;
+    if (c.kind == CMD_DIE) _exit(0);
+    rec res = {.kind = REC_RESULT, .who = me, .version = c.version};
+    rf_version_state st;
+    int armed = o->count_allocs && c.version > 1;
+    uint64_t base = rf_loop_alloc_count;
+    for (;;) {
+      rf_loop_alloc_armed = armed;
+      rf_version_poll(e, &st);
+      rf_loop_alloc_armed = 0;
+      calls++;
+      if (st.complete >= c.version || st.torn >= c.version) break;
+      nap();
+    }
+    res.t_done = now_ns();
+    if (armed) allocs += rf_loop_alloc_count - base;
+    if (st.complete >= c.version) {
+      res.status = RF_OK;
+      res.bytes = rv->bytes;
+    } else {
+      res.status = RF_ERR_TORN;
+      snprintf(res.text, sizeof res.text, "%s", st.torn_reason);
+    }
+    if (res.status == RF_OK && o->verify) {
+      for (uint32_t i = 0; i < rv->dst_count; i++) memset(want[i], 0xa5, p->dst[rv->dst_first + i].bytes);
+      if (expected(p, me, o->seed, c.version, want, res.text, sizeof res.text)) fatal(me, 0, "expected", res.text);
+      for (uint32_t i = 0; i < rv->dst_count; i++) {
+        const rf_dst_tensor *d = &p->dst[rv->dst_first + i];
+        uint64_t first = 0, bad = compare(mem[i], want[i], d->bytes, &first);
+        if (bad && !res.mismatches)
+          snprintf(res.text, sizeof res.text, "receiver %u: tensor '%s' differs at byte %llu of %llu (%llu bytes)", me,
+                   d->name, (unsigned long long)first, (unsigned long long)d->bytes, (unsigned long long)bad);
+        res.mismatches += bad;
+        res.verified += d->bytes - bad;
+      }
+      /* derived tensors: a fresh refresh of the expected weights */
+      for (uint32_t k = 0; k < p->n_refresh; k++) {
+        const rf_refresh *f = &p->refresh[k];
+        if (f->tp_rank != rv->tp_rank) continue;
+        const rf_derived_tensor *d0 = &p->derived[f->out0], *d1 = &p->derived[f->out1];
+        uint16_t *a = malloc(d0->bytes), *b = malloc(d1->bytes);
+        rfk_mla_absorb it = {.kv_b = want[f->weight - rv->dst_first],
+                             .scale = f->scale == RF_NONE ? NULL : (const float *)want[f->scale - rv->dst_first],
+                             .w_uk_t = a, .w_uv = b};
+        rfk_ref_mla_absorb(&it, 1, f->scale != RF_NONE, (int)f->heads, (int)f->qk_nope, (int)f->v_head, (int)f->kv_lora);
+        uint64_t first = 0, bad = compare((uint8_t *)der[f->out0], (uint8_t *)a, d0->bytes, &first);
+        bad += compare((uint8_t *)der[f->out1], (uint8_t *)b, d1->bytes, &first);
+        if (bad && !res.mismatches)
+          snprintf(res.text, sizeof res.text, "receiver %u: derived '%s' or '%s' stale or wrong (%llu bytes)", me,
+                   d0->name, d1->name, (unsigned long long)bad);
+        res.mismatches += bad;
+        res.verified += d0->bytes + d1->bytes - bad;
+        free(a);
+        free(b);
+      }
+    }
+    res.allocs = allocs;
+    res.calls = calls;
+    send_rec(&res);
+  }
+  rf_close(e);
+  _exit(0);
+}
+
+/* ---------------------------------- trainer ---------------------------------------------- */
+
+static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *ports, int cmd_fd, int die_at)
+{
+  const rf_plan *p = o->plan;
+  rf_config cfg = {.plan = p, .role = RF_TRAINER, .rank = me, .token = o->token, .timeout_ms = o->timeout_ms,
+                   .ucx_tls = o->tls};
+  rf_engine *e;
+  if (rf_open(&cfg, &e) != RF_OK) fatal(me, 1, "rf_open", rf_last_error(e));
+  void **src = calloc(p->n_src, sizeof *src);
+  for (uint32_t i = 0; i < p->n_src; i++) {
+    size_t n = rf_src_bytes(e, i);
+    if (!n) continue;
+    src[i] = malloc(n);
+    if (!src[i]) fatal(me, 1, "allocating", p->src[i].name);
+    memset(src[i], 0, n);
+    if (rf_bind_src(e, i, src[i], n) != RF_OK) fatal(me, 1, "rf_bind_src", rf_last_error(e));
+  }
+  for (uint32_t r = 0; r < p->receivers; r++) {
+    int writes_to = 0;
+    for (uint32_t k = 0; k < p->recv[r].peer_count; k++) writes_to |= p->peers[p->recv[r].peer_first + k].trainer == me;
+    if (!writes_to) continue;
+    rf_status s;
+    if (o->use_blob) {
+      char path[64];
+      snprintf(path, sizeof path, "/tmp/refit-blob-%d-%u", (int)getppid(), r);
+      FILE *f = fopen(path, "rb");
+      if (!f) fatal(me, 1, "reading blob", path);
+      fseek(f, 0, SEEK_END);
+      long len = ftell(f);
+      rewind(f);
+      uint8_t *b = malloc((size_t)len);
+      if (fread(b, 1, (size_t)len, f) != (size_t)len) fatal(me, 1, "reading blob", path);
+      fclose(f);
+      s = rf_import(e, b, (size_t)len);
+      free(b);
+    } else {
+      s = rf_connect(e, r, "127.0.0.1", ports[r]);
+    }
+    if (s != RF_OK) fatal(me, 1, "connecting", rf_last_error(e));
+  }
+  rec ready = {.kind = REC_READY, .who = me, .is_trainer = 1};
+  send_rec(&ready);
+  uint64_t allocs = 0, calls = 0;
+  for (;;) {
+    cmd c;
+    read_cmd(cmd_fd, &c, 1);
+    if (c.kind == CMD_QUIT) break;
+    for (uint32_t i = 0; i < p->n_src; i++)
+      if (src[i]) rf_loop_fill(p, me, i, o->seed, c.version, src[i]);
+    rec res = {.kind = REC_PUSHED, .who = me, .is_trainer = 1, .version = c.version};
+    rf_counters c0, c1;
+    rf_get_counters(e, &c0);
+    int armed = o->count_allocs && c.version > 1;
+    uint64_t base = rf_loop_alloc_count;
+    uint64_t t0 = now_ns();
+    rf_loop_alloc_armed = armed;
+    rf_status s = rf_push(e, c.version, NULL);
+    rf_loop_alloc_armed = 0;
+    calls++;
+    if (s == RF_OK && die_at && c.version == o->kill_version) {
+      uint64_t half = p->ranks[me].write_count / 2;
+      while (1) {
+        rf_counters now;
+        rf_get_counters(e, &now);
+        if (now.writes - c0.writes >= half) _exit(9); /* killed mid-push: no DONE, no goodbye */
+        if (rf_progress(e) != RF_AGAIN) _exit(9);
+      }
+    }
+    while (s == RF_OK) {
+      rf_loop_alloc_armed = armed;
+      s = rf_progress(e);
+      rf_loop_alloc_armed = 0;
+      calls++;
+      if (s != RF_AGAIN) break;
+      s = RF_OK;
+    }
+    if (armed) allocs += rf_loop_alloc_count - base;
+    res.ns = now_ns() - t0;
+    res.status = s;
+    if (s != RF_OK) snprintf(res.text, sizeof res.text, "%s: %s", rf_strerror(s), rf_last_error(e));
+    rf_get_counters(e, &c1);
+    res.stage_ns = c1.stage_ns - c0.stage_ns;
+    res.post_ns = c1.post_ns - c0.post_ns;
+    res.writes = c1.writes - c0.writes;
+    res.bytes = c1.bytes - c0.bytes;
+    res.allocs = allocs;
+    res.calls = calls;
+    send_rec(&res);
+  }
+  rf_close(e);
+  _exit(0);
+}
+
+/* ---------------------------------- coordinator ------------------------------------------ */
+
+typedef struct child {
+  pid_t pid;
+  int cmd;  /* write end */
+  int alive;
+} child;
+
+static pid_t spawn(int rec_w, int *cmd_w, void (*body)(const rf_loop_opts *, uint32_t, int, const uint16_t *, int),
+                   const rf_loop_opts *o, uint32_t who, const uint16_t *ports, int die_at)
+{
+  int cp[2];
+  if (pipe(cp)) return -1;
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(cp[1]);
+    rec_fd = rec_w;
+    body(o, who, cp[0], ports, die_at);
+    _exit(0);
+  }
+  close(cp[0]);
+  *cmd_w = cp[1];
+  return pid;
+}
+
+static void recv_body(const rf_loop_opts *o, uint32_t who, int cmd_fd, const uint16_t *ports, int die_at)
+{
+  (void)ports, (void)die_at;
+  receiver_main(o, who, cmd_fd);
+}
+
+static void train_body(const rf_loop_opts *o, uint32_t who, int cmd_fd, const uint16_t *ports, int die_at)
+{
+  trainer_main(o, who, ports, cmd_fd, die_at);
+}
+
+static void send_cmd(child *c, uint32_t kind, uint64_t v)
+{
+  cmd m = {kind, v};
+  if (c->alive && write(c->cmd, &m, sizeof m) != (ssize_t)sizeof m) c->alive = 0;
+}
+
+/* read one record, or -1 after timeout_ms (or when every writer is gone) */
+static int get_rec(int fd, rec *r, uint32_t timeout_ms)
+{
+  struct pollfd pf = {.fd = fd, .events = POLLIN};
+  int n = poll(&pf, 1, (int)timeout_ms);
+  if (n <= 0) return -1;
+  ssize_t k;
+  do k = read(fd, r, sizeof *r);
+  while (k < 0 && errno == EINTR);
+  return k == (ssize_t)sizeof *r ? 0 : -1;
+}
+
+static void stop_all(child *c, uint32_t n, int quit)
+{
+  for (uint32_t i = 0; i < n; i++) {
+    if (!c[i].pid) continue;
+    if (quit) send_cmd(&c[i], CMD_QUIT, 0);
+    close(c[i].cmd);
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    if (!c[i].pid) continue;
+    int st, waited = 0;
+    for (int k = 0; k < 300 && !(waited = waitpid(c[i].pid, &st, WNOHANG)); k++) usleep(10000);
+    if (!waited) {
+      kill(c[i].pid, SIGKILL);
+      waitpid(c[i].pid, &st, 0);
+    }
+    c[i].pid = 0;
+  }
+}
+
+int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
+{
+  memset(r, 0, sizeof *r);
+  const rf_plan *p = o->plan;
+  if (o->versions < 1 || o->versions > RF_LOOP_MAX_VERSIONS)
+    return snprintf(r->error, sizeof r->error, "versions must be 1..%d", RF_LOOP_MAX_VERSIONS), -1;
+  int rp[2];
+  if (pipe(rp)) return snprintf(r->error, sizeof r->error, "pipe: %s", strerror(errno)), -1;
+  signal(SIGPIPE, SIG_IGN);
+  uint32_t nr = p->receivers, nt = p->trainers;
+  child *rc = calloc(nr, sizeof *rc), *tc = calloc(nt, sizeof *tc);
+  uint16_t *ports = calloc(nr, sizeof *ports);
+  uint32_t wait_ms = (o->timeout_ms ? o->timeout_ms : 10000) * 3 + 30000;
+  int ret = -1;
+  rec m;
+  for (uint32_t i = 0; i < nr; i++) {
+    rc[i].pid = spawn(rp[1], &rc[i].cmd, recv_body, o, i, NULL, 0);
+    rc[i].alive = 1;
+  }
+  for (uint32_t got = 0; got < nr;) {
+    if (get_rec(rp[0], &m, wait_ms)) {
+      snprintf(r->error, sizeof r->error, "receivers did not start within %u ms", wait_ms);
+      goto out;
+    }
+    if (m.kind == REC_FATAL) {
+      snprintf(r->error, sizeof r->error, "%s", m.text);
+      goto out;
+    }
+    if (m.kind == REC_PORT) ports[m.who] = m.port, got++;
+  }
+  for (uint32_t i = 0; i < nt; i++) {
+    tc[i].pid = spawn(rp[1], &tc[i].cmd, train_body, o, i, ports, o->kill_trainer == (int)i);
+    tc[i].alive = 1;
+  }
+  for (uint32_t got = 0; got < nt;) {
+    if (get_rec(rp[0], &m, wait_ms)) {
+      snprintf(r->error, sizeof r->error, "trainers did not connect within %u ms", wait_ms);
+      goto out;
+    }
+    if (m.kind == REC_FATAL) {
+      snprintf(r->error, sizeof r->error, "%s", m.text);
+      goto out;
+    }
+    if (m.kind == REC_READY) got++;
+  }
+  if (o->progress) fprintf(stderr, "refit: %u receivers listening, %u trainers connected\n", nr, nt);
+  for (int vi = 0; vi < o->versions; vi++) {
+    uint64_t v = (uint64_t)vi + 1;
+    rf_loop_version *lv = &r->v[r->n++];
+    lv->version = v;
+    int dead_recv = o->kill_receiver >= 0 && v == o->kill_version ? o->kill_receiver : -1;
+    if (dead_recv >= 0) {
+      send_cmd(&rc[dead_recv], CMD_DIE, v);
+      waitpid(rc[dead_recv].pid, NULL, 0);
+      rc[dead_recv].pid = 0;
+      rc[dead_recv].alive = 0;
+    }
+    uint64_t t0 = now_ns(), t_last = t0;
+    for (uint32_t i = 0; i < nr; i++) send_cmd(&rc[i], CMD_WAIT, v);
+    for (uint32_t i = 0; i < nt; i++) send_cmd(&tc[i], CMD_PUSH, v);
+    int dying = o->kill_trainer >= 0 && v == o->kill_version;
+    uint32_t want_t = nt - (dying ? 1 : 0), want_r = nr - (dead_recv >= 0 ? 1 : 0), got_t = 0, got_r = 0;
+    while (got_t < want_t || got_r < want_r) {
+      if (get_rec(rp[0], &m, wait_ms)) {
+        snprintf(r->error, sizeof r->error, "version %llu: no answer from %u trainers / %u receivers within %u ms",
+                 (unsigned long long)v, want_t - got_t, want_r - got_r, wait_ms);
+        goto out;
+      }
+      if (m.kind == REC_FATAL) {
+        snprintf(r->error, sizeof r->error, "%s", m.text);
+        goto out;
+      }
+      if (m.kind == REC_PUSHED) {
+        got_t++;
+        lv->stage_ns += m.stage_ns;
+        lv->post_ns += m.post_ns;
+        lv->writes += m.writes;
+        r->allocs += 0;
+        if (m.status != RF_OK && !lv->trainer_errors++) snprintf(lv->trainer_error, sizeof lv->trainer_error, "%s", m.text);
+        if (o->count_allocs && v == (uint64_t)o->versions) r->allocs += m.allocs, r->alloc_checked_calls += m.calls;
+      } else if (m.kind == REC_RESULT) {
+        got_r++;
+        if (m.status == RF_OK) {
+          lv->complete++;
+          lv->bytes += m.bytes;
+          if (m.t_done > t_last) t_last = m.t_done;
+        } else if (!lv->torn++) {
+          snprintf(lv->torn_reason, sizeof lv->torn_reason, "%s", m.text);
+        }
+        lv->verified += m.verified;
+        if (m.mismatches && !lv->mismatches) snprintf(lv->mismatch, sizeof lv->mismatch, "%s", m.text);
+        lv->mismatches += m.mismatches;
+        if (o->count_allocs && v == (uint64_t)o->versions) r->allocs += m.allocs, r->alloc_checked_calls += m.calls;
+        if (o->progress)
+          fprintf(stderr, "refit: version %llu: receiver %u %s\n", (unsigned long long)v, m.who,
+                  m.status == RF_OK ? (m.mismatches ? "complete, MISMATCH" : "complete, verified") : "TORN");
+      }
+    }
+    lv->ns = t_last - t0;
+    if (dead_recv >= 0) {
+      ret = 0; /* the run stops with the receiver gone */
+      goto out;
+    }
+    if (dying) {
+      /* the killed trainer is gone; start it again and let it reconnect before the next version */
+      uint32_t k = (uint32_t)o->kill_trainer;
+      waitpid(tc[k].pid, NULL, 0);
+      close(tc[k].cmd);
+      tc[k].pid = spawn(rp[1], &tc[k].cmd, train_body, o, k, ports, 0);
+      tc[k].alive = 1;
+      r->trainer_restarts++;
+      if (get_rec(rp[0], &m, wait_ms) || m.kind != REC_READY) {
+        snprintf(r->error, sizeof r->error, "restarted trainer %u did not reconnect: %s", k,
+                 m.kind == REC_FATAL ? m.text : "no answer");
+        goto out;
+      }
+    }
+  }
+  ret = 0;
+out:
+  stop_all(tc, nt, ret == 0);
+  stop_all(rc, nr, ret == 0);
+  if (o->use_blob)
+    for (uint32_t i = 0; i < nr; i++) {
+      char path[64];
+      snprintf(path, sizeof path, "/tmp/refit-blob-%d-%u", (int)getpid(), i);
+      unlink(path);
+    }
+  close(rp[0]);
+  close(rp[1]);
+  free(rc);
+  free(tc);
+  free(ports);
+  return ret;
+}

@@ -1,0 +1,68 @@
+/* loop.h: a plan run end to end on this machine as real processes over UCX loopback: one process
+ * per trainer rank and per receiver, coordinated by the caller's process through pipes. Used by
+ * `refit demo`, the loopback tests and the host benchmark.
+ *
+ * Source data is a pure function of (seed, version, source id, row, col), so every trainer shard,
+ * gathered copy and receiver-side check agree; magnitudes change per 128x128 block so FP8 scales
+ * differ. A receiver checks every byte it holds against what the C reference kernels produce
+ * from that data for the trainers that write to it, and every derived tensor against a fresh
+ * refresh of the expected weights. */
+#ifndef REFIT_LOOP_H
+#define REFIT_LOOP_H
+
+#include <stdint.h>
+
+#include "refit.h"
+
+#define RF_LOOP_MAX_VERSIONS 16
+
+typedef struct rf_loop_opts {
+  const rf_plan *plan;
+  int versions;            /* versions 1..versions, one after another */
+  uint64_t seed;
+  uint64_t token;
+  const char *tls;         /* UCX_TLS of every engine; NULL = UCX default */
+  uint32_t timeout_ms;     /* engine timeout (DONE, connect) */
+  int verify;              /* receivers check every byte (0: benchmark) */
+  int progress;            /* progress lines on stderr */
+  int use_blob;            /* trainers import exported blobs instead of rf_connect */
+  int kill_trainer;        /* -1, or a trainer rank that dies mid-push of kill_version and restarts */
+  int kill_receiver;       /* -1, or a receiver that dies before kill_version is pushed (run stops) */
+  uint64_t kill_version;
+  int count_allocs;        /* children count allocations in push/progress/wait after version 1 */
+} rf_loop_opts;
+
+typedef struct rf_loop_version {
+  uint64_t version;
+  int complete, torn, timeouts;   /* receivers */
+  int trainer_errors;
+  uint64_t bytes;                 /* bytes received (complete receivers) */
+  uint64_t verified;              /* bytes checked equal to the reference */
+  uint64_t mismatches;            /* bytes that differ */
+  uint64_t ns;                    /* first push to last receiver complete */
+  uint64_t stage_ns, post_ns, writes; /* summed over trainers */
+  char torn_reason[320];          /* first receiver's */
+  char trainer_error[320];        /* first trainer's */
+  char mismatch[320];             /* first mismatch: receiver, tensor, offset */
+} rf_loop_version;
+
+typedef struct rf_loop_result {
+  int n;
+  rf_loop_version v[RF_LOOP_MAX_VERSIONS];
+  int trainer_restarts;
+  uint64_t allocs;                /* count_allocs: allocations seen on hot paths, all children */
+  uint64_t alloc_checked_calls;   /* hot-path calls covered */
+  char error[512];                /* set when the run itself failed (a child crashed, setup error) */
+} rf_loop_result;
+
+/* 0 when the run went as scripted (results say what happened), -1 with r->error otherwise. */
+int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r);
+
+/* the source data of version v as trainer rank `rank` holds source `id` (its rows for a shard) */
+void rf_loop_fill(const rf_plan *p, uint32_t rank, uint32_t id, uint64_t seed, uint64_t v, void *buf);
+
+/* allocation counting hooks, set by a program that interposes malloc (tests/test_alloc.c) */
+extern volatile int rf_loop_alloc_armed;
+extern volatile uint64_t rf_loop_alloc_count;
+
+#endif

@@ -1,0 +1,126 @@
+/* blob.c: the receiver's metadata blob, sent in answer to a valid HELLO and exportable for engines
+ * with their own rendezvous. Little-endian, every field checked before use:
+ *
+ *   0   u32 magic "RFIT"    4  u32 format (1)     8  u64 layout hash
+ *   16  u32 receiver        20 u32 n tensors      24 u32 worker address bytes   28 u32 zero
+ *   32  worker address, padded to 8
+ *   n x { u32 dst id, u32 key bytes, u64 address, u64 bytes, key, padded to 8 }
+ *   u64 FNV-1a of every byte before it
+ *
+ * Tensors appear in table order (id = dst_first + i) with exactly the table's sizes. */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define BLOB_FORMAT 1u
+#define HEADER 32u
+
+static uint64_t fnv(const uint8_t *b, size_t n)
+{
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+  return h;
+}
+
+static size_t pad8(size_t n) { return (n + 7) & ~(size_t)7; }
+static uint32_t rd32(const uint8_t *b) { uint32_t v; memcpy(&v, b, 4); return v; }
+static uint64_t rd64(const uint8_t *b) { uint64_t v; memcpy(&v, b, 8); return v; }
+static void wr32(uint8_t *b, uint32_t v) { memcpy(b, &v, 4); }
+static void wr64(uint8_t *b, uint64_t v) { memcpy(b, &v, 8); }
+
+size_t rf__blob_size(uint32_t worker_addr_len, uint32_t n, const uint32_t *rkey_len)
+{
+  size_t s = HEADER + pad8(worker_addr_len);
+  for (uint32_t i = 0; i < n; i++) s += 24 + pad8(rkey_len[i]);
+  return s + 8;
+}
+
+size_t rf__blob_write(uint8_t *buf, const rf_plan *p, uint32_t recv, const void *worker_addr,
+                      uint32_t worker_addr_len, uint32_t n, const rf__blob_entry *en)
+{
+  size_t o = 0;
+  wr32(buf, RF__MAGIC);
+  wr32(buf + 4, BLOB_FORMAT);
+  wr64(buf + 8, p->layout_hash);
+  wr32(buf + 16, recv);
+  wr32(buf + 20, n);
+  wr32(buf + 24, worker_addr_len);
+  wr32(buf + 28, 0);
+  o = HEADER;
+  memset(buf + o, 0, pad8(worker_addr_len));
+  memcpy(buf + o, worker_addr, worker_addr_len);
+  o += pad8(worker_addr_len);
+  for (uint32_t i = 0; i < n; i++) {
+    wr32(buf + o, en[i].id);
+    wr32(buf + o + 4, en[i].rkey_len);
+    wr64(buf + o + 8, en[i].addr);
+    wr64(buf + o + 16, en[i].bytes);
+    o += 24;
+    memset(buf + o, 0, pad8(en[i].rkey_len));
+    memcpy(buf + o, en[i].rkey, en[i].rkey_len);
+    o += pad8(en[i].rkey_len);
+  }
+  wr64(buf + o, fnv(buf, o));
+  return o + 8;
+}
+
+#define BAD(...) do { snprintf(err, errlen, __VA_ARGS__); return RF_ERR_BLOB; } while (0)
+
+rf_status rf__blob_parse(const rf_plan *p, const void *data, size_t len, rf__blob_view *v, char *err, size_t errlen)
+{
+  const uint8_t *b = data;
+  if (len < HEADER + 8) BAD("%zu bytes, shorter than the %u-byte header and checksum", len, HEADER + 8);
+  if (rd32(b) != RF__MAGIC) BAD("bad magic %08x at offset 0", rd32(b));
+  if (rd32(b + 4) != BLOB_FORMAT) BAD("format %u at offset 4, expected %u", rd32(b + 4), BLOB_FORMAT);
+  if (rd64(b + len - 8) != fnv(b, len - 8)) BAD("checksum mismatch (corrupted or truncated, %zu bytes)", len);
+  if (rd64(b + 8) != p->layout_hash)
+    BAD("layout hash %016llx, expected %016llx (plan %s)", (unsigned long long)rd64(b + 8),
+        (unsigned long long)p->layout_hash, p->name);
+  uint32_t recv = rd32(b + 16), n = rd32(b + 20), alen = rd32(b + 24);
+  if (recv >= p->receivers) BAD("receiver %u out of range (plan %s has %u)", recv, p->name, p->receivers);
+  const rf_receiver *r = &p->recv[recv];
+  if (n != r->dst_count) BAD("%u tensors, receiver %u has %u", n, recv, r->dst_count);
+  if (rd32(b + 28) != 0) BAD("reserved field at offset 28 is not zero");
+  size_t end = len - 8, o = HEADER;
+  if (alen == 0 || alen > end - o || pad8(alen) > end - o) BAD("worker address of %u bytes overruns the blob", alen);
+  v->recv = recv;
+  v->worker_addr = b + o;
+  v->worker_addr_len = alen;
+  o += pad8(alen);
+  v->entries = b + o;
+  v->n = n;
+  for (uint32_t i = 0; i < n; i++) {
+    if (end - o < 24) BAD("tensor %u of %u: entry at offset %zu overruns the blob", i, n, o);
+    uint32_t id = rd32(b + o), klen = rd32(b + o + 4);
+    uint64_t addr = rd64(b + o + 8), bytes = rd64(b + o + 16);
+    if (id != r->dst_first + i) BAD("entry %u at offset %zu has dst id %u, expected %u", i, o, id, r->dst_first + i);
+    if (bytes != p->dst[id].bytes)
+      BAD("tensor '%s' (dst %u): %llu bytes, the table says %llu", p->dst[id].name, id, (unsigned long long)bytes,
+          (unsigned long long)p->dst[id].bytes);
+    if (addr == 0) BAD("tensor '%s' (dst %u): null address", p->dst[id].name, id);
+    o += 24;
+    if (klen == 0 || klen > end - o || pad8(klen) > end - o)
+      BAD("tensor '%s' (dst %u): key of %u bytes overruns the blob", p->dst[id].name, id, klen);
+    o += pad8(klen);
+  }
+  if (o != end) BAD("%zu trailing bytes after the last tensor", end - o);
+  return RF_OK;
+}
+
+void rf__blob_entry_at(const rf__blob_view *v, uint32_t i, rf__blob_entry *out)
+{
+  const uint8_t *b = v->entries;
+  for (uint32_t k = 0;; k++) {
+    uint32_t klen = rd32(b + 4);
+    if (k == i) {
+      out->id = rd32(b);
+      out->rkey_len = klen;
+      out->addr = rd64(b + 8);
+      out->bytes = rd64(b + 16);
+      out->rkey = b + 24;
+      return;
+    }
+    b += 24 + pad8(klen);
+  }
+}
