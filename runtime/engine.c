@@ -566,12 +566,15 @@ void rf__on_keys(rf_engine *e, rf__target *t, const void *data, size_t len)
 {
   (void)e;
   if (t->keys_state) return;
-  if (len == sizeof(rf__msg) && ((const rf__msg *)data)->type == RF__REJECT &&
-      ((const rf__msg *)data)->magic == RF__MAGIC) {
-    memcpy(&t->reject, data, sizeof t->reject);
-    t->reject.text[sizeof t->reject.text - 1] = 0;
-    t->keys_state = -1;
-    return;
+  if (len == sizeof(rf__msg)) { /* data may be unaligned: copy before looking */
+    rf__msg m;
+    memcpy(&m, data, sizeof m);
+    if (m.magic == RF__MAGIC && m.type == RF__REJECT) {
+      t->reject = m;
+      t->reject.text[sizeof t->reject.text - 1] = 0;
+      t->keys_state = -1;
+      return;
+    }
   }
   t->keys = malloc(len ? len : 1);
   if (!t->keys) return;

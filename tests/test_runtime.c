@@ -1,0 +1,402 @@
+/* test_runtime.c: the transfer engine with real processes over UCX loopback (TCP and shared
+ * memory): plans N trainers -> M receivers with replicas and dp_replicate 2, every byte checked;
+ * a trainer killed mid-push; a receiver that dies; wrong token, wrong layout hash, corrupted and
+ * truncated metadata blobs; bad bindings. Each test runs in its own process. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "loop.h"
+#include "plans.h"
+#include "refit.h"
+
+static int cur_failed;
+
+#define EXPECT(cond, ...)                                  \
+  do {                                                     \
+    if (!(cond)) {                                         \
+      if (cur_failed++ < 8) {                              \
+        printf("  %s:%d: ", __FILE__, __LINE__);           \
+        printf(__VA_ARGS__);                               \
+        printf("\n");                                      \
+      }                                                    \
+    }                                                      \
+  } while (0)
+
+static const rf_plan *plan(const char *name)
+{
+  const rf_plan *p = rf_plan_find(name);
+  if (!p) {
+    printf("  no plan %s\n", name);
+    exit(1);
+  }
+  return p;
+}
+
+static uint64_t derived_bytes(const rf_plan *p)
+{
+  uint64_t n = 0;
+  for (uint32_t i = 0; i < p->n_derived; i++) n += p->derived[i].bytes * p->replicas;
+  return n;
+}
+
+static rf_loop_opts opts(const char *name, int versions, const char *tls)
+{
+  return (rf_loop_opts){.plan = plan(name), .versions = versions, .seed = (uint64_t)time(NULL) ^ (uint64_t)getpid(),
+                        .token = 0x5ec2e7, .tls = tls, .timeout_ms = 4000, .verify = 1, .kill_trainer = -1,
+                        .kill_receiver = -1};
+}
+
+/* every version complete on every receiver, every byte (and derived tensor) equal to the reference */
+static void expect_all_verified(const rf_loop_opts *o, const rf_loop_result *r, int first, int last)
+{
+  const rf_plan *p = o->plan;
+  for (int i = first; i <= last; i++) {
+    const rf_loop_version *v = &r->v[i];
+    EXPECT(v->complete == (int)p->receivers, "%s v%llu: %d of %u receivers complete (torn: %s)", p->name,
+           (unsigned long long)v->version, v->complete, p->receivers, v->torn_reason);
+    EXPECT(v->trainer_errors == 0, "%s v%llu: trainer error: %s", p->name, (unsigned long long)v->version, v->trainer_error);
+    EXPECT(v->mismatches == 0, "%s v%llu: %llu bytes differ: %s", p->name, (unsigned long long)v->version,
+           (unsigned long long)v->mismatches, v->mismatch);
+    EXPECT(v->bytes == p->total_bytes, "%s v%llu: %llu bytes received, plan says %llu", p->name,
+           (unsigned long long)v->version, (unsigned long long)v->bytes, (unsigned long long)p->total_bytes);
+    EXPECT(v->verified == p->total_bytes + derived_bytes(p), "%s v%llu: %llu bytes verified, want %llu", p->name,
+           (unsigned long long)v->version, (unsigned long long)v->verified,
+           (unsigned long long)(p->total_bytes + derived_bytes(p)));
+    EXPECT(v->writes > 0 && v->stage_ns > 0, "%s v%llu: counters stayed zero (writes %llu, stage %llu ns)", p->name,
+           (unsigned long long)v->version, (unsigned long long)v->writes, (unsigned long long)v->stage_ns);
+  }
+}
+
+static void run_plan(const char *name, int versions, const char *tls, int use_blob)
+{
+  rf_loop_opts o = opts(name, versions, tls);
+  o.use_blob = use_blob;
+  rf_loop_result r;
+  int rc = rf_loop_run(&o, &r);
+  EXPECT(rc == 0, "%s: run failed: %s", name, r.error);
+  if (rc) return;
+  EXPECT(r.n == versions, "%s: %d versions ran", name, r.n);
+  expect_all_verified(&o, &r, 0, r.n - 1);
+  uint64_t writes = 0;
+  for (uint32_t t = 0; t < o.plan->trainers; t++) writes += o.plan->ranks[t].write_count;
+  EXPECT(r.v[0].writes == writes, "%s: %llu writes posted, tables have %llu", name, (unsigned long long)r.v[0].writes,
+         (unsigned long long)writes);
+}
+
+static void test_glm_demo_tcp(void) { run_plan("glm_tiny_demo", 3, "tcp", 0); }
+static void test_glm_rep2_default_tls(void) { run_plan("glm_tiny_rep2", 2, NULL, 0); }
+static void test_qwen3_tp2_shm(void) { run_plan("qwen3_tiny_tp2", 2, "sm,tcp", 0); }
+static void test_qwen3_moe_ep2_blob(void) { run_plan("qwen3_moe_tiny_ep2", 2, "tcp", 1); }
+static void test_qwen3_fp8_tp4(void) { run_plan("qwen3_tiny_fp8_tp4", 1, "tcp", 0); }
+
+static void test_trainer_killed(void)
+{
+  rf_loop_opts o = opts("glm_tiny_demo", 3, "tcp");
+  o.kill_trainer = 1;
+  o.kill_version = 2;
+  o.timeout_ms = 3000;
+  rf_loop_result r;
+  int rc = rf_loop_run(&o, &r);
+  EXPECT(rc == 0, "run failed: %s", r.error);
+  if (rc) return;
+  const rf_plan *p = o.plan;
+  uint32_t victims = 0; /* receivers trainer 1 writes to */
+  for (uint32_t i = 0; i < p->receivers; i++)
+    for (uint32_t k = 0; k < p->recv[i].peer_count; k++) victims += p->peers[p->recv[i].peer_first + k].trainer == 1;
+  expect_all_verified(&o, &r, 0, 0);
+  EXPECT(r.v[1].torn == (int)victims && r.v[1].complete == (int)(p->receivers - victims),
+         "v2: %d torn, %d complete; trainer 1 writes to %u receivers", r.v[1].torn, r.v[1].complete, victims);
+  EXPECT(strstr(r.v[1].torn_reason, "version 2 torn") && strstr(r.v[1].torn_reason, "trainer rank") &&
+             strstr(r.v[1].torn_reason, "1"),
+         "v2 torn reason does not name version and trainer: '%s'", r.v[1].torn_reason);
+  EXPECT(r.v[1].ns < 3ull * o.timeout_ms * 1000000u, "v2 took %.1f s to be reported", r.v[1].ns / 1e9);
+  EXPECT(r.trainer_restarts == 1, "%d restarts", r.trainer_restarts);
+  expect_all_verified(&o, &r, 2, 2);
+  printf("  torn as reported: %s\n", r.v[1].torn_reason);
+}
+
+static void test_receiver_dies(void)
+{
+  rf_loop_opts o = opts("glm_tiny_demo", 3, "tcp");
+  o.kill_receiver = 0;
+  o.kill_version = 2;
+  o.timeout_ms = 3000;
+  rf_loop_result r;
+  int rc = rf_loop_run(&o, &r);
+  EXPECT(rc == 0, "run failed: %s", r.error);
+  if (rc) return;
+  EXPECT(r.n == 2, "%d versions ran, the run should stop at version 2", r.n);
+  expect_all_verified(&o, &r, 0, 0);
+  const rf_plan *p = o.plan;
+  EXPECT(r.v[1].trainer_errors == (int)p->recv[0].peer_count, "v2: %d trainers saw an error, %u write to receiver 0",
+         r.v[1].trainer_errors, p->recv[0].peer_count);
+  EXPECT(strstr(r.v[1].trainer_error, "receiver 0"), "trainer error does not name receiver 0: '%s'", r.v[1].trainer_error);
+  printf("  trainer saw: %s\n", r.v[1].trainer_error);
+}
+
+/* ---- a receiver in a child process, for the bad-peer tests ---- */
+
+typedef struct server {
+  pid_t pid;
+  uint16_t port;
+  int done_fd;  /* parent writes one byte: check the memory and exit */
+} server;
+
+/* receiver `me` of p: poisons its memory, listens, serves until told, exits 0 if no byte changed */
+static server serve(const rf_plan *p, uint32_t me, uint64_t token)
+{
+  int pp[2], dp[2];
+  server s = {0};
+  if (pipe(pp) || pipe(dp)) exit(1);
+  s.pid = fork();
+  if (s.pid == 0) {
+    close(pp[0]);
+    close(dp[1]);
+    rf_config cfg = {.plan = p, .role = RF_RECEIVER, .rank = me, .token = token, .ucx_tls = "tcp", .timeout_ms = 3000};
+    rf_engine *e;
+    if (rf_open(&cfg, &e) != RF_OK) _exit(10);
+    const rf_receiver *rv = &p->recv[me];
+    uint8_t **mem = calloc(rv->dst_count, sizeof *mem);
+    for (uint32_t i = 0; i < rv->dst_count; i++) {
+      mem[i] = malloc(p->dst[rv->dst_first + i].bytes);
+      memset(mem[i], 0x5a, p->dst[rv->dst_first + i].bytes);
+      if (rf_bind_dst(e, rv->dst_first + i, mem[i], p->dst[rv->dst_first + i].bytes)) _exit(11);
+    }
+    for (uint32_t i = 0; i < p->n_derived; i++)
+      if (p->derived[i].tp_rank == rv->tp_rank && rf_bind_derived(e, i, malloc(p->derived[i].bytes), p->derived[i].bytes))
+        _exit(12);
+    uint16_t port;
+    if (rf_listen(e, "127.0.0.1", 0, &port)) _exit(13);
+    if (write(pp[1], &port, sizeof port) != sizeof port) _exit(14);
+    for (;;) {
+      rf_progress(e);
+      struct timespec ts = {0, 50000};
+      nanosleep(&ts, NULL);
+      char c;
+      struct timeval tv = {0, 0};
+      fd_set fs;
+      FD_ZERO(&fs);
+      FD_SET(dp[0], &fs);
+      if (select(dp[0] + 1, &fs, NULL, NULL, &tv) > 0 && read(dp[0], &c, 1) >= 0) break;
+    }
+    for (uint32_t i = 0; i < rv->dst_count; i++)
+      for (uint64_t k = 0; k < p->dst[rv->dst_first + i].bytes; k++)
+        if (mem[i][k] != 0x5a) _exit(20); /* something was written */
+    rf_close(e);
+    _exit(0);
+  }
+  close(pp[1]);
+  close(dp[0]);
+  if (read(pp[0], &s.port, sizeof s.port) != sizeof s.port) s.port = 0;
+  close(pp[0]);
+  s.done_fd = dp[1];
+  return s;
+}
+
+static int finish(server *s)
+{
+  char c = 1;
+  if (write(s->done_fd, &c, 1) != 1) return -1;
+  int st;
+  waitpid(s->pid, &st, 0);
+  close(s->done_fd);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 100 + WTERMSIG(st);
+}
+
+static rf_engine *trainer(const rf_plan *p, uint32_t rank, uint64_t token)
+{
+  rf_config cfg = {.plan = p, .role = RF_TRAINER, .rank = rank, .token = token, .ucx_tls = "tcp", .timeout_ms = 3000};
+  rf_engine *e;
+  rf_status s = rf_open(&cfg, &e);
+  EXPECT(s == RF_OK, "trainer open: %s", rf_last_error(e));
+  return e;
+}
+
+static void test_wrong_token_and_hash(void)
+{
+  const rf_plan *p = plan("glm_tiny_demo");
+  server s = serve(p, 0, 1234);
+  EXPECT(s.port != 0, "receiver did not start");
+  rf_engine *t = trainer(p, 0, 999);
+  rf_status st = rf_connect(t, 0, "127.0.0.1", s.port);
+  EXPECT(st == RF_ERR_TOKEN, "wrong token: status %s", rf_strerror(st));
+  EXPECT(strstr(rf_last_error(t), "refused trainer rank 0") && strstr(rf_last_error(t), "wrong token"),
+         "wrong token error: '%s'", rf_last_error(t));
+  rf_close(t);
+  /* a trainer compiled from another plan: its layout hash differs */
+  const rf_plan *q = plan("glm_tiny_rep2");
+  t = trainer(q, 0, 1234);
+  st = rf_connect(t, 0, "127.0.0.1", s.port);
+  EXPECT(st == RF_ERR_HASH, "wrong hash: status %s", rf_strerror(st));
+  EXPECT(strstr(rf_last_error(t), "layout hash") && strstr(rf_last_error(t), "glm_tiny_demo"),
+         "wrong hash error: '%s'", rf_last_error(t));
+  rf_close(t);
+  /* the right trainer gets in; nothing was written by the refused ones */
+  t = trainer(p, 0, 1234);
+  st = rf_connect(t, 0, "127.0.0.1", s.port);
+  EXPECT(st == RF_OK, "right token and hash refused: %s", rf_last_error(t));
+  rf_close(t);
+  int rc = finish(&s);
+  EXPECT(rc == 0, "receiver exit %d (20: bytes were written)", rc);
+}
+
+static void test_bad_blobs(void)
+{
+  const rf_plan *p = plan("glm_tiny_demo");
+  server s = serve(p, 0, 7);
+  /* get a real blob: a receiver in this process (no fork after this point) */
+  rf_config rc = {.plan = p, .role = RF_RECEIVER, .rank = 0, .token = 7, .ucx_tls = "tcp"};
+  rf_engine *r;
+  EXPECT(rf_open(&rc, &r) == RF_OK, "open: %s", rf_last_error(r));
+  const rf_receiver *rv = &p->recv[0];
+  uint8_t *mem = calloc(1, rv->bytes + p->n_dst * 64 + 65536);
+  uint64_t off = 0;
+  for (uint32_t i = 0; i < rv->dst_count; i++) {
+    EXPECT(rf_bind_dst(r, rv->dst_first + i, mem + off, p->dst[rv->dst_first + i].bytes) == RF_OK, "%s", rf_last_error(r));
+    off += (p->dst[rv->dst_first + i].bytes + 63) / 64 * 64;
+  }
+  for (uint32_t i = 0; i < p->n_derived; i++)
+    if (p->derived[i].tp_rank == 0) rf_bind_derived(r, i, mem + off, p->derived[i].bytes), off += p->derived[i].bytes;
+  EXPECT(rf_listen(r, "127.0.0.1", 0, NULL) == RF_OK, "listen: %s", rf_last_error(r));
+  size_t len = 0;
+  EXPECT(rf_export(r, NULL, 0, &len) == RF_ERR_SIZE && len > 64, "export size query: %zu", len);
+  uint8_t *blob = malloc(len), *bad = malloc(len);
+  EXPECT(rf_export(r, blob, len, &len) == RF_OK, "export: %s", rf_last_error(r));
+  rf_engine *t = trainer(p, 0, 7);
+  struct {
+    const char *what;
+    size_t at, len;
+    uint8_t x;
+    const char *msg;
+  } cases[] = {
+    {"truncated to 10 bytes", 0, 10, 0, "shorter than"},
+    {"truncated by one byte", 0, len - 1, 0, "checksum"},
+    {"truncated to half", 0, len / 2, 0, "checksum"},
+    {"flipped byte in a key", len / 2, len, 0x40, "checksum"},
+    {"flipped magic", 0, len, 0x01, "bad magic"},
+    {"empty", 0, 0, 0, "shorter than"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    memcpy(bad, blob, len);
+    bad[cases[i].at] ^= cases[i].x;
+    rf_status st = rf_import(t, bad, cases[i].len);
+    EXPECT(st == RF_ERR_BLOB && strstr(rf_last_error(t), cases[i].msg), "%s: %s '%s'", cases[i].what, rf_strerror(st),
+           rf_last_error(t));
+  }
+  rf_close(t);
+  /* a receiver of another plan: its blob names another layout */
+  t = trainer(plan("glm_tiny_rep2"), 0, 7);
+  rf_status st = rf_import(t, blob, len);
+  EXPECT(st == RF_ERR_BLOB && strstr(rf_last_error(t), "layout hash"), "other plan's blob: %s '%s'", rf_strerror(st),
+         rf_last_error(t));
+  rf_close(t);
+  rf_close(r);
+  free(blob);
+  free(bad);
+  free(mem);
+  int rcode = finish(&s);
+  EXPECT(rcode == 0, "receiver exit %d", rcode);
+}
+
+static void test_bad_bindings(void)
+{
+  const rf_plan *p = plan("glm_tiny_demo");
+  rf_config rc = {.plan = p, .role = RF_RECEIVER, .rank = 1, .ucx_tls = "tcp"};
+  rf_engine *r;
+  EXPECT(rf_open(&rc, &r) == RF_OK, "open: %s", rf_last_error(r));
+  const rf_receiver *rv = &p->recv[1];
+  const rf_dst_tensor *d = &p->dst[rv->dst_first];
+  uint8_t *buf = malloc(d->bytes + 16);
+  rf_status s = rf_bind_dst(r, rv->dst_first, buf, d->bytes - 2);
+  EXPECT(s == RF_ERR_SIZE && strstr(rf_last_error(r), d->name) && strstr(rf_last_error(r), "the table says"),
+         "short binding: %s '%s'", rf_strerror(s), rf_last_error(r));
+  s = rf_bind_dst(r, 0, buf, p->dst[0].bytes);
+  EXPECT(s == RF_ERR_ARG && strstr(rf_last_error(r), "not a tensor of receiver 1"), "foreign dst: %s '%s'", rf_strerror(s),
+         rf_last_error(r));
+  EXPECT(rf_bind_dst(r, rv->dst_first, buf, d->bytes) == RF_OK, "right binding refused: %s", rf_last_error(r));
+  s = rf_listen(r, "127.0.0.1", 0, NULL);
+  EXPECT(s == RF_ERR_UNBOUND && strstr(rf_last_error(r), p->dst[rv->dst_first + 1].name), "listen with unbound: %s '%s'",
+         rf_strerror(s), rf_last_error(r));
+  rf_close(r);
+  free(buf);
+  /* trainer side */
+  rf_config tc = {.plan = p, .role = RF_TRAINER, .rank = 2, .ucx_tls = "tcp"};
+  rf_engine *t;
+  EXPECT(rf_open(&tc, &t) == RF_OK, "open: %s", rf_last_error(t));
+  uint32_t mine = RF_NONE, other = RF_NONE;
+  for (uint32_t i = 0; i < p->n_src; i++) {
+    if (rf_src_bytes(t, i) && p->src[i].travel == RF_TRAVEL_SHARD && mine == RF_NONE) mine = i;
+    if (!rf_src_bytes(t, i) && other == RF_NONE) other = i;
+  }
+  EXPECT(mine != RF_NONE && other != RF_NONE, "plan has no shard/foreign source for rank 2");
+  size_t n = rf_src_bytes(t, mine);
+  EXPECT(n == (size_t)p->src[mine].shard_rows * (size_t)p->src[mine].cols * 2 || p->src[mine].dtype != RF_BF16,
+         "shard bytes %zu", n);
+  void *sb = malloc(n * 2);
+  s = rf_bind_src(t, mine, sb, n * 2);
+  EXPECT(s == RF_ERR_SIZE && strstr(rf_last_error(t), p->src[mine].name), "whole tensor bound for a shard: %s '%s'",
+         rf_strerror(s), rf_last_error(t));
+  s = rf_bind_src(t, other, sb, 8);
+  EXPECT(s == RF_ERR_ARG && strstr(rf_last_error(t), "reads nothing of it"), "foreign source: %s '%s'", rf_strerror(s),
+         rf_last_error(t));
+  s = rf_push(t, 1, NULL);
+  EXPECT(s == RF_ERR_UNBOUND, "push with nothing bound: %s '%s'", rf_strerror(s), rf_last_error(t));
+  s = rf_connect(t, p->receivers + 3, "127.0.0.1", 1);
+  EXPECT(s == RF_ERR_ARG && strstr(rf_last_error(t), "does not write to receiver"), "bad receiver: %s '%s'",
+         rf_strerror(s), rf_last_error(t));
+  rf_close(t);
+  free(sb);
+  /* CUDA memory in a host build, or a plan edited by hand */
+  rf_plan edited = *p;
+  edited.total_bytes++;
+  rf_config ec = {.plan = &edited, .role = RF_TRAINER, .rank = 0};
+  s = rf_open(&ec, &t);
+  EXPECT(s == RF_ERR_HASH && strstr(rf_last_error(t), "edited"), "edited tables: %s '%s'", rf_strerror(s), rf_last_error(t));
+  rf_close(t);
+  EXPECT(strcmp(rf_strerror(RF_ERR_TORN), "version torn") == 0, "rf_strerror: %s", rf_strerror(RF_ERR_TORN));
+}
+
+static const struct {
+  const char *name;
+  void (*fn)(void);
+} tests[] = {
+  {"glm_tiny_demo 4 -> 2x(TP2/EP2), TCP, 3 versions", test_glm_demo_tcp},
+  {"glm_tiny_rep2 dp_replicate 2, default transports", test_glm_rep2_default_tls},
+  {"qwen3_tiny_tp2 over shared memory", test_qwen3_tp2_shm},
+  {"qwen3_moe_tiny_ep2 through exported blobs", test_qwen3_moe_ep2_blob},
+  {"qwen3_tiny_fp8_tp4", test_qwen3_fp8_tp4},
+  {"trainer killed mid-push: torn, then complete", test_trainer_killed},
+  {"receiver dies: trainers get an error", test_receiver_dies},
+  {"wrong token, wrong layout hash", test_wrong_token_and_hash},
+  {"corrupted and truncated blobs", test_bad_blobs},
+  {"bad bindings", test_bad_bindings},
+};
+
+int main(int argc, char **argv)
+{
+  int passed = 0, failed = 0;
+  for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+    if (argc > 1 && !strstr(tests[i].name, argv[1])) continue;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+      alarm(120);
+      tests[i].fn();
+      fflush(stdout);
+      _exit(cur_failed ? 1 : 0);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    int ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    if (!WIFEXITED(st)) printf("  killed by signal %d\n", WTERMSIG(st));
+    printf("%s %s\n", ok ? "ok  " : "FAIL", tests[i].name);
+    ok ? passed++ : failed++;
+  }
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed != 0;
+}
