@@ -62,152 +62,242 @@ template <int VEC> __device__ __forceinline__ uint32_t elem(const uint4 &w, int 
   return VEC == 8 ? (j & 1 ? x & 0xffff0000u : x << 16) : x;
 }
 
-/* OUT: RFK_FP8, RFK_BF16 or RFK_FP32; SES: source element size (2 bf16, 4 fp32). */
-template <int SES, int OUT>
-__global__ void __launch_bounds__(kThreads) tile_kernel(const __grid_constant__ params_t p)
+/* Tuning switches (NOTES.md has the measurements): RFK_PERSIST = CTAs per SM of a persistent grid
+ * whose CTAs prefetch their next tile into a second register set while they finish the current one
+ * (bf16 -> fp8 only; 0 = one CTA per tile); RFK_ROWS_FIRST = walk the tiles of a region down the
+ * rows first instead of along the columns. */
+#ifndef RFK_PERSIST
+#define RFK_PERSIST 0
+#endif
+#ifndef RFK_MINB /* minimum CTAs per SM asked of the register allocator for tile_kernel */
+#define RFK_MINB 1
+#endif
+#ifndef RFK_ROWS_FIRST
+#define RFK_ROWS_FIRST 0
+#endif
+
+template <int SES> struct geom {
+  static constexpr int VEC = 16 / SES, VPR = 128 / VEC, RSTEP = kThreads / VPR, NR = 128 / RSTEP;
+};
+
+struct tile_pos {
+  const item_t *it;
+  int tr, tc;
+  int64_t r0, c0, col; /* col: first column of this thread's vector */
+  int vr;
+  bool full;
+};
+
+template <int SES> __device__ __forceinline__ tile_pos locate(const params_t &p, int item, int tile, int tiles_r)
 {
-  constexpr int VEC = 16 / SES, VPR = 128 / VEC, RSTEP = kThreads / VPR, NR = 128 / RSTEP;
-  const item_t &it = p.items[blockIdx.y];
-  const int tr = blockIdx.x / p.tiles_c, tc = blockIdx.x % p.tiles_c;
-  const int64_t r0 = (int64_t)tr * 128, c0 = (int64_t)tc * 128;
-  const int vr = threadIdx.x / VPR, vc = threadIdx.x % VPR;
-  const int64_t col = c0 + vc * VEC; /* first column of this thread's vector */
-  const bool full = p.aligned && r0 + 128 <= p.rows && c0 + 128 <= p.cols;
-  const char *src = (const char *)it.src;
+  using G = geom<SES>;
+  tile_pos t;
+  t.it = &p.items[item];
+  if (RFK_ROWS_FIRST)
+    t.tr = tile % tiles_r, t.tc = tile / tiles_r;
+  else
+    t.tr = tile / p.tiles_c, t.tc = tile % p.tiles_c;
+  t.r0 = (int64_t)t.tr * 128, t.c0 = (int64_t)t.tc * 128;
+  t.vr = threadIdx.x / G::VPR;
+  t.col = t.c0 + (threadIdx.x % G::VPR) * G::VEC;
+  t.full = p.aligned && t.r0 + 128 <= p.rows && t.c0 + 128 <= p.cols;
+  return t;
+}
 
-  uint4 v[NR]; /* the thread's NR vectors of VEC source elements, raw bits */
-  if (full) {
+/* the thread's NR vectors of VEC source elements, raw bits (zeros outside the region) */
+template <int SES> __device__ __forceinline__ void load_tile(const params_t &p, const tile_pos &t, uint4 *v)
+{
+  using G = geom<SES>;
+  const char *src = (const char *)t.it->src;
+  if (t.full) {
 #pragma unroll
-    for (int k = 0; k < NR; k++)
-      v[k] = __ldcs((const uint4 *)(src + ((r0 + vr + k * RSTEP) * p.src_ld + col) * SES));
-  } else {
-#pragma unroll
-    for (int k = 0; k < NR; k++) {
-      int64_t r = r0 + vr + k * RSTEP;
-      uint32_t w[4] = {0, 0, 0, 0};
-#pragma unroll
-      for (int j = 0; j < VEC; j++)
-        if (r < p.rows && col + j < p.cols) {
-          if (SES == 2)
-            w[j / 2] |= (uint32_t)((const uint16_t *)src)[r * p.src_ld + col + j] << (16 * (j & 1));
-          else
-            w[j] = ((const uint32_t *)src)[r * p.src_ld + col + j];
-        }
-      v[k] = make_uint4(w[0], w[1], w[2], w[3]);
-    }
+    for (int k = 0; k < G::NR; k++)
+      v[k] = __ldcs((const uint4 *)(src + ((t.r0 + t.vr + k * G::RSTEP) * p.src_ld + t.col) * SES));
+    return;
   }
-
-  if (OUT == RFK_FP8) {
-    uint32_t amax = 0;
 #pragma unroll
-    for (int k = 0; k < NR; k++) {
-      if (SES == 2) { /* two bf16 per word: packed 16-bit max of |x| */
-        amax = __vmaxu2(amax, __vmaxu2(__vmaxu2(v[k].x & 0x7fff7fffu, v[k].y & 0x7fff7fffu),
-                                       __vmaxu2(v[k].z & 0x7fff7fffu, v[k].w & 0x7fff7fffu)));
-      } else {
-        amax = max(amax, max(max(v[k].x & 0x7fffffffu, v[k].y & 0x7fffffffu),
-                             max(v[k].z & 0x7fffffffu, v[k].w & 0x7fffffffu)));
-      }
-    }
-    if (SES == 2)
-      amax = max(amax & 0xffff0000u, amax << 16);
-    __shared__ uint32_t red[kThreads / 32];
-    amax = __reduce_max_sync(0xffffffffu, amax);
-    if ((threadIdx.x & 31) == 0)
-      red[threadIdx.x / 32] = amax;
-    __syncthreads();
-    amax = red[0];
+  for (int k = 0; k < G::NR; k++) {
+    int64_t r = t.r0 + t.vr + k * G::RSTEP;
+    uint32_t w[4] = {0, 0, 0, 0};
 #pragma unroll
-    for (int w = 1; w < kThreads / 32; w++)
-      amax = max(amax, red[w]);
-
-    float scale, mul;
-    const bool bad = amax >= 0x7f800000u;
-    if (bad) {
-      scale = bits2f(0x7fc00000u);
-      mul = 0.0f;
-    } else {
-      float a = fmaxf(bits2f(amax), 1e-4f);
-      scale = __fdiv_rn(a, 448.0f);
-      if (p.ue8m0) {
-        uint32_t u = __float_as_uint(scale);
-        if (u & 0x7fffffu)
-          u = (u & 0x7f800000u) + 0x800000u;
-        scale = bits2f(u);
-        mul = __fdiv_rn(1.0f, scale);
-      } else {
-        mul = __fdiv_rn(448.0f, a);
+    for (int j = 0; j < G::VEC; j++)
+      if (r < p.rows && t.col + j < p.cols) {
+        if (SES == 2)
+          w[j / 2] |= (uint32_t)((const uint16_t *)src)[r * p.src_ld + t.col + j] << (16 * (j & 1));
+        else
+          w[j] = ((const uint32_t *)src)[r * p.src_ld + t.col + j];
       }
-    }
+    v[k] = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+}
+
+/* block amax, scale, quantize and store one tile; red: 8 words of shared memory, free for this
+ * tile (the caller alternates two sets when tiles follow each other) */
+template <int SES> __device__ __forceinline__ void fp8_tile(const params_t &p, const tile_pos &t, const uint4 *v,
+                                                            uint32_t *red)
+{
+  using G = geom<SES>;
+  constexpr int VEC = G::VEC;
+  uint32_t amax = 0;
+#pragma unroll
+  for (int k = 0; k < G::NR; k++) {
+    if (SES == 2) /* two bf16 per word: packed 16-bit max of |x| */
+      amax = __vmaxu2(amax, __vmaxu2(__vmaxu2(v[k].x & 0x7fff7fffu, v[k].y & 0x7fff7fffu),
+                                     __vmaxu2(v[k].z & 0x7fff7fffu, v[k].w & 0x7fff7fffu)));
+    else
+      amax = max(amax, max(max(v[k].x & 0x7fffffffu, v[k].y & 0x7fffffffu),
+                           max(v[k].z & 0x7fffffffu, v[k].w & 0x7fffffffu)));
+  }
+  if (SES == 2)
+    amax = max(amax & 0xffff0000u, amax << 16);
+  amax = __reduce_max_sync(0xffffffffu, amax);
+  if ((threadIdx.x & 31) == 0)
+    red[threadIdx.x / 32] = amax;
+  __syncthreads();
+  amax = red[0];
+#pragma unroll
+  for (int w = 1; w < kThreads / 32; w++)
+    amax = max(amax, red[w]);
+
+  uint8_t *q = (uint8_t *)t.it->out;
+  if (amax >= 0x7f800000u) { /* inf/NaN in the block: scale NaN, codes NaN, flag */
     if (threadIdx.x == 0) {
-      it.scale[(int64_t)tr * p.scale_ld + tc] = scale;
-      if (bad && p.flag)
+      t.it->scale[(int64_t)t.tr * p.scale_ld + t.tc] = bits2f(0x7fc00000u);
+      if (p.flag)
         *p.flag = 1;
     }
-    uint8_t *q = (uint8_t *)it.out;
-#pragma unroll
-    for (int k = 0; k < NR; k++) {
-      int64_t r = r0 + vr + k * RSTEP;
-      uint32_t packed[VEC / 4];
-#pragma unroll
-      for (int j = 0; j < VEC; j += 4) {
-        uint32_t lo = e4m3x2(__fmul_rn(bits2f(elem<VEC>(v[k], j)), mul), __fmul_rn(bits2f(elem<VEC>(v[k], j + 1)), mul));
-        uint32_t hi = e4m3x2(__fmul_rn(bits2f(elem<VEC>(v[k], j + 2)), mul), __fmul_rn(bits2f(elem<VEC>(v[k], j + 3)), mul));
-        packed[j / 4] = bad ? 0x7f7f7f7fu : lo | hi << 16;
-      }
-      uint8_t *dst = q + r * p.out_ld + col;
-      if (full) {
-        if (VEC == 8)
-          __stcs((uint2 *)dst, make_uint2(packed[0], packed[VEC / 4 - 1]));
-        else
-          __stcs((unsigned int *)dst, packed[0]);
-      } else if (r < p.rows) {
-#pragma unroll
-        for (int j = 0; j < VEC; j++)
-          if (col + j < p.cols)
-            dst[j] = (uint8_t)(packed[j / 4] >> (8 * (j % 4)));
-      }
+    for (int k = 0; k < G::NR; k++) {
+      int64_t r = t.r0 + t.vr + k * G::RSTEP;
+      for (int j = 0; j < VEC; j++)
+        if (r < p.rows && t.col + j < p.cols)
+          q[r * p.out_ld + t.col + j] = 0x7f;
     }
+    return;
+  }
+  float a = fmaxf(bits2f(amax), 1e-4f), scale = __fdiv_rn(a, 448.0f), mul;
+  if (p.ue8m0) {
+    uint32_t u = __float_as_uint(scale);
+    if (u & 0x7fffffu)
+      u = (u & 0x7f800000u) + 0x800000u;
+    scale = bits2f(u);
+    mul = __fdiv_rn(1.0f, scale);
   } else {
+    mul = __fdiv_rn(448.0f, a);
+  }
+  if (threadIdx.x == 0)
+    t.it->scale[(int64_t)t.tr * p.scale_ld + t.tc] = scale;
 #pragma unroll
-    for (int k = 0; k < NR; k++) {
-      int64_t r = r0 + vr + k * RSTEP;
-      char *dst = (char *)it.out + (r * p.out_ld + col) * (OUT == RFK_BF16 ? 2 : 4);
-      if (OUT == RFK_BF16 && SES == 2) { /* bf16 copy */
-        if (full)
-          __stcs((uint4 *)dst, v[k]);
-        else if (r < p.rows)
-          for (int j = 0; j < VEC; j++)
-            if (col + j < p.cols)
-              ((uint16_t *)dst)[j] = (uint16_t)(elem<VEC>(v[k], j) >> 16);
-      } else if (OUT == RFK_BF16) { /* fp32 -> bf16 */
-        uint2 o = make_uint2(f2bf(v[k].x) | f2bf(v[k].y) << 16, f2bf(v[k].z) | f2bf(v[k].w) << 16);
-        if (full)
-          __stcs((uint2 *)dst, o);
-        else if (r < p.rows)
-          for (int j = 0; j < VEC; j++)
-            if (col + j < p.cols)
-              ((uint16_t *)dst)[j] = (uint16_t)f2bf(elem<VEC>(v[k], j));
-      } else if (SES == 4) { /* fp32 copy */
-        if (full)
-          __stcs((uint4 *)dst, v[k]);
-        else if (r < p.rows)
-          for (int j = 0; j < VEC; j++)
-            if (col + j < p.cols)
-              ((uint32_t *)dst)[j] = elem<VEC>(v[k], j);
-      } else { /* bf16 -> fp32 */
-        uint4 a = make_uint4(elem<VEC>(v[k], 0), elem<VEC>(v[k], 1), elem<VEC>(v[k], 2), elem<VEC>(v[k], 3));
-        uint4 b = make_uint4(elem<VEC>(v[k], 4), elem<VEC>(v[k], 5), elem<VEC>(v[k], 6), elem<VEC>(v[k], 7));
-        if (full) {
-          __stcs((uint4 *)dst, a);
-          __stcs((uint4 *)dst + 1, b);
-        } else if (r < p.rows) {
-          for (int j = 0; j < VEC; j++)
-            if (col + j < p.cols)
-              ((uint32_t *)dst)[j] = elem<VEC>(v[k], j);
-        }
+  for (int k = 0; k < G::NR; k++) {
+    uint32_t packed[VEC / 4];
+#pragma unroll
+    for (int j = 0; j < VEC; j += 4) {
+      uint32_t lo = e4m3x2(__fmul_rn(bits2f(elem<VEC>(v[k], j)), mul), __fmul_rn(bits2f(elem<VEC>(v[k], j + 1)), mul));
+      uint32_t hi = e4m3x2(__fmul_rn(bits2f(elem<VEC>(v[k], j + 2)), mul), __fmul_rn(bits2f(elem<VEC>(v[k], j + 3)), mul));
+      packed[j / 4] = lo | hi << 16;
+    }
+    int64_t r = t.r0 + t.vr + k * G::RSTEP;
+    uint8_t *dst = q + r * p.out_ld + t.col;
+    if (t.full) {
+      if (VEC == 8)
+        __stcs((uint2 *)dst, make_uint2(packed[0], packed[VEC / 4 - 1]));
+      else
+        __stcs((unsigned int *)dst, packed[0]);
+    } else if (r < p.rows) {
+#pragma unroll
+      for (int j = 0; j < VEC; j++)
+        if (t.col + j < p.cols)
+          dst[j] = (uint8_t)(packed[j / 4] >> (8 * (j % 4)));
+    }
+  }
+}
+
+template <int SES, int OUT> __device__ __forceinline__ void cast_tile(const params_t &p, const tile_pos &t, const uint4 *v)
+{
+  using G = geom<SES>;
+  constexpr int VEC = G::VEC;
+#pragma unroll
+  for (int k = 0; k < G::NR; k++) {
+    int64_t r = t.r0 + t.vr + k * G::RSTEP;
+    char *dst = (char *)t.it->out + (r * p.out_ld + t.col) * (OUT == RFK_BF16 ? 2 : 4);
+    if (OUT == RFK_BF16 && SES == 2) { /* bf16 copy */
+      if (t.full)
+        __stcs((uint4 *)dst, v[k]);
+      else if (r < p.rows)
+        for (int j = 0; j < VEC; j++)
+          if (t.col + j < p.cols)
+            ((uint16_t *)dst)[j] = (uint16_t)(elem<VEC>(v[k], j) >> 16);
+    } else if (OUT == RFK_BF16) { /* fp32 -> bf16 */
+      uint2 o = make_uint2(f2bf(v[k].x) | f2bf(v[k].y) << 16, f2bf(v[k].z) | f2bf(v[k].w) << 16);
+      if (t.full)
+        __stcs((uint2 *)dst, o);
+      else if (r < p.rows)
+        for (int j = 0; j < VEC; j++)
+          if (t.col + j < p.cols)
+            ((uint16_t *)dst)[j] = (uint16_t)f2bf(elem<VEC>(v[k], j));
+    } else if (SES == 4) { /* fp32 copy */
+      if (t.full)
+        __stcs((uint4 *)dst, v[k]);
+      else if (r < p.rows)
+        for (int j = 0; j < VEC; j++)
+          if (t.col + j < p.cols)
+            ((uint32_t *)dst)[j] = elem<VEC>(v[k], j);
+    } else { /* bf16 -> fp32 */
+      if (t.full) {
+        __stcs((uint4 *)dst, make_uint4(elem<VEC>(v[k], 0), elem<VEC>(v[k], 1), elem<VEC>(v[k], 2), elem<VEC>(v[k], 3)));
+        __stcs((uint4 *)dst + 1, make_uint4(elem<VEC>(v[k], 4), elem<VEC>(v[k], 5), elem<VEC>(v[k], 6), elem<VEC>(v[k], 7)));
+      } else if (r < p.rows) {
+        for (int j = 0; j < VEC; j++)
+          if (t.col + j < p.cols)
+            ((uint32_t *)dst)[j] = elem<VEC>(v[k], j);
       }
     }
+  }
+}
+
+/* one CTA per tile: grid.x = tiles of the region, grid.y = item of the chunk */
+template <int SES, int OUT>
+__global__ void __launch_bounds__(kThreads, RFK_MINB) tile_kernel(const __grid_constant__ params_t p, int tiles_r)
+{
+  __shared__ uint32_t red[kThreads / 32];
+  const tile_pos t = locate<SES>(p, blockIdx.y, blockIdx.x, tiles_r);
+  uint4 v[geom<SES>::NR];
+  load_tile<SES>(p, t, v);
+  if (OUT == RFK_FP8)
+    fp8_tile<SES>(p, t, v, red);
+  else
+    cast_tile<SES, OUT>(p, t, v);
+}
+
+/* persistent: CTA b takes tiles b, b + G, b + 2G, ... of the chunk (items one after another),
+ * loading tile i+1 into the other register set before finishing tile i */
+template <int SES>
+__global__ void __launch_bounds__(kThreads) persist_kernel(const __grid_constant__ params_t p, int tiles_r, int items)
+{
+  __shared__ uint32_t red[2][kThreads / 32];
+  const int per = tiles_r * p.tiles_c, total = per * items, step = gridDim.x;
+  uint4 a[geom<SES>::NR], b[geom<SES>::NR];
+  int i = blockIdx.x;
+  if (i >= total)
+    return;
+  tile_pos ta = locate<SES>(p, i / per, i % per, tiles_r), tb;
+  load_tile<SES>(p, ta, a);
+  for (;;) {
+    int j = i + step;
+    if (j < total) {
+      tb = locate<SES>(p, j / per, j % per, tiles_r);
+      load_tile<SES>(p, tb, b);
+    }
+    fp8_tile<SES>(p, ta, a, red[0]);
+    if (j >= total)
+      break;
+    i = j + step;
+    if (i < total) {
+      ta = locate<SES>(p, i / per, i % per, tiles_r);
+      load_tile<SES>(p, ta, a);
+    }
+    fp8_tile<SES>(p, tb, b, red[1]);
+    if (i >= total)
+      break;
   }
 }
 
@@ -218,9 +308,26 @@ bool aligned(const void *ptr, int64_t ld_bytes, int64_t a)
   return (uintptr_t)ptr % a == 0 && ld_bytes % a == 0;
 }
 
+int sm_count(void)
+{
+  static int sms;
+  if (!sms) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      sms = 132;
+  }
+  return sms;
+}
+
 template <int SES, int OUT> void launch(const params_t &p, int n, int64_t tiles, cudaStream_t st)
 {
-  tile_kernel<SES, OUT><<<dim3((unsigned)tiles, (unsigned)n), kThreads, 0, st>>>(p);
+  int tiles_r = (int)(tiles / p.tiles_c);
+  if (RFK_PERSIST && SES == 2 && OUT == RFK_FP8) {
+    int64_t g = (int64_t)sm_count() * RFK_PERSIST;
+    persist_kernel<SES><<<(unsigned)(tiles * n < g ? tiles * n : g), kThreads, 0, st>>>(p, tiles_r, n);
+  } else {
+    tile_kernel<SES, OUT><<<dim3((unsigned)tiles, (unsigned)n), kThreads, 0, st>>>(p, tiles_r);
+  }
 }
 
 } /* namespace */
