@@ -29,7 +29,7 @@ typedef struct rf_loop_opts {
   int kill_trainer;        /* -1, or a trainer rank that dies mid-push of kill_version and restarts */
   int kill_receiver;       /* -1, or a receiver that dies before kill_version is pushed (run stops) */
   uint64_t kill_version;
-  int count_allocs;        /* children count allocations in push/progress/wait after version 1 */
+  int count_allocs;        /* 1: children count allocations on hot paths from version 2; 2: from version 1 */
 } rf_loop_opts;
 
 typedef struct rf_loop_version {
