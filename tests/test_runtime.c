@@ -361,6 +361,57 @@ static void test_bad_bindings(void)
   EXPECT(strcmp(rf_strerror(RF_ERR_TORN), "version torn") == 0, "rf_strerror: %s", rf_strerror(RF_ERR_TORN));
 }
 
+
+/* the engine's NIC choice goes into its own UCX configuration and wins over the environment,
+ * which stays as it was */
+static void test_nic_choice_beats_env(void)
+{
+  setenv("UCX_NET_DEVICES", "bogus9:1", 1);
+  setenv("UCX_MAX_RNDV_RAILS", "1", 1);
+  const rf_plan *p = plan("glm_tiny_demo");
+  struct {
+    const char *mode, *gpu, *devices, *rails;
+  } cases[] = {
+    {"auto", "0000:18:00.0", "mlx5_0:1,mlx5_1:1", "2"},
+    {"auto", "0000:3a:00.0", "mlx5_2:1", "1"},
+    {"stripe", NULL, "mlx5_0:1,mlx5_1:1,mlx5_2:1,mlx5_3:1,mlx5_4:1,mlx5_6:1,mlx5_7:1", "7"},
+    {"mlx5_3:1,mlx5_7", NULL, "mlx5_3:1,mlx5_7:1", "2"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    rf_config c = {.plan = p, .role = RF_TRAINER, .rank = 0, .nic_mode = cases[i].mode, .gpu_bdf = cases[i].gpu,
+                   .sysfs_root = "tests/fixtures/sysfs/dgx8"};
+    rf_engine *e;
+    rf_status s = rf_open(&c, &e);
+    EXPECT(s == RF_OK, "%s: open: %s", cases[i].mode, rf_last_error(e));
+    char dev[256] = "", rails[32] = "";
+    EXPECT(rf_ucx_setting(e, "NET_DEVICES", dev, sizeof dev) == RF_OK && strcmp(dev, cases[i].devices) == 0,
+           "%s: engine NET_DEVICES '%s', want '%s'", cases[i].mode, dev, cases[i].devices);
+    EXPECT(rf_ucx_setting(e, "MAX_RNDV_RAILS", rails, sizeof rails) == RF_OK &&
+               strcmp(rails, cases[i].rails) == 0,
+           "%s: engine MAX_RNDV_RAILS '%s', want '%s'", cases[i].mode, rails, cases[i].rails);
+    rf_close(e);
+  }
+  EXPECT(strcmp(getenv("UCX_NET_DEVICES"), "bogus9:1") == 0, "environment changed: %s", getenv("UCX_NET_DEVICES"));
+  EXPECT(strcmp(getenv("UCX_MAX_RNDV_RAILS"), "1") == 0, "environment changed: %s", getenv("UCX_MAX_RNDV_RAILS"));
+  /* mode off leaves UCX to the environment; a DOWN NIC named explicitly is an error naming it */
+  rf_config off = {.plan = p, .role = RF_TRAINER, .rank = 0, .nic_mode = "off"};
+  rf_engine *e;
+  EXPECT(rf_open(&off, &e) == RF_OK, "off: %s", rf_last_error(e));
+  char dev[64] = "";
+  rf_ucx_setting(e, "NET_DEVICES", dev, sizeof dev);
+  EXPECT(strcmp(dev, "bogus9:1") == 0, "off: NET_DEVICES '%s'", dev);
+  rf_close(e);
+  rf_config down = {.plan = p, .role = RF_TRAINER, .rank = 0, .nic_mode = "mlx5_5:1", .sysfs_root = "tests/fixtures/sysfs/dgx8"};
+  rf_status s = rf_open(&down, &e);
+  EXPECT(s == RF_ERR_NIC && strstr(rf_last_error(e), "mlx5_5"), "DOWN NIC: %s '%s'", rf_strerror(s), rf_last_error(e));
+  rf_close(e);
+  rf_config none = {.plan = p, .role = RF_TRAINER, .rank = 0, .nic_mode = "auto", .gpu_bdf = "0000:03:00.0",
+                    .sysfs_root = "tests/fixtures/sysfs/slowside", .nic_min_gbps = 1000};
+  s = rf_open(&none, &e);
+  EXPECT(s == RF_ERR_NIC, "no NIC fast enough: %s '%s'", rf_strerror(s), rf_last_error(e));
+  rf_close(e);
+}
+
 static const struct {
   const char *name;
   void (*fn)(void);
@@ -375,6 +426,7 @@ static const struct {
   {"wrong token, wrong layout hash", test_wrong_token_and_hash},
   {"corrupted and truncated blobs", test_bad_blobs},
   {"bad bindings", test_bad_bindings},
+  {"NIC choice wins over UCX_NET_DEVICES in the environment", test_nic_choice_beats_env},
 };
 
 int main(int argc, char **argv)
