@@ -62,19 +62,37 @@ template <int VEC> __device__ __forceinline__ uint32_t elem(const uint4 &w, int 
   return VEC == 8 ? (j & 1 ? x & 0xffff0000u : x << 16) : x;
 }
 
-/* Tuning switches (NOTES.md has the measurements): RFK_PERSIST = CTAs per SM of a persistent grid
- * whose CTAs prefetch their next tile into a second register set while they finish the current one
- * (bf16 -> fp8 only; 0 = one CTA per tile); RFK_ROWS_FIRST = walk the tiles of a region down the
- * rows first instead of along the columns. */
-#ifndef RFK_PERSIST
-#define RFK_PERSIST 0
+/* Tuning switches (kernels/NOTES.md has the measurements of each):
+ *   RFK_TPC: 128x128 tiles per CTA, side by side along the columns (256 threads each), so that a
+ *     CTA reads TPC * 256 contiguous bytes of each bf16 row;
+ *   RFK_LDHINT: 0 ld.global.cs (evict first), 1 ld.global.nc with an L2 256-byte prefetch hint,
+ *     2 plain ld.global;
+ *   RFK_ROWS_FIRST: walk a region's tiles down the rows first instead of along the columns. */
+#ifndef RFK_TPC
+#define RFK_TPC 1
 #endif
-#ifndef RFK_MINB /* minimum CTAs per SM asked of the register allocator for tile_kernel */
-#define RFK_MINB 1
+#ifndef RFK_LDHINT
+#define RFK_LDHINT 0
 #endif
 #ifndef RFK_ROWS_FIRST
 #define RFK_ROWS_FIRST 0
 #endif
+constexpr int kTpc = RFK_TPC;
+
+__device__ __forceinline__ uint4 load16(const void *ptr)
+{
+#if RFK_LDHINT == 1
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(ptr));
+  return v;
+#elif RFK_LDHINT == 2
+  return *(const uint4 *)ptr;
+#else
+  return __ldcs((const uint4 *)ptr);
+#endif
+}
 
 template <int SES> struct geom {
   static constexpr int VEC = 16 / SES, VPR = 128 / VEC, RSTEP = kThreads / VPR, NR = 128 / RSTEP;
@@ -84,22 +102,27 @@ struct tile_pos {
   const item_t *it;
   int tr, tc;
   int64_t r0, c0, col; /* col: first column of this thread's vector */
-  int vr;
-  bool full;
+  int vr, lt;  /* lt: thread index within the tile's 256 */
+  bool full, valid;
 };
 
+/* tile `tile` of the region (in units of kTpc tiles side by side) for this thread */
 template <int SES> __device__ __forceinline__ tile_pos locate(const params_t &p, int item, int tile, int tiles_r)
 {
   using G = geom<SES>;
+  const int tiles_cg = (p.tiles_c + kTpc - 1) / kTpc;
   tile_pos t;
   t.it = &p.items[item];
   if (RFK_ROWS_FIRST)
     t.tr = tile % tiles_r, t.tc = tile / tiles_r;
   else
-    t.tr = tile / p.tiles_c, t.tc = tile % p.tiles_c;
+    t.tr = tile / tiles_cg, t.tc = tile % tiles_cg;
+  t.tc = t.tc * kTpc + (int)threadIdx.x / kThreads;
+  t.lt = threadIdx.x % kThreads;
+  t.valid = t.tc < p.tiles_c;
   t.r0 = (int64_t)t.tr * 128, t.c0 = (int64_t)t.tc * 128;
-  t.vr = threadIdx.x / G::VPR;
-  t.col = t.c0 + (threadIdx.x % G::VPR) * G::VEC;
+  t.vr = t.lt / G::VPR;
+  t.col = t.c0 + (t.lt % G::VPR) * G::VEC;
   t.full = p.aligned && t.r0 + 128 <= p.rows && t.c0 + 128 <= p.cols;
   return t;
 }
@@ -112,7 +135,7 @@ template <int SES> __device__ __forceinline__ void load_tile(const params_t &p, 
   if (t.full) {
 #pragma unroll
     for (int k = 0; k < G::NR; k++)
-      v[k] = __ldcs((const uint4 *)(src + ((t.r0 + t.vr + k * G::RSTEP) * p.src_ld + t.col) * SES));
+      v[k] = load16(src + ((t.r0 + t.vr + k * G::RSTEP) * p.src_ld + t.col) * SES);
     return;
   }
 #pragma unroll
@@ -121,7 +144,7 @@ template <int SES> __device__ __forceinline__ void load_tile(const params_t &p, 
     uint32_t w[4] = {0, 0, 0, 0};
 #pragma unroll
     for (int j = 0; j < G::VEC; j++)
-      if (r < p.rows && t.col + j < p.cols) {
+      if (t.valid && r < p.rows && t.col + j < p.cols) {
         if (SES == 2)
           w[j / 2] |= (uint32_t)((const uint16_t *)src)[r * p.src_ld + t.col + j] << (16 * (j & 1));
         else
@@ -131,8 +154,7 @@ template <int SES> __device__ __forceinline__ void load_tile(const params_t &p, 
   }
 }
 
-/* block amax, scale, quantize and store one tile; red: 8 words of shared memory, free for this
- * tile (the caller alternates two sets when tiles follow each other) */
+/* block amax, scale, quantize and store one tile; red: [kTpc][8] words of shared memory */
 template <int SES> __device__ __forceinline__ void fp8_tile(const params_t &p, const tile_pos &t, const uint4 *v,
                                                             uint32_t *red)
 {
@@ -154,6 +176,9 @@ template <int SES> __device__ __forceinline__ void fp8_tile(const params_t &p, c
   if ((threadIdx.x & 31) == 0)
     red[threadIdx.x / 32] = amax;
   __syncthreads();
+  if (!t.valid)
+    return;
+  red += threadIdx.x / kThreads * (kThreads / 32);
   amax = red[0];
 #pragma unroll
   for (int w = 1; w < kThreads / 32; w++)
@@ -161,7 +186,7 @@ template <int SES> __device__ __forceinline__ void fp8_tile(const params_t &p, c
 
   uint8_t *q = (uint8_t *)t.it->out;
   if (amax >= 0x7f800000u) { /* inf/NaN in the block: scale NaN, codes NaN, flag */
-    if (threadIdx.x == 0) {
+    if (t.lt == 0) {
       t.it->scale[(int64_t)t.tr * p.scale_ld + t.tc] = bits2f(0x7fc00000u);
       if (p.flag)
         *p.flag = 1;
@@ -184,7 +209,7 @@ template <int SES> __device__ __forceinline__ void fp8_tile(const params_t &p, c
   } else {
     mul = __fdiv_rn(448.0f, a);
   }
-  if (threadIdx.x == 0)
+  if (t.lt == 0)
     t.it->scale[(int64_t)t.tr * p.scale_ld + t.tc] = scale;
 #pragma unroll
   for (int k = 0; k < G::NR; k++) {
@@ -215,6 +240,8 @@ template <int SES, int OUT> __device__ __forceinline__ void cast_tile(const para
 {
   using G = geom<SES>;
   constexpr int VEC = G::VEC;
+  if (!t.valid)
+    return;
 #pragma unroll
   for (int k = 0; k < G::NR; k++) {
     int64_t r = t.r0 + t.vr + k * G::RSTEP;
@@ -254,11 +281,11 @@ template <int SES, int OUT> __device__ __forceinline__ void cast_tile(const para
   }
 }
 
-/* one CTA per tile: grid.x = tiles of the region, grid.y = item of the chunk */
+/* one CTA per kTpc tiles: grid.x = tile groups of the region, grid.y = item of the chunk */
 template <int SES, int OUT>
-__global__ void __launch_bounds__(kThreads, RFK_MINB) tile_kernel(const __grid_constant__ params_t p, int tiles_r)
+__global__ void __launch_bounds__(kThreads * kTpc) tile_kernel(const __grid_constant__ params_t p, int tiles_r)
 {
-  __shared__ uint32_t red[kThreads / 32];
+  __shared__ uint32_t red[kTpc * kThreads / 32];
   const tile_pos t = locate<SES>(p, blockIdx.y, blockIdx.x, tiles_r);
   uint4 v[geom<SES>::NR];
   load_tile<SES>(p, t, v);
@@ -268,39 +295,6 @@ __global__ void __launch_bounds__(kThreads, RFK_MINB) tile_kernel(const __grid_c
     cast_tile<SES, OUT>(p, t, v);
 }
 
-/* persistent: CTA b takes tiles b, b + G, b + 2G, ... of the chunk (items one after another),
- * loading tile i+1 into the other register set before finishing tile i */
-template <int SES>
-__global__ void __launch_bounds__(kThreads) persist_kernel(const __grid_constant__ params_t p, int tiles_r, int items)
-{
-  __shared__ uint32_t red[2][kThreads / 32];
-  const int per = tiles_r * p.tiles_c, total = per * items, step = gridDim.x;
-  uint4 a[geom<SES>::NR], b[geom<SES>::NR];
-  int i = blockIdx.x;
-  if (i >= total)
-    return;
-  tile_pos ta = locate<SES>(p, i / per, i % per, tiles_r), tb;
-  load_tile<SES>(p, ta, a);
-  for (;;) {
-    int j = i + step;
-    if (j < total) {
-      tb = locate<SES>(p, j / per, j % per, tiles_r);
-      load_tile<SES>(p, tb, b);
-    }
-    fp8_tile<SES>(p, ta, a, red[0]);
-    if (j >= total)
-      break;
-    i = j + step;
-    if (i < total) {
-      ta = locate<SES>(p, i / per, i % per, tiles_r);
-      load_tile<SES>(p, ta, a);
-    }
-    fp8_tile<SES>(p, tb, b, red[1]);
-    if (i >= total)
-      break;
-  }
-}
-
 int esize(int dtype) { return dtype == RFK_BF16 ? 2 : dtype == RFK_FP32 ? 4 : 1; }
 
 bool aligned(const void *ptr, int64_t ld_bytes, int64_t a)
@@ -308,26 +302,10 @@ bool aligned(const void *ptr, int64_t ld_bytes, int64_t a)
   return (uintptr_t)ptr % a == 0 && ld_bytes % a == 0;
 }
 
-int sm_count(void)
+template <int SES, int OUT> void launch(const params_t &p, int n, int tiles_r, cudaStream_t st)
 {
-  static int sms;
-  if (!sms) {
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-      sms = 132;
-  }
-  return sms;
-}
-
-template <int SES, int OUT> void launch(const params_t &p, int n, int64_t tiles, cudaStream_t st)
-{
-  int tiles_r = (int)(tiles / p.tiles_c);
-  if (RFK_PERSIST && SES == 2 && OUT == RFK_FP8) {
-    int64_t g = (int64_t)sm_count() * RFK_PERSIST;
-    persist_kernel<SES><<<(unsigned)(tiles * n < g ? tiles * n : g), kThreads, 0, st>>>(p, tiles_r, n);
-  } else {
-    tile_kernel<SES, OUT><<<dim3((unsigned)tiles, (unsigned)n), kThreads, 0, st>>>(p, tiles_r);
-  }
+  unsigned groups = (unsigned)tiles_r * (unsigned)((p.tiles_c + kTpc - 1) / kTpc);
+  tile_kernel<SES, OUT><<<dim3(groups, (unsigned)n), kThreads * kTpc, 0, st>>>(p, tiles_r);
 }
 
 } /* namespace */
@@ -365,14 +343,15 @@ extern "C" int rfk_cuda_run(const rfk_shape *s, const rfk_item *items, int n, in
     }
     pp->aligned = al;
     int o = s->out_dtype;
+    int tr = (int)tiles_r;
     if (s->src_dtype == RFK_BF16)
-      o == RFK_FP8 ? launch<2, RFK_FP8>(*pp, m, tiles, st)
-      : o == RFK_BF16 ? launch<2, RFK_BF16>(*pp, m, tiles, st)
-                      : launch<2, RFK_FP32>(*pp, m, tiles, st);
+      o == RFK_FP8 ? launch<2, RFK_FP8>(*pp, m, tr, st)
+      : o == RFK_BF16 ? launch<2, RFK_BF16>(*pp, m, tr, st)
+                      : launch<2, RFK_FP32>(*pp, m, tr, st);
     else
-      o == RFK_FP8 ? launch<4, RFK_FP8>(*pp, m, tiles, st)
-      : o == RFK_BF16 ? launch<4, RFK_BF16>(*pp, m, tiles, st)
-                      : launch<4, RFK_FP32>(*pp, m, tiles, st);
+      o == RFK_FP8 ? launch<4, RFK_FP8>(*pp, m, tr, st)
+      : o == RFK_BF16 ? launch<4, RFK_BF16>(*pp, m, tr, st)
+                      : launch<4, RFK_FP32>(*pp, m, tr, st);
     if (cudaGetLastError() != cudaSuccess)
       return RFK_ERR_CUDA;
   }
