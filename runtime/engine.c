@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <time.h>
 
 #include "internal.h"
@@ -37,6 +38,9 @@ uint64_t rf__now_ns(void)
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+static rf_status start_stager(rf_engine *e);
+static void stop_stager(rf_engine *e);
 
 static size_t dtype_size(int dt) { return dt == RF_FP32 ? 4 : dt == RF_BF16 ? 2 : 1; }
 
@@ -120,7 +124,8 @@ static rf_status open_trainer(rf_engine *e)
     if (!e->arena) return rf__fail(e, RF_ERR_NOMEM, "slot arena of %zu bytes", bytes);
     memset(e->arena, 0, bytes);
   }
-  return rf__ucx_map(e, e->arena, bytes, &e->arena_memh);
+  RF_CHECK(rf__ucx_map(e, e->arena, bytes, &e->arena_memh));
+  return e->cfg.mem == RF_MEM_HOST ? start_stager(e) : RF_OK;
 }
 
 static rf_status open_receiver(rf_engine *e)
@@ -191,6 +196,7 @@ rf_status rf_open(const rf_config *cfg, rf_engine **out)
 void rf_close(rf_engine *e)
 {
   if (!e) return;
+  stop_stager(e);
   if (e->ux) {
     if (e->dst_memh)
       for (uint32_t i = 0; i < (e->rv ? e->rv->dst_count : 0); i++)
@@ -223,7 +229,9 @@ void rf_close(rf_engine *e)
 
 void rf_get_counters(const rf_engine *e, rf_counters *c)
 {
-  if (e && c) *c = e->ctr;
+  if (!e || !c) return;
+  *c = e->ctr;
+  c->stage_ns += atomic_load(&((rf_engine *)e)->stage_ns);
 }
 
 rf_status rf_ucx_setting(const rf_engine *e, const char *name, char *buf, size_t len)
@@ -674,27 +682,60 @@ static rf_status stage_op_host(rf_engine *e, const rf_op *o)
     e->items[i].scale = o->kind == RF_OP_FP8 ? (float *)(e->arena + o->scale + (uint64_t)i * o->scale_step) : NULL;
   }
   int rc = rfk_ref_run(&sh, e->items, (int)o->count);
-  if (rc) {
+  if (rc) { /* runs on the staging thread: the main thread copies stage_err into err */
     const rf_src_tensor *s = &p->src[o->src];
-    return rf__fail(e, rc == RFK_ERR_NONFINITE ? RF_ERR_KERNEL : RF_ERR_KERNEL,
-                    "staging tensor '%s'%s for version %llu: %s", s->name, o->count > 1 ? " (and its group)" : "",
-                    (unsigned long long)e->version, rfk_strerror(rc));
+    snprintf(e->stage_err, sizeof e->stage_err, "staging tensor '%s'%s for version %llu: %s", s->name,
+             o->count > 1 ? " (or another of its group)" : "", (unsigned long long)e->version, rfk_strerror(rc));
+    return RF_ERR_KERNEL;
   }
   return RF_OK;
 }
 
-static rf_status stage_group(rf_engine *e, uint32_t g)
+/* the staging thread: for each push, every group of this rank in order; errors stop it */
+static void *stager_main(void *arg)
 {
-  const rf_group *gr = &e->p->groups[g];
-  uint64_t t0 = rf__now_ns();
-  rf_status s = RF_OK;
-  if (e->cfg.mem == RF_MEM_CUDA) {
-    s = rf__cuda_stage(e, g, NULL);
-  } else {
-    for (uint32_t i = 0; i < gr->op_count && s == RF_OK; i++) s = stage_op_host(e, &e->p->ops[gr->op_first + i]);
+  rf_engine *e = arg;
+  pthread_mutex_lock(&e->mu);
+  for (;;) {
+    while (!e->stager_quit && e->stage_version == 0) pthread_cond_wait(&e->cv, &e->mu);
+    if (e->stager_quit) break;
+    pthread_mutex_unlock(&e->mu);
+    for (uint32_t i = 0; i < e->rk->group_count && !atomic_load(&e->stage_failed); i++) {
+      const rf_group *gr = &e->p->groups[e->rk->group_first + i];
+      uint64_t t0 = rf__now_ns();
+      rf_status s = RF_OK;
+      for (uint32_t k = 0; k < gr->op_count && s == RF_OK; k++) s = stage_op_host(e, &e->p->ops[gr->op_first + k]);
+      atomic_fetch_add(&e->stage_ns, rf__now_ns() - t0);
+      if (s != RF_OK) atomic_store(&e->stage_failed, 1);
+      else atomic_store(&e->g_staged, i + 1);
+    }
+    pthread_mutex_lock(&e->mu);
+    e->stage_version = 0;
   }
-  e->ctr.stage_ns += rf__now_ns() - t0;
-  return s;
+  pthread_mutex_unlock(&e->mu);
+  return NULL;
+}
+
+static rf_status start_stager(rf_engine *e)
+{
+  if (pthread_mutex_init(&e->mu, NULL) || pthread_cond_init(&e->cv, NULL))
+    return rf__fail(e, RF_ERR_NOMEM, "staging thread: mutex");
+  if (pthread_create(&e->stager, NULL, stager_main, e)) return rf__fail(e, RF_ERR_NOMEM, "staging thread");
+  e->stager_on = 1;
+  return RF_OK;
+}
+
+static void stop_stager(rf_engine *e)
+{
+  if (!e->stager_on) return;
+  pthread_mutex_lock(&e->mu);
+  e->stager_quit = 1;
+  pthread_cond_signal(&e->cv);
+  pthread_mutex_unlock(&e->mu);
+  pthread_join(e->stager, NULL);
+  pthread_cond_destroy(&e->cv);
+  pthread_mutex_destroy(&e->mu);
+  e->stager_on = 0;
 }
 
 rf_status rf_push(rf_engine *e, uint64_t version, void *stream)
@@ -734,6 +775,19 @@ rf_status rf_push(rf_engine *e, uint64_t version, void *stream)
       }
     }
     e->g_next = e->rk->group_first + e->rk->group_count;
+  } else {
+    /* hand the version to the staging thread (idle by now: the last push ended after its staging) */
+    pthread_mutex_lock(&e->mu);
+    while (e->stage_version != 0) {
+      pthread_mutex_unlock(&e->mu);
+      sched_yield();
+      pthread_mutex_lock(&e->mu);
+    }
+    atomic_store(&e->g_staged, 0);
+    atomic_store(&e->stage_failed, 0);
+    e->stage_version = version;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
   }
   for (uint32_t i = 0; i < e->n_tg; i++) {
     rf__target *t = &e->tg[i];
@@ -821,6 +875,7 @@ static void trainer_step(rf_engine *e)
   const rf_plan *p = e->p;
   uint32_t g_end = e->rk->group_first + e->rk->group_count;
   uint64_t t0 = rf__now_ns();
+  (void)g_end;
   while (e->push_status == RF_OK) {
     if (e->w_next < e->w_end) {
       if (e->inflight >= e->max_inflight) break;
@@ -853,18 +908,14 @@ static void trainer_step(rf_engine *e)
       e->w_end = gr->write_first + gr->write_count;
       continue;
     }
-    if (e->g_next >= g_end) break;
-    e->ctr.post_ns += rf__now_ns() - t0;
-    rf_status s = stage_group(e, e->g_next);
-    t0 = rf__now_ns();
-    if (s != RF_OK) {
-      e->push_status = s;
+    if (atomic_load(&e->stage_failed)) {
+      e->push_status = rf__fail(e, RF_ERR_KERNEL, "%s", e->stage_err);
       break;
     }
-    const rf_group *gr = &p->groups[e->g_next++];
+    if (e->g_posted >= e->rk->group_first + atomic_load(&e->g_staged)) break; /* next group not staged yet */
+    const rf_group *gr = &p->groups[e->g_posted++];
     e->w_next = gr->write_first;
     e->w_end = gr->write_first + gr->write_count;
-    rf__ucx_progress(e); /* let earlier writes move while the next group stages */
   }
   e->ctr.post_ns += rf__now_ns() - t0;
   for (uint32_t i = 0; i < e->n_tg && e->push_status == RF_OK; i++) {
@@ -887,6 +938,7 @@ rf_status rf_progress(rf_engine *e)
   if (!e->pushing) return RF_OK;
   trainer_step(e);
   if (e->push_status != RF_OK) {
+    atomic_store(&e->stage_failed, 1); /* stop staging */
     /* the push is over: drain what is in flight so buffers are free again */
     if (e->inflight || e->flush_pending || e->done_pending) return RF_AGAIN;
     e->pushing = 0;

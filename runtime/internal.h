@@ -4,7 +4,9 @@
 #ifndef REFIT_INTERNAL_H
 #define REFIT_INTERNAL_H
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "kernels.h"
@@ -121,7 +123,18 @@ struct rf_engine {
   uint64_t version, last_version, push_t0;
   uint32_t g_next, w_next, w_end; /* next group to stage; writes ready to post: [w_next, w_end) */
   uint32_t inflight, flush_pending, done_pending, targets_done;
-  uint32_t g_posted;        /* CUDA: groups whose writes may be posted (events done) */
+  uint32_t g_posted;        /* groups whose writes are posted or being posted */
+  /* host mode: a staging thread runs the reference kernels group by group while this thread
+   * posts the writes of groups already staged (DESIGN.md section 3, step 2) */
+  pthread_t stager;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int stager_on, stager_quit;
+  uint64_t stage_version;   /* version the stager works on (0 = idle) */
+  _Atomic uint32_t g_staged;/* groups of this push staged so far */
+  _Atomic int stage_failed;
+  _Atomic uint64_t stage_ns;
+  char stage_err[512];
 
   /* receiver */
   const rf_receiver *rv;
