@@ -14,6 +14,7 @@ Run: ninja bench_kernels (on a GPU machine), or python3 bench/kernels_bench.py b
 """
 import ctypes
 import sys
+import traceback
 
 try:
     import torch
@@ -48,36 +49,51 @@ lib = ctypes.CDLL(sys.argv[1] if len(sys.argv) > 1 else "build/obj/libkernels_cu
 lib.rfk_cuda_run.argtypes = [ctypes.POINTER(Shape), ctypes.POINTER(Item), ctypes.c_int, ctypes.c_void_p,
                              ctypes.c_void_p]
 flag = torch.zeros(1, dtype=torch.int32, device="cuda")
+# RFK_BENCH_ALT=other.so: an earlier build of the kernels, timed in the same rounds ("alt")
+import os
+alt = None
+if os.environ.get("RFK_BENCH_ALT"):
+    alt = ctypes.CDLL(os.environ["RFK_BENCH_ALT"])
+    alt.rfk_cuda_run.argtypes = lib.rfk_cuda_run.argtypes
 
 
-def rfk_call(shape, items):
+def rfk_call(shape, items, which=None):
     arr = (Item * len(items))(*[Item(*it) for it in items])
-    rc = lib.rfk_cuda_run(ctypes.byref(shape), arr, len(items), flag.data_ptr(),
+    rc = (which or (alt if use_alt else lib)).rfk_cuda_run(ctypes.byref(shape), arr, len(items), flag.data_ptr(),
                           torch.cuda.current_stream().cuda_stream)
     if rc != 0:
         raise RuntimeError(f"rfk_cuda_run: {rc}")
 
 
-def bench(fn, reps=7):
-    """median seconds per call: each sample times `iters` back-to-back calls (>= ~3 ms in all)"""
-    fn()
-    torch.cuda.synchronize()
+def bench(fns, reps=7, slow_reps=3):
+    """median seconds per call of each function in fns (name -> fn), measured in interleaved
+    rounds so that clock or thermal drift hits every contender alike; each sample times `iters`
+    back-to-back calls (>= ~3 ms in all). Functions slower than 20 ms get slow_reps samples."""
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    fn()
-    b.record()
-    b.synchronize()
-    iters = max(1, min(50, int(3e-3 / max(a.elapsed_time(b) * 1e-3, 1e-6))))
-    times = []
-    for _ in range(reps):
+    iters, times, slow = {}, {}, set()
+    for name, fn in fns.items():
+        fn()
+        torch.cuda.synchronize()
         a.record()
-        for _ in range(iters):
-            fn()
+        fn()
         b.record()
         b.synchronize()
-        times.append(a.elapsed_time(b) * 1e-3 / iters)
-    times.sort()
-    return times[len(times) // 2]
+        t = a.elapsed_time(b) * 1e-3
+        iters[name] = max(1, min(50, int(3e-3 / max(t, 1e-6))))
+        times[name] = []
+        if t > 20e-3:
+            slow.add(name)
+    for rep in range(reps):
+        for name, fn in fns.items():
+            if name in slow and rep >= slow_reps:
+                continue
+            a.record()
+            for _ in range(iters[name]):
+                fn()
+            b.record()
+            b.synchronize()
+            times[name].append(a.elapsed_time(b) * 1e-3 / iters[name])
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 # ---- peers ----
@@ -135,15 +151,48 @@ def report(name, bytes_moved, t_ours, t_copy, t_triton, t_torch, eq):
           f"{(t_triton or 0) * 1e3:.3f} ms, torch {(t_torch or 0) * 1e3:.3f} ms, {eq}", flush=True)
 
 
-def copy_time(nbytes):
-    """cudaMemcpy D2D (torch copy_ of contiguous uint8) moving nbytes read + written"""
+def copy_fn(nbytes):
+    """cudaMemcpy D2D (torch copy_ of contiguous uint8, cudaMemcpyAsync) moving nbytes read + written"""
     half = nbytes // 2
     a = torch.empty(half, dtype=torch.uint8, device="cuda")
     b = torch.empty(half, dtype=torch.uint8, device="cuda")
     a.random_(0, 255)
-    t = bench(lambda: b.copy_(a))
-    del a, b
-    return t
+    return lambda: b.copy_(a)
+
+
+use_alt = False
+
+
+def alt_call(fn):
+    """runs fn with rfk_call going to the alternative library"""
+    global use_alt
+    use_alt = True
+    try:
+        fn()
+    finally:
+        use_alt = False
+
+
+def run_case(name, nbytes, ours, triton_fn, torch_fn, check):
+    """check() compares peers' bytes with ours and frees what it made; then all contenders are
+    timed in interleaved rounds with a copy of the same bytes"""
+    ours()
+    torch.cuda.synchronize()
+    eq = check()
+    fns = {"ours": ours, "copy": copy_fn(nbytes)}
+    if alt is not None:
+        fns["alt"] = lambda: alt_call(ours)
+    if triton_fn is not None and not OURS_ONLY:
+        fns["triton"] = triton_fn
+    if torch_fn is not None and not OURS_ONLY:
+        fns["torch"] = torch_fn
+    t = bench(fns)
+    report(name, nbytes, t["ours"], t["copy"], t.get("triton"), t.get("torch"), eq)
+    if "alt" in t:
+        print(f"  {name}: alt build {nbytes / t['alt'] / 1e9:.0f} GB/s ({t['copy'] / t['alt']:.3f} of copy), "
+              f"this build {nbytes / t['ours'] / 1e9:.0f} GB/s ({t['copy'] / t['ours']:.3f} of copy)", flush=True)
+    del fns
+    torch.cuda.empty_cache()
 
 
 def case_experts(name, E, R, C, halves):
@@ -160,38 +209,31 @@ def case_experts(name, E, R, C, halves):
     def ours():
         for items in calls:
             rfk_call(shape, items)
-    nbytes = halves * E * R * C * 3 + scale.numel() * 4
-    t_ours = bench(ours)
-    mine_q, mine_s = out.clone(), scale.clone()
-    t_tr = None
-    eq = []
-    if triton is not None and not OURS_ONLY:
-        def tr():
-            for h, s in enumerate(srcs):
-                triton_quant(s, R * C, C, out[:, h * R:].view(torch.float8_e4m3fn), halves * R * C, C,
-                             scale[:, h * sr:], halves * sr * sc, sc, E, R, C)
-        out.zero_()
-        t_tr = bench(tr)
-        eq.append("triton " + ("equal" if torch.equal(out, mine_q) and torch.equal(scale, mine_s) else "DIFFERENT"))
+    def tr():
+        for h, s in enumerate(srcs):
+            triton_quant(s, R * C, C, out[:, h * R:].view(torch.float8_e4m3fn), halves * R * C, C,
+                         scale[:, h * sr:], halves * sr * sc, sc, E, R, C)
     chunk = 32
-    if OURS_ONLY:
-        del srcs
-        report(name, nbytes, t_ours, copy_time(nbytes), None, None, "")
-        return
     tq = torch.empty((chunk * R, C), dtype=torch.float8_e4m3fn, device="cuda")
     def pt():
         for s in srcs:
             for e0 in range(0, E, chunk):
                 torch_per_block(s[e0:e0 + chunk].view(-1, C), tq)
-    t_pt = bench(pt, reps=3)
-    q, _ = torch_per_block(srcs[-1][:chunk].view(-1, C))
-    eq.append("torch " + ("equal" if torch.equal(q.view(torch.uint8).view(chunk, R, C),
-                                                   mine_q[:chunk, (halves - 1) * R:]) else "DIFFERENT"))
-    del srcs, tq, q
-    t_copy = copy_time(nbytes)
-    report(name, nbytes, t_ours, t_copy, t_tr, t_pt, ", ".join(eq))
-    del out, scale, mine_q, mine_s
-    torch.cuda.empty_cache()
+    def check():
+        if OURS_ONLY:
+            return ""
+        mine_q, mine_s = out.clone(), scale.clone()
+        eq = []
+        if triton is not None:
+            out.zero_()
+            tr()
+            eq.append("triton " + ("equal" if torch.equal(out, mine_q) and torch.equal(scale, mine_s) else "DIFFERENT"))
+        q, s = torch_per_block(srcs[-1][:chunk].view(-1, C))
+        eq.append("torch " + ("equal" if torch.equal(q.view(torch.uint8).view(chunk, R, C), mine_q[:chunk, (halves - 1) * R:])
+                              and torch.equal(s.view(chunk, sr, sc), mine_s[:chunk, (halves - 1) * sr:]) else "DIFFERENT"))
+        return ", ".join(eq)
+    nbytes = halves * E * R * C * 3 + scale.numel() * 4
+    run_case(name, nbytes, ours, tr if triton else None, pt, check)
 
 
 def case_dense(name, R, C, src_dtype, pieces=1):
@@ -206,50 +248,39 @@ def case_dense(name, R, C, src_dtype, pieces=1):
     shape = Shape(src_dtype, RFK_FP8, 0, R, w, C, w, sc)
     items = [(x.data_ptr() + p * w * es, out.data_ptr() + p * R * w, scale.data_ptr() + p * sr * sc * 4)
              for p in range(pieces)]
-    nbytes = R * C * (es + 1) + scale.numel() * 4
-    t_ours = bench(lambda: rfk_call(shape, items))
-    mine_q, mine_s = out.clone(), scale.clone()
-    eq = []
-    t_tr = None
-    if triton is not None and not OURS_ONLY:
-        out.zero_()
-        t_tr = bench(lambda: triton_quant(x, w, C, out.view(torch.float8_e4m3fn), R * w, w, scale, sr * sc, sc,
-                                          pieces, R, w))
-        eq.append("triton " + ("equal" if torch.equal(out, mine_q) and torch.equal(scale, mine_s) else "DIFFERENT"))
-    if OURS_ONLY:
-        del x
-        report(name, nbytes, t_ours, copy_time(nbytes), None, None, "")
-        return
+    ours = lambda: rfk_call(shape, items)
+    tr = lambda: triton_quant(x, w, C, out.view(torch.float8_e4m3fn), R * w, w, scale, sr * sc, sc, pieces, R, w)
     tq = torch.empty((R, w), dtype=torch.float8_e4m3fn, device="cuda")
     def pt():
         for p in range(pieces):
             torch_per_block(x[:, p * w:(p + 1) * w], tq)
-    t_pt = bench(pt, reps=3)
-    q, s = torch_per_block(x[:, :w])
-    eq.append("torch " + ("equal" if torch.equal(q.view(torch.uint8), mine_q[0]) and
-                          torch.equal(s, mine_s[0]) else "DIFFERENT"))
-    del x, tq, q, s
-    t_copy = copy_time(nbytes)
-    report(name, nbytes, t_ours, t_copy, t_tr, t_pt, ", ".join(eq))
-    del out, scale, mine_q, mine_s
-    torch.cuda.empty_cache()
+    def check():
+        if OURS_ONLY:
+            return ""
+        mine_q, mine_s = out.clone(), scale.clone()
+        eq = []
+        if triton is not None:
+            out.zero_()
+            tr()
+            eq.append("triton " + ("equal" if torch.equal(out, mine_q) and torch.equal(scale, mine_s) else "DIFFERENT"))
+        q, s = torch_per_block(x[:, :w])
+        eq.append("torch " + ("equal" if torch.equal(q.view(torch.uint8), mine_q[0]) and
+                              torch.equal(s, mine_s[0]) else "DIFFERENT"))
+        return ", ".join(eq)
+    nbytes = R * C * (es + 1) + scale.numel() * 4
+    run_case(name, nbytes, ours, tr if triton else None, pt, check)
 
 
 def case_cast(name, R, C):
+    """fp32 -> bf16 cast; the peer is torch's own cast (out.copy_(x))"""
     x = randn((R, C), torch.float32)
     out = torch.empty((R, C), dtype=torch.bfloat16, device="cuda")
     shape = Shape(RFK_FP32, RFK_BF16, 0, R, C, C, C, 0)
     items = [(x.data_ptr(), out.data_ptr(), None)]
-    nbytes = R * C * 6
-    t_ours = bench(lambda: rfk_call(shape, items))
-    mine = out.clone()
-    t_pt = bench(lambda: out.copy_(x))
-    eq = "torch " + ("equal" if torch.equal(out.view(torch.int16), mine.view(torch.int16)) else "DIFFERENT")
-    del x
-    t_copy = copy_time(nbytes)
-    report(name, nbytes, t_ours, t_copy, None, t_pt, eq)
-    del out, mine
-    torch.cuda.empty_cache()
+    ref = x.to(torch.bfloat16)
+    def check():
+        return "torch " + ("equal" if torch.equal(out.view(torch.int16), ref.view(torch.int16)) else "DIFFERENT")
+    run_case(name, R * C * 6, lambda: rfk_call(shape, items), None, lambda: out.copy_(x), check)
 
 
 def main():
@@ -261,13 +292,17 @@ def main():
         ("experts w13 256x2x[2048,6144]", lambda n: case_experts(n, 256, 2048, 6144, 2)),
         ("experts w2 256x[6144,2048]", lambda n: case_experts(n, 256, 6144, 2048, 1)),
         ("dense [16384,6144] bf16", lambda n: case_dense(n, 16384, 6144, RFK_BF16)),
-        ("TP8 pack [6144,16384] dim1", lambda n: case_dense(n, 6144, 16384, RFK_BF16, 8)),
+        ("tp8 pack [6144,16384] dim1", lambda n: case_dense(n, 6144, 16384, RFK_BF16, 8)),
         ("fp32 src [16384,6144]", lambda n: case_dense(n, 16384, 6144, RFK_FP32)),
-        ("cast fp32->bf16 [16384,6144]", lambda n: case_cast(n, 16384, 6144)),
+        ("cast fp32->bf16 [16384,6144] (torch = .to)", lambda n: case_cast(n, 16384, 6144)),
     ]
     for i, (name, fn) in enumerate(cases):
         if only is None or str(i) in only:
-            fn(name)
+            try:
+                fn(name)
+            except Exception:  # one broken case must not hide the others
+                traceback.print_exc()
+                torch.cuda.empty_cache()
     print()
     print(f"| case | GB moved | ours GB/s | copy GB/s | triton GB/s | torch GB/s | ours/copy | ours/triton | "
           f"ours/torch | bytes equal |")

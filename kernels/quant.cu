@@ -69,10 +69,10 @@ template <int VEC> __device__ __forceinline__ uint32_t elem(const uint4 &w, int 
  *     2 plain ld.global;
  *   RFK_ROWS_FIRST: walk a region's tiles down the rows first instead of along the columns. */
 #ifndef RFK_TPC
-#define RFK_TPC 1
+#define RFK_TPC 2
 #endif
 #ifndef RFK_LDHINT
-#define RFK_LDHINT 0
+#define RFK_LDHINT 1
 #endif
 #ifndef RFK_ROWS_FIRST
 #define RFK_ROWS_FIRST 0
