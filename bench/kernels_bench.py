@@ -283,6 +283,57 @@ def case_cast(name, R, C):
     run_case(name, R * C * 6, lambda: rfk_call(shape, items), None, lambda: out.copy_(x), check)
 
 
+class Absorb(ctypes.Structure):
+    _fields_ = [("kv_b", ctypes.c_void_p), ("scale", ctypes.c_void_p), ("w_uk_t", ctypes.c_void_p),
+                ("w_uv", ctypes.c_void_p)]
+
+
+class Requant(ctypes.Structure):
+    _fields_ = [("q", ctypes.c_void_p), ("scale", ctypes.c_void_p), ("q_out", ctypes.c_void_p),
+                ("scale_out", ctypes.c_void_p)]
+
+
+def case_absorb(name, layers, heads, nope, v, lora):
+    """MLA absorption for one receiver: every layer's fp8 kv_b_proj [heads*(nope+v), lora] into
+    W_UK_T [heads, nope, lora] and W_UV [heads, lora, v] bf16, one call"""
+    rows = heads * (nope + v)
+    sr, sc = -(-rows // 128), -(-lora // 128)
+    kv = torch.randint(0, 126, (layers, rows, lora), dtype=torch.uint8, device="cuda")
+    sca = torch.rand((layers, sr, sc), dtype=torch.float32, device="cuda") * 1e-3
+    uk = torch.empty((layers, heads, nope, lora), dtype=torch.bfloat16, device="cuda")
+    uv = torch.empty((layers, heads, lora, v), dtype=torch.bfloat16, device="cuda")
+    items = (Absorb * layers)(*[Absorb(kv[l].data_ptr(), sca[l].data_ptr(), uk[l].data_ptr(), uv[l].data_ptr())
+                                for l in range(layers)])
+    lib.rfk_cuda_mla_absorb.argtypes = [ctypes.POINTER(Absorb), ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                        ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+    def ours():
+        rc = lib.rfk_cuda_mla_absorb(items, layers, 1, heads, nope, v, lora, torch.cuda.current_stream().cuda_stream)
+        if rc != 0:
+            raise RuntimeError(f"rfk_cuda_mla_absorb: {rc}")
+    def check():  # against PyTorch: dequantize in fp32, round to bf16, split and transpose
+        w = (kv[0].view(torch.float8_e4m3fn).float().view(sr, 128, sc, 128)[:, :, :, :] *
+             sca[0][:, None, :, None]).view(rows, lora).to(torch.bfloat16).view(heads, nope + v, lora)
+        ok = torch.equal(uk[0].view(torch.int16), w[:, :nope].contiguous().view(torch.int16)) and \
+            torch.equal(uv[0].view(torch.int16), w[:, nope:].transpose(1, 2).contiguous().view(torch.int16))
+        return "torch " + ("equal" if ok else "DIFFERENT")
+    run_case(name, kv.numel() + 2 * (uk.numel() + uv.numel()), ours, None, None, check)
+
+
+def case_requant(name, E, R, C):
+    """UE8M0 re-quantization in place of E experts' fp8 [R, C] with fp32 block scales"""
+    q = torch.randint(0, 126, (E, R, C), dtype=torch.uint8, device="cuda")
+    sc = torch.rand((E, R // 128, C // 128), dtype=torch.float32, device="cuda") * 1e-3 + 1e-5
+    items = (Requant * E)(*[Requant(q[e].data_ptr(), sc[e].data_ptr(), q[e].data_ptr(), sc[e].data_ptr())
+                            for e in range(E)])
+    lib.rfk_cuda_requant_ue8m0.argtypes = [ctypes.POINTER(Requant), ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                                           ctypes.c_void_p, ctypes.c_void_p]
+    def ours():
+        rc = lib.rfk_cuda_requant_ue8m0(items, E, R, C, flag.data_ptr(), torch.cuda.current_stream().cuda_stream)
+        if rc != 0:
+            raise RuntimeError(f"rfk_cuda_requant_ue8m0: {rc}")
+    run_case(name, 2 * q.numel() + 2 * sc.numel() * 4, ours, None, None, lambda: "")
+
+
 def main():
     p = torch.cuda.get_device_properties(0)
     print(f"kernels_bench: {p.name}, {p.multi_processor_count} SMs, torch {torch.__version__}, "
@@ -295,6 +346,8 @@ def main():
         ("tp8 pack [6144,16384] dim1", lambda n: case_dense(n, 6144, 16384, RFK_BF16, 8)),
         ("fp32 src [16384,6144]", lambda n: case_dense(n, 16384, 6144, RFK_FP32)),
         ("cast fp32->bf16 [16384,6144] (torch = .to)", lambda n: case_cast(n, 16384, 6144)),
+        ("refresh: MLA absorb GLM-5 TP8, 78 layers", lambda n: case_absorb(n, 78, 8, 192, 256, 512)),
+        ("refresh: requant ue8m0 w13 256x[4096,6144] in place", lambda n: case_requant(n, 256, 4096, 6144)),
     ]
     for i, (name, fn) in enumerate(cases):
         if only is None or str(i) in only:
