@@ -8,8 +8,12 @@ events) after warm-up. Cases (GLM-5 shapes, MODELS.md):
   TP8 pack      [6144,16384] bf16 split on dim 1 -> 8 contiguous [6144,2048] fp8 pieces (8 items)
   fp32 source   [16384,6144] fp32 -> fp8
   cast pack     [16384,6144] fp32 -> bf16 (the cast path; peers: torch .to(), copy)
+  refresh       MLA absorption of 78 GLM-5 layers at TP8 (8 heads), UE8M0 requant of a w13 in place
 Every peer output is compared byte for byte with ours (the contract: scale = amax/448, q =
-e4m3_rne_satfinite(x * (448/amax))). Ratios: ours / copy, ours / Triton, ours / PyTorch.
+e4m3_rne_satfinite(x * (448/amax))). Ratios: ours / copy, ours / Triton, ours / PyTorch. All
+contenders of a case are timed in interleaved rounds (median of 7). RFK_BENCH_ALT=other.so adds an
+earlier build of the kernels as a contender ("alt"); --ours-only skips the peers; a second argument
+"0,2,4" picks cases.
 Run: ninja bench_kernels (on a GPU machine), or python3 bench/kernels_bench.py build/obj/libkernels_cuda.so
 """
 import ctypes

@@ -1,12 +1,13 @@
 /* quant.cu: rfk_cuda_run (kernels.h) - block FP8 e4m3fn quantization, bf16/fp32 casts and packing
  * copies of n same-shape regions in one launch per RFK_CUDA_CHUNK items. Bit-equal to ref.c.
  *
- * Layout: one CTA of 256 threads per 128x128 tile of one item (grid.x = tiles of the region,
- * grid.y = item in the chunk). A thread owns one 16-byte column vector of the tile (VEC = 8 bf16
- * or 4 fp32) in 128 / RSTEP rows: all its loads are issued before the first use, the block amax is
- * a max over |x| bit patterns (integers order like the floats, NaN above inf), then every thread
- * scales and converts its own registers, so the source is read once and the output written once.
- * Tiles that are partial or not 16-byte aligned take the same path with guarded scalar accesses.
+ * Layout: a CTA takes kTpc (RFK_TPC, default 2) 128x128 tiles side by side along the columns of
+ * one item, 256 threads per tile (grid.x = tile groups of the region, grid.y = item in the chunk).
+ * A thread owns one 16-byte column vector of its tile (VEC = 8 bf16 or 4 fp32) in 128 / RSTEP
+ * rows: all its loads are issued before the first use, the block amax is a max over |x| bit
+ * patterns (integers order like the floats, NaN above inf), then every thread scales and converts
+ * its own registers, so the source is read once and the output written once. Tiles that are
+ * partial or not 16-byte aligned take the same path with guarded scalar accesses.
  * Items travel by value in the kernel parameters (CUDA >= 12.1 allows 32 KB; 256 items = 6 KB).
  *
  * Test: build/test_kernels_gpu (tests/test_kernels_gpu.c, bit-for-bit against ref.c on odd sizes).
