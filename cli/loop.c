@@ -194,12 +194,40 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd)
   const rf_plan *p = o->plan;
   const rf_receiver *rv = &p->recv[me];
   rf_config cfg = {.plan = p, .role = RF_RECEIVER, .rank = me, .token = o->token, .timeout_ms = o->timeout_ms,
-                   .ucx_tls = o->tls};
+                   .ucx_tls = o->tls, .no_peer_errors = o->no_peer_errors};
   rf_engine *e;
   if (rf_open(&cfg, &e) != RF_OK) fatal(me, 0, "rf_open", rf_last_error(e));
   uint8_t **mem = calloc(rv->dst_count, sizeof *mem), **want = calloc(rv->dst_count, sizeof *want);
+  uint8_t *alias = NULL;
+  if (o->alias_dst) {
+    uint64_t big = 1;
+    for (uint32_t i = 0; i < rv->dst_count; i++)
+      if (p->dst[rv->dst_first + i].bytes > big) big = p->dst[rv->dst_first + i].bytes;
+    alias = malloc(big);
+    if (!alias) fatal(me, 0, "allocating", "aliased destination buffer");
+    memset(alias, 0xa5, big);
+  }
+  uint8_t *region = NULL;
+  uint64_t region_off = 0;
+  if (o->engine_mem && !alias) {
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < rv->dst_count; i++) total += (p->dst[rv->dst_first + i].bytes + 255) / 256 * 256;
+    if (rf_alloc(e, total, (void **)&region) != RF_OK) fatal(me, 0, "rf_alloc", rf_last_error(e));
+  }
   for (uint32_t i = 0; i < rv->dst_count; i++) {
     const rf_dst_tensor *d = &p->dst[rv->dst_first + i];
+    if (region) {
+      mem[i] = region + region_off;
+      region_off += (d->bytes + 255) / 256 * 256;
+      memset(mem[i], 0xa5, d->bytes);
+      if (rf_bind_dst(e, rv->dst_first + i, mem[i], d->bytes) != RF_OK) fatal(me, 0, "rf_bind_dst", rf_last_error(e));
+      want[i] = o->verify ? malloc(d->bytes) : NULL;
+      continue;
+    }
+    if (alias) {
+      if (rf_bind_dst(e, rv->dst_first + i, alias, d->bytes) != RF_OK) fatal(me, 0, "rf_bind_dst", rf_last_error(e));
+      continue;
+    }
     mem[i] = malloc(d->bytes);
     want[i] = o->verify ? malloc(d->bytes) : NULL;
     if (!mem[i] || (o->verify && !want[i])) fatal(me, 0, "allocating", d->name);
@@ -311,13 +339,26 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
 {
   const rf_plan *p = o->plan;
   rf_config cfg = {.plan = p, .role = RF_TRAINER, .rank = me, .token = o->token, .timeout_ms = o->timeout_ms,
-                   .ucx_tls = o->tls};
+                   .ucx_tls = o->tls, .no_peer_errors = o->no_peer_errors};
   rf_engine *e;
   if (rf_open(&cfg, &e) != RF_OK) fatal(me, 1, "rf_open", rf_last_error(e));
   void **src = calloc(p->n_src, sizeof *src);
+  uint8_t *alias = NULL;
+  if (o->alias_src) {
+    size_t big = 1;
+    for (uint32_t i = 0; i < p->n_src; i++)
+      if (rf_src_bytes(e, i) > big) big = rf_src_bytes(e, i);
+    alias = malloc(big);
+    if (!alias) fatal(me, 1, "allocating", "aliased source buffer");
+    for (size_t k = 0; k < big / 2; k++) ((uint16_t *)alias)[k] = (uint16_t)(0x3c00 + (mix(k) & 0x3ff)); /* finite bf16 */
+  }
   for (uint32_t i = 0; i < p->n_src; i++) {
     size_t n = rf_src_bytes(e, i);
     if (!n) continue;
+    if (alias) {
+      if (rf_bind_src(e, i, alias, n) != RF_OK) fatal(me, 1, "rf_bind_src", rf_last_error(e));
+      continue;
+    }
     src[i] = malloc(n);
     if (!src[i]) fatal(me, 1, "allocating", p->src[i].name);
     memset(src[i], 0, n);
@@ -550,6 +591,7 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
         lv->stage_ns += m.stage_ns;
         lv->post_ns += m.post_ns;
         lv->writes += m.writes;
+        if (m.ns > lv->push_ns_max) lv->push_ns_max = m.ns;
         r->allocs += 0;
         if (m.status != RF_OK && !lv->trainer_errors++) snprintf(lv->trainer_error, sizeof lv->trainer_error, "%s", m.text);
         if (o->count_allocs && v == (uint64_t)o->versions) r->allocs += m.allocs, r->alloc_checked_calls += m.calls;

@@ -199,8 +199,12 @@ void rf_close(rf_engine *e)
   stop_stager(e);
   if (e->ux) {
     if (e->dst_memh)
-      for (uint32_t i = 0; i < (e->rv ? e->rv->dst_count : 0); i++)
-        if (e->dst_memh[i]) rf__ucx_unmap(e, e->dst_memh[i]);
+      for (uint32_t i = 0; i < (e->rv ? e->rv->dst_count : 0); i++) {
+        int shared = 0;
+        for (uint32_t k = 0; k < e->n_regions; k++) shared |= e->dst_memh[i] == e->region[k].memh;
+        if (e->dst_memh[i] && !shared) rf__ucx_unmap(e, e->dst_memh[i]);
+      }
+    for (uint32_t k = 0; k < e->n_regions; k++) rf__ucx_unmap(e, e->region[k].memh);
     if (e->arena_memh) rf__ucx_unmap(e, e->arena_memh);
     rf__ucx_close(e); /* destroys rkeys, endpoints, listener, worker, context */
   }
@@ -306,11 +310,32 @@ rf_status rf_listen(rf_engine *e, const char *ip, uint16_t port, uint16_t *port_
       return rf__fail(e, RF_ERR_UNBOUND, "tensor '%s' (dst %u) of receiver %u is not bound",
                       p->dst[e->rv->dst_first + i].name, e->rv->dst_first + i, e->cfg.rank);
   RF_CHECK(prepare_refresh(e));
-  for (uint32_t i = 0; i < e->rv->dst_count; i++)
-    RF_CHECK(rf__ucx_map(e, e->dst_ptr[i], p->dst[e->rv->dst_first + i].bytes, &e->dst_memh[i]));
+  for (uint32_t i = 0; i < e->rv->dst_count; i++) {
+    uint8_t *ptr = e->dst_ptr[i];
+    uint64_t n = p->dst[e->rv->dst_first + i].bytes;
+    void *shared = NULL; /* inside an rf_alloc region: its registration covers the tensor */
+    for (uint32_t k = 0; k < e->n_regions && !shared; k++)
+      if (ptr >= e->region[k].ptr && ptr + n <= e->region[k].ptr + e->region[k].bytes) shared = e->region[k].memh;
+    if (shared) e->dst_memh[i] = shared;
+    else RF_CHECK(rf__ucx_map(e, ptr, n, &e->dst_memh[i]));
+  }
   RF_CHECK(rf__ucx_build_blob(e));
   RF_CHECK(rf__ucx_listen(e, ip ? ip : "0.0.0.0", port, port_out));
   e->listening = 1;
+  return RF_OK;
+}
+
+rf_status rf_alloc(rf_engine *e, size_t bytes, void **ptr)
+{
+  if (!e || !ptr || !bytes) return e ? rf__fail(e, RF_ERR_ARG, "rf_alloc: no size or output") : RF_ERR_ARG;
+  if (e->cfg.mem != RF_MEM_HOST) return rf__fail(e, RF_ERR_STATE, "rf_alloc: host engines only (bind cudaMalloc memory)");
+  if (e->n_regions == sizeof e->region / sizeof e->region[0])
+    return rf__fail(e, RF_ERR_NOMEM, "rf_alloc: at most %zu regions per engine", sizeof e->region / sizeof e->region[0]);
+  void *memh;
+  RF_CHECK(rf__ucx_alloc(e, bytes, ptr, &memh));
+  e->region[e->n_regions].ptr = *ptr;
+  e->region[e->n_regions].bytes = bytes;
+  e->region[e->n_regions++].memh = memh;
   return RF_OK;
 }
 
@@ -874,15 +899,15 @@ static void trainer_step(rf_engine *e)
 {
   const rf_plan *p = e->p;
   uint32_t g_end = e->rk->group_first + e->rk->group_count;
-  uint64_t t0 = rf__now_ns();
-  (void)g_end;
   while (e->push_status == RF_OK) {
     if (e->w_next < e->w_end) {
       if (e->inflight >= e->max_inflight) break;
       const rf_write *w = &p->writes[e->w_next];
       rf__target *t = &e->tg[e->recv_tg[w->receiver]];
       uint32_t di = w->dst - p->recv[w->receiver].dst_first;
+      uint64_t tp = rf__now_ns();
       rf_status s = rf__ucx_put(e, t, e->arena + w->slot, w->len, t->raddr[di] + w->dst_off, t->rkey[di]);
+      e->ctr.post_ns += rf__now_ns() - tp;
       if (s != RF_OK) {
         e->push_status = s;
         break;
@@ -917,7 +942,6 @@ static void trainer_step(rf_engine *e)
     e->w_next = gr->write_first;
     e->w_end = gr->write_first + gr->write_count;
   }
-  e->ctr.post_ns += rf__now_ns() - t0;
   for (uint32_t i = 0; i < e->n_tg && e->push_status == RF_OK; i++) {
     rf__target *t = &e->tg[i];
     if (t->failed && e->push_status == RF_OK)

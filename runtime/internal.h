@@ -141,6 +141,8 @@ struct rf_engine {
   uint32_t pos;             /* position in the replica (rv->tp_rank) */
   void **dst_ptr;           /* [dst_count] */
   void **dst_memh;          /* [dst_count] */
+  struct { uint8_t *ptr; size_t bytes; void *memh; } region[16]; /* rf_alloc */
+  uint32_t n_regions;
   void **der_ptr;           /* [n_derived] (only this position's are used) */
   uint32_t der_need;        /* derived tensors this receiver must bind */
   uint32_t ref_first, ref_count; /* refresh steps of this position */
@@ -177,6 +179,7 @@ rf_status rf__ucx_open(rf_engine *e);
 void rf__ucx_close(rf_engine *e);
 void rf__ucx_progress(rf_engine *e);
 rf_status rf__ucx_map(rf_engine *e, void *ptr, size_t len, void **memh);
+rf_status rf__ucx_alloc(rf_engine *e, size_t len, void **ptr, void **memh);
 void rf__ucx_unmap(rf_engine *e, void *memh);
 rf_status rf__ucx_listen(rf_engine *e, const char *ip, uint16_t port, uint16_t *port_out);
 /* the receiver's blob: worker address plus every bound tensor's address and packed key */

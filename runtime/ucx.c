@@ -162,6 +162,25 @@ rf_status rf__ucx_map(rf_engine *e, void *ptr, size_t len, void **memh)
   return RF_OK;
 }
 
+rf_status rf__ucx_alloc(rf_engine *e, size_t len, void **ptr, void **memh)
+{
+  ucp_mem_map_params_t mp = {.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
+                                           UCP_MEM_MAP_PARAM_FIELD_FLAGS,
+                             .address = NULL, .length = len, .flags = UCP_MEM_MAP_ALLOCATE};
+  ucp_mem_h h;
+  ucs_status_t s = ucp_mem_map(e->ux->ctx, &mp, &h);
+  if (s != UCS_OK) return rf__fail(e, RF_ERR_NOMEM, "allocating %zu bytes of transport memory: %s", len, ustr(s));
+  ucp_mem_attr_t a = {.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS};
+  s = ucp_mem_query(h, &a);
+  if (s != UCS_OK) {
+    ucp_mem_unmap(e->ux->ctx, h);
+    return rf__fail(e, RF_ERR_UCX, "ucp_mem_query: %s", ustr(s));
+  }
+  *ptr = a.address;
+  *memh = h;
+  return RF_OK;
+}
+
 void rf__ucx_unmap(rf_engine *e, void *memh) { ucp_mem_unmap(e->ux->ctx, memh); }
 
 rf_status rf__ucx_build_blob(rf_engine *e)
@@ -240,7 +259,7 @@ static void on_conn_request(ucp_conn_request_h req, void *arg)
   ucp_ep_params_t ep = {.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLER |
                                       UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE,
                         .conn_request = req,
-                        .err_mode = UCP_ERR_HANDLING_MODE_PEER,
+                        .err_mode = e->cfg.no_peer_errors ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER,
                         .err_handler = {.cb = on_conn_err, .arg = &e->ux->conn_ctx[i]}};
   ucp_ep_h h;
   if (ucp_ep_create(e->ux->worker, &ep, &h) != UCS_OK) return;
@@ -340,7 +359,7 @@ static rf_status create_ep(rf_engine *e, rf__target *t, ucp_ep_params_t *ep)
 {
   RF_CHECK(tg_ctx(e));
   ep->field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLER | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
-  ep->err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  ep->err_mode = e->cfg.no_peer_errors ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER;
   ep->err_handler.cb = on_tg_err;
   ep->err_handler.arg = &e->ux->tg_ctx[t - e->tg];
   ucp_ep_h h;

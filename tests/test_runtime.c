@@ -90,7 +90,16 @@ static void run_plan(const char *name, int versions, const char *tls, int use_bl
 
 static void test_glm_demo_tcp(void) { run_plan("glm_tiny_demo", 3, "tcp", 0); }
 static void test_glm_rep2_default_tls(void) { run_plan("glm_tiny_rep2", 2, NULL, 0); }
-static void test_qwen3_tp2_shm(void) { run_plan("qwen3_tiny_tp2", 2, "sm,tcp", 0); }
+static void test_qwen3_tp2_shm(void)
+{
+  rf_loop_opts o = opts("qwen3_tiny_tp2", 2, "sm,tcp");
+  o.no_peer_errors = 1; /* lets UCX pick shared memory */
+  o.engine_mem = 1;     /* receivers' tensors in rf_alloc memory */
+  rf_loop_result r;
+  int rc = rf_loop_run(&o, &r);
+  EXPECT(rc == 0, "run failed: %s", r.error);
+  if (rc == 0) expect_all_verified(&o, &r, 0, r.n - 1);
+}
 static void test_qwen3_moe_ep2_blob(void) { run_plan("qwen3_moe_tiny_ep2", 2, "tcp", 1); }
 static void test_qwen3_fp8_tp4(void) { run_plan("qwen3_tiny_fp8_tp4", 1, "tcp", 0); }
 
@@ -418,7 +427,7 @@ static const struct {
 } tests[] = {
   {"glm_tiny_demo 4 -> 2x(TP2/EP2), TCP, 3 versions", test_glm_demo_tcp},
   {"glm_tiny_rep2 dp_replicate 2, default transports", test_glm_rep2_default_tls},
-  {"qwen3_tiny_tp2 over shared memory", test_qwen3_tp2_shm},
+  {"qwen3_tiny_tp2 over shared memory, engine-allocated tensors", test_qwen3_tp2_shm},
   {"qwen3_moe_tiny_ep2 through exported blobs", test_qwen3_moe_ep2_blob},
   {"qwen3_tiny_fp8_tp4", test_qwen3_fp8_tp4},
   {"trainer killed mid-push: torn, then complete", test_trainer_killed},

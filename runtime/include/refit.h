@@ -70,6 +70,10 @@ typedef struct rf_config {
   const char *gpu_bdf;   /* PCI bus id of this engine's GPU, for nic_mode "auto" */
   const char *sysfs_root;/* NULL = "/sys" */
   double nic_min_gbps;   /* NICs below this rate are skipped; 0 = no filter */
+  /* Endpoints without UCX peer-failure handling. UCX 1.13's shared-memory transports lack it, so
+   * processes on one host only get shared memory (instead of TCP) with this set; a dead peer is
+   * then found by the timeout (receiver: no DONE; trainer: rf_wait) instead of at once. */
+  int no_peer_errors;
 } rf_config;
 
 rf_status rf_open(const rf_config *cfg, rf_engine **out);
@@ -82,6 +86,10 @@ const char *rf_last_error(const rf_engine *e);
 rf_status rf_bind_dst(rf_engine *e, uint32_t id, void *ptr, size_t bytes);
 /* Bind a derived tensor (plan->derived[id]) the receiver rebuilds after each complete version. */
 rf_status rf_bind_derived(rf_engine *e, uint32_t id, void *ptr, size_t bytes);
+/* Memory the transport reaches fastest: on the host, UCX-allocated memory that peers on the same
+ * machine write through shared memory (memory from malloc is written over a network transport
+ * there). Tensors bound inside it share its registration. Freed by rf_close; at most 16 per engine. */
+rf_status rf_alloc(rf_engine *e, size_t bytes, void **ptr);
 /* Register the bound tensors and listen on ip:port (port 0 = any); *port_out gets the port. */
 rf_status rf_listen(rf_engine *e, const char *ip, uint16_t port, uint16_t *port_out);
 /* The receiver's metadata (worker address, tensor addresses, remote keys) as an opaque blob for
@@ -130,7 +138,7 @@ typedef struct rf_counters {
   uint64_t bytes;        /* trainer: bytes written; receiver: bytes of completed versions */
   uint64_t writes;       /* trainer: puts posted */
   uint64_t stage_ns;     /* trainer: time in staging kernels */
-  uint64_t post_ns;      /* trainer: time posting puts */
+  uint64_t post_ns;      /* trainer: CPU time inside the put calls (ns per write = post_ns / writes) */
   uint64_t push_ns;      /* trainer: rf_push to last DONE delivered, summed over versions */
   uint64_t refresh_ns;   /* receiver: time rebuilding derived tensors */
   uint64_t last_push_ns; /* trainer: the last version only */
