@@ -84,7 +84,14 @@ static rf_status open_trainer(rf_engine *e)
   uint32_t max_count = 1;
   for (uint32_t i = 0; i < e->rk->op_count; i++) {
     const rf_op *o = &p->ops[e->rk->op_first + i];
-    for (uint32_t k = 0; k < o->count; k++) e->src_need[o->src + k * o->src_step] = 1;
+    for (uint32_t k = 0; k < o->count; k++) {
+      const rf_src_tensor *s = &p->src[o->src + k * o->src_step];
+      e->src_need[o->src + k * o->src_step] = 1;
+      /* one kernel call per op: every item must share the row pitch and dtype of the first */
+      if (s->cols != p->src[o->src].cols || s->dtype != o->src_dtype)
+        return rf__fail(e, RF_ERR_ARG, "plan %s: op %u mixes sources of different shape or dtype ('%s', '%s')", p->name,
+                        e->rk->op_first + i, p->src[o->src].name, s->name);
+    }
     if (o->count > max_count) max_count = o->count;
   }
   e->items = calloc(max_count, sizeof *e->items);
@@ -689,23 +696,31 @@ rf_status rf_import(rf_engine *e, const void *blob, size_t len)
   return hello(e, t);
 }
 
-/* run op `o` item by item into the arena with the C reference */
-static rf_status stage_op_host(rf_engine *e, const rf_op *o)
+/* the kernel shape and item pointers of op `o` (host or device pointers, as bound) */
+void rf__op_items(rf_engine *e, const rf_op *o, rfk_shape *sh)
 {
   const rf_plan *p = e->p;
-  rfk_shape sh = {.src_dtype = o->src_dtype, .out_dtype = o->kind == RF_OP_FP8 ? RFK_FP8 : o->dst_dtype,
-                  .ue8m0 = p->scale_fmt == RF_SCALE_UE8M0, .rows = o->rows, .cols = o->cols,
-                  .out_ld = o->cols, .scale_ld = (o->cols + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK};
+  *sh = (rfk_shape){.src_dtype = o->src_dtype, .out_dtype = o->kind == RF_OP_FP8 ? RFK_FP8 : o->dst_dtype,
+                    .ue8m0 = p->scale_fmt == RF_SCALE_UE8M0, .rows = o->rows, .cols = o->cols,
+                    .src_ld = p->src[o->src].cols, .out_ld = o->cols,
+                    .scale_ld = (o->cols + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK};
   for (uint32_t i = 0; i < o->count; i++) {
     uint32_t sid = o->src + i * o->src_step;
     const rf_src_tensor *s = &p->src[sid];
     int64_t row = o->row0 + (int64_t)i * o->row_step - src_first_row(e, s);
     int64_t col = o->col0 + (int64_t)i * o->col_step;
-    sh.src_ld = s->cols;
     e->items[i].src = (const uint8_t *)e->src_ptr[sid] + ((size_t)row * (size_t)s->cols + (size_t)col) * dtype_size(s->dtype);
     e->items[i].out = e->arena + o->out + (uint64_t)i * o->out_step;
     e->items[i].scale = o->kind == RF_OP_FP8 ? (float *)(e->arena + o->scale + (uint64_t)i * o->scale_step) : NULL;
   }
+}
+
+/* run op `o` into the host arena with the C reference */
+static rf_status stage_op_host(rf_engine *e, const rf_op *o)
+{
+  const rf_plan *p = e->p;
+  rfk_shape sh;
+  rf__op_items(e, o, &sh);
   int rc = rfk_ref_run(&sh, e->items, (int)o->count);
   if (rc) { /* runs on the staging thread: the main thread copies stage_err into err */
     const rf_src_tensor *s = &p->src[o->src];

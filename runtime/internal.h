@@ -165,6 +165,9 @@ struct rf_engine {
   int listening;
 };
 
+/* kernel shape and e->items for op o (pointers into the bound sources and the arena) */
+void rf__op_items(rf_engine *e, const rf_op *o, rfk_shape *sh);
+
 /* ---- engine.c callbacks for ucx.c ---- */
 void rf__on_message(rf_engine *e, uint32_t conn, const void *data, size_t len); /* receiver */
 void rf__on_conn_error(rf_engine *e, uint32_t conn, const char *why);         /* receiver */

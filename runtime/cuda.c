@@ -1,0 +1,222 @@
+/* cuda.c: the engine's device side (RF_MEM_CUDA), built when configure found nvcc.
+ *   trainer:  slot arena = one cudaMalloc, registered once; each group's kernels run on the
+ *             caller's stream and record an event; its writes are posted once the event is done.
+ *   receiver: bound tensors must be plain cudaMalloc memory (CUDA VMM, e.g. PyTorch expandable
+ *             segments, and ranges spanning allocations are refused); the newest complete version
+ *             lives in a host-mapped word that streams wait on with cuStreamWaitValue32; derived
+ *             tensors are rebuilt on the GPU before a version is published.
+ * Driver entry points come through cudaGetDriverEntryPointByVersion: no link against libcuda, so
+ * programs start on machines without a GPU. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda.h>
+#include <cuda_runtime_api.h>
+
+#include "internal.h"
+
+typedef CUresult (*ptr_attr_fn)(void *, CUpointer_attribute, CUdeviceptr);
+typedef CUresult (*addr_range_fn)(CUdeviceptr *, size_t *, CUdeviceptr);
+typedef CUresult (*wait32_fn)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
+
+struct rf__cuda {
+  ptr_attr_fn ptr_attr;
+  addr_range_fn addr_range;
+  wait32_fn wait32;
+  cudaEvent_t *ev;             /* trainer: one per group of this rank */
+  cudaEvent_t t0;
+  int timed;
+  volatile int *flag_h;        /* trainer: set by kernels on non-finite input (host-mapped) */
+  int *flag_d;
+  volatile uint32_t *ver_h;    /* receiver: newest complete version (host-mapped) */
+  CUdeviceptr ver_d;
+  cudaStream_t rstream;        /* receiver: refresh */
+};
+
+#define CU_TRY(e, call, what)                                                                           \
+  do {                                                                                                  \
+    cudaError_t rf__c = (call);                                                                         \
+    if (rf__c != cudaSuccess)                                                                           \
+      return rf__fail((e), RF_ERR_CUDA, "%s: %s (%s:%d)", (what), cudaGetErrorString(rf__c), __FILE__, __LINE__); \
+  } while (0)
+
+static rf_status entry(rf_engine *e, const char *sym, void **fn)
+{
+  enum cudaDriverEntryPointQueryResult q;
+  cudaError_t c = cudaGetDriverEntryPointByVersion(sym, fn, 12000, cudaEnableDefault, &q);
+  if (c != cudaSuccess || q != cudaDriverEntryPointSuccess || !*fn)
+    return rf__fail(e, RF_ERR_CUDA, "CUDA driver has no %s (%s)", sym, cudaGetErrorString(c));
+  return RF_OK;
+}
+
+rf_status rf__cuda_open(rf_engine *e)
+{
+  int n = 0;
+  cudaError_t c = cudaGetDeviceCount(&n);
+  if (c != cudaSuccess || n == 0)
+    return rf__fail(e, RF_ERR_CUDA, "RF_MEM_CUDA: no CUDA device (%s)", c == cudaSuccess ? "none found" : cudaGetErrorString(c));
+  if (e->cfg.cuda_device < 0 || e->cfg.cuda_device >= n)
+    return rf__fail(e, RF_ERR_ARG, "cuda_device %d out of range (%d devices)", e->cfg.cuda_device, n);
+  CU_TRY(e, cudaSetDevice(e->cfg.cuda_device), "cudaSetDevice");
+  struct rf__cuda *cu = calloc(1, sizeof *cu);
+  if (!cu) return rf__fail(e, RF_ERR_NOMEM, "CUDA state");
+  e->cu = cu;
+  RF_CHECK(entry(e, "cuPointerGetAttribute", (void **)&cu->ptr_attr));
+  RF_CHECK(entry(e, "cuMemGetAddressRange", (void **)&cu->addr_range));
+  RF_CHECK(entry(e, "cuStreamWaitValue32", (void **)&cu->wait32));
+  if (e->cfg.role == RF_RECEIVER) {
+    void *h;
+    CU_TRY(e, cudaHostAlloc(&h, 64, cudaHostAllocMapped | cudaHostAllocPortable), "version word");
+    cu->ver_h = h;
+    *cu->ver_h = 0;
+    void *d;
+    CU_TRY(e, cudaHostGetDevicePointer(&d, h, 0), "version word device address");
+    cu->ver_d = (CUdeviceptr)(uintptr_t)d;
+    CU_TRY(e, cudaStreamCreateWithFlags(&cu->rstream, cudaStreamNonBlocking), "refresh stream");
+  } else {
+    void *h;
+    CU_TRY(e, cudaHostAlloc(&h, 64, cudaHostAllocMapped | cudaHostAllocPortable), "kernel flag");
+    cu->flag_h = h;
+    *cu->flag_h = 0;
+    CU_TRY(e, cudaHostGetDevicePointer((void **)&cu->flag_d, h, 0), "kernel flag device address");
+  }
+  return RF_OK;
+}
+
+void rf__cuda_close(rf_engine *e)
+{
+  struct rf__cuda *cu = e->cu;
+  if (e->arena) cudaFree(e->arena);
+  e->arena = NULL;
+  if (!cu) return;
+  if (cu->ev) {
+    for (uint32_t i = 0; e->rk && i < e->rk->group_count; i++)
+      if (cu->ev[i]) cudaEventDestroy(cu->ev[i]);
+    free(cu->ev);
+  }
+  if (cu->t0) cudaEventDestroy(cu->t0);
+  if (cu->flag_h) cudaFreeHost((void *)cu->flag_h);
+  if (cu->ver_h) cudaFreeHost((void *)cu->ver_h);
+  if (cu->rstream) cudaStreamDestroy(cu->rstream);
+  free(cu);
+  e->cu = NULL;
+}
+
+rf_status rf__cuda_alloc_arena(rf_engine *e, size_t bytes, uint8_t **out)
+{
+  struct rf__cuda *cu = e->cu;
+  CU_TRY(e, cudaMalloc((void **)out, bytes), "slot arena (cudaMalloc)");
+  CU_TRY(e, cudaMemset(*out, 0, bytes), "slot arena (cudaMemset)");
+  cu->ev = calloc(e->rk->group_count ? e->rk->group_count : 1, sizeof *cu->ev);
+  if (!cu->ev) return rf__fail(e, RF_ERR_NOMEM, "group events");
+  for (uint32_t i = 0; i < e->rk->group_count; i++)
+    CU_TRY(e, cudaEventCreateWithFlags(&cu->ev[i], i + 1 == e->rk->group_count ? cudaEventDefault : cudaEventDisableTiming),
+           "group event");
+  CU_TRY(e, cudaEventCreate(&cu->t0), "timing event");
+  return RF_OK;
+}
+
+rf_status rf__cuda_check_memory(rf_engine *e, const void *ptr, size_t bytes, const char *what)
+{
+  struct rf__cuda *cu = e->cu;
+  struct cudaPointerAttributes a;
+  cudaError_t c = cudaPointerGetAttributes(&a, ptr);
+  if (c != cudaSuccess || a.type != cudaMemoryTypeDevice) {
+    cudaGetLastError();
+    return rf__fail(e, RF_ERR_MEMORY, "tensor '%s' at %p is not device memory (RF_MEM_CUDA binds cudaMalloc memory)", what, ptr);
+  }
+  int legacy = 0;
+  CUresult r = cu->ptr_attr(&legacy, CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE, (CUdeviceptr)(uintptr_t)ptr);
+  if (r != CUDA_SUCCESS) return rf__fail(e, RF_ERR_CUDA, "tensor '%s': cuPointerGetAttribute failed (%d)", what, (int)r);
+  if (!legacy)
+    return rf__fail(e, RF_ERR_MEMORY,
+                    "tensor '%s' at %p is CUDA virtual memory (cuMemCreate/cuMemMap, e.g. PyTorch expandable segments): "
+                    "the transport cannot register it safely; allocate it with cudaMalloc (in PyTorch set "
+                    "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False for these tensors)",
+                    what, ptr);
+  CUdeviceptr base = 0;
+  size_t size = 0;
+  r = cu->addr_range(&base, &size, (CUdeviceptr)(uintptr_t)ptr);
+  if (r != CUDA_SUCCESS) return rf__fail(e, RF_ERR_CUDA, "tensor '%s': cuMemGetAddressRange failed (%d)", what, (int)r);
+  if ((uintptr_t)ptr + bytes > base + size)
+    return rf__fail(e, RF_ERR_MEMORY,
+                    "tensor '%s' [%p, +%zu) runs past the end of its allocation (%zu bytes at 0x%llx): one binding "
+                    "must lie inside one cudaMalloc allocation",
+                    what, ptr, bytes, size, (unsigned long long)base);
+  return RF_OK;
+}
+
+rf_status rf__cuda_stage(rf_engine *e, uint32_t g, void *stream)
+{
+  struct rf__cuda *cu = e->cu;
+  const rf_group *gr = &e->p->groups[g];
+  cudaStream_t s = stream;
+  if (g == e->rk->group_first) {
+    *cu->flag_h = 0;
+    CU_TRY(e, cudaEventRecord(cu->t0, s), "cudaEventRecord");
+    cu->timed = 0;
+  }
+  for (uint32_t i = 0; i < gr->op_count; i++) {
+    const rf_op *o = &e->p->ops[gr->op_first + i];
+    rfk_shape sh;
+    rf__op_items(e, o, &sh);
+    int rc = rfk_cuda_run(&sh, e->items, (int)o->count, cu->flag_d, stream);
+    if (rc)
+      return rf__fail(e, rc == RFK_ERR_CUDA ? RF_ERR_CUDA : RF_ERR_KERNEL, "staging '%s' (group %u) for version %llu: %s (%s)",
+                      e->p->src[o->src].name, g, (unsigned long long)e->version, rfk_strerror(rc),
+                      cudaGetErrorString(cudaGetLastError()));
+  }
+  CU_TRY(e, cudaEventRecord(cu->ev[g - e->rk->group_first], s), "cudaEventRecord");
+  return RF_OK;
+}
+
+int rf__cuda_group_ready(rf_engine *e, uint32_t g)
+{
+  struct rf__cuda *cu = e->cu;
+  uint32_t k = g - e->rk->group_first;
+  cudaError_t c = cudaEventQuery(cu->ev[k]);
+  if (c == cudaErrorNotReady) return 0;
+  if (c != cudaSuccess) {
+    e->push_status = rf__fail(e, RF_ERR_CUDA, "staging group %u of version %llu: %s", g, (unsigned long long)e->version,
+                              cudaGetErrorString(c));
+    return 0;
+  }
+  if (*cu->flag_h) {
+    e->push_status = rf__fail(e, RF_ERR_KERNEL, "version %llu: non-finite values (inf/NaN) in the tensors of group %u "
+                              "(layer %u); nothing of this version is reported complete",
+                              (unsigned long long)e->version, g, e->p->groups[g].layer);
+    return 0;
+  }
+  if (k + 1 == e->rk->group_count && !cu->timed) {
+    float ms = 0;
+    if (cudaEventElapsedTime(&ms, cu->t0, cu->ev[k]) == cudaSuccess) e->ctr.stage_ns += (uint64_t)(ms * 1e6);
+    cu->timed = 1;
+  }
+  return 1;
+}
+
+rf_status rf__cuda_publish(rf_engine *e, uint64_t v)
+{
+  __atomic_store_n(e->cu->ver_h, (uint32_t)v, __ATOMIC_RELEASE);
+  return RF_OK;
+}
+
+rf_status rf__cuda_stream_wait(rf_engine *e, uint64_t v, void *stream)
+{
+  /* wraps after 2^32 versions: the comparison is (int32_t)(word - v) >= 0 */
+  CUresult r = e->cu->wait32((CUstream)stream, e->cu->ver_d, (cuuint32_t)v, CU_STREAM_WAIT_VALUE_GEQ);
+  if (r != CUDA_SUCCESS)
+    return rf__fail(e, RF_ERR_CUDA, "cuStreamWaitValue32 for version %llu failed (%d)", (unsigned long long)v, (int)r);
+  return RF_OK;
+}
+
+rf_status rf__cuda_refresh(rf_engine *e)
+{
+  const rf_refresh *r = &e->p->refresh[e->ref_first];
+  int rc = rfk_cuda_mla_absorb(e->absorb, (int)e->ref_count, r->scale != RF_NONE, (int)r->heads, (int)r->qk_nope,
+                               (int)r->v_head, (int)r->kv_lora, e->cu->rstream);
+  if (rc) return rf__fail(e, RF_ERR_CUDA, "refresh launch failed (%d): %s", rc, cudaGetErrorString(cudaGetLastError()));
+  CU_TRY(e, cudaStreamSynchronize(e->cu->rstream), "refresh");
+  return RF_OK;
+}
