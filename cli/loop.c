@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gpu.h"
 #include "kernels.h"
 #include "loop.h"
 #include "refresh.h"
@@ -19,7 +20,7 @@ volatile int rf_loop_alloc_armed;
 volatile uint64_t rf_loop_alloc_count;
 
 enum { CMD_PUSH = 1, CMD_WAIT = 2, CMD_DIE = 3, CMD_QUIT = 4 };
-enum { REC_PORT = 1, REC_READY = 2, REC_PUSHED = 3, REC_RESULT = 4, REC_FATAL = 5 };
+enum { REC_PORT = 1, REC_READY = 2, REC_PUSHED = 3, REC_RESULT = 4, REC_FATAL = 5, REC_ARMED = 6 };
 
 typedef struct cmd {
   uint32_t kind;
@@ -31,6 +32,7 @@ typedef struct rec {
   int32_t status;               /* rf_status */
   uint64_t version, ns, t_done, bytes, verified, mismatches, stage_ns, post_ns, writes, allocs, calls;
   uint16_t port;
+  uint8_t stream_checked, stream_ok;
   char text[320];
 } rec;
 
@@ -194,10 +196,13 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd)
   const rf_plan *p = o->plan;
   const rf_receiver *rv = &p->recv[me];
   rf_config cfg = {.plan = p, .role = RF_RECEIVER, .rank = me, .token = o->token, .timeout_ms = o->timeout_ms,
-                   .ucx_tls = o->tls, .no_peer_errors = o->no_peer_errors};
+                   .ucx_tls = o->tls, .no_peer_errors = o->no_peer_errors, .mem = o->cuda ? RF_MEM_CUDA : RF_MEM_HOST,
+                   .cuda_device = o->receiver_dev};
+  if (o->cuda && rf_gpu_use(o->receiver_dev)) fatal(me, 0, "cudaSetDevice", rf_gpu_error());
   rf_engine *e;
   if (rf_open(&cfg, &e) != RF_OK) fatal(me, 0, "rf_open", rf_last_error(e));
   uint8_t **mem = calloc(rv->dst_count, sizeof *mem), **want = calloc(rv->dst_count, sizeof *want);
+  void **dmem = calloc(rv->dst_count, sizeof *dmem); /* CUDA: the bound device tensors, mem[] their host copies */
   uint8_t *alias = NULL;
   if (o->alias_dst) {
     uint64_t big = 1;
@@ -232,15 +237,33 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd)
     want[i] = o->verify ? malloc(d->bytes) : NULL;
     if (!mem[i] || (o->verify && !want[i])) fatal(me, 0, "allocating", d->name);
     memset(mem[i], 0xa5, d->bytes); /* poison: a byte never written shows up */
+    if (o->cuda) {
+      if (!(dmem[i] = rf_gpu_malloc(d->bytes)) || rf_gpu_fill(dmem[i], 0xa5, d->bytes)) fatal(me, 0, "cudaMalloc", d->name);
+      if (rf_bind_dst(e, rv->dst_first + i, dmem[i], d->bytes) != RF_OK) fatal(me, 0, "rf_bind_dst", rf_last_error(e));
+      continue;
+    }
     if (rf_bind_dst(e, rv->dst_first + i, mem[i], d->bytes) != RF_OK) fatal(me, 0, "rf_bind_dst", rf_last_error(e));
   }
   uint16_t **der = calloc(p->n_derived ? p->n_derived : 1, sizeof *der);
+  void **dder = calloc(p->n_derived ? p->n_derived : 1, sizeof *dder);
   for (uint32_t i = 0; i < p->n_derived; i++)
     if (p->derived[i].tp_rank == rv->tp_rank) {
       der[i] = malloc(p->derived[i].bytes);
       memset(der[i], 0xa5, p->derived[i].bytes);
-      if (rf_bind_derived(e, i, der[i], p->derived[i].bytes) != RF_OK) fatal(me, 0, "rf_bind_derived", rf_last_error(e));
+      void *b = der[i];
+      if (o->cuda && (!(b = dder[i] = rf_gpu_malloc(p->derived[i].bytes)) || rf_gpu_fill(b, 0xa5, p->derived[i].bytes)))
+        fatal(me, 0, "cudaMalloc", p->derived[i].name);
+      if (rf_bind_derived(e, i, b, p->derived[i].bytes) != RF_OK) fatal(me, 0, "rf_bind_derived", rf_last_error(e));
     }
+  /* CUDA: a copy of the first tensor, enqueued behind rf_stream_wait before the version arrives */
+  void *stream = o->cuda ? rf_gpu_stream() : NULL, *probe = NULL;
+  uint8_t *probe_h = NULL, *prev = NULL;
+  if (o->cuda) {
+    probe = rf_gpu_malloc(p->dst[rv->dst_first].bytes);
+    probe_h = malloc(p->dst[rv->dst_first].bytes);
+    prev = calloc(1, p->dst[rv->dst_first].bytes);
+    if (!stream || !probe) fatal(me, 0, "stream probe", rf_gpu_error());
+  }
   rec r = {.kind = REC_PORT, .who = me};
   if (rf_listen(e, "127.0.0.1", 0, &r.port) != RF_OK) fatal(me, 0, "rf_listen", rf_last_error(e));
   if (o->use_blob) {
@@ -271,6 +294,17 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd)
     if (c.kind == CMD_QUIT) break;
     if (c.kind == CMD_DIE) _exit(0);
     rec res = {.kind = REC_RESULT, .who = me, .version = c.version};
+    int waiting = 0;
+    if (o->cuda) { /* odd versions: a plain stream wait; even versions: captured in a CUDA graph */
+      uint64_t n0 = p->dst[rv->dst_first].bytes;
+      int graph = c.version % 2 == 0;
+      if ((graph && rf_gpu_capture(stream)) || rf_stream_wait(e, c.version, stream) != RF_OK ||
+          rf_gpu_copy_async(probe, dmem[0], n0, stream) || (graph && rf_gpu_launch_capture(stream)))
+        fatal(me, 0, "stream wait", rf_last_error(e));
+      waiting = rf_gpu_busy(stream) == 1;
+      rec armed = {.kind = REC_ARMED, .who = me, .version = c.version};
+      send_rec(&armed);
+    }
     rf_version_state st;
     int armed = o->count_allocs && c.version > (o->count_allocs == 2 ? 0u : 1u);
     uint64_t base = rf_loop_alloc_count;
@@ -291,6 +325,22 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd)
     } else {
       res.status = RF_ERR_TORN;
       snprintf(res.text, sizeof res.text, "%s", st.torn_reason);
+    }
+    if (o->cuda && res.status == RF_OK) {
+      uint64_t n0 = p->dst[rv->dst_first].bytes;
+      for (uint32_t i = 0; i < rv->dst_count; i++)
+        if (rf_gpu_get(mem[i], dmem[i], p->dst[rv->dst_first + i].bytes)) fatal(me, 0, "cudaMemcpy", rf_gpu_error());
+      for (uint32_t i = 0; i < p->n_derived; i++)
+        if (dder[i] && rf_gpu_get(der[i], dder[i], p->derived[i].bytes)) fatal(me, 0, "cudaMemcpy", rf_gpu_error());
+      if (rf_gpu_sync(stream) || rf_gpu_get(probe_h, probe, n0)) fatal(me, 0, "stream probe", rf_gpu_error());
+      /* the copy behind the wait saw this version's bytes, which differ from the last version's */
+      res.stream_ok = waiting && memcmp(probe_h, mem[0], n0) == 0 && memcmp(prev, mem[0], n0) != 0;
+      res.stream_checked = 1;
+      if (!res.stream_ok)
+        snprintf(res.text, sizeof res.text, "receiver %u: stream wait: %s", me,
+                 !waiting ? "the stream did not wait" : memcmp(probe_h, mem[0], n0) ? "the kernel after the wait read old bytes"
+                                                                                  : "version equal to the last one");
+      memcpy(prev, mem[0], n0);
     }
     if (res.status == RF_OK && o->verify) {
       for (uint32_t i = 0; i < rv->dst_count; i++) memset(want[i], 0xa5, p->dst[rv->dst_first + i].bytes);
@@ -339,10 +389,12 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
 {
   const rf_plan *p = o->plan;
   rf_config cfg = {.plan = p, .role = RF_TRAINER, .rank = me, .token = o->token, .timeout_ms = o->timeout_ms,
-                   .ucx_tls = o->tls, .no_peer_errors = o->no_peer_errors};
+                   .ucx_tls = o->tls, .no_peer_errors = o->no_peer_errors, .mem = o->cuda ? RF_MEM_CUDA : RF_MEM_HOST,
+                   .cuda_device = o->trainer_dev};
+  if (o->cuda && rf_gpu_use(o->trainer_dev)) fatal(me, 1, "cudaSetDevice", rf_gpu_error());
   rf_engine *e;
   if (rf_open(&cfg, &e) != RF_OK) fatal(me, 1, "rf_open", rf_last_error(e));
-  void **src = calloc(p->n_src, sizeof *src);
+  void **src = calloc(p->n_src, sizeof *src), **dsrc = calloc(p->n_src, sizeof *dsrc);
   uint8_t *alias = NULL;
   if (o->alias_src) {
     size_t big = 1;
@@ -351,6 +403,12 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     alias = malloc(big);
     if (!alias) fatal(me, 1, "allocating", "aliased source buffer");
     for (size_t k = 0; k < big / 2; k++) ((uint16_t *)alias)[k] = (uint16_t)(0x3c00 + (mix(k) & 0x3ff)); /* finite bf16 */
+    if (o->cuda) {
+      void *d = rf_gpu_malloc(big);
+      if (!d || rf_gpu_put(d, alias, big)) fatal(me, 1, "cudaMalloc", rf_gpu_error());
+      free(alias);
+      alias = d;
+    }
   }
   for (uint32_t i = 0; i < p->n_src; i++) {
     size_t n = rf_src_bytes(e, i);
@@ -362,7 +420,8 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     src[i] = malloc(n);
     if (!src[i]) fatal(me, 1, "allocating", p->src[i].name);
     memset(src[i], 0, n);
-    if (rf_bind_src(e, i, src[i], n) != RF_OK) fatal(me, 1, "rf_bind_src", rf_last_error(e));
+    if (o->cuda && !(dsrc[i] = rf_gpu_malloc(n))) fatal(me, 1, "cudaMalloc", p->src[i].name);
+    if (rf_bind_src(e, i, o->cuda ? dsrc[i] : src[i], n) != RF_OK) fatal(me, 1, "rf_bind_src", rf_last_error(e));
   }
   for (uint32_t r = 0; r < p->receivers; r++) {
     int writes_to = 0;
@@ -395,7 +454,10 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     read_cmd(cmd_fd, &c, 1);
     if (c.kind == CMD_QUIT) break;
     for (uint32_t i = 0; i < p->n_src; i++)
-      if (src[i]) rf_loop_fill(p, me, i, o->seed, c.version, src[i]);
+      if (src[i]) {
+        rf_loop_fill(p, me, i, o->seed, c.version, src[i]);
+        if (o->cuda && rf_gpu_put(dsrc[i], src[i], rf_src_bytes(e, i))) fatal(me, 1, "cudaMemcpy", rf_gpu_error());
+      }
     rec res = {.kind = REC_PUSHED, .who = me, .is_trainer = 1, .version = c.version};
     rf_counters c0, c1;
     rf_get_counters(e, &c0);
@@ -573,6 +635,16 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
     }
     uint64_t t0 = now_ns(), t_last = t0;
     for (uint32_t i = 0; i < nr; i++) send_cmd(&rc[i], CMD_WAIT, v);
+    /* CUDA: receivers first enqueue their stream waits, so the waits are seen to hold */
+    for (uint32_t armed = 0; o->cuda && armed < nr - (dead_recv >= 0 ? 1 : 0);) {
+      if (get_rec(rp[0], &m, wait_ms) || m.kind == REC_FATAL) {
+        snprintf(r->error, sizeof r->error, "version %llu: receivers not armed: %s", (unsigned long long)v,
+                 m.kind == REC_FATAL ? m.text : "no answer");
+        goto out;
+      }
+      if (m.kind == REC_ARMED) armed++;
+    }
+    t0 = now_ns();
     for (uint32_t i = 0; i < nt; i++) send_cmd(&tc[i], CMD_PUSH, v);
     int dying = o->kill_trainer >= 0 && v == o->kill_version;
     uint32_t want_t = nt - (dying ? 1 : 0), want_r = nr - (dead_recv >= 0 ? 1 : 0), got_t = 0, got_r = 0;
@@ -605,6 +677,10 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
           snprintf(lv->torn_reason, sizeof lv->torn_reason, "%s", m.text);
         }
         lv->verified += m.verified;
+        lv->stream_checked += m.stream_checked;
+        lv->stream_ok += m.stream_ok;
+        if (m.stream_checked && !m.stream_ok && !lv->stream_error[0])
+          snprintf(lv->stream_error, sizeof lv->stream_error, "%s", m.text);
         if (m.mismatches && !lv->mismatches) snprintf(lv->mismatch, sizeof lv->mismatch, "%s", m.text);
         lv->mismatches += m.mismatches;
         if (o->count_allocs && v == (uint64_t)o->versions) r->allocs += m.allocs, r->alloc_checked_calls += m.calls;

@@ -33,6 +33,8 @@ typedef struct rf_loop_opts {
   int engine_mem;          /* receivers place their tensors in rf_alloc memory (shared memory on a host) */
   int alias_src;           /* benchmark: a trainer binds every source to one buffer (no per-version fill) */
   int alias_dst;           /* benchmark: a receiver binds every destination to one buffer */
+  int cuda;                /* trainers and receivers in RF_MEM_CUDA mode, on these devices */
+  int trainer_dev, receiver_dev;
   int count_allocs;        /* 1: children count allocations on hot paths from version 2; 2: from version 1 */
 } rf_loop_opts;
 
@@ -49,6 +51,8 @@ typedef struct rf_loop_version {
   char torn_reason[320];          /* first receiver's */
   char trainer_error[320];        /* first trainer's */
   char mismatch[320];             /* first mismatch: receiver, tensor, offset */
+  int stream_checked, stream_ok;  /* CUDA: receivers whose stream wait held and then saw this version */
+  char stream_error[320];
 } rf_loop_version;
 
 typedef struct rf_loop_result {

@@ -317,6 +317,9 @@ rf_status rf_listen(rf_engine *e, const char *ip, uint16_t port, uint16_t *port_
       return rf__fail(e, RF_ERR_UNBOUND, "tensor '%s' (dst %u) of receiver %u is not bound",
                       p->dst[e->rv->dst_first + i].name, e->rv->dst_first + i, e->cfg.rank);
   RF_CHECK(prepare_refresh(e));
+  /* CUDA: run the refresh once now, from the tensors as bound: it loads the refresh kernels while no
+   * stream waits on a version (lazy module loading behind a stream wait can stall the context) */
+  if (e->cfg.mem == RF_MEM_CUDA && e->ref_count) RF_CHECK(rf__cuda_refresh(e));
   for (uint32_t i = 0; i < e->rv->dst_count; i++) {
     uint8_t *ptr = e->dst_ptr[i];
     uint64_t n = p->dst[e->rv->dst_first + i].bytes;

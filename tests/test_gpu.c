@@ -1,0 +1,162 @@
+/* test_gpu.c: the GPU path end to end (run on a machine with CUDA devices; without one it says
+ * so and passes nothing). Trainers and receivers are real processes in RF_MEM_CUDA mode: slots in
+ * a cudaMalloc arena staged by the CUDA kernels, writes into cudaMalloc tensors, every byte copied
+ * back and compared with the C reference, derived MLA tensors rebuilt by the GPU refresh and
+ * compared with the C reference refresh, and a copy enqueued behind rf_stream_wait (plain and in
+ * a CUDA graph) that must hold until the version completes and then read the new bytes.
+ *   test_gpu [filter]     RF_GPU_BIG=0 skips the multi-GB plan */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gpu.h"
+#include "gpu_count.h"
+#include "loop.h"
+#include "plans.h"
+#include "refit.h"
+
+static int cur_failed, ndev;
+
+#define EXPECT(cond, ...)                                  \
+  do {                                                     \
+    if (!(cond)) {                                         \
+      if (cur_failed++ < 8) {                              \
+        printf("  %s:%d: ", __FILE__, __LINE__);           \
+        printf(__VA_ARGS__);                               \
+        printf("\n");                                      \
+      }                                                    \
+    }                                                      \
+  } while (0)
+
+static uint64_t derived_bytes(const rf_plan *p)
+{
+  uint64_t n = 0;
+  for (uint32_t i = 0; i < p->n_derived; i++) n += p->derived[i].bytes * p->replicas;
+  return n;
+}
+
+static void run(const char *name, int versions, int tdev, int rdev, int kill)
+{
+  const rf_plan *p = rf_plan_find(name);
+  rf_loop_opts o = {.plan = p, .versions = versions, .seed = (uint64_t)time(NULL) ^ (uint64_t)getpid(), .token = 3,
+                    .timeout_ms = 20000, .verify = 1, .kill_trainer = -1, .kill_receiver = -1, .cuda = 1,
+                    .trainer_dev = tdev, .receiver_dev = rdev, .progress = getenv("RF_PROGRESS") != NULL};
+  if (kill) {
+    o.kill_trainer = 0;
+    o.kill_version = 2;
+    o.timeout_ms = 5000;
+  }
+  rf_loop_result r;
+  int rc = rf_loop_run(&o, &r);
+  EXPECT(rc == 0, "%s: %s", name, r.error);
+  if (rc) return;
+  for (int i = 0; i < r.n; i++) {
+    rf_loop_version *v = &r.v[i];
+    if (kill && v->version == 2) {
+      EXPECT(v->torn > 0 && strstr(v->torn_reason, "trainer rank 0"), "killed trainer: %d torn, '%s'", v->torn,
+             v->torn_reason);
+      printf("  v2 torn as reported: %s\n", v->torn_reason);
+      continue;
+    }
+    EXPECT(v->complete == (int)p->receivers && v->mismatches == 0 && v->trainer_errors == 0,
+           "%s v%llu: %d/%u complete, %llu bytes differ (%s), torn: %s, trainer: %s", name, (unsigned long long)v->version,
+           v->complete, p->receivers, (unsigned long long)v->mismatches, v->mismatch, v->torn_reason, v->trainer_error);
+    EXPECT(v->verified == p->total_bytes + derived_bytes(p), "%s v%llu: %llu bytes verified of %llu", name,
+           (unsigned long long)v->version, (unsigned long long)v->verified,
+           (unsigned long long)(p->total_bytes + derived_bytes(p)));
+    EXPECT(v->stream_checked == (int)p->receivers && v->stream_ok == v->stream_checked,
+           "%s v%llu: stream wait held and read the new version on %d of %d receivers: %s", name,
+           (unsigned long long)v->version, v->stream_ok, v->stream_checked, v->stream_error);
+    printf("  %s v%llu: %.3f GB in %.3f s (%.2f GB/s), staging %.2f ms GPU, %d receivers verified, stream waits held\n",
+           name, (unsigned long long)v->version, v->bytes / 1e9, v->ns / 1e9, v->bytes / (double)v->ns,
+           v->stage_ns / 1e6, v->complete);
+  }
+}
+
+static void test_tiny_one_gpu(void) { run("glm_tiny_demo", 3, 0, 0, 0); }
+static void test_fp8_tp4_one_gpu(void) { run("qwen3_tiny_fp8_tp4", 2, 0, 0, 0); }
+static void test_rep2_one_gpu(void) { run("glm_tiny_rep2", 2, 0, 0, 0); }
+static void test_killed_trainer(void) { run("glm_tiny_demo", 3, 0, 0, 1); }
+static void test_big_one_gpu(void) { run("qwen3_4b_bf16_1to1", 2, 0, 0, 0); }
+static void test_tiny_two_gpus(void) { run("glm_tiny_demo", 2, 0, 1, 0); }
+static void test_big_two_gpus(void) { run("qwen3_4b_bf16_1to1", 2, 0, 1, 0); }
+
+static void test_refused_memory(void)
+{
+  const rf_plan *p = rf_plan_find("glm_tiny_demo");
+  rf_config c = {.plan = p, .role = RF_RECEIVER, .rank = 0, .mem = RF_MEM_CUDA};
+  rf_engine *e;
+  rf_gpu_use(0);
+  EXPECT(rf_open(&c, &e) == RF_OK, "open: %s", rf_last_error(e));
+  const rf_dst_tensor *d = &p->dst[p->recv[0].dst_first];
+  void *vmm = rf_gpu_vmm_malloc(d->bytes);
+  EXPECT(vmm != NULL, "cuMemCreate/cuMemMap failed: %s", rf_gpu_error());
+  rf_status s = rf_bind_dst(e, p->recv[0].dst_first, vmm, d->bytes);
+  EXPECT(s == RF_ERR_MEMORY && strstr(rf_last_error(e), "virtual memory") && strstr(rf_last_error(e), d->name) &&
+             strstr(rf_last_error(e), "cudaMalloc"),
+         "VMM memory: %s '%s'", rf_strerror(s), rf_last_error(e));
+  printf("  VMM refused: %s\n", rf_last_error(e));
+  uint8_t *small = rf_gpu_malloc(d->bytes / 2);
+  s = rf_bind_dst(e, p->recv[0].dst_first, small, d->bytes);
+  EXPECT(s == RF_ERR_MEMORY && strstr(rf_last_error(e), "past the end of its allocation"), "spanning: %s '%s'",
+         rf_strerror(s), rf_last_error(e));
+  void *host = malloc(d->bytes);
+  s = rf_bind_dst(e, p->recv[0].dst_first, host, d->bytes);
+  EXPECT(s == RF_ERR_MEMORY && strstr(rf_last_error(e), "not device memory"), "host memory: %s '%s'", rf_strerror(s),
+         rf_last_error(e));
+  void *good = rf_gpu_malloc(d->bytes);
+  EXPECT(rf_bind_dst(e, p->recv[0].dst_first, good, d->bytes) == RF_OK, "cudaMalloc memory refused: %s", rf_last_error(e));
+  rf_close(e);
+}
+
+static const struct {
+  const char *name;
+  void (*fn)(void);
+  int gpus, big;
+} tests[] = {
+  {"glm_tiny_demo GPU -> GPU, one GPU, 3 versions", test_tiny_one_gpu, 1, 0},
+  {"qwen3_tiny_fp8_tp4 GPU -> GPU, one GPU", test_fp8_tp4_one_gpu, 1, 0},
+  {"glm_tiny_rep2 (dp_replicate 2) GPU -> GPU", test_rep2_one_gpu, 1, 0},
+  {"killed trainer on the GPU path: torn, then complete", test_killed_trainer, 1, 0},
+  {"VMM, spanning and host memory refused", test_refused_memory, 1, 0},
+  {"qwen3_4b_bf16_1to1 (8 GB) GPU -> GPU, one GPU", test_big_one_gpu, 1, 1},
+  {"glm_tiny_demo GPU 0 -> GPU 1", test_tiny_two_gpus, 2, 0},
+  {"qwen3_4b_bf16_1to1 (8 GB) GPU 0 -> GPU 1", test_big_two_gpus, 2, 1},
+};
+
+int main(int argc, char **argv)
+{
+  ndev = rf_gpu_count_forked();
+  if (ndev == 0) {
+    printf("skipped: no CUDA device\n");
+    printf("0 passed, 0 failed\n");
+    return 0;
+  }
+  int passed = 0, failed = 0, big = !getenv("RF_GPU_BIG") || atoi(getenv("RF_GPU_BIG"));
+  for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+    if (argc > 1 && !strstr(tests[i].name, argv[1])) continue;
+    if (tests[i].gpus > ndev || (tests[i].big && !big)) {
+      printf("skip %s (needs %d GPUs%s)\n", tests[i].name, tests[i].gpus, tests[i].big ? ", RF_GPU_BIG" : "");
+      continue;
+    }
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+      alarm(300);
+      tests[i].fn();
+      fflush(stdout);
+      _exit(cur_failed ? 1 : 0);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    int ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    if (!WIFEXITED(st)) printf("  killed by signal %d\n", WTERMSIG(st));
+    printf("%s %s\n", ok ? "ok  " : "FAIL", tests[i].name);
+    ok ? passed++ : failed++;
+  }
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed != 0;
+}
