@@ -25,12 +25,14 @@ int main(int argc, char **argv)
   }
   rf_loop_opts o = {.plan = p, .versions = versions, .seed = 1, .token = 1, .timeout_ms = 60000, .verify = 0,
                     .alias_src = 1, .kill_trainer = -1, .kill_receiver = -1, .cuda = 1, .trainer_dev = tdev,
-                    .receiver_dev = rdev};
+                    .receiver_dev = rdev, .direct = getenv("RF_STAGED") == NULL};
   rf_loop_result r;
   if (rf_loop_run(&o, &r)) {
     fprintf(stderr, "bench_gpu: %s\n", r.error);
     return 1;
   }
+  printf("writes %s\n", o.direct ? "straight from the sources where no conversion is needed (rf_config.direct)"
+                                 : "from the staged slot arena");
   uint64_t writes = 0;
   for (uint32_t t = 0; t < p->trainers; t++) writes += p->ranks[t].write_count;
   uint64_t chunk = p->total_bytes / (writes ? writes : 1);
@@ -38,9 +40,10 @@ int main(int argc, char **argv)
   for (int i = 0; i < r.n; i++) {
     rf_loop_version *v = &r.v[i];
     double gbps = v->bytes / (double)v->ns;
-    printf("  version %llu: %.2f GB in %.1f ms = %.1f GB/s; staging kernels %.1f ms (GPU), push %.1f ms, %llu writes\n",
+    printf("  version %llu: %.2f GB in %.1f ms = %.1f GB/s; staging kernels %.1f ms (GPU), push %.1f ms, %llu writes "
+           "(%llu direct)\n",
            (unsigned long long)v->version, v->bytes / 1e9, v->ns / 1e6, gbps, v->stage_ns / 1e6, v->push_ns_max / 1e6,
-           (unsigned long long)v->writes);
+           (unsigned long long)v->writes, (unsigned long long)v->direct_writes);
     if (v->complete != (int)p->receivers) {
       fprintf(stderr, "bench_gpu: version incomplete: %s %s\n", v->torn_reason, v->trainer_error);
       return 1;

@@ -33,6 +33,7 @@ typedef struct rec {
   uint64_t version, ns, t_done, bytes, verified, mismatches, stage_ns, post_ns, writes, allocs, calls;
   uint16_t port;
   uint8_t stream_checked, stream_ok;
+  uint64_t direct;
   char text[320];
 } rec;
 
@@ -390,7 +391,7 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
   const rf_plan *p = o->plan;
   rf_config cfg = {.plan = p, .role = RF_TRAINER, .rank = me, .token = o->token, .timeout_ms = o->timeout_ms,
                    .ucx_tls = o->tls, .no_peer_errors = o->no_peer_errors, .mem = o->cuda ? RF_MEM_CUDA : RF_MEM_HOST,
-                   .cuda_device = o->trainer_dev};
+                   .cuda_device = o->trainer_dev, .direct = o->direct};
   if (o->cuda && rf_gpu_use(o->trainer_dev)) fatal(me, 1, "cudaSetDevice", rf_gpu_error());
   rf_engine *e;
   if (rf_open(&cfg, &e) != RF_OK) fatal(me, 1, "rf_open", rf_last_error(e));
@@ -493,6 +494,7 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     res.stage_ns = c1.stage_ns - c0.stage_ns;
     res.post_ns = c1.post_ns - c0.post_ns;
     res.writes = c1.writes - c0.writes;
+    res.direct = c1.direct_writes - c0.direct_writes;
     res.bytes = c1.bytes - c0.bytes;
     res.allocs = allocs;
     res.calls = calls;
@@ -663,6 +665,7 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
         lv->stage_ns += m.stage_ns;
         lv->post_ns += m.post_ns;
         lv->writes += m.writes;
+        lv->direct_writes += m.direct;
         if (m.ns > lv->push_ns_max) lv->push_ns_max = m.ns;
         r->allocs += 0;
         if (m.status != RF_OK && !lv->trainer_errors++) snprintf(lv->trainer_error, sizeof lv->trainer_error, "%s", m.text);

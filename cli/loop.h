@@ -30,6 +30,7 @@ typedef struct rf_loop_opts {
   int kill_receiver;       /* -1, or a receiver that dies before kill_version is pushed (run stops) */
   uint64_t kill_version;
   int no_peer_errors;      /* rf_config.no_peer_errors for every engine */
+  int direct;              /* rf_config.direct for trainers */
   int engine_mem;          /* receivers place their tensors in rf_alloc memory (shared memory on a host) */
   int alias_src;           /* benchmark: a trainer binds every source to one buffer (no per-version fill) */
   int alias_dst;           /* benchmark: a receiver binds every destination to one buffer */
@@ -48,6 +49,7 @@ typedef struct rf_loop_version {
   uint64_t ns;                    /* first push to last receiver complete */
   uint64_t stage_ns, post_ns, writes; /* summed over trainers */
   uint64_t push_ns_max;           /* slowest trainer's push */
+  uint64_t direct_writes;         /* writes sent straight from sources */
   char torn_reason[320];          /* first receiver's */
   char trainer_error[320];        /* first trainer's */
   char mismatch[320];             /* first mismatch: receiver, tensor, offset */

@@ -159,6 +159,7 @@ rf_status rf__cuda_stage(rf_engine *e, uint32_t g, void *stream)
   }
   for (uint32_t i = 0; i < gr->op_count; i++) {
     const rf_op *o = &e->p->ops[gr->op_first + i];
+    if (e->op_skip && e->op_skip[gr->op_first + i - e->rk->op_first]) continue; /* written straight from the source */
     rfk_shape sh;
     rf__op_items(e, o, &sh);
     int rc = rfk_cuda_run(&sh, e->items, (int)o->count, cu->flag_d, stream);

@@ -70,6 +70,87 @@ size_t rf_src_bytes(const rf_engine *e, uint32_t id)
 
 /* ------------------------------------------------------------------------------------------ */
 
+/* an op whose slot bytes equal its source bytes: same dtype, whole contiguous rows */
+static int identity_op(const rf_plan *p, const rf_op *o)
+{
+  return o->kind == RF_OP_CAST && o->src_dtype == o->dst_dtype && o->col0 == 0 && o->col_step == 0 &&
+         o->cols == p->src[o->src].cols;
+}
+
+static int by_out(const void *a, const void *b)
+{
+  const struct rf__item_ref *x = a, *y = b;
+  return x->out < y->out ? -1 : x->out > y->out;
+}
+
+static rf_status index_identity_items(rf_engine *e)
+{
+  const rf_plan *p = e->p;
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < e->rk->op_count; i++)
+    if (identity_op(p, &p->ops[e->rk->op_first + i])) n += p->ops[e->rk->op_first + i].count;
+  e->by_slot = calloc(n ? n : 1, sizeof *e->by_slot);
+  e->wlocal = calloc(e->rk->write_count ? e->rk->write_count : 1, sizeof *e->wlocal);
+  e->op_skip = calloc(e->rk->op_count ? e->rk->op_count : 1, 1);
+  if (!e->by_slot || !e->wlocal || !e->op_skip) return rf__fail(e, RF_ERR_NOMEM, "direct write tables");
+  for (uint32_t i = 0; i < e->rk->op_count; i++) {
+    const rf_op *o = &p->ops[e->rk->op_first + i];
+    if (!identity_op(p, o)) continue;
+    for (uint32_t k = 0; k < o->count; k++)
+      e->by_slot[e->n_by_slot++] = (struct rf__item_ref){.out = o->out + (uint64_t)k * o->out_step,
+                                                         .len = (uint64_t)o->rows * o->cols * dtype_size(o->src_dtype),
+                                                         .op = i, .item = k};
+  }
+  qsort(e->by_slot, e->n_by_slot, sizeof *e->by_slot, by_out);
+  e->direct_dirty = 1;
+  return RF_OK;
+}
+
+/* the last identity item starting at or before slot offset s, or RF_NONE */
+static uint32_t item_at(const rf_engine *e, uint64_t s)
+{
+  uint32_t lo = 0, hi = e->n_by_slot;
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (e->by_slot[mid].out <= s) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo ? lo - 1 : RF_NONE;
+}
+
+/* decide, for the bound sources, which writes go straight from them (no allocation) */
+static void plan_direct(rf_engine *e)
+{
+  const rf_plan *p = e->p;
+  memset(e->op_skip, 1, e->rk->op_count);
+  for (uint32_t i = 0; i < e->rk->op_count; i++)
+    if (!identity_op(p, &p->ops[e->rk->op_first + i])) e->op_skip[i] = 0;
+  /* an identity op is skipped only if every write that touches its items lies inside one item */
+  for (uint32_t w = 0; w < e->rk->write_count; w++) {
+    const rf_write *wr = &p->writes[e->rk->write_first + w];
+    uint32_t k = item_at(e, wr->slot);
+    const struct rf__item_ref *it = k == RF_NONE ? NULL : &e->by_slot[k];
+    int inside = it && wr->slot + wr->len <= it->out + it->len;
+    if (inside) continue;
+    for (uint32_t j = k == RF_NONE ? 0 : k; j < e->n_by_slot && e->by_slot[j].out < wr->slot + wr->len; j++)
+      if (e->by_slot[j].out + e->by_slot[j].len > wr->slot) e->op_skip[e->by_slot[j].op] = 0;
+  }
+  for (uint32_t w = 0; w < e->rk->write_count; w++) {
+    const rf_write *wr = &p->writes[e->rk->write_first + w];
+    uint32_t k = item_at(e, wr->slot);
+    e->wlocal[w] = NULL;
+    if (k == RF_NONE || !e->op_skip[e->by_slot[k].op] || wr->slot + wr->len > e->by_slot[k].out + e->by_slot[k].len)
+      continue;
+    const rf_op *o = &p->ops[e->rk->op_first + e->by_slot[k].op];
+    uint32_t sid = o->src + e->by_slot[k].item * o->src_step;
+    const rf_src_tensor *s = &p->src[sid];
+    int64_t row = o->row0 + (int64_t)e->by_slot[k].item * o->row_step - src_first_row(e, s);
+    e->wlocal[w] = (const uint8_t *)e->src_ptr[sid] + (size_t)row * (size_t)s->cols * dtype_size(s->dtype) +
+                   (wr->slot - e->by_slot[k].out);
+  }
+  e->direct_dirty = 0;
+}
+
 static rf_status open_trainer(rf_engine *e)
 {
   const rf_plan *p = e->p;
@@ -123,6 +204,7 @@ static rf_status open_trainer(rf_engine *e)
                       p->name, w, e->cfg.rank, p->writes[w].receiver);
     e->tg[t].last_write = w;
   }
+  if (e->cfg.direct) RF_CHECK(index_identity_items(e));
   size_t bytes = e->rk->arena_bytes ? e->rk->arena_bytes : 256;
   if (e->cfg.mem == RF_MEM_CUDA) {
     RF_CHECK(rf__cuda_alloc_arena(e, bytes, &e->arena));
@@ -224,6 +306,9 @@ void rf_close(rf_engine *e)
   }
   free(e->tg);
   free(e->recv_tg);
+  free(e->wlocal);
+  free(e->op_skip);
+  free(e->by_slot);
   free(e->items);
   free(e->src_ptr);
   free(e->src_need);
@@ -584,6 +669,7 @@ rf_status rf_bind_src(rf_engine *e, uint32_t id, const void *ptr, size_t bytes)
                     e->cfg.rank, want);
   if (e->cfg.mem == RF_MEM_CUDA) RF_CHECK(rf__cuda_check_memory(e, ptr, bytes, s->name));
   e->src_ptr[id] = ptr;
+  e->direct_dirty = 1;
   return RF_OK;
 }
 
@@ -747,7 +833,8 @@ static void *stager_main(void *arg)
       const rf_group *gr = &e->p->groups[e->rk->group_first + i];
       uint64_t t0 = rf__now_ns();
       rf_status s = RF_OK;
-      for (uint32_t k = 0; k < gr->op_count && s == RF_OK; k++) s = stage_op_host(e, &e->p->ops[gr->op_first + k]);
+      for (uint32_t k = 0; k < gr->op_count && s == RF_OK; k++)
+        if (!e->op_skip || !e->op_skip[gr->op_first + k - e->rk->op_first]) s = stage_op_host(e, &e->p->ops[gr->op_first + k]);
       atomic_fetch_add(&e->stage_ns, rf__now_ns() - t0);
       if (s != RF_OK) atomic_store(&e->stage_failed, 1);
       else atomic_store(&e->g_staged, i + 1);
@@ -800,6 +887,7 @@ rf_status rf_push(rf_engine *e, uint64_t version, void *stream)
       return rf__fail(e, RF_ERR_STATE, "trainer rank %u is not connected to receiver %u", e->cfg.rank, t->recv);
     if (t->failed) return rf__fail(e, RF_ERR_PEER, "receiver %u (%s) has failed", t->recv, t->where);
   }
+  if (e->cfg.direct && e->direct_dirty) plan_direct(e);
   e->version = version;
   e->pushing = 1;
   e->push_status = RF_OK;
@@ -924,13 +1012,16 @@ static void trainer_step(rf_engine *e)
       rf__target *t = &e->tg[e->recv_tg[w->receiver]];
       uint32_t di = w->dst - p->recv[w->receiver].dst_first;
       uint64_t tp = rf__now_ns();
-      rf_status s = rf__ucx_put(e, t, e->arena + w->slot, w->len, t->raddr[di] + w->dst_off, t->rkey[di]);
+      const uint8_t *from = e->wlocal && e->wlocal[e->w_next - e->rk->write_first] ? e->wlocal[e->w_next - e->rk->write_first]
+                                                                                : e->arena + w->slot;
+      rf_status s = rf__ucx_put(e, t, from, w->len, t->raddr[di] + w->dst_off, t->rkey[di]);
       e->ctr.post_ns += rf__now_ns() - tp;
       if (s != RF_OK) {
         e->push_status = s;
         break;
       }
       e->ctr.writes++;
+      e->ctr.direct_writes += from != e->arena + w->slot;
       if (e->w_next == t->last_write) {
         t->flushing = 1;
         e->flush_pending++;

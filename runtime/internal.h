@@ -114,6 +114,13 @@ struct rf_engine {
   const void **src_ptr;     /* [n_src] bound source pointers */
   uint8_t *src_need;        /* [n_src] 1 when this rank's ops read it */
   rfk_item *items;          /* [max op count] scratch for one staged op */
+  /* direct writes (cfg.direct): per write of this rank, the source address it is sent from, or
+   * NULL (slot arena); per op of this rank, 1 when staging it is skipped */
+  const uint8_t **wlocal;
+  uint8_t *op_skip;
+  struct rf__item_ref { uint64_t out, len; uint32_t op, item; } *by_slot; /* identity items by slot */
+  uint32_t n_by_slot;
+  int direct_dirty;
   rf__target *tg;           /* [n_tg] */
   uint32_t n_tg;
   uint32_t *recv_tg;        /* [receivers] index into tg, or RF_NONE */

@@ -38,12 +38,16 @@ static uint64_t derived_bytes(const rf_plan *p)
   return n;
 }
 
-static void run(const char *name, int versions, int tdev, int rdev, int kill)
+static void run_opt(const char *name, int versions, int tdev, int rdev, int kill, int direct);
+static void run(const char *name, int versions, int tdev, int rdev, int kill) { run_opt(name, versions, tdev, rdev, kill, 0); }
+
+static void run_opt(const char *name, int versions, int tdev, int rdev, int kill, int direct)
 {
   const rf_plan *p = rf_plan_find(name);
   rf_loop_opts o = {.plan = p, .versions = versions, .seed = (uint64_t)time(NULL) ^ (uint64_t)getpid(), .token = 3,
                     .timeout_ms = 20000, .verify = 1, .kill_trainer = -1, .kill_receiver = -1, .cuda = 1,
-                    .trainer_dev = tdev, .receiver_dev = rdev, .progress = getenv("RF_PROGRESS") != NULL};
+                    .trainer_dev = tdev, .receiver_dev = rdev, .progress = getenv("RF_PROGRESS") != NULL,
+                    .direct = direct};
   if (kill) {
     o.kill_trainer = 0;
     o.kill_version = 2;
@@ -81,6 +85,11 @@ static void test_fp8_tp4_one_gpu(void) { run("qwen3_tiny_fp8_tp4", 2, 0, 0, 0); 
 static void test_rep2_one_gpu(void) { run("glm_tiny_rep2", 2, 0, 0, 0); }
 static void test_killed_trainer(void) { run("glm_tiny_demo", 3, 0, 0, 1); }
 static void test_big_one_gpu(void) { run("qwen3_4b_bf16_1to1", 2, 0, 0, 0); }
+static void test_direct_one_gpu(void)
+{
+  run_opt("glm_tiny_demo", 2, 0, 0, 0, 1);
+  run_opt("qwen3_tiny_tp2", 2, 0, 0, 0, 1);
+}
 static void test_tiny_two_gpus(void) { run("glm_tiny_demo", 2, 0, 1, 0); }
 static void test_big_two_gpus(void) { run("qwen3_4b_bf16_1to1", 2, 0, 1, 0); }
 
@@ -122,6 +131,7 @@ static const struct {
   {"glm_tiny_rep2 (dp_replicate 2) GPU -> GPU", test_rep2_one_gpu, 1, 0},
   {"killed trainer on the GPU path: torn, then complete", test_killed_trainer, 1, 0},
   {"VMM, spanning and host memory refused", test_refused_memory, 1, 0},
+  {"direct writes from device sources", test_direct_one_gpu, 1, 0},
   {"qwen3_4b_bf16_1to1 (8 GB) GPU -> GPU, one GPU", test_big_one_gpu, 1, 1},
   {"glm_tiny_demo GPU 0 -> GPU 1", test_tiny_two_gpus, 2, 0},
   {"qwen3_4b_bf16_1to1 (8 GB) GPU 0 -> GPU 1", test_big_two_gpus, 2, 1},

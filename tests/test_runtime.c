@@ -103,6 +103,25 @@ static void test_qwen3_tp2_shm(void)
 static void test_qwen3_moe_ep2_blob(void) { run_plan("qwen3_moe_tiny_ep2", 2, "tcp", 1); }
 static void test_qwen3_fp8_tp4(void) { run_plan("qwen3_tiny_fp8_tp4", 1, "tcp", 0); }
 
+/* writes of unconverted tensors straight from the sources: same bytes arrive */
+static void test_direct(void)
+{
+  const char *plans[] = {"glm_tiny_demo", "qwen3_tiny_tp2"};
+  for (int i = 0; i < 2; i++) {
+    rf_loop_opts o = opts(plans[i], 2, "tcp");
+    o.direct = 1;
+    rf_loop_result r;
+    int rc = rf_loop_run(&o, &r);
+    EXPECT(rc == 0, "%s: run failed: %s", plans[i], r.error);
+    if (rc == 0) expect_all_verified(&o, &r, 0, r.n - 1);
+    EXPECT(rc || (r.v[0].direct_writes > 0 && r.v[0].direct_writes < r.v[0].writes), "%s: %llu of %llu writes direct",
+           plans[i], (unsigned long long)r.v[0].direct_writes, (unsigned long long)r.v[0].writes);
+    if (rc == 0)
+      printf("  %s: %llu of %llu writes straight from the sources\n", plans[i], (unsigned long long)r.v[0].direct_writes,
+             (unsigned long long)r.v[0].writes);
+  }
+}
+
 static void test_trainer_killed(void)
 {
   rf_loop_opts o = opts("glm_tiny_demo", 3, "tcp");
@@ -430,6 +449,7 @@ static const struct {
   {"qwen3_tiny_tp2 over shared memory, engine-allocated tensors", test_qwen3_tp2_shm},
   {"qwen3_moe_tiny_ep2 through exported blobs", test_qwen3_moe_ep2_blob},
   {"qwen3_tiny_fp8_tp4", test_qwen3_fp8_tp4},
+  {"direct writes from the sources (glm_tiny_demo, qwen3_tiny_tp2)", test_direct},
   {"trainer killed mid-push: torn, then complete", test_trainer_killed},
   {"receiver dies: trainers get an error", test_receiver_dies},
   {"wrong token, wrong layout hash", test_wrong_token_and_hash},

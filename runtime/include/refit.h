@@ -74,6 +74,11 @@ typedef struct rf_config {
    * processes on one host only get shared memory (instead of TCP) with this set; a dead peer is
    * then found by the timeout (receiver: no DONE; trainer: rf_wait) instead of at once. */
   int no_peer_errors;
+  /* Trainer: writes of tensors that need no conversion (same dtype, whole rows, one slot piece per
+   * write) go straight from the bound source memory instead of a staged copy in the slot arena,
+   * halving memory traffic for bf16 plans. The sources must then stay unchanged until rf_wait
+   * returns, and the transport may register them on first use. */
+  int direct;
 } rf_config;
 
 rf_status rf_open(const rf_config *cfg, rf_engine **out);
@@ -137,6 +142,7 @@ typedef struct rf_counters {
   uint64_t torn;         /* receiver: versions torn */
   uint64_t bytes;        /* trainer: bytes written; receiver: bytes of completed versions */
   uint64_t writes;       /* trainer: puts posted */
+  uint64_t direct_writes;/* trainer: of those, sent straight from the sources (rf_config.direct) */
   uint64_t stage_ns;     /* trainer: time in staging kernels */
   uint64_t post_ns;      /* trainer: CPU time inside the put calls (ns per write = post_ns / writes) */
   uint64_t push_ns;      /* trainer: rf_push to last DONE delivered, summed over versions */
