@@ -646,7 +646,7 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
       }
       if (m.kind == REC_ARMED) armed++;
     }
-    t0 = now_ns();
+    t0 = t_last = now_ns();
     for (uint32_t i = 0; i < nt; i++) send_cmd(&tc[i], CMD_PUSH, v);
     int dying = o->kill_trainer >= 0 && v == o->kill_version;
     uint32_t want_t = nt - (dying ? 1 : 0), want_r = nr - (dead_recv >= 0 ? 1 : 0), got_t = 0, got_r = 0;
@@ -672,10 +672,10 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
         if (o->count_allocs && v == (uint64_t)o->versions) r->allocs += m.allocs, r->alloc_checked_calls += m.calls;
       } else if (m.kind == REC_RESULT) {
         got_r++;
+        if (m.t_done > t_last) t_last = m.t_done; /* complete or torn: the receiver's answer */
         if (m.status == RF_OK) {
           lv->complete++;
           lv->bytes += m.bytes;
-          if (m.t_done > t_last) t_last = m.t_done;
         } else if (!lv->torn++) {
           snprintf(lv->torn_reason, sizeof lv->torn_reason, "%s", m.text);
         }
