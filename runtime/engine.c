@@ -90,9 +90,11 @@ static rf_status index_identity_items(rf_engine *e)
   for (uint32_t i = 0; i < e->rk->op_count; i++)
     if (identity_op(p, &p->ops[e->rk->op_first + i])) n += p->ops[e->rk->op_first + i].count;
   e->by_slot = calloc(n ? n : 1, sizeof *e->by_slot);
-  e->wlocal = calloc(e->rk->write_count ? e->rk->write_count : 1, sizeof *e->wlocal);
+  e->wpiece = calloc((size_t)e->rk->write_count + 1, sizeof *e->wpiece);
+  e->pieces = calloc((size_t)n + e->rk->write_count + 1, sizeof *e->pieces);
   e->op_skip = calloc(e->rk->op_count ? e->rk->op_count : 1, 1);
-  if (!e->by_slot || !e->wlocal || !e->op_skip) return rf__fail(e, RF_ERR_NOMEM, "direct write tables");
+  if (!e->by_slot || !e->wpiece || !e->pieces || !e->op_skip)
+    return rf__fail(e, RF_ERR_NOMEM, "direct write tables");
   for (uint32_t i = 0; i < e->rk->op_count; i++) {
     const rf_op *o = &p->ops[e->rk->op_first + i];
     if (!identity_op(p, o)) continue;
@@ -118,36 +120,68 @@ static uint32_t item_at(const rf_engine *e, uint64_t s)
   return lo ? lo - 1 : RF_NONE;
 }
 
-/* decide, for the bound sources, which writes go straight from them (no allocation) */
+/* 1 when identity items of skipped ops cover every byte of write wr, without gaps */
+static int write_covered(const rf_engine *e, const rf_write *wr)
+{
+  uint64_t at = wr->slot, end = wr->slot + wr->len;
+  uint32_t k = item_at(e, at);
+  if (k == RF_NONE) return 0;
+  for (; at < end; k++) {
+    if (k >= e->n_by_slot || e->by_slot[k].out > at || e->by_slot[k].out + e->by_slot[k].len <= at) return 0;
+    if (!e->op_skip[e->by_slot[k].op]) return 0;
+    at = e->by_slot[k].out + e->by_slot[k].len;
+  }
+  return 1;
+}
+
+/* where slot byte s of identity item k comes from in the bound source */
+static const uint8_t *item_src(const rf_engine *e, uint32_t k, uint64_t s)
+{
+  const struct rf__item_ref *it = &e->by_slot[k];
+  const rf_op *o = &e->p->ops[e->rk->op_first + it->op];
+  uint32_t sid = o->src + it->item * o->src_step;
+  const rf_src_tensor *src = &e->p->src[sid];
+  int64_t row = o->row0 + (int64_t)it->item * o->row_step - src_first_row(e, src);
+  return (const uint8_t *)e->src_ptr[sid] + (size_t)row * (size_t)src->cols * dtype_size(src->dtype) + (s - it->out);
+}
+
+/* decide, for the bound sources, which writes go straight from them (no allocation): an identity
+ * op is skipped unless a write touching one of its items must come from the arena; a write comes
+ * from the sources when skipped ops' items cover it. Skipping shrinks until nothing changes. */
 static void plan_direct(rf_engine *e)
 {
   const rf_plan *p = e->p;
-  memset(e->op_skip, 1, e->rk->op_count);
-  for (uint32_t i = 0; i < e->rk->op_count; i++)
-    if (!identity_op(p, &p->ops[e->rk->op_first + i])) e->op_skip[i] = 0;
-  /* an identity op is skipped only if every write that touches its items lies inside one item */
+  for (uint32_t i = 0; i < e->rk->op_count; i++) e->op_skip[i] = identity_op(p, &p->ops[e->rk->op_first + i]);
+  for (int changed = 1; changed;) {
+    changed = 0;
+    for (uint32_t w = 0; w < e->rk->write_count; w++) {
+      const rf_write *wr = &p->writes[e->rk->write_first + w];
+      if (write_covered(e, wr)) continue;
+      uint32_t k = item_at(e, wr->slot);
+      for (uint32_t j = k == RF_NONE ? 0 : k; j < e->n_by_slot && e->by_slot[j].out < wr->slot + wr->len; j++)
+        if (e->by_slot[j].out + e->by_slot[j].len > wr->slot && e->op_skip[e->by_slot[j].op]) {
+          e->op_skip[e->by_slot[j].op] = 0;
+          changed = 1;
+        }
+    }
+  }
+  uint32_t np = 0;
   for (uint32_t w = 0; w < e->rk->write_count; w++) {
     const rf_write *wr = &p->writes[e->rk->write_first + w];
-    uint32_t k = item_at(e, wr->slot);
-    const struct rf__item_ref *it = k == RF_NONE ? NULL : &e->by_slot[k];
-    int inside = it && wr->slot + wr->len <= it->out + it->len;
-    if (inside) continue;
-    for (uint32_t j = k == RF_NONE ? 0 : k; j < e->n_by_slot && e->by_slot[j].out < wr->slot + wr->len; j++)
-      if (e->by_slot[j].out + e->by_slot[j].len > wr->slot) e->op_skip[e->by_slot[j].op] = 0;
+    e->wpiece[w] = np;
+    if (!write_covered(e, wr)) continue;
+    uint64_t at = wr->slot, end = wr->slot + wr->len;
+    for (uint32_t k = item_at(e, at); at < end; k++) {
+      uint64_t stop = e->by_slot[k].out + e->by_slot[k].len;
+      if (stop > end) stop = end;
+      const uint8_t *from = item_src(e, k, at);
+      struct rf__piece *last = np > e->wpiece[w] ? &e->pieces[np - 1] : NULL;
+      if (last && last->from + last->len == from) last->len += stop - at; /* contiguous in the source too */
+      else e->pieces[np++] = (struct rf__piece){.from = from, .off = at - wr->slot, .len = stop - at};
+      at = stop;
+    }
   }
-  for (uint32_t w = 0; w < e->rk->write_count; w++) {
-    const rf_write *wr = &p->writes[e->rk->write_first + w];
-    uint32_t k = item_at(e, wr->slot);
-    e->wlocal[w] = NULL;
-    if (k == RF_NONE || !e->op_skip[e->by_slot[k].op] || wr->slot + wr->len > e->by_slot[k].out + e->by_slot[k].len)
-      continue;
-    const rf_op *o = &p->ops[e->rk->op_first + e->by_slot[k].op];
-    uint32_t sid = o->src + e->by_slot[k].item * o->src_step;
-    const rf_src_tensor *s = &p->src[sid];
-    int64_t row = o->row0 + (int64_t)e->by_slot[k].item * o->row_step - src_first_row(e, s);
-    e->wlocal[w] = (const uint8_t *)e->src_ptr[sid] + (size_t)row * (size_t)s->cols * dtype_size(s->dtype) +
-                   (wr->slot - e->by_slot[k].out);
-  }
+  e->wpiece[e->rk->write_count] = np;
   e->direct_dirty = 0;
 }
 
@@ -306,7 +340,8 @@ void rf_close(rf_engine *e)
   }
   free(e->tg);
   free(e->recv_tg);
-  free(e->wlocal);
+  free(e->wpiece);
+  free(e->pieces);
   free(e->op_skip);
   free(e->by_slot);
   free(e->items);
@@ -1012,16 +1047,20 @@ static void trainer_step(rf_engine *e)
       rf__target *t = &e->tg[e->recv_tg[w->receiver]];
       uint32_t di = w->dst - p->recv[w->receiver].dst_first;
       uint64_t tp = rf__now_ns();
-      const uint8_t *from = e->wlocal && e->wlocal[e->w_next - e->rk->write_first] ? e->wlocal[e->w_next - e->rk->write_first]
-                                                                                : e->arena + w->slot;
-      rf_status s = rf__ucx_put(e, t, from, w->len, t->raddr[di] + w->dst_off, t->rkey[di]);
+      uint32_t wl = e->w_next - e->rk->write_first;
+      uint32_t p0 = e->wpiece ? e->wpiece[wl] : 0, p1 = e->wpiece ? e->wpiece[wl + 1] : 0;
+      rf_status s = RF_OK;
+      if (p0 == p1) s = rf__ucx_put(e, t, e->arena + w->slot, w->len, t->raddr[di] + w->dst_off, t->rkey[di]);
+      for (uint32_t k = p0; k < p1 && s == RF_OK; k++) /* from the sources: one put per source range */
+        s = rf__ucx_put(e, t, e->pieces[k].from, e->pieces[k].len, t->raddr[di] + w->dst_off + e->pieces[k].off,
+                        t->rkey[di]);
       e->ctr.post_ns += rf__now_ns() - tp;
       if (s != RF_OK) {
         e->push_status = s;
         break;
       }
       e->ctr.writes++;
-      e->ctr.direct_writes += from != e->arena + w->slot;
+      e->ctr.direct_writes += p0 != p1;
       if (e->w_next == t->last_write) {
         t->flushing = 1;
         e->flush_pending++;

@@ -114,9 +114,12 @@ struct rf_engine {
   const void **src_ptr;     /* [n_src] bound source pointers */
   uint8_t *src_need;        /* [n_src] 1 when this rank's ops read it */
   rfk_item *items;          /* [max op count] scratch for one staged op */
-  /* direct writes (cfg.direct): per write of this rank, the source address it is sent from, or
-   * NULL (slot arena); per op of this rank, 1 when staging it is skipped */
-  const uint8_t **wlocal;
+  /* direct writes (cfg.direct): a write of this rank whose slot bytes are all plain copies of
+   * source rows is sent from the sources, as pieces wpiece[w]..wpiece[w+1]-1 (one per source
+   * range it covers); a write with no pieces is sent from the slot arena. Per op of this rank,
+   * op_skip is 1 when staging it is skipped. Sized at open: pieces <= items + writes. */
+  uint32_t *wpiece;         /* [write_count + 1] */
+  struct rf__piece { const uint8_t *from; uint64_t off, len; } *pieces;
   uint8_t *op_skip;
   struct rf__item_ref { uint64_t out, len; uint32_t op, item; } *by_slot; /* identity items by slot */
   uint32_t n_by_slot;
