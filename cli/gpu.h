@@ -21,8 +21,9 @@ int rf_gpu_launch_capture(void *stream);         /* end the capture, launch the 
 /* n bytes of CUDA virtual memory (cuMemCreate + cuMemMap), as PyTorch's expandable segments use */
 void *rf_gpu_vmm_malloc(size_t n);
 const char *rf_gpu_error(void);                  /* the last CUDA error, as text */
-/* copy bandwidth in GB/s (bytes copied per second): `total` bytes in chunks of `chunk` bytes,
- * cudaMemcpy on one device, cudaMemcpyPeer between two */
-double rf_gpu_copy_gbps(int src_dev, int dst_dev, size_t total, size_t chunk);
+/* copy bandwidth in GB/s (bytes copied per second): `total` bytes in chunks of `chunk` bytes from
+ * distinct source memory, issued round-robin on `streams` streams (1..8); cudaMemcpy on one
+ * device, cudaMemcpyPeer between two */
+double rf_gpu_copy_gbps(int src_dev, int dst_dev, size_t total, size_t chunk, int streams);
 
 #endif

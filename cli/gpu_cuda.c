@@ -110,32 +110,46 @@ void *rf_gpu_vmm_malloc(size_t n)
   return (void *)(uintptr_t)p;
 }
 
-double rf_gpu_copy_gbps(int src_dev, int dst_dev, size_t total, size_t chunk)
+double rf_gpu_copy_gbps(int src_dev, int dst_dev, size_t total, size_t chunk, int streams)
 {
+  /* the physical peer of a push: the same bytes, in the same chunks, from distinct source memory
+   * (a reused source would be read from L2) into distinct destination memory */
   void *s = NULL, *d = NULL;
+  cudaStream_t st[8] = {0};
+  if (streams < 1) streams = 1;
+  if (streams > 8) streams = 8;
   cudaSetDevice(src_dev);
-  if (cudaMalloc(&s, chunk)) return 0;
+  if (cudaMalloc(&s, total)) return 0;
+  cudaMemset(s, 0x3c, total);
   cudaSetDevice(dst_dev);
-  if (cudaMalloc(&d, total)) return 0;
+  if (cudaMalloc(&d, total)) {
+    cudaSetDevice(src_dev);
+    cudaFree(s);
+    return 0;
+  }
   if (src_dev != dst_dev) {
     cudaDeviceEnablePeerAccess(src_dev, 0);
     cudaGetLastError();
   }
+  for (int k = 0; k < streams; k++) cudaStreamCreateWithFlags(&st[k], cudaStreamNonBlocking);
   double best = 0;
   for (int rep = 0; rep < 3; rep++) {
+    int i = 0;
     cudaDeviceSynchronize();
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
-    for (size_t off = 0; off < total; off += chunk) {
+    for (size_t off = 0; off < total; off += chunk, i++) {
       size_t n = total - off < chunk ? total - off : chunk;
-      if (src_dev == dst_dev) cudaMemcpyAsync((char *)d + off, s, n, cudaMemcpyDeviceToDevice, 0);
-      else cudaMemcpyPeerAsync((char *)d + off, dst_dev, s, src_dev, n, 0);
+      cudaStream_t q = st[i % streams];
+      if (src_dev == dst_dev) cudaMemcpyAsync((char *)d + off, (char *)s + off, n, cudaMemcpyDeviceToDevice, q);
+      else cudaMemcpyPeerAsync((char *)d + off, dst_dev, (char *)s + off, src_dev, n, q);
     }
     cudaDeviceSynchronize();
     clock_gettime(CLOCK_MONOTONIC, &b);
     double t = (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9;
     if (total / t / 1e9 > best) best = total / t / 1e9;
   }
+  for (int k = 0; k < streams; k++) cudaStreamDestroy(st[k]);
   cudaFree(d);
   cudaSetDevice(src_dev);
   cudaFree(s);

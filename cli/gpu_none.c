@@ -16,4 +16,4 @@ int rf_gpu_capture(void *s) { (void)s; return -1; }
 int rf_gpu_launch_capture(void *s) { (void)s; return -1; }
 void *rf_gpu_vmm_malloc(size_t n) { (void)n; return 0; }
 const char *rf_gpu_error(void) { return "built without CUDA"; }
-double rf_gpu_copy_gbps(int a, int b, size_t t, size_t c) { (void)a, (void)b, (void)t, (void)c; return 0; }
+double rf_gpu_copy_gbps(int a, int b, size_t t, size_t c, int s) { (void)a, (void)b, (void)t, (void)c, (void)s; return 0; }

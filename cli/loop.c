@@ -418,6 +418,11 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
       if (rf_bind_src(e, i, alias, n) != RF_OK) fatal(me, 1, "rf_bind_src", rf_last_error(e));
       continue;
     }
+    if (o->cuda && o->fill_once) { /* benchmark: finite bf16/fp32 filled once on the device, no host copy */
+      if (!(dsrc[i] = rf_gpu_malloc(n)) || rf_gpu_fill(dsrc[i], 0x3c, n)) fatal(me, 1, "cudaMalloc", p->src[i].name);
+      if (rf_bind_src(e, i, dsrc[i], n) != RF_OK) fatal(me, 1, "rf_bind_src", rf_last_error(e));
+      continue;
+    }
     src[i] = malloc(n);
     if (!src[i]) fatal(me, 1, "allocating", p->src[i].name);
     memset(src[i], 0, n);
@@ -455,7 +460,7 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     read_cmd(cmd_fd, &c, 1);
     if (c.kind == CMD_QUIT) break;
     for (uint32_t i = 0; i < p->n_src; i++)
-      if (src[i]) {
+      if (src[i] && !(o->fill_once && calls)) {
         rf_loop_fill(p, me, i, o->seed, c.version, src[i]);
         if (o->cuda && rf_gpu_put(dsrc[i], src[i], rf_src_bytes(e, i))) fatal(me, 1, "cudaMemcpy", rf_gpu_error());
       }

@@ -135,11 +135,11 @@ static int write_covered(const rf_engine *e, const rf_write *wr)
 }
 
 /* where slot byte s of identity item k comes from in the bound source */
-static const uint8_t *item_src(const rf_engine *e, uint32_t k, uint64_t s)
+static const uint8_t *item_src(const rf_engine *e, uint32_t k, uint64_t s, uint32_t *src_id)
 {
   const struct rf__item_ref *it = &e->by_slot[k];
   const rf_op *o = &e->p->ops[e->rk->op_first + it->op];
-  uint32_t sid = o->src + it->item * o->src_step;
+  uint32_t sid = *src_id = o->src + it->item * o->src_step;
   const rf_src_tensor *src = &e->p->src[sid];
   int64_t row = o->row0 + (int64_t)it->item * o->row_step - src_first_row(e, src);
   return (const uint8_t *)e->src_ptr[sid] + (size_t)row * (size_t)src->cols * dtype_size(src->dtype) + (s - it->out);
@@ -174,10 +174,13 @@ static void plan_direct(rf_engine *e)
     for (uint32_t k = item_at(e, at); at < end; k++) {
       uint64_t stop = e->by_slot[k].out + e->by_slot[k].len;
       if (stop > end) stop = end;
-      const uint8_t *from = item_src(e, k, at);
+      uint32_t sid;
+      const uint8_t *from = item_src(e, k, at, &sid);
       struct rf__piece *last = np > e->wpiece[w] ? &e->pieces[np - 1] : NULL;
-      if (last && last->from + last->len == from) last->len += stop - at; /* contiguous in the source too */
-      else e->pieces[np++] = (struct rf__piece){.from = from, .off = at - wr->slot, .len = stop - at};
+      /* rows that follow on in the same source tensor join the piece before; two tensors never
+       * share a put even when their memory happens to be adjacent (separate allocations) */
+      if (last && last->src == sid && last->from + last->len == from) last->len += stop - at;
+      else e->pieces[np++] = (struct rf__piece){.from = from, .off = at - wr->slot, .len = stop - at, .src = sid};
       at = stop;
     }
   }

@@ -119,7 +119,7 @@ struct rf_engine {
    * range it covers); a write with no pieces is sent from the slot arena. Per op of this rank,
    * op_skip is 1 when staging it is skipped. Sized at open: pieces <= items + writes. */
   uint32_t *wpiece;         /* [write_count + 1] */
-  struct rf__piece { const uint8_t *from; uint64_t off, len; } *pieces;
+  struct rf__piece { const uint8_t *from; uint64_t off, len; uint32_t src; } *pieces;
   uint8_t *op_skip;
   struct rf__item_ref { uint64_t out, len; uint32_t op, item; } *by_slot; /* identity items by slot */
   uint32_t n_by_slot;
