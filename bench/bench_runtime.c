@@ -89,7 +89,8 @@ int main(int argc, char **argv)
     return 2;
   }
   rf_loop_opts o = {.plan = p, .versions = versions, .seed = 1, .token = 1, .timeout_ms = 60000, .verify = 0, .tls = getenv("RF_TLS"),
-                    .alias_src = 1, .alias_dst = alias_dst, .engine_mem = !alias_dst, .no_peer_errors = getenv("RF_PEER_ERRORS") == NULL, .kill_trainer = -1, .kill_receiver = -1};
+                    .alias_src = 1, .alias_dst = alias_dst, .engine_mem = !alias_dst, .no_peer_errors = getenv("RF_PEER_ERRORS") == NULL, .kill_trainer = -1, .kill_receiver = -1,
+                    .direct = getenv("RF_STAGED") == NULL};
   rf_loop_result r;
   if (rf_loop_run(&o, &r)) {
     fprintf(stderr, "bench_runtime: %s\n", r.error);
@@ -125,7 +126,8 @@ int main(int argc, char **argv)
   printf("%-34s %8.2f %8.2f\n", "memcpy, one thread", mc, mc > 0 ? best / mc : 0);
   if (pt > 0) printf("%-34s %8.2f %8.2f\n", "ucx_perftest ucp_put_bw", pt, best / pt);
   else printf("%-34s %8s %8s\n", "ucx_perftest ucp_put_bw", "n/a", "");
-  printf("cpu per posted write: %.0f ns; staging busy %.0f%% of the update per trainer\n", ns_per_write,
-         100 * stage_share);
+  printf("cpu per posted write: %.0f ns (over shared memory the put itself copies the bytes); staging busy %.0f%% of "
+         "the update per trainer; writes %s\n",
+         ns_per_write, 100 * stage_share, o.direct ? "straight from the sources where no conversion is needed" : "staged");
   return 0;
 }
