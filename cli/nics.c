@@ -55,7 +55,7 @@ static int show(const char *root, const char *gpu, const char *mode, double min_
       snprintf(nd, sizeof nd, "(too long)");
     printf("  NET_DEVICES=%s", nd);
     if (r->n_chosen > 1)
-      printf(" MAX_RNDV_RAILS=%d", r->n_chosen);
+      printf(" MAX_RMA_RAILS=%d MAX_RNDV_RAILS=%d", r->n_chosen, r->n_chosen);
     printf("\n");
   }
   return 0;

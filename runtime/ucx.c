@@ -1,5 +1,5 @@
 /* ucx.c: the only file that speaks UCX. One context and one worker per engine, configured per
- * engine (TLS, NET_DEVICES, MAX_RNDV_RAILS through ucp_config_modify; the process environment is
+ * engine (TLS, NET_DEVICES, MAX_RNDV_RAILS and MAX_RMA_RAILS through ucp_config_modify; the process environment is
  * never changed). Receivers listen and answer HELLO with their metadata blob; trainers connect,
  * put, flush, and send BEGIN / DONE as active messages. Calls used exist in UCX 1.13 through 1.22.
  *
@@ -65,8 +65,10 @@ static rf_status apply_nics(rf_engine *e)
     if (st == RF_OK && r->n_chosen > 1) {
       char n[16];
       snprintf(n, sizeof n, "%d", r->n_chosen);
-      /* RMA bandwidth lanes: UCX 1.13..1.22 call this MAX_RNDV_RAILS (MAX_RMA_RAILS is its old alias) */
+      /* rails for puts (MAX_RMA_RAILS: its own setting in newer UCX, default 1; in 1.13 an alias
+       * of the rendezvous one) and for rendezvous (MAX_RNDV_RAILS); both names exist in 1.13..1.22 */
       st = modify(e, "MAX_RNDV_RAILS", n);
+      if (st == RF_OK) st = modify(e, "MAX_RMA_RAILS", n);
     }
   }
   free(r);

@@ -40,7 +40,7 @@ GPU 0000:18:00.0
   skipped  mlx5_5:1   other        10 Gb/s  DOWN    InfiniBand  0000:9f:00.0  numa 1  state DOWN, not ACTIVE
   skipped  mlx5_6:1   other       400 Gb/s  ACTIVE  InfiniBand  0000:bb:00.0  numa 1  farther (other) than the chosen (switch)
   skipped  mlx5_7:1   other       400 Gb/s  ACTIVE  InfiniBand  0000:bf:00.0  numa 1  farther (other) than the chosen (switch)
-  NET_DEVICES=mlx5_0:1,mlx5_1:1 MAX_RNDV_RAILS=2
+  NET_DEVICES=mlx5_0:1,mlx5_1:1 MAX_RMA_RAILS=2 MAX_RNDV_RAILS=2
 END
 if cmp -s "$tmp/want" "$tmp/dgx8_one.out"; then ok "dgx8 GPU 18:00.0: full output"
 else bad "dgx8 GPU 18:00.0: output differs:"; diff "$tmp/want" "$tmp/dgx8_one.out"; fi
@@ -48,15 +48,15 @@ else bad "dgx8 GPU 18:00.0: output differs:"; diff "$tmp/want" "$tmp/dgx8_one.ou
 # 3. every GPU of each fixture
 run dgx8 0 --sysfs $F/dgx8
 [ "$(grep -c '^GPU ' "$tmp/dgx8.out")" = 8 ] && ok "dgx8: 8 GPUs" || bad "dgx8: want 8 GPUs"
-[ "$(grep '^  NET_DEVICES=' "$tmp/dgx8.out" | tr '\n' ' ')" = "  NET_DEVICES=mlx5_0:1,mlx5_1:1 MAX_RNDV_RAILS=2 \
-  NET_DEVICES=mlx5_0:1,mlx5_1:1 MAX_RNDV_RAILS=2   NET_DEVICES=mlx5_2:1   NET_DEVICES=mlx5_3:1 \
+[ "$(grep '^  NET_DEVICES=' "$tmp/dgx8.out" | tr '\n' ' ')" = "  NET_DEVICES=mlx5_0:1,mlx5_1:1 MAX_RMA_RAILS=2 MAX_RNDV_RAILS=2 \
+  NET_DEVICES=mlx5_0:1,mlx5_1:1 MAX_RMA_RAILS=2 MAX_RNDV_RAILS=2   NET_DEVICES=mlx5_2:1   NET_DEVICES=mlx5_3:1 \
   NET_DEVICES=mlx5_4:1   NET_DEVICES=mlx5_4:1   NET_DEVICES=mlx5_6:1   NET_DEVICES=mlx5_7:1 " ] &&
   ok "dgx8: NET_DEVICES per GPU" || { bad "dgx8: NET_DEVICES per GPU:"; grep NET_DEV "$tmp/dgx8.out"; }
 has dgx8 out "  skipped  mlx5_5:1   switch       10 Gb/s  DOWN    InfiniBand  0000:9f:00.0  numa 1  state DOWN, not ACTIVE"
 has dgx8 out "  chosen   mlx5_4:1   hostbridge  400 Gb/s  ACTIVE  InfiniBand  0000:9b:00.0  numa 1"
 
 run dgx8_stripe 0 --sysfs $F/dgx8 --mode stripe --gpu 0000:be:00.0
-has dgx8_stripe out "  NET_DEVICES=mlx5_7:1,mlx5_6:1,mlx5_4:1,mlx5_0:1,mlx5_1:1,mlx5_2:1,mlx5_3:1 MAX_RNDV_RAILS=7"
+has dgx8_stripe out "  NET_DEVICES=mlx5_7:1,mlx5_6:1,mlx5_4:1,mlx5_0:1,mlx5_1:1,mlx5_2:1,mlx5_3:1 MAX_RMA_RAILS=7 MAX_RNDV_RAILS=7"
 run dgx8_off 0 --sysfs $F/dgx8 --mode off --gpu 0000:be:00.0
 has dgx8_off out "  mode off: UCX chooses its own devices (NET_DEVICES not set)"
 run dgx8_list 1 --sysfs $F/dgx8 --mode mlx5_0,mlx5_5 --gpu 0000:18:00.0

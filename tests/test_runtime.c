@@ -401,6 +401,7 @@ static void test_nic_choice_beats_env(void)
 {
   setenv("UCX_NET_DEVICES", "bogus9:1", 1);
   setenv("UCX_MAX_RNDV_RAILS", "1", 1);
+  setenv("UCX_MAX_RMA_RAILS", "1", 1);
   const rf_plan *p = plan("glm_tiny_demo");
   struct {
     const char *mode, *gpu, *devices, *rails;
@@ -422,10 +423,15 @@ static void test_nic_choice_beats_env(void)
     EXPECT(rf_ucx_setting(e, "MAX_RNDV_RAILS", rails, sizeof rails) == RF_OK &&
                strcmp(rails, cases[i].rails) == 0,
            "%s: engine MAX_RNDV_RAILS '%s', want '%s'", cases[i].mode, rails, cases[i].rails);
+    /* newer UCX lists MAX_RMA_RAILS on its own (puts); 1.13 only as an alias of the one above */
+    if (rf_ucx_setting(e, "MAX_RMA_RAILS", rails, sizeof rails) == RF_OK)
+      EXPECT(strcmp(rails, cases[i].rails) == 0, "%s: engine MAX_RMA_RAILS '%s', want '%s'", cases[i].mode, rails,
+             cases[i].rails);
     rf_close(e);
   }
   EXPECT(strcmp(getenv("UCX_NET_DEVICES"), "bogus9:1") == 0, "environment changed: %s", getenv("UCX_NET_DEVICES"));
   EXPECT(strcmp(getenv("UCX_MAX_RNDV_RAILS"), "1") == 0, "environment changed: %s", getenv("UCX_MAX_RNDV_RAILS"));
+  EXPECT(strcmp(getenv("UCX_MAX_RMA_RAILS"), "1") == 0, "environment changed: %s", getenv("UCX_MAX_RMA_RAILS"));
   /* mode off leaves UCX to the environment; a DOWN NIC named explicitly is an error naming it */
   rf_config off = {.plan = p, .role = RF_TRAINER, .rank = 0, .nic_mode = "off"};
   rf_engine *e;
