@@ -39,11 +39,18 @@ int posix_memalign(void **out, size_t a, size_t n)
 int main(void)
 {
   int failed = 0;
-  const char *tls[] = {"tcp", "sm,tcp"};
-  for (int k = 0; k < 2; k++) {
-    rf_loop_opts o = {.plan = rf_plan_find("glm_tiny_demo"), .versions = 4, .seed = (uint64_t)time(NULL), .token = 1,
-                      .tls = tls[k], .timeout_ms = 10000, .verify = 1, .kill_trainer = -1, .kill_receiver = -1,
-                      .count_allocs = getenv("ALLOC_ALL") ? 2 : 1};
+  /* staged writes over tcp and shared memory; direct writes (one put per source range) over tcp */
+  struct {
+    const char *tls, *plan, *what;
+    int direct;
+  } cases[] = {{"tcp", "glm_tiny_demo", "tcp", 0},
+               {"sm,tcp", "glm_tiny_demo", "sm,tcp", 0},
+               {"tcp", "qwen3_tiny_tp2", "tcp, direct writes", 1}};
+  const int n = sizeof cases / sizeof cases[0];
+  for (int k = 0; k < n; k++) {
+    rf_loop_opts o = {.plan = rf_plan_find(cases[k].plan), .versions = 4, .seed = (uint64_t)time(NULL), .token = 1,
+                      .tls = cases[k].tls, .timeout_ms = 10000, .verify = 1, .kill_trainer = -1, .kill_receiver = -1,
+                      .direct = cases[k].direct, .count_allocs = getenv("ALLOC_ALL") ? 2 : 1};
     /* the counter must see allocations at all: one armed malloc here */
     rf_loop_alloc_armed = 1;
     void *volatile probe = malloc(16);
@@ -55,11 +62,12 @@ int main(void)
     int rc = rf_loop_run(&o, &r);
     int ok = hook_works && rc == 0 && r.allocs == 0 && r.alloc_checked_calls > 100;
     for (int i = 0; rc == 0 && i < r.n; i++) ok &= r.v[i].complete == (int)o.plan->receivers && r.v[i].mismatches == 0;
-    printf("%s %s: %llu allocations in %llu hot-path calls over versions 2..4 (hook %s)%s%s\n", ok ? "ok  " : "FAIL",
-           tls[k], (unsigned long long)r.allocs, (unsigned long long)r.alloc_checked_calls,
+    if (cases[k].direct) ok &= r.n > 0 && r.v[r.n - 1].direct_writes > 0;
+    printf("%s %s (%s): %llu allocations in %llu hot-path calls over versions 2..4 (hook %s)%s%s\n",
+           ok ? "ok  " : "FAIL", cases[k].what, cases[k].plan, (unsigned long long)r.allocs, (unsigned long long)r.alloc_checked_calls,
            hook_works ? "counts" : "BROKEN", rc ? ": " : "", rc ? r.error : "");
     failed += !ok;
   }
-  printf("%d passed, %d failed\n", 2 - failed, failed);
+  printf("%d passed, %d failed\n", n - failed, failed);
   return failed != 0;
 }
