@@ -1,7 +1,7 @@
 /* quant.cu: rfk_cuda_run (kernels.h) - block FP8 e4m3fn quantization, bf16/fp32 casts and packing
  * copies of n same-shape regions in one launch per RFK_CUDA_CHUNK items. Bit-equal to ref.c.
  *
- * Layout: a CTA takes kTpc (RFK_TPC, default 2) 128x128 tiles side by side along the columns of
+ * Layout: a CTA takes kTpc (RFK_TPC, default 1) 128x128 tiles side by side along the columns of
  * one item, 256 threads per tile (grid.x = tile groups of the region, grid.y = item in the chunk).
  * A thread owns one 16-byte column vector of its tile (VEC = 8 bf16 or 4 fp32) in 128 / RSTEP
  * rows: all its loads are issued before the first use, the block amax is a max over |x| bit
@@ -70,13 +70,23 @@ template <int VEC> __device__ __forceinline__ uint32_t elem(const uint4 &w, int 
  *     2 plain ld.global;
  *   RFK_ROWS_FIRST: walk a region's tiles down the rows first instead of along the columns. */
 #ifndef RFK_TPC
-#define RFK_TPC 2
+#define RFK_TPC 1
 #endif
 #ifndef RFK_LDHINT
-#define RFK_LDHINT 1
+#define RFK_LDHINT 2
 #endif
 #ifndef RFK_ROWS_FIRST
 #define RFK_ROWS_FIRST 0
+#endif
+/*   RFK_PIPE: 0 off; S >= 2: bf16 -> fp8 through a persistent grid of 256-thread CTAs, one tile
+ *     at a time, the next S - 1 tiles' loads in flight (cp.async 16 B into S shared-memory stages,
+ *     each thread reading back only its own vectors, so the one barrier per tile is the amax one);
+ *   RFK_PIPE_CTAS: CTAs per SM of that grid (0: as many as the shared memory allows). */
+#ifndef RFK_PIPE
+#define RFK_PIPE 0
+#endif
+#ifndef RFK_PIPE_CTAS
+#define RFK_PIPE_CTAS 0
 #endif
 constexpr int kTpc = RFK_TPC;
 
@@ -108,17 +118,18 @@ struct tile_pos {
 };
 
 /* tile `tile` of the region (in units of kTpc tiles side by side) for this thread */
-template <int SES> __device__ __forceinline__ tile_pos locate(const params_t &p, int item, int tile, int tiles_r)
+template <int SES, int TPC = kTpc>
+__device__ __forceinline__ tile_pos locate(const params_t &p, int item, int tile, int tiles_r)
 {
   using G = geom<SES>;
-  const int tiles_cg = (p.tiles_c + kTpc - 1) / kTpc;
+  const int tiles_cg = (p.tiles_c + TPC - 1) / TPC;
   tile_pos t;
   t.it = &p.items[item];
   if (RFK_ROWS_FIRST)
     t.tr = tile % tiles_r, t.tc = tile / tiles_r;
   else
     t.tr = tile / tiles_cg, t.tc = tile % tiles_cg;
-  t.tc = t.tc * kTpc + (int)threadIdx.x / kThreads;
+  t.tc = t.tc * TPC + (int)threadIdx.x / kThreads;
   t.lt = threadIdx.x % kThreads;
   t.valid = t.tc < p.tiles_c;
   t.r0 = (int64_t)t.tr * 128, t.c0 = (int64_t)t.tc * 128;
@@ -296,6 +307,85 @@ __global__ void __launch_bounds__(kThreads * kTpc) tile_kernel(const __grid_cons
     cast_tile<SES, OUT>(p, t, v);
 }
 
+#if RFK_PIPE
+__device__ __forceinline__ void cp16(const void *smem, const void *gmem)
+{
+  const uint32_t sa = (uint32_t)__cvta_generic_to_shared(smem);
+#if RFK_LDHINT == 1
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(sa), "l"(gmem) : "memory");
+#else
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sa), "l"(gmem) : "memory");
+#endif
+}
+
+/* persistent grid, bf16 -> fp8: CTA b takes tiles b, b + gridDim.x, ... of all items of the chunk
+ * (item-major, tiles in the order of locate); tile g's full-tile loads go to stage g % RFK_PIPE */
+__global__ void __launch_bounds__(kThreads) pipe_kernel(const __grid_constant__ params_t p, int tiles_r, int total)
+{
+  using G = geom<2>;
+  extern __shared__ uint4 stage[]; /* [RFK_PIPE][NR][kThreads] */
+  __shared__ uint32_t red[2][kThreads / 32];
+  const int tiles = tiles_r * p.tiles_c, gs = (int)gridDim.x;
+  auto issue = [&](int g, int s) {
+    if (g < total) {
+      const tile_pos t = locate<2, 1>(p, g / tiles, g % tiles, tiles_r);
+      if (t.full) {
+        const char *src = (const char *)t.it->src;
+#pragma unroll
+        for (int k = 0; k < G::NR; k++)
+          cp16(&stage[(s * G::NR + k) * kThreads + threadIdx.x],
+               src + ((t.r0 + t.vr + k * G::RSTEP) * p.src_ld + t.col) * 2);
+      }
+    }
+    asm volatile("cp.async.commit_group;" ::: "memory");
+  };
+#pragma unroll
+  for (int j = 0; j < RFK_PIPE - 1; j++)
+    issue((int)blockIdx.x + j * gs, j);
+  int i = 0;
+  for (int g = (int)blockIdx.x; g < total; g += gs, i++) {
+    issue(g + (RFK_PIPE - 1) * gs, (i + RFK_PIPE - 1) % RFK_PIPE); /* the stage read in the last round */
+    asm volatile("cp.async.wait_group %0;" ::"n"(RFK_PIPE - 1) : "memory");
+    const tile_pos t = locate<2, 1>(p, g / tiles, g % tiles, tiles_r);
+    uint4 v[G::NR];
+    if (t.full) {
+      const int s = i % RFK_PIPE;
+#pragma unroll
+      for (int k = 0; k < G::NR; k++)
+        v[k] = stage[(s * G::NR + k) * kThreads + threadIdx.x];
+    } else {
+      load_tile<2>(p, t, v);
+    }
+    fp8_tile<2>(p, t, v, red[i & 1]);
+  }
+  asm volatile("cp.async.wait_group 0;" ::: "memory");
+}
+
+/* false where the pipelined path does not apply (then the tile kernel runs) */
+bool launch_pipe(const params_t &p, int n, int tiles_r, cudaStream_t st)
+{
+  const int64_t total = (int64_t)n * tiles_r * p.tiles_c;
+  if (total > 0x7fffffff - 4 * 1024 * 1024)
+    return false;
+  constexpr int smem = RFK_PIPE * geom<2>::NR * kThreads * 16;
+  static int per_sm = 0, sms = 0;
+  if (!per_sm) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaFuncSetAttribute(pipe_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, pipe_kernel, kThreads, smem) != cudaSuccess || per_sm < 1)
+      return per_sm = 0, false;
+    if (RFK_PIPE_CTAS && RFK_PIPE_CTAS < per_sm)
+      per_sm = RFK_PIPE_CTAS;
+  }
+  int64_t grid = (int64_t)per_sm * sms;
+  if (grid > total)
+    grid = total;
+  pipe_kernel<<<(unsigned)grid, kThreads, smem, st>>>(p, tiles_r, (int)total);
+  return true;
+}
+#endif
+
 int esize(int dtype) { return dtype == RFK_BF16 ? 2 : dtype == RFK_FP32 ? 4 : 1; }
 
 bool aligned(const void *ptr, int64_t ld_bytes, int64_t a)
@@ -345,6 +435,13 @@ extern "C" int rfk_cuda_run(const rfk_shape *s, const rfk_item *items, int n, in
     pp->aligned = al;
     int o = s->out_dtype;
     int tr = (int)tiles_r;
+#if RFK_PIPE
+    if (s->src_dtype == RFK_BF16 && o == RFK_FP8 && launch_pipe(*pp, m, tr, st)) {
+      if (cudaGetLastError() != cudaSuccess)
+        return RFK_ERR_CUDA;
+      continue;
+    }
+#endif
     if (s->src_dtype == RFK_BF16)
       o == RFK_FP8 ? launch<2, RFK_FP8>(*pp, m, tr, st)
       : o == RFK_BF16 ? launch<2, RFK_BF16>(*pp, m, tr, st)
