@@ -20,16 +20,7 @@
 
 static int cur_failed, ndev;
 
-#define EXPECT(cond, ...)                                  \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      if (cur_failed++ < 8) {                              \
-        printf("  %s:%d: ", __FILE__, __LINE__);           \
-        printf(__VA_ARGS__);                               \
-        printf("\n");                                      \
-      }                                                    \
-    }                                                      \
-  } while (0)
+#include "expect.h"
 
 static uint64_t derived_bytes(const rf_plan *p)
 {

@@ -12,16 +12,7 @@
 
 static int passed, failed, cur_failed;
 
-#define EXPECT(cond, ...)                                                          \
-  do {                                                                             \
-    if (!(cond)) {                                                                 \
-      if (cur_failed++ < 5) {                                                      \
-        printf("  %s:%d: ", __FILE__, __LINE__);                                   \
-        printf(__VA_ARGS__);                                                       \
-        printf("\n");                                                              \
-      }                                                                            \
-    }                                                                              \
-  } while (0)
+#include "expect.h"
 
 static uint64_t dsize(uint8_t dt) { return dt == RF_BF16 ? 2 : dt == RF_FP32 ? 4 : 1; }
 static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }

@@ -16,16 +16,7 @@
 
 static int cur_failed;
 
-#define EXPECT(cond, ...)                                  \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      if (cur_failed++ < 8) {                              \
-        printf("  %s:%d: ", __FILE__, __LINE__);           \
-        printf(__VA_ARGS__);                               \
-        printf("\n");                                      \
-      }                                                    \
-    }                                                      \
-  } while (0)
+#include "expect.h"
 
 static const rf_plan *plan(const char *name)
 {
