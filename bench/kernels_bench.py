@@ -189,6 +189,18 @@ def alt_call(fn):
         use_alt = False
 
 
+def triton_verdict(out, scale, tr):
+    """keeps our output, reruns the Triton peer into the same buffers and compares; returns our
+    bytes and scales and the verdict list"""
+    mine_q, mine_s = out.clone(), scale.clone()
+    eq = []
+    if triton is not None:
+        out.zero_()
+        tr()
+        eq.append("triton " + ("equal" if torch.equal(out, mine_q) and torch.equal(scale, mine_s) else "DIFFERENT"))
+    return mine_q, mine_s, eq
+
+
 def run_case(name, nbytes, ours, triton_fn, torch_fn, check):
     """check() compares peers' bytes with ours and frees what it made; then all contenders are
     timed in interleaved rounds with a copy of the same bytes"""
@@ -238,12 +250,7 @@ def case_experts(name, E, R, C, halves):
     def check():
         if OURS_ONLY:
             return ""
-        mine_q, mine_s = out.clone(), scale.clone()
-        eq = []
-        if triton is not None:
-            out.zero_()
-            tr()
-            eq.append("triton " + ("equal" if torch.equal(out, mine_q) and torch.equal(scale, mine_s) else "DIFFERENT"))
+        mine_q, mine_s, eq = triton_verdict(out, scale, tr)
         q, s = torch_per_block(srcs[-1][:chunk].view(-1, C))
         eq.append("torch " + ("equal" if torch.equal(q.view(torch.uint8).view(chunk, R, C), mine_q[:chunk, (halves - 1) * R:])
                               and torch.equal(s.view(chunk, sr, sc), mine_s[:chunk, (halves - 1) * sr:]) else "DIFFERENT"))
@@ -273,12 +280,7 @@ def case_dense(name, R, C, src_dtype, pieces=1):
     def check():
         if OURS_ONLY:
             return ""
-        mine_q, mine_s = out.clone(), scale.clone()
-        eq = []
-        if triton is not None:
-            out.zero_()
-            tr()
-            eq.append("triton " + ("equal" if torch.equal(out, mine_q) and torch.equal(scale, mine_s) else "DIFFERENT"))
+        mine_q, mine_s, eq = triton_verdict(out, scale, tr)
         q, s = torch_per_block(x[:, :w])
         eq.append("torch " + ("equal" if torch.equal(q.view(torch.uint8), mine_q[0]) and
                               torch.equal(s, mine_s[0]) else "DIFFERENT"))

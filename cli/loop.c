@@ -460,7 +460,7 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     read_cmd(cmd_fd, &c, 1);
     if (c.kind == CMD_QUIT) break;
     for (uint32_t i = 0; i < p->n_src; i++)
-      if (src[i] && !(o->fill_once && calls)) {
+      if (src[i]) {
         rf_loop_fill(p, me, i, o->seed, c.version, src[i]);
         if (o->cuda && rf_gpu_put(dsrc[i], src[i], rf_src_bytes(e, i))) fatal(me, 1, "cudaMemcpy", rf_gpu_error());
       }

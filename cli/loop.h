@@ -34,7 +34,7 @@ typedef struct rf_loop_opts {
   int engine_mem;          /* receivers place their tensors in rf_alloc memory (shared memory on a host) */
   int alias_src;           /* benchmark: a trainer binds every source to one buffer (no per-version fill) */
   int alias_dst;           /* benchmark: a receiver binds every destination to one buffer */
-  int fill_once;           /* benchmark: trainers fill their own sources for the first version only */
+  int fill_once;           /* benchmark, CUDA: sources filled once on the device at bind, never refilled */
   int cuda;                /* trainers and receivers in RF_MEM_CUDA mode, on these devices */
   int trainer_dev, receiver_dev;
   int count_allocs;        /* 1: children count allocations on hot paths from version 2; 2: from version 1 */

@@ -1,10 +1,13 @@
 /* expect.h: the check of the test programs. EXPECT(cond, fmt, ...) counts a failure of the running
- * test in cur_failed (which the including file defines and resets per test) and prints file:line
- * and the message for the first 8 failures of that test. */
+ * test in cur_failed (which the including file defines) and prints file:line and the message for
+ * the first 8 failures of that test. run_forked runs one test in a child process (so a crash or a
+ * hang, cut by alarm, fails that test alone) and prints its ok/FAIL line. */
 #ifndef REFIT_TESTS_EXPECT_H
 #define REFIT_TESTS_EXPECT_H
 
 #include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define EXPECT(cond, ...)                                  \
   do {                                                     \
@@ -16,5 +19,26 @@
       }                                                    \
     }                                                      \
   } while (0)
+
+static int cur_failed;
+
+/* 1 when fn passed in a child process within alarm_s seconds */
+static inline int run_forked(const char *name, void (*fn)(void), unsigned alarm_s)
+{
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid == 0) {
+    alarm(alarm_s);
+    fn();
+    fflush(stdout);
+    _exit(cur_failed ? 1 : 0);
+  }
+  int st = 0;
+  if (pid < 0 || waitpid(pid, &st, 0) < 0) st = 0x7f00; /* no child: counts as a failure */
+  int ok = pid > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+  if (pid > 0 && WIFSIGNALED(st)) printf("  killed by signal %d\n", WTERMSIG(st));
+  printf("%s %s\n", ok ? "ok  " : "FAIL", name);
+  return ok;
+}
 
 #endif

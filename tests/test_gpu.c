@@ -18,7 +18,7 @@
 #include "plans.h"
 #include "refit.h"
 
-static int cur_failed, ndev;
+static int ndev;
 
 #include "expect.h"
 
@@ -143,20 +143,7 @@ int main(int argc, char **argv)
       printf("skip %s (needs %d GPUs%s)\n", tests[i].name, tests[i].gpus, tests[i].big ? ", RF_GPU_BIG" : "");
       continue;
     }
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-      alarm(300);
-      tests[i].fn();
-      fflush(stdout);
-      _exit(cur_failed ? 1 : 0);
-    }
-    int st;
-    waitpid(pid, &st, 0);
-    int ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
-    if (!WIFEXITED(st)) printf("  killed by signal %d\n", WTERMSIG(st));
-    printf("%s %s\n", ok ? "ok  " : "FAIL", tests[i].name);
-    ok ? passed++ : failed++;
+    run_forked(tests[i].name, tests[i].fn, 300) ? passed++ : failed++;
   }
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;

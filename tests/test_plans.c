@@ -10,7 +10,7 @@
 #include "glm_tiny_rep2.h"
 #include "qwen3_tiny_fp8_tp4.h"
 
-static int passed, failed, cur_failed;
+static int passed, failed;
 
 #include "expect.h"
 

@@ -14,7 +14,6 @@
 #include "plans.h"
 #include "refit.h"
 
-static int cur_failed;
 
 #include "expect.h"
 
@@ -465,20 +464,7 @@ int main(int argc, char **argv)
   int passed = 0, failed = 0;
   for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
     if (argc > 1 && !strstr(tests[i].name, argv[1])) continue;
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-      alarm(120);
-      tests[i].fn();
-      fflush(stdout);
-      _exit(cur_failed ? 1 : 0);
-    }
-    int st;
-    waitpid(pid, &st, 0);
-    int ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
-    if (!WIFEXITED(st)) printf("  killed by signal %d\n", WTERMSIG(st));
-    printf("%s %s\n", ok ? "ok  " : "FAIL", tests[i].name);
-    ok ? passed++ : failed++;
+    run_forked(tests[i].name, tests[i].fn, 120) ? passed++ : failed++;
   }
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
