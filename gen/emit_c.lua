@@ -23,9 +23,10 @@ function E.tables(plan, model, packed)
   for i, o in ipairs(packed.ops) do
     local st = o.steps
     t.ops[i] = { o.src, o.count, st.src, o.kind, o.src_dtype, o.dst_dtype, o.row0, o.col0, o.rows, o.cols,
-      st.row, st.col, o.out, st.out, o.scale or 0, st.scale }
+      st.row, st.col, o.out, st.out, o.scale or 0, st.scale, o.direct or 0 }
   end
   t.writes = packed.writes
+  t.pieces = packed.pieces
   t.groups = {}
   for i, g in ipairs(packed.groups) do
     t.groups[i] = { g.op_first, g.op_count, g.write_first, g.write_count, g.layer < 0 and GLOBAL_LAYER or g.layer }
@@ -62,7 +63,8 @@ function E.hash(t)
   local PRIME, mix_str = 0x100000001b3, U.mix_str
   local h = U.HASH0
   for _, v in ipairs(t.head) do h = (h ~ v) * PRIME end
-  for _, name in ipairs({ "src", "dst", "ops", "writes", "groups", "ranks", "recv", "peers", "derived", "refresh" }) do
+  for _, name in ipairs({ "src", "dst", "ops", "writes", "groups", "ranks", "recv", "peers", "derived", "refresh",
+    "pieces" }) do
     local list = t[name]
     local first = (name == "src" or name == "dst" or name == "derived") and 2 or 1
     for i = 1, #list do
@@ -104,11 +106,15 @@ function E.emit(plan, t, hash, header_line)
     return ("  /* %d */ {%s, {%d, %d, %d}, %d, %d, %d, %d, %d},\n"):format(i, cstr(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
   end)
   c[#c + 1] = "/* src, count, src_step, kind, src_dtype, dst_dtype, row0, col0, rows, cols, row_step, col_step,\n"
-    .. "   out, out_step, scale, scale_step */\n"
-  local f16 = "  {%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d},\n"
-  rows(c, "ops", "rf_op", t.ops, function(_, r) return f16:format(table.unpack(r)) end)
-  c[#c + 1] = "/* slot, dst_off, len, receiver, dst */\n"
-  rows(c, "writes", "rf_write", t.writes, function(_, r) return ("  {%d, %d, %d, %d, %d},\n"):format(r[1], r[2], r[3], r[4], r[5]) end)
+    .. "   out, out_step, scale, scale_step, direct */\n"
+  local f17 = "  {%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d},\n"
+  rows(c, "ops", "rf_op", t.ops, function(_, r) return f17:format(table.unpack(r)) end)
+  c[#c + 1] = "/* slot, dst_off, len, receiver, dst, piece_first, piece_count */\n"
+  rows(c, "writes", "rf_write", t.writes, function(_, r)
+    return ("  {%d, %d, %d, %d, %d, %d, %d},\n"):format(r[1], r[2], r[3], r[4], r[5], r[6], r[7])
+  end)
+  c[#c + 1] = "/* src_off, off, len, src */\n"
+  rows(c, "pieces", "rf_piece", t.pieces, function(_, r) return "  {" .. nums(r) .. "},\n" end)
   c[#c + 1] = "/* op_first, op_count, write_first, write_count, layer */\n"
   rows(c, "groups", "rf_group", t.groups, function(_, r) return "  {" .. nums(r) .. "},\n" end)
   c[#c + 1] = "/* arena_bytes, bytes_out, shard, replicate, group_first, group_count, op_first, op_count,\n"
@@ -133,8 +139,9 @@ function E.emit(plan, t, hash, header_line)
     :format(#t.src, #t.dst, #t.ops, #t.writes, #t.groups, #t.peers)
   c[#c + 1] = ("  .scale_fmt = %s,\n"):format(h[9] == 1 and "RF_SCALE_UE8M0" or "RF_SCALE_FP32")
   c[#c + 1] = "  .src = src, .dst = dst, .ops = ops, .writes = writes, .groups = groups, .ranks = ranks,\n"
-  c[#c + 1] = ("  .recv = recv, .peers = peers,\n  .n_derived = %d, .n_refresh = %d, .derived = derived, .refresh = refresh,\n};\n")
+  c[#c + 1] = ("  .recv = recv, .peers = peers,\n  .n_derived = %d, .n_refresh = %d, .derived = derived, .refresh = refresh,\n")
     :format(#t.derived, #t.refresh)
+  c[#c + 1] = ("  .n_pieces = %d, .pieces = pieces,\n};\n"):format(#t.pieces)
 
   local guard = "REFIT_PLAN_" .. id:upper() .. "_H"
   local hdr = table.concat({ header_line, ("#ifndef %s\n#define %s\n\n#include \"refit_plan.h\"\n\n"):format(guard, guard),

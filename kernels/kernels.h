@@ -51,6 +51,9 @@ int rfk_ref_run(const rfk_shape *s, const rfk_item *items, int n);
  * show only in *flag). */
 #define RFK_CUDA_CHUNK 256
 int rfk_cuda_run(const rfk_shape *s, const rfk_item *items, int n, int *flag, void *stream);
+/* after a launcher returned RFK_ERR_CUDA: the CUDA error of that launch, as text (this thread) */
+const char *rfk_cuda_last_error(void);
+int rfk__cuda_failed(void); /* launchers: 1 when the last launch failed (records the error) */
 
 /* convenience single-region forms of rfk_ref_run, also used by tests */
 int rfk_ref_cast(const void *src, int src_dtype, int64_t src_ld, void *out, int out_dtype, int64_t out_ld,

@@ -18,6 +18,20 @@
 
 extern "C" {
 #include "kernels.h"
+
+/* the launch status of this thread's last failed launch, kept for the caller's message (reading
+ * it with cudaGetLastError clears it, so the launchers record it here) */
+static __thread int last_cuda_error;
+extern "C" int rfk__cuda_failed(void)
+{
+  cudaError_t c = cudaGetLastError();
+  if (c != cudaSuccess) last_cuda_error = (int)c;
+  return c != cudaSuccess;
+}
+extern "C" const char *rfk_cuda_last_error(void)
+{
+  return last_cuda_error ? cudaGetErrorString((cudaError_t)last_cuda_error) : "no CUDA error recorded";
+}
 }
 
 namespace {
@@ -437,7 +451,7 @@ extern "C" int rfk_cuda_run(const rfk_shape *s, const rfk_item *items, int n, in
     int tr = (int)tiles_r;
 #if RFK_PIPE
     if (s->src_dtype == RFK_BF16 && o == RFK_FP8 && launch_pipe(*pp, m, tr, st)) {
-      if (cudaGetLastError() != cudaSuccess)
+      if (rfk__cuda_failed())
         return RFK_ERR_CUDA;
       continue;
     }
@@ -450,7 +464,7 @@ extern "C" int rfk_cuda_run(const rfk_shape *s, const rfk_item *items, int n, in
       o == RFK_FP8 ? launch<4, RFK_FP8>(*pp, m, tr, st)
       : o == RFK_BF16 ? launch<4, RFK_BF16>(*pp, m, tr, st)
                       : launch<4, RFK_FP32>(*pp, m, tr, st);
-    if (cudaGetLastError() != cudaSuccess)
+    if (rfk__cuda_failed())
       return RFK_ERR_CUDA;
   }
   return RFK_OK;

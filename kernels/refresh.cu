@@ -205,7 +205,7 @@ extern "C" int rfk_cuda_mla_absorb(const rfk_mla_absorb *items, int n, int kv_b_
     for (int i = 0; i < m; i++)
       p.items[i] = items[first + i];
     absorb_kernel<<<dim3(p.tiles_c, (unsigned)((rows + 31) / 32), m), dim3(32, 8), 0, (cudaStream_t)stream>>>(p);
-    if (cudaGetLastError() != cudaSuccess)
+    if (rfk__cuda_failed())
       return RFK_ERR_CUDA;
   }
   return RFK_OK;
@@ -234,7 +234,7 @@ extern "C" int rfk_cuda_requant_ue8m0(const rfk_requant *items, int n, int64_t r
     }
     p.aligned = al;
     requant_kernel<<<dim3((unsigned)tiles, m), 256, 0, (cudaStream_t)stream>>>(p);
-    if (cudaGetLastError() != cudaSuccess)
+    if (rfk__cuda_failed())
       return RFK_ERR_CUDA;
   }
   return RFK_OK;

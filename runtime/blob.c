@@ -5,23 +5,19 @@
  *   16  u32 receiver        20 u32 n tensors      24 u32 worker address bytes   28 u32 zero
  *   32  worker address, padded to 8
  *   n x { u32 dst id, u32 key bytes, u64 address, u64 bytes, key, padded to 8 }
- *   u64 FNV-1a of every byte before it
+ *   u64 MAC (SipHash-2-4 keyed by the token) of every byte before it
  *
- * Tensors appear in table order (id = dst_first + i) with exactly the table's sizes. */
+ * Tensors appear in table order (id = dst_first + i) with exactly the table's sizes. The MAC is
+ * checked before any other field, so a forged or corrupted blob never reaches the parser below or
+ * UCX (which would parse the worker address and remote keys). Format 2: format 1 had an unkeyed
+ * checksum. */
 #include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
 
-#define BLOB_FORMAT 1u
+#define BLOB_FORMAT 2u
 #define HEADER 32u
-
-static uint64_t fnv(const uint8_t *b, size_t n)
-{
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
-  return h;
-}
 
 static size_t pad8(size_t n) { return (n + 7) & ~(size_t)7; }
 static uint32_t rd32(const uint8_t *b) { uint32_t v; memcpy(&v, b, 4); return v; }
@@ -36,7 +32,7 @@ size_t rf__blob_size(uint32_t worker_addr_len, uint32_t n, const uint32_t *rkey_
   return s + 8;
 }
 
-size_t rf__blob_write(uint8_t *buf, const rf_plan *p, uint32_t recv, const void *worker_addr,
+size_t rf__blob_write(uint8_t *buf, const rf_plan *p, const rf__key *k, uint32_t recv, const void *worker_addr,
                       uint32_t worker_addr_len, uint32_t n, const rf__blob_entry *en)
 {
   size_t o = 0;
@@ -61,19 +57,21 @@ size_t rf__blob_write(uint8_t *buf, const rf_plan *p, uint32_t recv, const void 
     memcpy(buf + o, en[i].rkey, en[i].rkey_len);
     o += pad8(en[i].rkey_len);
   }
-  wr64(buf + o, fnv(buf, o));
+  wr64(buf + o, rf__mac(k, buf, o));
   return o + 8;
 }
 
 #define BAD(...) do { snprintf(err, errlen, __VA_ARGS__); return RF_ERR_BLOB; } while (0)
 
-rf_status rf__blob_parse(const rf_plan *p, const void *data, size_t len, rf__blob_view *v, char *err, size_t errlen)
+rf_status rf__blob_parse(const rf_plan *p, const rf__key *k, const void *data, size_t len, rf__blob_view *v, char *err,
+                         size_t errlen)
 {
   const uint8_t *b = data;
   if (len < HEADER + 8) BAD("%zu bytes, shorter than the %u-byte header and checksum", len, HEADER + 8);
   if (rd32(b) != RF__MAGIC) BAD("bad magic %08x at offset 0", rd32(b));
   if (rd32(b + 4) != BLOB_FORMAT) BAD("format %u at offset 4, expected %u", rd32(b + 4), BLOB_FORMAT);
-  if (rd64(b + len - 8) != fnv(b, len - 8)) BAD("checksum mismatch (corrupted or truncated, %zu bytes)", len);
+  if (rd64(b + len - 8) != rf__mac(k, b, len - 8))
+    BAD("MAC mismatch: corrupted, truncated, forged, or exported with another token (%zu bytes)", len);
   if (rd64(b + 8) != p->layout_hash)
     BAD("layout hash %016llx, expected %016llx (plan %s)", (unsigned long long)rd64(b + 8),
         (unsigned long long)p->layout_hash, p->name);

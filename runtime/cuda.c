@@ -26,7 +26,7 @@ struct rf__cuda {
   wait32_fn wait32;
   cudaEvent_t *ev;             /* trainer: one per group of this rank */
   cudaEvent_t t0;
-  int timed;
+  int timed, timed_start;
   volatile int *flag_h;        /* trainer: set by kernels on non-finite input (host-mapped) */
   int *flag_d;
   volatile uint32_t *ver_h;    /* receiver: newest complete version (host-mapped) */
@@ -147,47 +147,44 @@ rf_status rf__cuda_check_memory(rf_engine *e, const void *ptr, size_t bytes, con
   return RF_OK;
 }
 
-rf_status rf__cuda_stage(rf_engine *e, uint32_t g, void *stream)
+rf_status rf__cuda_stage_op(rf_engine *e, const rfk_shape *sh, const rfk_item *items, int count, void *stream,
+                            const char *what)
 {
   struct rf__cuda *cu = e->cu;
-  const rf_group *gr = &e->p->groups[g];
-  cudaStream_t s = stream;
-  if (g == e->rk->group_first) {
+  if (!cu->timed_start) {
     *cu->flag_h = 0;
-    CU_TRY(e, cudaEventRecord(cu->t0, s), "cudaEventRecord");
+    CU_TRY(e, cudaEventRecord(cu->t0, (cudaStream_t)stream), "cudaEventRecord");
+    cu->timed_start = 1;
     cu->timed = 0;
   }
-  for (uint32_t i = 0; i < gr->op_count; i++) {
-    const rf_op *o = &e->p->ops[gr->op_first + i];
-    if (e->op_skip && e->op_skip[gr->op_first + i - e->rk->op_first]) continue; /* written straight from the source */
-    rfk_shape sh;
-    rf__op_items(e, o, &sh);
-    int rc = rfk_cuda_run(&sh, e->items, (int)o->count, cu->flag_d, stream);
-    if (rc)
-      return rf__fail(e, rc == RFK_ERR_CUDA ? RF_ERR_CUDA : RF_ERR_KERNEL, "staging '%s' (group %u) for version %llu: %s (%s)",
-                      e->p->src[o->src].name, g, (unsigned long long)e->version, rfk_strerror(rc),
-                      cudaGetErrorString(cudaGetLastError()));
-  }
-  CU_TRY(e, cudaEventRecord(cu->ev[g - e->rk->group_first], s), "cudaEventRecord");
+  int rc = rfk_cuda_run(sh, items, count, cu->flag_d, stream);
+  if (rc == RFK_ERR_CUDA)
+    return rf__fail(e, RF_ERR_CUDA, "staging '%s' for version %llu: kernel launch failed: %s", what,
+                    (unsigned long long)e->version, rfk_cuda_last_error());
+  if (rc) return rf__fail(e, RF_ERR_KERNEL, "staging '%s' for version %llu: %s", what, (unsigned long long)e->version, rfk_strerror(rc));
   return RF_OK;
 }
 
-int rf__cuda_group_ready(rf_engine *e, uint32_t g)
+rf_status rf__cuda_group_done(rf_engine *e, uint32_t k, void *stream)
+{
+  CU_TRY(e, cudaEventRecord(e->cu->ev[k], (cudaStream_t)stream), "cudaEventRecord");
+  if (k + 1 == e->rk->group_count) e->cu->timed_start = 0;
+  return RF_OK;
+}
+
+int rf__cuda_group_ready(rf_engine *e, uint32_t k, char *err, size_t errlen)
 {
   struct rf__cuda *cu = e->cu;
-  uint32_t k = g - e->rk->group_first;
   cudaError_t c = cudaEventQuery(cu->ev[k]);
   if (c == cudaErrorNotReady) return 0;
   if (c != cudaSuccess) {
-    e->push_status = rf__fail(e, RF_ERR_CUDA, "staging group %u of version %llu: %s", g, (unsigned long long)e->version,
-                              cudaGetErrorString(c));
-    return 0;
+    snprintf(err, errlen, "staging group %u: %s", e->rk->group_first + k, cudaGetErrorString(c));
+    return -1;
   }
   if (*cu->flag_h) {
-    e->push_status = rf__fail(e, RF_ERR_KERNEL, "version %llu: non-finite values (inf/NaN) in the tensors of group %u "
-                              "(layer %u); nothing of this version is reported complete",
-                              (unsigned long long)e->version, g, e->p->groups[g].layer);
-    return 0;
+    snprintf(err, errlen, "non-finite values (inf/NaN) in the tensors of group %u (layer %u); nothing of this version "
+             "is reported complete", e->rk->group_first + k, e->p->groups[e->rk->group_first + k].layer);
+    return -1;
   }
   if (k + 1 == e->rk->group_count && !cu->timed) {
     float ms = 0;
@@ -212,12 +209,20 @@ rf_status rf__cuda_stream_wait(rf_engine *e, uint64_t v, void *stream)
   return RF_OK;
 }
 
-rf_status rf__cuda_refresh(rf_engine *e)
+rf_status rf__cuda_refresh(rf_engine *e, const rf_refresh *st, const rfk_mla_absorb *items, uint32_t n)
 {
-  const rf_refresh *r = &e->p->refresh[e->ref_first];
-  int rc = rfk_cuda_mla_absorb(e->absorb, (int)e->ref_count, r->scale != RF_NONE, (int)r->heads, (int)r->qk_nope,
-                               (int)r->v_head, (int)r->kv_lora, e->cu->rstream);
-  if (rc) return rf__fail(e, RF_ERR_CUDA, "refresh launch failed (%d): %s", rc, cudaGetErrorString(cudaGetLastError()));
+  /* one launch per run of steps with the same shape */
+  for (uint32_t i = 0, j; i < n; i = j) {
+    for (j = i + 1; j < n && st[j].heads == st[i].heads && st[j].qk_nope == st[i].qk_nope && st[j].v_head == st[i].v_head &&
+                    st[j].kv_lora == st[i].kv_lora && (st[j].scale == RF_NONE) == (st[i].scale == RF_NONE);
+         j++) {
+    }
+    int rc = rfk_cuda_mla_absorb(items + i, (int)(j - i), st[i].scale != RF_NONE, (int)st[i].heads, (int)st[i].qk_nope,
+                                 (int)st[i].v_head, (int)st[i].kv_lora, e->cu->rstream);
+    if (rc)
+      return rf__fail(e, RF_ERR_CUDA, "refresh of layer %u: %s", st[i].layer,
+                      rc == RFK_ERR_CUDA ? rfk_cuda_last_error() : rfk_strerror(rc));
+  }
   CU_TRY(e, cudaStreamSynchronize(e->cu->rstream), "refresh");
   return RF_OK;
 }

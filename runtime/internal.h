@@ -1,46 +1,79 @@
-/* internal.h: the engine's state, shared by engine.c (tables, staging, versions), blob.c
- * (metadata blob), ucx.c (the only UCX user) and cuda.c (device memory, events, stream waits).
- * Public names are rf_, internal ones rf__. */
+/* internal.h: the engine's state and the interfaces between the runtime's files. Calls go one way:
+ *
+ *   engine.c (public entry points, progress thread)
+ *     -> trainer.c (trainer state machine)   receiver.c (receiver state machine)
+ *          -> ucx.c (the only UCX user: endpoints, requests, listener; hands completions back as
+ *                    event records, never calls up)   cuda.c (device memory, staging, stream waits)
+ *          -> blob.c (metadata blob)   nic.c (NIC selection, called by ucx.c)   plan.c (layout hash)
+ *               -> util.c (errors, clock, MAC, random)
+ *
+ * Public names are rf_, internal ones rf__. Wire formats are little-endian. */
 #ifndef REFIT_INTERNAL_H
 #define REFIT_INTERNAL_H
 
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kernels.h"
 #include "refresh.h"
 #include "refit.h"
 
-/* record a status with its context; returns the status so callers can `return RF_ERR(...)` */
+/* ------------------------------------- util.c ------------------------------------------- */
+/* record a status with its context; returns the status so callers can `return rf__fail(...)` */
 rf_status rf__fail(rf_engine *e, rf_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 #define RF_CHECK(call)                       \
   do {                                       \
     rf_status rf__s = (call);                \
     if (rf__s != RF_OK) return rf__s;        \
   } while (0)
-
 uint64_t rf__now_ns(void);
+int rf__past(uint64_t t0_ns, uint32_t ms); /* 1 once more than ms have passed since t0 */
+uint64_t rf__random64(void);
+typedef struct rf__key { uint64_t k0, k1; } rf__key;
+uint64_t rf__mac(const rf__key *k, const void *data, size_t n); /* SipHash-2-4 */
+rf__key rf__token_key(uint64_t token);
+rf__key rf__session_key(const rf__key *token_key, uint64_t nonce_t, uint64_t nonce_r);
 
-/* ---- control messages (trainer -> receiver, fixed size, little-endian hosts only) ---- */
+/* ------------------------------- control messages ---------------------------------------- */
+/* Every message is a 72-byte header and `len` payload bytes. Trainer -> receiver: HELLO (rank,
+ * receiver, session id, trainer nonce, claimed layout hash; payload: the trainer's worker address in
+ * blob mode), AUTH, BEGIN v, DONE v (value = bytes). Receiver -> trainer: CHALLENGE (receiver nonce;
+ * mac keyed by the token over both nonces, the receiver index and the layout hash, so the trainer
+ * knows it reached the right receiver), REJECT (no reason: the peer is not authenticated), WELCOME
+ * (payload: metadata blob; value = newest complete version, version = armed version), GRANT v,
+ * REFUSE v (value = newest complete version; payload: reason), ACK v (value = 1 complete, 0 torn;
+ * payload: torn reason). After AUTH every message carries a mac keyed by the connection's key. */
 #define RF__MAGIC 0x54494652u /* "RFIT" */
-enum rf__msg_type { RF__HELLO = 1, RF__BEGIN = 2, RF__DONE = 3, RF__KEYS = 4, RF__REJECT = 5 };
-typedef struct rf__msg {
+#define RF__MSG_MAX 4096      /* a control message from a peer, header included; more is refused */
+enum rf__msg_type {
+  RF__HELLO = 1, RF__CHALLENGE, RF__AUTH, RF__WELCOME, RF__REJECT, RF__BEGIN, RF__GRANT, RF__REFUSE,
+  RF__DONE, RF__ACK, RF__MSG_TYPES
+};
+typedef struct rf__hdr {
   uint32_t magic, type;
-  uint64_t hash, token, version, bytes;
-  uint32_t rank, recv;
-  char text[160];  /* REJECT: why */
-} rf__msg;
+  uint64_t session;        /* the trainer's connection id: random, never reused */
+  uint64_t version, value;
+  uint64_t nonce, hash;    /* HELLO: trainer nonce, claimed layout hash; CHALLENGE: receiver nonce */
+  uint32_t rank, recv, len, pad;
+  uint64_t mac;            /* over the header (mac = 0) and payload; see above for the key */
+} rf__hdr;
+_Static_assert(sizeof(rf__hdr) == 72, "wire header is 72 bytes");
+const char *rf__msg_name(uint32_t type);
+/* mac of header + payload with h->mac taken as zero */
+uint64_t rf__msg_mac(const rf__key *k, const rf__hdr *h, const void *payload);
 
-/* ---- metadata blob (receiver -> trainer): see blob.c for the format ---- */
+/* ------------------------------------- blob.c ------------------------------------------- */
+/* the receiver's metadata: worker address plus every destination tensor's address and packed key,
+ * with a MAC keyed by the token (see blob.c for the format) */
 typedef struct rf__blob_entry {
   uint32_t id;
   uint64_t addr, bytes;
   const uint8_t *rkey;
   uint32_t rkey_len;
 } rf__blob_entry;
-
 typedef struct rf__blob_view {
   uint32_t recv;
   const uint8_t *worker_addr;
@@ -48,52 +81,88 @@ typedef struct rf__blob_view {
   const uint8_t *entries; /* parse one at a time with rf__blob_entry_at */
   uint32_t n;
 } rf__blob_view;
-
-/* Fully validate a blob against the plan; on success `v` points into `buf`. Writes a reason into
- * err (naming the field and offset) on failure. Never reads outside [buf, buf+len). */
-rf_status rf__blob_parse(const rf_plan *p, const void *buf, size_t len, rf__blob_view *v, char *err,
-                         size_t errlen);
-/* entry i of a parsed view (i < v->n); entries were bounds-checked by rf__blob_parse */
+/* Validate a blob against the plan and the token's key (MAC first, so nothing of a forged blob is
+ * parsed further); on success `v` points into `buf`. Never reads outside [buf, buf+len). */
+rf_status rf__blob_parse(const rf_plan *p, const rf__key *k, const void *buf, size_t len, rf__blob_view *v,
+                         char *err, size_t errlen);
 void rf__blob_entry_at(const rf__blob_view *v, uint32_t i, rf__blob_entry *out);
-/* size of a blob with these parts, and its encoder (buf must hold rf__blob_size bytes) */
 size_t rf__blob_size(uint32_t worker_addr_len, uint32_t n, const uint32_t *rkey_len);
-size_t rf__blob_write(uint8_t *buf, const rf_plan *p, uint32_t recv, const void *worker_addr,
+size_t rf__blob_write(uint8_t *buf, const rf_plan *p, const rf__key *k, uint32_t recv, const void *worker_addr,
                       uint32_t worker_addr_len, uint32_t n, const rf__blob_entry *entries);
 
-/* ---- per receiver this trainer writes to ---- */
-typedef struct rf__target {
-  uint32_t recv;           /* receiver index */
-  uint32_t peer;           /* index into plan->peers */
-  uint32_t last_write;     /* the rank's last write to this receiver (absolute index) */
-  int connected, failed;
-  int flushing, flushed, done_pending, done_sent;
-  void *ep;                /* ucp_ep_h */
-  uint64_t *raddr;         /* [dst_count] remote base address of each destination tensor */
-  void **rkey;             /* [dst_count] ucp_rkey_h */
-  uint8_t *keys;           /* KEYS blob as received (owned) */
-  size_t keys_len;
-  int keys_state;          /* 0 waiting, 1 arrived, -1 rejected */
-  rf__msg begin, done;     /* message buffers live until their sends complete */
-  rf__msg reject;
-  char where[64];          /* "ip:port" or "blob" for messages */
-} rf__target;
+/* ------------------------------------- ucx.c -------------------------------------------- */
+/* Endpoints are slots in ucx.c's table named by rf__ep = generation << 32 | slot (0: none). A slot
+ * is reused only after its endpoint closed and every request on it completed or failed, and then
+ * under a new generation, so a late completion can never be taken for a newer peer's. */
+typedef uint64_t rf__ep;
+enum rf__ev_kind {
+  RF__EV_CONN = 1,  /* listener: a connection was accepted on ep */
+  RF__EV_MSG,       /* a control message arrived; ep = 0 when it came on an endpoint we do not own */
+  RF__EV_FAILED,    /* ep failed (peer error, rejected, flooded, a request failed); why says what */
+  RF__EV_FLUSHED,   /* a flush of ep completed; ok, tag */
+};
+typedef struct rf__ev {
+  uint32_t kind;
+  int ok;
+  rf__ep ep;
+  uint64_t tag;
+  uint32_t len;            /* RF__EV_MSG: bytes in msg (or in big) */
+  uint8_t *big;            /* a message larger than RF__MSG_MAX (trainer side, WELCOME): freed by
+                              rf__ucx_next on the next call */
+  char why[128];
+  _Alignas(8) uint8_t msg[RF__MSG_MAX];
+} rf__ev;
 
-/* ---- per accepted connection on a receiver ---- */
-typedef struct rf__conn {
-  void *ep;
-  int used, dead, hello_ok;
-  uint32_t rank;
-  rf_status dead_status;
-  char dead_reason[96];
-  rf__msg reply;           /* REJECT text lives here until sent */
-} rf__conn;
+struct rf__ucx;
+rf_status rf__ucx_open(rf_engine *e, uint32_t n_eps);  /* context, worker, endpoint table */
+void rf__ucx_close(rf_engine *e);                      /* closes every endpoint, then the worker */
+void rf__ucx_progress(rf_engine *e);
+/* the next event, or 0; e->ux owns ev's storage until the next call */
+int rf__ucx_next(rf_engine *e, const rf__ev **ev);
+/* wait up to ms for UCX activity (the progress thread); returns at once when events are pending */
+void rf__ucx_sleep(rf_engine *e, uint32_t ms);
+rf_status rf__ucx_map(rf_engine *e, void *ptr, size_t len, void **memh);
+rf_status rf__ucx_alloc(rf_engine *e, size_t len, void **ptr, void **memh);
+void rf__ucx_unmap(rf_engine *e, void *memh);
+rf_status rf__ucx_pack_key(rf_engine *e, void *memh, void **key, size_t *len);
+void rf__ucx_release_key(void *key);
+rf_status rf__ucx_worker_address(rf_engine *e, const void **addr, size_t *len); /* valid until close */
+rf_status rf__ucx_listen(rf_engine *e, const char *ip, uint16_t port, uint16_t *port_out);
+/* start an endpoint to a listener (ip:port) or a worker address; completes in the background */
+rf_status rf__ucx_connect(rf_engine *e, const char *ip, uint16_t port, rf__ep *out);
+rf_status rf__ucx_connect_addr(rf_engine *e, const void *addr, size_t len, rf__ep *out);
+/* close an endpoint (force: cancel what is in flight); its slot is freed once drained */
+void rf__ucx_close_ep(rf_engine *e, rf__ep ep);
+int rf__ucx_ep_alive(rf_engine *e, rf__ep ep);
+uint32_t rf__ucx_ops(rf_engine *e, rf__ep ep);          /* requests in flight on ep */
+uint32_t rf__ucx_ops_all(rf_engine *e);                 /* on every endpoint, closing ones included */
+rf_status rf__ucx_rkey(rf_engine *e, rf__ep ep, const void *buf, void **rkey);
+void rf__ucx_rkey_destroy(void *rkey);
+/* a control message: header + payload are copied before this returns */
+rf_status rf__ucx_send(rf_engine *e, rf__ep ep, const rf__hdr *h, const void *payload);
+/* a large message whose payload stays valid and unchanged while the endpoint lives (the blob) */
+rf_status rf__ucx_send_ref(rf_engine *e, rf__ep ep, const rf__hdr *h, const void *payload);
+rf_status rf__ucx_put(rf_engine *e, rf__ep ep, const void *local, size_t len, uint64_t raddr, void *rkey);
+rf_status rf__ucx_flush(rf_engine *e, rf__ep ep, uint64_t tag); /* RF__EV_FLUSHED when done */
+rf_status rf__ucx_setting(const rf_engine *e, const char *name, char *buf, size_t len);
 
-#define RF__QUEUE 1024
-typedef struct rf__queued {
-  uint32_t conn;
-  rf__msg msg;
-} rf__queued;
+/* ------------------------------------- cuda.c ------------------------------------------- */
+rf_status rf__cuda_open(rf_engine *e);   /* sets the calling thread's current device */
+void rf__cuda_close(rf_engine *e);
+rf_status rf__cuda_alloc_arena(rf_engine *e, size_t bytes, uint8_t **out);
+rf_status rf__cuda_check_memory(rf_engine *e, const void *ptr, size_t bytes, const char *what);
+/* launch one op's kernels (items already point at device memory) on stream */
+rf_status rf__cuda_stage_op(rf_engine *e, const rfk_shape *sh, const rfk_item *items, int count, void *stream,
+                            const char *what);
+rf_status rf__cuda_group_done(rf_engine *e, uint32_t k, void *stream); /* record group k's event */
+int rf__cuda_group_ready(rf_engine *e, uint32_t k, char *err, size_t errlen); /* 1 done, 0 not yet, -1 err */
+rf_status rf__cuda_publish(rf_engine *e, uint64_t v);
+rf_status rf__cuda_stream_wait(rf_engine *e, uint64_t v, void *stream);
+rf_status rf__cuda_refresh(rf_engine *e, const rf_refresh *steps, const rfk_mla_absorb *items, uint32_t n);
 
+/* ------------------------------------- engine state ------------------------------------- */
+typedef struct rf__target rf__target;   /* trainer.c */
+typedef struct rf__conn rf__conn;       /* receiver.c */
 struct rf__ucx;
 struct rf__cuda;
 
@@ -104,120 +173,89 @@ struct rf_engine {
   rf_counters ctr;
   struct rf__ucx *ux;
   struct rf__cuda *cu;
-  uint32_t max_inflight, timeout_ms;
-  char tls[64], nic_mode[256], gpu_bdf[32], sysfs[256];
+  rf__key token_key;
+  uint32_t max_inflight, timeout_ms, handshake_ms;
+  char tls[256], nic_mode[256], gpu_bdf[32], sysfs[256];
+  /* progress thread (cfg.progress_thread): it and every entry point hold mu */
+  pthread_t prog;
+  pthread_mutex_t mu;
+  pthread_cond_t changed;    /* a version completed or tore, a push ended */
+  int prog_on, prog_quit;
 
-  /* trainer */
+  /* ---- trainer (trainer.c) ---- */
   const rf_rank *rk;
-  uint8_t *arena;           /* slot arena (host or device), arena_bytes */
+  uint8_t *arena;            /* slot arena (host or device), arena_bytes */
   void *arena_memh;
-  const void **src_ptr;     /* [n_src] bound source pointers */
-  uint8_t *src_need;        /* [n_src] 1 when this rank's ops read it */
-  rfk_item *items;          /* [max op count] scratch for one staged op */
-  /* direct writes (cfg.direct): a write of this rank whose slot bytes are all plain copies of
-   * source rows is sent from the sources, as pieces wpiece[w]..wpiece[w+1]-1 (one per source
-   * range it covers); a write with no pieces is sent from the slot arena. Per op of this rank,
-   * op_skip is 1 when staging it is skipped. Sized at open: pieces <= items + writes. */
-  uint32_t *wpiece;         /* [write_count + 1] */
-  struct rf__piece { const uint8_t *from; uint64_t off, len; uint32_t src; } *pieces;
-  uint8_t *op_skip;
-  struct rf__item_ref { uint64_t out, len; uint32_t op, item; } *by_slot; /* identity items by slot */
-  uint32_t n_by_slot;
-  int direct_dirty;
-  rf__target *tg;           /* [n_tg] */
+  const void **src_ptr;      /* [n_src] bound source pointers */
+  uint8_t *src_need;         /* [n_src] 1 when this rank's ops read it */
+  rfk_item *items;           /* [max op count] scratch for one staged op */
+  rf__target *tg;            /* [n_tg] */
   uint32_t n_tg;
-  uint32_t *recv_tg;        /* [receivers] index into tg, or RF_NONE */
-  /* push state */
+  uint32_t *recv_tg;         /* [receivers] index into tg, or RF_NONE */
   int pushing;
   rf_status push_status;
-  uint64_t version, last_version, push_t0;
-  uint32_t g_next, w_next, w_end; /* next group to stage; writes ready to post: [w_next, w_end) */
-  uint32_t inflight, flush_pending, done_pending, targets_done;
-  uint32_t g_posted;        /* groups whose writes are posted or being posted */
-  /* host mode: a staging thread runs the reference kernels group by group while this thread
-   * posts the writes of groups already staged (DESIGN.md section 3, step 2) */
+  uint64_t version, last_attempt, push_t0;
+  uint32_t g_ready;          /* groups of this push whose slots are ready (absolute index bound) */
+  /* host mode: a staging thread runs the reference kernels group by group while this thread posts
+   * the writes of groups already staged (DESIGN.md section 3, step 2) */
   pthread_t stager;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
+  pthread_mutex_t smu;
+  pthread_cond_t scv;
   int stager_on, stager_quit;
-  uint64_t stage_version;   /* version the stager works on (0 = idle) */
-  _Atomic uint32_t g_staged;/* groups of this push staged so far */
+  uint64_t stage_version;    /* version the stager works on (0 = idle) */
+  _Atomic uint32_t g_staged; /* groups of this push staged so far */
   _Atomic int stage_failed;
   _Atomic uint64_t stage_ns;
   char stage_err[512];
 
-  /* receiver */
+  /* ---- receiver (receiver.c) ---- */
   const rf_receiver *rv;
-  uint32_t pos;             /* position in the replica (rv->tp_rank) */
-  void **dst_ptr;           /* [dst_count] */
-  void **dst_memh;          /* [dst_count] */
+  uint32_t pos;              /* position in the replica (rv->tp_rank) */
+  void **dst_ptr;            /* [dst_count] */
+  void **dst_memh;           /* [dst_count] */
   struct { uint8_t *ptr; size_t bytes; void *memh; } region[16]; /* rf_alloc */
   uint32_t n_regions;
-  void **der_ptr;           /* [n_derived] (only this position's are used) */
-  uint32_t der_need;        /* derived tensors this receiver must bind */
+  void **der_ptr;            /* [n_derived] (only this position's are used) */
   uint32_t ref_first, ref_count; /* refresh steps of this position */
-  rfk_mla_absorb *absorb;   /* [ref_count] scratch */
-  uint8_t *blob;            /* exported metadata */
+  rfk_mla_absorb *absorb;    /* [ref_count] */
+  uint8_t *blob;             /* exported metadata */
   size_t blob_len;
   rf__conn *conns;
   uint32_t n_conns;
-  rf__queued *queue;        /* ring of received messages, handled outside UCX callbacks */
-  uint32_t q_head, q_tail;
-  int q_overflow;
-  /* version state */
-  uint64_t v_complete, v_torn, v_cur;
-  int cur_torn;
-  uint64_t cur_t0;
-  uint8_t *peer_done;       /* [peer_count] */
+  uint64_t conn_seq;         /* authentication order */
+  uint32_t *peer_conn;       /* [peer_count] the current connection of each peer, or RF_NONE */
+  uint64_t *peer_begun;      /* [peer_count] the version each peer asked for (BEGIN), 0 = none */
+  uint8_t *peer_granted, *peer_done; /* [peer_count] for the armed version */
   uint32_t peers_done;
+  uint64_t v_complete, v_armed, v_torn, v_torn_since_arm, v_first_grant;
+  uint64_t refused;          /* connections refused (wrong token, plan, rank, receiver) */
   char torn_reason[256];
-  volatile uint32_t *host_flag;  /* CUDA: host-mapped word holding the newest complete version */
+  char refuse_reason[256];   /* the newest refusal, for the receiver's own log */
   int listening;
 };
 
-/* kernel shape and e->items for op o (pointers into the bound sources and the arena) */
-void rf__op_items(rf_engine *e, const rf_op *o, rfk_shape *sh);
+/* trainer.c */
+rf_status rf__trainer_open(rf_engine *e);
+void rf__trainer_close(rf_engine *e);
+rf_status rf__trainer_step(rf_engine *e); /* drive connections and the push; RF_AGAIN while pushing */
+rf_status rf__trainer_bind(rf_engine *e, uint32_t id, const void *ptr, size_t bytes);
+size_t rf__trainer_src_bytes(const rf_engine *e, uint32_t id);
+rf_status rf__trainer_connect(rf_engine *e, uint32_t recv, const char *ip, uint16_t port);
+rf_status rf__trainer_import(rf_engine *e, const void *blob, size_t len);
+rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream);
+rf_status rf__trainer_abort(rf_engine *e, const char *why); /* fence: close what is in flight */
+uint64_t rf__trainer_resume(const rf_engine *e);
+rf_status rf__trainer_report(const rf_engine *e, uint32_t recv, rf_target_state *out);
 
-/* ---- engine.c callbacks for ucx.c ---- */
-void rf__on_message(rf_engine *e, uint32_t conn, const void *data, size_t len); /* receiver */
-void rf__on_conn_error(rf_engine *e, uint32_t conn, const char *why);         /* receiver */
-void rf__on_keys(rf_engine *e, rf__target *t, const void *data, size_t len);   /* trainer */
-void rf__on_target_error(rf_engine *e, rf__target *t, const char *why);        /* trainer */
-void rf__on_put_done(rf_engine *e, int ok, const char *why);
-void rf__on_flush_done(rf_engine *e, rf__target *t, int ok, const char *why);
-void rf__on_done_sent(rf_engine *e, rf__target *t, int ok, const char *why);
-
-/* ---- ucx.c ---- */
-rf_status rf__ucx_open(rf_engine *e);
-void rf__ucx_close(rf_engine *e);
-void rf__ucx_progress(rf_engine *e);
-rf_status rf__ucx_map(rf_engine *e, void *ptr, size_t len, void **memh);
-rf_status rf__ucx_alloc(rf_engine *e, size_t len, void **ptr, void **memh);
-void rf__ucx_unmap(rf_engine *e, void *memh);
-rf_status rf__ucx_listen(rf_engine *e, const char *ip, uint16_t port, uint16_t *port_out);
-/* the receiver's blob: worker address plus every bound tensor's address and packed key */
-rf_status rf__ucx_build_blob(rf_engine *e);
-rf_status rf__ucx_connect(rf_engine *e, rf__target *t, const char *ip, uint16_t port);
-rf_status rf__ucx_connect_addr(rf_engine *e, rf__target *t, const void *addr, size_t len);
-rf_status rf__ucx_rkey(rf_engine *e, rf__target *t, const void *buf, size_t len, void **rkey);
-rf_status rf__ucx_send(rf_engine *e, rf__target *t, rf__msg *m, int what); /* what: 0 plain, 1 DONE */
-rf_status rf__ucx_reply(rf_engine *e, uint32_t conn, const void *buf, size_t len);
-rf_status rf__ucx_put(rf_engine *e, rf__target *t, const void *local, size_t len, uint64_t raddr,
-                      void *rkey);
-rf_status rf__ucx_flush(rf_engine *e, rf__target *t);
-rf_status rf__ucx_setting(const rf_engine *e, const char *name, char *buf, size_t len);
-
-/* ---- cuda.c (or its stand-in without CUDA) ---- */
-rf_status rf__cuda_open(rf_engine *e);
-void rf__cuda_close(rf_engine *e);
-rf_status rf__cuda_alloc_arena(rf_engine *e, size_t bytes, uint8_t **out);
-rf_status rf__cuda_check_memory(rf_engine *e, const void *ptr, size_t bytes, const char *what);
-/* stage group g's ops on the push stream and record its event */
-rf_status rf__cuda_stage(rf_engine *e, uint32_t g, void *stream);
-/* 1 when group g's kernels finished, 0 not yet; errors set e->push_status */
-int rf__cuda_group_ready(rf_engine *e, uint32_t g);
-rf_status rf__cuda_publish(rf_engine *e, uint64_t v);
-rf_status rf__cuda_stream_wait(rf_engine *e, uint64_t v, void *stream);
-rf_status rf__cuda_refresh(rf_engine *e);
+/* receiver.c */
+rf_status rf__receiver_open(rf_engine *e);
+void rf__receiver_close(rf_engine *e);
+void rf__receiver_step(rf_engine *e);
+rf_status rf__receiver_bind(rf_engine *e, uint32_t id, void *ptr, size_t bytes);
+rf_status rf__receiver_bind_derived(rf_engine *e, uint32_t id, void *ptr, size_t bytes);
+rf_status rf__receiver_alloc(rf_engine *e, size_t bytes, void **ptr);
+rf_status rf__receiver_listen(rf_engine *e, const char *ip, uint16_t port, uint16_t *port_out);
+rf_status rf__receiver_arm(rf_engine *e, uint64_t v);
+void rf__receiver_state(const rf_engine *e, rf_version_state *st);
 
 #endif

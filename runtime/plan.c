@@ -44,10 +44,12 @@ uint64_t rf_plan_hash(const rf_plan *p)
     MIX(h, o->row0); MIX(h, o->col0); MIX(h, o->rows); MIX(h, o->cols);
     MIX(h, o->row_step); MIX(h, o->col_step);
     MIX(h, o->out); MIX(h, o->out_step); MIX(h, o->scale); MIX(h, o->scale_step);
+    MIX(h, o->direct);
   }
   for (uint32_t i = 0; i < p->n_writes; i++) {
     const rf_write *w = &p->writes[i];
     MIX(h, w->slot); MIX(h, w->dst_off); MIX(h, w->len); MIX(h, w->receiver); MIX(h, w->dst);
+    MIX(h, w->piece_first); MIX(h, w->piece_count);
   }
   for (uint32_t i = 0; i < p->n_groups; i++) {
     const rf_group *g = &p->groups[i];
@@ -80,6 +82,10 @@ uint64_t rf_plan_hash(const rf_plan *p)
     MIX(h, r->kind); MIX(h, r->weight); MIX(h, r->scale); MIX(h, r->out0); MIX(h, r->out1);
     MIX(h, r->heads); MIX(h, r->qk_nope); MIX(h, r->v_head); MIX(h, r->kv_lora);
     MIX(h, r->tp_rank); MIX(h, r->layer);
+  }
+  for (uint32_t i = 0; i < p->n_pieces; i++) {
+    const rf_piece *q = &p->pieces[i];
+    MIX(h, q->src_off); MIX(h, q->off); MIX(h, q->len); MIX(h, q->src);
   }
   return h;
 }

@@ -1,13 +1,24 @@
-/* ucx.c: the only file that speaks UCX. One context and one worker per engine, configured per
- * engine (TLS, NET_DEVICES, MAX_RNDV_RAILS and MAX_RMA_RAILS through ucp_config_modify; the process environment is
- * never changed). Receivers listen and answer HELLO with their metadata blob; trainers connect,
- * put, flush, and send BEGIN / DONE as active messages. Calls used exist in UCX 1.13 through 1.22.
+/* ucx.c: the only file that speaks UCX. One context and one worker per engine, configured per engine
+ * (TLS, NET_DEVICES, MAX_RNDV_RAILS and MAX_RMA_RAILS through ucp_config_modify; the process
+ * environment is never changed). Calls used exist in UCX 1.13 through 1.22.
  *
- * Active messages: AM_CTRL trainer -> receiver (rf__msg, sent with the reply flag so the receiver
- * knows the connection), AM_REPLY receiver -> trainer (header: receiver index; body: blob or a
- * REJECT rf__msg). */
+ * It owns every endpoint, in a table of slots named by (generation, slot): a slot is reused only
+ * after its endpoint closed and every request on it completed or failed, under a new generation.
+ * UCX callbacks never call the engine: they update the slot (requests in flight, failure) and append
+ * event records (connection accepted, message, failure, flush done) to a ring that the engine drains
+ * with rf__ucx_next outside UCX. Listener connection requests are taken in the callback and answered
+ * (endpoint or reject) after ucp_worker_progress returns; endpoints are never closed inside a
+ * callback.
+ *
+ * Messages are active messages on one id: the 72-byte rf__hdr as the AM header, the payload as
+ * data, always with the reply flag so the peer's handler knows the endpoint. Messages that arrive
+ * on an endpoint this engine does not own are dropped unless they are a HELLO (a trainer that
+ * connected with a blob: the receiver then makes its own endpoint to the address the HELLO carries,
+ * which UCX pairs with the trainer's). Nothing an endpoint sends is queued beyond a few events: an
+ * endpoint with more pending is failed as flooding. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,25 +28,133 @@
 #include "internal.h"
 #include "refit_nic.h"
 
-enum { AM_CTRL = 17, AM_REPLY = 18 };
+enum { AM_ID = 17 };
+enum { SLOT_FREE = 0, SLOT_OPEN, SLOT_CLOSING };
+enum { SENDBUFS = 8 };         /* control messages in flight per endpoint */
+enum { PENDING_PER_EP = 8 };   /* messages an endpoint may have waiting in the ring */
+enum { STRANGER_EVENTS = 8 };  /* HELLOs from endpoints we do not own, waiting in the ring */
+enum { CONN_REQS = 16 };       /* listener requests taken in one progress call */
+#define BIG_MAX (256u << 20)   /* largest message a trainer accepts (a receiver's metadata) */
 
-typedef struct cb_ctx {
-  rf_engine *e;
-  uint32_t idx; /* conn (receiver) or target (trainer) index */
-} cb_ctx;
+typedef struct slot slot;
+typedef struct send_ctx {
+  struct rf__ucx *u;
+  uint32_t slot, gen, idx;
+} send_ctx;
+
+struct slot {
+  ucp_ep_h h;
+  uint32_t gen;
+  int state, failed;
+  uint32_t ops;            /* requests in flight: puts, flushes, sends */
+  uint32_t pending;        /* events of this endpoint in the ring */
+  uint32_t sendbuf_used;   /* bitmask of SENDBUFS */
+  uint8_t *sendbuf;        /* SENDBUFS x RF__MSG_MAX */
+  send_ctx sctx[SENDBUFS];
+  send_ctx octx;           /* puts and flushes */
+  int flushing;
+  uint64_t flush_tag;
+  void *close_req;
+  struct rf__ucx *u;       /* error handler context */
+};
+
+typedef struct big_ctx {   /* a large message being received (rendezvous) */
+  struct rf__ucx *u;
+  rf__ep ep;
+  rf__hdr h;
+  uint8_t *buf;
+  size_t len;
+} big_ctx;
 
 struct rf__ucx {
+  rf_engine *e;
   ucp_config_t *config;
   ucp_context_h ctx;
   ucp_worker_h worker;
   ucp_listener_h listener;
-  cb_ctx *conn_ctx; /* [n_conns] */
-  cb_ctx *tg_ctx;   /* [n_tg] */
+  slot *slots;
+  uint32_t n_slots;
+  rf__ev *ring;            /* n_ring events */
+  uint32_t n_ring, head, tail, strangers;
+  uint8_t *last_big;       /* the big buffer of the event handed out last */
+  ucp_conn_request_h reqs[CONN_REQS];
+  uint32_t n_reqs;
+  ucp_address_t *addr;
+  size_t addr_len;
+  int efd;
   int n_rails;
   char net_devices[512];
 };
 
 static const char *ustr(ucs_status_t s) { return ucs_status_string(s); }
+static rf__ep ep_id(const struct rf__ucx *u, uint32_t i) { return (uint64_t)u->slots[i].gen << 32 | i; }
+
+/* the slot of a live id, or NULL (a stale id names a closed endpoint) */
+static slot *slot_of(struct rf__ucx *u, rf__ep ep)
+{
+  uint32_t i = (uint32_t)ep;
+  if (!ep || i >= u->n_slots || u->slots[i].gen != (uint32_t)(ep >> 32) || u->slots[i].state == SLOT_FREE) return NULL;
+  return &u->slots[i];
+}
+
+/* ------------------------------------ events ------------------------------------------- */
+
+/* a free event in the ring for slot s (NULL: a stranger), or NULL when that would flood */
+static rf__ev *ev_new(struct rf__ucx *u, slot *s, uint32_t kind)
+{
+  if (u->tail - u->head >= u->n_ring) return NULL;
+  if (s && s->pending >= PENDING_PER_EP && kind == RF__EV_MSG) return NULL;
+  if (!s && u->strangers >= STRANGER_EVENTS) return NULL;
+  rf__ev *ev = &u->ring[u->tail % u->n_ring];
+  ev->kind = kind;
+  ev->ok = 1;
+  ev->ep = s ? ep_id(u, (uint32_t)(s - u->slots)) : 0;
+  ev->tag = 0;
+  ev->len = 0;
+  ev->big = NULL;
+  ev->why[0] = 0;
+  u->tail++;
+  if (s) s->pending++;
+  else u->strangers++;
+  return ev;
+}
+
+/* the endpoint failed: one FAILED event; the engine closes it */
+static void fail_slot(struct rf__ucx *u, slot *s, const char *what, const char *why)
+{
+  if (s->failed || s->state != SLOT_OPEN) return;
+  s->failed = 1;
+  /* the ring holds every endpoint's share (messages, one CONN, FLUSHED and FAILED each), so this
+   * never overflows; were it full, the engine still sees the endpoint dead (rf__ucx_ep_alive) */
+  if (u->tail - u->head >= u->n_ring) return;
+  rf__ev *ev = &u->ring[u->tail % u->n_ring];
+  memset(ev, 0, offsetof(rf__ev, msg));
+  ev->kind = RF__EV_FAILED;
+  ev->ep = ep_id(u, (uint32_t)(s - u->slots));
+  snprintf(ev->why, sizeof ev->why, "%s: %s", what, why);
+  u->tail++;
+  s->pending++;
+}
+
+int rf__ucx_next(rf_engine *e, const rf__ev **out)
+{
+  struct rf__ucx *u = e->ux;
+  free(u->last_big);
+  u->last_big = NULL;
+  if (u->head == u->tail) return 0;
+  rf__ev *ev = &u->ring[u->head % u->n_ring];
+  u->head++;
+  slot *s = NULL;
+  uint32_t i = (uint32_t)ev->ep;
+  if (ev->ep && i < u->n_slots && u->slots[i].gen == (uint32_t)(ev->ep >> 32)) s = &u->slots[i];
+  if (s && s->pending) s->pending--;
+  else if (!ev->ep && u->strangers) u->strangers--;
+  u->last_big = ev->big;
+  *out = ev;
+  return 1;
+}
+
+/* ------------------------------------ setup -------------------------------------------- */
 
 static rf_status modify(rf_engine *e, const char *name, const char *value)
 {
@@ -75,22 +194,33 @@ static rf_status apply_nics(rf_engine *e)
   return st;
 }
 
-static ucs_status_t on_ctrl(void *arg, const void *header, size_t header_length, void *data, size_t length,
-                            const ucp_am_recv_param_t *param);
-static ucs_status_t on_reply(void *arg, const void *header, size_t header_length, void *data, size_t length,
-                             const ucp_am_recv_param_t *param);
+static ucs_status_t on_msg(void *arg, const void *header, size_t header_length, void *data, size_t length,
+                           const ucp_am_recv_param_t *param);
 
-rf_status rf__ucx_open(rf_engine *e)
+rf_status rf__ucx_open(rf_engine *e, uint32_t n_eps)
 {
   struct rf__ucx *u = calloc(1, sizeof *u);
   if (!u) return rf__fail(e, RF_ERR_NOMEM, "UCX state");
   e->ux = u;
+  u->e = e;
+  u->efd = -1;
+  u->n_slots = n_eps;
+  u->slots = calloc(n_eps, sizeof *u->slots);
+  u->n_ring = n_eps * (PENDING_PER_EP + 3) + STRANGER_EVENTS;
+  u->ring = calloc(u->n_ring, sizeof *u->ring);
+  if (!u->slots || !u->ring) return rf__fail(e, RF_ERR_NOMEM, "UCX endpoint table (%u endpoints)", n_eps);
+  for (uint32_t i = 0; i < n_eps; i++) {
+    u->slots[i].u = u;
+    u->slots[i].sendbuf = malloc((size_t)SENDBUFS * RF__MSG_MAX);
+    if (!u->slots[i].sendbuf) return rf__fail(e, RF_ERR_NOMEM, "UCX send buffers");
+  }
   ucs_status_t s = ucp_config_read(NULL, NULL, &u->config);
   if (s != UCS_OK) return rf__fail(e, RF_ERR_UCX, "ucp_config_read: %s", ustr(s));
   if (e->cfg.ucx_tls) RF_CHECK(modify(e, "TLS", e->cfg.ucx_tls));
   RF_CHECK(apply_nics(e));
   ucp_params_t params = {.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME,
-                         .features = UCP_FEATURE_RMA | UCP_FEATURE_AM,
+                         .features = UCP_FEATURE_RMA | UCP_FEATURE_AM |
+                                     (e->cfg.progress_thread ? UCP_FEATURE_WAKEUP : 0),
                          .name = e->cfg.role == RF_TRAINER ? "refit-trainer" : "refit-receiver"};
   s = ucp_init(&params, u->config, &u->ctx);
   if (s != UCS_OK) return rf__fail(e, RF_ERR_UCX, "ucp_init: %s", ustr(s));
@@ -99,59 +229,197 @@ rf_status rf__ucx_open(rf_engine *e)
   if (s != UCS_OK) return rf__fail(e, RF_ERR_UCX, "ucp_worker_create: %s", ustr(s));
   ucp_am_handler_param_t hp = {.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
                                              UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS,
-                               .flags = UCP_AM_FLAG_WHOLE_MSG,
-                               .arg = e};
-  hp.id = e->cfg.role == RF_TRAINER ? AM_REPLY : AM_CTRL;
-  hp.cb = e->cfg.role == RF_TRAINER ? on_reply : on_ctrl;
+                               .id = AM_ID, .cb = on_msg, .arg = u, .flags = UCP_AM_FLAG_WHOLE_MSG};
   s = ucp_worker_set_am_recv_handler(u->worker, &hp);
   if (s != UCS_OK) return rf__fail(e, RF_ERR_UCX, "ucp_worker_set_am_recv_handler: %s", ustr(s));
+  s = ucp_worker_get_address(u->worker, &u->addr, &u->addr_len);
+  if (s != UCS_OK) return rf__fail(e, RF_ERR_UCX, "ucp_worker_get_address: %s", ustr(s));
+  if (e->cfg.progress_thread) {
+    s = ucp_worker_get_efd(u->worker, &u->efd);
+    if (s != UCS_OK) return rf__fail(e, RF_ERR_UCX, "ucp_worker_get_efd: %s", ustr(s));
+  }
   return RF_OK;
 }
 
-static void wait_req(rf_engine *e, void *req, uint32_t ms)
+static void wait_req(struct rf__ucx *u, void *req, uint32_t ms)
 {
   if (req == NULL || UCS_PTR_IS_ERR(req)) return;
   uint64_t t0 = rf__now_ns();
-  while (ucp_request_check_status(req) == UCS_INPROGRESS && rf__now_ns() - t0 < (uint64_t)ms * 1000000u)
-    ucp_worker_progress(e->ux->worker);
+  while (ucp_request_check_status(req) == UCS_INPROGRESS && !rf__past(t0, ms)) ucp_worker_progress(u->worker);
   ucp_request_free(req);
-}
-
-static void close_ep(rf_engine *e, void *ep, int force)
-{
-  if (!ep) return;
-  ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS, .flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0};
-  wait_req(e, ucp_ep_close_nbx(ep, &p), 1000);
 }
 
 void rf__ucx_close(rf_engine *e)
 {
   struct rf__ucx *u = e->ux;
+  if (!u) return;
   if (u->worker) {
-    for (uint32_t i = 0; i < e->n_tg; i++) {
-      rf__target *t = &e->tg[i];
-      for (uint32_t k = 0; t->rkey && k < e->p->recv[t->recv].dst_count; k++)
-        if (t->rkey[k]) ucp_rkey_destroy(t->rkey[k]);
-      close_ep(e, t->ep, t->failed);
-    }
-    for (uint32_t i = 0; i < e->n_conns; i++)
-      if (e->conns[i].used && e->conns[i].ep) close_ep(e, e->conns[i].ep, 1);
+    for (uint32_t i = 0; i < u->n_reqs; i++) ucp_listener_reject(u->listener, u->reqs[i]);
+    u->n_reqs = 0;
+    for (uint32_t i = 0; i < u->n_slots; i++)
+      if (u->slots[i].state != SLOT_FREE) rf__ucx_close_ep(e, ep_id(u, i));
+    for (uint32_t i = 0; i < u->n_slots; i++)
+      if (u->slots[i].close_req) {
+        wait_req(u, u->slots[i].close_req, 1000);
+        u->slots[i].close_req = NULL;
+      }
     if (u->listener) ucp_listener_destroy(u->listener);
+    if (u->addr) ucp_worker_release_address(u->worker, u->addr);
     ucp_worker_destroy(u->worker);
   }
   if (u->ctx) ucp_cleanup(u->ctx);
   if (u->config) ucp_config_release(u->config);
-  free(u->conn_ctx);
-  free(u->tg_ctx);
+  for (uint32_t i = 0; u->slots && i < u->n_slots; i++) free(u->slots[i].sendbuf);
+  for (uint32_t k = u->head; u->ring && k != u->tail; k++) free(u->ring[k % u->n_ring].big);
+  free(u->last_big);
+  free(u->slots);
+  free(u->ring);
   free(u);
   e->ux = NULL;
+}
+
+/* ------------------------------------ endpoints ---------------------------------------- */
+
+static void on_ep_err(void *arg, ucp_ep_h ep, ucs_status_t status)
+{
+  slot *s = arg;
+  if (s->h == ep) fail_slot(s->u, s, "connection failed", ustr(status));
+}
+
+static slot *new_slot(struct rf__ucx *u)
+{
+  for (uint32_t i = 0; i < u->n_slots; i++)
+    if (u->slots[i].state == SLOT_FREE) {
+      slot *s = &u->slots[i];
+      s->gen = s->gen + 1 ? s->gen + 1 : 1;
+      s->failed = 0;
+      s->ops = s->pending = s->sendbuf_used = 0;
+      s->close_req = NULL;
+      s->h = NULL;
+      s->flushing = 0;
+      s->octx = (send_ctx){u, i, s->gen, 0};
+      return s;
+    }
+  return NULL;
+}
+
+static rf_status create_ep(rf_engine *e, ucp_ep_params_t *p, rf__ep *out, const char *what)
+{
+  struct rf__ucx *u = e->ux;
+  slot *s = new_slot(u);
+  if (!s) return rf__fail(e, RF_ERR_NOMEM, "%s: all %u endpoint slots in use", what, u->n_slots);
+  p->field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLER | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+  p->err_mode = e->cfg.no_peer_errors ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER;
+  p->err_handler.cb = on_ep_err;
+  p->err_handler.arg = s;
+  ucs_status_t st = ucp_ep_create(u->worker, p, &s->h);
+  if (st != UCS_OK) {
+    s->h = NULL;
+    return rf__fail(e, RF_ERR_UCX, "%s: ucp_ep_create: %s", what, ustr(st));
+  }
+  s->state = SLOT_OPEN;
+  *out = ep_id(u, (uint32_t)(s - u->slots));
+  return RF_OK;
+}
+
+rf_status rf__ucx_connect(rf_engine *e, const char *ip, uint16_t port, rf__ep *out)
+{
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+  if (!ip || inet_pton(AF_INET, ip, &sa.sin_addr) != 1)
+    return rf__fail(e, RF_ERR_ARG, "receiver address '%s' is not an IPv4 address", ip ? ip : "(null)");
+  ucp_ep_params_t p = {.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR,
+                       .flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER,
+                       .sockaddr = {.addr = (const struct sockaddr *)&sa, .addrlen = sizeof sa}};
+  char what[80];
+  snprintf(what, sizeof what, "connecting to %s:%u", ip, port);
+  return create_ep(e, &p, out, what);
+}
+
+rf_status rf__ucx_connect_addr(rf_engine *e, const void *addr, size_t len, rf__ep *out)
+{
+  (void)len; /* the address was authenticated (blob MAC or the handshake) before it gets here */
+  ucp_ep_params_t p = {.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS, .address = addr};
+  return create_ep(e, &p, out, "connecting to a worker address");
+}
+
+void rf__ucx_close_ep(rf_engine *e, rf__ep ep)
+{
+  struct rf__ucx *u = e->ux;
+  slot *s = slot_of(u, ep);
+  if (!s || s->state != SLOT_OPEN) return;
+  s->state = SLOT_CLOSING;
+  /* force: cancel what is in flight (needs peer error handling; without it, flush first) */
+  ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                           .flags = e->cfg.no_peer_errors ? 0 : UCP_EP_CLOSE_FLAG_FORCE};
+  void *r = ucp_ep_close_nbx(s->h, &p);
+  s->close_req = UCS_PTR_IS_PTR(r) ? r : NULL;
+}
+
+int rf__ucx_ep_alive(rf_engine *e, rf__ep ep)
+{
+  slot *s = slot_of(e->ux, ep);
+  return s && s->state == SLOT_OPEN && !s->failed;
+}
+
+uint32_t rf__ucx_ops(rf_engine *e, rf__ep ep)
+{
+  slot *s = slot_of(e->ux, ep);
+  return s ? s->ops : 0;
+}
+
+uint32_t rf__ucx_ops_all(rf_engine *e)
+{
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < e->ux->n_slots; i++) n += e->ux->slots[i].ops + (e->ux->slots[i].state == SLOT_CLOSING);
+  return n;
+}
+
+/* listener requests and closing endpoints, outside UCX callbacks */
+static void service(struct rf__ucx *u)
+{
+  rf_engine *e = u->e;
+  for (uint32_t k = 0; k < u->n_reqs; k++) {
+    ucp_ep_params_t p = {.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST, .conn_request = u->reqs[k]};
+    rf__ep ep;
+    slot *s = NULL;
+    if (create_ep(e, &p, &ep, "accepting a connection") == RF_OK) s = slot_of(u, ep);
+    else ucp_listener_reject(u->listener, u->reqs[k]);
+    if (s) {
+      rf__ev *ev = ev_new(u, s, RF__EV_CONN);
+      if (!ev) fail_slot(u, s, "accepting a connection", "event ring full");
+    }
+  }
+  u->n_reqs = 0;
+  for (uint32_t i = 0; i < u->n_slots; i++) {
+    slot *s = &u->slots[i];
+    if (s->state != SLOT_CLOSING || s->ops) continue;
+    if (s->close_req) {
+      if (ucp_request_check_status(s->close_req) == UCS_INPROGRESS) continue;
+      ucp_request_free(s->close_req);
+      s->close_req = NULL;
+    }
+    s->state = SLOT_FREE;
+    s->h = NULL;
+  }
 }
 
 void rf__ucx_progress(rf_engine *e)
 {
   while (ucp_worker_progress(e->ux->worker)) {
   }
+  service(e->ux);
 }
+
+void rf__ucx_sleep(rf_engine *e, uint32_t ms)
+{
+  struct rf__ucx *u = e->ux;
+  if (u->head != u->tail || u->n_reqs) return;
+  if (u->efd < 0 || ucp_worker_arm(u->worker) != UCS_OK) return; /* BUSY: events are pending */
+  struct pollfd pf = {.fd = u->efd, .events = POLLIN};
+  poll(&pf, 1, (int)ms);
+}
+
+/* ------------------------------------ memory ------------------------------------------- */
 
 rf_status rf__ucx_map(rf_engine *e, void *ptr, size_t len, void **memh)
 {
@@ -185,300 +453,280 @@ rf_status rf__ucx_alloc(rf_engine *e, size_t len, void **ptr, void **memh)
 
 void rf__ucx_unmap(rf_engine *e, void *memh) { ucp_mem_unmap(e->ux->ctx, memh); }
 
-rf_status rf__ucx_build_blob(rf_engine *e)
+rf_status rf__ucx_pack_key(rf_engine *e, void *memh, void **key, size_t *len)
 {
-  const rf_plan *p = e->p;
-  uint32_t n = e->rv->dst_count;
-  ucp_address_t *addr;
-  size_t alen;
-  ucs_status_t s = ucp_worker_get_address(e->ux->worker, &addr, &alen);
-  if (s != UCS_OK) return rf__fail(e, RF_ERR_UCX, "ucp_worker_get_address: %s", ustr(s));
-  rf__blob_entry *en = calloc(n ? n : 1, sizeof *en);
-  void **keys = calloc(n ? n : 1, sizeof *keys);
-  uint32_t *klen = calloc(n ? n : 1, sizeof *klen);
-  rf_status st = RF_OK;
-  if (!en || !keys || !klen) st = rf__fail(e, RF_ERR_NOMEM, "metadata blob");
-  for (uint32_t i = 0; i < n && st == RF_OK; i++) {
-    size_t kl;
-    s = ucp_rkey_pack(e->ux->ctx, e->dst_memh[i], &keys[i], &kl);
-    if (s != UCS_OK) {
-      st = rf__fail(e, RF_ERR_UCX, "packing the key of '%s': %s", p->dst[e->rv->dst_first + i].name, ustr(s));
-      break;
-    }
-    klen[i] = (uint32_t)kl;
-    en[i] = (rf__blob_entry){.id = e->rv->dst_first + i, .addr = (uint64_t)(uintptr_t)e->dst_ptr[i],
-                             .bytes = p->dst[e->rv->dst_first + i].bytes, .rkey = keys[i], .rkey_len = klen[i]};
-  }
-  if (st == RF_OK) {
-    e->blob_len = rf__blob_size((uint32_t)alen, n, klen);
-    e->blob = malloc(e->blob_len);
-    if (!e->blob) st = rf__fail(e, RF_ERR_NOMEM, "metadata blob of %zu bytes", e->blob_len);
-    else rf__blob_write(e->blob, p, e->cfg.rank, addr, (uint32_t)alen, n, en);
-  }
-  for (uint32_t i = 0; keys && i < n; i++)
-    if (keys[i]) ucp_rkey_buffer_release(keys[i]);
-  ucp_worker_release_address(e->ux->worker, addr);
-  free(en);
-  free(keys);
-  free(klen);
-  return st;
+  ucs_status_t s = ucp_rkey_pack(e->ux->ctx, memh, key, len);
+  if (s != UCS_OK) return rf__fail(e, RF_ERR_UCX, "ucp_rkey_pack: %s", ustr(s));
+  return RF_OK;
 }
 
-/* ---------------------------------- receiver side ----------------------------------------- */
+void rf__ucx_release_key(void *key) { ucp_rkey_buffer_release(key); }
 
-static void on_conn_err(void *arg, ucp_ep_h ep, ucs_status_t status)
+rf_status rf__ucx_worker_address(rf_engine *e, const void **addr, size_t *len)
 {
-  (void)ep;
-  cb_ctx *c = arg;
-  rf__on_conn_error(c->e, c->idx, ustr(status));
+  *addr = e->ux->addr;
+  *len = e->ux->addr_len;
+  return RF_OK;
 }
 
-static uint32_t conn_slot(rf_engine *e, ucp_ep_h ep)
+rf_status rf__ucx_rkey(rf_engine *e, rf__ep ep, const void *buf, void **rkey)
 {
-  uint32_t free_slot = RF_NONE;
-  for (uint32_t i = 0; i < e->n_conns; i++) {
-    if (e->conns[i].used && e->conns[i].ep == ep && !e->conns[i].dead) return i;
-    if (!e->conns[i].used && free_slot == RF_NONE) free_slot = i;
-  }
-  return free_slot;
+  slot *s = slot_of(e->ux, ep);
+  if (!s) return rf__fail(e, RF_ERR_STATE, "unpacking a remote key on a closed endpoint");
+  ucp_rkey_h k;
+  ucs_status_t st = ucp_ep_rkey_unpack(s->h, buf, &k);
+  if (st != UCS_OK) return rf__fail(e, RF_ERR_BLOB, "remote key rejected: %s", ustr(st));
+  *rkey = k;
+  return RF_OK;
 }
+
+void rf__ucx_rkey_destroy(void *rkey) { ucp_rkey_destroy(rkey); }
+
+/* ------------------------------------ listener ----------------------------------------- */
 
 static void on_conn_request(ucp_conn_request_h req, void *arg)
 {
-  rf_engine *e = arg;
-  uint32_t i = conn_slot(e, NULL);
-  /* reuse slots of dead connections once every slot has been used */
-  for (uint32_t k = 0; i == RF_NONE && k < e->n_conns; k++)
-    if (e->conns[k].dead) {
-      close_ep(e, e->conns[k].ep, 1);
-      memset(&e->conns[k], 0, sizeof e->conns[k]);
-      i = k;
-    }
-  if (i == RF_NONE) {
-    ucp_listener_reject(e->ux->listener, req);
+  struct rf__ucx *u = arg;
+  if (u->n_reqs == CONN_REQS) { /* more than we answer in one progress call: refuse */
+    ucp_listener_reject(u->listener, req);
     return;
   }
-  ucp_ep_params_t ep = {.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLER |
-                                      UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE,
-                        .conn_request = req,
-                        .err_mode = e->cfg.no_peer_errors ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER,
-                        .err_handler = {.cb = on_conn_err, .arg = &e->ux->conn_ctx[i]}};
-  ucp_ep_h h;
-  if (ucp_ep_create(e->ux->worker, &ep, &h) != UCS_OK) return;
-  memset(&e->conns[i], 0, sizeof e->conns[i]);
-  e->conns[i].used = 1;
-  e->conns[i].ep = h;
-}
-
-static ucs_status_t on_ctrl(void *arg, const void *header, size_t header_length, void *data, size_t length,
-                            const ucp_am_recv_param_t *param)
-{
-  (void)header;
-  (void)header_length;
-  rf_engine *e = arg;
-  if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) || (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV))
-    return UCS_OK;
-  uint32_t i = conn_slot(e, param->reply_ep);
-  if (i == RF_NONE) return UCS_OK;
-  if (!e->conns[i].used) { /* a trainer that connected with the blob: UCX made the endpoint */
-    memset(&e->conns[i], 0, sizeof e->conns[i]);
-    e->conns[i].used = 1;
-    e->conns[i].ep = param->reply_ep;
-  }
-  rf__on_message(e, i, data, length);
-  return UCS_OK;
+  u->reqs[u->n_reqs++] = req;
 }
 
 rf_status rf__ucx_listen(rf_engine *e, const char *ip, uint16_t port, uint16_t *port_out)
 {
   struct rf__ucx *u = e->ux;
-  u->conn_ctx = calloc(e->n_conns, sizeof *u->conn_ctx);
-  if (!u->conn_ctx) return rf__fail(e, RF_ERR_NOMEM, "connection table");
-  for (uint32_t i = 0; i < e->n_conns; i++) u->conn_ctx[i] = (cb_ctx){e, i};
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
   if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1) return rf__fail(e, RF_ERR_ARG, "listen address '%s' is not IPv4", ip);
   ucp_listener_params_t lp = {.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER,
                               .sockaddr = {.addr = (const struct sockaddr *)&sa, .addrlen = sizeof sa},
-                              .conn_handler = {.cb = on_conn_request, .arg = e}};
+                              .conn_handler = {.cb = on_conn_request, .arg = u}};
   ucs_status_t s = ucp_listener_create(u->worker, &lp, &u->listener);
-  if (s != UCS_OK) return rf__fail(e, RF_ERR_UCX, "listening on %s:%u: %s", ip, port, ustr(s));
+  if (s != UCS_OK) {
+    u->listener = NULL;
+    return rf__fail(e, RF_ERR_UCX, "listening on %s:%u: %s", ip, port, ustr(s));
+  }
   ucp_listener_attr_t la = {.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR};
   s = ucp_listener_query(u->listener, &la);
-  if (s != UCS_OK) return rf__fail(e, RF_ERR_UCX, "ucp_listener_query: %s", ustr(s));
+  if (s != UCS_OK) {
+    ucp_listener_destroy(u->listener);
+    u->listener = NULL;
+    return rf__fail(e, RF_ERR_UCX, "ucp_listener_query: %s", ustr(s));
+  }
   if (port_out) *port_out = ntohs(((struct sockaddr_in *)&la.sockaddr)->sin_port);
   return RF_OK;
 }
 
-static void reply_cb(void *req, ucs_status_t status, void *user)
+/* ------------------------------------ messages ----------------------------------------- */
+
+static slot *slot_by_handle(struct rf__ucx *u, ucp_ep_h h)
 {
-  (void)status;
-  (void)user;
+  for (uint32_t i = 0; h && i < u->n_slots; i++)
+    if (u->slots[i].h == h && u->slots[i].state == SLOT_OPEN) return &u->slots[i];
+  return NULL;
+}
+
+static void big_done(void *req, ucs_status_t status, size_t length, void *user)
+{
+  big_ctx *b = user;
+  struct rf__ucx *u = b->u;
+  slot *s = slot_of(u, b->ep);
+  if (s) s->ops--;
+  rf__ev *ev = s && status == UCS_OK && length == b->len ? ev_new(u, s, RF__EV_MSG) : NULL;
+  if (ev) {
+    memcpy(ev->msg, &b->h, sizeof b->h);
+    ev->len = (uint32_t)(sizeof b->h + b->len);
+    ev->big = b->buf;
+  } else {
+    if (s) fail_slot(u, s, "receiving a large message", status == UCS_OK ? "event ring full" : ustr(status));
+    free(b->buf);
+  }
+  free(b);
+  if (req) ucp_request_free(req);
+}
+
+static ucs_status_t on_msg(void *arg, const void *header, size_t header_length, void *data, size_t length,
+                           const ucp_am_recv_param_t *param)
+{
+  struct rf__ucx *u = arg;
+  rf__hdr h;
+  if (header_length != sizeof h) return UCS_OK;
+  memcpy(&h, header, sizeof h);
+  if (h.magic != RF__MAGIC || h.len != length) return UCS_OK;
+  slot *s = (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) ? slot_by_handle(u, param->reply_ep) : NULL;
+  if (s && s->failed) return UCS_OK;
+  if (!s && h.type != RF__HELLO) return UCS_OK; /* not a peer of ours */
+  int rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
+  if (sizeof h + length <= RF__MSG_MAX && !rndv) {
+    rf__ev *ev = ev_new(u, s, RF__EV_MSG);
+    if (!ev) {
+      if (s) fail_slot(u, s, "control messages", "more pending than the protocol allows (flood)");
+      return UCS_OK;
+    }
+    memcpy(ev->msg, &h, sizeof h);
+    memcpy(ev->msg + sizeof h, data, length);
+    ev->len = (uint32_t)(sizeof h + length);
+    return UCS_OK;
+  }
+  /* large: only a trainer takes one (a receiver's metadata), on an endpoint it owns */
+  if (!s || u->e->cfg.role != RF_TRAINER || length > BIG_MAX) {
+    if (s) fail_slot(u, s, "control messages", "a message larger than the protocol allows");
+    return UCS_OK;
+  }
+  big_ctx *b = calloc(1, sizeof *b);
+  uint8_t *buf = malloc(length ? length : 1);
+  if (!b || !buf) {
+    free(b);
+    free(buf);
+    fail_slot(u, s, "receiving a large message", "out of memory");
+    return UCS_OK;
+  }
+  *b = (big_ctx){.u = u, .ep = ep_id(u, (uint32_t)(s - u->slots)), .h = h, .buf = buf, .len = length};
+  if (!rndv) {
+    memcpy(buf, data, length);
+    s->ops++;
+    big_done(NULL, UCS_OK, length, b);
+    return UCS_OK;
+  }
+  ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
+                           .cb.recv_am = big_done, .user_data = b};
+  s->ops++;
+  ucs_status_ptr_t r = ucp_am_recv_data_nbx(u->worker, data, buf, length, &p);
+  if (UCS_PTR_IS_ERR(r)) big_done(NULL, UCS_PTR_STATUS(r), 0, b);
+  else if (r == NULL) big_done(NULL, UCS_OK, length, b);
+  return UCS_INPROGRESS;
+}
+
+static void send_cb(void *req, ucs_status_t status, void *user)
+{
+  send_ctx *c = user;
+  slot *s = &c->u->slots[c->slot];
+  if (s->gen == c->gen && s->state != SLOT_FREE) {
+    s->ops--;
+    s->sendbuf_used &= ~(1u << c->idx);
+    if (status != UCS_OK) fail_slot(c->u, s, "sending a control message", ustr(status));
+  }
   ucp_request_free(req);
 }
 
-rf_status rf__ucx_reply(rf_engine *e, uint32_t conn, const void *buf, size_t len)
+static rf_status send_msg(rf_engine *e, rf__ep ep, const rf__hdr *h, const void *payload, int ref)
 {
-  ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_FLAGS,
-                           .cb.send = reply_cb,
-                           .flags = UCP_AM_SEND_FLAG_EAGER};
-  uint32_t hdr = e->cfg.rank;
-  ucs_status_ptr_t r = ucp_am_send_nbx(e->conns[conn].ep, AM_REPLY, &hdr, sizeof hdr, buf, len, &p);
-  if (UCS_PTR_IS_ERR(r)) return rf__fail(e, RF_ERR_UCX, "answering a trainer: %s", ustr(UCS_PTR_STATUS(r)));
-  return RF_OK;
-}
-
-/* ---------------------------------- trainer side ------------------------------------------ */
-
-static void on_tg_err(void *arg, ucp_ep_h ep, ucs_status_t status)
-{
-  (void)ep;
-  cb_ctx *c = arg;
-  rf__on_target_error(c->e, &c->e->tg[c->idx], ustr(status));
-}
-
-static ucs_status_t on_reply(void *arg, const void *header, size_t header_length, void *data, size_t length,
-                             const ucp_am_recv_param_t *param)
-{
-  rf_engine *e = arg;
-  uint32_t recv;
-  if (header_length != sizeof recv || (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) return UCS_OK;
-  memcpy(&recv, header, sizeof recv);
-  if (recv >= e->p->receivers || e->recv_tg[recv] == RF_NONE) return UCS_OK;
-  rf__on_keys(e, &e->tg[e->recv_tg[recv]], data, length);
-  return UCS_OK;
-}
-
-static rf_status tg_ctx(rf_engine *e)
-{
-  if (e->ux->tg_ctx) return RF_OK;
-  e->ux->tg_ctx = calloc(e->n_tg ? e->n_tg : 1, sizeof *e->ux->tg_ctx);
-  if (!e->ux->tg_ctx) return rf__fail(e, RF_ERR_NOMEM, "target table");
-  for (uint32_t i = 0; i < e->n_tg; i++) e->ux->tg_ctx[i] = (cb_ctx){e, i};
-  return RF_OK;
-}
-
-static rf_status create_ep(rf_engine *e, rf__target *t, ucp_ep_params_t *ep)
-{
-  RF_CHECK(tg_ctx(e));
-  ep->field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLER | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
-  ep->err_mode = e->cfg.no_peer_errors ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER;
-  ep->err_handler.cb = on_tg_err;
-  ep->err_handler.arg = &e->ux->tg_ctx[t - e->tg];
-  ucp_ep_h h;
-  ucs_status_t s = ucp_ep_create(e->ux->worker, ep, &h);
-  if (s != UCS_OK) return rf__fail(e, RF_ERR_UCX, "connecting to receiver %u (%s): %s", t->recv, t->where, ustr(s));
-  t->ep = h;
-  t->failed = 0;
-  t->keys_state = 0;
-  /* finish wireup before the first message: an early answer from the receiver can get lost otherwise */
-  ucp_request_param_t fp = {.op_attr_mask = 0};
-  void *fr = ucp_ep_flush_nbx(h, &fp);
-  if (UCS_PTR_IS_ERR(fr))
-    return rf__fail(e, RF_ERR_PEER, "connecting to receiver %u (%s): %s", t->recv, t->where, ustr(UCS_PTR_STATUS(fr)));
-  wait_req(e, fr, e->timeout_ms);
-  return RF_OK;
-}
-
-rf_status rf__ucx_connect(rf_engine *e, rf__target *t, const char *ip, uint16_t port)
-{
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-  if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1) return rf__fail(e, RF_ERR_ARG, "receiver address '%s' is not IPv4", ip);
-  ucp_ep_params_t ep = {.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR,
-                        .flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER,
-                        .sockaddr = {.addr = (const struct sockaddr *)&sa, .addrlen = sizeof sa}};
-  return create_ep(e, t, &ep);
-}
-
-rf_status rf__ucx_connect_addr(rf_engine *e, rf__target *t, const void *addr, size_t len)
-{
-  (void)len;
-  ucp_ep_params_t ep = {.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS, .address = addr};
-  return create_ep(e, t, &ep);
-}
-
-rf_status rf__ucx_rkey(rf_engine *e, rf__target *t, const void *buf, size_t len, void **rkey)
-{
-  (void)len;
-  ucp_rkey_h k;
-  ucs_status_t s = ucp_ep_rkey_unpack(t->ep, buf, &k);
-  if (s != UCS_OK) return rf__fail(e, RF_ERR_BLOB, "receiver %u (%s): remote key rejected: %s", t->recv, t->where, ustr(s));
-  *rkey = k;
-  return RF_OK;
-}
-
-static void ctrl_cb(void *req, ucs_status_t status, void *user)
-{
-  cb_ctx *c = user;
-  if (status != UCS_OK) rf__on_target_error(c->e, &c->e->tg[c->idx], ustr(status));
-  ucp_request_free(req);
-}
-
-static void done_cb(void *req, ucs_status_t status, void *user)
-{
-  cb_ctx *c = user;
-  rf__on_done_sent(c->e, &c->e->tg[c->idx], status == UCS_OK, ustr(status));
-  ucp_request_free(req);
-}
-
-rf_status rf__ucx_send(rf_engine *e, rf__target *t, rf__msg *m, int what)
-{
-  RF_CHECK(tg_ctx(e));
-  cb_ctx *c = &e->ux->tg_ctx[t - e->tg];
+  struct rf__ucx *u = e->ux;
+  slot *s = slot_of(u, ep);
+  if (!s || s->state != SLOT_OPEN || s->failed)
+    return rf__fail(e, RF_ERR_PEER, "sending %s: the connection is closed", rf__msg_name(h->type));
+  if (!ref && h->len > RF__MSG_MAX - sizeof *h)
+    return rf__fail(e, RF_ERR_ARG, "sending %s: %u payload bytes, at most %zu", rf__msg_name(h->type), h->len,
+                    RF__MSG_MAX - sizeof *h);
+  uint32_t k = 0;
+  while (k < SENDBUFS && (s->sendbuf_used >> k & 1)) k++;
+  if (k == SENDBUFS) {
+    fail_slot(u, s, "sending a control message", "more than 8 in flight");
+    return rf__fail(e, RF_ERR_PEER, "sending %s: more than %d messages in flight", rf__msg_name(h->type), SENDBUFS);
+  }
+  uint8_t *buf = s->sendbuf + (size_t)k * RF__MSG_MAX;
+  memcpy(buf, h, sizeof *h);
+  const void *data = ref ? payload : buf + sizeof *h;
+  if (!ref && h->len) memcpy(buf + sizeof *h, payload, h->len);
+  uint32_t i = (uint32_t)(s - u->slots);
+  s->sctx[k] = (send_ctx){u, i, s->gen, k};
   ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
                                            UCP_OP_ATTR_FIELD_FLAGS,
-                           .cb.send = what == 1 ? done_cb : ctrl_cb,
-                           .user_data = c,
-                           .flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER};
-  ucs_status_ptr_t r = ucp_am_send_nbx(t->ep, AM_CTRL, NULL, 0, m, sizeof *m, &p);
-  if (UCS_PTR_IS_ERR(r)) {
-    t->failed = 1;
-    return rf__fail(e, RF_ERR_PEER, "receiver %u (%s): sending %s failed: %s", t->recv, t->where,
-                    m->type == RF__DONE ? "DONE" : m->type == RF__BEGIN ? "BEGIN" : "HELLO", ustr(UCS_PTR_STATUS(r)));
-  }
-  if (r == NULL && what == 1) rf__on_done_sent(e, t, 1, "");
-  return RF_OK;
-}
-
-static void put_cb(void *req, ucs_status_t status, void *user)
-{
-  rf__on_put_done(user, status == UCS_OK, ustr(status));
-  ucp_request_free(req);
-}
-
-rf_status rf__ucx_put(rf_engine *e, rf__target *t, const void *local, size_t len, uint64_t raddr, void *rkey)
-{
-  ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
-                           .cb.send = put_cb,
-                           .user_data = e};
-  ucs_status_ptr_t r = ucp_put_nbx(t->ep, local, len, raddr, rkey, &p);
+                           .cb.send = send_cb, .user_data = &s->sctx[k],
+                           .flags = UCP_AM_SEND_FLAG_REPLY | (ref ? 0 : UCP_AM_SEND_FLAG_EAGER)};
+  ucs_status_ptr_t r = ucp_am_send_nbx(s->h, AM_ID, buf, sizeof *h, data, h->len, &p);
   if (r == NULL) return RF_OK;
-  if (UCS_PTR_IS_ERR(r))
-    return rf__fail(e, RF_ERR_PEER, "receiver %u (%s): write of %zu bytes failed: %s", t->recv, t->where, len,
-                    ustr(UCS_PTR_STATUS(r)));
-  e->inflight++;
+  if (UCS_PTR_IS_ERR(r)) {
+    fail_slot(u, s, "sending a control message", ustr(UCS_PTR_STATUS(r)));
+    return rf__fail(e, RF_ERR_PEER, "sending %s: %s", rf__msg_name(h->type), ustr(UCS_PTR_STATUS(r)));
+  }
+  s->sendbuf_used |= 1u << k;
+  s->ops++;
   return RF_OK;
+}
+
+rf_status rf__ucx_send(rf_engine *e, rf__ep ep, const rf__hdr *h, const void *payload)
+{
+  return send_msg(e, ep, h, payload, 0);
+}
+
+rf_status rf__ucx_send_ref(rf_engine *e, rf__ep ep, const rf__hdr *h, const void *payload)
+{
+  return send_msg(e, ep, h, payload, 1);
+}
+
+/* ------------------------------------ puts, flush -------------------------------------- */
+
+/* puts and flushes share the slot's op context: (slot, generation) is fixed until it drains */
+static void op_cb(void *req, ucs_status_t status, void *user)
+{
+  send_ctx *c = user;
+  slot *s = &c->u->slots[c->slot];
+  if (s->gen == c->gen && s->state != SLOT_FREE) {
+    s->ops--;
+    if (status != UCS_OK) fail_slot(c->u, s, "a write", ustr(status));
+  }
+  ucp_request_free(req);
 }
 
 static void flush_cb(void *req, ucs_status_t status, void *user)
 {
-  cb_ctx *c = user;
-  rf__on_flush_done(c->e, &c->e->tg[c->idx], status == UCS_OK, ustr(status));
+  send_ctx *c = user;
+  struct rf__ucx *u = c->u;
+  slot *s = &u->slots[c->slot];
+  if (s->gen == c->gen && s->state != SLOT_FREE) {
+    s->ops--;
+    s->flushing = 0;
+    if (status != UCS_OK) fail_slot(u, s, "flushing writes", ustr(status));
+    else if (s->state == SLOT_OPEN && !s->failed) {
+      rf__ev *ev = ev_new(u, s, RF__EV_FLUSHED);
+      if (ev) ev->tag = s->flush_tag;
+      else fail_slot(u, s, "flushing writes", "event ring full");
+    }
+  }
   ucp_request_free(req);
 }
 
-rf_status rf__ucx_flush(rf_engine *e, rf__target *t)
+rf_status rf__ucx_put(rf_engine *e, rf__ep ep, const void *local, size_t len, uint64_t raddr, void *rkey)
 {
-  cb_ctx *c = &e->ux->tg_ctx[t - e->tg];
+  struct rf__ucx *u = e->ux;
+  slot *s = slot_of(u, ep);
+  if (!s || s->state != SLOT_OPEN || s->failed) return rf__fail(e, RF_ERR_PEER, "write of %zu bytes: the connection is closed", len);
   ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
-                           .cb.send = flush_cb,
-                           .user_data = c};
-  ucs_status_ptr_t r = ucp_ep_flush_nbx(t->ep, &p);
+                           .cb.send = op_cb, .user_data = &s->octx};
+  ucs_status_ptr_t r = ucp_put_nbx(s->h, local, len, raddr, rkey, &p);
+  if (r == NULL) return RF_OK;
+  if (UCS_PTR_IS_ERR(r)) {
+    fail_slot(u, s, "a write", ustr(UCS_PTR_STATUS(r)));
+    return rf__fail(e, RF_ERR_PEER, "write of %zu bytes failed: %s", len, ustr(UCS_PTR_STATUS(r)));
+  }
+  s->ops++;
+  return RF_OK;
+}
+
+rf_status rf__ucx_flush(rf_engine *e, rf__ep ep, uint64_t tag)
+{
+  struct rf__ucx *u = e->ux;
+  slot *s = slot_of(u, ep);
+  if (!s || s->state != SLOT_OPEN || s->failed) return rf__fail(e, RF_ERR_PEER, "flush: the connection is closed");
+  if (s->flushing) return rf__fail(e, RF_ERR_STATE, "flush: one already in flight");
+  s->flush_tag = tag;
+  ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
+                           .cb.send = flush_cb, .user_data = &s->octx};
+  ucs_status_ptr_t r = ucp_ep_flush_nbx(s->h, &p);
+  if (UCS_PTR_IS_ERR(r)) {
+    fail_slot(u, s, "flushing writes", ustr(UCS_PTR_STATUS(r)));
+    return rf__fail(e, RF_ERR_PEER, "flush failed: %s", ustr(UCS_PTR_STATUS(r)));
+  }
   if (r == NULL) {
-    rf__on_flush_done(e, t, 1, "");
+    rf__ev *ev = ev_new(u, s, RF__EV_FLUSHED);
+    if (!ev) return rf__fail(e, RF_ERR_PEER, "flush: event ring full");
+    ev->tag = tag;
     return RF_OK;
   }
-  if (UCS_PTR_IS_ERR(r))
-    return rf__fail(e, RF_ERR_PEER, "receiver %u (%s): flush failed: %s", t->recv, t->where, ustr(UCS_PTR_STATUS(r)));
+  s->flushing = 1;
+  s->ops++;
   return RF_OK;
 }
 

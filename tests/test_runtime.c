@@ -168,18 +168,22 @@ typedef struct server {
   pid_t pid;
   uint16_t port;
   int done_fd;  /* parent writes one byte: check the memory and exit */
+  int info_fd;  /* child writes its refusal count and last error before it exits */
+  char last_error[512];
+  uint64_t refused;
 } server;
 
 /* receiver `me` of p: poisons its memory, listens, serves until told, exits 0 if no byte changed */
 static server serve(const rf_plan *p, uint32_t me, uint64_t token)
 {
-  int pp[2], dp[2];
+  int pp[2], dp[2], ip[2];
   server s = {0};
-  if (pipe(pp) || pipe(dp)) exit(1);
+  if (pipe(pp) || pipe(dp) || pipe(ip)) exit(1);
   s.pid = fork();
   if (s.pid == 0) {
     close(pp[0]);
     close(dp[1]);
+    close(ip[0]);
     rf_config cfg = {.plan = p, .role = RF_RECEIVER, .rank = me, .token = token, .ucx_tls = "tcp", .timeout_ms = 3000};
     rf_engine *e;
     if (rf_open(&cfg, &e) != RF_OK) _exit(10);
@@ -207,6 +211,12 @@ static server serve(const rf_plan *p, uint32_t me, uint64_t token)
       FD_SET(dp[0], &fs);
       if (select(dp[0] + 1, &fs, NULL, NULL, &tv) > 0 && read(dp[0], &c, 1) >= 0) break;
     }
+    rf_version_state st;
+    rf_version_poll(e, &st);
+    char info[520];
+    memcpy(info, &st.refused, 8);
+    snprintf(info + 8, sizeof info - 8, "%s", rf_last_error(e));
+    if (write(ip[1], info, sizeof info) != (ssize_t)sizeof info) _exit(15);
     for (uint32_t i = 0; i < rv->dst_count; i++)
       for (uint64_t k = 0; k < p->dst[rv->dst_first + i].bytes; k++)
         if (mem[i][k] != 0x5a) _exit(20); /* something was written */
@@ -215,6 +225,8 @@ static server serve(const rf_plan *p, uint32_t me, uint64_t token)
   }
   close(pp[1]);
   close(dp[0]);
+  close(ip[1]);
+  s.info_fd = ip[0];
   if (read(pp[0], &s.port, sizeof s.port) != sizeof s.port) s.port = 0;
   close(pp[0]);
   s.done_fd = dp[1];
@@ -225,6 +237,12 @@ static int finish(server *s)
 {
   char c = 1;
   if (write(s->done_fd, &c, 1) != 1) return -1;
+  char info[520] = {0};
+  if (read(s->info_fd, info, sizeof info) == (ssize_t)sizeof info) {
+    memcpy(&s->refused, info, 8);
+    snprintf(s->last_error, sizeof s->last_error, "%s", info + 8);
+  }
+  close(s->info_fd);
   int st;
   waitpid(s->pid, &st, 0);
   close(s->done_fd);
@@ -240,6 +258,7 @@ static rf_engine *trainer(const rf_plan *p, uint32_t rank, uint64_t token)
   return e;
 }
 
+/* wrong token, wrong plan: the trainer is told only "rejected"; the receiver keeps the reason */
 static void test_wrong_token_and_hash(void)
 {
   const rf_plan *p = plan("glm_tiny_demo");
@@ -247,17 +266,18 @@ static void test_wrong_token_and_hash(void)
   EXPECT(s.port != 0, "receiver did not start");
   rf_engine *t = trainer(p, 0, 999);
   rf_status st = rf_connect(t, 0, "127.0.0.1", s.port);
-  EXPECT(st == RF_ERR_TOKEN, "wrong token: status %s", rf_strerror(st));
-  EXPECT(strstr(rf_last_error(t), "refused trainer rank 0") && strstr(rf_last_error(t), "wrong token"),
-         "wrong token error: '%s'", rf_last_error(t));
+  EXPECT(st == RF_ERR_PEER && strstr(rf_last_error(t), "rejected trainer rank 0"), "wrong token: %s '%s'",
+         rf_strerror(st), rf_last_error(t));
+  EXPECT(!strstr(rf_last_error(t), "token") || strstr(rf_last_error(t), "wrong receiver, port, token"),
+         "the trainer learned more than 'rejected': '%s'", rf_last_error(t));
   rf_close(t);
   /* a trainer compiled from another plan: its layout hash differs */
   const rf_plan *q = plan("glm_tiny_rep2");
   t = trainer(q, 0, 1234);
   st = rf_connect(t, 0, "127.0.0.1", s.port);
-  EXPECT(st == RF_ERR_HASH, "wrong hash: status %s", rf_strerror(st));
-  EXPECT(strstr(rf_last_error(t), "layout hash") && strstr(rf_last_error(t), "glm_tiny_demo"),
-         "wrong hash error: '%s'", rf_last_error(t));
+  EXPECT(st == RF_ERR_PEER && strstr(rf_last_error(t), "rejected trainer rank 0") &&
+             !strstr(rf_last_error(t), "glm_tiny_demo"),
+         "wrong hash: %s '%s' (must not name the receiver's plan)", rf_strerror(st), rf_last_error(t));
   rf_close(t);
   /* the right trainer gets in; nothing was written by the refused ones */
   t = trainer(p, 0, 1234);
@@ -266,6 +286,9 @@ static void test_wrong_token_and_hash(void)
   rf_close(t);
   int rc = finish(&s);
   EXPECT(rc == 0, "receiver exit %d (20: bytes were written)", rc);
+  EXPECT(s.refused == 2, "receiver counted %llu refusals, want 2", (unsigned long long)s.refused);
+  EXPECT(strstr(s.last_error, "refused a connection") && strstr(s.last_error, "layout hash"),
+         "receiver's own record of the last refusal: '%s'", s.last_error);
 }
 
 static void test_bad_blobs(void)
@@ -298,9 +321,9 @@ static void test_bad_blobs(void)
     const char *msg;
   } cases[] = {
     {"truncated to 10 bytes", 0, 10, 0, "shorter than"},
-    {"truncated by one byte", 0, len - 1, 0, "checksum"},
-    {"truncated to half", 0, len / 2, 0, "checksum"},
-    {"flipped byte in a key", len / 2, len, 0x40, "checksum"},
+    {"truncated by one byte", 0, len - 1, 0, "MAC mismatch"},
+    {"truncated to half", 0, len / 2, 0, "MAC mismatch"},
+    {"flipped byte in a key", len / 2, len, 0x40, "MAC mismatch"},
     {"flipped magic", 0, len, 0x01, "bad magic"},
     {"empty", 0, 0, 0, "shorter than"},
   };

@@ -1,19 +1,50 @@
-/* refit.h: the public API of librefit.a, the transfer engine that replays a plan's tables.
+/* refit.h: the public API of librefit, the transfer engine that replays a plan's tables.
  *
  * One engine per process and role. A trainer rank stages its source tensors into one slot arena
  * (already in the receivers' format) and writes it with one-sided RDMA puts; a receiver binds its
- * engine's destination tensors by table id and reports a version complete only when every byte of
- * it arrived (DONE from exactly the expected trainer ranks with exactly the expected byte counts).
+ * engine's destination tensors by table id.
  *
+ * Version protocol (DESIGN.md section 3):
  *   receiver: rf_open -> rf_bind_dst (every dst of this receiver) [-> rf_bind_derived] -> rf_listen
- *             -> loop { rf_progress; rf_version_poll } or rf_version_wait            -> rf_close
- *   trainer:  rf_open -> rf_bind_src (every source this rank reads) -> rf_connect (each receiver
- *             it writes to) or rf_import (blob) -> per version { rf_push; rf_wait }   -> rf_close
+ *             [-> rf_export] -> per version { pause serving; rf_arm(v); rf_version_wait(v) (or
+ *             rf_stream_wait); resume } -> rf_close
+ *   trainer:  rf_open -> rf_bind_src (every source this rank reads) -> rf_connect / rf_import (each
+ *             receiver it writes to) -> per version { rf_push(v); rf_wait } -> rf_close
+ * A receiver lets no trainer write a byte before it armed that version (rf_arm, once its engine
+ * stopped reading the weights), and reports a version complete only when DONE arrived from exactly
+ * the trainer ranks its table names, each with exactly the table's byte count, after every one of
+ * them flushed its writes; it then acknowledges each DONE, so rf_wait on a trainer returns RF_OK only
+ * once every receiver it writes to reported the version complete (the trainer may exit right after).
+ * Anything else tears the version: a peer error, a timeout, a byte count that differs, a newer
+ * connection for a rank that was writing. A torn version is never reported complete; its memory is
+ * undefined until a later version completes. Tearing fences: the receiver closes the endpoint of
+ * every trainer that was still writing, so nothing in flight lands later (RDMA: the queue pair is
+ * gone). Versions strictly increase per receiver; a trainer learns each receiver's newest complete
+ * version when it connects (rf_resume_version), and a version not newer is refused before any write.
  *
- * Everything that allocates happens in rf_open, rf_bind_*, rf_listen, rf_connect and rf_import.
- * rf_push, rf_progress, rf_wait, rf_version_poll and rf_version_wait allocate nothing.
+ * Peers authenticate with a challenge and a MAC keyed by the shared token (the token never crosses
+ * the wire); a connection that has not authenticated within handshake_ms is closed, nothing it sends
+ * is queued, and a refusal tells it only "rejected" (the receiver keeps the reason: rf_last_error,
+ * rf_version_state.refused). Exported blobs carry a MAC keyed by the token; a forged or corrupted
+ * blob is refused before any of it is parsed.
+ *
+ * Memory and threads:
+ *   - Everything that allocates happens in rf_open, rf_bind_*, rf_alloc, rf_listen, rf_export,
+ *     rf_connect and rf_import (and in a reconnect that rf_push starts). rf_arm, rf_push,
+ *     rf_progress, rf_wait, rf_version_poll, rf_version_wait and rf_stream_wait allocate nothing.
+ *   - rf_open with RF_MEM_CUDA sets the calling thread's current CUDA device to cfg.cuda_device. A
+ *     host-mode trainer starts one staging thread in rf_open; cfg.progress_thread starts one more.
+ *   - rf_wait, rf_version_wait, rf_connect and rf_import spin a core polling the transport unless
+ *     cfg.progress_thread is set (then waits sleep on a condition variable).
+ *   - Without cfg.progress_thread the engine is single-threaded: call it from one thread at a time.
+ *     With it, every call is thread-safe (an engine-wide lock).
+ *   - A failed rf_open may still return an engine (with the reason in rf_last_error): rf_close it.
+ *   - Memory bound to an engine must stay allocated and registered memory must not move until
+ *     rf_close returns.
  * Every call returns an rf_status; rf_last_error() gives the context (peer, tensor, version).
- * The engine is single-threaded: call it from one thread at a time. */
+ * Shared memory between the processes of one host (cfg.no_peer_errors with UCX "sm") cannot be
+ * fenced: a stopped peer keeps the receiver's memory mapped and writes on when it resumes. Use it
+ * only between processes that live and die together. */
 #ifndef REFIT_H
 #define REFIT_H
 
@@ -21,6 +52,8 @@
 #include <stdint.h>
 
 #include "refit_plan.h"
+
+#define RF_ABI_VERSION 2u
 
 #define RF_STATUS_LIST(X)                                                   \
   X(RF_OK, "ok")                                                            \
@@ -40,7 +73,12 @@
   X(RF_ERR_KERNEL, "staging kernel failed")                                 \
   X(RF_ERR_CUDA, "CUDA error")                                              \
   X(RF_ERR_NIC, "NIC selection failed")                                     \
-  X(RF_AGAIN, "not finished yet")
+  X(RF_AGAIN, "not finished yet")                                           \
+  X(RF_ERR_STALE, "version not newer than a receiver's complete version")   \
+  X(RF_PARTIAL, "pushed to every live receiver, skipped those down")        \
+  X(RF_ERR_DTYPE, "tensor dtype does not match the table")                  \
+  X(RF_ERR_SHAPE, "tensor shape or strides do not match the table")        \
+  X(RF_ERR_NOTFOUND, "no such plan or tensor")
 
 typedef enum rf_status {
 #define RF__ENUM(name, text) name,
@@ -49,6 +87,7 @@ typedef enum rf_status {
 } rf_status;
 
 const char *rf_strerror(rf_status s);
+unsigned rf_abi_version(void); /* RF_ABI_VERSION of the library */
 
 typedef struct rf_engine rf_engine;
 
@@ -59,26 +98,35 @@ typedef struct rf_config {
   const rf_plan *plan;
   int role;              /* enum rf_role */
   uint32_t rank;         /* trainer rank, or receiver index (replica * size + position) */
-  uint64_t token;        /* shared secret; a trainer presenting another one is refused */
+  uint64_t token;        /* shared secret; a peer that cannot prove it is refused */
   int mem;               /* enum rf_mem: where slots (trainer) and bound tensors live */
   int cuda_device;       /* RF_MEM_CUDA: device ordinal */
   uint32_t max_inflight; /* puts in flight per trainer; 0 = 64 */
-  uint32_t timeout_ms;   /* connect, DONE and wait deadline; 0 = 10000 */
+  uint32_t timeout_ms;   /* connect, grant-to-DONE and default wait deadline; 0 = 10000 */
+  uint32_t handshake_ms; /* receiver: an unauthenticated connection is closed after this; 0 = 2000 */
   /* UCX configuration of this engine only (the process environment is never changed) */
-  const char *ucx_tls;   /* e.g. "tcp" or "sm,tcp"; NULL = UCX default */
+  const char *ucx_tls;   /* e.g. "tcp" or "sm,tcp"; NULL = UCX default; at most 255 characters */
   const char *nic_mode;  /* "auto" | "stripe" | "off" | "mlx5_0:1,..."; NULL = "off" */
   const char *gpu_bdf;   /* PCI bus id of this engine's GPU, for nic_mode "auto" */
   const char *sysfs_root;/* NULL = "/sys" */
   double nic_min_gbps;   /* NICs below this rate are skipped; 0 = no filter */
   /* Endpoints without UCX peer-failure handling. UCX 1.13's shared-memory transports lack it, so
    * processes on one host only get shared memory (instead of TCP) with this set; a dead peer is
-   * then found by the timeout (receiver: no DONE; trainer: rf_wait) instead of at once. */
+   * then found by the timeout instead of at once, and see the note on fencing above. */
   int no_peer_errors;
-  /* Trainer: writes of tensors that need no conversion (same dtype, whole rows, one slot piece per
-   * write) go straight from the bound source memory instead of a staged copy in the slot arena,
-   * halving memory traffic for bf16 plans. The sources must then stay unchanged until rf_wait
-   * returns, and the transport may register them on first use. */
+  /* Trainer: writes of tensors that need no conversion go straight from the bound source memory
+   * (the generator decided which, per write) instead of a staged copy in the slot arena, halving
+   * memory traffic for bf16 plans. The sources must then stay unchanged until rf_wait returns. */
   int direct;
+  /* Receiver: arm every version a trainer asks for (BEGIN) that is newer than the complete one.
+   * For tests and demos: UNSAFE while an engine serves, since writes then land while it reads. */
+  int auto_arm;
+  /* Trainer: a push skips receivers that are down (no connection, or the reconnect fails) instead
+   * of failing; rf_wait then returns RF_PARTIAL and rf_target_report says which were skipped. */
+  int skip_down;
+  /* An engine-owned thread drives the transport: waits sleep instead of polling, and every call
+   * becomes thread-safe. */
+  int progress_thread;
 } rf_config;
 
 rf_status rf_open(const rf_config *cfg, rf_engine **out);
@@ -95,46 +143,86 @@ rf_status rf_bind_derived(rf_engine *e, uint32_t id, void *ptr, size_t bytes);
  * machine write through shared memory (memory from malloc is written over a network transport
  * there). Tensors bound inside it share its registration. Freed by rf_close; at most 16 per engine. */
 rf_status rf_alloc(rf_engine *e, size_t bytes, void **ptr);
-/* Register the bound tensors and listen on ip:port (port 0 = any); *port_out gets the port. */
+/* Register the bound tensors and listen on ip:port (port 0 = any); *port_out gets the port. A
+ * failed rf_listen leaves nothing registered and may be called again. */
 rf_status rf_listen(rf_engine *e, const char *ip, uint16_t port, uint16_t *port_out);
-/* The receiver's metadata (worker address, tensor addresses, remote keys) as an opaque blob for
- * engines with their own rendezvous. Call after rf_listen. *len gets the size; a NULL buf or a
- * short cap returns RF_ERR_SIZE with the size needed in *len. */
+/* The receiver's metadata (worker address, tensor addresses, remote keys) as an opaque blob with a
+ * MAC keyed by the token, for engines with their own rendezvous. Call after rf_listen. *len gets
+ * the size; a NULL buf or a short cap returns RF_ERR_SIZE with the size needed in *len. */
 rf_status rf_export(rf_engine *e, void *buf, size_t cap, size_t *len);
+/* The engine has stopped reading its weights: trainers may now write version v (> the newest
+ * complete version). Arming a newer version while v is in progress tears v and fences its writers. */
+rf_status rf_arm(rf_engine *e, uint64_t v);
 
 typedef struct rf_version_state {
   uint64_t complete;     /* newest complete version (0 = none yet) */
   uint64_t torn;         /* newest torn version (0 = none) */
-  uint64_t in_progress;  /* version being received (0 = none) */
+  uint64_t armed;        /* version armed and not yet complete or torn (0 = none) */
+  uint64_t refused;      /* connections refused so far (wrong token, plan, rank or receiver) */
   char torn_reason[256]; /* peer and reason for `torn` */
 } rf_version_state;
 
 rf_status rf_version_poll(rf_engine *e, rf_version_state *st);
-/* Progress until version >= v is complete (RF_OK), v is torn (RF_ERR_TORN, reason in
- * rf_last_error) or timeout_ms passes (RF_ERR_TIMEOUT). */
+/* Progress until version >= v is complete (RF_OK), v is torn since it was last armed (RF_ERR_TORN,
+ * reason in rf_last_error) or timeout_ms passes (RF_ERR_TIMEOUT; 0 = the engine's timeout). */
 rf_status rf_version_wait(rf_engine *e, uint64_t v, uint32_t timeout_ms);
 /* CUDA mode: make `stream` (cudaStream_t) wait, on the GPU, until version >= v is complete; no CPU
- * thread blocks. Usable while capturing a CUDA graph. */
+ * thread blocks. Usable while capturing a CUDA graph. A torn v never releases the stream: arm a
+ * newer version (the wait is for ">= v"). */
 rf_status rf_stream_wait(rf_engine *e, uint64_t v, void *stream);
 
 /* ---- trainer ---- */
 /* Bind source tensor `id` as this rank holds it: its FSDP rows for RF_TRAVEL_SHARD, the whole
- * tensor for the expert / gathered tensors this rank owns; row-major, dtype as in the table. */
+ * tensor for the gathered tensors this rank owns; row-major, dtype as in the table. Not during a
+ * push. */
 rf_status rf_bind_src(rf_engine *e, uint32_t id, const void *ptr, size_t bytes);
 /* Bytes of source `id` this rank must bind (0 when it reads nothing of it). */
 size_t rf_src_bytes(const rf_engine *e, uint32_t id);
-/* Connect to receiver `recv` at ip:port: present hash, rank and token, receive its keys. */
+/* Connect to receiver `recv` at ip:port: authenticate, receive its keys and its newest complete
+ * version. A receiver already connected is reconnected (its old connection is closed first), e.g.
+ * after it restarted. Blocks until done or timeout_ms. */
 rf_status rf_connect(rf_engine *e, uint32_t recv, const char *ip, uint16_t port);
 /* Same, from a blob the receiver exported (its worker address is in the blob). */
 rf_status rf_import(rf_engine *e, const void *blob, size_t len);
-/* Start pushing `version` (greater than the last one pushed). `stream` (CUDA mode) is the stream
- * the trainer's tensors are ready on; NULL in host mode. Returns at once; rf_progress/rf_wait
+/* The version a (restarted) trainer pushes next: one more than the newest complete version of
+ * any receiver it is connected to, and than any version it pushed. */
+uint64_t rf_resume_version(const rf_engine *e);
+/* Start pushing `version`: newer than every connected receiver's complete version (else
+ * RF_ERR_STALE before any write); equal to a version that failed is allowed (a retry). `stream`
+ * (CUDA mode) is the stream the trainer's tensors are ready on; NULL in host mode. Staging starts at
+ * once; each receiver's writes go out once it granted the version. Receivers that are down are
+ * reconnected in the background when their address is known. Returns at once; rf_progress/rf_wait
  * drive it. */
 rf_status rf_push(rf_engine *e, uint64_t version, void *stream);
-/* Drive transfers and control messages; never blocks. RF_AGAIN while a push is under way. */
+/* Drive transfers and control messages; never blocks. RF_AGAIN while a push is under way, then the
+ * push's result once (as rf_wait). */
 rf_status rf_progress(rf_engine *e);
-/* Progress until the push finished (every write flushed, DONE delivered) or failed. */
+/* Progress until the push ended: RF_OK when every receiver acknowledged it complete, RF_PARTIAL
+ * when every live one did and cfg.skip_down skipped others, RF_ERR_TORN / RF_ERR_PEER /
+ * RF_ERR_STALE with the receiver and reason otherwise. After timeout_ms (0 = the engine's timeout)
+ * the push is abandoned: endpoints with work in flight are closed (so nothing of it lands later)
+ * and RF_ERR_TIMEOUT is returned; the next rf_push first waits for those operations to finish. */
 rf_status rf_wait(rf_engine *e, uint32_t timeout_ms);
+
+enum rf_target_status {
+  RF_TARGET_DOWN = 0,     /* not connected */
+  RF_TARGET_CONNECTING,   /* handshake under way */
+  RF_TARGET_IDLE,         /* connected, no push */
+  RF_TARGET_WAITING,      /* asked for the version, not granted yet */
+  RF_TARGET_WRITING,      /* granted: writes going out */
+  RF_TARGET_FLUSHING,     /* all writes posted, flush / DONE under way */
+  RF_TARGET_COMPLETE,     /* acknowledged complete */
+  RF_TARGET_FAILED,       /* this push failed for this receiver (reason) */
+  RF_TARGET_SKIPPED       /* down, skipped (cfg.skip_down) */
+};
+typedef struct rf_target_state {
+  int status;            /* enum rf_target_status */
+  uint64_t complete;     /* the receiver's newest complete version, as last heard */
+  char where[64];        /* "ip:port" or "blob" */
+  char reason[256];      /* FAILED / SKIPPED / DOWN: why */
+} rf_target_state;
+/* The state of this trainer's connection and push to receiver `recv`. */
+rf_status rf_target_report(const rf_engine *e, uint32_t recv, rf_target_state *out);
 
 /* ---- counters (all roles) ---- */
 typedef struct rf_counters {
@@ -145,9 +233,11 @@ typedef struct rf_counters {
   uint64_t direct_writes;/* trainer: of those, sent straight from the sources (rf_config.direct) */
   uint64_t stage_ns;     /* trainer: time in staging kernels */
   uint64_t post_ns;      /* trainer: CPU time inside the put calls (ns per write = post_ns / writes) */
-  uint64_t push_ns;      /* trainer: rf_push to last DONE delivered, summed over versions */
+  uint64_t push_ns;      /* trainer: rf_push to last acknowledgement, summed over versions */
   uint64_t refresh_ns;   /* receiver: time rebuilding derived tensors */
   uint64_t last_push_ns; /* trainer: the last version only */
+  uint64_t fenced;       /* endpoints closed to fence writers (receiver) or abandon a push (trainer) */
+  uint64_t ignored;      /* control messages dropped: unauthenticated, bad MAC, out of protocol */
 } rf_counters;
 
 void rf_get_counters(const rf_engine *e, rf_counters *c);

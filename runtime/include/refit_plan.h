@@ -5,6 +5,7 @@
  *   dst[]    destination tensors in engine kernel format, per TP/EP rank of a replica
  *   ops[]    stage steps: a source region -> this rank's slot arena, already in destination layout
  *   writes[] one contiguous RDMA WRITE each: slot bytes -> (receiver, dst tensor, offset)
+ *   pieces[] direct writes (rf_config.direct): the source ranges a write is sent from instead
  *   groups[] per trainer rank, in order: ops to run, then the writes they make ready
  *   ranks[]  per trainer rank: arena size, ranges into groups/ops/writes, bytes sent
  *   recv[]   per receiver (replica * size + tp_rank, size = max(tp, ep) GPUs per replica): its
@@ -62,12 +63,23 @@ typedef struct rf_op {
   uint8_t kind, src_dtype, dst_dtype;
   int64_t row0, col0, rows, cols, row_step, col_step;
   uint64_t out, out_step, scale, scale_step;
+  uint8_t direct;      /* 1: with direct writes every write of its slots goes from the sources, so it
+                          is not staged (the generator decided: gen/direct.lua) */
 } rf_op;
 
+/* With direct writes, a write with pieces is sent as one put per piece from the bound sources;
+ * without pieces (or without direct writes) from its slot bytes. */
 typedef struct rf_write {
   uint64_t slot, dst_off, len; /* bytes */
   uint32_t receiver, dst;
+  uint32_t piece_first, piece_count;
 } rf_write;
+
+typedef struct rf_piece {
+  uint64_t src_off;    /* bytes from the start of the source as this rank binds it (its shard) */
+  uint64_t off, len;   /* bytes from the start of the write, length */
+  uint32_t src;
+} rf_piece;
 
 typedef struct rf_group {
   uint32_t op_first, op_count, write_first, write_count;
@@ -129,6 +141,8 @@ typedef struct rf_plan {
   uint32_t n_derived, n_refresh;
   const rf_derived_tensor *derived;
   const rf_refresh *refresh;       /* ordered by tp_rank, then layer */
+  uint32_t n_pieces;
+  const rf_piece *pieces;
 } rf_plan;
 
 /* FNV-1a over 64-bit words (h = (h ^ w) * 0x100000001b3, from 0xcbf29ce484222325), in this
@@ -136,7 +150,7 @@ typedef struct rf_plan {
  * each src: name, rows, cols, shard_rows, shard, layer, dtype, travel; each dst: name, shape[0..2],
  * bytes, weight, tp_rank, ndim, dtype; each op: every field in declaration order; each write,
  * group, rank, receiver, peer, then each derived tensor (name, shape[0..2], bytes, tp_rank, ndim,
- * dtype) and refresh step: every field in declaration order. A string hashes as 8-byte
+ * dtype), refresh step and piece: every field in declaration order. A string hashes as 8-byte
  * little-endian words (the last zero-padded), then its length. The generator computes the same value in Lua. */
 uint64_t rf_plan_hash(const rf_plan *p);
 

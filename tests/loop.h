@@ -1,4 +1,4 @@
-/* loop.h: a plan run end to end on this machine as real processes over UCX loopback: one process
+/* loop.h (tests/): a plan run end to end on this machine as real processes over UCX loopback: one process
  * per trainer rank and per receiver, coordinated by the caller's process through pipes. Used by
  * `refit demo`, the loopback tests and the host benchmark.
  *
@@ -27,8 +27,13 @@ typedef struct rf_loop_opts {
   int progress;            /* progress lines on stderr */
   int use_blob;            /* trainers import exported blobs instead of rf_connect */
   int kill_trainer;        /* -1, or a trainer rank that dies mid-push of kill_version and restarts */
-  int kill_receiver;       /* -1, or a receiver that dies before kill_version is pushed (run stops) */
+  int kill_receiver;       /* -1, or a receiver that dies before kill_version is pushed */
   uint64_t kill_version;
+  int restart_receiver;    /* the killed receiver restarts after kill_version and trainers reconnect to
+                              it (rf_connect / rf_import again); else the run stops there */
+  int auto_arm;            /* receivers arm what trainers ask for (rf_config.auto_arm); else each
+                              receiver calls rf_arm(v) when told to wait for v, as an engine would */
+  int skip_down;           /* rf_config.skip_down for trainers */
   int no_peer_errors;      /* rf_config.no_peer_errors for every engine */
   int direct;              /* rf_config.direct for trainers */
   int engine_mem;          /* receivers place their tensors in rf_alloc memory (shared memory on a host) */
@@ -44,6 +49,7 @@ typedef struct rf_loop_version {
   uint64_t version;
   int complete, torn, timeouts;   /* receivers */
   int trainer_errors;
+  int trainer_partial;            /* trainers whose push returned RF_PARTIAL (skip_down) */
   uint64_t bytes;                 /* bytes received (complete receivers) */
   uint64_t verified;              /* bytes checked equal to the reference */
   uint64_t mismatches;            /* bytes that differ */
@@ -61,7 +67,7 @@ typedef struct rf_loop_version {
 typedef struct rf_loop_result {
   int n;
   rf_loop_version v[RF_LOOP_MAX_VERSIONS];
-  int trainer_restarts;
+  int trainer_restarts, receiver_restarts;
   uint64_t allocs;                /* count_allocs: allocations seen on hot paths, all children */
   uint64_t alloc_checked_calls;   /* hot-path calls covered */
   char error[512];                /* set when the run itself failed (a child crashed, setup error) */

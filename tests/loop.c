@@ -1,4 +1,4 @@
-/* loop.c: see loop.h. The coordinating process never touches UCX: it forks receivers (which
+/* loop.c (tests/): see loop.h. The coordinating process never touches UCX: it forks receivers (which
  * report their ports), then trainers, and drives versions through pipes. Children write fixed-size
  * records (< PIPE_BUF, so atomic) to one shared pipe. */
 #include <errno.h>
@@ -19,12 +19,13 @@
 volatile int rf_loop_alloc_armed;
 volatile uint64_t rf_loop_alloc_count;
 
-enum { CMD_PUSH = 1, CMD_WAIT = 2, CMD_DIE = 3, CMD_QUIT = 4 };
+enum { CMD_PUSH = 1, CMD_WAIT = 2, CMD_DIE = 3, CMD_QUIT = 4, CMD_CONNECT = 5 };
 enum { REC_PORT = 1, REC_READY = 2, REC_PUSHED = 3, REC_RESULT = 4, REC_FATAL = 5, REC_ARMED = 6 };
 
 typedef struct cmd {
-  uint32_t kind;
+  uint32_t kind, recv;   /* CMD_CONNECT: receiver to (re)connect to, at port */
   uint64_t version;
+  uint16_t port;
 } cmd;
 
 typedef struct rec {
@@ -198,7 +199,7 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd)
   const rf_receiver *rv = &p->recv[me];
   rf_config cfg = {.plan = p, .role = RF_RECEIVER, .rank = me, .token = o->token, .timeout_ms = o->timeout_ms,
                    .ucx_tls = o->tls, .no_peer_errors = o->no_peer_errors, .mem = o->cuda ? RF_MEM_CUDA : RF_MEM_HOST,
-                   .cuda_device = o->receiver_dev};
+                   .cuda_device = o->receiver_dev, .auto_arm = o->auto_arm};
   if (o->cuda && rf_gpu_use(o->receiver_dev)) fatal(me, 0, "cudaSetDevice", rf_gpu_error());
   rf_engine *e;
   if (rf_open(&cfg, &e) != RF_OK) fatal(me, 0, "rf_open", rf_last_error(e));
@@ -309,6 +310,11 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd)
     rf_version_state st;
     int armed = o->count_allocs && c.version > (o->count_allocs == 2 ? 0u : 1u);
     uint64_t base = rf_loop_alloc_count;
+    /* the engine stopped reading its weights: let the trainers write this version */
+    rf_loop_alloc_armed = armed;
+    rf_status as = o->auto_arm ? RF_OK : rf_arm(e, c.version);
+    rf_loop_alloc_armed = 0;
+    if (as != RF_OK) fatal(me, 0, "rf_arm", rf_last_error(e));
     for (;;) {
       rf_loop_alloc_armed = armed;
       rf_version_poll(e, &st);
@@ -386,12 +392,31 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd)
 
 /* ---------------------------------- trainer ---------------------------------------------- */
 
+/* connect to receiver r: at its port, or through the blob it exported */
+static rf_status reach(rf_engine *e, const rf_loop_opts *o, uint32_t r, uint16_t port)
+{
+  if (!o->use_blob) return rf_connect(e, r, "127.0.0.1", port);
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/refit-blob-%d-%u", (int)getppid(), r);
+  FILE *f = fopen(path, "rb");
+  if (!f) fatal(0, 1, "reading blob", path);
+  fseek(f, 0, SEEK_END);
+  long len = ftell(f);
+  rewind(f);
+  uint8_t *b = malloc((size_t)len);
+  if (fread(b, 1, (size_t)len, f) != (size_t)len) fatal(0, 1, "reading blob", path);
+  fclose(f);
+  rf_status s = rf_import(e, b, (size_t)len);
+  free(b);
+  return s;
+}
+
 static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *ports, int cmd_fd, int die_at)
 {
   const rf_plan *p = o->plan;
   rf_config cfg = {.plan = p, .role = RF_TRAINER, .rank = me, .token = o->token, .timeout_ms = o->timeout_ms,
                    .ucx_tls = o->tls, .no_peer_errors = o->no_peer_errors, .mem = o->cuda ? RF_MEM_CUDA : RF_MEM_HOST,
-                   .cuda_device = o->trainer_dev, .direct = o->direct};
+                   .cuda_device = o->trainer_dev, .direct = o->direct, .skip_down = o->skip_down};
   if (o->cuda && rf_gpu_use(o->trainer_dev)) fatal(me, 1, "cudaSetDevice", rf_gpu_error());
   rf_engine *e;
   if (rf_open(&cfg, &e) != RF_OK) fatal(me, 1, "rf_open", rf_last_error(e));
@@ -432,25 +457,7 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
   for (uint32_t r = 0; r < p->receivers; r++) {
     int writes_to = 0;
     for (uint32_t k = 0; k < p->recv[r].peer_count; k++) writes_to |= p->peers[p->recv[r].peer_first + k].trainer == me;
-    if (!writes_to) continue;
-    rf_status s;
-    if (o->use_blob) {
-      char path[64];
-      snprintf(path, sizeof path, "/tmp/refit-blob-%d-%u", (int)getppid(), r);
-      FILE *f = fopen(path, "rb");
-      if (!f) fatal(me, 1, "reading blob", path);
-      fseek(f, 0, SEEK_END);
-      long len = ftell(f);
-      rewind(f);
-      uint8_t *b = malloc((size_t)len);
-      if (fread(b, 1, (size_t)len, f) != (size_t)len) fatal(me, 1, "reading blob", path);
-      fclose(f);
-      s = rf_import(e, b, (size_t)len);
-      free(b);
-    } else {
-      s = rf_connect(e, r, "127.0.0.1", ports[r]);
-    }
-    if (s != RF_OK) fatal(me, 1, "connecting", rf_last_error(e));
+    if (writes_to && reach(e, o, r, ports[r]) != RF_OK) fatal(me, 1, "connecting", rf_last_error(e));
   }
   rec ready = {.kind = REC_READY, .who = me, .is_trainer = 1};
   send_rec(&ready);
@@ -459,6 +466,16 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     cmd c;
     read_cmd(cmd_fd, &c, 1);
     if (c.kind == CMD_QUIT) break;
+    if (c.kind == CMD_CONNECT) { /* a receiver restarted: replace its connection */
+      rec done = {.kind = REC_READY, .who = me, .is_trainer = 1};
+      rf_status cs = reach(e, o, c.recv, c.port);
+      if (cs != RF_OK) {
+        done.status = cs;
+        snprintf(done.text, sizeof done.text, "%s: %s", rf_strerror(cs), rf_last_error(e));
+      }
+      send_rec(&done);
+      continue;
+    }
     for (uint32_t i = 0; i < p->n_src; i++)
       if (src[i]) {
         rf_loop_fill(p, me, i, o->seed, c.version, src[i]);
@@ -548,7 +565,7 @@ static void train_body(const rf_loop_opts *o, uint32_t who, int cmd_fd, const ui
 
 static void send_cmd(child *c, uint32_t kind, uint64_t v)
 {
-  cmd m = {kind, v};
+  cmd m = {.kind = kind, .version = v};
   if (c->alive && write(c->cmd, &m, sizeof m) != (ssize_t)sizeof m) c->alive = 0;
 }
 
@@ -673,7 +690,9 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
         lv->direct_writes += m.direct;
         if (m.ns > lv->push_ns_max) lv->push_ns_max = m.ns;
         r->allocs += 0;
-        if (m.status != RF_OK && !lv->trainer_errors++) snprintf(lv->trainer_error, sizeof lv->trainer_error, "%s", m.text);
+        if (m.status == RF_PARTIAL) lv->trainer_partial++;
+        else if (m.status != RF_OK && !lv->trainer_errors++)
+          snprintf(lv->trainer_error, sizeof lv->trainer_error, "%s", m.text);
         if (o->count_allocs && v == (uint64_t)o->versions) r->allocs += m.allocs, r->alloc_checked_calls += m.calls;
       } else if (m.kind == REC_RESULT) {
         got_r++;
@@ -698,9 +717,43 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
       }
     }
     lv->ns = t_last - t0;
-    if (dead_recv >= 0) {
+    if (dead_recv >= 0 && !o->restart_receiver) {
       ret = 0; /* the run stops with the receiver gone */
       goto out;
+    }
+    if (dead_recv >= 0) {
+      /* the receiver comes back on a new port; every trainer that writes to it reconnects */
+      uint32_t k = (uint32_t)dead_recv;
+      close(rc[k].cmd);
+      rc[k].pid = spawn(rp[1], &rc[k].cmd, recv_body, o, k, NULL, 0);
+      rc[k].alive = 1;
+      if (get_rec(rp[0], &m, wait_ms) || m.kind != REC_PORT) {
+        snprintf(r->error, sizeof r->error, "restarted receiver %u did not listen: %s", k,
+                 m.kind == REC_FATAL ? m.text : "no answer");
+        goto out;
+      }
+      ports[k] = m.port;
+      uint32_t asked = 0;
+      for (uint32_t t = 0; t < nt; t++)
+        for (uint32_t q = 0; q < p->recv[k].peer_count; q++)
+          if (p->peers[p->recv[k].peer_first + q].trainer == t) {
+            cmd c = {.kind = CMD_CONNECT, .recv = k, .port = m.port};
+            if (write(tc[t].cmd, &c, sizeof c) == (ssize_t)sizeof c) asked++;
+          }
+      for (uint32_t got = 0; got < asked;) {
+        if (get_rec(rp[0], &m, wait_ms) || m.kind == REC_FATAL) {
+          snprintf(r->error, sizeof r->error, "trainers did not reconnect to receiver %u: %s", k,
+                   m.kind == REC_FATAL ? m.text : "no answer");
+          goto out;
+        }
+        if (m.kind != REC_READY) continue;
+        if (m.status != RF_OK) {
+          snprintf(r->error, sizeof r->error, "trainer %u could not reconnect to receiver %u: %s", m.who, k, m.text);
+          goto out;
+        }
+        got++;
+      }
+      r->receiver_restarts++;
     }
     if (dying) {
       /* the killed trainer is gone; start it again and let it reconnect before the next version */

@@ -1,0 +1,119 @@
+-- direct.lua: which writes a trainer rank sends straight from its bound source tensors when the
+-- runtime runs with direct writes (rf_config.direct), decided here once, for the tables.
+--
+-- An identity op copies whole source rows without conversion (cast to the same dtype, every
+-- column): its slot bytes equal source bytes. A write can go from the sources when identity items
+-- of skipped ops cover every byte of its slot range; an identity op is skipped (not staged) unless
+-- a write that touches one of its items must come from the slot arena. Skipping shrinks until
+-- nothing changes. A direct write becomes one piece per source range it covers: rows that follow
+-- on in the same source tensor join one piece; two tensors never share a piece.
+--
+-- Sets op.direct (1: not staged under direct writes) and appends piece_first, piece_count to each
+-- write row; returns the piece rows { src_off, off, len, src } (src_off: bytes from the start of the
+-- rank's bound source, off: bytes from the start of the write).
+local U = require("util")
+local M = {}
+
+local function identity(o, srcs)
+  return o.kind == 1 and o.src_dtype == o.dst_dtype and o.col0 == 0 and o.steps.col == 0
+    and o.cols == srcs[o.src + 1].cols
+end
+
+-- rows of source s the rank of shard `shard` binds start here (RF_TRAVEL_SHARD: its chunk)
+local function first_row(s, shard) return s.travel == "shard" and shard * s.chunk or 0 end
+
+function M.decide(plan, model, packed)
+  local srcs, ops, writes = model.srcs, packed.ops, packed.writes
+  local pieces = {}
+  local done = {} -- op tables are shared between replicate groups (same shard layout): decide once
+  for _, rk in ipairs(packed.ranks) do
+    -- identity items of this rank, by slot offset
+    local items = {}
+    for i = rk.op_first, rk.op_first + rk.op_count - 1 do
+      local o = ops[i + 1]
+      if identity(o, srcs) then
+        local es = U.dtypes[srcs[o.src + 1].dtype].size
+        for k = 0, o.count - 1 do
+          items[#items + 1] = { out = o.out + k * o.steps.out, len = o.rows * o.cols * es, op = o, k = k }
+        end
+      end
+    end
+    table.sort(items, function(a, b) return a.out < b.out end)
+    -- the last item starting at or before slot offset s (binary search), or nil
+    local function item_at(s)
+      local lo, hi = 1, #items + 1
+      while lo < hi do
+        local mid = (lo + hi) // 2
+        if items[mid].out <= s then lo = mid + 1 else hi = mid end
+      end
+      return lo > 1 and lo - 1 or nil
+    end
+    local skip = {}
+    for _, it in ipairs(items) do skip[it.op] = true end
+    local function covered(w)
+      local at, stop = w[1], w[1] + w[3]
+      local k = item_at(at)
+      if not k then return false end
+      while at < stop do
+        local it = items[k]
+        if not it or it.out > at or it.out + it.len <= at or not skip[it.op] then return false end
+        at = it.out + it.len
+        k = k + 1
+      end
+      return true
+    end
+    local first, last = rk.write_first + 1, rk.write_first + rk.write_count
+    local changed = true
+    while changed do
+      changed = false
+      for j = first, last do
+        local w = writes[j]
+        if not covered(w) then
+          local k = item_at(w[1]) or 1
+          while k <= #items and items[k].out < w[1] + w[3] do
+            local it = items[k]
+            if it.out + it.len > w[1] and skip[it.op] then
+              skip[it.op] = false
+              changed = true
+            end
+            k = k + 1
+          end
+        end
+      end
+    end
+    for _, it in ipairs(items) do
+      if done[it.op] == nil then done[it.op] = skip[it.op] end
+    end
+    for j = first, last do
+      local w = writes[j]
+      local p0 = #pieces
+      if covered(w) then
+        local at, stop = w[1], w[1] + w[3]
+        local k = item_at(at)
+        while at < stop do
+          local it = items[k]
+          local o = it.op
+          local sid = o.src + it.k * o.steps.src
+          local s = srcs[sid + 1]
+          local es = U.dtypes[s.dtype].size
+          local row = o.row0 + it.k * o.steps.row - first_row(s, rk.shard)
+          local from = row * s.cols * es + (at - it.out)
+          local e = math.min(it.out + it.len, stop)
+          local prev = #pieces > p0 and pieces[#pieces] or nil
+          if prev and prev[4] == sid and prev[1] + prev[3] == from then
+            prev[3] = prev[3] + (e - at)
+          else
+            pieces[#pieces + 1] = { from, at - w[1], e - at, sid }
+          end
+          at = e
+          k = k + 1
+        end
+      end
+      w[6], w[7] = p0, #pieces - p0
+    end
+  end
+  for o, skipped in pairs(done) do o.direct = skipped and 1 or 0 end
+  return pieces
+end
+
+return M

@@ -1,0 +1,605 @@
+/* receiver.c: the receiver's state machine (DESIGN.md section 3, version protocol v2).
+ *
+ * Connections: accepted (listener) or made to the worker address a blob-mode HELLO carries, each
+ * in one of HELLO_WAIT -> CHALLENGED -> AUTHED, or REJECTED (REJECT sent, closing). A connection
+ * that has not authenticated within handshake_ms is closed. A newer authenticated connection for a
+ * trainer rank replaces (closes) the older one.
+ *
+ * Versions: nothing armed -> rf_arm(v) (or a BEGIN v with auto_arm) -> each peer that asks for v
+ * (BEGIN v) is granted it -> DONE from every peer with the table's byte count -> refresh derived
+ * tensors -> complete (ACK to every peer). Anything else tears v: the endpoints of peers granted v
+ * and not done are closed (fenced), peers that were done get ACK "torn". Either way nothing is armed
+ * afterwards, and no write of v can still be in flight: done peers flushed before DONE, the others
+ * are fenced. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+enum { C_FREE = 0, C_HELLO_WAIT, C_CHALLENGED, C_AUTHED, C_REJECTED };
+
+struct rf__conn {
+  rf__ep ep;
+  int state;
+  uint64_t t0;             /* accepted (handshake deadline), or REJECT sent */
+  uint64_t session, nonce_t, nonce_r;
+  rf__key key;             /* AUTHED: the connection's MAC key */
+  uint32_t rank, peer;     /* claimed rank; peer index into this receiver's peers, or RF_NONE */
+};
+
+static const rf_peer *peer_row(const rf_engine *e, uint32_t k) { return &e->p->peers[e->rv->peer_first + k]; }
+
+static uint32_t peer_of_rank(const rf_engine *e, uint32_t rank)
+{
+  for (uint32_t k = 0; k < e->rv->peer_count; k++)
+    if (peer_row(e, k)->trainer == rank) return k;
+  return RF_NONE;
+}
+
+rf_status rf__receiver_open(rf_engine *e)
+{
+  const rf_plan *p = e->p;
+  if (e->cfg.rank >= p->receivers)
+    return rf__fail(e, RF_ERR_ARG, "receiver %u out of range (plan %s has %u receivers)", e->cfg.rank, p->name,
+                    p->receivers);
+  e->rv = &p->recv[e->cfg.rank];
+  e->pos = e->rv->tp_rank;
+  uint32_t n = e->rv->dst_count ? e->rv->dst_count : 1, np = e->rv->peer_count ? e->rv->peer_count : 1;
+  e->dst_ptr = calloc(n, sizeof *e->dst_ptr);
+  e->dst_memh = calloc(n, sizeof *e->dst_memh);
+  e->der_ptr = calloc(p->n_derived ? p->n_derived : 1, sizeof *e->der_ptr);
+  e->n_conns = 2 * e->rv->peer_count + 16;
+  e->conns = calloc(e->n_conns, sizeof *e->conns);
+  e->peer_conn = malloc(np * sizeof *e->peer_conn);
+  e->peer_begun = calloc(np, sizeof *e->peer_begun);
+  e->peer_granted = calloc(np, 1);
+  e->peer_done = calloc(np, 1);
+  if (!e->dst_ptr || !e->dst_memh || !e->der_ptr || !e->conns || !e->peer_conn || !e->peer_begun ||
+      !e->peer_granted || !e->peer_done)
+    return rf__fail(e, RF_ERR_NOMEM, "receiver tables");
+  for (uint32_t k = 0; k < np; k++) e->peer_conn[k] = RF_NONE;
+  e->ref_first = p->n_refresh;
+  for (uint32_t i = 0; i < p->n_refresh; i++) {
+    if (p->refresh[i].tp_rank != e->pos) continue;
+    if (p->refresh[i].kind != RF_REFRESH_MLA_ABSORB)
+      return rf__fail(e, RF_ERR_ARG, "plan %s: refresh step %u has kind %u, which this library does not know", p->name,
+                      i, p->refresh[i].kind);
+    if (e->ref_count && e->ref_first + e->ref_count != i)
+      return rf__fail(e, RF_ERR_ARG, "plan %s: refresh steps of position %u are not contiguous", p->name, e->pos);
+    if (e->ref_count == 0) e->ref_first = i;
+    e->ref_count++;
+  }
+  e->absorb = calloc(e->ref_count ? e->ref_count : 1, sizeof *e->absorb);
+  if (!e->absorb) return rf__fail(e, RF_ERR_NOMEM, "receiver tables");
+  /* one endpoint per connection, and as many again closing */
+  return rf__ucx_open(e, 2 * e->n_conns);
+}
+
+void rf__receiver_close(rf_engine *e)
+{
+  if (e->ux) {
+    for (uint32_t i = 0; e->dst_memh && i < e->rv->dst_count; i++) {
+      int shared = 0;
+      for (uint32_t k = 0; k < e->n_regions; k++) shared |= e->dst_memh[i] == e->region[k].memh;
+      if (e->dst_memh[i] && !shared) rf__ucx_unmap(e, e->dst_memh[i]);
+    }
+    for (uint32_t k = 0; k < e->n_regions; k++) rf__ucx_unmap(e, e->region[k].memh);
+  }
+  free(e->dst_ptr);
+  free(e->dst_memh);
+  free(e->der_ptr);
+  free(e->conns);
+  free(e->peer_conn);
+  free(e->peer_begun);
+  free(e->peer_granted);
+  free(e->peer_done);
+  free(e->absorb);
+  free(e->blob);
+}
+
+/* ---------------------------------- binding ----------------------------------------------- */
+
+rf_status rf__receiver_bind(rf_engine *e, uint32_t id, void *ptr, size_t bytes)
+{
+  if (e->listening) return rf__fail(e, RF_ERR_STATE, "rf_bind_dst after rf_listen");
+  const rf_plan *p = e->p;
+  if (id < e->rv->dst_first || id >= e->rv->dst_first + e->rv->dst_count)
+    return rf__fail(e, RF_ERR_ARG, "dst %u is not a tensor of receiver %u (its ids are %u..%u)", id, e->cfg.rank,
+                    e->rv->dst_first, e->rv->dst_first + e->rv->dst_count - 1);
+  const rf_dst_tensor *d = &p->dst[id];
+  if (!ptr) return rf__fail(e, RF_ERR_ARG, "tensor '%s': NULL pointer", d->name);
+  if (bytes != d->bytes)
+    return rf__fail(e, RF_ERR_SIZE, "tensor '%s' (dst %u): bound %zu bytes, the table says %llu", d->name, id, bytes,
+                    (unsigned long long)d->bytes);
+  if (e->cfg.mem == RF_MEM_CUDA) RF_CHECK(rf__cuda_check_memory(e, ptr, bytes, d->name));
+  e->dst_ptr[id - e->rv->dst_first] = ptr;
+  return RF_OK;
+}
+
+rf_status rf__receiver_bind_derived(rf_engine *e, uint32_t id, void *ptr, size_t bytes)
+{
+  if (e->listening) return rf__fail(e, RF_ERR_STATE, "rf_bind_derived after rf_listen");
+  const rf_plan *p = e->p;
+  if (id >= p->n_derived || p->derived[id].tp_rank != e->pos)
+    return rf__fail(e, RF_ERR_ARG, "derived %u is not a tensor of receiver %u", id, e->cfg.rank);
+  const rf_derived_tensor *d = &p->derived[id];
+  if (!ptr) return rf__fail(e, RF_ERR_ARG, "derived tensor '%s': NULL pointer", d->name);
+  if (bytes != d->bytes)
+    return rf__fail(e, RF_ERR_SIZE, "derived tensor '%s' (derived %u): bound %zu bytes, the table says %llu", d->name,
+                    id, bytes, (unsigned long long)d->bytes);
+  if (e->cfg.mem == RF_MEM_CUDA) RF_CHECK(rf__cuda_check_memory(e, ptr, bytes, d->name));
+  e->der_ptr[id] = ptr;
+  return RF_OK;
+}
+
+rf_status rf__receiver_alloc(rf_engine *e, size_t bytes, void **ptr)
+{
+  if (e->cfg.mem != RF_MEM_HOST) return rf__fail(e, RF_ERR_STATE, "rf_alloc: host engines only (bind cudaMalloc memory)");
+  if (e->n_regions == sizeof e->region / sizeof e->region[0])
+    return rf__fail(e, RF_ERR_NOMEM, "rf_alloc: at most %zu regions per engine", sizeof e->region / sizeof e->region[0]);
+  void *memh;
+  RF_CHECK(rf__ucx_alloc(e, bytes, ptr, &memh));
+  e->region[e->n_regions].ptr = *ptr;
+  e->region[e->n_regions].bytes = bytes;
+  e->region[e->n_regions++].memh = memh;
+  return RF_OK;
+}
+
+static rf_status prepare_refresh(rf_engine *e)
+{
+  const rf_plan *p = e->p;
+  for (uint32_t i = 0; i < p->n_derived; i++)
+    if (p->derived[i].tp_rank == e->pos && !e->der_ptr[i])
+      return rf__fail(e, RF_ERR_UNBOUND,
+                      "derived tensor '%s' (derived %u) is not bound: the receiver rebuilds it after every version, "
+                      "bind the engine's buffer with rf_bind_derived",
+                      p->derived[i].name, i);
+  for (uint32_t k = 0; k < e->ref_count; k++) {
+    const rf_refresh *r = &p->refresh[e->ref_first + k];
+    rfk_mla_absorb *a = &e->absorb[k];
+    a->kv_b = e->dst_ptr[r->weight - e->rv->dst_first];
+    a->scale = r->scale == RF_NONE ? NULL : e->dst_ptr[r->scale - e->rv->dst_first];
+    a->w_uk_t = e->der_ptr[r->out0];
+    a->w_uv = e->der_ptr[r->out1];
+  }
+  return RF_OK;
+}
+
+/* rebuild every derived tensor of this position, step by step with each step's own shape (runs of
+ * steps with the same shape go in one call) */
+static rf_status refresh(rf_engine *e)
+{
+  if (e->cfg.mem == RF_MEM_CUDA) return rf__cuda_refresh(e, &e->p->refresh[e->ref_first], e->absorb, e->ref_count);
+  const rf_refresh *s = &e->p->refresh[e->ref_first];
+  for (uint32_t i = 0, j; i < e->ref_count; i = j) {
+    for (j = i + 1; j < e->ref_count && s[j].heads == s[i].heads && s[j].qk_nope == s[i].qk_nope &&
+                    s[j].v_head == s[i].v_head && s[j].kv_lora == s[i].kv_lora &&
+                    (s[j].scale == RF_NONE) == (s[i].scale == RF_NONE);
+         j++) {
+    }
+    int rc = rfk_ref_mla_absorb(e->absorb + i, (int)(j - i), s[i].scale != RF_NONE, (int)s[i].heads, (int)s[i].qk_nope,
+                                (int)s[i].v_head, (int)s[i].kv_lora);
+    if (rc) return rf__fail(e, RF_ERR_KERNEL, "refresh of layer %u's derived tensors: %s", s[i].layer, rfk_strerror(rc));
+  }
+  return RF_OK;
+}
+
+static void unmap_all(rf_engine *e)
+{
+  for (uint32_t i = 0; i < e->rv->dst_count; i++) {
+    int shared = 0;
+    for (uint32_t k = 0; k < e->n_regions; k++) shared |= e->dst_memh[i] == e->region[k].memh;
+    if (e->dst_memh[i] && !shared) rf__ucx_unmap(e, e->dst_memh[i]);
+    e->dst_memh[i] = NULL;
+  }
+}
+
+/* the blob: worker address plus every bound tensor's address and packed key */
+static rf_status build_blob(rf_engine *e)
+{
+  const rf_plan *p = e->p;
+  uint32_t n = e->rv->dst_count;
+  const void *addr;
+  size_t alen;
+  RF_CHECK(rf__ucx_worker_address(e, &addr, &alen));
+  rf__blob_entry *en = calloc(n ? n : 1, sizeof *en);
+  void **keys = calloc(n ? n : 1, sizeof *keys);
+  uint32_t *klen = calloc(n ? n : 1, sizeof *klen);
+  rf_status st = RF_OK;
+  if (!en || !keys || !klen) st = rf__fail(e, RF_ERR_NOMEM, "metadata blob");
+  for (uint32_t i = 0; i < n && st == RF_OK; i++) {
+    size_t kl;
+    if ((st = rf__ucx_pack_key(e, e->dst_memh[i], &keys[i], &kl)) != RF_OK) {
+      st = rf__fail(e, st, "packing the key of '%s': %s", p->dst[e->rv->dst_first + i].name, e->err);
+      break;
+    }
+    klen[i] = (uint32_t)kl;
+    en[i] = (rf__blob_entry){.id = e->rv->dst_first + i, .addr = (uint64_t)(uintptr_t)e->dst_ptr[i],
+                             .bytes = p->dst[e->rv->dst_first + i].bytes, .rkey = keys[i], .rkey_len = klen[i]};
+  }
+  if (st == RF_OK) {
+    e->blob_len = rf__blob_size((uint32_t)alen, n, klen);
+    e->blob = malloc(e->blob_len);
+    if (!e->blob) st = rf__fail(e, RF_ERR_NOMEM, "metadata blob of %zu bytes", e->blob_len);
+    else rf__blob_write(e->blob, p, &e->token_key, e->cfg.rank, addr, (uint32_t)alen, n, en);
+  }
+  for (uint32_t i = 0; keys && i < n; i++)
+    if (keys[i]) rf__ucx_release_key(keys[i]);
+  free(en);
+  free(keys);
+  free(klen);
+  return st;
+}
+
+rf_status rf__receiver_listen(rf_engine *e, const char *ip, uint16_t port, uint16_t *port_out)
+{
+  if (e->listening) return rf__fail(e, RF_ERR_STATE, "rf_listen called twice");
+  const rf_plan *p = e->p;
+  for (uint32_t i = 0; i < e->rv->dst_count; i++)
+    if (!e->dst_ptr[i])
+      return rf__fail(e, RF_ERR_UNBOUND, "tensor '%s' (dst %u) of receiver %u is not bound",
+                      p->dst[e->rv->dst_first + i].name, e->rv->dst_first + i, e->cfg.rank);
+  RF_CHECK(prepare_refresh(e));
+  /* CUDA: run the refresh once now, from the tensors as bound: it loads the refresh kernels while no
+   * stream waits on a version (lazy module loading behind a stream wait can stall the context) */
+  if (e->cfg.mem == RF_MEM_CUDA && e->ref_count) RF_CHECK(refresh(e));
+  rf_status st = RF_OK;
+  for (uint32_t i = 0; i < e->rv->dst_count && st == RF_OK; i++) {
+    uint8_t *ptr = e->dst_ptr[i];
+    uint64_t n = p->dst[e->rv->dst_first + i].bytes;
+    void *shared = NULL; /* inside an rf_alloc region: its registration covers the tensor */
+    for (uint32_t k = 0; k < e->n_regions && !shared; k++)
+      if (ptr >= e->region[k].ptr && ptr + n <= e->region[k].ptr + e->region[k].bytes) shared = e->region[k].memh;
+    if (shared) e->dst_memh[i] = shared;
+    else st = rf__ucx_map(e, ptr, n, &e->dst_memh[i]);
+  }
+  if (st == RF_OK) st = build_blob(e);
+  if (st == RF_OK) st = rf__ucx_listen(e, ip, port, port_out);
+  if (st != RF_OK) { /* leave nothing registered: rf_listen may be called again */
+    unmap_all(e);
+    free(e->blob);
+    e->blob = NULL;
+    e->blob_len = 0;
+    return st;
+  }
+  e->listening = 1;
+  return RF_OK;
+}
+
+/* ---------------------------------- messages ---------------------------------------------- */
+
+static void send_msg(rf_engine *e, rf__conn *c, uint32_t type, uint64_t version, uint64_t value, const char *text)
+{
+  rf__hdr h = {.magic = RF__MAGIC, .type = type, .session = c->session, .version = version, .value = value,
+               .rank = c->rank, .recv = e->cfg.rank, .len = text ? (uint32_t)strlen(text) : 0};
+  h.mac = rf__msg_mac(&c->key, &h, text);
+  rf__ucx_send(e, c->ep, &h, text); /* a failed send fails the endpoint: handled as its event */
+}
+
+static void close_conn(rf_engine *e, rf__conn *c)
+{
+  if (c->state == C_FREE) return;
+  if (c->state == C_AUTHED && c->peer != RF_NONE && e->peer_conn[c->peer] == (uint32_t)(c - e->conns))
+    e->peer_conn[c->peer] = RF_NONE;
+  rf__ucx_close_ep(e, c->ep);
+  memset(c, 0, sizeof *c);
+}
+
+static void refuse(rf_engine *e, rf__conn *c, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void refuse(rf_engine *e, rf__conn *c, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e->refuse_reason, sizeof e->refuse_reason, fmt, ap);
+  va_end(ap);
+  snprintf(e->err, sizeof e->err, "refused a connection: %s", e->refuse_reason);
+  e->refused++;
+  /* the peer learns nothing about this receiver: an unkeyed REJECT, then the connection closes */
+  rf__hdr h = {.magic = RF__MAGIC, .type = RF__REJECT, .session = c->session};
+  rf__ucx_send(e, c->ep, &h, NULL);
+  c->state = C_REJECTED;
+  c->t0 = rf__now_ns();
+}
+
+/* tear the armed version: fence every peer granted it and not done, tell done ones */
+static void tear(rf_engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tear(rf_engine *e, const char *fmt, ...)
+{
+  if (!e->v_armed) return;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = snprintf(e->torn_reason, sizeof e->torn_reason, "version %llu torn: ", (unsigned long long)e->v_armed);
+  vsnprintf(e->torn_reason + n, sizeof e->torn_reason - (size_t)n, fmt, ap);
+  va_end(ap);
+  e->v_torn = e->v_torn_since_arm = e->v_armed;
+  e->ctr.torn++;
+  for (uint32_t k = 0; k < e->rv->peer_count; k++) {
+    uint32_t ci = e->peer_conn[k];
+    if (ci == RF_NONE) continue;
+    if (e->peer_granted[k] && !e->peer_done[k]) { /* may still be writing: fence */
+      close_conn(e, &e->conns[ci]);
+      e->ctr.fenced++;
+    } else if (e->peer_done[k]) {
+      send_msg(e, &e->conns[ci], RF__ACK, e->v_armed, 0, e->torn_reason);
+    }
+  }
+  e->v_armed = 0;
+  if (e->cfg.mem == RF_MEM_CUDA) rf__cuda_publish(e, e->v_complete); /* unchanged: waits stay held */
+}
+
+static void grant(rf_engine *e, uint32_t k)
+{
+  e->peer_granted[k] = 1;
+  if (!e->v_first_grant) e->v_first_grant = rf__now_ns();
+  send_msg(e, &e->conns[e->peer_conn[k]], RF__GRANT, e->v_armed, 0, NULL);
+}
+
+static void refuse_version(rf_engine *e, uint32_t k, uint64_t v, const char *why)
+{
+  char text[200];
+  snprintf(text, sizeof text, "receiver %u refuses version %llu: %s", e->cfg.rank, (unsigned long long)v, why);
+  e->peer_begun[k] = 0;
+  send_msg(e, &e->conns[e->peer_conn[k]], RF__REFUSE, v, e->v_complete, text);
+}
+
+static void arm(rf_engine *e, uint64_t v)
+{
+  if (e->v_armed && e->v_armed != v) {
+    int writing = 0;
+    for (uint32_t k = 0; k < e->rv->peer_count; k++) writing |= e->peer_granted[k];
+    if (writing) tear(e, "superseded: version %llu was armed", (unsigned long long)v);
+  }
+  e->v_armed = v;
+  e->v_torn_since_arm = 0;
+  e->v_first_grant = 0;
+  e->peers_done = 0;
+  memset(e->peer_granted, 0, e->rv->peer_count);
+  memset(e->peer_done, 0, e->rv->peer_count);
+  for (uint32_t k = 0; k < e->rv->peer_count; k++) {
+    if (e->peer_conn[k] == RF_NONE || !e->peer_begun[k]) continue;
+    if (e->peer_begun[k] == v) grant(e, k);
+    else if (e->peer_begun[k] < v) refuse_version(e, k, e->peer_begun[k], "a newer version is armed");
+  }
+}
+
+rf_status rf__receiver_arm(rf_engine *e, uint64_t v)
+{
+  if (!e->listening) return rf__fail(e, RF_ERR_STATE, "rf_arm before rf_listen");
+  if (v <= e->v_complete)
+    return rf__fail(e, RF_ERR_STALE, "rf_arm(%llu): not newer than the complete version %llu",
+                    (unsigned long long)v, (unsigned long long)e->v_complete);
+  if (v != e->v_armed) arm(e, v);
+  return RF_OK;
+}
+
+static void complete(rf_engine *e)
+{
+  uint64_t t0 = rf__now_ns();
+  if (e->ref_count && refresh(e) != RF_OK) {
+    char why[200];
+    snprintf(why, sizeof why, "%.199s", e->err);
+    tear(e, "rebuilding derived tensors failed: %s", why);
+    return;
+  }
+  e->ctr.refresh_ns += rf__now_ns() - t0;
+  e->v_complete = e->v_armed;
+  e->v_armed = 0;
+  e->ctr.versions++;
+  e->ctr.bytes += e->rv->bytes;
+  if (e->cfg.mem == RF_MEM_CUDA) rf__cuda_publish(e, e->v_complete);
+  for (uint32_t k = 0; k < e->rv->peer_count; k++) {
+    e->peer_begun[k] = 0;
+    if (e->peer_conn[k] != RF_NONE) send_msg(e, &e->conns[e->peer_conn[k]], RF__ACK, e->v_complete, 1, NULL);
+  }
+}
+
+static rf__conn *new_conn(rf_engine *e, rf__ep ep)
+{
+  for (uint32_t i = 0; i < e->n_conns; i++)
+    if (e->conns[i].state == C_FREE) {
+      rf__conn *c = &e->conns[i];
+      memset(c, 0, sizeof *c);
+      c->ep = ep;
+      c->state = C_HELLO_WAIT;
+      c->t0 = rf__now_ns();
+      c->peer = RF_NONE;
+      return c;
+    }
+  return NULL;
+}
+
+static rf__conn *conn_of(rf_engine *e, rf__ep ep)
+{
+  for (uint32_t i = 0; ep && i < e->n_conns; i++)
+    if (e->conns[i].state != C_FREE && e->conns[i].ep == ep) return &e->conns[i];
+  return NULL;
+}
+
+/* a connection went away (failed, or closed by us): if its peer was writing, the version is torn */
+static void lost(rf_engine *e, rf__conn *c, const char *why)
+{
+  if (c->state == C_AUTHED && c->peer != RF_NONE && e->peer_conn[c->peer] == (uint32_t)(c - e->conns)) {
+    uint32_t k = c->peer;
+    if (e->v_armed && e->peer_granted[k] && !e->peer_done[k]) {
+      char w[160];
+      snprintf(w, sizeof w, "%s", why);
+      close_conn(e, c);
+      e->ctr.fenced++;
+      tear(e, "trainer rank %u disconnected before DONE (%s)", peer_row(e, k)->trainer, w);
+      return;
+    }
+    e->peer_begun[k] = 0;
+  }
+  close_conn(e, c);
+}
+
+static void on_hello(rf_engine *e, rf__conn *c, const rf__hdr *h, const uint8_t *payload, rf__ep from)
+{
+  /* HELLO carries a mac keyed by the token: nothing of a stranger's HELLO is used, above all not
+   * the worker address it may carry, which UCX would parse */
+  int mac_ok = h->mac == rf__msg_mac(&e->token_key, h, payload);
+  if (!c) { /* blob mode: the trainer's endpoint is UCX's; make ours to the address it sent */
+    if (!mac_ok || !h->len) {
+      e->ctr.ignored++;
+      return;
+    }
+    rf__ep ep;
+    if (rf__ucx_connect_addr(e, payload, h->len, &ep) != RF_OK) return;
+    c = new_conn(e, ep);
+    if (!c) {
+      rf__ucx_close_ep(e, ep);
+      return;
+    }
+  } else if (c->state != C_HELLO_WAIT || from != c->ep) {
+    e->ctr.ignored++;
+    return;
+  }
+  c->session = h->session;
+  c->nonce_t = h->nonce;
+  c->rank = h->rank;
+  uint32_t k = peer_of_rank(e, h->rank);
+  if (!mac_ok) return refuse(e, c, "a HELLO claiming trainer rank %u did not carry this token's MAC (wrong token)", h->rank);
+  if (h->recv != e->cfg.rank)
+    return refuse(e, c, "trainer rank %u asked for receiver %u, this is receiver %u", h->rank, h->recv, e->cfg.rank);
+  if (h->hash != e->p->layout_hash)
+    return refuse(e, c, "trainer rank %u has layout hash %016llx, this receiver %016llx (plan %s)", h->rank,
+                  (unsigned long long)h->hash, (unsigned long long)e->p->layout_hash, e->p->name);
+  if (k == RF_NONE)
+    return refuse(e, c, "trainer rank %u does not write to receiver %u in plan %s", h->rank, e->cfg.rank, e->p->name);
+  c->peer = k;
+  c->nonce_r = rf__random64();
+  c->state = C_CHALLENGED;
+  /* proves to the trainer that it reached this plan's receiver with its token: mac over both
+   * nonces, the layout hash (not sent: the mac covers it) and the receiver index */
+  rf__hdr r = {.magic = RF__MAGIC, .type = RF__CHALLENGE, .session = c->session, .value = c->nonce_t,
+               .nonce = c->nonce_r, .hash = e->p->layout_hash, .rank = c->rank, .recv = e->cfg.rank};
+  r.mac = rf__msg_mac(&e->token_key, &r, NULL);
+  r.hash = 0;
+  rf__ucx_send(e, c->ep, &r, NULL);
+}
+
+static void on_auth(rf_engine *e, rf__conn *c, const rf__hdr *h)
+{
+  if (c->state != C_CHALLENGED || h->session != c->session) return;
+  rf__hdr want = {.magic = RF__MAGIC, .type = RF__AUTH, .session = c->session, .value = c->nonce_t,
+                  .nonce = c->nonce_r, .hash = e->p->layout_hash, .rank = c->rank, .recv = e->cfg.rank};
+  if (h->len || h->mac != rf__msg_mac(&e->token_key, &want, NULL))
+    return refuse(e, c, "trainer rank %u did not prove the token (wrong token)", c->rank);
+  c->key = rf__session_key(&e->token_key, c->nonce_t, c->nonce_r);
+  c->state = C_AUTHED;
+  uint32_t k = c->peer, old = e->peer_conn[k];
+  if (old != RF_NONE) { /* a newer connection replaces the older one, which can never write again */
+    rf__conn *o = &e->conns[old];
+    int writing = e->v_armed && e->peer_granted[k] && !e->peer_done[k];
+    close_conn(e, o);
+    e->ctr.fenced++;
+    if (writing) tear(e, "trainer rank %u was replaced by a newer connection while writing", c->rank);
+  }
+  e->peer_conn[k] = (uint32_t)(c - e->conns);
+  e->peer_begun[k] = 0;
+  if (e->v_armed) { /* the new connection writes its part of the armed version afresh */
+    if (e->peer_done[k]) e->peers_done--;
+    e->peer_granted[k] = e->peer_done[k] = 0;
+  }
+  rf__hdr w = {.magic = RF__MAGIC, .type = RF__WELCOME, .session = c->session, .version = e->v_armed,
+               .value = e->v_complete, .rank = c->rank, .recv = e->cfg.rank, .len = (uint32_t)e->blob_len};
+  w.mac = rf__msg_mac(&c->key, &w, e->blob);
+  rf__ucx_send_ref(e, c->ep, &w, e->blob);
+}
+
+static void on_begin(rf_engine *e, uint32_t k, uint64_t v)
+{
+  if (v <= e->v_complete) return refuse_version(e, k, v, "not newer than the complete version");
+  e->peer_begun[k] = v;
+  if (e->cfg.auto_arm && v > e->v_armed) arm(e, v);
+  if (v == e->v_armed) {
+    if (!e->peer_granted[k]) grant(e, k);
+  } else if (e->v_armed && v < e->v_armed) {
+    refuse_version(e, k, v, "older than the armed version");
+  } /* newer than armed: held until the engine arms it */
+}
+
+static void on_done(rf_engine *e, uint32_t k, const rf__hdr *h)
+{
+  uint32_t rank = peer_row(e, k)->trainer;
+  rf__conn *c = &e->conns[e->peer_conn[k]];
+  if (!e->v_armed || h->version != e->v_armed || !e->peer_granted[k] || e->peer_done[k]) {
+    /* a DONE this receiver did not ask for: the peer is out of protocol */
+    uint64_t v = h->version;
+    close_conn(e, c);
+    e->ctr.fenced++;
+    tear(e, "trainer rank %u sent DONE for version %llu, which it was not granted", rank, (unsigned long long)v);
+    return;
+  }
+  if (h->value != peer_row(e, k)->bytes) {
+    uint64_t got = h->value;
+    close_conn(e, c);
+    e->ctr.fenced++;
+    tear(e, "trainer rank %u wrote %llu bytes, the table says %llu", rank, (unsigned long long)got,
+         (unsigned long long)peer_row(e, k)->bytes);
+    return;
+  }
+  e->peer_done[k] = 1;
+  if (++e->peers_done == e->rv->peer_count) complete(e);
+}
+
+static void on_msg(rf_engine *e, const rf__ev *ev)
+{
+  rf__hdr h;
+  memcpy(&h, ev->msg, sizeof h);
+  const uint8_t *payload = ev->msg + sizeof h;
+  rf__conn *c = conn_of(e, ev->ep);
+  if (h.type == RF__HELLO) return on_hello(e, c, &h, payload, ev->ep);
+  if (!c) return;
+  if (h.type == RF__AUTH) return on_auth(e, c, &h);
+  uint32_t ci = (uint32_t)(c - e->conns);
+  if (c->state != C_AUTHED || e->peer_conn[c->peer] != ci || h.session != c->session ||
+      h.mac != rf__msg_mac(&c->key, &h, payload)) {
+    e->ctr.ignored++;
+    return;
+  }
+  if (h.type == RF__BEGIN) on_begin(e, c->peer, h.version);
+  else if (h.type == RF__DONE) on_done(e, c->peer, &h);
+  else e->ctr.ignored++;
+}
+
+void rf__receiver_step(rf_engine *e)
+{
+  rf__ucx_progress(e);
+  const rf__ev *ev;
+  while (rf__ucx_next(e, &ev)) {
+    if (ev->kind == RF__EV_CONN) {
+      if (!new_conn(e, ev->ep)) rf__ucx_close_ep(e, ev->ep);
+    } else if (ev->kind == RF__EV_MSG) {
+      if (ev->len >= sizeof(rf__hdr)) on_msg(e, ev);
+    } else if (ev->kind == RF__EV_FAILED) {
+      rf__conn *c = conn_of(e, ev->ep);
+      if (c) lost(e, c, ev->why);
+      else rf__ucx_close_ep(e, ev->ep);
+    }
+  }
+  for (uint32_t i = 0; i < e->n_conns; i++) {
+    rf__conn *c = &e->conns[i];
+    if (c->state == C_FREE || c->state == C_AUTHED) continue;
+    /* handshakes end in handshake_ms; a REJECT gets that long to go out */
+    if (rf__past(c->t0, e->handshake_ms) || (c->state == C_REJECTED && !rf__ucx_ops(e, c->ep))) close_conn(e, c);
+  }
+  if (e->v_armed && e->v_first_grant && rf__past(e->v_first_grant, e->timeout_ms)) {
+    char missing[128] = "";
+    size_t n = 0;
+    for (uint32_t k = 0; k < e->rv->peer_count && n + 12 < sizeof missing; k++)
+      if (!e->peer_done[k])
+        n += (size_t)snprintf(missing + n, sizeof missing - n, "%s%u", n ? "," : "", peer_row(e, k)->trainer);
+    tear(e, "no DONE from trainer rank(s) %s within %u ms of the first grant", missing, e->timeout_ms);
+  }
+}
+
+void rf__receiver_state(const rf_engine *e, rf_version_state *st)
+{
+  st->complete = e->v_complete;
+  st->torn = e->v_torn;
+  st->armed = e->v_armed;
+  st->refused = e->refused;
+  memcpy(st->torn_reason, e->torn_reason, sizeof st->torn_reason);
+}

@@ -1,0 +1,772 @@
+/* trainer.c: a trainer rank's state machine (DESIGN.md section 3, version protocol v2).
+ *
+ * Per receiver it writes to (a target), a connection: DOWN -> HELLO sent -> AUTH sent (the
+ * receiver's CHALLENGE proved it holds the token, layout and index) -> UP (WELCOME: keys and the
+ * receiver's newest complete version). Per push, per target: WAITING (BEGIN sent) -> WRITING
+ * (GRANT arrived: writes of staged groups go out, a bounded number in flight) -> FLUSHING (all
+ * posted: flush, then DONE) -> COMPLETE (ACK) or FAILED / SKIPPED. Staging runs from rf_push on,
+ * whatever the grants: the host staging thread or the CUDA stream, group by group.
+ *
+ * Endpoints with writes in flight are closed when a push is abandoned (timeout) or fails locally
+ * (a staging error after writes went out), so nothing of it can land later; the next push waits
+ * until every request on them completed or failed before it touches the slot arena again. */
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+enum { T_DOWN = 0, T_HELLO, T_AUTH, T_UP };                             /* connection */
+enum { P_IDLE = 0, P_WAITING, P_WRITING, P_FLUSHING, P_DONE_SENT, P_COMPLETE, P_FAILED, P_SKIPPED }; /* push */
+
+struct rf__target {
+  uint32_t recv, peer;     /* receiver index; index into plan->peers */
+  int conn, push;
+  rf__ep ep;
+  char where[64];          /* "ip:port" or "blob" */
+  /* how to reach it again: ip:port, or the blob (owned) */
+  char ip[64];
+  uint16_t port;
+  uint8_t *blob;
+  size_t blob_len;
+  uint64_t session, nonce_t, nonce_r, t0;
+  rf__key key;
+  uint64_t complete;       /* the receiver's newest complete version, as last heard */
+  uint64_t *raddr;         /* [dst_count] remote base address of each destination tensor */
+  void **rkey;             /* [dst_count] */
+  int have_keys;
+  uint32_t *wl, nw, wcur;  /* this rank's writes to this receiver (absolute ids, table order) */
+  rf_status st;
+  char why[256];
+};
+
+static size_t dtype_size(int dt) { return dt == RF_FP32 ? 4 : dt == RF_BF16 ? 2 : 1; }
+
+/* rows of source s this trainer holds: its FSDP chunk (SHARD) or the whole tensor (owner) */
+static int64_t src_first_row(const rf_engine *e, const rf_src_tensor *s)
+{
+  return s->travel == RF_TRAVEL_SHARD ? (int64_t)e->rk->shard * s->shard_rows : 0;
+}
+
+size_t rf__trainer_src_bytes(const rf_engine *e, uint32_t id)
+{
+  if (id >= e->p->n_src || !e->src_need[id]) return 0;
+  const rf_src_tensor *s = &e->p->src[id];
+  int64_t rows = s->rows;
+  if (s->travel == RF_TRAVEL_SHARD) {
+    int64_t a = src_first_row(e, s), b = a + s->shard_rows;
+    if (b > s->rows) b = s->rows;
+    rows = b > a ? b - a : 0;
+  }
+  return (size_t)rows * (size_t)s->cols * dtype_size(s->dtype);
+}
+
+/* ---------------------------------- staging ----------------------------------------------- */
+
+/* kernel shape and e->items of op o: pointers into the bound sources and the arena */
+static void op_items(rf_engine *e, const rf_op *o, rfk_shape *sh)
+{
+  const rf_plan *p = e->p;
+  *sh = (rfk_shape){.src_dtype = o->src_dtype, .out_dtype = o->kind == RF_OP_FP8 ? RFK_FP8 : o->dst_dtype,
+                    .ue8m0 = p->scale_fmt == RF_SCALE_UE8M0, .rows = o->rows, .cols = o->cols,
+                    .src_ld = p->src[o->src].cols, .out_ld = o->cols,
+                    .scale_ld = (o->cols + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK};
+  for (uint32_t i = 0; i < o->count; i++) {
+    uint32_t sid = o->src + i * o->src_step;
+    const rf_src_tensor *s = &p->src[sid];
+    int64_t row = o->row0 + (int64_t)i * o->row_step - src_first_row(e, s);
+    int64_t col = o->col0 + (int64_t)i * o->col_step;
+    e->items[i].src = (const uint8_t *)e->src_ptr[sid] + ((size_t)row * (size_t)s->cols + (size_t)col) * dtype_size(s->dtype);
+    e->items[i].out = e->arena + o->out + (uint64_t)i * o->out_step;
+    e->items[i].scale = o->kind == RF_OP_FP8 ? (float *)(e->arena + o->scale + (uint64_t)i * o->scale_step) : NULL;
+  }
+}
+
+static int skip_op(const rf_engine *e, const rf_op *o) { return e->cfg.direct && o->direct; }
+
+/* the staging thread: for each push, every group of this rank in order; errors stop it */
+static void *stager_main(void *arg)
+{
+  rf_engine *e = arg;
+  const rf_plan *p = e->p;
+  pthread_mutex_lock(&e->smu);
+  for (;;) {
+    while (!e->stager_quit && e->stage_version == 0) pthread_cond_wait(&e->scv, &e->smu);
+    if (e->stager_quit) break;
+    pthread_mutex_unlock(&e->smu);
+    for (uint32_t i = 0; i < e->rk->group_count && !atomic_load(&e->stage_failed); i++) {
+      const rf_group *gr = &p->groups[e->rk->group_first + i];
+      uint64_t t0 = rf__now_ns();
+      int rc = 0;
+      for (uint32_t k = 0; k < gr->op_count && !rc; k++) {
+        const rf_op *o = &p->ops[gr->op_first + k];
+        if (skip_op(e, o)) continue;
+        rfk_shape sh;
+        op_items(e, o, &sh);
+        if ((rc = rfk_ref_run(&sh, e->items, (int)o->count)))
+          snprintf(e->stage_err, sizeof e->stage_err, "staging tensor '%s'%s for version %llu: %s", p->src[o->src].name,
+                   o->count > 1 ? " (or another of its group)" : "", (unsigned long long)e->stage_version,
+                   rfk_strerror(rc));
+      }
+      atomic_fetch_add(&e->stage_ns, rf__now_ns() - t0);
+      if (rc) atomic_store(&e->stage_failed, 1);
+      else atomic_store(&e->g_staged, i + 1);
+    }
+    pthread_mutex_lock(&e->smu);
+    e->stage_version = 0;
+  }
+  pthread_mutex_unlock(&e->smu);
+  return NULL;
+}
+
+static rf_status start_stager(rf_engine *e)
+{
+  if (pthread_mutex_init(&e->smu, NULL) || pthread_cond_init(&e->scv, NULL))
+    return rf__fail(e, RF_ERR_NOMEM, "staging thread: mutex");
+  if (pthread_create(&e->stager, NULL, stager_main, e)) return rf__fail(e, RF_ERR_NOMEM, "staging thread");
+  e->stager_on = 1;
+  return RF_OK;
+}
+
+static void stop_stager(rf_engine *e)
+{
+  if (!e->stager_on) return;
+  pthread_mutex_lock(&e->smu);
+  e->stager_quit = 1;
+  pthread_cond_signal(&e->scv);
+  pthread_mutex_unlock(&e->smu);
+  pthread_join(e->stager, NULL);
+  pthread_cond_destroy(&e->scv);
+  pthread_mutex_destroy(&e->smu);
+  e->stager_on = 0;
+}
+
+static int stager_idle(rf_engine *e)
+{
+  if (!e->stager_on) return 1;
+  pthread_mutex_lock(&e->smu);
+  int idle = e->stage_version == 0;
+  pthread_mutex_unlock(&e->smu);
+  return idle;
+}
+
+/* ---------------------------------- open / close ------------------------------------------ */
+
+rf_status rf__trainer_open(rf_engine *e)
+{
+  const rf_plan *p = e->p;
+  if (e->cfg.rank >= p->trainers)
+    return rf__fail(e, RF_ERR_ARG, "trainer rank %u out of range (plan %s has %u trainers)", e->cfg.rank, p->name,
+                    p->trainers);
+  e->rk = &p->ranks[e->cfg.rank];
+  e->src_ptr = calloc(p->n_src ? p->n_src : 1, sizeof *e->src_ptr);
+  e->src_need = calloc(p->n_src ? p->n_src : 1, 1);
+  e->recv_tg = malloc((p->receivers ? p->receivers : 1) * sizeof *e->recv_tg);
+  if (!e->src_ptr || !e->src_need || !e->recv_tg) return rf__fail(e, RF_ERR_NOMEM, "trainer tables");
+  uint32_t max_count = 1;
+  for (uint32_t i = 0; i < e->rk->op_count; i++) {
+    const rf_op *o = &p->ops[e->rk->op_first + i];
+    for (uint32_t k = 0; k < o->count; k++) {
+      const rf_src_tensor *s = &p->src[o->src + k * o->src_step];
+      /* one kernel call per op: every item must share the row pitch and dtype of the first */
+      if (s->cols != p->src[o->src].cols || s->dtype != o->src_dtype)
+        return rf__fail(e, RF_ERR_ARG, "plan %s: op %u mixes sources of different shape or dtype ('%s', '%s')", p->name,
+                        e->rk->op_first + i, p->src[o->src].name, s->name);
+      /* sources read only by direct writes must be bound too: the writes read them */
+      e->src_need[o->src + k * o->src_step] = 1;
+    }
+    if (o->count > max_count) max_count = o->count;
+  }
+  for (uint32_t i = 0; i < e->rk->write_count; i++) {
+    const rf_write *w = &p->writes[e->rk->write_first + i];
+    for (uint32_t k = 0; k < w->piece_count; k++) e->src_need[p->pieces[w->piece_first + k].src] = 1;
+  }
+  e->items = calloc(max_count, sizeof *e->items);
+  for (uint32_t r = 0; r < p->receivers; r++) e->recv_tg[r] = RF_NONE;
+  for (uint32_t r = 0; r < p->receivers; r++)
+    for (uint32_t k = 0; k < p->recv[r].peer_count; k++)
+      if (p->peers[p->recv[r].peer_first + k].trainer == e->cfg.rank) e->n_tg++;
+  e->tg = calloc(e->n_tg ? e->n_tg : 1, sizeof *e->tg);
+  if (!e->items || !e->tg) return rf__fail(e, RF_ERR_NOMEM, "trainer tables");
+  uint32_t n = 0;
+  for (uint32_t r = 0; r < p->receivers; r++)
+    for (uint32_t k = 0; k < p->recv[r].peer_count; k++)
+      if (p->peers[p->recv[r].peer_first + k].trainer == e->cfg.rank) {
+        rf__target *t = &e->tg[n];
+        t->recv = r;
+        t->peer = p->recv[r].peer_first + k;
+        uint32_t nd = p->recv[r].dst_count ? p->recv[r].dst_count : 1;
+        t->raddr = calloc(nd, sizeof *t->raddr);
+        t->rkey = calloc(nd, sizeof *t->rkey);
+        t->wl = calloc(p->peers[t->peer].writes ? p->peers[t->peer].writes : 1, sizeof *t->wl);
+        if (!t->raddr || !t->rkey || !t->wl) return rf__fail(e, RF_ERR_NOMEM, "trainer tables");
+        snprintf(t->where, sizeof t->where, "not connected");
+        e->recv_tg[r] = n++;
+      }
+  for (uint32_t i = 0; i < e->rk->write_count; i++) {
+    uint32_t w = e->rk->write_first + i;
+    uint32_t ti = e->recv_tg[p->writes[w].receiver];
+    if (ti == RF_NONE || e->tg[ti].nw == p->peers[e->tg[ti].peer].writes)
+      return rf__fail(e, RF_ERR_ARG, "plan %s: write %u of rank %u goes to receiver %u, which does not list it as a peer",
+                      p->name, w, e->cfg.rank, p->writes[w].receiver);
+    e->tg[ti].wl[e->tg[ti].nw++] = w;
+  }
+  size_t bytes = e->rk->arena_bytes ? e->rk->arena_bytes : 256;
+  RF_CHECK(rf__ucx_open(e, 2 * e->n_tg + 2)); /* per target one endpoint, and one closing */
+  if (e->cfg.mem == RF_MEM_CUDA) {
+    RF_CHECK(rf__cuda_alloc_arena(e, bytes, &e->arena));
+  } else {
+    e->arena = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
+    if (!e->arena) return rf__fail(e, RF_ERR_NOMEM, "slot arena of %zu bytes", bytes);
+    memset(e->arena, 0, bytes);
+  }
+  RF_CHECK(rf__ucx_map(e, e->arena, bytes, &e->arena_memh));
+  return e->cfg.mem == RF_MEM_HOST ? start_stager(e) : RF_OK;
+}
+
+static void drop_keys(rf_engine *e, rf__target *t)
+{
+  for (uint32_t k = 0; k < e->p->recv[t->recv].dst_count; k++)
+    if (t->rkey[k]) {
+      rf__ucx_rkey_destroy(t->rkey[k]);
+      t->rkey[k] = NULL;
+    }
+  t->have_keys = 0;
+}
+
+void rf__trainer_close(rf_engine *e)
+{
+  stop_stager(e);
+  for (uint32_t i = 0; e->tg && i < e->n_tg; i++) {
+    rf__target *t = &e->tg[i];
+    if (e->ux && t->rkey) drop_keys(e, t);
+    free(t->raddr);
+    free(t->rkey);
+    free(t->wl);
+    free(t->blob);
+  }
+  if (e->ux && e->arena_memh) rf__ucx_unmap(e, e->arena_memh);
+  if (e->cfg.mem != RF_MEM_CUDA) free(e->arena); /* cuda.c frees a device arena */
+  free(e->tg);
+  free(e->recv_tg);
+  free(e->items);
+  free(e->src_ptr);
+  free(e->src_need);
+}
+
+rf_status rf__trainer_bind(rf_engine *e, uint32_t id, const void *ptr, size_t bytes)
+{
+  const rf_plan *p = e->p;
+  if (e->pushing) return rf__fail(e, RF_ERR_STATE, "rf_bind_src during the push of version %llu", (unsigned long long)e->version);
+  if (id >= p->n_src) return rf__fail(e, RF_ERR_ARG, "source %u out of range (%u sources)", id, p->n_src);
+  const rf_src_tensor *s = &p->src[id];
+  if (!e->src_need[id])
+    return rf__fail(e, RF_ERR_ARG, "tensor '%s': trainer rank %u reads nothing of it (owner shard %d)", s->name,
+                    e->cfg.rank, s->shard == RF_NONE ? -1 : (int)s->shard);
+  size_t want = rf__trainer_src_bytes(e, id);
+  if (!ptr) return rf__fail(e, RF_ERR_ARG, "tensor '%s': NULL pointer", s->name);
+  if (bytes != want)
+    return rf__fail(e, RF_ERR_SIZE, "tensor '%s' (source %u): bound %zu bytes, rank %u holds %zu (%lld rows x %lld %s)",
+                    s->name, id, bytes, e->cfg.rank, want, (long long)(want / ((size_t)s->cols * dtype_size(s->dtype))),
+                    (long long)s->cols, s->dtype == RF_FP32 ? "fp32" : "bf16");
+  if (e->cfg.mem == RF_MEM_CUDA) RF_CHECK(rf__cuda_check_memory(e, ptr, bytes, s->name));
+  e->src_ptr[id] = ptr;
+  return RF_OK;
+}
+
+/* ---------------------------------- connections ------------------------------------------- */
+
+static void set_why(rf__target *t, rf_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_why(rf__target *t, rf_status st, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(t->why, sizeof t->why, fmt, ap);
+  va_end(ap);
+  t->st = st;
+}
+
+static int active(const rf__target *t) { return t->push >= P_WAITING && t->push <= P_DONE_SENT; }
+
+/* the connection is gone: close it; a push to it fails (its writes, if any, are fenced) */
+static void down(rf_engine *e, rf__target *t, rf_status st, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void down(rf_engine *e, rf__target *t, rf_status st, const char *fmt, ...)
+{
+  char why[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, sizeof why, fmt, ap);
+  va_end(ap);
+  if (t->ep) {
+    if (t->have_keys) drop_keys(e, t);
+    rf__ucx_close_ep(e, t->ep);
+    t->ep = 0;
+  }
+  t->conn = T_DOWN;
+  if (active(t) || (e->pushing && t->push == P_IDLE)) {
+    t->push = e->cfg.skip_down && t->push <= P_WAITING ? P_SKIPPED : P_FAILED;
+    set_why(t, st, "receiver %u (%s): %s", t->recv, t->where, why);
+  } else {
+    set_why(t, st, "receiver %u (%s): %s", t->recv, t->where, why);
+  }
+}
+
+static void send_msg(rf_engine *e, rf__target *t, uint32_t type, uint64_t version, uint64_t value)
+{
+  rf__hdr h = {.magic = RF__MAGIC, .type = type, .session = t->session, .version = version, .value = value,
+               .rank = e->cfg.rank, .recv = t->recv};
+  h.mac = rf__msg_mac(&t->key, &h, NULL);
+  if (rf__ucx_send(e, t->ep, &h, NULL) != RF_OK) down(e, t, RF_ERR_PEER, "sending %s failed: %s", rf__msg_name(type), e->err);
+}
+
+/* start a handshake (non-blocking): an endpoint, then HELLO */
+static rf_status start_connect(rf_engine *e, rf__target *t)
+{
+  if (t->ep) down(e, t, RF_ERR_PEER, "replaced by a new connection");
+  rf_status st;
+  const void *addr = NULL;
+  size_t alen = 0;
+  rf__blob_view v;
+  if (t->blob) {
+    char why[200];
+    RF_CHECK(rf__blob_parse(e->p, &e->token_key, t->blob, t->blob_len, &v, why, sizeof why) == RF_OK
+                 ? RF_OK : rf__fail(e, RF_ERR_BLOB, "metadata blob of receiver %u rejected: %s", t->recv, why));
+    st = rf__ucx_connect_addr(e, v.worker_addr, v.worker_addr_len, &t->ep);
+    if (st == RF_OK) st = rf__ucx_worker_address(e, &addr, &alen);
+  } else {
+    st = rf__ucx_connect(e, t->ip, t->port, &t->ep);
+  }
+  if (st != RF_OK) {
+    t->ep = 0;
+    return rf__fail(e, st, "receiver %u (%s): %s", t->recv, t->where, e->err);
+  }
+  t->session = rf__random64() | 1;
+  t->nonce_t = rf__random64();
+  t->t0 = rf__now_ns();
+  t->conn = T_HELLO;
+  rf__hdr h = {.magic = RF__MAGIC, .type = RF__HELLO, .session = t->session, .nonce = t->nonce_t,
+               .hash = e->p->layout_hash, .rank = e->cfg.rank, .recv = t->recv, .len = (uint32_t)alen};
+  h.mac = rf__msg_mac(&e->token_key, &h, addr);
+  st = rf__ucx_send(e, t->ep, &h, addr);
+  if (st != RF_OK) {
+    down(e, t, st, "sending HELLO: %s", e->err);
+    return rf__fail(e, st, "%s", t->why);
+  }
+  return RF_OK;
+}
+
+static void take_welcome(rf_engine *e, rf__target *t, const rf__hdr *h, const uint8_t *payload)
+{
+  rf__blob_view v;
+  char why[200];
+  if (rf__blob_parse(e->p, &e->token_key, payload, h->len, &v, why, sizeof why) != RF_OK)
+    return down(e, t, RF_ERR_BLOB, "its metadata was rejected: %s", why);
+  if (v.recv != t->recv) return down(e, t, RF_ERR_BLOB, "its metadata is for receiver %u", v.recv);
+  for (uint32_t i = 0; i < v.n; i++) {
+    rf__blob_entry en;
+    rf__blob_entry_at(&v, i, &en);
+    t->raddr[i] = en.addr;
+    if (rf__ucx_rkey(e, t->ep, en.rkey, &t->rkey[i]) != RF_OK)
+      return down(e, t, RF_ERR_BLOB, "remote key of '%s': %s", e->p->dst[en.id].name, e->err);
+  }
+  t->have_keys = 1;
+  t->complete = h->value;
+  t->conn = T_UP;
+  t->why[0] = 0;
+  t->st = RF_OK;
+  /* a push under way asks for its version now */
+  if (e->pushing && t->push == P_IDLE) {
+    if (e->version <= t->complete) {
+      t->push = P_FAILED;
+      set_why(t, RF_ERR_STALE, "receiver %u (%s): version %llu is not newer than its complete version %llu", t->recv,
+              t->where, (unsigned long long)e->version, (unsigned long long)t->complete);
+      return;
+    }
+    t->push = P_WAITING;
+    send_msg(e, t, RF__BEGIN, e->version, 0);
+  }
+}
+
+static void on_msg(rf_engine *e, rf__target *t, const rf__hdr *h, const uint8_t *payload)
+{
+  if (h->session != t->session || h->recv != t->recv) {
+    e->ctr.ignored++;
+    return;
+  }
+  if (t->conn == T_HELLO) {
+    if (h->type == RF__REJECT)
+      return down(e, t, RF_ERR_PEER,
+                  "rejected trainer rank %u (wrong receiver, port, token, plan or rank: the receiver's rf_last_error "
+                  "says which)", e->cfg.rank);
+    if (h->type != RF__CHALLENGE) return;
+    rf__hdr want = *h;
+    want.hash = e->p->layout_hash;
+    want.mac = 0;
+    if (h->value != t->nonce_t || h->len || h->mac != rf__msg_mac(&e->token_key, &want, NULL))
+      return down(e, t, RF_ERR_PEER,
+                  "did not prove it is receiver %u of plan %s with this token (wrong port, token or plan)", t->recv,
+                  e->p->name);
+    t->nonce_r = h->nonce;
+    t->key = rf__session_key(&e->token_key, t->nonce_t, t->nonce_r);
+    rf__hdr a = {.magic = RF__MAGIC, .type = RF__AUTH, .session = t->session, .value = t->nonce_t,
+                 .nonce = t->nonce_r, .hash = e->p->layout_hash, .rank = e->cfg.rank, .recv = t->recv};
+    a.mac = rf__msg_mac(&e->token_key, &a, NULL);
+    a.hash = 0;
+    t->conn = T_AUTH;
+    if (rf__ucx_send(e, t->ep, &a, NULL) != RF_OK) down(e, t, RF_ERR_PEER, "sending AUTH: %s", e->err);
+    return;
+  }
+  if (h->type == RF__REJECT && t->conn == T_AUTH)
+    return down(e, t, RF_ERR_PEER, "rejected trainer rank %u's proof of the token (wrong token)", e->cfg.rank);
+  if (h->mac != rf__msg_mac(&t->key, h, payload)) {
+    e->ctr.ignored++;
+    return;
+  }
+  if (t->conn == T_AUTH) {
+    if (h->type == RF__WELCOME) take_welcome(e, t, h, payload);
+    return;
+  }
+  char text[300];
+  snprintf(text, sizeof text, "%.*s", (int)(h->len < sizeof text ? h->len : sizeof text - 1), (const char *)payload);
+  if (h->type == RF__GRANT || h->type == RF__REFUSE || h->type == RF__ACK) {
+    if (h->type == RF__REFUSE || h->type == RF__ACK) {
+      if (h->type == RF__REFUSE && h->value > t->complete) t->complete = h->value;
+      if (h->type == RF__ACK && h->value == 1 && h->version > t->complete) t->complete = h->version;
+    }
+    if (!e->pushing || h->version != e->version || !active(t)) return; /* about another version */
+    if (h->type == RF__GRANT && t->push == P_WAITING) t->push = P_WRITING;
+    else if (h->type == RF__REFUSE) {
+      t->push = P_FAILED;
+      set_why(t, RF_ERR_STALE, "%s (its complete version is %llu)", text, (unsigned long long)h->value);
+    } else if (h->type == RF__ACK && t->push == P_DONE_SENT) {
+      t->push = h->value == 1 ? P_COMPLETE : P_FAILED;
+      if (h->value != 1) set_why(t, RF_ERR_TORN, "receiver %u (%s): %s", t->recv, t->where, text);
+    }
+  }
+}
+
+static rf__target *target_of_ep(rf_engine *e, rf__ep ep)
+{
+  for (uint32_t i = 0; ep && i < e->n_tg; i++)
+    if (e->tg[i].ep == ep) return &e->tg[i];
+  return NULL;
+}
+
+static void events(rf_engine *e)
+{
+  rf__ucx_progress(e);
+  const rf__ev *ev;
+  while (rf__ucx_next(e, &ev)) {
+    rf__target *t = target_of_ep(e, ev->ep);
+    if (!t) continue; /* a closed endpoint's late news */
+    if (ev->kind == RF__EV_FAILED) {
+      down(e, t, RF_ERR_PEER, "%s", ev->why);
+    } else if (ev->kind == RF__EV_MSG && ev->len >= sizeof(rf__hdr)) {
+      rf__hdr h;
+      memcpy(&h, ev->msg, sizeof h);
+      on_msg(e, t, &h, ev->big ? ev->big : ev->msg + sizeof h);
+    } else if (ev->kind == RF__EV_FLUSHED && t->push == P_FLUSHING && ev->tag == e->version) {
+      /* every write of this version to t is in the receiver's memory: tell it */
+      t->push = P_DONE_SENT;
+      send_msg(e, t, RF__DONE, e->version, e->p->peers[t->peer].bytes);
+    }
+  }
+  for (uint32_t i = 0; i < e->n_tg; i++) {
+    rf__target *t = &e->tg[i];
+    if ((t->conn == T_HELLO || t->conn == T_AUTH) && rf__past(t->t0, e->timeout_ms))
+      down(e, t, RF_ERR_TIMEOUT, "no answer to %s within %u ms", t->conn == T_HELLO ? "HELLO" : "AUTH", e->timeout_ms);
+  }
+}
+
+static rf_status connect_wait(rf_engine *e, rf__target *t)
+{
+  RF_CHECK(start_connect(e, t));
+  while (t->conn == T_HELLO || t->conn == T_AUTH) events(e);
+  if (t->conn != T_UP) return rf__fail(e, t->st ? t->st : RF_ERR_PEER, "%s", t->why);
+  return RF_OK;
+}
+
+rf_status rf__trainer_connect(rf_engine *e, uint32_t recv, const char *ip, uint16_t port)
+{
+  if (e->pushing) return rf__fail(e, RF_ERR_STATE, "rf_connect during a push");
+  if (recv >= e->p->receivers || e->recv_tg[recv] == RF_NONE)
+    return rf__fail(e, RF_ERR_ARG, "trainer rank %u does not write to receiver %u", e->cfg.rank, recv);
+  if (!ip) return rf__fail(e, RF_ERR_ARG, "rf_connect: no address for receiver %u", recv);
+  rf__target *t = &e->tg[e->recv_tg[recv]];
+  if (strlen(ip) >= sizeof t->ip) return rf__fail(e, RF_ERR_ARG, "rf_connect: address '%s' too long", ip);
+  free(t->blob);
+  t->blob = NULL;
+  snprintf(t->ip, sizeof t->ip, "%s", ip);
+  t->port = port;
+  snprintf(t->where, sizeof t->where, "%s:%u", ip, port);
+  return connect_wait(e, t);
+}
+
+rf_status rf__trainer_import(rf_engine *e, const void *blob, size_t len)
+{
+  if (e->pushing) return rf__fail(e, RF_ERR_STATE, "rf_import during a push");
+  rf__blob_view v;
+  char why[200];
+  if (!blob || rf__blob_parse(e->p, &e->token_key, blob, len, &v, why, sizeof why) != RF_OK)
+    return rf__fail(e, RF_ERR_BLOB, "metadata blob rejected: %s", blob ? why : "NULL");
+  if (e->recv_tg[v.recv] == RF_NONE)
+    return rf__fail(e, RF_ERR_ARG, "metadata blob is for receiver %u, which trainer rank %u does not write to", v.recv,
+                    e->cfg.rank);
+  rf__target *t = &e->tg[e->recv_tg[v.recv]];
+  uint8_t *copy = malloc(len);
+  if (!copy) return rf__fail(e, RF_ERR_NOMEM, "metadata blob copy");
+  memcpy(copy, blob, len);
+  free(t->blob);
+  t->blob = copy;
+  t->blob_len = len;
+  snprintf(t->where, sizeof t->where, "blob");
+  return connect_wait(e, t);
+}
+
+uint64_t rf__trainer_resume(const rf_engine *e)
+{
+  uint64_t v = e->last_attempt;
+  for (uint32_t i = 0; i < e->n_tg; i++)
+    if (e->tg[i].complete > v) v = e->tg[i].complete;
+  return v + 1;
+}
+
+/* ---------------------------------- push ---------------------------------------------------- */
+
+rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream)
+{
+  const rf_plan *p = e->p;
+  if (e->pushing)
+    return rf__fail(e, RF_ERR_STATE, "rf_push while version %llu is still being pushed", (unsigned long long)e->version);
+  if (version == 0 || version < e->last_attempt)
+    return rf__fail(e, RF_ERR_STALE, "version %llu is older than the last one pushed (%llu)", (unsigned long long)version,
+                    (unsigned long long)e->last_attempt);
+  for (uint32_t i = 0; i < e->n_tg; i++)
+    if (e->tg[i].conn == T_UP && version <= e->tg[i].complete)
+      return rf__fail(e, RF_ERR_STALE,
+                      "version %llu is not newer than receiver %u's complete version %llu (rf_resume_version says %llu)",
+                      (unsigned long long)version, e->tg[i].recv, (unsigned long long)e->tg[i].complete,
+                      (unsigned long long)rf__trainer_resume(e));
+  for (uint32_t i = 0; i < p->n_src; i++)
+    if (e->src_need[i] && !e->src_ptr[i])
+      return rf__fail(e, RF_ERR_UNBOUND, "tensor '%s' (source %u) is not bound on trainer rank %u", p->src[i].name, i,
+                      e->cfg.rank);
+  /* the slot arena is reused only once no request of an earlier push can still read it */
+  uint64_t t0 = rf__now_ns();
+  while (rf__ucx_ops_all(e) || !stager_idle(e)) {
+    events(e);
+    if (rf__past(t0, e->timeout_ms))
+      return rf__fail(e, RF_ERR_TIMEOUT, "version %llu: %u operations of an abandoned push still outstanding after %u ms",
+                      (unsigned long long)version, rf__ucx_ops_all(e), e->timeout_ms);
+  }
+  e->version = version;
+  e->last_attempt = version;
+  e->pushing = 1;
+  e->push_status = RF_OK;
+  e->push_t0 = rf__now_ns();
+  e->g_ready = e->rk->group_first;
+  if (e->cfg.mem == RF_MEM_CUDA) {
+    /* every group goes onto the caller's stream at once; writes go out as their events complete */
+    for (uint32_t k = 0; k < e->rk->group_count; k++) {
+      const rf_group *gr = &p->groups[e->rk->group_first + k];
+      for (uint32_t i = 0; i < gr->op_count; i++) {
+        const rf_op *o = &p->ops[gr->op_first + i];
+        if (skip_op(e, o)) continue;
+        rfk_shape sh;
+        op_items(e, o, &sh);
+        rf_status s = rf__cuda_stage_op(e, &sh, e->items, (int)o->count, stream, p->src[o->src].name);
+        if (s == RF_OK) continue;
+        e->pushing = 0;
+        return s;
+      }
+      rf_status s = rf__cuda_group_done(e, k, stream);
+      if (s != RF_OK) {
+        e->pushing = 0;
+        return s;
+      }
+    }
+  } else {
+    pthread_mutex_lock(&e->smu);
+    atomic_store(&e->g_staged, 0);
+    atomic_store(&e->stage_failed, 0);
+    e->stage_version = version;
+    pthread_cond_signal(&e->scv);
+    pthread_mutex_unlock(&e->smu);
+  }
+  for (uint32_t i = 0; i < e->n_tg; i++) {
+    rf__target *t = &e->tg[i];
+    t->wcur = 0;
+    t->why[0] = 0;
+    t->st = RF_OK;
+    t->push = P_IDLE;
+    if (t->conn == T_UP) {
+      t->push = P_WAITING;
+      send_msg(e, t, RF__BEGIN, version, 0);
+    } else if (t->conn == T_DOWN && (t->blob || t->ip[0])) {
+      /* down: reconnect in the background; the version is asked for once it is up */
+      if (start_connect(e, t) != RF_OK) {
+        t->push = e->cfg.skip_down ? P_SKIPPED : P_FAILED;
+        set_why(t, RF_ERR_PEER, "%s", e->err);
+      }
+    } else if (t->conn == T_DOWN) {
+      t->push = e->cfg.skip_down ? P_SKIPPED : P_FAILED;
+      set_why(t, RF_ERR_PEER, "receiver %u is not connected (rf_connect or rf_import it)", t->recv);
+    }
+  }
+  return RF_OK;
+}
+
+/* groups whose slots are ready: CUDA events done, or staged by the host thread */
+static rf_status advance_staging(rf_engine *e)
+{
+  uint32_t end = e->rk->group_first + e->rk->group_count;
+  if (e->cfg.mem == RF_MEM_CUDA) {
+    char err[300];
+    for (int r; e->g_ready < end && (r = rf__cuda_group_ready(e, e->g_ready - e->rk->group_first, err, sizeof err)) != 0;
+         e->g_ready++)
+      if (r < 0) return rf__fail(e, RF_ERR_KERNEL, "version %llu: %s", (unsigned long long)e->version, err);
+    return RF_OK;
+  }
+  if (atomic_load(&e->stage_failed)) return rf__fail(e, RF_ERR_KERNEL, "%s", e->stage_err);
+  e->g_ready = e->rk->group_first + atomic_load(&e->g_staged);
+  return RF_OK;
+}
+
+/* writes of staged groups to granted receivers, round robin, a bounded number in flight */
+static void post(rf_engine *e)
+{
+  const rf_plan *p = e->p;
+  uint32_t ready_end = e->g_ready < e->rk->group_first + e->rk->group_count ? p->groups[e->g_ready].write_first
+                                                                             : e->rk->write_first + e->rk->write_count;
+  for (int progress = 1; progress;) {
+    progress = 0;
+    for (uint32_t i = 0; i < e->n_tg; i++) {
+      rf__target *t = &e->tg[i];
+      if (t->push != P_WRITING) continue;
+      if (t->wcur == t->nw) {
+        t->push = P_FLUSHING;
+        if (rf__ucx_flush(e, t->ep, e->version) != RF_OK) down(e, t, RF_ERR_PEER, "flush: %s", e->err);
+        continue;
+      }
+      uint32_t wi = t->wl[t->wcur];
+      if (wi >= ready_end || rf__ucx_ops_all(e) >= e->max_inflight) continue;
+      const rf_write *w = &p->writes[wi];
+      uint32_t di = w->dst - p->recv[t->recv].dst_first;
+      uint64_t tp = rf__now_ns();
+      rf_status s = RF_OK;
+      if (e->cfg.direct && w->piece_count) {
+        for (uint32_t k = 0; k < w->piece_count && s == RF_OK; k++) { /* from the sources: one put per range */
+          const rf_piece *pc = &p->pieces[w->piece_first + k];
+          s = rf__ucx_put(e, t->ep, (const uint8_t *)e->src_ptr[pc->src] + pc->src_off, pc->len,
+                          t->raddr[di] + w->dst_off + pc->off, t->rkey[di]);
+        }
+        e->ctr.direct_writes++;
+      } else {
+        s = rf__ucx_put(e, t->ep, e->arena + w->slot, w->len, t->raddr[di] + w->dst_off, t->rkey[di]);
+      }
+      e->ctr.post_ns += rf__now_ns() - tp;
+      e->ctr.writes++;
+      if (s != RF_OK) {
+        down(e, t, RF_ERR_PEER, "a write of version %llu failed: %s", (unsigned long long)e->version, e->err);
+        continue;
+      }
+      t->wcur++;
+      progress = 1;
+    }
+  }
+}
+
+/* fence: close every endpoint of this push that may have writes in flight */
+static void fence_active(rf_engine *e, rf_status st, const char *why)
+{
+  for (uint32_t i = 0; i < e->n_tg; i++) {
+    rf__target *t = &e->tg[i];
+    if (!active(t) && !(t->push == P_IDLE && t->conn != T_DOWN)) continue;
+    e->ctr.fenced += t->push >= P_WRITING;
+    down(e, t, st, "%s", why);
+    t->push = P_FAILED;
+  }
+}
+
+static void finish(rf_engine *e)
+{
+  rf_status st = RF_OK;
+  const char *why = NULL;
+  int skipped = 0;
+  for (uint32_t i = 0; i < e->n_tg; i++) {
+    const rf__target *t = &e->tg[i];
+    if (t->push == P_SKIPPED) skipped++;
+    if (t->push == P_FAILED && st == RF_OK) {
+      st = t->st ? t->st : RF_ERR_PEER;
+      why = t->why;
+    }
+  }
+  uint64_t dt = rf__now_ns() - e->push_t0;
+  e->pushing = 0;
+  if (st != RF_OK) {
+    e->push_status = rf__fail(e, st, "version %llu: %s", (unsigned long long)e->version, why);
+    return;
+  }
+  e->ctr.versions++;
+  e->ctr.push_ns += dt;
+  e->ctr.last_push_ns = dt;
+  e->ctr.bytes += e->rk->bytes_out;
+  if (skipped) {
+    char list[160] = "";
+    size_t n = 0;
+    for (uint32_t i = 0; i < e->n_tg && n + 12 < sizeof list; i++)
+      if (e->tg[i].push == P_SKIPPED) n += (size_t)snprintf(list + n, sizeof list - n, "%s%u", n ? "," : "", e->tg[i].recv);
+    e->push_status = rf__fail(e, RF_PARTIAL, "version %llu: complete on every live receiver; skipped receiver(s) %s (down)",
+                              (unsigned long long)e->version, list);
+    return;
+  }
+  e->push_status = RF_OK;
+}
+
+rf_status rf__trainer_step(rf_engine *e)
+{
+  events(e);
+  if (!e->pushing) return RF_OK;
+  rf_status s = advance_staging(e);
+  if (s != RF_OK) { /* nothing of this version may count: writers already out are fenced */
+    char why[512];
+    snprintf(why, sizeof why, "%s", e->err);
+    fence_active(e, s, why);
+    atomic_store(&e->stage_failed, 1);
+    finish(e);
+    return e->push_status;
+  }
+  post(e);
+  for (uint32_t i = 0; i < e->n_tg; i++)
+    if (active(&e->tg[i]) || (e->tg[i].push == P_IDLE && e->tg[i].conn != T_DOWN)) return RF_AGAIN;
+  finish(e);
+  return e->push_status;
+}
+
+rf_status rf__trainer_abort(rf_engine *e, const char *why)
+{
+  if (!e->pushing) return RF_OK;
+  fence_active(e, RF_ERR_TIMEOUT, why);
+  atomic_store(&e->stage_failed, 1); /* stop staging; the next push waits for the thread */
+  finish(e);
+  e->push_status = rf__fail(e, RF_ERR_TIMEOUT, "version %llu: %s", (unsigned long long)e->version, why);
+  return e->push_status;
+}
+
+rf_status rf__trainer_report(const rf_engine *e, uint32_t recv, rf_target_state *out)
+{
+  if (recv >= e->p->receivers || e->recv_tg[recv] == RF_NONE) return RF_ERR_ARG;
+  const rf__target *t = &e->tg[e->recv_tg[recv]];
+  static const int by_push[] = {[P_WAITING] = RF_TARGET_WAITING, [P_WRITING] = RF_TARGET_WRITING,
+                                [P_FLUSHING] = RF_TARGET_FLUSHING, [P_DONE_SENT] = RF_TARGET_FLUSHING,
+                                [P_COMPLETE] = RF_TARGET_COMPLETE, [P_FAILED] = RF_TARGET_FAILED,
+                                [P_SKIPPED] = RF_TARGET_SKIPPED};
+  memset(out, 0, sizeof *out);
+  if (t->push != P_IDLE) out->status = by_push[t->push];
+  else out->status = t->conn == T_UP ? RF_TARGET_IDLE : t->conn == T_DOWN ? RF_TARGET_DOWN : RF_TARGET_CONNECTING;
+  out->complete = t->complete;
+  snprintf(out->where, sizeof out->where, "%s", t->where);
+  snprintf(out->reason, sizeof out->reason, "%s", t->why);
+  return RF_OK;
+}
