@@ -18,6 +18,7 @@
 #include "internal.h"
 
 enum { C_FREE = 0, C_HELLO_WAIT, C_CHALLENGED, C_AUTHED, C_REJECTED };
+#define REJECT_GRACE_MS 200
 
 struct rf__conn {
   rf__ep ep;
@@ -582,8 +583,10 @@ void rf__receiver_step(rf_engine *e)
   for (uint32_t i = 0; i < e->n_conns; i++) {
     rf__conn *c = &e->conns[i];
     if (c->state == C_FREE || c->state == C_AUTHED) continue;
-    /* handshakes end in handshake_ms; a REJECT gets that long to go out */
-    if (rf__past(c->t0, e->handshake_ms) || (c->state == C_REJECTED && !rf__ucx_ops(e, c->ep))) close_conn(e, c);
+    /* handshakes end in handshake_ms; a REJECT gets a moment to reach the peer first (the close
+     * that follows cancels what is still in flight, and a local completion says nothing of that) */
+    uint32_t grace = e->handshake_ms < REJECT_GRACE_MS ? e->handshake_ms : REJECT_GRACE_MS;
+    if (rf__past(c->t0, c->state == C_REJECTED ? grace : e->handshake_ms)) close_conn(e, c);
   }
   if (e->v_armed && e->v_first_grant && rf__past(e->v_first_grant, e->timeout_ms)) {
     char missing[128] = "";

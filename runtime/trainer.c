@@ -390,7 +390,8 @@ static void take_welcome(rf_engine *e, rf__target *t, const rf__hdr *h, const ui
 
 static void on_msg(rf_engine *e, rf__target *t, const rf__hdr *h, const uint8_t *payload)
 {
-  if (h->session != t->session || h->recv != t->recv) {
+  /* a REJECT names only the session: the receiver tells an unauthenticated peer nothing else */
+  if (h->session != t->session || (h->type != RF__REJECT && h->recv != t->recv)) {
     e->ctr.ignored++;
     return;
   }

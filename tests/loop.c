@@ -19,17 +19,23 @@
 volatile int rf_loop_alloc_armed;
 volatile uint64_t rf_loop_alloc_count;
 
-enum { CMD_PUSH = 1, CMD_WAIT = 2, CMD_DIE = 3, CMD_QUIT = 4, CMD_CONNECT = 5 };
-enum { REC_PORT = 1, REC_READY = 2, REC_PUSHED = 3, REC_RESULT = 4, REC_FATAL = 5, REC_ARMED = 6 };
+enum { CMD_PUSH = RF_CL_PUSH, CMD_WAIT = RF_CL_WAIT, CMD_DIE = 3, CMD_QUIT = 4, CMD_CONNECT = 5,
+       CMD_VERIFY = RF_CL_VERIFY };
+enum { REC_PORT = RF_CL_PORT, REC_READY = RF_CL_READY, REC_PUSHED = RF_CL_PUSHED, REC_RESULT = RF_CL_RESULT,
+       REC_FATAL = RF_CL_FATAL, REC_ARMED = RF_CL_ARMED, REC_VERIFIED = RF_CL_VERIFIED };
 
 typedef struct cmd {
   uint32_t kind, recv;   /* CMD_CONNECT: receiver to (re)connect to, at port */
   uint64_t version;
+  uint32_t timeout_ms;   /* CMD_WAIT: give up waiting after this (0: until complete or torn);
+                            CMD_PUSH: rf_wait's timeout (0: drive rf_progress until it ends) */
+  uint32_t flags;        /* CMD_PUSH: RF_CL_EXIT_AFTER, RF_CL_DIE_HALF */
   uint16_t port;
 } cmd;
 
 typedef struct rec {
   uint32_t kind, who, is_trainer;
+  int32_t pid;
   int32_t status;               /* rf_status */
   uint64_t version, ns, t_done, bytes, verified, mismatches, stage_ns, post_ns, writes, allocs, calls;
   uint16_t port;
@@ -95,9 +101,10 @@ void rf_loop_fill(const rf_plan *p, uint32_t rank, uint32_t id, uint64_t seed, u
 
 static int rec_fd = -1; /* child -> parent, shared */
 
-static void send_rec(const rec *r)
+static void send_rec(rec *r)
 {
   ssize_t n;
+  r->pid = (int32_t)getpid();
   do n = write(rec_fd, r, sizeof *r);
   while (n < 0 && errno == EINTR);
 }
@@ -193,7 +200,46 @@ static uint64_t compare(const uint8_t *got, const uint8_t *want, uint64_t n, uin
   return bad;
 }
 
-static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd)
+/* compare receiver me's memory (host copies of its tensors, derived ones too) with version v's
+ * expected bytes; want[] ends up holding them */
+static void verify(const rf_loop_opts *o, uint32_t me, uint64_t v, uint8_t **mem, uint8_t **want, uint16_t **der, rec *res)
+{
+  const rf_plan *p = o->plan;
+  const rf_receiver *rv = &p->recv[me];
+      for (uint32_t i = 0; i < rv->dst_count; i++) memset(want[i], 0xa5, p->dst[rv->dst_first + i].bytes);
+      if (expected(p, me, o->seed, v, want, res->text, sizeof res->text)) fatal(me, 0, "expected", res->text);
+      for (uint32_t i = 0; i < rv->dst_count; i++) {
+        const rf_dst_tensor *d = &p->dst[rv->dst_first + i];
+        uint64_t first = 0, bad = compare(mem[i], want[i], d->bytes, &first);
+        if (bad && !res->mismatches)
+          snprintf(res->text, sizeof res->text, "receiver %u: tensor '%s' differs at byte %llu of %llu (%llu bytes)", me,
+                   d->name, (unsigned long long)first, (unsigned long long)d->bytes, (unsigned long long)bad);
+        res->mismatches += bad;
+        res->verified += d->bytes - bad;
+      }
+      /* derived tensors: a fresh refresh of the expected weights */
+      for (uint32_t k = 0; k < p->n_refresh; k++) {
+        const rf_refresh *f = &p->refresh[k];
+        if (f->tp_rank != rv->tp_rank) continue;
+        const rf_derived_tensor *d0 = &p->derived[f->out0], *d1 = &p->derived[f->out1];
+        uint16_t *a = malloc(d0->bytes), *b = malloc(d1->bytes);
+        rfk_mla_absorb it = {.kv_b = want[f->weight - rv->dst_first],
+                             .scale = f->scale == RF_NONE ? NULL : (const float *)want[f->scale - rv->dst_first],
+                             .w_uk_t = a, .w_uv = b};
+        rfk_ref_mla_absorb(&it, 1, f->scale != RF_NONE, (int)f->heads, (int)f->qk_nope, (int)f->v_head, (int)f->kv_lora);
+        uint64_t first = 0, bad = compare((uint8_t *)der[f->out0], (uint8_t *)a, d0->bytes, &first);
+        bad += compare((uint8_t *)der[f->out1], (uint8_t *)b, d1->bytes, &first);
+        if (bad && !res->mismatches)
+          snprintf(res->text, sizeof res->text, "receiver %u: derived '%s' or '%s' stale or wrong (%llu bytes)", me,
+                   d0->name, d1->name, (unsigned long long)bad);
+        res->mismatches += bad;
+        res->verified += d0->bytes + d1->bytes - bad;
+        free(a);
+        free(b);
+      }
+    }
+
+static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd, uint16_t want_port)
 {
   const rf_plan *p = o->plan;
   const rf_receiver *rv = &p->recv[me];
@@ -267,7 +313,10 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd)
     if (!stream || !probe) fatal(me, 0, "stream probe", rf_gpu_error());
   }
   rec r = {.kind = REC_PORT, .who = me};
-  if (rf_listen(e, "127.0.0.1", 0, &r.port) != RF_OK) fatal(me, 0, "rf_listen", rf_last_error(e));
+  /* a restarted receiver comes back on its old port when it is free, so trainers find it again */
+  if ((!want_port || rf_listen(e, "127.0.0.1", want_port, &r.port) != RF_OK) &&
+      rf_listen(e, "127.0.0.1", 0, &r.port) != RF_OK)
+    fatal(me, 0, "rf_listen", rf_last_error(e));
   if (o->use_blob) {
     size_t len = 0;
     rf_export(e, NULL, 0, &len);
@@ -295,6 +344,15 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd)
     }
     if (c.kind == CMD_QUIT) break;
     if (c.kind == CMD_DIE) _exit(0);
+    if (c.kind == CMD_VERIFY) { /* is the memory still exactly version v (nothing landed since)? */
+      rec res = {.kind = REC_VERIFIED, .who = me, .version = c.version};
+      if (o->cuda)
+        for (uint32_t i = 0; i < rv->dst_count; i++)
+          if (rf_gpu_get(mem[i], dmem[i], p->dst[rv->dst_first + i].bytes)) fatal(me, 0, "cudaMemcpy", rf_gpu_error());
+      if (o->verify && c.version) verify(o, me, c.version, mem, want, der, &res);
+      send_rec(&res);
+      continue;
+    }
     rec res = {.kind = REC_RESULT, .who = me, .version = c.version};
     int waiting = 0;
     if (o->cuda) { /* odd versions: a plain stream wait; even versions: captured in a CUDA graph */
@@ -314,13 +372,24 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd)
     rf_loop_alloc_armed = armed;
     rf_status as = o->auto_arm ? RF_OK : rf_arm(e, c.version);
     rf_loop_alloc_armed = 0;
-    if (as != RF_OK) fatal(me, 0, "rf_arm", rf_last_error(e));
+    if (as != RF_OK) {
+      res.status = as;
+      snprintf(res.text, sizeof res.text, "rf_arm: %s", rf_last_error(e));
+      send_rec(&res);
+      continue;
+    }
+    uint64_t w0 = now_ns();
+    int timed_out = 0;
     for (;;) {
       rf_loop_alloc_armed = armed;
       rf_version_poll(e, &st);
       rf_loop_alloc_armed = 0;
       calls++;
       if (st.complete >= c.version || st.torn >= c.version) break;
+      if (c.timeout_ms && now_ns() - w0 > (uint64_t)c.timeout_ms * 1000000u) {
+        timed_out = 1;
+        break;
+      }
       nap();
     }
     res.t_done = now_ns();
@@ -329,6 +398,10 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd)
     if (st.complete >= c.version) {
       res.status = RF_OK;
       res.bytes = rv->bytes;
+    } else if (timed_out) {
+      res.status = RF_ERR_TIMEOUT;
+      snprintf(res.text, sizeof res.text, "receiver %u: version %llu neither complete nor torn after %u ms", me,
+               (unsigned long long)c.version, c.timeout_ms);
     } else {
       res.status = RF_ERR_TORN;
       snprintf(res.text, sizeof res.text, "%s", st.torn_reason);
@@ -350,37 +423,7 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd)
       memcpy(prev, mem[0], n0);
     }
     if (res.status == RF_OK && o->verify) {
-      for (uint32_t i = 0; i < rv->dst_count; i++) memset(want[i], 0xa5, p->dst[rv->dst_first + i].bytes);
-      if (expected(p, me, o->seed, c.version, want, res.text, sizeof res.text)) fatal(me, 0, "expected", res.text);
-      for (uint32_t i = 0; i < rv->dst_count; i++) {
-        const rf_dst_tensor *d = &p->dst[rv->dst_first + i];
-        uint64_t first = 0, bad = compare(mem[i], want[i], d->bytes, &first);
-        if (bad && !res.mismatches)
-          snprintf(res.text, sizeof res.text, "receiver %u: tensor '%s' differs at byte %llu of %llu (%llu bytes)", me,
-                   d->name, (unsigned long long)first, (unsigned long long)d->bytes, (unsigned long long)bad);
-        res.mismatches += bad;
-        res.verified += d->bytes - bad;
-      }
-      /* derived tensors: a fresh refresh of the expected weights */
-      for (uint32_t k = 0; k < p->n_refresh; k++) {
-        const rf_refresh *f = &p->refresh[k];
-        if (f->tp_rank != rv->tp_rank) continue;
-        const rf_derived_tensor *d0 = &p->derived[f->out0], *d1 = &p->derived[f->out1];
-        uint16_t *a = malloc(d0->bytes), *b = malloc(d1->bytes);
-        rfk_mla_absorb it = {.kv_b = want[f->weight - rv->dst_first],
-                             .scale = f->scale == RF_NONE ? NULL : (const float *)want[f->scale - rv->dst_first],
-                             .w_uk_t = a, .w_uv = b};
-        rfk_ref_mla_absorb(&it, 1, f->scale != RF_NONE, (int)f->heads, (int)f->qk_nope, (int)f->v_head, (int)f->kv_lora);
-        uint64_t first = 0, bad = compare((uint8_t *)der[f->out0], (uint8_t *)a, d0->bytes, &first);
-        bad += compare((uint8_t *)der[f->out1], (uint8_t *)b, d1->bytes, &first);
-        if (bad && !res.mismatches)
-          snprintf(res.text, sizeof res.text, "receiver %u: derived '%s' or '%s' stale or wrong (%llu bytes)", me,
-                   d0->name, d1->name, (unsigned long long)bad);
-        res.mismatches += bad;
-        res.verified += d0->bytes + d1->bytes - bad;
-        free(a);
-        free(b);
-      }
+      verify(o, me, c.version, mem, want, der, &res);
     }
     res.allocs = allocs;
     res.calls = calls;
@@ -411,7 +454,7 @@ static rf_status reach(rf_engine *e, const rf_loop_opts *o, uint32_t r, uint16_t
   return s;
 }
 
-static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *ports, int cmd_fd, int die_at)
+static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *ports, int cmd_fd)
 {
   const rf_plan *p = o->plan;
   rf_config cfg = {.plan = p, .role = RF_TRAINER, .rank = me, .token = o->token, .timeout_ms = o->timeout_ms,
@@ -491,16 +534,25 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     rf_status s = rf_push(e, c.version, NULL);
     rf_loop_alloc_armed = 0;
     calls++;
-    if (s == RF_OK && die_at && c.version == o->kill_version) {
+    if (s == RF_OK && (c.flags & (RF_CL_DIE_HALF | RF_CL_STOP_HALF))) {
       uint64_t half = p->ranks[me].write_count / 2;
-      while (1) {
+      for (;;) {
         rf_counters now;
         rf_get_counters(e, &now);
-        if (now.writes - c0.writes >= half) _exit(9); /* killed mid-push: no DONE, no goodbye */
-        if (rf_progress(e) != RF_AGAIN) _exit(9);
+        if (now.writes - c0.writes >= half) break;
+        if ((s = rf_progress(e)) != RF_AGAIN) break;
+        s = RF_OK;
       }
+      if (c.flags & RF_CL_DIE_HALF) _exit(9); /* killed mid-push: no DONE, no goodbye */
+      raise(SIGSTOP);                         /* frozen with writes in flight; goes on when continued */
     }
-    while (s == RF_OK) {
+    if (s == RF_OK && c.timeout_ms) {
+      rf_loop_alloc_armed = armed;
+      s = rf_wait(e, c.timeout_ms);
+      rf_loop_alloc_armed = 0;
+      calls++;
+    }
+    while (s == RF_OK && !c.timeout_ms) {
       rf_loop_alloc_armed = armed;
       s = rf_progress(e);
       rf_loop_alloc_armed = 0;
@@ -521,6 +573,7 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     res.allocs = allocs;
     res.calls = calls;
     send_rec(&res);
+    if (c.flags & RF_CL_EXIT_AFTER) _exit(0); /* no rf_close, no goodbye: the version must stand */
   }
   rf_close(e);
   _exit(0);
@@ -534,8 +587,8 @@ typedef struct child {
   int alive;
 } child;
 
-static pid_t spawn(int rec_w, int *cmd_w, void (*body)(const rf_loop_opts *, uint32_t, int, const uint16_t *, int),
-                   const rf_loop_opts *o, uint32_t who, const uint16_t *ports, int die_at)
+static pid_t spawn(int rec_w, int *cmd_w, void (*body)(const rf_loop_opts *, uint32_t, int, const uint16_t *),
+                   const rf_loop_opts *o, uint32_t who, const uint16_t *ports)
 {
   int cp[2];
   if (pipe(cp)) return -1;
@@ -544,7 +597,7 @@ static pid_t spawn(int rec_w, int *cmd_w, void (*body)(const rf_loop_opts *, uin
   if (pid == 0) {
     close(cp[1]);
     rec_fd = rec_w;
-    body(o, who, cp[0], ports, die_at);
+    body(o, who, cp[0], ports);
     _exit(0);
   }
   close(cp[0]);
@@ -552,15 +605,14 @@ static pid_t spawn(int rec_w, int *cmd_w, void (*body)(const rf_loop_opts *, uin
   return pid;
 }
 
-static void recv_body(const rf_loop_opts *o, uint32_t who, int cmd_fd, const uint16_t *ports, int die_at)
+static void recv_body(const rf_loop_opts *o, uint32_t who, int cmd_fd, const uint16_t *ports)
 {
-  (void)ports, (void)die_at;
-  receiver_main(o, who, cmd_fd);
+  receiver_main(o, who, cmd_fd, ports ? ports[who] : 0);
 }
 
-static void train_body(const rf_loop_opts *o, uint32_t who, int cmd_fd, const uint16_t *ports, int die_at)
+static void train_body(const rf_loop_opts *o, uint32_t who, int cmd_fd, const uint16_t *ports)
 {
-  trainer_main(o, who, ports, cmd_fd, die_at);
+  trainer_main(o, who, ports, cmd_fd);
 }
 
 static void send_cmd(child *c, uint32_t kind, uint64_t v)
@@ -616,7 +668,7 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
   int ret = -1;
   rec m;
   for (uint32_t i = 0; i < nr; i++) {
-    rc[i].pid = spawn(rp[1], &rc[i].cmd, recv_body, o, i, NULL, 0);
+    rc[i].pid = spawn(rp[1], &rc[i].cmd, recv_body, o, i, NULL);
     rc[i].alive = 1;
   }
   for (uint32_t got = 0; got < nr;) {
@@ -631,7 +683,7 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
     if (m.kind == REC_PORT) ports[m.who] = m.port, got++;
   }
   for (uint32_t i = 0; i < nt; i++) {
-    tc[i].pid = spawn(rp[1], &tc[i].cmd, train_body, o, i, ports, o->kill_trainer == (int)i);
+    tc[i].pid = spawn(rp[1], &tc[i].cmd, train_body, o, i, ports);
     tc[i].alive = 1;
   }
   for (uint32_t got = 0; got < nt;) {
@@ -669,7 +721,11 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
       if (m.kind == REC_ARMED) armed++;
     }
     t0 = t_last = now_ns();
-    for (uint32_t i = 0; i < nt; i++) send_cmd(&tc[i], CMD_PUSH, v);
+    for (uint32_t i = 0; i < nt; i++) {
+      cmd c = {.kind = CMD_PUSH, .version = v,
+               .flags = o->kill_trainer == (int)i && v == o->kill_version ? RF_CL_DIE_HALF : 0};
+      if (tc[i].alive && write(tc[i].cmd, &c, sizeof c) != (ssize_t)sizeof c) tc[i].alive = 0;
+    }
     int dying = o->kill_trainer >= 0 && v == o->kill_version;
     uint32_t want_t = nt - (dying ? 1 : 0), want_r = nr - (dead_recv >= 0 ? 1 : 0), got_t = 0, got_r = 0;
     while (got_t < want_t || got_r < want_r) {
@@ -725,7 +781,7 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
       /* the receiver comes back on a new port; every trainer that writes to it reconnects */
       uint32_t k = (uint32_t)dead_recv;
       close(rc[k].cmd);
-      rc[k].pid = spawn(rp[1], &rc[k].cmd, recv_body, o, k, NULL, 0);
+      rc[k].pid = spawn(rp[1], &rc[k].cmd, recv_body, o, k, NULL);
       rc[k].alive = 1;
       if (get_rec(rp[0], &m, wait_ms) || m.kind != REC_PORT) {
         snprintf(r->error, sizeof r->error, "restarted receiver %u did not listen: %s", k,
@@ -760,7 +816,7 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
       uint32_t k = (uint32_t)o->kill_trainer;
       waitpid(tc[k].pid, NULL, 0);
       close(tc[k].cmd);
-      tc[k].pid = spawn(rp[1], &tc[k].cmd, train_body, o, k, ports, 0);
+      tc[k].pid = spawn(rp[1], &tc[k].cmd, train_body, o, k, ports);
       tc[k].alive = 1;
       r->trainer_restarts++;
       if (get_rec(rp[0], &m, wait_ms) || m.kind != REC_READY) {
@@ -786,4 +842,247 @@ out:
   free(tc);
   free(ports);
   return ret;
+}
+
+/* ---------------------------------- cluster (fault tests) --------------------------------- */
+
+#define CL_PROCS 96
+#define CL_QUEUE 512
+
+struct rf_cluster {
+  rf_loop_opts o;
+  int rp[2];
+  uint16_t *ports;
+  struct cl_proc {
+    pid_t pid;
+    int cmd, trainer, alive, stopped;
+    uint32_t idx;
+    uint8_t reconnect[64]; /* receivers it must reconnect to once it runs again */
+  } proc[CL_PROCS];
+  int n;
+  int *rproc, *tproc;
+  rec queue[CL_QUEUE];     /* records read while waiting for another one */
+  uint32_t qh, qt;
+};
+
+static void cl_rec(const rec *m, rf_cl_rec *out)
+{
+  *out = (rf_cl_rec){.kind = (int)m->kind, .trainer = (int)m->is_trainer, .pid = m->pid, .status = m->status,
+                     .who = m->who, .version = m->version, .verified = m->verified, .mismatches = m->mismatches};
+  snprintf(out->text, sizeof out->text, "%s", m->text);
+}
+
+/* the next record whose pid is `pid` and kind `kind` (others are queued), or -1 after ms */
+static int cl_await(rf_cluster *c, pid_t pid, uint32_t kind, rec *m, uint32_t ms)
+{
+  uint64_t t0 = now_ns();
+  for (;;) {
+    uint64_t left = (uint64_t)ms * 1000000u - (now_ns() - t0);
+    if (now_ns() - t0 >= (uint64_t)ms * 1000000u || get_rec(c->rp[0], m, (uint32_t)(left / 1000000u) + 1)) return -1;
+    if (m->pid == pid && (m->kind == kind || m->kind == REC_FATAL)) return m->kind == kind ? 0 : -1;
+    if (c->qt - c->qh < CL_QUEUE) c->queue[c->qt++ % CL_QUEUE] = *m;
+  }
+}
+
+static int cl_add(rf_cluster *c, pid_t pid, int cmd_w, int trainer, uint32_t idx)
+{
+  int i = 0;
+  while (i < c->n && (c->proc[i].alive || c->proc[i].pid)) i++; /* reuse the slot of a process that is gone */
+  if (i == CL_PROCS) return -1;
+  if (i == c->n) c->n++;
+  c->proc[i] = (struct cl_proc){.pid = pid, .cmd = cmd_w, .trainer = trainer, .idx = idx, .alive = 1};
+  return i;
+}
+
+static int writes_to(const rf_plan *p, uint32_t rank, uint32_t r)
+{
+  for (uint32_t k = 0; k < p->recv[r].peer_count; k++)
+    if (p->peers[p->recv[r].peer_first + k].trainer == rank) return 1;
+  return 0;
+}
+
+static int cl_spawn_receiver(rf_cluster *c, uint32_t r, char *err, size_t errlen)
+{
+  int cw;
+  pid_t pid = spawn(c->rp[1], &cw, recv_body, &c->o, r, c->ports);
+  rec m;
+  if (pid < 0 || cl_await(c, pid, REC_PORT, &m, 30000)) {
+    snprintf(err, errlen, "receiver %u did not start: %s", r, m.kind == REC_FATAL ? m.text : "no answer");
+    return -1;
+  }
+  c->ports[r] = m.port;
+  int i = cl_add(c, pid, cw, 0, r);
+  c->rproc[r] = i;
+  return i;
+}
+
+int rf_cl_spawn_trainer(rf_cluster *c, uint32_t rank, char *err, size_t errlen)
+{
+  int cw;
+  pid_t pid = spawn(c->rp[1], &cw, train_body, &c->o, rank, c->ports);
+  rec m;
+  if (pid < 0 || cl_await(c, pid, REC_READY, &m, 30000)) {
+    snprintf(err, errlen, "trainer rank %u did not connect: %s", rank, m.kind == REC_FATAL ? m.text : "no answer");
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, NULL, 0);
+    }
+    close(cw);
+    return -1;
+  }
+  int i = cl_add(c, pid, cw, 1, rank);
+  c->tproc[rank] = i;
+  return i;
+}
+
+rf_cluster *rf_cl_start(const rf_loop_opts *o, char *err, size_t errlen)
+{
+  rf_cluster *c = calloc(1, sizeof *c);
+  const rf_plan *p = o->plan;
+  c->o = *o;
+  c->ports = calloc(p->receivers, sizeof *c->ports);
+  c->rproc = calloc(p->receivers, sizeof *c->rproc);
+  c->tproc = calloc(p->trainers, sizeof *c->tproc);
+  if (p->receivers > 64 || pipe(c->rp)) {
+    snprintf(err, errlen, "cluster: at most 64 receivers; pipe: %s", strerror(errno));
+    free(c);
+    return NULL;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  for (uint32_t r = 0; r < p->receivers; r++)
+    if (cl_spawn_receiver(c, r, err, errlen) < 0) goto fail;
+  for (uint32_t t = 0; t < p->trainers; t++)
+    if (rf_cl_spawn_trainer(c, t, err, errlen) < 0) goto fail;
+  return c;
+fail:
+  rf_cl_end(c);
+  return NULL;
+}
+
+void rf_cl_end(rf_cluster *c)
+{
+  if (!c) return;
+  for (int i = 0; i < c->n; i++) {
+    if (!c->proc[i].alive) continue;
+    if (c->proc[i].stopped) kill(c->proc[i].pid, SIGKILL);
+    else {
+      cmd q = {.kind = CMD_QUIT};
+      if (write(c->proc[i].cmd, &q, sizeof q) < 0) kill(c->proc[i].pid, SIGKILL);
+    }
+    close(c->proc[i].cmd);
+  }
+  for (int i = 0; i < c->n; i++) {
+    if (!c->proc[i].alive) continue;
+    int st, waited = 0;
+    for (int k = 0; k < 300 && !(waited = waitpid(c->proc[i].pid, &st, WNOHANG)); k++) usleep(10000);
+    if (!waited) {
+      kill(c->proc[i].pid, SIGKILL);
+      waitpid(c->proc[i].pid, &st, 0);
+    }
+  }
+  if (c->o.use_blob)
+    for (uint32_t r = 0; r < c->o.plan->receivers; r++) {
+      char path[64];
+      snprintf(path, sizeof path, "/tmp/refit-blob-%d-%u", (int)getpid(), r);
+      unlink(path);
+    }
+  close(c->rp[0]);
+  close(c->rp[1]);
+  free(c->ports);
+  free(c->rproc);
+  free(c->tproc);
+  free(c);
+}
+
+int rf_cl_receiver(const rf_cluster *c, uint32_t r) { return c->rproc[r]; }
+int rf_cl_trainer(const rf_cluster *c, uint32_t rank) { return c->tproc[rank]; }
+int rf_cl_port(const rf_cluster *c, uint32_t r) { return c->ports[r]; }
+int rf_cl_pid(const rf_cluster *c, int proc) { return proc >= 0 && proc < c->n ? c->proc[proc].pid : -1; }
+int rf_cl_alive(const rf_cluster *c, int proc) { return proc >= 0 && proc < c->n && c->proc[proc].alive; }
+
+static void cl_connect(rf_cluster *c, int i, uint32_t r)
+{
+  cmd m = {.kind = CMD_CONNECT, .recv = r, .port = c->ports[r]};
+  if (write(c->proc[i].cmd, &m, sizeof m) != (ssize_t)sizeof m) c->proc[i].alive = 0;
+}
+
+int rf_cl_restart_receiver(rf_cluster *c, uint32_t r, char *err, size_t errlen)
+{
+  int old = c->rproc[r];
+  if (c->proc[old].alive) rf_cl_signal(c, old, SIGKILL);
+  c->proc[old].pid = 0;
+  int i = cl_spawn_receiver(c, r, err, errlen);
+  if (i < 0) return -1;
+  for (int t = 0; t < c->n; t++) {
+    if (!c->proc[t].alive || !c->proc[t].trainer || !writes_to(c->o.plan, c->proc[t].idx, r)) continue;
+    if (c->proc[t].stopped) {
+      c->proc[t].reconnect[r] = 1;
+      continue;
+    }
+    cl_connect(c, t, r);
+    rec m;
+    if (cl_await(c, c->proc[t].pid, REC_READY, &m, 30000)) {
+      snprintf(err, errlen, "trainer rank %u did not reconnect to receiver %u", c->proc[t].idx, r);
+      return -1;
+    }
+  }
+  return i;
+}
+
+void rf_cl_signal(rf_cluster *c, int i, int sig)
+{
+  if (i < 0 || i >= c->n || !c->proc[i].alive) return;
+  kill(c->proc[i].pid, sig);
+  if (sig == SIGKILL) {
+    waitpid(c->proc[i].pid, NULL, 0);
+    close(c->proc[i].cmd);
+    c->proc[i].cmd = -1;
+    c->proc[i].alive = 0;
+    c->proc[i].stopped = 0;
+  } else if (sig == SIGSTOP) {
+    c->proc[i].stopped = 1;
+  } else if (sig == SIGCONT) {
+    c->proc[i].stopped = 0;
+    for (uint32_t r = 0; r < c->o.plan->receivers; r++)
+      if (c->proc[i].reconnect[r]) {
+        c->proc[i].reconnect[r] = 0;
+        cl_connect(c, i, r);
+      }
+  }
+}
+
+int rf_cl_await_stop(rf_cluster *c, int i, uint32_t ms)
+{
+  if (i < 0 || i >= c->n || !c->proc[i].alive) return -1;
+  uint64_t t0 = now_ns();
+  for (;;) {
+    int st;
+    pid_t r = waitpid(c->proc[i].pid, &st, WUNTRACED | WNOHANG);
+    if (r == c->proc[i].pid && WIFSTOPPED(st)) {
+      c->proc[i].stopped = 1;
+      return 0;
+    }
+    if (r == c->proc[i].pid) { /* it died instead */
+      c->proc[i].alive = 0;
+      return -1;
+    }
+    if (now_ns() - t0 > (uint64_t)ms * 1000000u) return -1;
+    usleep(2000);
+  }
+}
+
+int rf_cl_send(rf_cluster *c, int i, int kind, uint64_t version, uint32_t timeout_ms, uint32_t flags)
+{
+  if (i < 0 || i >= c->n || !c->proc[i].alive) return -1;
+  cmd m = {.kind = (uint32_t)kind, .version = version, .timeout_ms = timeout_ms, .flags = flags};
+  return write(c->proc[i].cmd, &m, sizeof m) == (ssize_t)sizeof m ? 0 : -1;
+}
+
+int rf_cl_next(rf_cluster *c, rf_cl_rec *out, uint32_t timeout_ms)
+{
+  rec m;
+  if (c->qh != c->qt) m = c->queue[c->qh++ % CL_QUEUE];
+  else if (get_rec(c->rp[0], &m, timeout_ms)) return -1;
+  cl_rec(&m, out);
+  return 0;
 }

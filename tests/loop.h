@@ -79,6 +79,47 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r);
 /* the source data of version v as trainer rank `rank` holds source `id` (its rows for a shard) */
 void rf_loop_fill(const rf_plan *p, uint32_t rank, uint32_t id, uint64_t seed, uint64_t v, void *buf);
 
+/* ---- a cluster for fault tests: the same processes, driven one command at a time ----
+ * Receivers and trainers are child processes; the coordinator (the caller) sends commands and reads
+ * their records. Every record names the process (pid) and its receiver index or trainer rank. A
+ * receiver that reports a version complete has verified every byte of it (o->verify). */
+enum { RF_CL_PUSH = 1, RF_CL_WAIT = 2, RF_CL_VERIFY = 6 };             /* commands */
+enum { RF_CL_PORT = 1, RF_CL_READY = 2, RF_CL_PUSHED = 3, RF_CL_RESULT = 4, RF_CL_FATAL = 5, RF_CL_ARMED = 6,
+       RF_CL_VERIFIED = 7 };                                           /* records */
+/* RF_CL_PUSH flags: exit right after reporting the push; die (_exit) after posting half its writes;
+ * stop itself (SIGSTOP) after posting half its writes, to go on where it was when continued */
+enum { RF_CL_EXIT_AFTER = 1, RF_CL_DIE_HALF = 2, RF_CL_STOP_HALF = 4 };
+
+typedef struct rf_cl_rec {
+  int kind, trainer, pid, status;  /* status: rf_status of the push / the version / the connect */
+  uint32_t who;                    /* receiver index or trainer rank */
+  uint64_t version, verified, mismatches;
+  char text[320];
+} rf_cl_rec;
+
+typedef struct rf_cluster rf_cluster;
+/* every receiver listening and every trainer rank connected to its receivers (NULL + err) */
+rf_cluster *rf_cl_start(const rf_loop_opts *o, char *err, size_t errlen);
+void rf_cl_end(rf_cluster *c);                     /* kills what is left */
+int rf_cl_receiver(const rf_cluster *c, uint32_t r); /* the process serving receiver r */
+int rf_cl_trainer(const rf_cluster *c, uint32_t rank); /* the newest process of trainer rank */
+int rf_cl_pid(const rf_cluster *c, int proc);
+int rf_cl_port(const rf_cluster *c, uint32_t r); /* receiver r's listening port */
+int rf_cl_alive(const rf_cluster *c, int proc);
+/* a new process for trainer rank (a restart, or a second process with the same rank while the first
+ * lives); it connects to every receiver it writes to; returns its process or -1 */
+int rf_cl_spawn_trainer(rf_cluster *c, uint32_t rank, char *err, size_t errlen);
+/* kill receiver r's process, start a new one (same port if it can), reconnect live trainers */
+int rf_cl_restart_receiver(rf_cluster *c, uint32_t r, char *err, size_t errlen);
+/* SIGKILL (reaped, dead), SIGSTOP, SIGCONT (a trainer that missed reconnects is told now) */
+void rf_cl_signal(rf_cluster *c, int proc, int sig);
+/* wait until proc stopped itself (RF_CL_STOP_HALF); 0, or -1 after ms */
+int rf_cl_await_stop(rf_cluster *c, int proc, uint32_t ms);
+/* RF_CL_PUSH (trainer), RF_CL_WAIT (receiver: arm and wait), RF_CL_VERIFY (receiver) */
+int rf_cl_send(rf_cluster *c, int proc, int cmd, uint64_t version, uint32_t timeout_ms, uint32_t flags);
+/* the next record, 0; -1 after timeout_ms */
+int rf_cl_next(rf_cluster *c, rf_cl_rec *out, uint32_t timeout_ms);
+
 /* allocation counting hooks, set by a program that interposes malloc (tests/test_alloc.c) */
 extern volatile int rf_loop_alloc_armed;
 extern volatile uint64_t rf_loop_alloc_count;

@@ -174,7 +174,11 @@ typedef struct server {
 } server;
 
 /* receiver `me` of p: poisons its memory, listens, serves until told, exits 0 if no byte changed */
-static server serve(const rf_plan *p, uint32_t me, uint64_t token)
+static server serve_arming(const rf_plan *p, uint32_t me, uint64_t token, uint32_t arm_after_ms);
+static server serve(const rf_plan *p, uint32_t me, uint64_t token) { return serve_arming(p, me, token, 0); }
+
+/* receiver `me` of p; with arm_after_ms it arms version 1 that long after it started listening */
+static server serve_arming(const rf_plan *p, uint32_t me, uint64_t token, uint32_t arm_after_ms)
 {
   int pp[2], dp[2], ip[2];
   server s = {0};
@@ -200,7 +204,13 @@ static server serve(const rf_plan *p, uint32_t me, uint64_t token)
     uint16_t port;
     if (rf_listen(e, "127.0.0.1", 0, &port)) _exit(13);
     if (write(pp[1], &port, sizeof port) != sizeof port) _exit(14);
-    for (;;) {
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int armed = 0;;) {
+      struct timespec now;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      long ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+      if (arm_after_ms && !armed && ms >= (long)arm_after_ms) armed = rf_arm(e, 1) == RF_OK;
       rf_progress(e);
       struct timespec ts = {0, 50000};
       nanosleep(&ts, NULL);
@@ -217,9 +227,10 @@ static server serve(const rf_plan *p, uint32_t me, uint64_t token)
     memcpy(info, &st.refused, 8);
     snprintf(info + 8, sizeof info - 8, "%s", rf_last_error(e));
     if (write(ip[1], info, sizeof info) != (ssize_t)sizeof info) _exit(15);
-    for (uint32_t i = 0; i < rv->dst_count; i++)
-      for (uint64_t k = 0; k < p->dst[rv->dst_first + i].bytes; k++)
-        if (mem[i][k] != 0x5a) _exit(20); /* something was written */
+    if (!arm_after_ms) /* nothing was armed, so nothing may have been written */
+      for (uint32_t i = 0; i < rv->dst_count; i++)
+        for (uint64_t k = 0; k < p->dst[rv->dst_first + i].bytes; k++)
+          if (mem[i][k] != 0x5a) _exit(20);
     rf_close(e);
     _exit(0);
   }
@@ -464,6 +475,145 @@ static void test_nic_choice_beats_env(void)
   rf_close(e);
 }
 
+
+/* f9: the smaller findings, each with its message */
+static uint64_t ms_since(const struct timespec *t0)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)((t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000);
+}
+
+static void test_f9_bad_arguments(void)
+{
+  const rf_plan *p = plan("glm_tiny_demo");
+  rf_engine *t = trainer(p, 0, 1);
+  rf_status s = rf_connect(t, 0, NULL, 1234);
+  EXPECT(s == RF_ERR_ARG && strstr(rf_last_error(t), "no address"), "rf_connect(ip=NULL): %s '%s'", rf_strerror(s),
+         rf_last_error(t));
+  /* nobody listens there: an error naming the receiver and its address, within the timeout */
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  s = rf_connect(t, 0, "127.0.0.1", 1);
+  EXPECT(s != RF_OK && strstr(rf_last_error(t), "receiver 0 (127.0.0.1:1)"), "connect to a closed port: %s '%s'",
+         rf_strerror(s), rf_last_error(t));
+  EXPECT(ms_since(&t0) < 4000, "connect to a closed port took %llu ms", (unsigned long long)ms_since(&t0));
+  rf_close(t);
+  /* a UCX setting longer than the engine keeps is refused, not cut */
+  char tls[301];
+  memset(tls, 'x', 300);
+  tls[300] = 0;
+  rf_config c = {.plan = p, .role = RF_TRAINER, .rank = 0, .ucx_tls = tls};
+  s = rf_open(&c, &t);
+  EXPECT(s == RF_ERR_ARG && strstr(rf_last_error(t), "ucx_tls") && strstr(rf_last_error(t), "longer than 255"),
+         "300-character ucx_tls: %s '%s'", rf_strerror(s), rf_last_error(t));
+  rf_close(t);
+  /* a blob whose old-style checksum is right but whose worker address is garbage: refused by its MAC
+   * before UCX parses the address (which used to abort inside UCX) */
+  uint8_t blob[256] = {0};
+  uint32_t magic = 0x54494652u, fmt = 2, n = p->recv[0].dst_count, alen = 64;
+  memcpy(blob, &magic, 4);
+  memcpy(blob + 4, &fmt, 4);
+  memcpy(blob + 8, &p->layout_hash, 8);
+  memcpy(blob + 20, &n, 4);
+  memcpy(blob + 24, &alen, 4);
+  memset(blob + 32, 0xee, alen);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < sizeof blob - 8; i++) h = (h ^ blob[i]) * 0x100000001b3ull;
+  memcpy(blob + sizeof blob - 8, &h, 8);
+  t = trainer(p, 0, 1);
+  s = rf_import(t, blob, sizeof blob);
+  EXPECT(s == RF_ERR_BLOB && strstr(rf_last_error(t), "MAC mismatch"), "garbage address, FNV checksum: %s '%s'",
+         rf_strerror(s), rf_last_error(t));
+  rf_close(t);
+}
+
+/* dialling another receiver's port is refused at once, not after a timeout */
+static void test_f9_wrong_port(void)
+{
+  const rf_plan *p = plan("glm_tiny_demo");
+  server s = serve(p, 0, 7);
+  rf_config c = {.plan = p, .role = RF_TRAINER, .rank = 0, .token = 7, .ucx_tls = "tcp", .timeout_ms = 8000};
+  rf_engine *t;
+  EXPECT(rf_open(&c, &t) == RF_OK, "open: %s", rf_last_error(t));
+  uint32_t other = p->recv[1].peer_count ? 1 : 2; /* a receiver rank 0 writes to, but not receiver 0 */
+  for (uint32_t r = 1; r < p->receivers; r++)
+    for (uint32_t k = 0; k < p->recv[r].peer_count; k++)
+      if (p->peers[p->recv[r].peer_first + k].trainer == 0) other = r;
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  rf_status st = rf_connect(t, other, "127.0.0.1", s.port);
+  EXPECT(st == RF_ERR_PEER && strstr(rf_last_error(t), "rejected"), "wrong receiver's port: %s '%s'", rf_strerror(st),
+         rf_last_error(t));
+  EXPECT(ms_since(&t0) < 2000, "the refusal took %llu ms (timeout 8000)", (unsigned long long)ms_since(&t0));
+  rf_close(t);
+  int rc = finish(&s);
+  EXPECT(rc == 0 && strstr(s.last_error, "asked for receiver"), "receiver exit %d, its record: '%s'", rc, s.last_error);
+}
+
+/* rf_wait(e, 0) waits the engine's timeout (it used to drop the push); rf_bind_src during a push
+ * is refused; a second trainer with its own progress thread waits thread-safely */
+static rf_engine *bound_trainer(const rf_plan *p, uint32_t rank, uint16_t port, int progress_thread, uint8_t **buf)
+{
+  rf_config c = {.plan = p, .role = RF_TRAINER, .rank = rank, .token = 9, .ucx_tls = "tcp", .timeout_ms = 5000,
+                 .skip_down = 1, .progress_thread = progress_thread};
+  rf_engine *t;
+  EXPECT(rf_open(&c, &t) == RF_OK, "open: %s", rf_last_error(t));
+  for (uint32_t i = 0; i < p->n_src; i++) {
+    size_t n = rf_src_bytes(t, i);
+    if (!n) continue;
+    buf[i] = calloc(1, n);
+    EXPECT(rf_bind_src(t, i, buf[i], n) == RF_OK, "bind: %s", rf_last_error(t));
+  }
+  EXPECT(rf_connect(t, 0, "127.0.0.1", port) == RF_OK, "connect: %s", rf_last_error(t));
+  return t;
+}
+
+static void test_f9_wait_zero_and_bind_during_push(void)
+{
+  const rf_plan *p = plan("qwen3_tiny_tp2"); /* 2 trainer ranks, both write to receivers 0 and 1 */
+  server s = serve_arming(p, 0, 9, 700);     /* receiver 0 only; it arms version 1 after 700 ms */
+  uint8_t *buf0[256] = {0}, *buf1[256] = {0};
+  if (p->n_src > 256 || p->trainers != 2) return;
+  rf_engine *t0 = bound_trainer(p, 0, s.port, 0, buf0), *t1 = bound_trainer(p, 1, s.port, 1, buf1);
+  EXPECT(rf_push(t1, 1, NULL) == RF_OK, "push rank 1: %s", rf_last_error(t1));
+  EXPECT(rf_push(t0, 1, NULL) == RF_OK, "push rank 0: %s", rf_last_error(t0));
+  uint32_t first = 0;
+  while (first < p->n_src && !buf0[first]) first++;
+  rf_status b = rf_bind_src(t0, first, buf0[first], rf_src_bytes(t0, first));
+  EXPECT(b == RF_ERR_STATE && strstr(rf_last_error(t0), "during the push"), "rf_bind_src during a push: %s '%s'",
+         rf_strerror(b), rf_last_error(t0));
+  struct timespec start;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  rf_status w = rf_wait(t0, 0);
+  uint64_t took = ms_since(&start);
+  /* receiver 1 is not connected: skipped; receiver 0 armed after 700 ms and completed */
+  EXPECT(w == RF_PARTIAL && took >= 300, "rf_wait(e, 0): %s after %llu ms '%s'", rf_strerror(w), (unsigned long long)took,
+         rf_last_error(t0));
+  EXPECT(rf_wait(t1, 0) == RF_PARTIAL, "rank 1 (progress thread): %s", rf_last_error(t1));
+  rf_target_state ts;
+  EXPECT(rf_target_report(t0, 0, &ts) == RF_OK && ts.status == RF_TARGET_COMPLETE && ts.complete == 1,
+         "receiver 0: status %d complete %llu (%s)", ts.status, (unsigned long long)ts.complete, ts.reason);
+  EXPECT(rf_target_report(t0, 1, &ts) == RF_OK && ts.status == RF_TARGET_SKIPPED && strstr(ts.reason, "not connected"),
+         "receiver 1: status %d '%s'", ts.status, ts.reason);
+  EXPECT(rf_resume_version(t0) == 2, "resume version %llu", (unsigned long long)rf_resume_version(t0));
+  rf_close(t0);
+  rf_close(t1);
+  finish(&s);
+  for (uint32_t i = 0; i < 256; i++) free(buf0[i]), free(buf1[i]);
+}
+
+/* SipHash-2-4 test vector (key 00..0f, message 00..0e): the MAC is the published function */
+uint64_t rf__mac(const void *k, const void *data, size_t n);
+static void test_mac_vector(void)
+{
+  uint8_t key[16], msg[15];
+  for (int i = 0; i < 16; i++) key[i] = (uint8_t)i;
+  for (int i = 0; i < 15; i++) msg[i] = (uint8_t)i;
+  uint64_t m = rf__mac(key, msg, sizeof msg);
+  EXPECT(m == 0xa129ca6149be45e5ull, "siphash-2-4 of the reference vector: %016llx", (unsigned long long)m);
+}
+
 static const struct {
   const char *name;
   void (*fn)(void);
@@ -480,6 +630,10 @@ static const struct {
   {"corrupted and truncated blobs", test_bad_blobs},
   {"bad bindings", test_bad_bindings},
   {"NIC choice wins over UCX_NET_DEVICES in the environment", test_nic_choice_beats_env},
+  {"f9 NULL address, closed port, long ucx_tls, blob with a checksum but no MAC", test_f9_bad_arguments},
+  {"f9 another receiver's port: refused at once", test_f9_wrong_port},
+  {"f9 rf_wait(e, 0) waits the engine's timeout; rf_bind_src refused during a push", test_f9_wait_zero_and_bind_during_push},
+  {"the MAC is SipHash-2-4 (reference vector)", test_mac_vector},
 };
 
 int main(int argc, char **argv)
