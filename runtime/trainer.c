@@ -38,6 +38,7 @@ struct rf__target {
   int have_keys;
   uint32_t *wl, nw, wcur;  /* this rank's writes to this receiver (absolute ids, table order) */
   rf_status st;
+  int refused;             /* the receiver refused us (not a transport failure): do not retry */
   char why[256];
 };
 
@@ -396,6 +397,7 @@ static void on_msg(rf_engine *e, rf__target *t, const rf__hdr *h, const uint8_t 
     return;
   }
   if (t->conn == T_HELLO) {
+    if (h->type == RF__REJECT) t->refused = 1;
     if (h->type == RF__REJECT)
       return down(e, t, RF_ERR_PEER,
                   "rejected trainer rank %u (wrong receiver, port, token, plan or rank: the receiver's rf_last_error "
@@ -404,7 +406,8 @@ static void on_msg(rf_engine *e, rf__target *t, const rf__hdr *h, const uint8_t 
     rf__hdr want = *h;
     want.hash = e->p->layout_hash;
     want.mac = 0;
-    if (h->value != t->nonce_t || h->len || h->mac != rf__msg_mac(&e->token_key, &want, NULL))
+    if (h->value != t->nonce_t || h->len || h->mac != rf__msg_mac(&e->token_key, &want, NULL)) t->refused = 1;
+    if (t->refused)
       return down(e, t, RF_ERR_PEER,
                   "did not prove it is receiver %u of plan %s with this token (wrong port, token or plan)", t->recv,
                   e->p->name);
@@ -418,8 +421,10 @@ static void on_msg(rf_engine *e, rf__target *t, const rf__hdr *h, const uint8_t 
     if (rf__ucx_send(e, t->ep, &a, NULL) != RF_OK) down(e, t, RF_ERR_PEER, "sending AUTH: %s", e->err);
     return;
   }
-  if (h->type == RF__REJECT && t->conn == T_AUTH)
+  if (h->type == RF__REJECT && t->conn == T_AUTH) {
+    t->refused = 1;
     return down(e, t, RF_ERR_PEER, "rejected trainer rank %u's proof of the token (wrong token)", e->cfg.rank);
+  }
   if (h->mac != rf__msg_mac(&t->key, h, payload)) {
     e->ctr.ignored++;
     return;
@@ -480,12 +485,21 @@ static void events(rf_engine *e)
   }
 }
 
+/* connect and authenticate within timeout_ms. A connection the transport drops before the
+ * handshake ends (the listener was full: strangers hold a slot until their handshake deadline) is
+ * tried again; a receiver that refused us is not. */
 static rf_status connect_wait(rf_engine *e, rf__target *t)
 {
-  RF_CHECK(start_connect(e, t));
-  while (t->conn == T_HELLO || t->conn == T_AUTH) events(e);
-  if (t->conn != T_UP) return rf__fail(e, t->st ? t->st : RF_ERR_PEER, "%s", t->why);
-  return RF_OK;
+  uint64_t t0 = rf__now_ns();
+  for (;;) {
+    t->refused = 0;
+    RF_CHECK(start_connect(e, t));
+    while (t->conn == T_HELLO || t->conn == T_AUTH) events(e);
+    if (t->conn == T_UP) return RF_OK;
+    if (t->refused || t->st == RF_ERR_TIMEOUT || rf__past(t0, e->timeout_ms))
+      return rf__fail(e, t->st ? t->st : RF_ERR_PEER, "%s", t->why);
+    for (uint64_t w = rf__now_ns(); !rf__past(w, 50);) events(e); /* let the failed endpoint drain */
+  }
 }
 
 rf_status rf__trainer_connect(rf_engine *e, uint32_t recv, const char *ip, uint16_t port)

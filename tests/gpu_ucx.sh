@@ -14,6 +14,7 @@ python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.arg
 mkdir -p "$out/bin" "$out/lib" "$out/libs"
 cp -R "$tmp/x/libucx/include" "$tmp/x/libucx/etc" "$out/"
 cp "$tmp/x/libucx/bin/ucx_perftest" "$tmp/x/libucx/bin/ucx_info" "$out/bin/"
+chmod +x "$out/bin/"* # a zip archive keeps no file modes
 # the shared libraries and transport modules by soname only (the wheel stores .so, .so.0 and
 # .so.0.0.0 as three copies; configure links the .so.0 by path), no archives or cmake files
 (cd "$tmp/x/libucx/lib" && find . -name '*.so.0' | tar -cf - -T -) | (cd "$out/lib" && tar -xf -)

@@ -6,7 +6,7 @@
  *   stranger done BLOB RANKS BYTES  through the blob's worker address: DONE for version 1..4 from each
  *                                   rank in RANKS (comma list) with BYTES bytes each, with made-up
  *                                   sessions and MACs
- *   stranger garbage PORT N         N raw TCP clients (no UCX) that each send 64 random bytes
+ *   stranger garbage PORT N         N raw TCP clients (no UCX) that each send 64 bytes: zeros, ones, random
  * Prints one line "stranger: ..." and exits 0 when it could do what it was asked (a refusal by the
  * receiver is not a failure of the stranger). */
 #include <arpa/inet.h>
@@ -114,8 +114,9 @@ int main(int argc, char **argv)
       struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
       inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
       if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+        /* zeros, all ones and random bytes: UCX 1.13's listener aborts on 64 zero bytes */
         uint8_t junk[64];
-        for (size_t k = 0; k < sizeof junk; k++) junk[k] = (uint8_t)rand();
+        for (size_t k = 0; k < sizeof junk; k++) junk[k] = i % 3 == 0 ? 0 : i % 3 == 1 ? 0xff : (uint8_t)rand();
         if (write(fd, junk, sizeof junk) == (ssize_t)sizeof junk) sent++;
       }
       if (fd >= 0) close(fd);
