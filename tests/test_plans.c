@@ -3,10 +3,11 @@
  * destinations filled with bf16, fused tensors laid out as a slice of the global concatenation,
  * and the partial 128-row FP8 block of GLM's fused_qkv_a_proj; and for the trainer side: sources in
  * the trainer's dtype, fused 3-D experts chunked by FSDP2 into whole experts, per-expert modules
- * split row-wise, trainers without MTP layers. */
+ * split row-wise, trainers without MTP layers, DeepSeek-V3's MTP embedding and head. */
 #include <stdio.h>
 #include <string.h>
 
+#include "dsv3_tiny_mtp.h"
 #include "glm5_fp8_64x4_rep2.h"
 #include "glm_tiny_demo.h"
 #include "glm_tiny_rep2.h"
@@ -419,6 +420,10 @@ int main(void)
                                             "model.layers.3.mlp.shared_experts.up_proj.weight"};
   static const mtp_tensor glm_mtp[] = {{"model.layers.3.eh_proj.weight", 256, 512, 1},
                                        {"model.layers.3.self_attn.kv_b_proj.weight", 512, 128, 2}};
+  static const mtp_tensor dsv3_mtp[] = {{"model.layers.3.embed_tokens.weight", 1024, 256, 2},
+                                        {"model.layers.3.shared_head.head.weight", 1024, 256, 2},
+                                        {"model.layers.3.eh_proj.weight", 256, 512, 1},
+                                        {"model.layers.3.mlp.experts.3.down_proj.weight", 256, 256, 0}};
   static const char *const qkv[] = {"model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight",
                                     "model.layers.1.self_attn.v_proj.weight"};
   RUN("glm_tiny_rep2: HSDP offsets and slot sizes use the FSDP shard index and count", rep2_uses_shard_index(&rf_plan_glm_tiny_rep2));
@@ -446,6 +451,8 @@ int main(void)
       no_mtp_tensors(&rf_plan_glm5_fp8_64x4_rep2, 78));
   RUN("glm_tiny_demo: a trainer with the MTP layer sends it",
       mtp_tensors(&rf_plan_glm_tiny_demo, glm_mtp, 2));
+  RUN("dsv3_tiny_mtp: DeepSeek-V3's MTP layer has its own embed_tokens and shared_head.head",
+      mtp_tensors(&rf_plan_dsv3_tiny_mtp, dsv3_mtp, 4));
   RUN("qwen3_moe_tiny_ep2: fused experts [E, 2I, H] / [E, H, I], whole experts per FSDP2 chunk",
       fused_experts(&rf_plan_qwen3_moe_tiny_ep2, 1, 8, 128, 256));
   RUN("glm_tiny_demo: fused experts, 2 experts per FSDP2 chunk into 4 per EP rank",
@@ -453,6 +460,9 @@ int main(void)
   RUN("qwen3_moe_tiny_per_expert: per-expert modules split row-wise: gathered or shard by shard",
       per_expert(&rf_plan_qwen3_moe_tiny_per_expert, "model.layers.1.mlp.experts.5.gate_proj.weight",
                  "model.layers.1.mlp.experts.5.down_proj.weight"));
+  RUN("dsv3_tiny_mtp: per-expert modules of 256 rows go shard by shard",
+      per_expert(&rf_plan_dsv3_tiny_mtp, "model.layers.0.self_attn.kv_a_proj_with_mqa.weight",
+                 "model.layers.2.mlp.experts.3.up_proj.weight"));
   RUN("qwen3_moe_tiny_bf16: fused bf16 experts are whole-row copies of each rank's chunk",
       fused_experts_direct(&rf_plan_qwen3_moe_tiny_bf16, "model.layers.0.mlp.experts.gate_up_proj"));
   printf("%d passed, %d failed\n", passed, failed);
