@@ -4,4 +4,5 @@
 int rf_cmd_demo(int argc, char **argv);
 int rf_cmd_nics(int argc, char **argv);
 int rf_cmd_plan(int argc, char **argv);
+int rf_cmd_import_hf(int argc, char **argv);
 #endif

@@ -1,4 +1,4 @@
-/* refit: command-line entry. `refit demo`, `refit nics`, `refit plan`. */
+/* refit: command-line entry. `refit demo`, `refit nics`, `refit plan`, `refit import-hf`. */
 #include <stdio.h>
 #include <string.h>
 
@@ -11,6 +11,7 @@ static const struct {
   {"demo", "loopback demo: trainers push versions of the tiny GLM plan into receivers", rf_cmd_demo},
   {"nics", "show the NICs chosen for each GPU and why others were skipped", rf_cmd_nics},
   {"plan", "predicted update time of a plan at cluster scale", rf_cmd_plan},
+  {"import-hf", "write models/N.lua from a Hugging Face config.json (CONFIG.json --name N)", rf_cmd_import_hf},
 };
 
 int main(int argc, char **argv)
@@ -21,6 +22,6 @@ int main(int argc, char **argv)
         return cmds[i].fn(argc - 1, argv + 1);
   fprintf(stderr, "usage: refit <command> [options]\n");
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-    fprintf(stderr, "  %-6s %s\n", cmds[i].name, cmds[i].help);
+    fprintf(stderr, "  %-9s %s\n", cmds[i].name, cmds[i].help);
   return 2;
 }

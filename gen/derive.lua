@@ -1,18 +1,22 @@
--- derive.lua: run a model's family to list the source (HF) tensors and the destination tensors
--- (engine kernel format) of every GPU of one replica (position q: TP rank q % tp, EP rank q), with the segments that place source
--- rows into each destination.
+-- derive.lua: run a model's family to list the source tensors (the trainer's parameters, HF
+-- transformers names, in the dtype and shape the plan's trainer section gives) and the destination
+-- tensors (engine kernel format) of every GPU of one replica (position q: TP rank q % tp, EP rank
+-- q), with the segments that place source rows into each destination.
 --
--- A destination is items x [item_rows, cols] row-major (items = local experts, or 1). A segment
--- copies source rows [srow0, +srows), cols [scol0, +cols) to rows [irow0, +srows) of item `item`.
+-- A source is addressed as a 2-D view [rows, cols] (cols = last dim). A destination part is a view
+-- of rows of a source: the whole tensor, or one expert's gate/up/down rows of a fused [E, 2I, H] /
+-- [E, H, I] tensor. A destination is items x [item_rows, cols] row-major (items = local experts, or
+-- 1). A segment copies source rows [srow0, +srows), cols [scol0, +cols) to rows [irow0, +srows) of
+-- item `item`.
 local U = require("util")
 local L = require("load")
 local D = {}
 
 local BLOCK = U.BLOCK
 
-local function check_shape(site, name, shape)
-  if type(shape) ~= "table" or #shape < 1 or #shape > 2 then
-    U.fail(site, "tensor '%s': shape must have 1 or 2 dimensions", name)
+local function check_shape(site, name, shape, max_dims)
+  if type(shape) ~= "table" or #shape < 1 or #shape > max_dims then
+    U.fail(site, "tensor '%s': shape must have 1 to %d dimensions", name, max_dims)
   end
   for i, v in ipairs(shape) do
     if math.type(v) ~= "integer" or v < 1 then
@@ -26,7 +30,7 @@ local function resolve_dtype(spec, parts, plan, site)
   if dt == "weight" then
     if not plan.quant.fp8 then return "bf16" end
     for _, p in ipairs(parts) do
-      if not p.src.fp8 then return "bf16" end
+      if not p.view.src.fp8 then return "bf16" end
     end
     for _, pat in ipairs(plan.quant.exclude) do
       if spec.name:find(pat) then return "bf16" end
@@ -44,7 +48,7 @@ local function part_range(spec, part, len, r, tp, site)
   if spec.split == "rep" or tp == 1 then return 0, len end
   if part.heads then
     local h = part.heads
-    if len % h ~= 0 then U.fail(site, "tensor '%s': %d rows are not %d heads", part.src.name, len, h) end
+    if len % h ~= 0 then U.fail(site, "tensor '%s': %d rows are not %d heads", part.view.name, len, h) end
     if h % tp == 0 then return r * (len // tp), len // tp end
     if part.replicate and tp % h == 0 then
       local head = r * h // tp
@@ -73,7 +77,7 @@ local function items_of(spec, r, tp, ep, site, ep_rank)
     end
     for e = first, first + n - 1 do
       local parts = {}
-      for i, p in ipairs(spec.parts) do parts[i] = { src = p.by_expert[e + 1], heads = p.heads } end
+      for i, p in ipairs(spec.parts) do parts[i] = { view = p.by_expert[e + 1], heads = p.heads } end
       groups[#groups + 1] = parts
     end
   else
@@ -84,12 +88,13 @@ local function items_of(spec, r, tp, ep, site, ep_rank)
   for _, parts in ipairs(groups) do
     local segs = {}
     for _, p in ipairs(parts) do
-      local s = p.src
-      local seg = { src = s, srow0 = 0, srows = s.rows, scol0 = 0, scols = s.cols }
+      local v = p.view
+      local seg = { src = v.src, name = v.name, srow0 = v.row0, srows = v.rows, scol0 = 0, scols = v.cols }
       if spec.split == "row" then
-        seg.scol0, seg.scols = part_range(spec, p, s.cols, r, split_tp, site)
+        seg.scol0, seg.scols = part_range(spec, p, v.cols, r, split_tp, site)
       else
-        seg.srow0, seg.srows = part_range(spec, p, s.rows, r, split_tp, site)
+        local a, n = part_range(spec, p, v.rows, r, split_tp, site)
+        seg.srow0, seg.srows = v.row0 + a, n
       end
       segs[#segs + 1] = seg
     end
@@ -102,8 +107,12 @@ function D.derive(plan)
   local m = plan.__model
   local tp, ep = plan.inference.tp, plan.inference.ep
   local size = plan.inference.size -- GPUs per replica: tp, or ep with data-parallel attention
+  local tr = plan.trainer
   local srcs, by_name, specs = {}, {}, {}
-  local layer = nil
+  local expert_views = {} -- ["prefix.e.part"] = view of one expert's rows
+  local kept = {}         -- destinations of MTP layers the trainer does not have: left as they are
+  local layer, in_mtp, has_mtp = nil, false, false
+  local except_used = {}
   local T = {}
 
   function T.need(t, fields, min)
@@ -113,43 +122,102 @@ function D.derive(plan)
     L.need(t, spec)
   end
   function T.fail(fmt, ...) U.fail(m.__site, "model '%s': " .. fmt, m.name, ...) end
-  function T.layer(l) layer = l end
+  -- T.layer(l, mtp): what follows belongs to decoder layer l (nil: outside the layers); mtp marks a
+  -- multi-token-prediction layer, which only a trainer with trainer.mtp = true holds.
+  function T.layer(l, mtp) layer, in_mtp = l, mtp or false end
+
+  -- The dtype the trainer holds a parameter in: the first dtype_except pattern that matches its
+  -- name, else the family's fixed dtype (e.g. an fp32 router bias), else trainer.dtype.
+  local function src_dtype(name, fixed, site)
+    for k, e in ipairs(tr.dtype_except) do
+      local ok, hit = pcall(string.find, name, e[1])
+      if not ok then
+        U.fail(e.site, "plan '%s': trainer.dtype_except[%d]: bad Lua pattern '%s' (%s)", plan.name, k, e[1],
+          tostring(hit):gsub("^.-:%d+: ", ""))
+      end
+      if hit then except_used[k] = true; return e[2] end
+    end
+    if fixed ~= nil and (not U.dtypes[fixed] or fixed == "fp8") then
+      U.fail(site, "tensor '%s': unknown dtype '%s' (bf16 or fp32)", name, tostring(fixed))
+    end
+    return fixed or tr.dtype
+  end
 
   local function add_src(name, shape, opts, site, role)
     opts = opts or {}
-    check_shape(site, name, shape)
+    check_shape(site, name, shape, 3)
     if by_name[name] then
       U.fail(site, "duplicate tensor '%s' (first declared at %s:%d)", name, by_name[name].site.file,
         by_name[name].site.line)
     end
-    local dt = opts.dtype or "bf16"
-    if not U.dtypes[dt] or dt == "fp8" then
-      U.fail(site, "tensor '%s': unknown dtype '%s' (bf16 or fp32)", name, tostring(dt))
-    end
+    local rows = shape[1]
+    for k = 2, #shape - 1 do rows = rows * shape[k] end
     local s = {
-      id = #srcs, name = name, shape = shape, rows = shape[1], cols = shape[2] or 1,
-      dtype = dt, fp8 = opts.fp8 or false, layer = layer, expert = opts.expert, site = site,
-      role = role or name:gsub("^model%.layers%.%d+%.", ""),
+      name = name, shape = shape, rows = rows, cols = #shape > 1 and shape[#shape] or 1,
+      dtype = src_dtype(name, opts.dtype, site), fp8 = opts.fp8 or false, layer = layer, site = site,
+      role = role or name:gsub("^model%.layers%.%d+%.", ""), mtp = in_mtp,
     }
-    srcs[#srcs + 1] = s
+    s.view = { src = s, name = name, row0 = 0, rows = s.rows, cols = s.cols, shape = shape }
     by_name[name] = s
+    if in_mtp then has_mtp = true end
+    if in_mtp and not tr.mtp then
+      s.absent = true -- not in the trainer: destinations that read it are kept
+    else
+      s.id = #srcs
+      srcs[#srcs + 1] = s
+    end
     return s
   end
 
   function T.src(name, shape, opts) add_src(name, shape, opts, U.site(2)) end
 
-  -- Experts prefix.<e>.<part> for e in [0, E), in checkpoint order (expert-major).
+  -- The experts prefix.<e>.<part> for e in [0, E). parts = { { name, shape, fused = fused_name }, ... }.
+  -- trainer.experts "per_expert" (transformers 4.x modules): one tensor per expert and part, in
+  -- checkpoint order (expert-major). "fused" (transformers >= 5): one tensor per fused name, parts
+  -- of that name stacked along dim 1 in order: prefix.<fused> [E, sum of their rows, cols].
   function T.expert_srcs(prefix, E, parts, opts)
     local site = U.site(2)
     local role_prefix = prefix:gsub("^model%.layers%.%d+%.", "")
+    local o = { fp8 = opts and opts.fp8, dtype = opts and opts.dtype }
+    if tr.experts == "per_expert" then
+      for e = 0, E - 1 do
+        for _, part in ipairs(parts) do
+          local name = ("%s.%d.%s"):format(prefix, e, part[1])
+          local src = add_src(name, part[2], o, site, role_prefix .. "." .. part[1])
+          src.expert, expert_views[name] = true, src.view
+        end
+      end
+      return
+    end
+    local fused, order = {}, {}
+    for _, part in ipairs(parts) do
+      local f = part.fused
+      if type(f) ~= "string" then U.fail(site, "expert part '%s' of '%s': missing field 'fused'", part[1], prefix) end
+      check_shape(site, prefix .. "." .. part[1], part[2], 2)
+      local g = fused[f]
+      if not g then g = { rows = 0, cols = part[2][2] }; fused[f] = g; order[#order + 1] = f end
+      if part[2][2] ~= g.cols then
+        U.fail(site, "expert part '%s' has %d columns, '%s' has %d", part[1], part[2][2], f, g.cols)
+      end
+      part.off, g.rows = g.rows, g.rows + part[2][1]
+    end
+    for _, f in ipairs(order) do
+      local g = fused[f]
+      g.src = add_src(prefix .. "." .. f, { E, g.rows, g.cols }, o, site)
+      g.src.expert = true
+    end
     for e = 0, E - 1 do
       for _, part in ipairs(parts) do
-        local o = { fp8 = opts and opts.fp8, dtype = opts and opts.dtype, expert = e }
-        add_src(("%s.%d.%s"):format(prefix, e, part[1]), part[2], o, site, role_prefix .. "." .. part[1])
+        local g = fused[part.fused]
+        expert_views[("%s.%d.%s"):format(prefix, e, part[1])] = { src = g.src, row0 = e * g.rows + part.off,
+          rows = part[2][1], cols = g.cols, shape = part[2],
+          name = ("%s[%d] (%s)"):format(g.src.name, e, part[1]) }
       end
     end
   end
 
+  -- A destination every part of which the trainer holds is derived; one reading a part of an MTP
+  -- layer the trainer lacks is kept as the engine has it.
   local function add_spec(name, spec, site)
     if spec.split ~= "col" and spec.split ~= "row" and spec.split ~= "rep" then
       U.fail(site, "tensor '%s': split must be col, row or rep", name)
@@ -158,6 +226,13 @@ function D.derive(plan)
       U.fail(site, "tensor '%s': missing field 'parts'", name)
     end
     spec.name, spec.site, spec.layer = name, site, layer
+    for _, p in ipairs(spec.parts) do
+      if p.view.src.absent then
+        spec.kept_dtype = resolve_dtype(spec, spec.parts, plan, site)
+        kept[#kept + 1] = spec
+        return
+      end
+    end
     specs[#specs + 1] = spec
   end
 
@@ -168,7 +243,7 @@ function D.derive(plan)
       if type(p) == "string" then p = { src = p } end
       local s = by_name[p.src]
       if not s then U.fail(site, "tensor '%s': unknown source tensor '%s'", name, tostring(p.src)) end
-      parts[i] = { src = s, heads = p.heads, replicate = p.replicate }
+      parts[i] = { view = s.view, heads = p.heads, replicate = p.replicate }
     end
     spec.parts = parts
     add_spec(name, spec, site)
@@ -180,11 +255,11 @@ function D.derive(plan)
     for i, pname in ipairs(spec.parts or {}) do
       local by = {}
       for e = 0, E - 1 do
-        local s = by_name[("%s.%d.%s"):format(prefix, e, pname)]
-        if not s then U.fail(site, "tensor '%s': unknown source tensor '%s.%d.%s'", name, prefix, e, pname) end
-        by[e + 1] = s
+        local v = expert_views[("%s.%d.%s"):format(prefix, e, pname)]
+        if not v then U.fail(site, "tensor '%s': unknown source tensor '%s.%d.%s'", name, prefix, e, pname) end
+        by[e + 1] = v
       end
-      parts[i] = { src = by[1], by_expert = by }
+      parts[i] = { view = by[1], by_expert = by }
     end
     spec.parts, spec.expert, spec.experts = parts, true, E
     add_spec(name, spec, site)
@@ -192,6 +267,15 @@ function D.derive(plan)
 
   local ok, err = pcall(m.__family.build, m, T, plan.engine)
   if not ok then error(err, 0) end
+  for k, e in ipairs(tr.dtype_except) do
+    if not except_used[k] then
+      U.fail(e.site, "plan '%s': trainer.dtype_except[%d] pattern '%s' matches no tensor of model '%s'", plan.name, k,
+        e[1], m.name)
+    end
+  end
+  if tr.mtp and not has_mtp then
+    U.fail(plan.__site, "plan '%s': trainer.mtp is true but model '%s' has no MTP layers", plan.name, m.name)
+  end
 
   -- Expand every destination on every TP rank; scale tensors follow their weight.
   local dsts = {}
@@ -211,18 +295,18 @@ function D.derive(plan)
       for k, seg in ipairs(items[1]) do
         local c = seg.scols
         if cols and c ~= cols then
-          U.fail(site, "tensor '%s': part '%s' has %d columns, part 1 has %d", spec.name, seg.src.name, c, cols)
+          U.fail(site, "tensor '%s': part '%s' has %d columns, part 1 has %d", spec.name, seg.name, c, cols)
         end
         cols = c
         seg.irow0 = item_rows
         item_rows = item_rows + seg.srows
         if dt == "fp8" and k < #items[1] and seg.srows % BLOCK ~= 0 then
           U.fail(site, "tensor '%s': fp8 part '%s' has %d rows per rank, not a multiple of %d "
-            .. "(a 128x128 block would straddle two parts)", spec.name, seg.src.name, seg.srows, BLOCK)
+            .. "(a 128x128 block would straddle two parts)", spec.name, seg.name, seg.srows, BLOCK)
         end
         if dt == "fp8" and split_tp > 1 and spec.split == "col" and seg.srows % BLOCK ~= 0 then
           U.fail(site, "tensor '%s': fp8 with tp %d gives %d rows per rank from '%s', not a multiple of %d",
-            spec.name, tp, seg.srows, seg.src.name, BLOCK)
+            spec.name, tp, seg.srows, seg.name, BLOCK)
         end
         if dt == "fp8" and split_tp > 1 and spec.split == "row" and seg.scols % BLOCK ~= 0 then
           U.fail(site, "tensor '%s': fp8 with tp %d gives %d columns per rank, not a multiple of %d",
@@ -233,7 +317,7 @@ function D.derive(plan)
         local off = 0
         for _, seg in ipairs(items[j]) do seg.irow0 = off; off = off + seg.srows end
       end
-      local one_d = #items[1][1].src.shape == 1
+      local one_d = #spec.parts[1].view.shape == 1
       local shape
       if spec.expert then shape = { #items, item_rows, cols }
       elseif one_d then shape = { item_rows }
@@ -302,7 +386,8 @@ function D.derive(plan)
         qk_nope = dv.qk_nope, v_head = dv.v_head, kv_lora = dv.kv_lora, tp_rank = d.tp_rank, layer = d.layer }
     end
   end
-  return { srcs = srcs, dsts = dsts, specs = specs, src_by_name = by_name, derived = derived, refresh = refresh }
+  return { srcs = srcs, dsts = dsts, specs = specs, src_by_name = by_name, derived = derived, refresh = refresh,
+    kept = kept, has_mtp = has_mtp }
 end
 
 return D

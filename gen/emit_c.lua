@@ -4,7 +4,7 @@ local E = {}
 
 local NONE = 0xFFFFFFFF
 local GLOBAL_LAYER = 0xFFFF
-local TRAVEL = { expert = 1, shard = 2, gather = 3 }
+local TRAVEL = { shard = 2, gather = 3 }
 
 -- Flatten the derived model and packed plan into the rows of every C table, in emission order.
 function E.tables(plan, model, packed)
@@ -12,7 +12,8 @@ function E.tables(plan, model, packed)
   t.src = {}
   for i, s in ipairs(model.srcs) do
     t.src[i] = { s.name, s.rows, s.cols, s.chunk, s.travel == "shard" and NONE or s.shard,
-      s.layer or GLOBAL_LAYER, U.dtypes[s.dtype].id, TRAVEL[s.travel] }
+      s.layer or GLOBAL_LAYER, U.dtypes[s.dtype].id, TRAVEL[s.travel], #s.shape, s.shape[1], s.shape[2] or 0,
+      s.shape[3] or 0 }
   end
   t.dst = {}
   for i, d in ipairs(model.dsts) do
@@ -100,7 +101,8 @@ function E.emit(plan, t, hash, header_line)
   local id = plan.name
   local c = { header_line, ('#include "%s.h"\n\n'):format(id) }
   rows(c, "src", "rf_src_tensor", t.src, function(i, r)
-    return ("  /* %d */ {%s, %d, %d, %d, %d, %d, %d, %d},\n"):format(i, cstr(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8])
+    return ("  /* %d */ {%s, %d, %d, %d, %d, %d, %d, %d, %d, {%d, %d, %d}},\n"):format(i, cstr(r[1]), r[2], r[3], r[4],
+      r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12])
   end)
   rows(c, "dst", "rf_dst_tensor", t.dst, function(i, r)
     return ("  /* %d */ {%s, {%d, %d, %d}, %d, %d, %d, %d, %d},\n"):format(i, cstr(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])

@@ -89,6 +89,21 @@ function R.report(plan, model, packed, f, hash)
   add("trainer_bytes_max_over_mean: %.3f", f.trainer_imbalance)
   add("")
   add("trainer: fsdp %d x dp_replicate %d = %d ranks", tr.fsdp, tr.dp_replicate, tr.fsdp * tr.dp_replicate)
+  local except = {}
+  for _, e in ipairs(tr.dtype_except) do except[#except + 1] = ("'%s' %s"):format(e[1], e[2]) end
+  add("trainer_dtype: %s%s", tr.dtype, #except > 0 and (" (except " .. table.concat(except, ", ") .. ")") or "")
+  local has_experts = false
+  for _, s in ipairs(model.srcs) do has_experts = has_experts or s.expert or false end
+  if has_experts then
+    add("trainer_experts: %s", tr.experts == "fused"
+      and "fused (transformers >= 5: mlp.experts.gate_up_proj [E, 2I, H], down_proj [E, H, I]; FSDP2 shards whole experts)"
+      or "per_expert (transformers 4.x: mlp.experts.<e>.*_proj.weight, FSDP2 shards each one row-wise)")
+  end
+  if model.has_mtp then
+    add("trainer_mtp: %s", tr.mtp and "yes (the trainer holds the MTP layers)"
+      or (#model.kept > 0 and "no (transformers does not load MTP layers): the engine's drafter keeps its weights, see kept"
+        or "no (transformers does not load MTP layers), nor has the engine"))
+  end
   add("inference: tp %d, ep %d%s, %d replicas of %d GPUs = %d receivers", inf.tp, inf.ep,
     inf.ep > inf.tp and (" (attention data-parallel x%d)"):format(inf.ep // inf.tp) or "", inf.replicas, inf.size,
     inf.size * inf.replicas)
@@ -118,23 +133,35 @@ function R.report(plan, model, packed, f, hash)
     tm.worst_receiver)
 
   -- How sources travel, and which are gathered because a shard cut would split an FP8 block.
-  local by = { expert = { n = 0, b = 0 }, shard = { n = 0, b = 0 }, small = { n = 0, b = 0 }, unaligned = { n = 0, b = 0 } }
+  local by = { shard = { n = 0, b = 0 }, small = { n = 0, b = 0 }, unaligned = { n = 0, b = 0 } }
+  local ex = { shard = { n = 0, b = 0 }, gather = { n = 0, b = 0 } }
   local unaligned_roles, role_order = {}, {}
+  local gathered_on = {}
+  for k = 0, tr.fsdp - 1 do gathered_on[k] = 0 end
   for _, s in ipairs(model.srcs) do
     local k = s.travel == "gather" and s.why or s.travel
     by[k].n, by[k].b = by[k].n + 1, by[k].b + s.bytes
+    if s.expert then ex[s.travel].n, ex[s.travel].b = ex[s.travel].n + 1, ex[s.travel].b + s.bytes end
+    if s.travel == "gather" then gathered_on[s.shard] = gathered_on[s.shard] + s.bytes end
     if s.why == "unaligned" then
       if not unaligned_roles[s.role] then unaligned_roles[s.role] = 0; role_order[#role_order + 1] = s.role end
       unaligned_roles[s.role] = unaligned_roles[s.role] + 1
     end
   end
   add("")
-  add("travel (source tensors, checkpoint bytes):")
-  add("  expert     %7d  %s", by.expert.n, U.human(by.expert.b))
+  add("travel (source tensors, trainer bytes):")
   add("  shard      %7d  %s", by.shard.n, U.human(by.shard.b))
   add("  gathered   %7d  %s  (below gather_below or shard_min_piece)", by.small.n, U.human(by.small.b))
   add("  gathered   %7d  %s  (shard cut inside an fp8 block)", by.unaligned.n, U.human(by.unaligned.b))
   for _, role in ipairs(role_order) do add("    %s x%d", role, unaligned_roles[role]) end
+  if has_experts then
+    add("  experts: %d tensors shard by shard (%s), %d gathered (%s)", ex.shard.n, U.human(ex.shard.b), ex.gather.n,
+      U.human(ex.gather.b))
+  end
+  local most = 0
+  for k = 1, tr.fsdp - 1 do if gathered_on[k] > gathered_on[most] then most = k end end
+  add("gathered_bytes_per_version: %d (%s), assembled whole on their shard before each push; most on shard %d: %s",
+    by.small.b + by.unaligned.b, U.human(by.small.b + by.unaligned.b), most, U.human(gathered_on[most]))
 
   -- Destination tensors of TP rank 0 (other ranks differ only in their slices), layers collapsed.
   add("")
@@ -162,6 +189,27 @@ function R.report(plan, model, packed, f, hash)
     elseif rg.first == rg.last then add("  layer %d:", rg.first)
     else add("  layers %d-%d (%d):", rg.first, rg.last, rg.last - rg.first + 1) end
     for _, line in ipairs(rg.lines) do L[#L + 1] = line end
+  end
+
+  if #model.kept > 0 then
+    add("")
+    add("kept: the engine's MTP drafter tensors, which a trainer without MTP layers cannot write; they keep their")
+    add("old values on every receiver position (%d names):", #model.kept)
+    local by_l, ls = {}, {}
+    for _, spec in ipairs(model.kept) do
+      local k = spec.layer or -1
+      if not by_l[k] then by_l[k] = {}; ls[#ls + 1] = k end
+      local l = by_l[k]
+      l[#l + 1] = spec
+    end
+    for _, k in ipairs(ls) do
+      add(k == -1 and "  global:" or ("  layer %d:"):format(k))
+      for _, spec in ipairs(by_l[k]) do
+        add("    %-52s %s%s", spec.name:gsub("^model%.layers%.%d+%.", ""),
+          spec.kept_dtype == "fp8" and "fp8 (+ weight_scale_inv fp32)" or spec.kept_dtype,
+          spec.derived and " (+ the engine's derived W_UK_T, W_UV)" or "")
+      end
+    end
   end
 
   if #model.refresh > 0 then

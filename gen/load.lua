@@ -109,6 +109,47 @@ function M.model(name, from)
   return m
 end
 
+-- The trainer section beyond its ranks: what the trainer's modules hold. Defaults are those of
+-- FSDP2 over transformers >= 5 with fp32 master weights: fp32 parameters, fused 3-D experts, no
+-- MTP layers (transformers does not load them).
+local TRAINER_FIELDS = { "fsdp", "dp_replicate", "dtype", "dtype_except", "experts", "mtp" }
+local function one_of(t, name, allowed)
+  local v = t[name]
+  for _, a in ipairs(allowed) do if v == a then return end end
+  U.fail(field_site(t.__site, name), "%s '%s': field '%s' must be '%s', got %s", t.__kind, t.name, name,
+    table.concat(allowed, "' or '"), type(v) == "string" and ("'" .. v .. "'") or tostring(v))
+end
+
+function M.trainer(t)
+  for _, k in ipairs(U.sorted_keys(t)) do
+    local known = type(k) ~= "string" or k:sub(1, 2) == "__" or k == "name"
+    for _, f in ipairs(TRAINER_FIELDS) do known = known or k == f end
+    if not known then
+      U.fail(field_site(t.__site, k), "%s '%s': unknown field '%s' (known: %s)", t.__kind, t.name, k,
+        table.concat(TRAINER_FIELDS, ", "))
+    end
+  end
+  t.dtype = t.dtype or "fp32"
+  t.experts = t.experts or "fused"
+  if t.mtp == nil then t.mtp = false end
+  t.dtype_except = t.dtype_except or {}
+  one_of(t, "dtype", { "fp32", "bf16" })
+  one_of(t, "experts", { "fused", "per_expert" })
+  if type(t.mtp) ~= "boolean" then
+    U.fail(field_site(t.__site, "mtp"), "%s '%s': field 'mtp' must be a boolean, got %s", t.__kind, t.name, type(t.mtp))
+  end
+  local site = field_site(t.__site, "dtype_except")
+  if type(t.dtype_except) ~= "table" then
+    U.fail(site, "%s '%s': field 'dtype_except' must be a list of { pattern, dtype }", t.__kind, t.name)
+  end
+  for k, e in ipairs(t.dtype_except) do
+    if type(e) ~= "table" or type(e[1]) ~= "string" or (e[2] ~= "fp32" and e[2] ~= "bf16") or #e ~= 2 then
+      U.fail(site, "%s '%s': dtype_except[%d] must be { pattern, 'fp32' or 'bf16' }", t.__kind, t.name, k)
+    end
+    e.site = site
+  end
+end
+
 function M.plan(path)
   local p = run_file(path, "plan")
   if type(p) ~= "table" or p.__kind ~= "plan" then U.fail({ file = path, line = 1 }, "must return plan { ... }") end
@@ -121,6 +162,7 @@ function M.plan(path)
   t.dp_replicate = t.dp_replicate or 1
   i.ep = i.ep or 1
   M.need(t, { { "fsdp", "int" }, { "dp_replicate", "int" } })
+  M.trainer(t)
   M.need(i, { { "tp", "int" }, { "ep", "int" }, { "replicas", "int" } })
   -- ep 1: experts split by TP; ep = tp: whole experts per TP rank; ep = k*tp: data-parallel
   -- attention over k groups of tp GPUs, experts spread over all ep GPUs of the replica.

@@ -27,8 +27,8 @@ printf '\nbuild build/obj/libplans.a: ar build/obj/gen/plans.o'
 for p in $plans; do printf ' $\n    build/obj/gen/%s.o' "$p"; done
 printf '\n# ninja reports: copy the generated reports and pictures over the committed ones\nbuild reports: phony'
 for p in $plans; do printf ' $\n    models/reports/%s.txt models/reports/%s.svg' "$p" "$p"; done
-printf '\nbuild build/log/gen.log: run_tests tests/test_gen.sh'
+printf '\nbuild build/log/gen.log: run_tests tests/test_gen.sh tests/test_import_hf.sh'
 for p in $plans; do printf ' $\n    build/gen/%s_check' "$p"; done
-printf ' $\n    build/test_plans | FORCE build/refit tests/run tests/gen_bad/models/families/bad_family.lua'
+printf ' $\n    build/test_plans | FORCE build/refit tests/run tests/gen_bad/models/families/bad_family.lua gen/import_hf.lua'
 for p in $plans; do printf ' $\n    build/gen/%s.txt build/gen/%s.svg' "$p" "$p"; done
 echo

@@ -35,17 +35,16 @@ local function unaligned_cut(s, uses, chunk, fsdp)
   return nil
 end
 
+-- FSDP2 shards every parameter on dim 0 as torch.chunk does (ceil(dim 0 / fsdp) per shard, trailing
+-- shards short or empty): fused experts [E, 2I, H] into whole experts, per-expert modules row-wise
+-- like any linear. chunk is that share in 2-D view rows.
 local function decide_travel(plan, srcs, uses)
   local fsdp = plan.trainer.fsdp
-  local E = plan.__model.experts
-  local counts = { expert = 0, shard = 0, gather_small = 0, gather_unaligned = 0 }
+  local counts = { shard = 0, gather_small = 0, gather_unaligned = 0 }
   for _, s in ipairs(srcs) do
-    s.chunk = U.ceil_div(s.rows, fsdp)
+    s.chunk = U.ceil_div(s.shape[1], fsdp) * (s.rows // s.shape[1])
     s.bytes = s.rows * s.cols * U.dtypes[s.dtype].size
-    if s.expert then
-      s.travel, s.shard = "expert", s.expert // U.ceil_div(E, fsdp)
-      counts.expert = counts.expert + 1
-    elseif s.bytes < plan.gather_below or fsdp == 1 or s.chunk * s.cols * U.dtypes[s.dtype].size < plan.shard_min_piece then
+    if s.bytes < plan.gather_below or fsdp == 1 or s.chunk * s.cols * U.dtypes[s.dtype].size < plan.shard_min_piece then
       -- small tensors, and tensors whose per-shard pieces would be too small to be worth a write each
       s.travel, s.why = "gather", "small"
       counts.gather_small = counts.gather_small + 1

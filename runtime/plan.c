@@ -29,7 +29,8 @@ uint64_t rf_plan_hash(const rf_plan *p)
     const rf_src_tensor *t = &p->src[i];
     h = mix_str(h, t->name);
     MIX(h, t->rows); MIX(h, t->cols); MIX(h, t->shard_rows); MIX(h, t->shard);
-    MIX(h, t->layer); MIX(h, t->dtype); MIX(h, t->travel);
+    MIX(h, t->layer); MIX(h, t->dtype); MIX(h, t->travel); MIX(h, t->ndim);
+    MIX(h, t->shape[0]); MIX(h, t->shape[1]); MIX(h, t->shape[2]);
   }
   for (uint32_t i = 0; i < p->n_dst; i++) {
     const rf_dst_tensor *t = &p->dst[i];

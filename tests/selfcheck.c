@@ -89,6 +89,40 @@ static void check_dst_shapes(const rf_plan *p)
   report("dtype x shape = bytes; scales are [ceil(r/128), ceil(c/128)] per TP/EP piece", bad);
 }
 
+/* Each source's 2-D view and FSDP2 chunk follow from its shape (refit_plan.h): cols the last dim,
+ * rows the product of the others ([n] is [n, 1]), shard_rows = ceil(shape[0]/fsdp) whole dim-0
+ * slices; bf16 or fp32; a gathered tensor has a designated shard, a sharded one none. */
+static void check_src_shapes(const rf_plan *p)
+{
+  long bad = 0;
+  for (uint32_t i = 0; i < p->n_src; i++) {
+    const rf_src_tensor *s = &p->src[i];
+    int64_t rows = 1, cols = 1;
+    int ok = s->ndim >= 1 && s->ndim <= 3;
+    for (int k = 0; ok && k < 3; k++) ok = k < s->ndim ? s->shape[k] > 0 : s->shape[k] == 0;
+    if (!ok) {
+      BAD("src %u '%s': ndim %u, shape [%" PRId64 ", %" PRId64 ", %" PRId64 "]", i, s->name, s->ndim, s->shape[0],
+          s->shape[1], s->shape[2]);
+      continue;
+    }
+    if (s->ndim == 1) rows = s->shape[0];
+    else {
+      for (int k = 0; k < s->ndim - 1; k++) rows *= s->shape[k];
+      cols = s->shape[s->ndim - 1];
+    }
+    if (s->rows != rows || s->cols != cols)
+      BAD("src %u '%s': view [%" PRId64 ", %" PRId64 "], its shape gives [%" PRId64 ", %" PRId64 "]", i, s->name, s->rows,
+          s->cols, rows, cols);
+    if (s->shard_rows != cdiv(s->shape[0], p->fsdp) * (rows / s->shape[0]))
+      BAD("src %u '%s': shard_rows %" PRId64 " is not ceil(%" PRId64 "/%u) dim-0 slices of %" PRId64 " rows", i, s->name,
+          s->shard_rows, s->shape[0], p->fsdp, rows / s->shape[0]);
+    if (s->dtype != RF_BF16 && s->dtype != RF_FP32) BAD("src %u '%s': dtype %u is not bf16 or fp32", i, s->name, s->dtype);
+    if (s->travel == RF_TRAVEL_SHARD ? s->shard != RF_NONE : s->travel != RF_TRAVEL_GATHER || s->shard >= p->fsdp)
+      BAD("src %u '%s': travel %u with shard %u", i, s->name, s->travel, s->shard);
+  }
+  report("source views, FSDP2 chunks, dtypes and travel follow from their shapes", bad);
+}
+
 /* Every destination byte of every receiver is written exactly once per version. */
 static void check_coverage(const rf_plan *p)
 {
@@ -292,6 +326,7 @@ int rf_selfcheck(const rf_plan *p, const rf_expect *e)
 {
   printf("self-check %s (%s): %u trainers -> %u receivers, %u writes\n", p->name, p->model, p->trainers, p->receivers, p->n_writes);
   check_counts(p, e);
+  check_src_shapes(p);
   check_dst_shapes(p);
   check_coverage(p);
   check_slots(p);

@@ -46,7 +46,7 @@ print(sum(1 for e in root.iter("{http://www.w3.org/2000/svg}rect") if "p" in e.g
 done
 
 # 2. identical input gives byte-identical output, run after run
-for p in glm_tiny_demo qwen3_30b_a3b_fp8_ep4; do
+for p in glm_tiny_demo qwen3_30b_a3b_fp8_ep4 qwen3_moe_tiny_per_expert; do
   mkdir -p "$tmp/a" "$tmp/b"
   $lua gen/refitgen.lua --plan "models/plans/$p.lua" --out "$tmp/a" &&
     $lua gen/refitgen.lua --plan "models/plans/$p.lua" --out "$tmp/b"
@@ -82,6 +82,15 @@ expect fsdp_zero "tests/gen_bad/plans/fsdp_zero.lua:1: plan 'fsdp_zero.trainer':
 expect name_mismatch "plan name 'other_name' does not match its file name 'name_mismatch'"
 expect vocab_tp "models/families/glm_moe_dsa.lua:20: tensor 'model.embed_tokens.weight': 1024 rows not divisible by tp 3"
 expect scale_fmt "quant.scale_fmt 'e5m2' is not fp32 or ue8m0"
+expect trainer_dtype "tests/gen_bad/plans/trainer_dtype.lua:2: plan 'trainer_dtype.trainer': field 'dtype' must be 'fp32' or 'bf16', got 'fp16'"
+expect trainer_experts "tests/gen_bad/plans/trainer_experts.lua:3: plan 'trainer_experts.trainer': field 'experts' must be 'fused' or 'per_expert', got 'stacked'"
+expect trainer_mtp "tests/gen_bad/plans/trainer_mtp.lua:1: plan 'trainer_mtp.trainer': field 'mtp' must be a boolean, got string"
+expect trainer_unknown "tests/gen_bad/plans/trainer_unknown.lua:2: plan 'trainer_unknown.trainer': unknown field 'mpt' (known: fsdp, dp_replicate, dtype, dtype_except, experts, mtp)"
+expect trainer_except_shape "tests/gen_bad/plans/trainer_except_shape.lua:1: plan 'trainer_except_shape.trainer': dtype_except[1] must be { pattern, 'fp32' or 'bf16' }"
+expect trainer_except_pattern "tests/gen_bad/plans/trainer_except_pattern.lua:2: plan 'trainer_except_pattern': trainer.dtype_except[1]: bad Lua pattern 'norm[' (malformed pattern (missing ']'))"
+expect trainer_except_unused "tests/gen_bad/plans/trainer_except_unused.lua:3: plan 'trainer_except_unused': trainer.dtype_except[2] pattern 'lm_haed' matches no tensor of model 'glm_tiny'"
+expect trainer_no_mtp_layers "tests/gen_bad/plans/trainer_no_mtp_layers.lua:1: plan 'trainer_no_mtp_layers': trainer.mtp is true but model 'qwen3_tiny' has no MTP layers"
+expect bad_expert_parts "tests/gen_bad/models/families/bad_family.lua:23: expert part 'up_proj.weight' of 'model.layers.0.mlp.experts': missing field 'fused'"
 
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

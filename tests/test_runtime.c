@@ -98,10 +98,12 @@ static void test_direct(void)
 {
   /* glm_tiny_demo quantizes every weight to FP8: only bf16/fp32 tensors (norms, router, embeddings)
    * go direct. qwen3_tiny_tp2 is bf16: column-split tensors go direct, fused ones (qkv, gate_up) as
-   * one put per source part; row-split ones (o_proj, down_proj: strided columns) are staged. */
-  const char *plans[] = {"glm_tiny_demo", "qwen3_tiny_tp2"};
-  const unsigned long long want[] = {216, 56};
-  for (int i = 0; i < 2; i++) {
+   * one put per source part; row-split ones (o_proj, down_proj: strided columns) are staged.
+   * qwen3_moe_tiny_bf16's fused experts go direct too: with ep 2 each trainer's FSDP2 chunk of
+   * gate_up_proj / down_proj is whole experts, contiguous rows of one tensor (its fp32 router is cast). */
+  const char *plans[] = {"glm_tiny_demo", "qwen3_tiny_tp2", "qwen3_moe_tiny_bf16"};
+  const unsigned long long want[] = {216, 56, 34};
+  for (int i = 0; i < 3; i++) {
     rf_loop_opts o = opts(plans[i], 2, "tcp");
     o.direct = 1;
     rf_loop_result r;
@@ -623,7 +625,7 @@ static const struct {
   {"qwen3_tiny_tp2 over shared memory, engine-allocated tensors", test_qwen3_tp2_shm},
   {"qwen3_moe_tiny_ep2 through exported blobs", test_qwen3_moe_ep2_blob},
   {"qwen3_tiny_fp8_tp4", test_qwen3_fp8_tp4},
-  {"direct writes from the sources (glm_tiny_demo, qwen3_tiny_tp2)", test_direct},
+  {"direct writes from the sources (glm_tiny_demo, qwen3_tiny_tp2, qwen3_moe_tiny_bf16)", test_direct},
   {"trainer killed mid-push: torn, then complete", test_trainer_killed},
   {"receiver dies: trainers get an error", test_receiver_dies},
   {"wrong token, wrong layout hash", test_wrong_token_and_hash},

@@ -1,15 +1,15 @@
 -- GlmMoeDsaForCausalLM (GLM-5): MLA attention with a DSA indexer, first_dense dense MLP layers,
 -- then MoE layers (routed experts + shared experts, sigmoid router with an fp32 correction bias),
--- and mtp_layers multi-token-prediction layers stored after the last decoder layer.
--- Source: the bf16 HF checkpoint. Destination: vLLM's DeepseekV2 kernel format.
--- deepseek_v3 (DeepSeek-V3, Kimi-K2) is the same layout without the indexer: F.build(..., false).
+-- and mtp_layers multi-token-prediction layers after the last decoder layer (T.layer(l, true)).
+-- Source: the trainer's modules (the plan's trainer section). Destination: vLLM's DeepseekV2 format.
+-- deepseek_v3 (DeepSeek-V3, Kimi-K2): F.build(..., true), no indexer, MTP embed_tokens + shared_head.head.
 local F = {}
 
-function F.build(m, T, engine, no_indexer)
+function F.build(m, T, engine, deepseek_v3)
   T.need(m, { "hidden", "layers", "first_dense", "heads", "q_lora_rank", "kv_lora_rank",
     "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
     "experts", "shared_experts", "moe_intermediate", "intermediate", "vocab" })
-  local indexer = not no_indexer
+  local indexer = not deepseek_v3
   if indexer then T.need(m, { "index_heads", "index_head_dim" }) end
   T.need(m, { "mtp_layers" }, 0)
   local H, N = m.hidden, m.heads
@@ -25,7 +25,7 @@ function F.build(m, T, engine, no_indexer)
     local moe = l >= m.first_dense
     local mtp = l >= m.layers
     local send = not mtp or engine.mtp ~= false
-    T.layer(l)
+    T.layer(l, mtp)
 
     T.src(a .. "q_a_proj.weight", { m.q_lora_rank, H }, fp8)
     T.src(a .. "q_a_layernorm.weight", { m.q_lora_rank })
@@ -51,9 +51,9 @@ function F.build(m, T, engine, no_indexer)
       T.src(p .. "mlp.gate.weight", { m.experts, H })
       T.src(p .. "mlp.gate.e_score_correction_bias", { m.experts }, { dtype = "fp32" })
       T.expert_srcs(p .. "mlp.experts", m.experts, {
-        { "gate_proj.weight", { m.moe_intermediate, H } },
-        { "up_proj.weight", { m.moe_intermediate, H } },
-        { "down_proj.weight", { H, m.moe_intermediate } },
+        { "gate_proj.weight", { m.moe_intermediate, H }, fused = "gate_up_proj" },
+        { "up_proj.weight", { m.moe_intermediate, H }, fused = "gate_up_proj" },
+        { "down_proj.weight", { H, m.moe_intermediate }, fused = "down_proj" },
       }, fp8)
       local I = m.moe_intermediate * m.shared_experts
       T.src(p .. "mlp.shared_experts.gate_proj.weight", { I, H }, fp8)
@@ -124,6 +124,12 @@ function F.build(m, T, engine, no_indexer)
         for _, n in ipairs({ "enorm.weight", "hnorm.weight", "shared_head.norm.weight" }) do
           T.dst(p .. n, { split = "rep", dtype = "bf16", parts = { p .. n } })
         end
+      end
+    end
+    if mtp and deepseek_v3 then -- DeepSeek-V3's MTP layer: its own embedding and output head
+      for _, n in ipairs({ "embed_tokens.weight", "shared_head.head.weight" }) do
+        T.src(p .. n, { m.vocab, H })
+        if send then T.dst(p .. n, { split = "col", dtype = "bf16", parts = { p .. n } }) end
       end
     end
   end

@@ -1,5 +1,5 @@
 -- Qwen3ForCausalLM: GQA attention with per-head q/k RMSNorm, dense SwiGLU MLP.
--- Source: the bf16 HF checkpoint. Destination: vLLM's kernel format (qkv_proj, gate_up_proj).
+-- Source: the trainer's modules (plan trainer section). Destination: vLLM's format (qkv_proj, gate_up_proj).
 -- qwen3_moe builds on attention() and globals() below.
 local F = {}
 

@@ -13,9 +13,9 @@ function F.build(m, T)
     Q.attention(m, T, p)
     T.src(p .. "mlp.gate.weight", { m.experts, m.hidden })
     T.expert_srcs(p .. "mlp.experts", m.experts, {
-      { "gate_proj.weight", { m.moe_intermediate, m.hidden } },
-      { "up_proj.weight", { m.moe_intermediate, m.hidden } },
-      { "down_proj.weight", { m.hidden, m.moe_intermediate } },
+      { "gate_proj.weight", { m.moe_intermediate, m.hidden }, fused = "gate_up_proj" },
+      { "up_proj.weight", { m.moe_intermediate, m.hidden }, fused = "gate_up_proj" },
+      { "down_proj.weight", { m.hidden, m.moe_intermediate }, fused = "down_proj" },
     }, { fp8 = true })
     T.dst(p .. "mlp.gate.weight", { split = "rep", dtype = "bf16", parts = { p .. "mlp.gate.weight" } })
     T.expert_dst(p .. "mlp.experts.w13_weight", p .. "mlp.experts", m.experts,

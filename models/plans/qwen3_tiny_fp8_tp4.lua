@@ -1,7 +1,8 @@
 -- FP8 with TP4 over 2 KV heads: each KV head lands on two TP ranks.
+-- Trainer: FSDP2 with fp32 master weights.
 return plan {
   name = "qwen3_tiny_fp8_tp4", model = "qwen3_tiny",
-  trainer = { fsdp = 4 },
+  trainer = { fsdp = 4, dtype = "fp32" },
   inference = { tp = 4, replicas = 1 },
   quant = { fp8 = true },
   gather_below = 64 * 1024, shard_min_piece = 16 * 1024,

@@ -1,7 +1,8 @@
 /* refit_plan.h: the tables gen/refitgen.lua emits and the runtime replays.
  *
  * A plan fixes, ahead of time, every byte of one weight update:
- *   src[]    tensors of the bf16 HF checkpoint as the trainer holds them (2-D view; 1-D is [n,1])
+ *   src[]    the trainer's parameters (HF transformers names) in the dtype and shape its modules
+ *            hold them, with how FSDP2 shards them (dim 0) and how each travels
  *   dst[]    destination tensors in engine kernel format, per TP/EP rank of a replica
  *   ops[]    stage steps: a source region -> this rank's slot arena, already in destination layout
  *   writes[] one contiguous RDMA WRITE each: slot bytes -> (receiver, dst tensor, offset)
@@ -25,8 +26,7 @@
 
 enum rf_dtype { RF_BF16 = 1, RF_FP32 = 2, RF_FP8 = 3 /* e4m3fn */ };
 enum rf_travel {
-  RF_TRAVEL_EXPERT = 1, /* whole tensor on the FSDP shard that owns the expert */
-  RF_TRAVEL_SHARD = 2,  /* each shard sends its own rows */
+  RF_TRAVEL_SHARD = 2,  /* each FSDP shard sends from its own dim-0 chunk */
   RF_TRAVEL_GATHER = 3  /* the full tensor, gathered onto one designated shard */
 };
 enum rf_op_kind {
@@ -35,14 +35,28 @@ enum rf_op_kind {
 };
 enum rf_scale_fmt { RF_SCALE_FP32 = 0, RF_SCALE_UE8M0 = 1 /* fp32 rounded up to 2^k */ };
 
+/* A parameter of the trainer's model. Its full shape is shape[0..ndim-1] (ndim 1..3, unused dims
+ * 0), e.g. [H] for a norm, [out, in] for a linear, [E, 2I, H] for fused experts (transformers >= 5
+ * mlp.experts.gate_up_proj). Ops and bindings address it as a row-major 2-D view [rows, cols]:
+ * cols = shape[ndim-1] and rows = the product of the other dims (ndim 1: rows = shape[0], cols = 1).
+ * FSDP2 chunks dim 0 as torch.chunk does: ceil(shape[0] / fsdp) per shard, trailing shards short or
+ * empty; shard_rows is that chunk in view rows, ceil(shape[0] / fsdp) * (rows / shape[0]).
+ * What trainer rank (replicate g, shard s) binds, contiguous, in `dtype`:
+ *   SHARD:  its FSDP2 local shard, view rows [s*shard_rows, min(rows, (s+1)*shard_rows)), i.e. shape
+ *           [max(0, min(c, shape[0] - s*c)), shape[1], ...] with c = ceil(shape[0] / fsdp);
+ *   GATHER: on shard `shard` only, the full tensor (every rank of that shard index, in each
+ *           replicate group); other shards bind nothing.
+ * A rank binds only the sources its ops read (rf_src_bytes > 0). */
 typedef struct rf_src_tensor {
   const char *name;
-  int64_t rows, cols;  /* [rows, cols] row-major, elements */
-  int64_t shard_rows;  /* FSDP chunk: shard s holds rows [s*shard_rows, min(rows, (s+1)*shard_rows)) */
-  uint32_t shard;      /* EXPERT: owning shard; GATHER: designated shard; SHARD: RF_NONE */
+  int64_t rows, cols;  /* the 2-D view, elements */
+  int64_t shard_rows;  /* FSDP2 dim-0 chunk in view rows (see above) */
+  uint32_t shard;      /* GATHER: designated shard; SHARD: RF_NONE */
   uint16_t layer;      /* RF_GLOBAL_LAYER for embeddings, final norm, lm_head */
-  uint8_t dtype;       /* enum rf_dtype, as the trainer holds it */
+  uint8_t dtype;       /* enum rf_dtype the parameter (and so its FSDP2 shards) has: bf16 or fp32 */
   uint8_t travel;      /* enum rf_travel */
+  uint8_t ndim;        /* dims of shape */
+  int64_t shape[3];    /* the parameter's full shape, as the trainer's module holds it */
 } rf_src_tensor;
 
 typedef struct rf_dst_tensor {
@@ -147,7 +161,7 @@ typedef struct rf_plan {
 
 /* FNV-1a over 64-bit words (h = (h ^ w) * 0x100000001b3, from 0xcbf29ce484222325), in this
  * order: total_bytes, fsdp, dp_replicate, trainers, tp, ep, replicas, receivers, scale_fmt;
- * each src: name, rows, cols, shard_rows, shard, layer, dtype, travel; each dst: name, shape[0..2],
+ * each src: name, rows, cols, shard_rows, shard, layer, dtype, travel, ndim, shape[0..2]; each dst: name, shape[0..2],
  * bytes, weight, tp_rank, ndim, dtype; each op: every field in declaration order; each write,
  * group, rank, receiver, peer, then each derived tensor (name, shape[0..2], bytes, tp_rank, ndim,
  * dtype), refresh step and piece: every field in declaration order. A string hashes as 8-byte

@@ -19,6 +19,9 @@ function F.build(m, T)
   elseif m.mistake == "dst_dtype" then
     T.src("model.layers.0.proj.weight", { m.hidden, m.hidden })
     T.dst("model.layers.0.proj.weight", { split = "rep", dtype = "int4", parts = { "model.layers.0.proj.weight" } })
+  elseif m.mistake == "expert_parts" then
+    T.expert_srcs("model.layers.0.mlp.experts", 4, { { "gate_proj.weight", { 64, m.hidden }, fused = "gate_up_proj" },
+      { "up_proj.weight", { 64, m.hidden } } })
   end
 end
 return F

@@ -1,0 +1,1 @@
+return plan { name = "bad_expert_parts", model = "bad_expert_parts", trainer = { fsdp = 2 }, inference = { tp = 1, replicas = 1 } }

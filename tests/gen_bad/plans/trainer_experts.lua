@@ -1,0 +1,3 @@
+return plan { name = "trainer_experts", model = "glm_tiny", inference = { tp = 2, replicas = 1 },
+  trainer = { fsdp = 4,
+    experts = "stacked" } }
