@@ -225,4 +225,46 @@ RFK_HD int rfk__check_pos(const uint8_t *rec, const rfk__entry *r, uint32_t code
   return has_prev && idx <= prev;
 }
 
+/* the status of the check `key` names (a key some check of this patch produced): recomputes its
+ * got / want with one thread. The GPU validation finds the first failing key in parallel; this
+ * fills the status from it (delta_ref.c calls it too, so the CPU tests see these values). */
+RFK_HD void rfk__explain(const uint8_t *p, uint64_t len, uint64_t n, uint32_t e, uint64_t key, rfk_delta_status *st)
+{
+  const uint32_t entry_plus1 = (uint32_t)(key >> 32), code = (uint32_t)(key >> 24) & 0xff, pos = (uint32_t)key & 0xffffff;
+  int payload_ok;
+  rfk__ok(st);
+  if (key == ~(uint64_t)0)
+    return;
+  if (entry_plus1 == 0) {
+    rfk__check_header(p, len, n, e, st);
+    return;
+  }
+  const uint32_t j = entry_plus1 - 1;
+  if (code < RFK_DC_TILE) {
+    rfk__check_entry(p, n, e, j, st, &payload_ok);
+    return;
+  }
+  const rfk__entry r = rfk__read_entry(p, n, e, j);
+  const uint8_t *rec = rfk__record(p, &r);
+  const uint32_t T = rfk__tiles(r.elems), B = (r.elems + 7) / 8;
+  uint64_t got = 0, want = 0;
+  if (code == RFK_DC_TILESUM) {
+    for (uint32_t t = 0; t < T; t++)
+      got += rec[t];
+    want = r.k;
+  } else if (code == RFK_DC_BITS) {
+    for (uint32_t b = 0; b < B; b++)
+      for (uint32_t v = rec[b]; v; v &= v - 1)
+        got++;
+    want = r.k;
+  } else {
+    uint32_t tile = 0, first = 0;
+    if (r.mode == RFK_DELTA_TILES && (code == RFK_DC_INDEX || code == RFK_DC_INCREASING))
+      while (pos >= first + rec[tile])
+        first += rec[tile++];
+    rfk__check_pos(rec, &r, code, pos, tile, first, &got, &want);
+  }
+  rfk__fail(st, entry_plus1, r.chunk, code, pos, got, want);
+}
+
 #endif

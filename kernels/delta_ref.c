@@ -246,10 +246,13 @@ int rfk_ref_delta_apply(const rfk_delta_target *t, int count, rfk_delta_status *
       return RFK_ERR_ARG;
   int rc = RFK_OK;
   for (int i = 0; i < count; i++) {
-    if (validate(t[i].patch, t[i].len, t[i].n, (uint32_t)t[i].esize, &st[i]))
+    if (validate(t[i].patch, t[i].len, t[i].n, (uint32_t)t[i].esize, &st[i])) {
+      /* the status as the GPU fills it: from the key alone */
+      rfk__explain(t[i].patch, t[i].len, t[i].n, (uint32_t)t[i].esize, st[i].key, &st[i]);
       rc = RFK_DELTA_MALFORMED;
-    else
+    } else {
       apply_valid(t[i].patch, t[i].dst, t[i].n, (uint32_t)t[i].esize);
+    }
   }
   return rc;
 }

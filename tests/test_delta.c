@@ -22,7 +22,7 @@ static uint32_t rnd(void)
   rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
   return (uint32_t)(rng_state >> 33);
 }
-static double unif(void) { return rnd() / 4294967296.0; }
+static double unif(void) { return rnd() / 2147483648.0; } /* rnd() has 31 bits */
 
 static uint8_t *rand_bytes(uint64_t n)
 {
