@@ -184,7 +184,7 @@ template <int E> __device__ __forceinline__ void store_elem(uint8_t *dst, uint32
 struct enc_shared {
   uint64_t scan[8];
   uint32_t tile[64]; /* changes per 256-element tile */
-  uint32_t ticket, mode, k, write;
+  uint32_t ticket, mode, k, write, tmax;
   uint64_t before; /* entries << 42 | record bytes of the region's earlier chunks */
 };
 
@@ -224,10 +224,31 @@ template <int E> __device__ void encode_chunk(const enc_params &p, int ri, uint3
       atomicAdd(&sh.tile[(q * kThreads + t) / (16 * E)], __popc(mask[q]));
   __syncthreads();
   const uint32_t k = (uint32_t)((total & 0xffff) + (total >> 16 & 0xffff) + (total >> 32 & 0xffff) + (total >> 48));
+  uint32_t mx = 0; /* the largest tile count: warps 0 and 1, 64 tiles */
+  if (t < 64) {
+    mx = __reduce_max_sync(0xffffffffu, sh.tile[t]);
+    if (t == 32)
+      sh.tmax = mx;
+  }
+  /* old := next, changed pieces only (needs nothing of the look-back: in flight meanwhile) */
+#pragma unroll
+  for (int q = 0; q < 4; q++) {
+    if (!mask[q])
+      continue;
+    const uint32_t off = 16 * (q * kThreads + t);
+    if (fast) {
+      *(uint4 *)(R.old + base + off) = a[q];
+    } else {
+      for (uint32_t m = mask[q]; m; m &= m - 1) {
+        const int l = __ffs(m) - 1;
+        for (int bb = 0; bb < E; bb++)
+          R.old[base + off + l * E + bb] = (uint8_t)byte_at(a[q], l * E + bb);
+      }
+    }
+  }
+  __syncthreads();
   if (t == 0) {
-    uint32_t mx = 0; /* the largest tile count */
-    for (int i = 0; i < 64; i++)
-      mx = max(mx, sh.tile[i]);
+    mx = max(mx, sh.tmax);
     const uint32_t mode = rfk__choose(k, mx, elems, E);
     const uint64_t size = k ? rfk__record_size(mode, k, elems, E) : 0;
     const uint64_t agg = (uint64_t)(k > 0) << kEntShift | size;
@@ -293,22 +314,6 @@ template <int E> __device__ void encode_chunk(const enc_params &p, int ri, uint3
         }
       }
       rank += (uint32_t)(total >> (16 * q) & 0xffff);
-    }
-  }
-  /* old := next, changed pieces only */
-#pragma unroll
-  for (int q = 0; q < 4; q++) {
-    if (!mask[q])
-      continue;
-    const uint32_t off = 16 * (q * kThreads + t);
-    if (fast) {
-      *(uint4 *)(R.old + base + off) = a[q];
-    } else {
-      for (uint32_t m = mask[q]; m; m &= m - 1) {
-        const int l = __ffs(m) - 1;
-        for (int bb = 0; bb < E; bb++)
-          R.old[base + off + l * E + bb] = (uint8_t)byte_at(a[q], l * E + bb);
-      }
     }
   }
 }
