@@ -163,7 +163,7 @@ typedef struct rfk_delta_status {
 int rfk_ref_delta_apply(const rfk_delta_target *t, int count, rfk_delta_status *st);
 
 /* CUDA: same; t a HOST array, patch/dst device pointers, st: count statuses in device memory.
- * Three launches per RFK_CUDA_CHUNK targets (reset statuses, validate, apply). Returns
+ * Launches: one status reset, then validate + apply per RFK_CUDA_CHUNK targets. Returns
  * RFK_ERR_ARG, RFK_ERR_CUDA or RFK_OK (malformed patches show in st[i].code). */
 int rfk_cuda_delta_apply(const rfk_delta_target *t, int count, rfk_delta_status *st, void *stream);
 
