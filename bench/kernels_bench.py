@@ -383,4 +383,5 @@ def main():
               f"{r[7]:.2f} | {r[8]:.1f} | {r[9]} |")
 
 
-main()
+if __name__ == "__main__":  # bench/delta_bench.py imports bench() and copy_fn()
+    main()

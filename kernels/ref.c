@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "delta.h"
 #include "kernels.h"
 #include "refresh.h"
 
@@ -29,6 +30,8 @@ const char *rfk_strerror(int err)
   case RFK_ERR_NONFINITE: return "non-finite value (inf or NaN) in FP8 quantizer input";
   case RFK_ERR_ARG: return "bad argument (NULL pointer, unknown dtype, or shape/pitch out of range)";
   case RFK_ERR_CUDA: return "CUDA launch failed";
+  case RFK_DELTA_OVERFLOW: return "delta patch larger than its capacity (send the region dense)";
+  case RFK_DELTA_MALFORMED: return "malformed delta patch (nothing of that region applied)";
   }
   return "unknown kernels error";
 }
