@@ -7,16 +7,43 @@ refit's tables. Used by tests/test_python.py (numpy, CI) and tests/gpu_e2e.py (t
 
     engine_format(family, cfg, sd, tp=, ep=, position=, fp8=, ue8m0=) -> {name: numpy array}
 
-sd maps HF names to numpy arrays (ml_dtypes.bfloat16 or float32); the result holds, for one engine
-GPU (position q of a replica: TP rank q % tp, EP rank q), every destination tensor (bf16, fp32,
-float8_e4m3fn weights with float32 `<name>_scale_inv`) and every derived tensor (MLA W_UK_T, W_UV).
+sd maps HF names to numpy arrays (BF16 or float32); the result holds, for one engine GPU (position
+q of a replica: TP rank q % tp, EP rank q), every destination tensor (BF16, float32, FP8 weights with
+float32 `<name>_scale_inv`) and every derived tensor (MLA W_UK_T, W_UV). BF16 and FP8 are
+ml_dtypes.bfloat16 / float8_e4m3fn; where ml_dtypes is missing (the device machine may lack it)
+they are uint16 / uint8 holding the same bits, cast by torch (round to nearest even, as ml_dtypes).
 """
 import re
 
-import ml_dtypes
 import numpy as np
 
-BF16, FP8 = ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn
+try:
+    import ml_dtypes
+
+    BF16, FP8 = np.dtype(ml_dtypes.bfloat16), np.dtype(ml_dtypes.float8_e4m3fn)
+
+    def to_f32(x):
+        return np.asarray(x).astype(np.float32)
+
+    def _cast(x, dt):
+        return np.asarray(x, dtype=np.float32).astype(dt)
+except ImportError:
+    import torch
+
+    BF16, FP8 = np.dtype(np.uint16), np.dtype(np.uint8)
+    _TORCH = {BF16: (torch.bfloat16, torch.int16), FP8: (torch.float8_e4m3fn, torch.uint8)}
+
+    def to_f32(x):
+        x = np.asarray(x)
+        if x.dtype == np.float32:
+            return x
+        t = torch.from_numpy(np.ascontiguousarray(x).view(np.int16 if x.dtype == BF16 else np.uint8))
+        return t.view(_TORCH[x.dtype][0]).float().numpy()
+
+    def _cast(x, dt):
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(_TORCH[dt][0])
+        return t.view(_TORCH[dt][1]).numpy().view(dt)
+
 B = 128
 
 
@@ -35,7 +62,7 @@ def model_config(path):
 
 def quantize(x, ue8m0=False):
     """Block FP8 of a 2-D array: (q float8_e4m3fn, scale float32 [ceil(r/128), ceil(c/128)])."""
-    x = np.asarray(x, dtype=np.float32)
+    x = to_f32(x)
     rows, cols = x.shape
     sr, sc = -(-rows // B), -(-cols // B)
     pad = np.zeros((sr * B, sc * B), dtype=np.float32)
@@ -50,7 +77,7 @@ def quantize(x, ue8m0=False):
     else:
         mul = (np.float32(448.0) / amax).astype(np.float32)
     y = np.clip((blocks * mul[:, None, :, None]).astype(np.float32), -448.0, 448.0)
-    q = y.astype(FP8).reshape(sr * B, sc * B)[:rows, :cols]
+    q = _cast(y, FP8).reshape(sr * B, sc * B)[:rows, :cols]
     return np.ascontiguousarray(q), scale
 
 
@@ -76,7 +103,9 @@ class _Model:
             x = x[rows[0]:rows[1]]
         if cols is not None:
             x = x[:, cols[0]:cols[1]]
-        return np.ascontiguousarray(x.astype(dtype))
+        if x.dtype == dtype:
+            return np.ascontiguousarray(x)
+        return np.ascontiguousarray(to_f32(x) if dtype == np.float32 else _cast(to_f32(x), dtype))
 
     def weight(self, parts, quantized=True):
         """A weight fused from parts (source, (r0, r1), (c0, c1)) along dim 0: bf16, or (q, scale)
@@ -191,7 +220,7 @@ def _mla_absorb(kv_b, scale, heads, nope, v, lora):
     to bf16 first: bf16_rne(f32(q) * scale))."""
     if scale is not None:
         s = np.repeat(np.repeat(scale, B, axis=0), B, axis=1)[:kv_b.shape[0], :kv_b.shape[1]]
-        w = (kv_b.astype(np.float32) * s).astype(np.float32).astype(BF16)
+        w = _cast((to_f32(kv_b) * s).astype(np.float32), BF16)
     else:
         w = kv_b
     w = w.reshape(heads, nope + v, lora)
