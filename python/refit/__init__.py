@@ -351,11 +351,10 @@ class Receiver(_Engine):
         if not auto_arm:
             raise Error("auto_arm=False needs rf_arm (version protocol v2, issue 13); this runtime accepts "
                         "writes at any time")
-        self.index = index
-        super().__init__(plan, _refit.RECEIVER, index, token, mem, device,
-                         **{k: v for k, v in kw.items() if k in _ENGINE_KW})
         if set(kw) - set(_ENGINE_KW):
             raise TypeError(f"unknown options {sorted(set(kw) - set(_ENGINE_KW))}")
+        self.index = index
+        super().__init__(plan, _refit.RECEIVER, index, token, mem, device, **kw)
 
     @property
     def tensors(self):
@@ -526,11 +525,10 @@ class Trainer(_Engine):
         dist = _torch().distributed if self._gathers else None
         for g in self._gathers:
             send = g.local
-            if g.send is not None:
-                g.send.zero_()
+            if g.send is not None:  # a short (or empty) last chunk: padded to the chunk size
                 g.send[:g.local.shape[0]].copy_(g.local)
                 send = g.send
-            dist.gather(send.contiguous(), gather_list=g.recv, dst=g.dst, group=g.group)
+            dist.gather(send, gather_list=g.recv, dst=g.dst, group=g.group)
 
     def connect(self, receiver, host, port):
         """Connect to receiver at host:port (present the layout hash, rank and token)."""

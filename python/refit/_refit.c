@@ -23,8 +23,8 @@ static const char *const status_names[] = {
 #undef RF__NAME
 };
 
-/* raise the class for s with message msg; version and reason (NULL: None) for TornError */
-static PyObject *raise(PyObject *cls, rf_status s, const char *msg, uint64_t version, const char *reason)
+/* set the error: class cls (NULL: by status) for s with message msg; version and reason (NULL: None) for TornError */
+static PyObject *set_error(PyObject *cls, rf_status s, const char *msg, uint64_t version, const char *reason)
 {
   if (!cls) cls = s == RF_ERR_TORN ? TornError : s == RF_ERR_TIMEOUT ? TimeoutError_ : s == RF_ERR_TYPE ? BindError : Error;
   PyObject *e = PyObject_CallFunction(cls, "s", msg);
@@ -63,7 +63,7 @@ static int plan_init(PlanObject *self, PyObject *args, PyObject *kw)
   for (uint32_t i = 0; i < rf_plan_count() && k < sizeof msg; i++)
     k += (size_t)snprintf(msg + k, sizeof msg - k, " %s", rf_plan_at(i)->name);
   if (k < sizeof msg) snprintf(msg + k, sizeof msg - k, "; ./configure --plans=... chooses them)");
-  raise(Error, RF_ERR_ARG, msg, 0, NULL);
+  set_error(Error, RF_ERR_ARG, msg, 0, NULL);
   return -1;
 }
 
@@ -109,7 +109,7 @@ static PyObject *plan_describe(PlanObject *self, PyObject *args)
   if (rf_describe(self->p, side, rank, id, &t) != RF_OK) {
     char msg[160];
     snprintf(msg, sizeof msg, "plan '%s': no tensor %u of side %d for rank %u", self->p->name, id, side, rank);
-    return raise(Error, RF_ERR_ARG, msg, 0, NULL);
+    return set_error(Error, RF_ERR_ARG, msg, 0, NULL);
   }
   return info_tuple(&t);
 }
@@ -128,7 +128,7 @@ static PyObject *plan_list(PlanObject *self, PyObject *args)
     PyMem_Free(v);
     char msg[160];
     snprintf(msg, sizeof msg, "plan '%s': no rank %u on side %d", self->p->name, rank, side);
-    return raise(Error, s, msg, 0, NULL);
+    return set_error(Error, s, msg, 0, NULL);
   }
   PyObject *out = PyList_New(n);
   for (uint32_t i = 0; out && i < n; i++) {
@@ -145,7 +145,7 @@ static PyObject *plan_receiver(PlanObject *self, PyObject *args)
 {
   unsigned r;
   if (!PyArg_ParseTuple(args, "I", &r)) return NULL;
-  if (r >= self->p->receivers) return raise(Error, RF_ERR_ARG, "receiver index out of range", 0, NULL);
+  if (r >= self->p->receivers) return set_error(Error, RF_ERR_ARG, "receiver index out of range", 0, NULL);
   const rf_receiver *rv = &self->p->recv[r];
   PyObject *peers = PyList_New(rv->peer_count);
   for (uint32_t i = 0; peers && i < rv->peer_count; i++) {
@@ -161,7 +161,7 @@ static PyObject *plan_trainer(PlanObject *self, PyObject *args)
 {
   unsigned t;
   if (!PyArg_ParseTuple(args, "I", &t)) return NULL;
-  if (t >= self->p->trainers) return raise(Error, RF_ERR_ARG, "trainer rank out of range", 0, NULL);
+  if (t >= self->p->trainers) return set_error(Error, RF_ERR_ARG, "trainer rank out of range", 0, NULL);
   const rf_rank *rk = &self->p->ranks[t];
   return Py_BuildValue("(IIK)", rk->shard, rk->replicate, (unsigned long long)rk->bytes_out);
 }
@@ -210,7 +210,7 @@ static PyObject *plan_check(PlanObject *self, PyObject *args)
   rf_config cfg = {.plan = self->p, .role = role, .rank = rank, .mem = mem, .cuda_device = dev};
   char err[1024];
   rf_status s = rf_check(&cfg, side, id, &b.t, err, sizeof err);
-  if (s != RF_OK) return raise(BindError, s, err, 0, NULL);
+  if (s != RF_OK) return set_error(BindError, s, err, 0, NULL);
   Py_RETURN_NONE;
 }
 
@@ -262,7 +262,7 @@ typedef struct {
 static int open_check(EngineObject *self)
 {
   if (self->e) return 0;
-  raise(Error, RF_ERR_STATE, "the engine is closed", 0, NULL);
+  set_error(Error, RF_ERR_STATE, "the engine is closed", 0, NULL);
   return -1;
 }
 
@@ -307,7 +307,7 @@ static int engine_init(EngineObject *self, PyObject *args, PyObject *kw)
   }
   Py_END_ALLOW_THREADS
   if (s != RF_OK) {
-    raise(NULL, s, err, 0, NULL);
+    set_error(NULL, s, err, 0, NULL);
     return -1;
   }
   self->e = e;
@@ -358,7 +358,7 @@ static PyObject *engine_bind(EngineObject *self, PyObject *args)
   s = rf_bind(self->e, side, id, &b.t, err, sizeof err);
   PyThread_release_lock(self->lock);
   Py_END_ALLOW_THREADS
-  if (s != RF_OK) return raise(BindError, s, err, 0, NULL);
+  if (s != RF_OK) return set_error(BindError, s, err, 0, NULL);
   if (PyList_Append(self->keep, keep)) return NULL;
   Py_RETURN_NONE;
 }
@@ -368,12 +368,12 @@ static PyObject *engine_listen(EngineObject *self, PyObject *args)
   const char *ip;
   unsigned port;
   if (!PyArg_ParseTuple(args, "sI", &ip, &port) || open_check(self)) return NULL;
-  if (port > 65535) return raise(Error, RF_ERR_ARG, "port out of range", 0, NULL);
+  if (port > 65535) return set_error(Error, RF_ERR_ARG, "port out of range", 0, NULL);
   uint16_t got = 0;
   rf_status s;
   char err[600];
   LOCKED(self, s, rf_listen(self->e, ip, (uint16_t)port, &got), err);
-  if (s != RF_OK) return raise(NULL, s, err, 0, NULL);
+  if (s != RF_OK) return set_error(NULL, s, err, 0, NULL);
   return PyLong_FromLong(got);
 }
 
@@ -385,13 +385,13 @@ static PyObject *engine_export(EngineObject *self, PyObject *noargs)
   rf_status s;
   char err[600];
   LOCKED(self, s, rf_export(self->e, NULL, 0, &len), err); /* the size: RF_ERR_SIZE with *len */
-  if (s != RF_ERR_SIZE) return raise(NULL, s == RF_OK ? RF_ERR_STATE : s, err, 0, NULL);
+  if (s != RF_ERR_SIZE) return set_error(NULL, s == RF_OK ? RF_ERR_STATE : s, err, 0, NULL);
   PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
   if (!out) return NULL;
   LOCKED(self, s, rf_export(self->e, PyBytes_AS_STRING(out), len, &len), err);
   if (s != RF_OK) {
     Py_DECREF(out);
-    return raise(NULL, s, err, 0, NULL);
+    return set_error(NULL, s, err, 0, NULL);
   }
   return out;
 }
@@ -401,11 +401,11 @@ static PyObject *engine_connect(EngineObject *self, PyObject *args)
   unsigned recv, port;
   const char *ip;
   if (!PyArg_ParseTuple(args, "IsI", &recv, &ip, &port) || open_check(self)) return NULL;
-  if (port > 65535) return raise(Error, RF_ERR_ARG, "port out of range", 0, NULL);
+  if (port > 65535) return set_error(Error, RF_ERR_ARG, "port out of range", 0, NULL);
   rf_status s;
   char err[600];
   LOCKED(self, s, rf_connect(self->e, recv, ip, (uint16_t)port), err);
-  if (s != RF_OK) return raise(NULL, s, err, 0, NULL);
+  if (s != RF_OK) return set_error(NULL, s, err, 0, NULL);
   Py_RETURN_NONE;
 }
 
@@ -421,7 +421,7 @@ static PyObject *engine_import(EngineObject *self, PyObject *args)
   char err[600];
   LOCKED(self, s, rf_import(self->e, blob.buf, (size_t)blob.len), err);
   PyBuffer_Release(&blob);
-  if (s != RF_OK) return raise(NULL, s, err, 0, NULL);
+  if (s != RF_OK) return set_error(NULL, s, err, 0, NULL);
   Py_RETURN_NONE;
 }
 
@@ -432,7 +432,7 @@ static PyObject *engine_push(EngineObject *self, PyObject *args)
   rf_status s;
   char err[600];
   LOCKED(self, s, rf_push(self->e, v, (void *)(uintptr_t)stream), err);
-  if (s != RF_OK) return raise(NULL, s, err, v, NULL);
+  if (s != RF_OK) return set_error(NULL, s, err, v, NULL);
   Py_RETURN_NONE;
 }
 
@@ -445,7 +445,7 @@ static PyObject *engine_progress(EngineObject *self, PyObject *noargs)
   char err[600];
   LOCKED(self, s, rf_progress(self->e), err);
   if (s == RF_AGAIN) Py_RETURN_TRUE;
-  if (s != RF_OK) return raise(NULL, s, err, 0, NULL);
+  if (s != RF_OK) return set_error(NULL, s, err, 0, NULL);
   Py_RETURN_FALSE;
 }
 
@@ -457,7 +457,7 @@ static PyObject *engine_wait(EngineObject *self, PyObject *args)
   rf_status s;
   char err[600];
   LOCKED(self, s, rf_wait(self->e, ms), err);
-  if (s != RF_OK) return raise(NULL, s, err, 0, NULL);
+  if (s != RF_OK) return set_error(NULL, s, err, 0, NULL);
   Py_RETURN_NONE;
 }
 
@@ -475,7 +475,7 @@ static PyObject *engine_poll(EngineObject *self, PyObject *noargs)
   rf_status s;
   char err[600];
   LOCKED(self, s, rf_version_poll(self->e, &st), err);
-  if (s != RF_OK) return raise(NULL, s, err, 0, NULL);
+  if (s != RF_OK) return set_error(NULL, s, err, 0, NULL);
   return state_tuple(&st);
 }
 
@@ -506,8 +506,8 @@ static PyObject *engine_version_wait(EngineObject *self, PyObject *args)
     }
     if (PyErr_CheckSignals()) return NULL;
   }
-  if (s == RF_ERR_TORN) return raise(TornError, s, err, st.torn, st.torn_reason);
-  if (s != RF_OK) return raise(NULL, s, err, v, NULL);
+  if (s == RF_ERR_TORN) return set_error(TornError, s, err, st.torn, st.torn_reason);
+  if (s != RF_OK) return set_error(NULL, s, err, v, NULL);
   return state_tuple(&st);
 }
 
@@ -518,7 +518,7 @@ static PyObject *engine_stream_wait(EngineObject *self, PyObject *args)
   rf_status s;
   char err[600];
   LOCKED(self, s, rf_stream_wait(self->e, v, (void *)(uintptr_t)stream), err);
-  if (s != RF_OK) return raise(NULL, s, err, v, NULL);
+  if (s != RF_OK) return set_error(NULL, s, err, v, NULL);
   Py_RETURN_NONE;
 }
 
@@ -528,7 +528,7 @@ static PyObject *engine_arm(EngineObject *self, PyObject *args)
 {
   unsigned long long v;
   if (!PyArg_ParseTuple(args, "K", &v) || open_check(self)) return NULL;
-  return raise(Error, RF_ERR_STATE,
+  return set_error(Error, RF_ERR_STATE,
                "arm needs rf_arm, which comes with version protocol v2 (issue 13); this runtime writes without "
                "arming (as auto_arm=True)", v, NULL);
 }
@@ -558,7 +558,7 @@ static PyObject *engine_ucx_setting(EngineObject *self, PyObject *args)
   char buf[512], err[600];
   rf_status s;
   LOCKED(self, s, rf_ucx_setting(self->e, name, buf, sizeof buf), err);
-  if (s != RF_OK) return raise(NULL, s, err, 0, NULL);
+  if (s != RF_OK) return set_error(NULL, s, err, 0, NULL);
   return PyUnicode_FromString(buf);
 }
 
@@ -624,13 +624,13 @@ static PyObject *dlpack(PyObject *mod, PyObject *cap)
   int readonly = 0;
   if (PyCapsule_IsValid(cap, "dltensor_versioned")) {
     const dl_managed_versioned *m = PyCapsule_GetPointer(cap, "dltensor_versioned");
-    if (m->version.major != 1) return raise(BindError, RF_ERR_TYPE, "DLPack capsule of an unknown major version", 0, NULL);
+    if (m->version.major != 1) return set_error(BindError, RF_ERR_TYPE, "DLPack capsule of an unknown major version", 0, NULL);
     t = &m->t;
     readonly = (int)(m->flags & 1);
   } else if (PyCapsule_IsValid(cap, "dltensor")) {
     t = &((const dl_managed *)PyCapsule_GetPointer(cap, "dltensor"))->t;
   } else {
-    return raise(BindError, RF_ERR_TYPE, "not an unused DLPack capsule ('dltensor' or 'dltensor_versioned')", 0, NULL);
+    return set_error(BindError, RF_ERR_TYPE, "not an unused DLPack capsule ('dltensor' or 'dltensor_versioned')", 0, NULL);
   }
   PyObject *shape = PyTuple_New(t->ndim), *strides = t->strides ? PyTuple_New(t->ndim) : Py_NewRef(Py_None);
   if (!shape || !strides) return NULL;
