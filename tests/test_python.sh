@@ -3,4 +3,4 @@
 # module ninja built into build/python and the python3 configure chose.
 cd "$(dirname "$0")/.." || exit 1
 py=$(sed -n 's/^python = //p' config.ninja)
-PYTHONPATH=$PWD/build/python exec "${py:-python3}" tests/test_python.py "$@"
+PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=$PWD/build/python exec "${py:-python3}" tests/test_python.py "$@"

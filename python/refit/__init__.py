@@ -538,6 +538,13 @@ class Trainer(_Engine):
         """Connect from a blob the receiver exported."""
         self._e.import_blob(blob)
 
+    @property
+    def resume_version(self):
+        """The newest version complete on every receiver this rank writes to, as learnt when it
+        connected: a restarted trainer pushes resume_version + 1 next (version protocol v2)."""
+        # TODO(v2 runtime, issue 13): read the last complete versions the v2 trainer learns at connect
+        raise Error("resume_version needs version protocol v2 (issue 13): today's trainers learn nothing at connect")
+
     def push(self, version, stream=None):
         """Start pushing version (greater than the last). CUDA mode: stream (torch.cuda.Stream, or a
         cudaStream_t as int; None: the current stream) is the one the sources are ready on.
