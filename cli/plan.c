@@ -33,8 +33,8 @@ int rf_cmd_plan(int argc, char **argv)
     double v;
     const char *a = argv[i];
     if (strcmp(a, "--list") == 0) {
-      for (unsigned k = 0; k < rf_n_plans; k++)
-        printf("%s\n", rf_plans[k]->name);
+      for (uint32_t k = 0; k < rf_plan_count(); k++)
+        printf("%s\n", rf_plan_at(k)->name);
       return 0;
     } else if (strcmp(a, "--nic-gbps") == 0) {
       if (!number(a, i + 1 < argc ? argv[++i] : NULL, &v) || v == 0) return usage();

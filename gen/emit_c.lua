@@ -162,18 +162,21 @@ function E.check(plan, expect, header_line)
     ("  };\n  return rf_selfcheck(&rf_plan_%s, &expect);\n}\n"):format(id) })
 end
 
+-- A plan set: the plans a library or program links, behind refit.h's rf_plan_count / rf_plan_at /
+-- rf_plan_find (at least one plan; names in the order given).
 function E.registry(names, header_line)
   local c = { header_line, '#include <string.h>\n\n#include "plans.h"\n' }
   for _, n in ipairs(names) do c[#c + 1] = ('#include "%s.h"\n'):format(n) end
-  c[#c + 1] = "\nconst rf_plan *const rf_plans[] = {\n"
+  c[#c + 1] = "\nstatic const rf_plan *const plans[] = {\n"
   for _, n in ipairs(names) do c[#c + 1] = ("  &rf_plan_%s,\n"):format(n) end
-  c[#c + 1] = ("};\nconst unsigned rf_n_plans = %d;\n\n"):format(#names)
+  c[#c + 1] = ("};\n\nuint32_t rf_plan_count(void) { return %d; }\n\n"):format(#names)
+  c[#c + 1] = "const rf_plan *rf_plan_at(uint32_t i) { return i < rf_plan_count() ? plans[i] : NULL; }\n\n"
   c[#c + 1] = "const rf_plan *rf_plan_find(const char *name)\n{\n"
-    .. "  for (unsigned i = 0; i < rf_n_plans; i++)\n"
-    .. "    if (strcmp(rf_plans[i]->name, name) == 0)\n      return rf_plans[i];\n  return NULL;\n}\n"
-  local h = header_line .. "#ifndef REFIT_PLANS_H\n#define REFIT_PLANS_H\n\n#include \"refit_plan.h\"\n\n"
-    .. "extern const rf_plan *const rf_plans[];\nextern const unsigned rf_n_plans;\n"
-    .. "/* The plan of that name, or NULL. */\nconst rf_plan *rf_plan_find(const char *name);\n\n#endif\n"
+    .. "  for (uint32_t i = 0; name && i < rf_plan_count(); i++)\n"
+    .. "    if (strcmp(plans[i]->name, name) == 0)\n      return plans[i];\n  return NULL;\n}\n"
+  local h = header_line .. "#ifndef REFIT_PLANS_H\n#define REFIT_PLANS_H\n\n"
+    .. "/* rf_plan_count, rf_plan_at and rf_plan_find (refit.h) over this plan set */\n"
+    .. "#include \"refit.h\"\n\n#endif\n"
   return table.concat(c), h
 end
 

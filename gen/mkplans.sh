@@ -20,6 +20,7 @@ EOT
 done
 echo
 echo "build build/gen/plans.c build/gen/plans.h: gen_registry | gen/refitgen.lua gen/emit_c.lua"
+echo "  dir = build/gen"
 echo "  plans =" $plans
 printf 'build build/obj/gen/plans.o: cc build/gen/plans.c ||'
 for p in $plans; do printf ' $\n    build/gen/%s.h' "$p"; done

@@ -67,7 +67,8 @@ local function main(argv)
     end
   end
   if opts.registry then
-    local c, h = E.registry(rest, header("the plan list in gen/part.ninja"))
+    if #rest == 0 then io.stderr:write("refitgen.lua --registry DIR: no plans\n") return 2 end
+    local c, h = E.registry(rest, header("the plan list of its build edge"))
     U.write_if_changed(opts.registry .. "/plans.c", c)
     U.write_if_changed(opts.registry .. "/plans.h", h)
     return 0

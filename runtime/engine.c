@@ -12,8 +12,6 @@
 
 #include "internal.h"
 
-unsigned rf_abi_version(void) { return RF_ABI_VERSION; }
-
 static void lock(rf_engine *e)
 {
   if (e->prog_on) pthread_mutex_lock(&e->mu);
@@ -131,6 +129,8 @@ void rf_get_counters(const rf_engine *e, rf_counters *c)
   c->stage_ns += atomic_load(&m->stage_ns);
   unlock(m);
 }
+
+const rf_config *rf_engine_config(const rf_engine *e) { return e ? &e->cfg : NULL; }
 
 rf_status rf_ucx_setting(const rf_engine *e, const char *name, char *buf, size_t len)
 {
@@ -299,15 +299,16 @@ rf_status rf_progress(rf_engine *e)
 {
   if (!e) return RF_ERR_ARG;
   lock(e);
-  rf_status s;
+  rf_status s = RF_OK;
   if (e->cfg.role == RF_RECEIVER) {
     if (!e->prog_on) rf__receiver_step(e);
-    s = RF_OK;
   } else {
-    int was = e->pushing;
     if (!e->prog_on) rf__trainer_step(e);
-    s = e->pushing ? RF_AGAIN : was ? e->push_status : RF_OK;
-    if (e->prog_on && !e->pushing) s = e->push_status;
+    if (e->pushing) s = RF_AGAIN;
+    else if (!e->push_reported) { /* the push's result, once */
+      e->push_reported = 1;
+      s = e->push_status;
+    }
   }
   unlock(e);
   return s;
@@ -325,13 +326,14 @@ rf_status rf_wait(rf_engine *e, uint32_t timeout_ms)
   lock(e);
   uint32_t ms = timeout_ms ? timeout_ms : e->timeout_ms;
   rf_status s;
-  if (!e->pushing) s = e->push_status; /* ended already: its result */
+  if (!e->pushing) s = e->push_status; /* ended already: its result (again) */
   else if (wait_until(e, ms, push_ended, 0)) s = e->push_status;
   else {
     char why[128];
     snprintf(why, sizeof why, "push not finished after %u ms: abandoned, endpoints with writes in flight closed", ms);
     s = rf__trainer_abort(e, why);
   }
+  e->push_reported = 1;
   unlock(e);
   return s;
 }

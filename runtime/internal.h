@@ -192,7 +192,7 @@ struct rf_engine {
   rf__target *tg;            /* [n_tg] */
   uint32_t n_tg;
   uint32_t *recv_tg;         /* [receivers] index into tg, or RF_NONE */
-  int pushing;
+  int pushing, push_reported;  /* push_reported: its result went to rf_progress or rf_wait */
   rf_status push_status;
   uint64_t version, last_attempt, push_t0;
   uint32_t g_ready;          /* groups of this push whose slots are ready (absolute index bound) */

@@ -578,6 +578,7 @@ rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream)
   e->version = version;
   e->last_attempt = version;
   e->pushing = 1;
+  e->push_reported = 0;
   e->push_status = RF_OK;
   e->push_t0 = rf__now_ns();
   e->g_ready = e->rk->group_first;

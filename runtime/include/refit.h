@@ -53,8 +53,6 @@
 
 #include "refit_plan.h"
 
-#define RF_ABI_VERSION 2u
-
 #define RF_STATUS_LIST(X)                                                   \
   X(RF_OK, "ok")                                                            \
   X(RF_ERR_ARG, "invalid argument")                                         \
@@ -76,9 +74,7 @@
   X(RF_AGAIN, "not finished yet")                                           \
   X(RF_ERR_STALE, "version not newer than a receiver's complete version")   \
   X(RF_PARTIAL, "pushed to every live receiver, skipped those down")        \
-  X(RF_ERR_DTYPE, "tensor dtype does not match the table")                  \
-  X(RF_ERR_SHAPE, "tensor shape or strides do not match the table")        \
-  X(RF_ERR_NOTFOUND, "no such plan or tensor")
+  X(RF_ERR_TYPE, "tensor does not match the table")
 
 typedef enum rf_status {
 #define RF__ENUM(name, text) name,
@@ -87,7 +83,6 @@ typedef enum rf_status {
 } rf_status;
 
 const char *rf_strerror(rf_status s);
-unsigned rf_abi_version(void); /* RF_ABI_VERSION of the library */
 
 typedef struct rf_engine rf_engine;
 
@@ -244,5 +239,81 @@ void rf_get_counters(const rf_engine *e, rf_counters *c);
 /* The value this engine's UCX context uses for a UCX setting (e.g. "NET_DEVICES"), as UCX prints
  * it; lets callers check that the engine's choice won over the environment. */
 rf_status rf_ucx_setting(const rf_engine *e, const char *name, char *buf, size_t len);
+
+/* ---- discovery and typed binding (runtime/lookup.c) ----
+ * Plans of this library by name, tensors by name, what a rank binds, and binding by dtype, shape
+ * and strides. Built over the tables and the calls above only; nothing else in the runtime calls
+ * these. None of them spins, starts a thread or allocates beyond a temporary in rf_list. */
+
+/* Bumped when a declaration or a struct of refit.h or refit_plan.h changes incompatibly; code
+ * built against another RF_ABI_VERSION must not use this library (the Python module checks). */
+#define RF_ABI_VERSION 2 /* 2: version protocol v2 (rf_arm, ...) */
+uint32_t rf_abi_version(void);
+
+/* The plans linked into this library: librefit.so holds the set ./configure --plans chose; a
+ * program linking librefit.a links one plan set (build/obj/libplans.a: every plan). */
+uint32_t rf_plan_count(void);
+const rf_plan *rf_plan_at(uint32_t i);         /* NULL when i >= rf_plan_count() */
+const rf_plan *rf_plan_find(const char *name); /* NULL when this library has no such plan */
+
+/* The configuration the engine was opened with (its plan, role, rank, mem, cuda_device). */
+const rf_config *rf_engine_config(const rf_engine *e);
+
+/* Which table a tensor id indexes: plan->src (trainers), plan->dst or plan->derived (receivers). */
+enum rf_side { RF_SIDE_SRC = 1, RF_SIDE_DST = 2, RF_SIDE_DERIVED = 3 };
+
+typedef struct rf_tensor_info {
+  const char *name;
+  uint32_t id;          /* index into the side's table */
+  uint8_t side, dtype;  /* enum rf_side, enum rf_dtype */
+  uint8_t ndim, travel; /* travel: sources only (enum rf_travel), else 0 */
+  int64_t shape[3];     /* the whole tensor: a source as the trainer's module holds it (e.g. [E, 2I, H]
+                           for fused experts), a destination as the engine holds it on its rank */
+  int64_t row0, rows;   /* what `rank` binds: dim-0 indices [row0, row0 + rows) of shape, row-major
+                           contiguous; FSDP2 shard s of a SHARD source is torch.chunk's s-th chunk of
+                           dim 0; GATHER sources and destinations are bound whole */
+  uint64_t bytes;       /* bytes `rank` binds; 0: it binds nothing of this tensor */
+  uint32_t owner;       /* GATHER sources: the FSDP shard that binds all of it; else RF_NONE */
+} rf_tensor_info;
+
+/* `rank` is a trainer rank for RF_SIDE_SRC, a receiver index for RF_SIDE_DST / RF_SIDE_DERIVED.
+ * rf_find: the id of the tensor named `name` (sources: the same for every rank, whether or not
+ * `rank` binds it; destination and derived tensors: those of receiver `rank`), RF_NONE when there is
+ * none. Linear in the tensor count: to bind everything, walk rf_list instead.
+ * rf_describe: RF_ERR_ARG when side, rank or id is out of range (or the id is another receiver's).
+ * rf_list: every tensor `rank` binds, in id order: *n gets the count, out (may be NULL with cap 0)
+ * the first min(cap, *n) of them. */
+uint32_t rf_find(const rf_plan *p, int side, uint32_t rank, const char *name);
+rf_status rf_describe(const rf_plan *p, int side, uint32_t rank, uint32_t id, rf_tensor_info *out);
+rf_status rf_list(const rf_plan *p, int side, uint32_t rank, rf_tensor_info *out, uint32_t cap, uint32_t *n);
+
+/* A tensor as the caller holds it, described like DLPack's DLTensor (a DLManagedTensor's dl_tensor
+ * converts field by field: data + byte_offset, device, dtype, ndim, shape, strides). */
+typedef struct rf_tensor {
+  void *data;              /* first element */
+  int32_t device_type;     /* DLDeviceType: 1 CPU, 2 CUDA, 3 CUDA host (pinned); 0 = not checked */
+  int32_t device_id;
+  uint8_t dtype_code;      /* DLDataTypeCode: 0 int, 1 uint, 2 float, 4 bfloat, 10 float8_e4m3fn, ... */
+  uint8_t dtype_bits;      /* fp32 = {2, 32}, bf16 = {4, 16}, fp8 e4m3fn = {10, 8} */
+  uint16_t dtype_lanes;    /* 1 */
+  int32_t ndim;
+  const int64_t *shape;    /* [ndim] */
+  const int64_t *strides;  /* [ndim], in elements; NULL = row-major contiguous */
+  int64_t row0;            /* sources: the dim-0 index of the whole tensor where this piece starts (a
+                              DTensor shard's offset); -1 = not checked */
+  int readonly;            /* the memory may not be written: refused for destination and derived tensors */
+} rf_tensor;
+
+/* Check t against tensor `id` of `side` as cfg's plan and rank bind it (rf_describe): side fits
+ * cfg->role, this rank binds the tensor, dtype, shape (so the whole tensor or another rank's shard
+ * is refused), row-major contiguity (a transposed or strided view is refused), the shard's row
+ * offset when t->row0 >= 0, the device (cfg->mem, cfg->cuda_device) unless t->device_type is 0,
+ * and writability for receivers. RF_OK, or RF_ERR_TYPE (RF_ERR_ARG for a bad id or side) with the
+ * reason in err: the tensor's name and id, the rank, what the table expects and what t is. */
+rf_status rf_check(const rf_config *cfg, int side, uint32_t id, const rf_tensor *t, char *err, size_t errlen);
+/* rf_check against rf_engine_config(e), then rf_bind_src / rf_bind_dst / rf_bind_derived with the
+ * bytes rf_describe gives. On failure err gets the reason (rf_last_error's text when the engine
+ * refused). */
+rf_status rf_bind(rf_engine *e, int side, uint32_t id, const rf_tensor *t, char *err, size_t errlen);
 
 #endif

@@ -1,0 +1,570 @@
+"""refit: move a trainer's freshly trained weights into running inference engines.
+
+A plan (compiled ahead of time into librefit.so, see ./configure --plans) fixes every byte of an
+update. A trainer rank binds the tensors it holds (FSDP2 shards, by name) and pushes versions; a
+receiver binds its engine's tensors and learns when a version is complete.
+
+    plan = refit.Plan("qwen3_tiny_tp2")
+    rx = refit.Receiver(plan, plan.receiver_index(replica=0, tp_rank=0), token=SECRET)
+    rx.bind(engine_tensors)                 # dict name -> tensor, as the engine holds them
+    port = rx.listen("0.0.0.0")
+    state = rx.wait(version)                # raises refit.TornError with the reason
+
+    tr = refit.Trainer(plan, mesh=mesh, token=SECRET, mem="cuda")
+    tr.bind_module(model)                   # FSDP2 shards by name; gathered tensors get buffers
+    tr.connect(receiver, host, port)        # for each receiver in tr.receivers
+    tr.refresh_gathered(); tr.push(version); tr.wait()
+
+Tensors are PyTorch tensors or any object with __array_interface__ (numpy; ml_dtypes for bfloat16
+and float8_e4m3fn), __cuda_array_interface__ or __dlpack__. torch is imported only when a tensor,
+mesh or module of it is given. Every tensor a receiver or trainer binds is checked against the
+plan: dtype, shape, row-major contiguity, the FSDP shard, the device.
+"""
+import difflib
+import sys
+from collections import namedtuple
+
+from . import _refit
+from ._refit import BindError, Error, TimeoutError, TornError
+
+__all__ = ["Plan", "Trainer", "Receiver", "TensorInfo", "VersionState", "Error", "BindError", "TornError",
+           "TimeoutError", "plans", "ABI_VERSION"]
+
+ABI_VERSION = _refit.ABI_VERSION
+_SRC, _DST, _DERIVED = _refit.SIDE_SRC, _refit.SIDE_DST, _refit.SIDE_DERIVED
+_DTYPE = {1: "bfloat16", 2: "float32", 3: "float8_e4m3fn"}
+_TRAVEL = {0: None, 1: "expert", 2: "shard", 3: "gather"}
+_SIDE = {_SRC: "source", _DST: "destination", _DERIVED: "derived"}
+_MEM = {"host": _refit.MEM_HOST, "cuda": _refit.MEM_CUDA}
+# DLPack {code, bits} by the dtype names numpy, ml_dtypes and torch share
+_DL = {"bool": (6, 8), "int8": (0, 8), "int16": (0, 16), "int32": (0, 32), "int64": (0, 64), "uint8": (1, 8),
+       "uint16": (1, 16), "uint32": (1, 32), "uint64": (1, 64), "float16": (2, 16), "float32": (2, 32),
+       "float64": (2, 64), "bfloat16": (4, 16), "float8_e4m3fn": (10, 8), "float8_e5m2": (12, 8)}
+_CPU, _CUDA = 1, 2
+
+
+def plans():
+    """Names of the plans this librefit.so carries."""
+    return _refit.plans()
+
+
+VersionState = namedtuple("VersionState", "complete torn armed refused torn_reason")
+VersionState.__doc__ = ("A receiver's versions: newest complete, newest torn (0: none), armed and not yet complete "
+                        "(0: none), connections refused so far, why the newest torn one tore.")
+
+
+class TensorInfo(namedtuple("TensorInfo", "name id side dtype shape row0 rows bytes travel owner")):
+    """One tensor of a plan as one rank binds it.
+
+    shape is the whole tensor (a source as the trainer's module holds it); the rank binds dim-0
+    indices [row0, row0 + rows) of it, row-major contiguous: bind_shape. bytes 0: it binds nothing.
+    travel ('shard', 'expert', 'gather'; None for receivers' tensors) and owner (the FSDP shard that
+    binds an expert or gathered tensor whole) say how a source travels."""
+    __slots__ = ()
+
+    @property
+    def bind_shape(self):
+        return (self.rows,) + tuple(self.shape[1:])
+
+    def empty(self, device=None):
+        """A new uninitialised tensor of bind_shape and dtype: numpy (with ml_dtypes for bfloat16 and
+        float8_e4m3fn) when device is None, else torch on that device."""
+        if device is not None:
+            torch = _torch()
+            return torch.empty(self.bind_shape, dtype=getattr(torch, self.dtype), device=device)
+        import numpy as np
+        if self.dtype == "float32":
+            dt = np.float32
+        else:
+            import ml_dtypes
+            dt = getattr(ml_dtypes, self.dtype)
+        return np.empty(self.bind_shape, dtype=dt)
+
+
+def _info(t):
+    name, id_, side, dtype, shape, row0, rows, nbytes, travel, owner = t
+    return TensorInfo(name, id_, side, _DTYPE.get(dtype, str(dtype)), shape, row0, rows, nbytes, _TRAVEL[travel], owner)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as e:  # only reached when a torch feature is asked for
+        raise Error(f"this needs PyTorch: {e}") from e
+    return torch
+
+
+def _unknown(plan, what, name, names):
+    close = difflib.get_close_matches(name, names, n=3)
+    hint = f"; close: {', '.join(repr(c) for c in close)}" if close else ""
+    return BindError(f"plan '{plan.name}' has no {what} tensor '{name}'{hint}")
+
+
+class Plan:
+    """One plan of librefit.so: its numbers (fsdp, dp_replicate, trainers, tp, ep, replicas,
+    receivers, layout_hash, total_bytes, ...) and its tensors by name."""
+
+    def __init__(self, name):
+        self._p = name._p if isinstance(name, Plan) else _refit.Plan(name)
+        for k, v in self._p.attrs().items():
+            setattr(self, k, v)
+
+    def __repr__(self):
+        return (f"Plan({self.name!r}: {self.model}, trainers {self.dp_replicate}x{self.fsdp}, "
+                f"{self.replicas} replica(s) of tp {self.tp} ep {self.ep})")
+
+    # ---- tensors ----
+    def sources(self, rank):
+        """{name: TensorInfo} of every source trainer rank binds."""
+        return {t[0]: _info(t) for t in self._p.list(_SRC, rank)}
+
+    def destinations(self, receiver):
+        """{name: TensorInfo} of every tensor receiver binds: its destination tensors, then the
+        derived tensors it rebuilds after each version (side _DERIVED, e.g. MLA's W_UK_T)."""
+        out = {t[0]: _info(t) for t in self._p.list(_DST, receiver)}
+        out.update({t[0]: _info(t) for t in self._p.list(_DERIVED, receiver)})
+        return out
+
+    def source(self, name, rank=0):
+        """TensorInfo of source `name` as trainer rank binds it (bytes 0: it binds nothing of it)."""
+        i = self._p.find(_SRC, 0, name)
+        if i is None:
+            raise _unknown(self, "source", name, [self._p.describe(_SRC, 0, k)[0] for k in range(self.n_src)])
+        return _info(self._p.describe(_SRC, rank, i))
+
+    def destination(self, name, receiver=0):
+        """TensorInfo of destination or derived tensor `name` of receiver."""
+        for side in (_DST, _DERIVED):
+            i = self._p.find(side, receiver, name)
+            if i is not None:
+                return _info(self._p.describe(side, receiver, i))
+        raise _unknown(self, f"receiver {receiver}", name, list(self.destinations(receiver)))
+
+    # ---- ranks ----
+    def trainer_rank(self, shard=None, replicate=0, mesh=None):
+        """The trainer rank of FSDP shard `shard` in replicate group `replicate`
+        (rank = replicate * fsdp + shard), or of this process in a torch DeviceMesh: 1-D (shard) or
+        HSDP 2-D (replicate, shard), whose sizes must be the plan's dp_replicate x fsdp."""
+        if mesh is not None:
+            if mesh.ndim == 1:
+                replicate, shard, sizes = 0, mesh.get_local_rank(0), (1, mesh.size(0))
+            elif mesh.ndim == 2:
+                replicate, shard, sizes = mesh.get_local_rank(0), mesh.get_local_rank(1), (mesh.size(0), mesh.size(1))
+            else:
+                raise Error(f"a {mesh.ndim}-D mesh: refit takes a 1-D (shard) or 2-D HSDP (replicate, shard) mesh")
+            if sizes != (self.dp_replicate, self.fsdp):
+                raise Error(f"mesh is {sizes[0]} x {sizes[1]} (replicate x shard), plan '{self.name}' is "
+                            f"{self.dp_replicate} x {self.fsdp} (dp_replicate x fsdp)")
+        if shard is None:
+            raise Error("trainer_rank needs shard= (and replicate=) or mesh=")
+        if not (0 <= shard < self.fsdp and 0 <= replicate < self.dp_replicate):
+            raise Error(f"shard {shard} / replicate {replicate} outside plan '{self.name}' "
+                        f"(fsdp {self.fsdp}, dp_replicate {self.dp_replicate})")
+        rank = replicate * self.fsdp + shard
+        if self._p.trainer(rank)[:2] != (shard, replicate):
+            raise Error(f"plan '{self.name}': trainer rank {rank} is not shard {shard} of replicate group {replicate}")
+        return rank
+
+    def receiver_index(self, replica=0, tp_rank=0, ep_rank=None):
+        """The receiver index of one engine GPU: replica * size + position, size = max(tp, ep) GPUs
+        per replica. Position is the TP rank; with data-parallel attention (ep > tp) it is the EP
+        rank, whose TP rank is ep_rank % tp."""
+        size = self.receivers // self.replicas
+        if not 0 <= replica < self.replicas:
+            raise Error(f"replica {replica} outside plan '{self.name}' ({self.replicas} replicas)")
+        if self.ep > self.tp:
+            if ep_rank is None or not 0 <= ep_rank < self.ep or ep_rank % self.tp != tp_rank % self.tp:
+                raise Error(f"plan '{self.name}' has ep {self.ep} > tp {self.tp}: give ep_rank (0..{self.ep - 1}) "
+                            f"with tp_rank = ep_rank % {self.tp} (got tp_rank {tp_rank}, ep_rank {ep_rank})")
+            pos = ep_rank
+        else:
+            if not 0 <= tp_rank < self.tp or (ep_rank is not None and self.ep > 1 and ep_rank != tp_rank):
+                raise Error(f"tp_rank {tp_rank} / ep_rank {ep_rank} outside plan '{self.name}' (tp {self.tp}, "
+                            f"ep {self.ep}: the EP rank equals the TP rank)")
+            pos = tp_rank
+        r = replica * size + pos
+        if self._p.receiver(r)[:2] != (replica, pos):
+            raise Error(f"plan '{self.name}': receiver {r} is not position {pos} of replica {replica}")
+        return r
+
+    def receivers_of(self, rank):
+        """Receiver indices trainer rank writes to."""
+        return [r for r in range(self.receivers) if any(q[0] == rank for q in self._p.receiver(r)[3])]
+
+    def trainers_of(self, receiver):
+        """Trainer ranks that write to receiver."""
+        return [q[0] for q in self._p.receiver(receiver)[3]]
+
+    def check(self, name, tensor, *, rank=None, receiver=None, mem="host", device=0, row0=None):
+        """Check a tensor against the table without an engine (as bind would): give rank= for a
+        source, receiver= for a destination or derived tensor. Raises BindError with the reason."""
+        if (rank is None) == (receiver is None):
+            raise Error("check needs exactly one of rank= (source) or receiver= (destination)")
+        if rank is not None:
+            info, role, who = self.source(name, rank), _refit.TRAINER, rank
+        else:
+            info, role, who = self.destination(name, receiver), _refit.RECEIVER, receiver
+        try:
+            desc, _ = _describe(tensor, row0)
+        except BindError as e:
+            raise BindError(f"tensor '{info.name}': {e}") from None
+        self._p.check(role, who, _MEM[mem], device, info.side, info.id, desc)
+
+
+# ---------------------------------------------------------------------------------------------
+# tensors as (data, device_type, device_id, dtype code, bits, lanes, shape, strides, row0, readonly)
+
+def _is_dtensor(x):
+    return type(x).__name__ == "DTensor" and hasattr(x, "to_local")
+
+
+def _dtype_dl(name):
+    try:
+        return _DL[name]
+    except KeyError:
+        raise BindError(f"dtype {name} is not one refit knows (bfloat16, float32, float8_e4m3fn)") from None
+
+
+def _from_interface(ai, dtype_name, device_type, device_id, row0):
+    ptr, readonly = ai["data"]
+    shape = tuple(int(s) for s in ai["shape"])
+    ts = ai["typestr"]
+    itemsize = int(ts[2:])
+    if dtype_name is None:  # no .dtype: the type string ('<f4', '|u1', ...)
+        kind = {"f": "float", "i": "int", "u": "uint", "b": "bool"}.get(ts[1])
+        dtype_name = "bool" if kind == "bool" else f"{kind}{8 * itemsize}" if kind else ts
+    code, bits = _dtype_dl(dtype_name)
+    strides = ai.get("strides")
+    if strides is not None:  # bytes -> elements; a stride between elements is never row-major
+        strides = tuple(s // itemsize if s % itemsize == 0 else -1 for s in strides)
+    return (int(ptr or 0), device_type, device_id, code, bits, 1, shape, strides,
+            -1 if row0 is None else row0, bool(readonly))
+
+
+def _describe(x, row0=None):
+    """(description tuple, object to keep alive while the engine lives) of tensor x."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        if _is_dtensor(x):
+            local, off, _ = _dtensor_local(x, "a DTensor")  # raises "a DTensor: ..."
+            return _describe(local, off if row0 is None else row0)
+        dev = x.device
+        code, bits = _dtype_dl(str(x.dtype).replace("torch.", ""))
+        return ((x.data_ptr(), _CUDA if dev.type == "cuda" else _CPU if dev.type == "cpu" else 0,
+                 dev.index or 0, code, bits, 1, tuple(x.shape), tuple(x.stride()),
+                 -1 if row0 is None else row0, False), x)
+    ai = getattr(x, "__array_interface__", None)
+    if ai is not None:
+        dt = getattr(getattr(x, "dtype", None), "name", None)
+        return _from_interface(ai, dt if dt in _DL else None, _CPU, 0, row0), x
+    cai = getattr(x, "__cuda_array_interface__", None)
+    if cai is not None:  # the interface names no device: checked when the object says (CuPy: .device.id)
+        dev = getattr(getattr(x, "device", None), "id", None)
+        dt = getattr(getattr(x, "dtype", None), "name", None)
+        return _from_interface(cai, dt if dt in _DL else None, 0 if dev is None else _CUDA, dev or 0, row0), x
+    if hasattr(x, "__dlpack__"):
+        cap = x.__dlpack__()
+        d = _refit.dlpack(cap)
+        return d[:8] + (-1 if row0 is None else row0, d[8]), (x, cap)
+    raise BindError(f"a {type(x).__name__} is not a tensor refit can bind (torch.Tensor, or an object with "
+                    f"__array_interface__, __cuda_array_interface__ or __dlpack__)")
+
+
+def _dtensor_local(t, name):
+    """(local tensor, dim-0 offset of it, mesh dim it is sharded over or None) of a DTensor that
+    FSDP2 shards on dim 0 (HSDP: replicated over the other mesh dim)."""
+    shard_dims = [i for i, p in enumerate(t.placements) if p.is_shard()]
+    if not shard_dims:
+        return t.to_local(), 0, None
+    if len(shard_dims) > 1 or getattr(t.placements[shard_dims[0]], "dim", None) != 0 or \
+            type(t.placements[shard_dims[0]]).__name__ != "Shard":
+        raise BindError(f"{name}: DTensor placements {tuple(t.placements)}: refit binds FSDP2 dim-0 shards "
+                        f"(Shard(0) over one mesh dim, Replicate over the others)")
+    d = shard_dims[0]
+    n, c, rows = t.device_mesh.size(d), t.device_mesh.get_local_rank(d), t.shape[0]
+    chunk = -(-rows // n)
+    return t.to_local(), min(c * chunk, rows), d
+
+
+def _chunk(rows, n, s):
+    """torch.chunk's s-th of n pieces of dim 0 (FSDP2's shard s): (first row, row count)."""
+    chunk = -(-rows // n)
+    a = min(s * chunk, rows)
+    return a, min(rows, a + chunk) - a
+
+
+class _Engine:
+    """What Trainer and Receiver share: the engine, binding, counters, closing."""
+
+    def __init__(self, plan, role, rank, token, mem, device, **kw):
+        self.plan = Plan(plan)
+        if mem not in _MEM:
+            raise Error(f"mem must be 'host' or 'cuda', not {mem!r}")
+        if device is None:
+            device = _torch().cuda.current_device() if mem == "cuda" else 0
+        self.mem, self.device = mem, device
+        self._timeout_ms = kw.get("timeout_ms") or 10000  # rf_config's default
+        self._e = _refit.Engine(self.plan._p, role, rank, token, _MEM[mem], device, **kw)
+
+    def _bind(self, info, tensor, row0=None):
+        try:
+            desc, keep = _describe(tensor, row0)
+        except BindError as e:
+            raise BindError(f"tensor '{info.name}': {e}") from None
+        self._e.bind(info.side, info.id, desc, keep)
+
+    def _stream(self, stream):
+        if stream is None:
+            if self.mem != "cuda":
+                return 0
+            return _torch().cuda.current_stream(self.device).cuda_stream
+        return int(getattr(stream, "cuda_stream", stream))
+
+    def counters(self):
+        """The engine's counters (bytes, writes, stage_ns, ... see refit.h rf_counters)."""
+        return self._e.counters()
+
+    def ucx_setting(self, name):
+        return self._e.ucx_setting(name)
+
+    def close(self):
+        self._e.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+_ENGINE_KW = ("timeout_ms", "max_inflight", "ucx_tls", "nic_mode", "gpu_bdf", "sysfs_root", "nic_min_gbps",
+              "no_peer_errors", "handshake_ms", "progress_thread")
+
+
+class Receiver(_Engine):
+    """One receiver (one engine GPU) of a plan: bind the engine's tensors, listen or export, then per
+    version: pause serving, arm(v), wait(v) (or stream_wait), resume. Options: mem ('host' | 'cuda'),
+    device (CUDA ordinal), timeout_ms, handshake_ms, max_inflight, ucx_tls, nic_mode, gpu_bdf,
+    nic_min_gbps, no_peer_errors, progress_thread (refit.h rf_config). auto_arm=True arms whatever
+    trainers ask for: for tests and demos only, since writes then land while the engine may read."""
+
+    def __init__(self, plan, index, *, token, mem="host", device=None, auto_arm=False, progress_thread=True, **kw):
+        if set(kw) - set(_ENGINE_KW):
+            raise TypeError(f"unknown options {sorted(set(kw) - set(_ENGINE_KW))}")
+        self.index = index
+        super().__init__(plan, _refit.RECEIVER, index, token, mem, device, auto_arm=auto_arm,
+                         progress_thread=progress_thread, **kw)
+
+    @property
+    def tensors(self):
+        """{name: TensorInfo} of everything this receiver binds (destination and derived)."""
+        return self.plan.destinations(self.index)
+
+    def bind(self, tensors):
+        """Bind {name: tensor} (the engine's own tensors, which must outlive the receiver)."""
+        for name, t in tensors.items():
+            self._bind(self.plan.destination(name, self.index), t)
+
+    def listen(self, host="0.0.0.0", port=0):
+        """Register the bound tensors and listen; returns the port (port 0 = any)."""
+        return self._e.listen(host, port)
+
+    def export(self):
+        """The receiver's metadata as bytes, for trainers' import_blob (after listen)."""
+        return self._e.export()
+
+    def arm(self, version):
+        """The engine has stopped reading its weights: trainers may write `version` now. It must be
+        newer than the complete version; arming a newer one while one is in progress tears that."""
+        self._e.arm(version)
+
+    def poll(self):
+        """VersionState now (drives the transport once)."""
+        return VersionState(*self._e.poll())
+
+    def wait(self, version, timeout=None):
+        """Wait until version (or a newer one) is complete; returns the VersionState. Raises
+        TornError (.version, .reason) or TimeoutError after timeout seconds (None: no limit)."""
+        ms = -1 if timeout is None else int(timeout * 1000)
+        return VersionState(*self._e.version_wait(version, ms))
+
+    def stream_wait(self, version, stream=None):
+        """CUDA mode: make stream (a torch.cuda.Stream or a cudaStream_t as int; None: the current
+        stream) wait on the GPU until version is complete. Usable while capturing a CUDA graph."""
+        self._e.stream_wait(version, self._stream(stream))
+
+
+def _binding_plan(plan, replicate, shapes):
+    """How each FSDP shard of replicate group `replicate` binds the sources it sends, from the plan
+    and the module's tensors only (so every rank of the group decides the same, and the gathers'
+    collectives match): shapes maps a name to (dim-0 rows, n), n the number of FSDP2 shards its
+    dim 0 is split into (torch.chunk), None when unsharded. Returns ({shard: [names bound from the
+    local tensor]}, [(name, owner shard)] gathered onto their owner), both in source id order."""
+    fsdp = plan.fsdp
+    needs = {s: plan.sources(replicate * fsdp + s) for s in range(fsdp)}
+    order = {}
+    for v in needs.values():
+        for n, i in v.items():
+            order[n] = i.id
+    missing = [n for n in sorted(order, key=order.get) if n not in shapes]
+    if missing:
+        close = difflib.get_close_matches(missing[0], list(shapes), n=1)
+        raise BindError(f"{len(missing)} source(s) of plan '{plan.name}' not in the module, e.g. "
+                        f"{', '.join(repr(n) for n in missing[:5])}" + (f" (close to {close[0]!r})" if close else ""))
+    direct, gathered = {}, []
+    for name in sorted(order, key=order.get):
+        rows, n = shapes[name]
+        for s in range(fsdp):
+            info = needs[s].get(name)
+            if info is None:
+                continue
+            want = (info.row0, info.rows)
+            have = (0, rows) if n is None else _chunk(rows, n, s)
+            if have == want or n is None:
+                direct.setdefault(s, []).append(name)
+            elif want == (0, rows):
+                gathered.append((name, s))
+            else:
+                raise BindError(f"tensor '{name}': FSDP shard {s} of {n} holds rows {have[0]}..{sum(have) - 1} of "
+                                f"{rows}, plan '{plan.name}' (fsdp {fsdp}) has trainer rank {replicate * fsdp + s} "
+                                f"bind rows {want[0]}..{sum(want) - 1}: the module is sharded unlike the plan")
+    return direct, gathered
+
+
+class _Gather:
+    """One gathered source: the full tensor on its owning FSDP shard, gathered every step."""
+    __slots__ = ("name", "owner", "group", "dst", "local", "send", "recv")
+
+
+class Trainer(_Engine):
+    """One trainer rank of a plan: bind the sources it holds, connect to the receivers it writes to,
+    push versions. rank = replicate * fsdp + shard, or from mesh (a torch DeviceMesh, HSDP 2-D as
+    (replicate, shard)). Options as Receiver's, plus direct (write unconverted tensors straight from
+    the bound sources)."""
+
+    def __init__(self, plan, rank=None, *, token, mesh=None, mem="host", device=None, **kw):
+        p = Plan(plan)
+        if mesh is not None:
+            r = p.trainer_rank(mesh=mesh)
+            if rank is not None and rank != r:
+                raise Error(f"rank {rank} given, the mesh says {r}")
+            rank = r
+        if rank is None:
+            raise Error("Trainer needs rank= or mesh=")
+        self.rank, self.mesh = rank, mesh
+        self.shard, self.replicate = p._p.trainer(rank)[:2]
+        keys = _ENGINE_KW + ("direct", "skip_down")
+        if set(kw) - set(keys):
+            raise TypeError(f"unknown options {sorted(set(kw) - set(keys))}")
+        super().__init__(p, _refit.TRAINER, rank, token, mem, device, **kw)
+        self._gathers = []
+
+    @property
+    def sources(self):
+        """{name: TensorInfo} of every source this rank binds."""
+        return self.plan.sources(self.rank)
+
+    @property
+    def receivers(self):
+        """Receiver indices this rank writes to (connect or import each)."""
+        return self.plan.receivers_of(self.rank)
+
+    def bind(self, name, tensor, row0=None):
+        """Bind source `name` as this rank holds it (a DTensor: its local shard, offset checked;
+        row0: the dim-0 index where a plain tensor's piece starts, checked when given)."""
+        self._bind(self.plan.source(name, self.rank), tensor, row0)
+
+    def bind_module(self, module):
+        """Bind every source this rank binds from a torch nn.Module (parameters and buffers by
+        name) or a {name: tensor} mapping. FSDP2 DTensors bind their local dim-0 shard (its offset
+        checked); a source the plan wants whole on this rank (gathered, or an expert FSDP2 split)
+        gets a persistent buffer that refresh_gathered() fills; a plain (unsharded) tensor binds the
+        rows this rank sends. Returns the names of the gathered sources."""
+        named = dict(module) if isinstance(module, dict) else \
+            {**dict(module.named_parameters(remove_duplicate=False)), **dict(module.named_buffers(remove_duplicate=False))}
+        shapes = {}
+        for n, t in named.items():
+            d = _dtensor_local(t, f"tensor '{n}'")[2] if _is_dtensor(t) else None
+            shapes[n] = (t.shape[0] if len(t.shape) else 1, None if d is None else t.device_mesh.size(d))
+        direct, gathered = _binding_plan(self.plan, self.replicate, shapes)
+        for name in direct.get(self.shard, ()):
+            t, info = named[name], self.plan.source(name, self.rank)
+            if _is_dtensor(t):
+                self.bind(name, t)  # the local shard, at the offset its mesh coordinate gives
+            elif info.rows == t.shape[0]:
+                self.bind(name, t, row0=0)
+            else:
+                self.bind(name, t[info.row0:info.row0 + info.rows], row0=info.row0)
+        for name, s in gathered:
+            self._add_gather(name, named[name], s, self.plan.source(name, self.replicate * self.plan.fsdp + s))
+        return [n for n, _ in gathered]
+
+    def _add_gather(self, name, t, owner, info):
+        torch, dist = _torch(), _torch().distributed
+        local, _, d = _dtensor_local(t, f"tensor '{name}'")
+        g = _Gather()
+        g.name, g.owner = name, owner
+        g.group = t.device_mesh.get_group(d)
+        g.dst = dist.get_global_rank(g.group, owner)
+        n = t.device_mesh.size(d)
+        chunk = -(-t.shape[0] // n)
+        g.local = local
+        g.send = None if local.shape[0] == chunk else torch.zeros((chunk,) + tuple(t.shape[1:]), dtype=local.dtype,
+                                                                  device=local.device)
+        g.recv = None
+        if owner == self.shard:  # the full tensor, padded to n chunks; the bound view is its first rows
+            full = torch.empty((n * chunk,) + tuple(t.shape[1:]), dtype=local.dtype, device=local.device)
+            g.recv = list(full.split(chunk))
+            self._bind(info, full[:t.shape[0]], row0=0)
+        self._gathers.append(g)
+
+    def refresh_gathered(self):
+        """Gather each gathered source onto its owning FSDP shard only (torch.distributed.gather
+        over the shard group, into the persistent buffers bind_module made). Call after every
+        optimizer step, before push, on every rank of the group (it is a collective)."""
+        dist = _torch().distributed if self._gathers else None
+        for g in self._gathers:
+            send = g.local
+            if g.send is not None:  # a short (or empty) last chunk: padded to the chunk size
+                g.send[:g.local.shape[0]].copy_(g.local)
+                send = g.send
+            dist.gather(send, gather_list=g.recv, dst=g.dst, group=g.group)
+
+    def connect(self, receiver, host, port):
+        """Connect to receiver at host:port (present the layout hash, rank and token)."""
+        self._e.connect(receiver, host, port)
+
+    def import_blob(self, blob):
+        """Connect from a blob the receiver exported."""
+        self._e.import_blob(blob)
+
+    @property
+    def resume_version(self):
+        """The version to push next: one more than the newest complete version of any receiver this
+        rank is connected to (learnt when it connected) and than any it pushed. A restarted trainer
+        starts there."""
+        return self._e.resume_version()
+
+    def target(self, receiver):
+        """(status, complete, where, reason) of this rank's connection and push to `receiver`:
+        status is one of down, connecting, idle, waiting, writing, flushing, complete, failed,
+        skipped; complete is that receiver's newest complete version as last heard."""
+        return self._e.target(receiver)
+
+    def push(self, version, stream=None):
+        """Start pushing version: newer than every connected receiver's complete version (a retry of
+        a version that failed is allowed). CUDA mode: stream (torch.cuda.Stream, or a cudaStream_t as
+        int; None: the current stream) is the one the sources are ready on. Each receiver's writes go
+        out once it armed the version."""
+        self._e.push(version, self._stream(stream))
+
+    def wait(self, timeout=None):
+        """Until every receiver acknowledged the version complete; returns the receivers skipped
+        because they were down (skip_down=True), [] when none. Raises TornError / Error with the
+        receiver and reason, or TimeoutError after timeout seconds (None: the engine's timeout_ms; a
+        timed-out push is given up and its writes fenced)."""
+        return self._e.wait(self._timeout_ms if timeout is None else max(1, int(timeout * 1000)))
+
+    def progress(self):
+        """Drive the push once without blocking; True while it is under way."""
+        return self._e.progress()

@@ -1,0 +1,762 @@
+/* _refit.c: the C extension of the refit Python module, over librefit.so's public API (refit.h).
+ *
+ *   Plan(name)    one plan of the library: its numbers, tensors by name, what a rank binds, checks
+ *   Engine(...)   one rf_engine: bind, listen/export, connect/import, push/wait, versions, counters
+ *   dlpack(cap)   the description of a DLPack capsule (legacy or versioned), without consuming it
+ *
+ * refit/__init__.py builds the user-facing classes on these. Every Engine call takes the engine's
+ * lock with the GIL released (the engine is single-threaded; waits may take seconds), and copies
+ * rf_last_error() before it lets go of the lock. Errors raise refit.Error or its subclasses
+ * BindError, TornError and TimeoutError, with .status (the rf_status number), .status_name,
+ * .version and .reason. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pythread.h>
+
+#include "refit.h"
+
+static PyObject *Error, *BindError, *TornError, *TimeoutError_;
+
+static const char *const status_names[] = {
+#define RF__NAME(name, text) #name,
+  RF_STATUS_LIST(RF__NAME)
+#undef RF__NAME
+};
+
+/* set the error: class cls (NULL: by status) for s with message msg; version and reason (NULL: None) for TornError */
+static PyObject *set_error(PyObject *cls, rf_status s, const char *msg, uint64_t version, const char *reason)
+{
+  if (!cls) cls = s == RF_ERR_TORN ? TornError : s == RF_ERR_TIMEOUT ? TimeoutError_ : s == RF_ERR_TYPE ? BindError : Error;
+  PyObject *e = PyObject_CallFunction(cls, "s", msg);
+  if (!e) return NULL;
+  const char *name = (unsigned)s < sizeof status_names / sizeof status_names[0] ? status_names[s] : "unknown";
+  PyObject *st = PyLong_FromLong((long)s), *nm = PyUnicode_FromString(name);
+  PyObject *v = version ? PyLong_FromUnsignedLongLong(version) : Py_NewRef(Py_None);
+  PyObject *r = reason ? PyUnicode_FromString(reason) : Py_NewRef(Py_None);
+  if (st && nm && v && r && PyObject_SetAttrString(e, "status", st) == 0 && PyObject_SetAttrString(e, "status_name", nm) == 0 &&
+      PyObject_SetAttrString(e, "version", v) == 0 && PyObject_SetAttrString(e, "reason", r) == 0)
+    PyErr_SetObject(cls, e);
+  Py_XDECREF(st);
+  Py_XDECREF(nm);
+  Py_XDECREF(v);
+  Py_XDECREF(r);
+  Py_DECREF(e);
+  return NULL;
+}
+
+/* ------------------------------------------ Plan ------------------------------------------ */
+
+typedef struct {
+  PyObject_HEAD
+  const rf_plan *p;
+} PlanObject;
+
+static int plan_init(PlanObject *self, PyObject *args, PyObject *kw)
+{
+  static char *kws[] = {"name", NULL};
+  const char *name;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "s", kws, &name)) return -1;
+  self->p = rf_plan_find(name);
+  if (self->p) return 0;
+  char msg[1024];
+  size_t k = (size_t)snprintf(msg, sizeof msg, "no plan '%s' in this librefit.so (it has:", name);
+  for (uint32_t i = 0; i < rf_plan_count() && k < sizeof msg; i++)
+    k += (size_t)snprintf(msg + k, sizeof msg - k, " %s", rf_plan_at(i)->name);
+  if (k < sizeof msg) snprintf(msg + k, sizeof msg - k, "; ./configure --plans=... chooses them)");
+  set_error(Error, RF_ERR_ARG, msg, 0, NULL);
+  return -1;
+}
+
+static PyObject *plan_attrs(PlanObject *self, PyObject *noargs)
+{
+  (void)noargs;
+  const rf_plan *p = self->p;
+  return Py_BuildValue("{s:s,s:s,s:K,s:K,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "name", p->name, "model", p->model,
+                       "layout_hash", (unsigned long long)p->layout_hash, "total_bytes", (unsigned long long)p->total_bytes,
+                       "fsdp", p->fsdp, "dp_replicate", p->dp_replicate, "trainers", p->trainers, "tp", p->tp, "ep", p->ep,
+                       "replicas", p->replicas, "receivers", p->receivers, "n_src", p->n_src, "n_dst", p->n_dst,
+                       "n_derived", p->n_derived, "scale_fmt", p->scale_fmt == RF_SCALE_UE8M0 ? "ue8m0" : "fp32");
+}
+
+/* (name, id, side, dtype, shape, row0, rows, bytes, travel, owner) */
+static PyObject *info_tuple(const rf_tensor_info *t)
+{
+  PyObject *shape = PyTuple_New(t->ndim);
+  if (!shape) return NULL;
+  for (int i = 0; i < t->ndim; i++) PyTuple_SET_ITEM(shape, i, PyLong_FromLongLong(t->shape[i]));
+  PyObject *owner = t->owner == RF_NONE ? Py_NewRef(Py_None) : PyLong_FromUnsignedLong(t->owner);
+  return Py_BuildValue("(sIiiNLLKiN)", t->name, t->id, (int)t->side, (int)t->dtype, shape, (long long)t->row0,
+                       (long long)t->rows, (unsigned long long)t->bytes, (int)t->travel, owner);
+}
+
+static PyObject *plan_find(PlanObject *self, PyObject *args)
+{
+  int side;
+  unsigned rank;
+  const char *name;
+  if (!PyArg_ParseTuple(args, "iIs", &side, &rank, &name)) return NULL;
+  uint32_t id = rf_find(self->p, side, rank, name);
+  if (id == RF_NONE) Py_RETURN_NONE;
+  return PyLong_FromUnsignedLong(id);
+}
+
+static PyObject *plan_describe(PlanObject *self, PyObject *args)
+{
+  int side;
+  unsigned rank, id;
+  if (!PyArg_ParseTuple(args, "iII", &side, &rank, &id)) return NULL;
+  rf_tensor_info t;
+  if (rf_describe(self->p, side, rank, id, &t) != RF_OK) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "plan '%s': no tensor %u of side %d for rank %u", self->p->name, id, side, rank);
+    return set_error(Error, RF_ERR_ARG, msg, 0, NULL);
+  }
+  return info_tuple(&t);
+}
+
+static PyObject *plan_list(PlanObject *self, PyObject *args)
+{
+  int side;
+  unsigned rank;
+  if (!PyArg_ParseTuple(args, "iI", &side, &rank)) return NULL;
+  uint32_t n = 0;
+  rf_status s = rf_list(self->p, side, rank, NULL, 0, &n);
+  rf_tensor_info *v = s == RF_OK ? PyMem_Malloc((n ? n : 1) * sizeof *v) : NULL;
+  if (s == RF_OK && !v) return PyErr_NoMemory();
+  if (s == RF_OK) s = rf_list(self->p, side, rank, v, n, &n);
+  if (s != RF_OK) {
+    PyMem_Free(v);
+    char msg[160];
+    snprintf(msg, sizeof msg, "plan '%s': no rank %u on side %d", self->p->name, rank, side);
+    return set_error(Error, s, msg, 0, NULL);
+  }
+  PyObject *out = PyList_New(n);
+  for (uint32_t i = 0; out && i < n; i++) {
+    PyObject *t = info_tuple(&v[i]);
+    if (!t) Py_CLEAR(out);
+    else PyList_SET_ITEM(out, i, t);
+  }
+  PyMem_Free(v);
+  return out;
+}
+
+/* receiver r: (replica, position, bytes, [(trainer, bytes, writes) for each peer]) */
+static PyObject *plan_receiver(PlanObject *self, PyObject *args)
+{
+  unsigned r;
+  if (!PyArg_ParseTuple(args, "I", &r)) return NULL;
+  if (r >= self->p->receivers) return set_error(Error, RF_ERR_ARG, "receiver index out of range", 0, NULL);
+  const rf_receiver *rv = &self->p->recv[r];
+  PyObject *peers = PyList_New(rv->peer_count);
+  for (uint32_t i = 0; peers && i < rv->peer_count; i++) {
+    const rf_peer *q = &self->p->peers[rv->peer_first + i];
+    PyList_SET_ITEM(peers, i, Py_BuildValue("(IKI)", q->trainer, (unsigned long long)q->bytes, q->writes));
+  }
+  if (!peers) return NULL;
+  return Py_BuildValue("(IIKN)", rv->replica, rv->tp_rank, (unsigned long long)rv->bytes, peers);
+}
+
+/* trainer rank t: (shard, replicate, bytes_out) */
+static PyObject *plan_trainer(PlanObject *self, PyObject *args)
+{
+  unsigned t;
+  if (!PyArg_ParseTuple(args, "I", &t)) return NULL;
+  if (t >= self->p->trainers) return set_error(Error, RF_ERR_ARG, "trainer rank out of range", 0, NULL);
+  const rf_rank *rk = &self->p->ranks[t];
+  return Py_BuildValue("(IIK)", rk->shard, rk->replicate, (unsigned long long)rk->bytes_out);
+}
+
+/* desc = (data, device_type, device_id, code, bits, lanes, shape, strides or None, row0, readonly) */
+typedef struct {
+  rf_tensor t;
+  int64_t shape[8], strides[8];
+} tensor_buf;
+
+static int parse_desc(PyObject *desc, tensor_buf *b)
+{
+  unsigned long long data;
+  int dev_type, dev_id, code, bits, lanes, readonly;
+  long long row0;
+  PyObject *shape, *strides;
+  if (!PyArg_ParseTuple(desc, "KiiiiiO!OLp", &data, &dev_type, &dev_id, &code, &bits, &lanes, &PyTuple_Type, &shape,
+                        &strides, &row0, &readonly))
+    return -1;
+  Py_ssize_t n = PyTuple_GET_SIZE(shape);
+  if (n > 8 || (strides != Py_None && (!PyTuple_Check(strides) || PyTuple_GET_SIZE(strides) != n))) {
+    PyErr_SetString(PyExc_ValueError, "tensor description: at most 8 dimensions, strides a tuple like shape or None");
+    return -1;
+  }
+  for (Py_ssize_t i = 0; i < n; i++) {
+    b->shape[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(shape, i));
+    if (strides != Py_None) b->strides[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(strides, i));
+  }
+  if (PyErr_Occurred()) return -1;
+  b->t = (rf_tensor){.data = (void *)(uintptr_t)data, .device_type = dev_type, .device_id = dev_id,
+                     .dtype_code = (uint8_t)code, .dtype_bits = (uint8_t)bits, .dtype_lanes = (uint16_t)lanes,
+                     .ndim = (int32_t)n, .shape = b->shape, .strides = strides == Py_None ? NULL : b->strides,
+                     .row0 = row0, .readonly = readonly};
+  return 0;
+}
+
+/* check(role, rank, mem, cuda_device, side, id, desc): rf_check without an engine */
+static PyObject *plan_check(PlanObject *self, PyObject *args)
+{
+  int role, mem, dev, side;
+  unsigned rank, id;
+  PyObject *desc;
+  if (!PyArg_ParseTuple(args, "iIiiiIO!", &role, &rank, &mem, &dev, &side, &id, &PyTuple_Type, &desc)) return NULL;
+  tensor_buf b;
+  if (parse_desc(desc, &b)) return NULL;
+  rf_config cfg = {.plan = self->p, .role = role, .rank = rank, .mem = mem, .cuda_device = dev};
+  char err[1024];
+  rf_status s = rf_check(&cfg, side, id, &b.t, err, sizeof err);
+  if (s != RF_OK) return set_error(BindError, s, err, 0, NULL);
+  Py_RETURN_NONE;
+}
+
+static PyMethodDef plan_methods[] = {
+  {"attrs", (PyCFunction)plan_attrs, METH_NOARGS, "the plan's numbers as a dict"},
+  {"find", (PyCFunction)plan_find, METH_VARARGS, "find(side, rank, name) -> id or None"},
+  {"describe", (PyCFunction)plan_describe, METH_VARARGS, "describe(side, rank, id) -> info tuple"},
+  {"list", (PyCFunction)plan_list, METH_VARARGS, "list(side, rank) -> info tuples of every tensor rank binds"},
+  {"receiver", (PyCFunction)plan_receiver, METH_VARARGS, "receiver(r) -> (replica, position, bytes, peers)"},
+  {"trainer", (PyCFunction)plan_trainer, METH_VARARGS, "trainer(t) -> (shard, replicate, bytes_out)"},
+  {"check", (PyCFunction)plan_check, METH_VARARGS, "check(role, rank, mem, cuda_device, side, id, desc)"},
+  {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PlanType = {
+  PyVarObject_HEAD_INIT(NULL, 0)
+  .tp_name = "refit._refit.Plan",
+  .tp_basicsize = sizeof(PlanObject),
+  .tp_flags = Py_TPFLAGS_DEFAULT,
+  .tp_doc = "the tables of one plan of librefit.so",
+  .tp_new = PyType_GenericNew,
+  .tp_init = (initproc)plan_init,
+  .tp_methods = plan_methods,
+};
+
+/* ----------------------------------------- Engine ----------------------------------------- */
+
+typedef struct {
+  PyObject_HEAD
+  rf_engine *e;
+  PyThread_type_lock lock;
+  PyObject *plan, *keep; /* the Plan (its tables outlive the engine) and the bound tensors' owners */
+  int role;
+} EngineObject;
+
+/* Run `call` under the engine's lock without the GIL; on failure copy the engine's last error into
+ * err. `s` receives the status. */
+#define LOCKED(self, s, call, err)                                              \
+  do {                                                                          \
+    Py_BEGIN_ALLOW_THREADS                                                      \
+    PyThread_acquire_lock((self)->lock, WAIT_LOCK);                             \
+    (s) = (call);                                                               \
+    if ((s) != RF_OK && (s) != RF_AGAIN)                                        \
+      snprintf((err), sizeof(err), "%s", rf_last_error((self)->e));             \
+    PyThread_release_lock((self)->lock);                                        \
+    Py_END_ALLOW_THREADS                                                        \
+  } while (0)
+
+static int open_check(EngineObject *self)
+{
+  if (self->e) return 0;
+  set_error(Error, RF_ERR_STATE, "the engine is closed", 0, NULL);
+  return -1;
+}
+
+static int engine_init(EngineObject *self, PyObject *args, PyObject *kw)
+{
+  static char *kws[] = {"plan", "role", "rank", "token", "mem", "cuda_device", "max_inflight", "timeout_ms", "ucx_tls",
+                        "nic_mode", "gpu_bdf", "sysfs_root", "nic_min_gbps", "no_peer_errors", "direct",
+                        "handshake_ms", "auto_arm", "skip_down", "progress_thread", NULL};
+  PyObject *plan;
+  rf_config cfg = {0};
+  unsigned rank, max_inflight = 0, timeout_ms = 0, handshake_ms = 0;
+  unsigned long long token;
+  int role, mem = RF_MEM_HOST, dev = 0, npe = 0, direct = 0, auto_arm = 0, skip_down = 0, prog = 0;
+  const char *tls = NULL, *nic = NULL, *bdf = NULL, *sysfs = NULL;
+  double min_gbps = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "O!iIK|iiIIzzzzdppIppp", kws, &PlanType, &plan, &role, &rank, &token,
+                                   &mem, &dev, &max_inflight, &timeout_ms, &tls, &nic, &bdf, &sysfs, &min_gbps, &npe,
+                                   &direct, &handshake_ms, &auto_arm, &skip_down, &prog))
+    return -1;
+  if (self->e) {
+    PyErr_SetString(PyExc_RuntimeError, "Engine.__init__ called twice");
+    return -1;
+  }
+  cfg = (rf_config){.plan = ((PlanObject *)plan)->p, .role = role, .rank = rank, .token = token, .mem = mem,
+                    .cuda_device = dev, .max_inflight = max_inflight, .timeout_ms = timeout_ms, .ucx_tls = tls,
+                    .nic_mode = nic, .gpu_bdf = bdf, .sysfs_root = sysfs, .nic_min_gbps = min_gbps,
+                    .no_peer_errors = npe, .direct = direct, .handshake_ms = handshake_ms, .auto_arm = auto_arm,
+                    .skip_down = skip_down, .progress_thread = prog};
+  if (!(self->lock = PyThread_allocate_lock()) || !(self->keep = PyList_New(0))) {
+    PyErr_NoMemory();
+    return -1;
+  }
+  self->plan = Py_NewRef(plan);
+  self->role = role;
+  rf_engine *e = NULL;
+  rf_status s;
+  char err[600] = "";
+  Py_BEGIN_ALLOW_THREADS
+  s = rf_open(&cfg, &e);
+  if (s != RF_OK) {
+    snprintf(err, sizeof err, "rf_open: %s", rf_last_error(e));
+    rf_close(e); /* a failed rf_open's engine is closed too */
+    e = NULL;
+  }
+  Py_END_ALLOW_THREADS
+  if (s != RF_OK) {
+    set_error(NULL, s, err, 0, NULL);
+    return -1;
+  }
+  self->e = e;
+  return 0;
+}
+
+static void engine_close_now(EngineObject *self)
+{
+  if (!self->e) return;
+  rf_engine *e = self->e;
+  self->e = NULL;
+  Py_BEGIN_ALLOW_THREADS
+  PyThread_acquire_lock(self->lock, WAIT_LOCK);
+  rf_close(e);
+  PyThread_release_lock(self->lock);
+  Py_END_ALLOW_THREADS
+}
+
+static void engine_dealloc(EngineObject *self)
+{
+  engine_close_now(self); /* before the bound tensors' owners go */
+  if (self->lock) PyThread_free_lock(self->lock);
+  Py_XDECREF(self->keep);
+  Py_XDECREF(self->plan);
+  Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *engine_close(EngineObject *self, PyObject *noargs)
+{
+  (void)noargs;
+  engine_close_now(self);
+  Py_RETURN_NONE;
+}
+
+/* bind(side, id, desc, keep): keep (the tensor's owner) lives as long as the engine */
+static PyObject *engine_bind(EngineObject *self, PyObject *args)
+{
+  int side;
+  unsigned id;
+  PyObject *desc, *keep;
+  if (!PyArg_ParseTuple(args, "iIO!O", &side, &id, &PyTuple_Type, &desc, &keep) || open_check(self)) return NULL;
+  tensor_buf b;
+  if (parse_desc(desc, &b)) return NULL;
+  char err[1024] = "";
+  rf_status s;
+  Py_BEGIN_ALLOW_THREADS
+  PyThread_acquire_lock(self->lock, WAIT_LOCK);
+  s = rf_bind(self->e, side, id, &b.t, err, sizeof err);
+  PyThread_release_lock(self->lock);
+  Py_END_ALLOW_THREADS
+  if (s != RF_OK) return set_error(BindError, s, err, 0, NULL);
+  if (PyList_Append(self->keep, keep)) return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject *engine_listen(EngineObject *self, PyObject *args)
+{
+  const char *ip;
+  unsigned port;
+  if (!PyArg_ParseTuple(args, "sI", &ip, &port) || open_check(self)) return NULL;
+  if (port > 65535) return set_error(Error, RF_ERR_ARG, "port out of range", 0, NULL);
+  uint16_t got = 0;
+  rf_status s;
+  char err[600];
+  LOCKED(self, s, rf_listen(self->e, ip, (uint16_t)port, &got), err);
+  if (s != RF_OK) return set_error(NULL, s, err, 0, NULL);
+  return PyLong_FromLong(got);
+}
+
+static PyObject *engine_export(EngineObject *self, PyObject *noargs)
+{
+  (void)noargs;
+  if (open_check(self)) return NULL;
+  size_t len = 0;
+  rf_status s;
+  char err[600];
+  LOCKED(self, s, rf_export(self->e, NULL, 0, &len), err); /* the size: RF_ERR_SIZE with *len */
+  if (s != RF_ERR_SIZE) return set_error(NULL, s == RF_OK ? RF_ERR_STATE : s, err, 0, NULL);
+  PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
+  if (!out) return NULL;
+  LOCKED(self, s, rf_export(self->e, PyBytes_AS_STRING(out), len, &len), err);
+  if (s != RF_OK) {
+    Py_DECREF(out);
+    return set_error(NULL, s, err, 0, NULL);
+  }
+  return out;
+}
+
+static PyObject *engine_connect(EngineObject *self, PyObject *args)
+{
+  unsigned recv, port;
+  const char *ip;
+  if (!PyArg_ParseTuple(args, "IsI", &recv, &ip, &port) || open_check(self)) return NULL;
+  if (port > 65535) return set_error(Error, RF_ERR_ARG, "port out of range", 0, NULL);
+  rf_status s;
+  char err[600];
+  LOCKED(self, s, rf_connect(self->e, recv, ip, (uint16_t)port), err);
+  if (s != RF_OK) return set_error(NULL, s, err, 0, NULL);
+  Py_RETURN_NONE;
+}
+
+static PyObject *engine_import(EngineObject *self, PyObject *args)
+{
+  Py_buffer blob;
+  if (!PyArg_ParseTuple(args, "y*", &blob)) return NULL;
+  if (open_check(self)) {
+    PyBuffer_Release(&blob);
+    return NULL;
+  }
+  rf_status s;
+  char err[600];
+  LOCKED(self, s, rf_import(self->e, blob.buf, (size_t)blob.len), err);
+  PyBuffer_Release(&blob);
+  if (s != RF_OK) return set_error(NULL, s, err, 0, NULL);
+  Py_RETURN_NONE;
+}
+
+static PyObject *engine_push(EngineObject *self, PyObject *args)
+{
+  unsigned long long v, stream = 0;
+  if (!PyArg_ParseTuple(args, "K|K", &v, &stream) || open_check(self)) return NULL;
+  rf_status s;
+  char err[600];
+  LOCKED(self, s, rf_push(self->e, v, (void *)(uintptr_t)stream), err);
+  if (s != RF_OK) return set_error(NULL, s, err, v, NULL);
+  Py_RETURN_NONE;
+}
+
+/* progress() -> True while a push is under way */
+static PyObject *engine_progress(EngineObject *self, PyObject *noargs)
+{
+  (void)noargs;
+  if (open_check(self)) return NULL;
+  rf_status s;
+  char err[600];
+  LOCKED(self, s, rf_progress(self->e), err);
+  if (s == RF_AGAIN) Py_RETURN_TRUE;
+  if (s != RF_OK) return set_error(NULL, s, err, 0, NULL);
+  Py_RETURN_FALSE;
+}
+
+/* wait(timeout_ms) -> [receivers skipped because they were down]: one rf_wait (a timed-out rf_wait
+ * gives the push up, so it is not sliced) */
+static PyObject *engine_wait(EngineObject *self, PyObject *args)
+{
+  unsigned ms;
+  if (!PyArg_ParseTuple(args, "I", &ms) || open_check(self)) return NULL;
+  rf_status s;
+  char err[600];
+  LOCKED(self, s, rf_wait(self->e, ms), err);
+  if (s != RF_OK && s != RF_PARTIAL) return set_error(NULL, s, err, 0, NULL);
+  PyObject *skipped = PyList_New(0);
+  const rf_plan *p = ((PlanObject *)self->plan)->p;
+  for (uint32_t r = 0; skipped && s == RF_PARTIAL && r < p->receivers; r++) {
+    rf_target_state ts;
+    if (rf_target_report(self->e, r, &ts) != RF_OK || ts.status != RF_TARGET_SKIPPED) continue;
+    PyObject *i = PyLong_FromUnsignedLong(r);
+    if (!i || PyList_Append(skipped, i)) Py_CLEAR(skipped);
+    Py_XDECREF(i);
+  }
+  return skipped;
+}
+
+/* resume_version() -> the version a (restarted) trainer pushes next */
+static PyObject *engine_resume_version(EngineObject *self, PyObject *noargs)
+{
+  (void)noargs;
+  if (open_check(self)) return NULL;
+  uint64_t v;
+  Py_BEGIN_ALLOW_THREADS
+  PyThread_acquire_lock(self->lock, WAIT_LOCK);
+  v = rf_resume_version(self->e);
+  PyThread_release_lock(self->lock);
+  Py_END_ALLOW_THREADS
+  return PyLong_FromUnsignedLongLong(v);
+}
+
+/* target(receiver) -> (status name, receiver's complete version, where, reason) */
+static PyObject *engine_target(EngineObject *self, PyObject *args)
+{
+  unsigned r;
+  if (!PyArg_ParseTuple(args, "I", &r) || open_check(self)) return NULL;
+  static const char *const names[] = {"down", "connecting", "idle", "waiting", "writing", "flushing", "complete",
+                                      "failed", "skipped"};
+  rf_target_state ts;
+  rf_status s;
+  char err[600];
+  LOCKED(self, s, rf_target_report(self->e, r, &ts), err);
+  if (s != RF_OK) return set_error(NULL, s, "this trainer rank does not write to that receiver", 0, NULL);
+  return Py_BuildValue("(sKss)", ts.status >= 0 && ts.status < 9 ? names[ts.status] : "?",
+                       (unsigned long long)ts.complete, ts.where, ts.reason);
+}
+
+static PyObject *state_tuple(const rf_version_state *st)
+{
+  return Py_BuildValue("(KKKKs)", (unsigned long long)st->complete, (unsigned long long)st->torn,
+                       (unsigned long long)st->armed, (unsigned long long)st->refused, st->torn_reason);
+}
+
+static PyObject *engine_poll(EngineObject *self, PyObject *noargs)
+{
+  (void)noargs;
+  if (open_check(self)) return NULL;
+  rf_version_state st;
+  rf_status s;
+  char err[600];
+  LOCKED(self, s, rf_version_poll(self->e, &st), err);
+  if (s != RF_OK) return set_error(NULL, s, err, 0, NULL);
+  return state_tuple(&st);
+}
+
+/* version_wait(v, timeout_ms or -1 = no limit) -> state tuple; in slices of 100 ms so that a
+ * signal (Ctrl-C) is seen; raises TornError / TimeoutError */
+static PyObject *engine_version_wait(EngineObject *self, PyObject *args)
+{
+  unsigned long long v;
+  long long ms;
+  if (!PyArg_ParseTuple(args, "KL", &v, &ms) || open_check(self)) return NULL;
+  rf_status s;
+  rf_version_state st = {0};
+  char err[600];
+  for (long long left = ms;;) {
+    uint32_t slice = left >= 0 && left < 100 ? (uint32_t)left : 100;
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    s = rf_version_wait(self->e, v, slice);
+    if (s != RF_OK) snprintf(err, sizeof err, "%s", rf_last_error(self->e));
+    rf_version_poll(self->e, &st);
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS
+    if (s != RF_ERR_TIMEOUT) break;
+    if (left >= 0 && (left -= slice) <= 0) {
+      snprintf(err, sizeof err, "version %llu not complete after %lld ms (newest complete %llu)", v, ms,
+               (unsigned long long)st.complete);
+      break;
+    }
+    if (PyErr_CheckSignals()) return NULL;
+  }
+  if (s == RF_ERR_TORN) return set_error(TornError, s, err, st.torn, st.torn_reason);
+  if (s != RF_OK) return set_error(NULL, s, err, v, NULL);
+  return state_tuple(&st);
+}
+
+static PyObject *engine_stream_wait(EngineObject *self, PyObject *args)
+{
+  unsigned long long v, stream;
+  if (!PyArg_ParseTuple(args, "KK", &v, &stream) || open_check(self)) return NULL;
+  rf_status s;
+  char err[600];
+  LOCKED(self, s, rf_stream_wait(self->e, v, (void *)(uintptr_t)stream), err);
+  if (s != RF_OK) return set_error(NULL, s, err, v, NULL);
+  Py_RETURN_NONE;
+}
+
+/* arm(v): the receiver's engine has paused; trainers may write version v */
+static PyObject *engine_arm(EngineObject *self, PyObject *args)
+{
+  unsigned long long v;
+  if (!PyArg_ParseTuple(args, "K", &v) || open_check(self)) return NULL;
+  rf_status s;
+  char err[600];
+  LOCKED(self, s, rf_arm(self->e, v), err);
+  if (s != RF_OK) return set_error(NULL, s, err, v, NULL);
+  Py_RETURN_NONE;
+}
+
+static PyObject *engine_counters(EngineObject *self, PyObject *noargs)
+{
+  (void)noargs;
+  if (open_check(self)) return NULL;
+  rf_counters c;
+  Py_BEGIN_ALLOW_THREADS
+  PyThread_acquire_lock(self->lock, WAIT_LOCK);
+  rf_get_counters(self->e, &c);
+  PyThread_release_lock(self->lock);
+  Py_END_ALLOW_THREADS
+  return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "versions", (unsigned long long)c.versions, "torn",
+                       (unsigned long long)c.torn, "bytes", (unsigned long long)c.bytes, "writes",
+                       (unsigned long long)c.writes, "direct_writes", (unsigned long long)c.direct_writes, "stage_ns",
+                       (unsigned long long)c.stage_ns, "post_ns", (unsigned long long)c.post_ns, "push_ns",
+                       (unsigned long long)c.push_ns, "refresh_ns", (unsigned long long)c.refresh_ns, "last_push_ns",
+                       (unsigned long long)c.last_push_ns, "fenced", (unsigned long long)c.fenced, "ignored",
+                       (unsigned long long)c.ignored);
+}
+
+static PyObject *engine_ucx_setting(EngineObject *self, PyObject *args)
+{
+  const char *name;
+  if (!PyArg_ParseTuple(args, "s", &name) || open_check(self)) return NULL;
+  char buf[512], err[600];
+  rf_status s;
+  LOCKED(self, s, rf_ucx_setting(self->e, name, buf, sizeof buf), err);
+  if (s != RF_OK) return set_error(NULL, s, err, 0, NULL);
+  return PyUnicode_FromString(buf);
+}
+
+static PyMethodDef engine_methods[] = {
+  {"close", (PyCFunction)engine_close, METH_NOARGS, "rf_close"},
+  {"bind", (PyCFunction)engine_bind, METH_VARARGS, "bind(side, id, desc, keep): rf_bind"},
+  {"listen", (PyCFunction)engine_listen, METH_VARARGS, "listen(ip, port) -> port"},
+  {"export", (PyCFunction)engine_export, METH_NOARGS, "export() -> bytes"},
+  {"connect", (PyCFunction)engine_connect, METH_VARARGS, "connect(receiver, ip, port)"},
+  {"import_blob", (PyCFunction)engine_import, METH_VARARGS, "import_blob(bytes)"},
+  {"push", (PyCFunction)engine_push, METH_VARARGS, "push(version, stream=0)"},
+  {"progress", (PyCFunction)engine_progress, METH_NOARGS, "progress() -> True while pushing"},
+  {"wait", (PyCFunction)engine_wait, METH_VARARGS, "wait(timeout_ms) -> [skipped receivers]"},
+  {"resume_version", (PyCFunction)engine_resume_version, METH_NOARGS, "resume_version() -> int"},
+  {"target", (PyCFunction)engine_target, METH_VARARGS, "target(receiver) -> (status, complete, where, reason)"},
+  {"poll", (PyCFunction)engine_poll, METH_NOARGS, "poll() -> (complete, torn, armed, refused, torn_reason)"},
+  {"version_wait", (PyCFunction)engine_version_wait, METH_VARARGS, "version_wait(version, timeout_ms or -1)"},
+  {"stream_wait", (PyCFunction)engine_stream_wait, METH_VARARGS, "stream_wait(version, stream)"},
+  {"arm", (PyCFunction)engine_arm, METH_VARARGS, "arm(version)"},
+  {"counters", (PyCFunction)engine_counters, METH_NOARGS, "counters() -> dict"},
+  {"ucx_setting", (PyCFunction)engine_ucx_setting, METH_VARARGS, "ucx_setting(name) -> str"},
+  {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject EngineType = {
+  PyVarObject_HEAD_INIT(NULL, 0)
+  .tp_name = "refit._refit.Engine",
+  .tp_basicsize = sizeof(EngineObject),
+  .tp_flags = Py_TPFLAGS_DEFAULT,
+  .tp_doc = "one rf_engine",
+  .tp_new = PyType_GenericNew,
+  .tp_init = (initproc)engine_init,
+  .tp_dealloc = (destructor)engine_dealloc,
+  .tp_methods = engine_methods,
+};
+
+/* ----------------------------------------- DLPack ----------------------------------------- */
+
+/* dlpack.h's structs, field for field (v0.6 .. v1.x) */
+typedef struct { int32_t device_type, device_id; } dl_device;
+typedef struct { uint8_t code, bits; uint16_t lanes; } dl_dtype;
+typedef struct {
+  void *data;
+  dl_device device;
+  int32_t ndim;
+  dl_dtype dtype;
+  int64_t *shape, *strides;
+  uint64_t byte_offset;
+} dl_tensor;
+typedef struct { dl_tensor t; void *ctx; void (*deleter)(void *); } dl_managed;
+typedef struct {
+  struct { uint32_t major, minor; } version;
+  void *ctx;
+  void (*deleter)(void *);
+  uint64_t flags; /* bit 0: read-only */
+  dl_tensor t;
+} dl_managed_versioned;
+
+/* dlpack(capsule) -> (data, device_type, device_id, code, bits, lanes, shape, strides or None,
+ * readonly); the capsule stays unconsumed (its owner keeps the memory while the capsule lives) */
+static PyObject *dlpack(PyObject *mod, PyObject *cap)
+{
+  (void)mod;
+  const dl_tensor *t = NULL;
+  int readonly = 0;
+  if (PyCapsule_IsValid(cap, "dltensor_versioned")) {
+    const dl_managed_versioned *m = PyCapsule_GetPointer(cap, "dltensor_versioned");
+    if (m->version.major != 1) return set_error(BindError, RF_ERR_TYPE, "DLPack capsule of an unknown major version", 0, NULL);
+    t = &m->t;
+    readonly = (int)(m->flags & 1);
+  } else if (PyCapsule_IsValid(cap, "dltensor")) {
+    t = &((const dl_managed *)PyCapsule_GetPointer(cap, "dltensor"))->t;
+  } else {
+    return set_error(BindError, RF_ERR_TYPE, "not an unused DLPack capsule ('dltensor' or 'dltensor_versioned')", 0, NULL);
+  }
+  PyObject *shape = PyTuple_New(t->ndim), *strides = t->strides ? PyTuple_New(t->ndim) : Py_NewRef(Py_None);
+  if (!shape || !strides) return NULL;
+  for (int i = 0; i < t->ndim; i++) {
+    PyTuple_SET_ITEM(shape, i, PyLong_FromLongLong(t->shape[i]));
+    if (t->strides) PyTuple_SET_ITEM(strides, i, PyLong_FromLongLong(t->strides[i]));
+  }
+  return Py_BuildValue("(KiiiiiNNO)", (unsigned long long)((uintptr_t)t->data + t->byte_offset), t->device.device_type,
+                       t->device.device_id, (int)t->dtype.code, (int)t->dtype.bits, (int)t->dtype.lanes, shape, strides,
+                       readonly ? Py_True : Py_False);
+}
+
+static PyObject *plans(PyObject *mod, PyObject *noargs)
+{
+  (void)mod;
+  (void)noargs;
+  PyObject *out = PyList_New(rf_plan_count());
+  for (uint32_t i = 0; out && i < rf_plan_count(); i++) PyList_SET_ITEM(out, i, PyUnicode_FromString(rf_plan_at(i)->name));
+  return out;
+}
+
+static PyObject *strerror_(PyObject *mod, PyObject *args)
+{
+  (void)mod;
+  int s;
+  if (!PyArg_ParseTuple(args, "i", &s)) return NULL;
+  return PyUnicode_FromString(rf_strerror((rf_status)s));
+}
+
+static PyMethodDef module_methods[] = {
+  {"plans", plans, METH_NOARGS, "names of the plans in this librefit.so"},
+  {"dlpack", dlpack, METH_O, "dlpack(capsule) -> description tuple"},
+  {"strerror", strerror_, METH_VARARGS, "strerror(status) -> text"},
+  {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+  PyModuleDef_HEAD_INIT, .m_name = "refit._refit", .m_doc = "C extension of the refit module (librefit.so)",
+  .m_size = -1, .m_methods = module_methods,
+};
+
+static PyObject *new_error(PyObject *m, const char *name, PyObject *bases, const char *doc)
+{
+  char full[64];
+  snprintf(full, sizeof full, "refit.%s", name);
+  PyObject *cls = PyErr_NewExceptionWithDoc(full, doc, bases, NULL);
+  if (cls && PyModule_AddObjectRef(m, name, cls) < 0) Py_CLEAR(cls);
+  return cls;
+}
+
+PyMODINIT_FUNC PyInit__refit(void);
+PyMODINIT_FUNC PyInit__refit(void)
+{
+  if (rf_abi_version() != RF_ABI_VERSION) {
+    PyErr_Format(PyExc_ImportError, "librefit.so has ABI %u, this module was built for %u: rebuild it", rf_abi_version(),
+                 (unsigned)RF_ABI_VERSION);
+    return NULL;
+  }
+  if (PyType_Ready(&PlanType) < 0 || PyType_Ready(&EngineType) < 0) return NULL;
+  PyObject *m = PyModule_Create(&module);
+  if (!m) return NULL;
+  PyObject *bind_bases = NULL, *time_bases = NULL;
+  int ok = (Error = new_error(m, "Error", NULL, "a refit call failed: .status, .status_name, .version, .reason")) &&
+           (bind_bases = PyTuple_Pack(2, Error, PyExc_ValueError)) &&
+           (BindError = new_error(m, "BindError", bind_bases, "a tensor does not match the plan's table")) &&
+           (TornError = new_error(m, "TornError", Error, "a version was torn: .version, .reason")) &&
+           (time_bases = PyTuple_Pack(2, Error, PyExc_TimeoutError)) &&
+           (TimeoutError_ = new_error(m, "TimeoutError", time_bases, "a wait timed out")) &&
+           PyModule_AddObjectRef(m, "Plan", (PyObject *)&PlanType) == 0 &&
+           PyModule_AddObjectRef(m, "Engine", (PyObject *)&EngineType) == 0 &&
+           PyModule_AddIntConstant(m, "ABI_VERSION", RF_ABI_VERSION) == 0 &&
+           PyModule_AddIntConstant(m, "SIDE_SRC", RF_SIDE_SRC) == 0 && PyModule_AddIntConstant(m, "SIDE_DST", RF_SIDE_DST) == 0 &&
+           PyModule_AddIntConstant(m, "SIDE_DERIVED", RF_SIDE_DERIVED) == 0 &&
+           PyModule_AddIntConstant(m, "TRAINER", RF_TRAINER) == 0 && PyModule_AddIntConstant(m, "RECEIVER", RF_RECEIVER) == 0 &&
+           PyModule_AddIntConstant(m, "MEM_HOST", RF_MEM_HOST) == 0 && PyModule_AddIntConstant(m, "MEM_CUDA", RF_MEM_CUDA) == 0;
+  Py_XDECREF(bind_bases);
+  Py_XDECREF(time_bases);
+  if (!ok) {
+    Py_DECREF(m);
+    return NULL;
+  }
+  return m;
+}
