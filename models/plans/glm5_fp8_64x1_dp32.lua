@@ -4,5 +4,6 @@ return plan {
   name = "glm5_fp8_64x1_dp32", model = "glm5",
   trainer = { fsdp = 64 },
   inference = { tp = 1, ep = 32, replicas = 1 },
+  engine = { name = "vllm", version = ">=0.33,<0.34" },
   quant = { fp8 = true },
 }
