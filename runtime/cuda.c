@@ -215,8 +215,7 @@ rf_status rf__cuda_stream_wait(rf_engine *e, uint64_t v, void *stream)
 rf_status rf__cuda_refresh(rf_engine *e)
 {
   const rf_refresh *r = &e->p->refresh[e->ref_first];
-  int rc = rfk_cuda_mla_absorb(e->absorb, (int)e->ref_count, r->scale != RF_NONE, (int)r->heads, (int)r->qk_nope,
-                               (int)r->v_head, (int)r->kv_lora, e->cu->rstream);
+  int rc = rfk_cuda_mla_absorb(e->absorb, (int)e->ref_count, r->scale != RF_NONE, &e->absorb_layout, e->cu->rstream);
   if (rc) return rf__fail(e, RF_ERR_CUDA, "refresh launch failed (%d): %s", rc, cudaGetErrorString(cudaGetLastError()));
   CU_TRY(e, cudaStreamSynchronize(e->cu->rstream), "refresh");
   return RF_OK;

@@ -273,7 +273,7 @@ static rf_status open_receiver(rf_engine *e)
   if (!e->dst_ptr || !e->dst_memh || !e->der_ptr || !e->peer_done || !e->conns || !e->queue)
     return rf__fail(e, RF_ERR_NOMEM, "receiver tables");
   for (uint32_t i = 0; i < p->n_derived; i++)
-    if (p->derived[i].tp_rank == e->pos) e->der_need++;
+    if (p->derived[i].tp_rank == e->pos && p->derived[i].storage == i && p->derived[i].dst == RF_NONE) e->der_need++;
   e->ref_first = p->n_refresh;
   for (uint32_t i = 0; i < p->n_refresh; i++)
     if (p->refresh[i].tp_rank == e->pos) {
@@ -401,9 +401,16 @@ rf_status rf_bind_derived(rf_engine *e, uint32_t id, void *ptr, size_t bytes)
   if (id >= p->n_derived || p->derived[id].tp_rank != e->pos)
     return rf__fail(e, RF_ERR_ARG, "derived %u is not a tensor of receiver %u", id, e->cfg.rank);
   const rf_derived_tensor *d = &p->derived[id];
+  if (d->dst != RF_NONE)
+    return rf__fail(e, RF_ERR_ARG, "derived tensor '%s' (derived %u) is a view of '%s' (dst %u): it changes with that "
+                    "tensor, nothing to bind", d->name, id, p->dst[d->dst].name, d->dst);
+  if (d->storage != id)
+    return rf__fail(e, RF_ERR_ARG, "derived tensor '%s' (derived %u) lies in the storage of '%s' (derived %u): bind "
+                    "that storage once, through '%s'", d->name, id, p->derived[d->storage].name, d->storage,
+                    p->derived[d->storage].name);
   if (!ptr) return rf__fail(e, RF_ERR_ARG, "derived tensor '%s': NULL pointer", d->name);
   if (bytes != d->bytes)
-    return rf__fail(e, RF_ERR_SIZE, "derived tensor '%s' (derived %u): bound %zu bytes, the table says %llu",
+    return rf__fail(e, RF_ERR_SIZE, "derived storage of '%s' (derived %u): bound %zu bytes, the table says %llu",
                     d->name, id, bytes, (unsigned long long)d->bytes);
   if (e->cfg.mem == RF_MEM_CUDA) RF_CHECK(rf__cuda_check_memory(e, ptr, bytes, d->name));
   e->der_ptr[id] = ptr;
@@ -414,19 +421,31 @@ static rf_status prepare_refresh(rf_engine *e)
 {
   const rf_plan *p = e->p;
   for (uint32_t i = 0; i < p->n_derived; i++)
-    if (p->derived[i].tp_rank == e->pos && !e->der_ptr[i])
+    if (p->derived[i].tp_rank == e->pos && p->derived[i].storage == i && p->derived[i].dst == RF_NONE && !e->der_ptr[i])
       return rf__fail(e, RF_ERR_UNBOUND,
-                      "derived tensor '%s' (derived %u) is not bound: the receiver rebuilds it after every "
-                      "version, bind the engine's buffer with rf_bind_derived",
+                      "derived tensor '%s' (derived %u) is not bound: the receiver rebuilds its storage after every "
+                      "version, bind the engine's storage with rf_bind_derived",
                       p->derived[i].name, i);
+  /* one layout for all steps of this position (one batched launch); every view inside its storage */
+  rfk_mla_layout *y = &e->absorb_layout;
   for (uint32_t k = 0; k < e->ref_count; k++) {
     const rf_refresh *r = &p->refresh[e->ref_first + k];
+    const rf_derived_tensor *uk = &p->derived[r->out0], *uv = &p->derived[r->out1];
+    rfk_mla_layout l = {(int)r->heads, (int)r->qk_nope, (int)r->v_head, (int)r->kv_lora, (int64_t)(uk->bytes / 2),
+                        uk->offset, {uk->stride[0], uk->stride[1], uk->stride[2]},
+                        uv->offset, {uv->stride[0], uv->stride[1], uv->stride[2]}};
+    if (k == 0) *y = l;
+    if (memcmp(&l, y, sizeof l) != 0 || uv->storage != r->out0 || uk->storage != r->out0)
+      return rf__fail(e, RF_ERR_ARG, "refresh of '%s': its views differ from the first step's", p->dst[r->weight].name);
     rfk_mla_absorb *a = &e->absorb[k];
     a->kv_b = e->dst_ptr[r->weight - e->rv->dst_first];
     a->scale = r->scale == RF_NONE ? NULL : e->dst_ptr[r->scale - e->rv->dst_first];
-    a->w_uk_t = e->der_ptr[r->out0];
-    a->w_uv = e->der_ptr[r->out1];
+    a->out = e->der_ptr[r->out0];
   }
+  if (e->ref_count && rfk_mla_layout_check(y) != 0)
+    return rf__fail(e, RF_ERR_ARG, "refresh of '%s': the views '%s' and '%s' leave or overlap their storage",
+                    p->dst[p->refresh[e->ref_first].weight].name, p->derived[p->refresh[e->ref_first].out0].name,
+                    p->derived[p->refresh[e->ref_first].out1].name);
   return RF_OK;
 }
 
@@ -522,8 +541,7 @@ static void complete_version(rf_engine *e)
       rc = rf__cuda_refresh(e) != RF_OK;
     } else {
       const rf_refresh *r = &e->p->refresh[e->ref_first];
-      rc = rfk_ref_mla_absorb(e->absorb, (int)e->ref_count, r->scale != RF_NONE, (int)r->heads, (int)r->qk_nope,
-                              (int)r->v_head, (int)r->kv_lora);
+      rc = rfk_ref_mla_absorb(e->absorb, (int)e->ref_count, r->scale != RF_NONE, &e->absorb_layout);
     }
     if (rc) {
       tear(e, "refresh of derived tensors failed (%s)", e->err);

@@ -157,6 +157,7 @@ struct rf_engine {
   uint32_t der_need;        /* derived tensors this receiver must bind */
   uint32_t ref_first, ref_count; /* refresh steps of this position */
   rfk_mla_absorb *absorb;   /* [ref_count] scratch */
+  rfk_mla_layout absorb_layout; /* the views of every refresh step of this position */
   uint8_t *blob;            /* exported metadata */
   size_t blob_len;
   rf__conn *conns;
