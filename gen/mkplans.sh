@@ -27,8 +27,13 @@ printf '\nbuild build/obj/libplans.a: ar build/obj/gen/plans.o'
 for p in $plans; do printf ' $\n    build/obj/gen/%s.o' "$p"; done
 printf '\n# ninja reports: copy the generated reports and pictures over the committed ones\nbuild reports: phony'
 for p in $plans; do printf ' $\n    models/reports/%s.txt models/reports/%s.svg' "$p" "$p"; done
-printf '\nbuild build/log/gen.log: run_tests tests/test_gen.sh'
+printf '\nbuild build/log/gen.log: run_tests tests/test_gen.sh tests/test_conformance.sh'
 for p in $plans; do printf ' $\n    build/gen/%s_check' "$p"; done
-printf ' $\n    build/test_plans | FORCE build/refit tests/run tests/gen_bad/models/families/bad_family.lua'
-for p in $plans; do printf ' $\n    build/gen/%s.txt build/gen/%s.svg' "$p" "$p"; done
+printf ' $\n    build/test_plans | FORCE build/refit tests/run tests/gen_bad/models/families/bad_family.lua tests/vllm/conform.lua'
+for p in $plans; do printf ' $\n    build/gen/%s.txt build/gen/%s.svg build/gen/%s.dst' "$p" "$p" "$p"; done
+printf '\n# ninja conformance (opt-in): regenerate tests/vllm/dumps with a real vLLM 0.33 (VLLM_PYTHON, see\n'
+printf '# tests/vllm/mkdumps.sh), then compare every plan of tests/test_conformance.sh with them\n'
+printf 'build conformance: run_cmd | tests/vllm/mkdumps.sh tests/vllm/conform.lua tests/test_conformance.sh'
+for p in $plans; do case $p in vllm_*) printf ' $\n    build/gen/%s.dst' "$p" ;; esac; done
+printf '\n  cmd = sh tests/vllm/mkdumps.sh && sh tests/test_conformance.sh\n'
 echo

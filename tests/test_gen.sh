@@ -110,5 +110,20 @@ end' 2>&1)
 if [ "$got" = "0:0,2,4,6 1:1,3,5,7 " ]; then ok "round_robin placement: EP rank 0 holds experts 0,2,4,6, rank 1 holds 1,3,5,7"
 else bad "round_robin placement: got '$got'"; fi
 
+# 5. w13 = "up_gate" (FlashInfer's order, as a profile option): each expert's w13 is [up_r; gate_r]
+got=$($lua -e 'package.path = "gen/?.lua;" .. package.path
+local L = require("load"); L.set_roots({ "tests/gen_bad/models", "models" })
+local m = require("derive").derive(L.plan("tests/gen_bad/plans/up_gate.lua"))
+for _, d in ipairs(m.dsts) do
+  if d.name == "model.layers.0.mlp.experts.routed_experts.w13_weight" and d.tp_rank == 1 then
+    for i = 1, 2 do
+      local s = d.segs[i]
+      io.write(s.src.name:match("experts%.%d+%.(%a+)_proj"), " rows ", s.srow0, "+", s.srows, " at ", s.irow0, "; ")
+    end
+  end
+end' 2>&1)
+if [ "$got" = "up rows 64+64 at 0; gate rows 64+64 at 64; " ]; then ok "w13 up_gate: expert 0's w13 on TP rank 1 is [up rows 64..127; gate rows 64..127]"
+else bad "w13 up_gate: got '$got'"; fi
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

@@ -1,5 +1,5 @@
 -- Conformance: the destinations of each rank must equal vLLM 0.33's parameters for
--- tests/vllm/configs/dsv3 at TP1 (tests/vllm/dumps/dsv3_bf16_tp1*.txt).
+-- tests/vllm/configs/dsv3 at TP1 (tests/test_conformance.sh).
 return plan {
   name = "vllm_dsv3_bf16_tp1", model = "vllm_dsv3",
   trainer = { fsdp = 2 },

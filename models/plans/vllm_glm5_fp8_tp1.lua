@@ -1,5 +1,5 @@
 -- Conformance: the destinations of each rank must equal vLLM 0.33's parameters for
--- tests/vllm/configs/glm5-fp8 at TP1 (tests/vllm/dumps/glm5_fp8_tp1*.txt).
+-- tests/vllm/configs/glm5-fp8 at TP1 (tests/test_conformance.sh).
 return plan {
   name = "vllm_glm5_fp8_tp1", model = "vllm_glm5",
   trainer = { fsdp = 2 },

@@ -1,5 +1,5 @@
 -- Conformance: the destinations of each rank must equal vLLM 0.33's parameters for
--- tests/vllm/configs/qwen3moe at TP1 (tests/vllm/dumps/qwen3moe_bf16_tp1*.txt).
+-- tests/vllm/configs/qwen3moe at TP1 (tests/test_conformance.sh).
 return plan {
   name = "vllm_qwen3moe_bf16_tp1", model = "vllm_qwen3moe",
   trainer = { fsdp = 2 },
