@@ -344,12 +344,32 @@ static void test_bad_bindings(void)
   s = rf_bind_dst(r, 0, buf, p->dst[0].bytes);
   EXPECT(s == RF_ERR_ARG && strstr(rf_last_error(r), "not a tensor of receiver 1"), "foreign dst: %s '%s'", rf_strerror(s),
          rf_last_error(r));
+  /* derived: a storage is bound once, through its first view, with the storage's bytes */
+  uint32_t uk = RF_NONE;
+  for (uint32_t i = 0; i < p->n_derived && uk == RF_NONE; i++)
+    if (p->derived[i].tp_rank == rv->tp_rank && p->derived[i].storage == i) uk = i;
+  EXPECT(uk != RF_NONE && p->derived[uk + 1].storage == uk, "no W_UK_T/W_UV pair on receiver 1");
+  s = rf_bind_derived(r, uk + 1, buf, p->derived[uk].bytes);
+  EXPECT(s == RF_ERR_ARG && strstr(rf_last_error(r), "lies in the storage of") && strstr(rf_last_error(r), p->derived[uk].name),
+         "second view bound: %s '%s'", rf_strerror(s), rf_last_error(r));
+  s = rf_bind_derived(r, uk, buf, p->derived[uk].bytes / 2);
+  EXPECT(s == RF_ERR_SIZE && strstr(rf_last_error(r), "derived storage of") && strstr(rf_last_error(r), "the table says"),
+         "half a storage bound: %s '%s'", rf_strerror(s), rf_last_error(r));
   EXPECT(rf_bind_dst(r, rv->dst_first, buf, d->bytes) == RF_OK, "right binding refused: %s", rf_last_error(r));
   s = rf_listen(r, "127.0.0.1", 0, NULL);
   EXPECT(s == RF_ERR_UNBOUND && strstr(rf_last_error(r), p->dst[rv->dst_first + 1].name), "listen with unbound: %s '%s'",
          rf_strerror(s), rf_last_error(r));
   rf_close(r);
   free(buf);
+  /* views of a bf16 kv_b_proj are its memory: nothing to bind */
+  const rf_plan *b = plan("vllm_glm5_bf16_tp1");
+  rf_config bc = {.plan = b, .role = RF_RECEIVER, .rank = 0, .ucx_tls = "tcp"};
+  EXPECT(b->n_derived > 0 && b->derived[0].dst != RF_NONE && rf_open(&bc, &r) == RF_OK, "open vllm_glm5_bf16_tp1");
+  uint8_t one[8];
+  s = rf_bind_derived(r, 0, one, sizeof one);
+  EXPECT(s == RF_ERR_ARG && strstr(rf_last_error(r), "is a view of") && strstr(rf_last_error(r), "kv_b_proj.weight") &&
+         strstr(rf_last_error(r), "nothing to bind"), "view of a dst bound: %s '%s'", rf_strerror(s), rf_last_error(r));
+  rf_close(r);
   /* trainer side */
   rf_config tc = {.plan = p, .role = RF_TRAINER, .rank = 2, .ucx_tls = "tcp"};
   rf_engine *t;
