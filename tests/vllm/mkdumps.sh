@@ -4,6 +4,8 @@
 # it needs a Python with vllm 0.33 installed (pip install vllm==0.33.0, several GB) and, on a machine
 # without a GPU, a libcuda.so.1 (CUDA's stub library) on LD_LIBRARY_PATH.
 #   VLLM_PYTHON   the python with vllm (default: python3)
+#   VLLM_CPU_PYTHON  a python with vLLM's CPU build, for the --cpu-platform dump (the PyPI wheel is
+#                 CUDA's and lacks the CPU kernels it needs); that dump is skipped without it
 #   CUDA_STUB_DIR a directory to find libcuda.so.1 in (default: made from $CUDA_HOME/lib64/stubs)
 # Each line below is one dump: its file name, its config directory and dump_params.py flags.
 set -eu
@@ -29,10 +31,15 @@ while read -r name config flags; do
     for n in "$@"; do [ "$n" = "$name" ] && want=1; done
     [ $want = 1 ] || continue
   fi
+  run=$py
+  case $flags in *--cpu-platform*)
+    if [ -z "${VLLM_CPU_PYTHON:-}" ]; then echo "mkdumps: $name skipped (needs VLLM_CPU_PYTHON)"; continue; fi
+    run=$VLLM_CPU_PYTHON ;;
+  esac
   echo "mkdumps: $name ($config $flags)"
   # shellcheck disable=SC2086
   if LD_LIBRARY_PATH="$CUDA_STUB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-      "$py" "$here/dump_params.py" "$here/configs/$config" $flags --out "$out/$name.txt.tmp" < /dev/null > "$out/$name.log" 2>&1; then
+      "$run" "$here/dump_params.py" "$here/configs/$config" $flags --out "$out/$name.txt.tmp" < /dev/null > "$out/$name.log" 2>&1; then
     mv "$out/$name.txt.tmp" "$out/$name.txt"
     rm -f "$out/$name.log"
   else
