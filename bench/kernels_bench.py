@@ -302,8 +302,13 @@ def case_cast(name, R, C):
 
 
 class Absorb(ctypes.Structure):
-    _fields_ = [("kv_b", ctypes.c_void_p), ("scale", ctypes.c_void_p), ("w_uk_t", ctypes.c_void_p),
-                ("w_uv", ctypes.c_void_p)]
+    _fields_ = [("kv_b", ctypes.c_void_p), ("scale", ctypes.c_void_p), ("out", ctypes.c_void_p)]
+
+
+class MlaLayout(ctypes.Structure):
+    _fields_ = [("heads", ctypes.c_int), ("nope", ctypes.c_int), ("v", ctypes.c_int), ("lora", ctypes.c_int),
+                ("elems", ctypes.c_int64), ("uk_off", ctypes.c_int64), ("uk_stride", ctypes.c_int64 * 3),
+                ("uv_off", ctypes.c_int64), ("uv_stride", ctypes.c_int64 * 3)]
 
 
 class Requant(ctypes.Structure):
@@ -313,28 +318,32 @@ class Requant(ctypes.Structure):
 
 def case_absorb(name, layers, heads, nope, v, lora):
     """MLA absorption for one receiver: every layer's fp8 kv_b_proj [heads*(nope+v), lora] into
-    W_UK_T [heads, nope, lora] and W_UV [heads, lora, v] bf16, one call"""
-    rows = heads * (nope + v)
+    the bf16 storage W^T [lora, heads*(nope+v)] that vLLM's W_UK_T / W_UV view, one call"""
+    rows, per = heads * (nope + v), nope + v
     sr, sc = -(-rows // 128), -(-lora // 128)
     kv = torch.randint(0, 126, (layers, rows, lora), dtype=torch.uint8, device="cuda")
     sca = torch.rand((layers, sr, sc), dtype=torch.float32, device="cuda") * 1e-3
-    uk = torch.empty((layers, heads, nope, lora), dtype=torch.bfloat16, device="cuda")
-    uv = torch.empty((layers, heads, lora, v), dtype=torch.bfloat16, device="cuda")
-    items = (Absorb * layers)(*[Absorb(kv[l].data_ptr(), sca[l].data_ptr(), uk[l].data_ptr(), uv[l].data_ptr())
-                                for l in range(layers)])
-    lib.rfk_cuda_mla_absorb.argtypes = [ctypes.POINTER(Absorb), ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                        ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+    st = torch.empty((layers, lora, rows), dtype=torch.bfloat16, device="cuda")
+    items = (Absorb * layers)(*[Absorb(kv[l].data_ptr(), sca[l].data_ptr(), st[l].data_ptr()) for l in range(layers)])
+    lay = MlaLayout(heads, nope, v, lora, lora * rows, 0, (ctypes.c_int64 * 3)(per, 1, rows),
+                    nope, (ctypes.c_int64 * 3)(per, rows, 1))
+    lib.rfk_cuda_mla_absorb.argtypes = [ctypes.POINTER(Absorb), ctypes.c_int, ctypes.c_int, ctypes.POINTER(MlaLayout),
+                                        ctypes.c_void_p]
     def ours():
-        rc = lib.rfk_cuda_mla_absorb(items, layers, 1, heads, nope, v, lora, torch.cuda.current_stream().cuda_stream)
+        rc = lib.rfk_cuda_mla_absorb(items, layers, 1, ctypes.byref(lay), torch.cuda.current_stream().cuda_stream)
         if rc != 0:
             raise RuntimeError(f"rfk_cuda_mla_absorb: {rc}")
-    def check():  # against PyTorch: dequantize in fp32, round to bf16, split and transpose
+    def check():  # vLLM's formula in PyTorch: dequantize in fp32, round to bf16, transpose, view, split
         w = (kv[0].view(torch.float8_e4m3fn).float().view(sr, 128, sc, 128)[:, :, :, :] *
-             sca[0][:, None, :, None]).view(rows, lora).to(torch.bfloat16).view(heads, nope + v, lora)
-        ok = torch.equal(uk[0].view(torch.int16), w[:, :nope].contiguous().view(torch.int16)) and \
-            torch.equal(uv[0].view(torch.int16), w[:, nope:].transpose(1, 2).contiguous().view(torch.int16))
+             sca[0][:, None, :, None]).view(rows, lora).to(torch.bfloat16)
+        wt = st[0].view(lora, heads, per)
+        uk, uv = wt[:, :, :nope].permute(1, 2, 0), wt[:, :, nope:].transpose(0, 1)
+        ref = w.T.contiguous().view(lora, heads, per)
+        ok = torch.equal(st[0].view(torch.int16), w.T.contiguous().view(torch.int16)) and \
+            torch.equal(uk.contiguous().view(torch.int16), ref[:, :, :nope].permute(1, 2, 0).contiguous().view(torch.int16)) and \
+            torch.equal(uv.contiguous().view(torch.int16), ref[:, :, nope:].transpose(0, 1).contiguous().view(torch.int16))
         return "torch " + ("equal" if ok else "DIFFERENT")
-    run_case(name, kv.numel() + 2 * (uk.numel() + uv.numel()), ours, None, None, check)
+    run_case(name, kv.numel() + 2 * st.numel(), ours, None, None, check)
 
 
 def case_requant(name, E, R, C):

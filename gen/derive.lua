@@ -30,7 +30,7 @@ local function resolve_dtype(spec, parts, plan, site)
   if dt == "weight" then
     if not plan.quant.fp8 then return "bf16" end
     for _, p in ipairs(parts) do
-      if not p.view.src.fp8 then return "bf16" end
+      if not p.view.src.fp8 and not spec.fp8 then return "bf16" end -- spec.fp8: the engine quantizes it anyway
     end
     for _, pat in ipairs(plan.quant.exclude) do
       if spec.name:find(pat) then return "bf16" end
@@ -43,8 +43,22 @@ local function resolve_dtype(spec, parts, plan, site)
   return dt
 end
 
--- Rows (or cols, for row splits) [a, a+n) of one part on TP rank r.
+-- Rows (or cols, for row splits) [a, a+n) of one part on TP rank r, and the rows the destination
+-- has for it (more than n where the engine pads: vocabulary rows to a multiple of pad_to, vLLM's
+-- VocabParallelEmbedding: the padded vocabulary is split evenly, the last ranks' tails are padding).
 local function part_range(spec, part, len, r, tp, site)
+  if spec.pad_to then
+    local padded = U.align(len, spec.pad_to)
+    if padded % tp ~= 0 then
+      U.fail(site, "tensor '%s': %d rows padded to %d (a multiple of %d) are not divisible by tp %d", spec.name,
+        len, padded, spec.pad_to, tp)
+    end
+    local per = padded // tp
+    local a = r * per
+    local n = math.min(len, a + per) - a
+    if n <= 0 then U.fail(site, "tensor '%s': tp rank %d holds only padding rows", spec.name, r) end
+    return a, n, per
+  end
   if spec.split == "rep" or tp == 1 then return 0, len end
   if part.heads then
     local h = part.heads
@@ -64,18 +78,19 @@ local function part_range(spec, part, len, r, tp, site)
 end
 
 -- Build the item list of one destination on TP rank r: { { {src,srow0,srows,scol0,scols}, ... } }.
-local function items_of(spec, r, tp, ep, site, ep_rank)
+local function items_of(spec, r, tp, ep, site, ep_rank, placement)
   local groups = {}
   if spec.expert then
     local E = spec.experts
-    local first, n = 0, E
-    if ep > 1 then -- vLLM linear placement: E//ep each, the remainder to the first ranks
+    local first, n, step = 0, E, 1
+    if ep > 1 then -- vLLM: E//ep each, the remainder to the first ranks
       local base, rem = E // ep, E % ep
       n = base + (ep_rank < rem and 1 or 0)
-      first = ep_rank * base + math.min(ep_rank, rem)
+      if placement == "round_robin" then first, step = ep_rank, ep -- experts r, r+ep, ...
+      else first = ep_rank * base + math.min(ep_rank, rem) end -- linear: a contiguous block
       if n == 0 then U.fail(site, "tensor '%s': ep %d exceeds %d experts", spec.name, ep, E) end
     end
-    for e = first, first + n - 1 do
+    for e = first, first + (n - 1) * step, step do
       local parts = {}
       for i, p in ipairs(spec.parts) do parts[i] = { view = p.by_expert[e + 1], heads = p.heads } end
       groups[#groups + 1] = parts
@@ -93,8 +108,8 @@ local function items_of(spec, r, tp, ep, site, ep_rank)
       if spec.split == "row" then
         seg.scol0, seg.scols = part_range(spec, p, v.cols, r, split_tp, site)
       else
-        local a, n = part_range(spec, p, v.rows, r, split_tp, site)
-        seg.srow0, seg.srows = v.row0 + a, n
+        local a, n, drows = part_range(spec, p, v.rows, r, split_tp, site)
+        seg.srow0, seg.srows, seg.drows = v.row0 + a, n, drows
       end
       segs[#segs + 1] = seg
     end
@@ -225,6 +240,13 @@ function D.derive(plan)
     if type(spec.parts) ~= "table" or #spec.parts == 0 then
       U.fail(site, "tensor '%s': missing field 'parts'", name)
     end
+    spec.aliases = spec.aliases or {}
+    for _, a in ipairs(spec.aliases) do
+      if type(a) ~= "string" or a:find(",") then U.fail(site, "tensor '%s': alias '%s' is not a name", name, tostring(a)) end
+    end
+    if spec.pad_to and (spec.split ~= "col" or #spec.parts ~= 1 or spec.expert or spec.dtype ~= "bf16") then
+      U.fail(site, "tensor '%s': pad_to needs one bf16 part split by rows (col)", name)
+    end
     spec.name, spec.site, spec.layer = name, site, layer
     for _, p in ipairs(spec.parts) do
       if p.view.src.absent then
@@ -289,7 +311,7 @@ function D.derive(plan)
       local site = spec.site
       local twin_of = (q >= tp and not spec.expert) and canon[spec][r] or nil
       local dt = resolve_dtype(spec, spec.parts, plan, site)
-      local items, split_tp = items_of(spec, r, tp, ep, site, q)
+      local items, split_tp = items_of(spec, r, tp, ep, site, q, plan.engine.expert_placement)
       local cols
       local item_rows = 0
       for k, seg in ipairs(items[1]) do
@@ -317,6 +339,11 @@ function D.derive(plan)
         local off = 0
         for _, seg in ipairs(items[j]) do seg.irow0 = off; off = off + seg.srows end
       end
+      local pad_rows = 0 -- trailing rows that hold no weight (never written)
+      if spec.pad_to and items[1][1].drows then
+        pad_rows = items[1][1].drows - item_rows
+        item_rows = items[1][1].drows
+      end
       local one_d = #spec.parts[1].view.shape == 1
       local shape
       if spec.expert then shape = { #items, item_rows, cols }
@@ -324,7 +351,8 @@ function D.derive(plan)
       else shape = { item_rows, cols } end
       local d = {
         name = spec.name, tp_rank = q, dtype = dt, shape = shape, items = #items, item_rows = item_rows,
-        cols = cols, layer = spec.layer, spec = spec, derived = spec.derived,
+        cols = cols, layer = spec.layer, spec = spec, derived = spec.derived, aliases = spec.aliases,
+        pad_rows = pad_rows,
       }
       d.segs, d.twins = {}, { d }
       if twin_of then
@@ -349,9 +377,11 @@ function D.derive(plan)
         local sr, sc = U.ceil_div(item_rows, BLOCK), U.ceil_div(cols, BLOCK)
         local sname = spec.name:gsub("weight$", "weight_scale_inv")
         local sshape = spec.expert and { #items, sr, sc } or { sr, sc }
+        local saliases = {}
+        for i, a in ipairs(spec.aliases) do saliases[i] = (a:gsub("weight$", "weight_scale_inv")) end
         local s = {
           name = sname, tp_rank = q, dtype = "fp32", shape = sshape, items = #items, item_rows = sr,
-          cols = sc, layer = spec.layer, weight = d, segs = {}, spec = spec,
+          cols = sc, layer = spec.layer, weight = d, segs = {}, spec = spec, aliases = saliases, pad_rows = 0,
         }
         s.bytes = s.items * sr * sc * 4
         s.id = #dsts
@@ -362,8 +392,12 @@ function D.derive(plan)
       end
     end
   end
-  -- Refresh steps: tensors the engine derives from destination tensors at load time, rebuilt by the
-  -- receiver after each complete version (one step per derived pair, per position).
+  -- Derived tensors: views the engine keeps of tensors it derives from destination tensors at load
+  -- time. vLLM's MLA (MLAAttention.process_weights_after_loading) takes W = dequant(kv_b_proj).T,
+  -- [lora, h*(nope+v)], views it as [lora, h, nope+v] and keeps W_UK_T = W[:, :, :nope].permute(1,2,0)
+  -- [h, nope, lora] and W_UV = W[:, :, nope:].transpose(0,1) [h, lora, v]. For an fp8 kv_b_proj the
+  -- dequantized W is a new bf16 storage, rebuilt by a refresh step after every complete version; for
+  -- a bf16 kv_b_proj W is kv_b_proj itself (a transposed view), so the views change with its bytes.
   local derived, refresh = {}, {}
   for _, d in ipairs(dsts) do
     local dv = d.derived
@@ -373,17 +407,32 @@ function D.derive(plan)
         U.fail(d.spec.site, "tensor '%s': [%d, %d] is not heads x (%d + %d) rows of %d columns", d.name,
           d.item_rows, d.cols, dv.qk_nope, dv.v_head, dv.kv_lora)
       end
-      local h = d.item_rows // per_head
-      local function add(name, shape)
-        local t = { name = dv.prefix .. name, shape = shape, dtype = "bf16", tp_rank = d.tp_rank, id = #derived,
-          bytes = shape[1] * shape[2] * shape[3] * 2, layer = d.layer }
+      if plan.engine.name ~= "vllm" then
+        U.fail(d.spec.site, "tensor '%s': no MLA layout for engine '%s'", d.name, plan.engine.name)
+      end
+      local h, nope, v, lora = d.item_rows // per_head, dv.qk_nope, dv.v_head, dv.kv_lora
+      local rows = h * per_head
+      local in_dst = d.dtype ~= "fp8"
+      local storage -- derived id of the storage's first view
+      local function add(name, shape, offset, stride)
+        local t = { name = dv.prefix .. name, shape = shape, stride = stride, offset = offset, dtype = "bf16",
+          tp_rank = d.tp_rank, id = #derived, layer = d.layer, bytes = rows * lora * 2,
+          dst = in_dst and d or nil }
+        storage = storage or t.id
+        t.storage = storage
         derived[#derived + 1] = t
         return t
       end
-      local uk = add("W_UK_T", { h, dv.qk_nope, dv.kv_lora })
-      local uv = add("W_UV", { h, dv.kv_lora, dv.v_head })
-      refresh[#refresh + 1] = { kind = 1, weight = d, scale = d.scale, uk = uk, uv = uv, heads = h,
-        qk_nope = dv.qk_nope, v_head = dv.v_head, kv_lora = dv.kv_lora, tp_rank = d.tp_rank, layer = d.layer }
+      local uk, uv
+      if in_dst then -- element (r, l) of kv_b_proj [rows, lora] at r*lora + l
+        uk = add("W_UK_T", { h, nope, lora }, 0, { per_head * lora, lora, 1 })
+        uv = add("W_UV", { h, lora, v }, nope * lora, { per_head * lora, 1, lora })
+      else -- element (l, r) of W [lora, rows] at l*rows + r
+        uk = add("W_UK_T", { h, nope, lora }, 0, { per_head, 1, rows })
+        uv = add("W_UV", { h, lora, v }, nope, { per_head, rows, 1 })
+        refresh[#refresh + 1] = { kind = 1, weight = d, scale = d.scale, uk = uk, uv = uv, heads = h,
+          qk_nope = nope, v_head = v, kv_lora = lora, tp_rank = d.tp_rank, layer = d.layer }
+      end
     end
   end
   return { srcs = srcs, dsts = dsts, specs = specs, src_by_name = by_name, derived = derived, refresh = refresh,

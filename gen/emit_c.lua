@@ -17,8 +17,10 @@ function E.tables(plan, model, packed)
   end
   t.dst = {}
   for i, d in ipairs(model.dsts) do
-    t.dst[i] = { d.name, d.shape[1] or 0, d.shape[2] or 0, d.shape[3] or 0, d.bytes,
-      d.weight and d.weight.id or NONE, d.tp_rank, #d.shape, U.dtypes[d.dtype].id }
+    local st = E.contiguous(d.shape)
+    t.dst[i] = { d.name, table.concat(d.aliases, ","), d.shape[1] or 0, d.shape[2] or 0, d.shape[3] or 0,
+      st[1] or 0, st[2] or 0, st[3] or 0, d.pad_rows, d.bytes, d.weight and d.weight.id or NONE, d.tp_rank,
+      #d.shape, U.dtypes[d.dtype].id }
   end
   t.ops = {}
   for i, o in ipairs(packed.ops) do
@@ -45,7 +47,8 @@ function E.tables(plan, model, packed)
   for i, p in ipairs(packed.peers) do t.peers[i] = { p.bytes, p.trainer, p.writes } end
   t.derived = {}
   for i, d in ipairs(model.derived) do
-    t.derived[i] = { d.name, d.shape[1], d.shape[2], d.shape[3], d.bytes, d.tp_rank, 3, U.dtypes[d.dtype].id }
+    t.derived[i] = { d.name, d.shape[1], d.shape[2], d.shape[3], d.stride[1], d.stride[2], d.stride[3], d.offset,
+      d.bytes, d.storage, d.dst and d.dst.id or NONE, d.tp_rank, 3, U.dtypes[d.dtype].id }
   end
   t.refresh = {}
   for i, r in ipairs(model.refresh) do
@@ -58,8 +61,15 @@ function E.tables(plan, model, packed)
   return t
 end
 
--- rf_plan_hash() over the same rows (runtime/plan.c documents the order). Names are the first
--- column of src and dst rows; everything else is an integer.
+-- Strides in elements of a row-major contiguous tensor of this shape.
+function E.contiguous(shape)
+  local st, n = {}, 1
+  for k = #shape, 1, -1 do st[k] = n; n = n * shape[k] end
+  return st
+end
+
+-- rf_plan_hash() over the same rows (refit_plan.h documents the order): strings (names, aliases)
+-- as strings, everything else as an integer.
 function E.hash(t)
   local PRIME, mix_str = 0x100000001b3, U.mix_str
   local h = U.HASH0
@@ -67,11 +77,13 @@ function E.hash(t)
   for _, name in ipairs({ "src", "dst", "ops", "writes", "groups", "ranks", "recv", "peers", "derived", "refresh",
     "pieces" }) do
     local list = t[name]
-    local first = (name == "src" or name == "dst" or name == "derived") and 2 or 1
+    local strings = name == "src" or name == "dst" or name == "derived"
     for i = 1, #list do
       local row = list[i]
-      if first == 2 then h = mix_str(h, row[1]) end
-      for k = first, #row do h = (h ~ row[k]) * PRIME end
+      for k = 1, #row do
+        local v = row[k]
+        if strings and type(v) == "string" then h = mix_str(h, v) else h = (h ~ v) * PRIME end
+      end
     end
   end
   return h
@@ -104,8 +116,10 @@ function E.emit(plan, t, hash, header_line)
     return ("  /* %d */ {%s, %d, %d, %d, %d, %d, %d, %d, %d, {%d, %d, %d}},\n"):format(i, cstr(r[1]), r[2], r[3], r[4],
       r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12])
   end)
+  c[#c + 1] = "/* name, aliases, shape, stride, pad_rows, bytes, weight, tp_rank, ndim, dtype */\n"
   rows(c, "dst", "rf_dst_tensor", t.dst, function(i, r)
-    return ("  /* %d */ {%s, {%d, %d, %d}, %d, %d, %d, %d, %d},\n"):format(i, cstr(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
+    return ("  /* %d */ {%s, %s, {%d, %d, %d}, {%d, %d, %d}, %d, %d, %d, %d, %d, %d},\n"):format(i, cstr(r[1]),
+      cstr(r[2]), table.unpack(r, 3))
   end)
   c[#c + 1] = "/* src, count, src_step, kind, src_dtype, dst_dtype, row0, col0, rows, cols, row_step, col_step,\n"
     .. "   out, out_step, scale, scale_step, direct */\n"
@@ -126,8 +140,10 @@ function E.emit(plan, t, hash, header_line)
   rows(c, "recv", "rf_receiver", t.recv, function(i, r) return ("  /* %d */ {%s},\n"):format(i, nums(r)) end)
   c[#c + 1] = "/* bytes, trainer, writes */\n"
   rows(c, "peers", "rf_peer", t.peers, function(_, r) return "  {" .. nums(r) .. "},\n" end)
+  c[#c + 1] = "/* name, shape, stride, offset, bytes (of the storage), storage, dst, tp_rank, ndim, dtype */\n"
   rows(c, "derived", "rf_derived_tensor", t.derived, function(i, r)
-    return ("  /* %d */ {%s, {%d, %d, %d}, %d, %d, %d, %d},\n"):format(i, cstr(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8])
+    return ("  /* %d */ {%s, {%d, %d, %d}, {%d, %d, %d}, %d, %d, %d, %d, %d, %d, %d},\n"):format(i, cstr(r[1]),
+      table.unpack(r, 2))
   end)
   c[#c + 1] = "/* kind, weight, scale, out0, out1, heads, qk_nope, v_head, kv_lora, tp_rank, layer */\n"
   rows(c, "refresh", "rf_refresh", t.refresh, function(_, r) return "  {" .. nums(r) .. "},\n" end)

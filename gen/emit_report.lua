@@ -3,6 +3,10 @@ local U = require("util")
 local R = {}
 
 local function shape_str(shape) return "[" .. table.concat(shape, ", ") .. "]" end
+-- a tensor's name without its layer prefix (an MTP layer's drafter prefix becomes "drafter ")
+local function short(name)
+  return (name:gsub("^model%.layers%.%d+%.", ""):gsub("^drafter%.model%.layers%.%d+%.", "drafter "))
+end
 
 local function max_mean(values)
   local mx, sum = 0, 0
@@ -109,6 +113,9 @@ function R.report(plan, model, packed, f, hash)
     inf.size * inf.replicas)
   add("quant: %s", q.fp8 and ("block fp8 e4m3 128x128, %s scales, unaligned shards %s"):format(q.scale_fmt,
     q.unaligned == "gather" and "gathered" or "are errors") or "none (bf16/fp32)")
+  local eng = plan.engine
+  add("engine: %s %s (w13 %s, moe_backend %s, sm %d, mtp %s)", eng.name, eng.version, eng.w13, eng.moe_backend, eng.sm,
+    eng.mtp == false and "not sent" or "sent when the model has it")
   add("gather_below: %d bytes; shard_min_piece: %d bytes", plan.gather_below, plan.shard_min_piece)
   add("bytes_per_version: %d (%s) in %d writes, %d stage ops", packed.total, U.human(packed.total), #packed.writes,
     #packed.ops)
@@ -178,8 +185,10 @@ function R.report(plan, model, packed, f, hash)
   local ranges = collapse(keys, function(k)
     local lines = {}
     for _, d in ipairs(by_layer[k]) do
-      lines[#lines + 1] = ("    %-52s %-18s %s"):format(d.name:gsub("^model%.layers%.%d+%.", ""),
-        shape_str(d.shape), d.dtype)
+      local extra = ""
+      if d.pad_rows > 0 then extra = extra .. (" (%d padding rows)"):format(d.pad_rows) end
+      if #d.aliases > 0 then extra = extra .. (" +%d alias%s"):format(#d.aliases, #d.aliases > 1 and "es" or "") end
+      lines[#lines + 1] = ("    %-52s %-18s %s%s"):format(short(d.name), shape_str(d.shape), d.dtype, extra)
     end
     local s = table.concat(lines, "\n")
     return s, lines
@@ -212,21 +221,25 @@ function R.report(plan, model, packed, f, hash)
     end
   end
 
-  if #model.refresh > 0 then
+  if #model.derived > 0 then
     add("")
-    add("refresh after each complete version, on receiver 0 (%d steps over %d positions in all):", #model.refresh,
-      inf.size)
-    local first, last, r0
+    add("derived on receiver 0 (%d views, %d refresh steps over %d positions in all):", #model.derived,
+      #model.refresh, inf.size)
+    local first, last, uk0, uv0
     local function flush()
-      if not r0 then return end
-      add("  layers %s: MLA absorb %s -> W_UK_T [%d, %d, %d] + W_UV [%d, %d, %d] bf16",
-        first == last and tostring(first) or (first .. "-" .. last), r0.weight.name:gsub("^model%.layers%.%d+%.", ""),
-        r0.heads, r0.qk_nope, r0.kv_lora, r0.heads, r0.kv_lora, r0.v_head)
+      if not uk0 then return end
+      local where = uk0.dst and ("views of %s (bf16): written with it, nothing to rebuild"):format(short(uk0.dst.name))
+        or ("refresh: MLA absorb into a %d-byte bf16 storage"):format(uk0.bytes)
+      add("  layers %s: %s", first == last and tostring(first) or (first .. "-" .. last), where)
+      for _, t in ipairs({ uk0, uv0 }) do
+        add("    %-44s %-18s stride %s off %d", short(t.name), shape_str(t.shape), shape_str(t.stride), t.offset)
+      end
     end
-    for _, r in ipairs(model.refresh) do
-      if r.tp_rank == 0 then
-        if r0 and r.layer == last + 1 then last = r.layer
-        else flush(); first, last, r0 = r.layer, r.layer, r end
+    for i = 1, #model.derived, 2 do
+      local uk, uv = model.derived[i], model.derived[i + 1]
+      if uk.tp_rank == 0 then
+        if uk0 and uk.layer == last + 1 and (uk.dst == nil) == (uk0.dst == nil) then last = uk.layer
+        else flush(); first, last, uk0, uv0 = uk.layer, uk.layer, uk, uv end
       end
     end
     flush()

@@ -1,5 +1,6 @@
 -- load.lua: read model, family and plan descriptions (Lua data) with located errors.
 local U = require("util")
+local Engine = require("engine")
 local M = { files = {} } -- every description file read, for the depfile
 
 local roots = { "models" } -- searched in order for models, families and plans' models
@@ -182,11 +183,11 @@ function M.plan(path)
   if q.unaligned ~= "gather" and q.unaligned ~= "error" then
     U.fail(p.__site, "plan '%s': quant.unaligned must be 'gather' or 'error'", p.name)
   end
-  p.engine = p.engine or {}
   p.gather_below = p.gather_below or 2 * 1024 * 1024 -- smaller tensors are gathered on one shard
   p.shard_min_piece = p.shard_min_piece or 1024 * 1024 -- and so are those whose shard pieces are smaller
   p.imbalance_warn = p.imbalance_warn or 1.10
   p.__model = M.model(p.model, p.__site)
+  Engine.check(p)
   return p
 end
 

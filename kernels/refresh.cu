@@ -3,8 +3,10 @@
  * rfk_cuda_mla_absorb: every layer of a receiver in one launch per RFK_CUDA_CHUNK layers. A CTA of
  *   32x8 threads takes a 32x32 tile of kv_b [h*(nope+v), lora] (grid: lora tiles, row tiles, layer),
  *   dequantizes it (fp32 code value times block scale, one multiply, then bf16 nearest even) into
- *   shared memory, then writes the W_UK_T rows along lora (coalesced) and the W_UV part transposed,
- *   with threadIdx.x walking the v index (coalesced in W_UV [h, lora, v]).
+ *   shared memory, then writes each element into its view (W_UK_T for rows i < nope of a head, W_UV
+ *   after) at offset + index . stride in the storage. A view whose lora stride is 1 is written with
+ *   threadIdx.x walking lora, any other (vLLM's W^T storage: the row index has stride 1) with
+ *   threadIdx.x walking the rows, so that either layout is written coalesced.
  * rfk_cuda_requant_ue8m0: one CTA of 256 threads per 128x128 block of one item, like quant.cu: the
  *   thread loads 4 x 16 fp8 codes, dequantizes with the old scale, the CTA reduces amax, then every
  *   thread re-quantizes its registers with the power-of-two scale. The whole block is in registers
@@ -23,6 +25,8 @@ namespace {
 
 struct absorb_params {
   int heads, nope, v, lora, fp8, tiles_c;
+  int uk_lfast, uv_lfast; /* the view's lora stride is 1: write it along lora */
+  int64_t uk_off, uk_s0, uk_s1, uk_s2, uv_off, uv_s0, uv_s1, uv_s2;
   rfk_mla_absorb items[RFK_CUDA_CHUNK];
 };
 
@@ -79,22 +83,25 @@ __global__ void __launch_bounds__(256) absorb_kernel(const __grid_constant__ abs
     }
   }
   __syncthreads();
-  /* W_UK_T[h][i][l] = W[h*per + i][l], i < nope: rows along lora */
-  for (int rr = ty; rr < 32; rr += 8) {
+  /* element (r = h*per + i, l) of W: W_UK_T[h][i][l] (i < nope) or W_UV[h][l][i - nope] */
+  for (int rr = ty; rr < 32; rr += 8) { /* views with lora stride 1: threadIdx.x along lora */
     int r = r0 + rr, c = c0 + tx;
     if (r < rows && c < lora) {
       int h = r / per, i = r % per;
-      if (i < p.nope)
-        it.w_uk_t[((int64_t)h * p.nope + i) * lora + c] = tile[rr][tx];
+      if (i < p.nope && p.uk_lfast)
+        it.out[p.uk_off + h * p.uk_s0 + i * p.uk_s1 + c * p.uk_s2] = tile[rr][tx];
+      else if (i >= p.nope && p.uv_lfast)
+        it.out[p.uv_off + h * p.uv_s0 + c * p.uv_s1 + (i - p.nope) * p.uv_s2] = tile[rr][tx];
     }
   }
-  /* W_UV[h][l][j] = W[h*per + nope + j][l]: threadIdx.x walks the rows (j), threadIdx.y the lora */
-  for (int cc = ty; cc < 32; cc += 8) {
+  for (int cc = ty; cc < 32; cc += 8) { /* the others: threadIdx.x along the rows */
     int r = r0 + tx, c = c0 + cc;
     if (r < rows && c < lora) {
       int h = r / per, i = r % per;
-      if (i >= p.nope)
-        it.w_uv[((int64_t)h * lora + c) * p.v + (i - p.nope)] = tile[tx][cc];
+      if (i < p.nope && !p.uk_lfast)
+        it.out[p.uk_off + h * p.uk_s0 + i * p.uk_s1 + c * p.uk_s2] = tile[tx][cc];
+      else if (i >= p.nope && !p.uv_lfast)
+        it.out[p.uv_off + h * p.uv_s0 + c * p.uv_s1 + (i - p.nope) * p.uv_s2] = tile[tx][cc];
     }
   }
 }
@@ -187,19 +194,23 @@ __global__ void __launch_bounds__(256) requant_kernel(const __grid_constant__ re
 
 } /* namespace */
 
-extern "C" int rfk_cuda_mla_absorb(const rfk_mla_absorb *items, int n, int kv_b_is_fp8, int heads, int nope, int v,
-                                   int lora, void *stream)
+extern "C" int rfk_cuda_mla_absorb(const rfk_mla_absorb *items, int n, int kv_b_is_fp8, const rfk_mla_layout *y,
+                                   void *stream)
 {
-  if (!items || n < 0 || heads <= 0 || nope <= 0 || v <= 0 || lora <= 0)
+  if (!items || n < 0 || !rfk_mla_layout_inside(y))
     return RFK_ERR_ARG;
   for (int i = 0; i < n; i++)
-    if (!items[i].kv_b || !items[i].w_uk_t || !items[i].w_uv || (kv_b_is_fp8 && !items[i].scale))
+    if (!items[i].kv_b || !items[i].out || (kv_b_is_fp8 && !items[i].scale))
       return RFK_ERR_ARG;
-  int64_t rows = (int64_t)heads * (nope + v);
+  int64_t rows = (int64_t)y->heads * (y->nope + y->v);
   if (rows > 0x7fffffffll / 2 || (rows + 31) / 32 > 65535)
     return RFK_ERR_ARG;
   absorb_params p;
-  p.heads = heads, p.nope = nope, p.v = v, p.lora = lora, p.fp8 = kv_b_is_fp8 != 0, p.tiles_c = (lora + 31) / 32;
+  p.heads = y->heads, p.nope = y->nope, p.v = y->v, p.lora = y->lora, p.fp8 = kv_b_is_fp8 != 0;
+  p.tiles_c = (y->lora + 31) / 32;
+  p.uk_lfast = y->uk_stride[2] == 1, p.uv_lfast = y->uv_stride[1] == 1;
+  p.uk_off = y->uk_off, p.uk_s0 = y->uk_stride[0], p.uk_s1 = y->uk_stride[1], p.uk_s2 = y->uk_stride[2];
+  p.uv_off = y->uv_off, p.uv_s0 = y->uv_stride[0], p.uv_s1 = y->uv_stride[1], p.uv_s2 = y->uv_stride[2];
   for (int first = 0; first < n; first += RFK_CUDA_CHUNK) {
     int m = n - first < RFK_CUDA_CHUNK ? n - first : RFK_CUDA_CHUNK;
     for (int i = 0; i < m; i++)

@@ -4,23 +4,58 @@
  *   W    = dequant(kv_b_proj)                 [h*(nope+v), lora] bf16, W = bf16_rne(f32(q) * scale)
  *   W_UK_T[n][i][l] = W[n*(nope+v) + i][l]        [h, nope, lora]  (i < nope)
  *   W_UV[n][l][j]   = W[n*(nope+v) + nope + j][l] [h, lora, v]     (j < v)
- * kv_b is fp8 e4m3fn with fp32 block scales [ceil(rows/128), ceil(lora/128)] (row-major), or bf16
- * (scale NULL). Outputs are caller-provided bf16 (uint16_t) buffers. */
+ * Both are views into one caller-provided bf16 (uint16_t) storage `out`, each with its own element
+ * offset and strides (rfk_mla_layout, from the plan's derived tensors): element (a, b, c) of W_UK_T
+ * is out[uk_off + a*uk_stride[0] + b*uk_stride[1] + c*uk_stride[2]], likewise W_UV. vLLM's layout
+ * for an fp8 kv_b_proj is the storage W^T [lora, h*(nope+v)]: W_UK_T offset 0, strides
+ * (nope+v, 1, h*(nope+v)); W_UV offset nope, strides (nope+v, h*(nope+v), 1). Storage elements no
+ * view covers are left as they are. kv_b is fp8 e4m3fn with fp32 block scales
+ * [ceil(rows/128), ceil(lora/128)] (row-major), or bf16 (scale NULL). */
 #ifndef REFIT_REFRESH_H
 #define REFIT_REFRESH_H
 
 #include <stdint.h>
 
+typedef struct rfk_mla_layout {
+  int heads, nope, v, lora;
+  int64_t elems;                  /* elements of the storage: every view element must lie below */
+  int64_t uk_off, uk_stride[3];   /* W_UK_T [h, nope, lora] */
+  int64_t uv_off, uv_stride[3];   /* W_UV [h, lora, v] */
+} rfk_mla_layout;
+
 typedef struct rfk_mla_absorb {
   const void *kv_b;      /* [h*(nope+v), lora], fp8 or bf16 */
   const float *scale;    /* fp8 only: [ceil(h*(nope+v)/128), ceil(lora/128)] */
-  uint16_t *w_uk_t;      /* [h, nope, lora] bf16 */
-  uint16_t *w_uv;        /* [h, lora, v] bf16 */
+  uint16_t *out;         /* the storage both views lie in, `elems` bf16 */
 } rfk_mla_absorb;
 
-/* Every layer of a receiver in one call: n items with the same shape. Returns 0, or 2 (bad
- * argument) when a pointer is NULL or a dimension is not positive. */
-int rfk_ref_mla_absorb(const rfk_mla_absorb *items, int n, int kv_b_is_fp8, int heads, int nope, int v, int lora);
+/* 1 when the dims are positive, offsets and strides >= 0 and every element of both views lies
+ * below elems (what every absorb call checks), else 0. */
+static inline int rfk_mla_layout_inside(const rfk_mla_layout *y)
+{
+  if (!y || y->heads <= 0 || y->nope <= 0 || y->v <= 0 || y->lora <= 0 || y->uk_off < 0 || y->uv_off < 0)
+    return 0;
+  const int64_t uk[3] = {y->heads, y->nope, y->lora}, uv[3] = {y->heads, y->lora, y->v};
+  int64_t uk_last = y->uk_off, uv_last = y->uv_off;
+  for (int k = 0; k < 3; k++) {
+    if (y->uk_stride[k] < 0 || y->uv_stride[k] < 0)
+      return 0;
+    uk_last += (uk[k] - 1) * y->uk_stride[k];
+    uv_last += (uv[k] - 1) * y->uv_stride[k];
+  }
+  return uk_last < y->elems && uv_last < y->elems;
+}
+
+/* 0 when the layout is usable: positive dims, offsets and strides >= 0, both views inside `elems`
+ * (the bounds the absorb calls check on every call), and no storage element written twice (two
+ * view elements at one place: the views would race and depend on write order). 2 otherwise. This
+ * last part walks every view element once over a bitmap of `elems` bits (malloc'd and freed): call
+ * it once when binding, not per version. */
+int rfk_mla_layout_check(const rfk_mla_layout *lay);
+
+/* Every layer of a receiver in one call: n items with the same layout. Returns 0, or 2 (bad
+ * argument) when a pointer is NULL, a dimension is not positive or a view leaves the storage. */
+int rfk_ref_mla_absorb(const rfk_mla_absorb *items, int n, int kv_b_is_fp8, const rfk_mla_layout *lay);
 
 float rfk_e4m3_to_f32(uint8_t q);
 uint16_t rfk_f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */
@@ -47,8 +82,7 @@ int rfk_ref_requant_ue8m0(const rfk_requant *items, int n, int64_t rows, int64_t
  * items, items itself a HOST array (passed by value, all layers in one launch per 256 items);
  * stream is a cudaStream_t as void*. Bit-equal to the references. Return 0, 2 (bad argument) or
  * 3 (launch failed); requant sets *flag = 1 (device int) where the reference returns 1. */
-int rfk_cuda_mla_absorb(const rfk_mla_absorb *items, int n, int kv_b_is_fp8, int heads, int nope, int v, int lora,
-                        void *stream);
+int rfk_cuda_mla_absorb(const rfk_mla_absorb *items, int n, int kv_b_is_fp8, const rfk_mla_layout *lay, void *stream);
 int rfk_cuda_requant_ue8m0(const rfk_requant *items, int n, int64_t rows, int64_t cols, int *flag, void *stream);
 
 #endif

@@ -1,6 +1,7 @@
 /* refresh_ref.c: C reference of the refresh kernels (refresh.h). Bit-exact contract for the CUDA
  * versions: dequantize in fp32 (one multiply), round once to bf16. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "refresh.h"
@@ -28,16 +29,37 @@ uint16_t rfk_f32_to_bf16(float f)
   return (uint16_t)(u >> 16);
 }
 
-int rfk_ref_mla_absorb(const rfk_mla_absorb *items, int n, int kv_b_is_fp8, int heads, int nope, int v, int lora)
+int rfk_mla_layout_check(const rfk_mla_layout *y)
 {
-  if (!items || n < 0 || heads <= 0 || nope <= 0 || v <= 0 || lora <= 0)
+  if (!rfk_mla_layout_inside(y))
     return 2;
-  int64_t per = nope + v, scols = (lora + 127) / 128;
+  uint8_t *seen = calloc((size_t)(y->elems + 7) / 8, 1);
+  if (!seen)
+    return 2;
+  int rc = 0;
+  for (int64_t h = 0; h < y->heads && !rc; h++)
+    for (int64_t l = 0; l < y->lora && !rc; l++)
+      for (int64_t i = 0; i < y->nope + y->v && !rc; i++) {
+        int64_t at = i < y->nope ? y->uk_off + h * y->uk_stride[0] + i * y->uk_stride[1] + l * y->uk_stride[2]
+                                 : y->uv_off + h * y->uv_stride[0] + l * y->uv_stride[1] + (i - y->nope) * y->uv_stride[2];
+        if (seen[at / 8] & (1u << (at % 8)))
+          rc = 2;
+        seen[at / 8] |= (uint8_t)(1u << (at % 8));
+      }
+  free(seen);
+  return rc;
+}
+
+int rfk_ref_mla_absorb(const rfk_mla_absorb *items, int n, int kv_b_is_fp8, const rfk_mla_layout *y)
+{
+  if (!items || n < 0 || !rfk_mla_layout_inside(y))
+    return 2;
+  const int64_t nope = y->nope, lora = y->lora, per = nope + y->v, scols = (lora + 127) / 128;
   for (int k = 0; k < n; k++) {
     const rfk_mla_absorb *it = &items[k];
-    if (!it->kv_b || !it->w_uk_t || !it->w_uv || (kv_b_is_fp8 && !it->scale))
+    if (!it->kv_b || !it->out || (kv_b_is_fp8 && !it->scale))
       return 2;
-    for (int64_t h = 0; h < heads; h++)
+    for (int64_t h = 0; h < y->heads; h++)
       for (int64_t i = 0; i < per; i++) {
         int64_t row = h * per + i;
         for (int64_t l = 0; l < lora; l++) {
@@ -49,9 +71,9 @@ int rfk_ref_mla_absorb(const rfk_mla_absorb *items, int n, int kv_b_is_fp8, int 
             w = ((const uint16_t *)it->kv_b)[row * lora + l];
           }
           if (i < nope)
-            it->w_uk_t[(h * nope + i) * lora + l] = w;
+            it->out[y->uk_off + h * y->uk_stride[0] + i * y->uk_stride[1] + l * y->uk_stride[2]] = w;
           else
-            it->w_uv[(h * lora + l) * v + (i - nope)] = w;
+            it->out[y->uv_off + h * y->uv_stride[0] + l * y->uv_stride[1] + (i - nope) * y->uv_stride[2]] = w;
         }
       }
   }

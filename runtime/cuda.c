@@ -209,16 +209,14 @@ rf_status rf__cuda_stream_wait(rf_engine *e, uint64_t v, void *stream)
   return RF_OK;
 }
 
-rf_status rf__cuda_refresh(rf_engine *e, const rf_refresh *st, const rfk_mla_absorb *items, uint32_t n)
+rf_status rf__cuda_refresh(rf_engine *e, const rf_refresh *st, const rfk_mla_absorb *items, const rfk_mla_layout *y,
+                           uint32_t n)
 {
-  /* one launch per run of steps with the same shape */
+  /* one launch per run of steps with the same layout */
   for (uint32_t i = 0, j; i < n; i = j) {
-    for (j = i + 1; j < n && st[j].heads == st[i].heads && st[j].qk_nope == st[i].qk_nope && st[j].v_head == st[i].v_head &&
-                    st[j].kv_lora == st[i].kv_lora && (st[j].scale == RF_NONE) == (st[i].scale == RF_NONE);
-         j++) {
+    for (j = i + 1; j < n && !memcmp(&y[j], &y[i], sizeof y[i]) && (st[j].scale == RF_NONE) == (st[i].scale == RF_NONE); j++) {
     }
-    int rc = rfk_cuda_mla_absorb(items + i, (int)(j - i), st[i].scale != RF_NONE, (int)st[i].heads, (int)st[i].qk_nope,
-                                 (int)st[i].v_head, (int)st[i].kv_lora, e->cu->rstream);
+    int rc = rfk_cuda_mla_absorb(items + i, (int)(j - i), st[i].scale != RF_NONE, &y[i], e->cu->rstream);
     if (rc)
       return rf__fail(e, RF_ERR_CUDA, "refresh of layer %u: %s", st[i].layer,
                       rc == RFK_ERR_CUDA ? rfk_cuda_last_error() : rfk_strerror(rc));

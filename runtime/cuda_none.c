@@ -47,8 +47,9 @@ rf_status rf__cuda_stream_wait(rf_engine *e, uint64_t v, void *stream)
   (void)v, (void)stream;
   return rf__cuda_open(e);
 }
-rf_status rf__cuda_refresh(rf_engine *e, const rf_refresh *steps, const rfk_mla_absorb *items, uint32_t n)
+rf_status rf__cuda_refresh(rf_engine *e, const rf_refresh *steps, const rfk_mla_absorb *items, const rfk_mla_layout *y,
+                           uint32_t n)
 {
-  (void)steps, (void)items, (void)n;
+  (void)steps, (void)items, (void)y, (void)n;
   return rf__cuda_open(e);
 }

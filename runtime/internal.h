@@ -158,7 +158,9 @@ rf_status rf__cuda_group_done(rf_engine *e, uint32_t k, void *stream); /* record
 int rf__cuda_group_ready(rf_engine *e, uint32_t k, char *err, size_t errlen); /* 1 done, 0 not yet, -1 err */
 rf_status rf__cuda_publish(rf_engine *e, uint64_t v);
 rf_status rf__cuda_stream_wait(rf_engine *e, uint64_t v, void *stream);
-rf_status rf__cuda_refresh(rf_engine *e, const rf_refresh *steps, const rfk_mla_absorb *items, uint32_t n);
+/* rebuild derived storages: n steps, each with its items and layout (runs of equal layouts: one launch) */
+rf_status rf__cuda_refresh(rf_engine *e, const rf_refresh *steps, const rfk_mla_absorb *items, const rfk_mla_layout *layouts,
+                           uint32_t n);
 
 /* ------------------------------------- engine state ------------------------------------- */
 typedef struct rf__target rf__target;   /* trainer.c */
@@ -218,6 +220,7 @@ struct rf_engine {
   void **der_ptr;            /* [n_derived] (only this position's are used) */
   uint32_t ref_first, ref_count; /* refresh steps of this position */
   rfk_mla_absorb *absorb;    /* [ref_count] */
+  rfk_mla_layout *layout;    /* [ref_count] the views each refresh step writes */
   uint8_t *blob;             /* exported metadata */
   size_t blob_len;
   rf__conn *conns;

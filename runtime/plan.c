@@ -35,7 +35,9 @@ uint64_t rf_plan_hash(const rf_plan *p)
   for (uint32_t i = 0; i < p->n_dst; i++) {
     const rf_dst_tensor *t = &p->dst[i];
     h = mix_str(h, t->name);
+    h = mix_str(h, t->aliases);
     MIX(h, t->shape[0]); MIX(h, t->shape[1]); MIX(h, t->shape[2]);
+    MIX(h, t->stride[0]); MIX(h, t->stride[1]); MIX(h, t->stride[2]); MIX(h, t->pad_rows);
     MIX(h, t->bytes); MIX(h, t->weight); MIX(h, t->tp_rank); MIX(h, t->ndim); MIX(h, t->dtype);
   }
   for (uint32_t i = 0; i < p->n_ops; i++) {
@@ -76,7 +78,8 @@ uint64_t rf_plan_hash(const rf_plan *p)
     const rf_derived_tensor *t = &p->derived[i];
     h = mix_str(h, t->name);
     MIX(h, t->shape[0]); MIX(h, t->shape[1]); MIX(h, t->shape[2]);
-    MIX(h, t->bytes); MIX(h, t->tp_rank); MIX(h, t->ndim); MIX(h, t->dtype);
+    MIX(h, t->stride[0]); MIX(h, t->stride[1]); MIX(h, t->stride[2]); MIX(h, t->offset);
+    MIX(h, t->bytes); MIX(h, t->storage); MIX(h, t->dst); MIX(h, t->tp_rank); MIX(h, t->ndim); MIX(h, t->dtype);
   }
   for (uint32_t i = 0; i < p->n_refresh; i++) {
     const rf_refresh *r = &p->refresh[i];

@@ -72,7 +72,8 @@ rf_status rf__receiver_open(rf_engine *e)
     e->ref_count++;
   }
   e->absorb = calloc(e->ref_count ? e->ref_count : 1, sizeof *e->absorb);
-  if (!e->absorb) return rf__fail(e, RF_ERR_NOMEM, "receiver tables");
+  e->layout = calloc(e->ref_count ? e->ref_count : 1, sizeof *e->layout);
+  if (!e->absorb || !e->layout) return rf__fail(e, RF_ERR_NOMEM, "receiver tables");
   /* one endpoint per connection, and as many again closing */
   return rf__ucx_open(e, 2 * e->n_conns);
 }
@@ -96,6 +97,7 @@ void rf__receiver_close(rf_engine *e)
   free(e->peer_granted);
   free(e->peer_done);
   free(e->absorb);
+  free(e->layout);
   free(e->blob);
 }
 
@@ -118,6 +120,9 @@ rf_status rf__receiver_bind(rf_engine *e, uint32_t id, void *ptr, size_t bytes)
   return RF_OK;
 }
 
+/* a storage refit rebuilds (derived tensors are views into storages: bound once, through the first) */
+static int owned_storage(const rf_derived_tensor *d, uint32_t id) { return d->storage == id && d->dst == RF_NONE; }
+
 rf_status rf__receiver_bind_derived(rf_engine *e, uint32_t id, void *ptr, size_t bytes)
 {
   if (e->listening) return rf__fail(e, RF_ERR_STATE, "rf_bind_derived after rf_listen");
@@ -125,9 +130,16 @@ rf_status rf__receiver_bind_derived(rf_engine *e, uint32_t id, void *ptr, size_t
   if (id >= p->n_derived || p->derived[id].tp_rank != e->pos)
     return rf__fail(e, RF_ERR_ARG, "derived %u is not a tensor of receiver %u", id, e->cfg.rank);
   const rf_derived_tensor *d = &p->derived[id];
+  if (d->dst != RF_NONE)
+    return rf__fail(e, RF_ERR_ARG, "derived tensor '%s' (derived %u) is a view of '%s' (dst %u): it changes with that "
+                    "tensor, nothing to bind", d->name, id, p->dst[d->dst].name, d->dst);
+  if (d->storage != id)
+    return rf__fail(e, RF_ERR_ARG, "derived tensor '%s' (derived %u) lies in the storage of '%s' (derived %u): bind "
+                    "that storage once, through '%s'", d->name, id, p->derived[d->storage].name, d->storage,
+                    p->derived[d->storage].name);
   if (!ptr) return rf__fail(e, RF_ERR_ARG, "derived tensor '%s': NULL pointer", d->name);
   if (bytes != d->bytes)
-    return rf__fail(e, RF_ERR_SIZE, "derived tensor '%s' (derived %u): bound %zu bytes, the table says %llu", d->name,
+    return rf__fail(e, RF_ERR_SIZE, "derived storage of '%s' (derived %u): bound %zu bytes, the table says %llu", d->name,
                     id, bytes, (unsigned long long)d->bytes);
   if (e->cfg.mem == RF_MEM_CUDA) RF_CHECK(rf__cuda_check_memory(e, ptr, bytes, d->name));
   e->der_ptr[id] = ptr;
@@ -151,36 +163,42 @@ static rf_status prepare_refresh(rf_engine *e)
 {
   const rf_plan *p = e->p;
   for (uint32_t i = 0; i < p->n_derived; i++)
-    if (p->derived[i].tp_rank == e->pos && !e->der_ptr[i])
+    if (p->derived[i].tp_rank == e->pos && owned_storage(&p->derived[i], i) && !e->der_ptr[i])
       return rf__fail(e, RF_ERR_UNBOUND,
-                      "derived tensor '%s' (derived %u) is not bound: the receiver rebuilds it after every version, "
-                      "bind the engine's buffer with rf_bind_derived",
+                      "derived tensor '%s' (derived %u) is not bound: the receiver rebuilds its storage after every "
+                      "version, bind the engine's storage with rf_bind_derived",
                       p->derived[i].name, i);
   for (uint32_t k = 0; k < e->ref_count; k++) {
     const rf_refresh *r = &p->refresh[e->ref_first + k];
+    const rf_derived_tensor *uk = &p->derived[r->out0], *uv = &p->derived[r->out1];
+    /* both views in the storage refit rebuilds, each element written once */
+    e->layout[k] = (rfk_mla_layout){(int)r->heads, (int)r->qk_nope, (int)r->v_head, (int)r->kv_lora,
+                                    (int64_t)(uk->bytes / 2), uk->offset, {uk->stride[0], uk->stride[1], uk->stride[2]},
+                                    uv->offset, {uv->stride[0], uv->stride[1], uv->stride[2]}};
+    if (uk->storage != r->out0 || uv->storage != r->out0 || !owned_storage(uk, r->out0) ||
+        rfk_mla_layout_check(&e->layout[k]) != 0)
+      return rf__fail(e, RF_ERR_ARG, "refresh of '%s': the views '%s' and '%s' do not lie in one storage refit rebuilds, "
+                      "or leave or overlap it", p->dst[r->weight].name, uk->name, uv->name);
     rfk_mla_absorb *a = &e->absorb[k];
     a->kv_b = e->dst_ptr[r->weight - e->rv->dst_first];
     a->scale = r->scale == RF_NONE ? NULL : e->dst_ptr[r->scale - e->rv->dst_first];
-    a->w_uk_t = e->der_ptr[r->out0];
-    a->w_uv = e->der_ptr[r->out1];
+    a->out = e->der_ptr[r->out0];
   }
   return RF_OK;
 }
 
-/* rebuild every derived tensor of this position, step by step with each step's own shape (runs of
- * steps with the same shape go in one call) */
+/* rebuild every derived storage of this position, each step with its own layout (runs of steps
+ * with the same layout go in one call) */
 static rf_status refresh(rf_engine *e)
 {
-  if (e->cfg.mem == RF_MEM_CUDA) return rf__cuda_refresh(e, &e->p->refresh[e->ref_first], e->absorb, e->ref_count);
   const rf_refresh *s = &e->p->refresh[e->ref_first];
+  if (e->cfg.mem == RF_MEM_CUDA) return rf__cuda_refresh(e, s, e->absorb, e->layout, e->ref_count);
   for (uint32_t i = 0, j; i < e->ref_count; i = j) {
-    for (j = i + 1; j < e->ref_count && s[j].heads == s[i].heads && s[j].qk_nope == s[i].qk_nope &&
-                    s[j].v_head == s[i].v_head && s[j].kv_lora == s[i].kv_lora &&
+    for (j = i + 1; j < e->ref_count && !memcmp(&e->layout[j], &e->layout[i], sizeof e->layout[i]) &&
                     (s[j].scale == RF_NONE) == (s[i].scale == RF_NONE);
          j++) {
     }
-    int rc = rfk_ref_mla_absorb(e->absorb + i, (int)(j - i), s[i].scale != RF_NONE, (int)s[i].heads, (int)s[i].qk_nope,
-                                (int)s[i].v_head, (int)s[i].kv_lora);
+    int rc = rfk_ref_mla_absorb(e->absorb + i, (int)(j - i), s[i].scale != RF_NONE, &e->layout[i]);
     if (rc) return rf__fail(e, RF_ERR_KERNEL, "refresh of layer %u's derived tensors: %s", s[i].layer, rfk_strerror(rc));
   }
   return RF_OK;

@@ -382,8 +382,11 @@ static void service(struct rf__ucx *u)
     ucp_ep_params_t p = {.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST, .conn_request = u->reqs[k]};
     rf__ep ep;
     slot *s = NULL;
-    if (create_ep(e, &p, &ep, "accepting a connection") == RF_OK) s = slot_of(u, ep);
-    else ucp_listener_reject(u->listener, u->reqs[k]);
+    int full = 1;
+    for (uint32_t i = 0; full && i < u->n_slots; i++) full = u->slots[i].state != SLOT_FREE;
+    /* no endpoint slot: refuse; a failed ucp_ep_create has released the request itself */
+    if (full) ucp_listener_reject(u->listener, u->reqs[k]);
+    else if (create_ep(e, &p, &ep, "accepting a connection") == RF_OK) s = slot_of(u, ep);
     if (s) {
       rf__ev *ev = ev_new(u, s, RF__EV_CONN);
       if (!ev) fail_slot(u, s, "accepting a connection", "event ring full");

@@ -17,7 +17,7 @@
 #include "refresh.h"
 
 volatile int rf_loop_alloc_armed;
-volatile uint64_t rf_loop_alloc_count;
+volatile uint64_t rf_loop_alloc_count, rf_loop_alloc_ucx;
 
 enum { CMD_PUSH = RF_CL_PUSH, CMD_WAIT = RF_CL_WAIT, CMD_DIE = 3, CMD_QUIT = 4, CMD_CONNECT = 5,
        CMD_VERIFY = RF_CL_VERIFY };
@@ -37,7 +37,7 @@ typedef struct rec {
   uint32_t kind, who, is_trainer;
   int32_t pid;
   int32_t status;               /* rf_status */
-  uint64_t version, ns, t_done, bytes, verified, mismatches, stage_ns, post_ns, writes, allocs, calls;
+  uint64_t version, ns, t_done, bytes, verified, mismatches, stage_ns, post_ns, writes, allocs, allocs_ucx, calls;
   uint16_t port;
   uint8_t stream_checked, stream_ok;
   uint64_t direct;
@@ -217,27 +217,29 @@ static void verify(const rf_loop_opts *o, uint32_t me, uint64_t v, uint8_t **mem
         res->mismatches += bad;
         res->verified += d->bytes - bad;
       }
-      /* derived tensors: a fresh refresh of the expected weights */
+      /* derived storages: a fresh refresh of the expected weights */
       for (uint32_t k = 0; k < p->n_refresh; k++) {
         const rf_refresh *f = &p->refresh[k];
         if (f->tp_rank != rv->tp_rank) continue;
         const rf_derived_tensor *d0 = &p->derived[f->out0], *d1 = &p->derived[f->out1];
-        uint16_t *a = malloc(d0->bytes), *b = malloc(d1->bytes);
+        uint16_t *a = malloc(d0->bytes);
+        memset(a, 0xa5, d0->bytes); /* storage elements no view covers stay as bound (poisoned) */
+        rfk_mla_layout y = {(int)f->heads, (int)f->qk_nope, (int)f->v_head, (int)f->kv_lora, (int64_t)(d0->bytes / 2),
+                            d0->offset, {d0->stride[0], d0->stride[1], d0->stride[2]},
+                            d1->offset, {d1->stride[0], d1->stride[1], d1->stride[2]}};
         rfk_mla_absorb it = {.kv_b = want[f->weight - rv->dst_first],
                              .scale = f->scale == RF_NONE ? NULL : (const float *)want[f->scale - rv->dst_first],
-                             .w_uk_t = a, .w_uv = b};
-        rfk_ref_mla_absorb(&it, 1, f->scale != RF_NONE, (int)f->heads, (int)f->qk_nope, (int)f->v_head, (int)f->kv_lora);
+                             .out = a};
+        rfk_ref_mla_absorb(&it, 1, f->scale != RF_NONE, &y);
         uint64_t first = 0, bad = compare((uint8_t *)der[f->out0], (uint8_t *)a, d0->bytes, &first);
-        bad += compare((uint8_t *)der[f->out1], (uint8_t *)b, d1->bytes, &first);
         if (bad && !res->mismatches)
-          snprintf(res->text, sizeof res->text, "receiver %u: derived '%s' or '%s' stale or wrong (%llu bytes)", me,
+          snprintf(res->text, sizeof res->text, "receiver %u: derived '%s' / '%s' stale or wrong (%llu bytes)", me,
                    d0->name, d1->name, (unsigned long long)bad);
         res->mismatches += bad;
-        res->verified += d0->bytes + d1->bytes - bad;
+        res->verified += d0->bytes - bad;
         free(a);
-        free(b);
       }
-    }
+}
 
 static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd, uint16_t want_port)
 {
@@ -294,8 +296,8 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd, uint16
   }
   uint16_t **der = calloc(p->n_derived ? p->n_derived : 1, sizeof *der);
   void **dder = calloc(p->n_derived ? p->n_derived : 1, sizeof *dder);
-  for (uint32_t i = 0; i < p->n_derived; i++)
-    if (p->derived[i].tp_rank == rv->tp_rank) {
+  for (uint32_t i = 0; i < p->n_derived; i++) /* each storage refit rebuilds, through its first view */
+    if (p->derived[i].tp_rank == rv->tp_rank && p->derived[i].storage == i && p->derived[i].dst == RF_NONE) {
       der[i] = malloc(p->derived[i].bytes);
       memset(der[i], 0xa5, p->derived[i].bytes);
       void *b = der[i];
@@ -330,16 +332,17 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd, uint16
     free(b);
   }
   send_rec(&r);
-  uint64_t allocs = 0, calls = 0;
-  int warm = 0; /* a version has completed: from now on the receive path must not allocate */
+  uint64_t allocs = 0, allocs_ucx = 0, calls = 0;
+  int warm = 0; /* the newest version waited for: from count_allocs on, idle progress must not allocate either */
   for (;;) {
     cmd c;
     while (!read_cmd(cmd_fd, &c, 0)) {
-      uint64_t base = rf_loop_alloc_count;
-      rf_loop_alloc_armed = o->count_allocs && warm;
+      uint64_t base = rf_loop_alloc_count, base_ucx = rf_loop_alloc_ucx;
+      rf_loop_alloc_armed = o->count_allocs && warm >= o->count_allocs;
       rf_progress(e); /* answer connecting trainers, take early BEGIN messages */
       rf_loop_alloc_armed = 0;
       allocs += rf_loop_alloc_count - base;
+      allocs_ucx += rf_loop_alloc_ucx - base_ucx;
       nap();
     }
     if (c.kind == CMD_QUIT) break;
@@ -366,8 +369,8 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd, uint16
       send_rec(&armed);
     }
     rf_version_state st;
-    int armed = o->count_allocs && c.version > (o->count_allocs == 2 ? 0u : 1u);
-    uint64_t base = rf_loop_alloc_count;
+    int armed = o->count_allocs && c.version >= (uint64_t)o->count_allocs;
+    uint64_t base = rf_loop_alloc_count, base_ucx = rf_loop_alloc_ucx;
     /* the engine stopped reading its weights: let the trainers write this version */
     rf_loop_alloc_armed = armed;
     rf_status as = o->auto_arm ? RF_OK : rf_arm(e, c.version);
@@ -393,8 +396,8 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd, uint16
       nap();
     }
     res.t_done = now_ns();
-    if (armed) allocs += rf_loop_alloc_count - base;
-    warm = 1;
+    if (armed) allocs += rf_loop_alloc_count - base, allocs_ucx += rf_loop_alloc_ucx - base_ucx;
+    warm = (int)c.version;
     if (st.complete >= c.version) {
       res.status = RF_OK;
       res.bytes = rv->bytes;
@@ -426,6 +429,7 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd, uint16
       verify(o, me, c.version, mem, want, der, &res);
     }
     res.allocs = allocs;
+    res.allocs_ucx = allocs_ucx;
     res.calls = calls;
     send_rec(&res);
   }
@@ -504,7 +508,7 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
   }
   rec ready = {.kind = REC_READY, .who = me, .is_trainer = 1};
   send_rec(&ready);
-  uint64_t allocs = 0, calls = 0;
+  uint64_t allocs = 0, allocs_ucx = 0, calls = 0;
   for (;;) {
     cmd c;
     read_cmd(cmd_fd, &c, 1);
@@ -527,8 +531,8 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     rec res = {.kind = REC_PUSHED, .who = me, .is_trainer = 1, .version = c.version};
     rf_counters c0, c1;
     rf_get_counters(e, &c0);
-    int armed = o->count_allocs && c.version > (o->count_allocs == 2 ? 0u : 1u);
-    uint64_t base = rf_loop_alloc_count;
+    int armed = o->count_allocs && c.version >= (uint64_t)o->count_allocs;
+    uint64_t base = rf_loop_alloc_count, base_ucx = rf_loop_alloc_ucx;
     uint64_t t0 = now_ns();
     rf_loop_alloc_armed = armed;
     rf_status s = rf_push(e, c.version, NULL);
@@ -560,7 +564,7 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
       if (s != RF_AGAIN) break;
       s = RF_OK;
     }
-    if (armed) allocs += rf_loop_alloc_count - base;
+    if (armed) allocs += rf_loop_alloc_count - base, allocs_ucx += rf_loop_alloc_ucx - base_ucx;
     res.ns = now_ns() - t0;
     res.status = s;
     if (s != RF_OK) snprintf(res.text, sizeof res.text, "%s: %s", rf_strerror(s), rf_last_error(e));
@@ -571,6 +575,7 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     res.direct = c1.direct_writes - c0.direct_writes;
     res.bytes = c1.bytes - c0.bytes;
     res.allocs = allocs;
+    res.allocs_ucx = allocs_ucx;
     res.calls = calls;
     send_rec(&res);
     if (c.flags & RF_CL_EXIT_AFTER) _exit(0); /* no rf_close, no goodbye: the version must stand */
@@ -745,11 +750,11 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
         lv->writes += m.writes;
         lv->direct_writes += m.direct;
         if (m.ns > lv->push_ns_max) lv->push_ns_max = m.ns;
-        r->allocs += 0;
         if (m.status == RF_PARTIAL) lv->trainer_partial++;
         else if (m.status != RF_OK && !lv->trainer_errors++)
           snprintf(lv->trainer_error, sizeof lv->trainer_error, "%s", m.text);
-        if (o->count_allocs && v == (uint64_t)o->versions) r->allocs += m.allocs, r->alloc_checked_calls += m.calls;
+        if (o->count_allocs && v == (uint64_t)o->versions)
+          r->allocs += m.allocs, r->allocs_ucx += m.allocs_ucx, r->alloc_checked_calls += m.calls;
       } else if (m.kind == REC_RESULT) {
         got_r++;
         if (m.t_done > t_last) t_last = m.t_done; /* complete or torn: the receiver's answer */
@@ -766,7 +771,8 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
           snprintf(lv->stream_error, sizeof lv->stream_error, "%s", m.text);
         if (m.mismatches && !lv->mismatches) snprintf(lv->mismatch, sizeof lv->mismatch, "%s", m.text);
         lv->mismatches += m.mismatches;
-        if (o->count_allocs && v == (uint64_t)o->versions) r->allocs += m.allocs, r->alloc_checked_calls += m.calls;
+        if (o->count_allocs && v == (uint64_t)o->versions)
+          r->allocs += m.allocs, r->allocs_ucx += m.allocs_ucx, r->alloc_checked_calls += m.calls;
         if (o->progress)
           fprintf(stderr, "refit: version %llu: receiver %u %s\n", (unsigned long long)v, m.who,
                   m.status == RF_OK ? (m.mismatches ? "complete, MISMATCH" : "complete, verified") : "TORN");

@@ -42,7 +42,8 @@ typedef struct rf_loop_opts {
   int fill_once;           /* benchmark, CUDA: sources filled once on the device at bind, never refilled */
   int cuda;                /* trainers and receivers in RF_MEM_CUDA mode, on these devices */
   int trainer_dev, receiver_dev;
-  int count_allocs;        /* 1: children count allocations on hot paths from version 2; 2: from version 1 */
+  int count_allocs;        /* > 0: children count allocations on hot paths from this version on (the
+                              versions before warm the transport's pools) */
 } rf_loop_opts;
 
 typedef struct rf_loop_version {
@@ -68,7 +69,8 @@ typedef struct rf_loop_result {
   int n;
   rf_loop_version v[RF_LOOP_MAX_VERSIONS];
   int trainer_restarts, receiver_restarts;
-  uint64_t allocs;                /* count_allocs: allocations seen on hot paths, all children */
+  uint64_t allocs;                /* count_allocs: allocations on hot paths, all children, not from UCX */
+  uint64_t allocs_ucx;            /* count_allocs: those from inside UCX (its pools grow lazily) */
   uint64_t alloc_checked_calls;   /* hot-path calls covered */
   char error[512];                /* set when the run itself failed (a child crashed, setup error) */
 } rf_loop_result;
@@ -122,6 +124,6 @@ int rf_cl_next(rf_cluster *c, rf_cl_rec *out, uint32_t timeout_ms);
 
 /* allocation counting hooks, set by a program that interposes malloc (tests/test_alloc.c) */
 extern volatile int rf_loop_alloc_armed;
-extern volatile uint64_t rf_loop_alloc_count;
+extern volatile uint64_t rf_loop_alloc_count, rf_loop_alloc_ucx;
 
 #endif

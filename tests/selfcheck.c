@@ -73,6 +73,14 @@ static void check_dst_shapes(const rf_plan *p)
       n *= (uint64_t)d->shape[k];
     if (d->ndim < 1 || d->ndim > 3 || n * dsize(d->dtype) != d->bytes)
       BAD("dst %u '%s': dtype x shape != %" PRIu64 " bytes", i, d->name, d->bytes);
+    int64_t st = 1; /* the writes assume row-major contiguous tensors */
+    for (int k = d->ndim - 1; k >= 0 && k < 3; k--) {
+      if (d->stride[k] != st) BAD("dst %u '%s': stride[%d] %" PRId64 ", contiguous is %" PRId64, i, d->name, k, d->stride[k], st);
+      st *= d->shape[k];
+    }
+    if (d->pad_rows < 0 || d->pad_rows >= d->shape[0] || (d->pad_rows && (d->ndim != 2 || d->weight != RF_NONE || d->dtype == RF_FP8)))
+      BAD("dst %u '%s': %" PRId64 " padding rows of %" PRId64 " (only 2-D bf16/fp32 weights are padded)", i, d->name,
+          d->pad_rows, d->shape[0]);
     if (d->weight != RF_NONE) {
       const rf_dst_tensor *w = &p->dst[d->weight];
       int nd = w->ndim;
@@ -86,7 +94,7 @@ static void check_dst_shapes(const rf_plan *p)
       BAD("tensor '%s' (dtype %u) has %d scale tensors", d->name, d->dtype, scaled[i]);
   }
   free(scaled);
-  report("dtype x shape = bytes; scales are [ceil(r/128), ceil(c/128)] per TP/EP piece", bad);
+  report("dtype x shape = bytes, strides contiguous, padding rows inside; scales are [ceil(r/128), ceil(c/128)] per TP/EP piece", bad);
 }
 
 /* Each source's 2-D view and FSDP2 chunk follow from its shape (refit_plan.h): cols the last dim,
@@ -124,9 +132,18 @@ static void check_src_shapes(const rf_plan *p)
 }
 
 /* Every destination byte of every receiver is written exactly once per version. */
+/* bytes of d that hold weights: all but its trailing padding rows */
+static uint64_t weight_bytes(const rf_dst_tensor *d)
+{
+  return d->pad_rows ? d->bytes - d->bytes / (uint64_t)d->shape[0] * (uint64_t)d->pad_rows : d->bytes;
+}
+
+/* Every destination byte of every receiver is written exactly once per version, except padding
+ * rows, which are never written. */
 static void check_coverage(const rf_plan *p)
 {
   long bad = 0;
+  uint64_t padding = 0;
   span *s = malloc(sizeof *s * (p->n_writes ? p->n_writes : 1));
   for (uint32_t i = 0; i < p->n_writes; i++) {
     const rf_write *w = &p->writes[i];
@@ -139,9 +156,9 @@ static void check_coverage(const rf_plan *p)
     const rf_receiver *r = &p->recv[w->receiver];
     if (w->dst < r->dst_first || w->dst >= r->dst_first + r->dst_count)
       BAD("write %u: dst '%s' does not belong to receiver %u", i, p->dst[w->dst].name, w->receiver);
-    if (w->len == 0 || w->dst_off + w->len > p->dst[w->dst].bytes)
-      BAD("write %u: [%" PRIu64 ", +%" PRIu64 ") outside '%s' (%" PRIu64 " bytes)", i, w->dst_off, w->len,
-          p->dst[w->dst].name, p->dst[w->dst].bytes);
+    if (w->len == 0 || w->dst_off + w->len > weight_bytes(&p->dst[w->dst]))
+      BAD("write %u: [%" PRIu64 ", +%" PRIu64 ") outside the weights of '%s' (%" PRIu64 " bytes)", i, w->dst_off, w->len,
+          p->dst[w->dst].name, weight_bytes(&p->dst[w->dst]));
   }
   qsort(s, p->n_writes, sizeof *s, cmp_span);
   uint32_t k = 0;
@@ -156,15 +173,20 @@ static void check_coverage(const rf_plan *p)
         at = s[k].b > at ? s[k].b : at;
         k++;
       }
-      if (at != p->dst[d].bytes) BAD("receiver %u '%s': written up to %" PRIu64 " of %" PRIu64, r, p->dst[d].name, at, p->dst[d].bytes);
-      recv_bytes += p->dst[d].bytes;
+      uint64_t want = weight_bytes(&p->dst[d]);
+      if (at != want) BAD("receiver %u '%s': written up to %" PRIu64 " of %" PRIu64 " weight bytes", r, p->dst[d].name, at, want);
+      recv_bytes += want;
+      padding += p->dst[d].bytes - want;
     }
     if (recv_bytes != rv->bytes) BAD("receiver %u: %" PRIu64 " bytes expected, tensors hold %" PRIu64, r, rv->bytes, recv_bytes);
     if (p->dst[rv->dst_first].tp_rank != rv->tp_rank) BAD("receiver %u: tp rank mismatch", r);
   }
   if (k != p->n_writes) BAD("%u writes go to no receiver's tensor in order", p->n_writes - k);
   free(s);
-  report("every destination byte of every receiver written exactly once", bad);
+  char what[160];
+  snprintf(what, sizeof what, "every destination byte of every receiver written exactly once (%" PRIu64
+           " padding bytes never written)", padding);
+  report(what, bad);
 }
 
 /* Op outputs of a rank never overlap, lie in the arena, and are exactly the bytes its writes send;
@@ -291,35 +313,121 @@ static void check_ranges(const rf_plan *p)
   report("each receiver's peer list is exactly the trainers that write to it, with their bytes", bad);
 }
 
-/* Refresh steps read a destination weight of their position and fill derived tensors of the same
- * position whose shapes follow from the weight's: [h*(nope+v), lora] -> [h, nope, lora], [h, lora, v]. */
+/* Every name a receiver position binds by (dst names, their aliases, derived views) is unique there. */
+typedef struct { const char *s; size_t n; uint32_t rank; } name_ref;
+
+static int cmp_name(const void *x, const void *y)
+{
+  const name_ref *a = x, *b = y;
+  if (a->rank != b->rank) return a->rank < b->rank ? -1 : 1;
+  int c = strncmp(a->s, b->s, a->n < b->n ? a->n : b->n);
+  return c ? c : (a->n > b->n) - (a->n < b->n);
+}
+
+static void check_names(const rf_plan *p)
+{
+  long bad = 0;
+  size_t n = 0, cap = 64;
+  name_ref *v = malloc(sizeof *v * cap);
+  for (uint32_t i = 0; i < p->n_dst + p->n_derived; i++) {
+    const char *name = i < p->n_dst ? p->dst[i].name : p->derived[i - p->n_dst].name;
+    const char *al = i < p->n_dst ? p->dst[i].aliases : "";
+    uint32_t rank = i < p->n_dst ? p->dst[i].tp_rank : p->derived[i - p->n_dst].tp_rank;
+    if (n + 1 >= cap) v = realloc(v, sizeof *v * (cap *= 2));
+    v[n++] = (name_ref){name, strlen(name), rank};
+    for (const char *a = al; *a;) {
+      const char *end = strchr(a, ',');
+      size_t len = end ? (size_t)(end - a) : strlen(a);
+      if (len == 0) BAD("dst %u '%s': empty alias in '%s'", i, name, al);
+      if (n + 1 >= cap) v = realloc(v, sizeof *v * (cap *= 2));
+      v[n++] = (name_ref){a, len, rank};
+      a += len + (end != NULL);
+    }
+  }
+  qsort(v, n, sizeof *v, cmp_name);
+  for (size_t i = 1; i < n; i++)
+    if (cmp_name(&v[i - 1], &v[i]) == 0) BAD("position %u: name '%.*s' given twice", v[i].rank, (int)v[i].n, v[i].s);
+  free(v);
+  report("names and aliases unique per receiver position", bad);
+}
+
+/* Derived views come in pairs (W_UK_T, then W_UV) per storage, of one position, bf16, of matching
+ * shapes [h, nope, lora] and [h, lora, v]. A pair in a dst tensor's memory lies in the bf16 kv_b_proj
+ * [h*(nope+v), lora] of its position exactly as W_UK_T[n][i][l] = kv_b[n*(nope+v)+i][l],
+ * W_UV[n][l][j] = kv_b[n*(nope+v)+nope+j][l] (offsets and strides are the affine map; equal maps,
+ * equal elements). A pair in refit's own storage is filled by exactly one refresh step from an fp8
+ * weight of its position with its scales; its views stay inside the storage and no two elements
+ * coincide (element by element over a bitmap, once per distinct layout: written independently of
+ * kernels/refresh_ref.c's check, which it verifies). */
 static void check_refresh(const rf_plan *p)
 {
   long bad = 0;
-  for (uint32_t i = 0; i < p->n_derived; i++) {
-    const rf_derived_tensor *t = &p->derived[i];
-    if ((uint64_t)(t->shape[0] * t->shape[1] * t->shape[2]) * dsize(t->dtype) != t->bytes || t->ndim != 3)
-      BAD("derived '%s': dtype x shape != %" PRIu64 " bytes", t->name, t->bytes);
-  }
-  uint32_t last_rank = 0;
+  char *refreshed = calloc(p->n_derived ? p->n_derived : 1, 1);
   for (uint32_t i = 0; i < p->n_refresh; i++) {
     const rf_refresh *r = &p->refresh[i];
-    if (r->kind != RF_REFRESH_MLA_ABSORB || r->weight >= p->n_dst || r->out0 >= p->n_derived || r->out1 >= p->n_derived) {
+    if (r->kind != RF_REFRESH_MLA_ABSORB || r->weight >= p->n_dst || r->scale >= p->n_dst || r->out0 >= p->n_derived ||
+        r->out1 >= p->n_derived) {
       BAD("refresh %u: kind %u or ids out of range", i, r->kind);
       continue;
     }
     const rf_dst_tensor *w = &p->dst[r->weight];
     const rf_derived_tensor *uk = &p->derived[r->out0], *uv = &p->derived[r->out1];
-    int ok = w->ndim == 2 && w->shape[0] == (int64_t)r->heads * (r->qk_nope + r->v_head) && w->shape[1] == r->kv_lora &&
+    int ok = w->ndim == 2 && w->dtype == RF_FP8 && p->dst[r->scale].weight == r->weight &&
+             w->shape[0] == (int64_t)r->heads * (r->qk_nope + r->v_head) && w->shape[1] == r->kv_lora &&
              uk->shape[0] == r->heads && uk->shape[1] == r->qk_nope && uk->shape[2] == r->kv_lora &&
              uv->shape[0] == r->heads && uv->shape[1] == r->kv_lora && uv->shape[2] == r->v_head &&
              w->tp_rank == r->tp_rank && uk->tp_rank == r->tp_rank && uv->tp_rank == r->tp_rank &&
-             (w->dtype == RF_FP8 ? r->scale < p->n_dst && p->dst[r->scale].weight == r->weight : r->scale == RF_NONE);
-    if (!ok) BAD("refresh %u (%s): shapes, positions or scale do not match", i, w->name);
-    if (r->tp_rank < last_rank) BAD("refresh %u: not ordered by position", i);
-    last_rank = r->tp_rank;
+             uk->storage == r->out0 && uv->storage == r->out0 && uk->dst == RF_NONE;
+    if (!ok) BAD("refresh %u (%s): shapes, positions, storage or scale do not match", i, w->name);
+    if (refreshed[r->out0]++) BAD("refresh %u: storage of '%s' filled twice", i, uk->name);
+    if (i && r->tp_rank < p->refresh[i - 1].tp_rank) BAD("refresh %u: not ordered by position", i);
   }
-  report("refresh steps read their position's weight and fill derived tensors of matching shape", bad);
+  int64_t last[8];
+  int have_last = 0;
+  for (uint32_t i = 0; i < p->n_derived; i += 2) {
+    const rf_derived_tensor *uk = &p->derived[i], *uv = i + 1 < p->n_derived ? &p->derived[i + 1] : NULL;
+    if (!uv || uk->storage != i || uv->storage != i || uk->ndim != 3 || uv->ndim != 3 || uk->dtype != RF_BF16 ||
+        uv->dtype != RF_BF16 || uk->tp_rank != uv->tp_rank || uk->dst != uv->dst || uk->bytes != uv->bytes) {
+      BAD("derived %u '%s': not the first of a W_UK_T/W_UV pair of one bf16 storage", i, uk->name);
+      continue;
+    }
+    int64_t h = uk->shape[0], nope = uk->shape[1], lora = uk->shape[2], v = uv->shape[2], per = nope + v;
+    if (uv->shape[0] != h || uv->shape[1] != lora) BAD("derived '%s' / '%s': shapes do not pair", uk->name, uv->name);
+    int64_t top = 0, t;
+    t = uk->offset + (h - 1) * uk->stride[0] + (nope - 1) * uk->stride[1] + (lora - 1) * uk->stride[2], top = t > top ? t : top;
+    t = uv->offset + (h - 1) * uv->stride[0] + (lora - 1) * uv->stride[1] + (v - 1) * uv->stride[2], top = t > top ? t : top;
+    if (uk->offset < 0 || uv->offset < 0 || (uint64_t)(top + 1) * 2 > uk->bytes)
+      BAD("derived '%s' / '%s': views leave their %" PRIu64 "-byte storage", uk->name, uv->name, uk->bytes);
+    if (uk->dst != RF_NONE) {
+      const rf_dst_tensor *d = uk->dst < p->n_dst ? &p->dst[uk->dst] : NULL;
+      int ok = d && d->dtype == RF_BF16 && d->ndim == 2 && d->shape[0] == h * per && d->shape[1] == lora &&
+               d->tp_rank == uk->tp_rank && d->bytes == uk->bytes && uk->offset == 0 &&
+               uk->stride[0] == per * lora && uk->stride[1] == lora && uk->stride[2] == 1 && uv->offset == nope * lora &&
+               uv->stride[0] == per * lora && uv->stride[1] == 1 && uv->stride[2] == lora;
+      if (!ok) BAD("derived '%s' / '%s': not W_UK_T / W_UV of the kv_b_proj they view", uk->name, uv->name);
+      continue;
+    }
+    if (!refreshed[i]) BAD("derived '%s': its storage is filled by no refresh step", uk->name);
+    int64_t lay[8] = {uk->offset, uk->stride[0], uk->stride[1], uk->stride[2], uv->offset, uv->stride[0], uv->stride[1],
+                      uv->stride[2]};
+    if (have_last && memcmp(lay, last, sizeof lay) == 0) continue;
+    memcpy(last, lay, sizeof lay), have_last = 1;
+    uint8_t *seen = calloc((size_t)(top + 8) / 8, 1);
+    long twice = 0;
+    for (int64_t n = 0; n < h; n++)
+      for (int64_t l = 0; l < lora; l++)
+        for (int64_t k = 0; k < per; k++) {
+          int64_t at = k < nope ? uk->offset + n * uk->stride[0] + k * uk->stride[1] + l * uk->stride[2]
+                                : uv->offset + n * uv->stride[0] + l * uv->stride[1] + (k - nope) * uv->stride[2];
+          if (at < 0 || at > top) continue;
+          twice += (seen[at / 8] >> (at % 8)) & 1;
+          seen[at / 8] |= (uint8_t)(1u << (at % 8));
+        }
+    free(seen);
+    if (twice) BAD("derived '%s' / '%s': %ld storage elements named twice", uk->name, uv->name, twice);
+  }
+  free(refreshed);
+  report("derived views pair up inside their storage; refresh steps fill refit's storages, dst views match kv_b_proj", bad);
 }
 
 int rf_selfcheck(const rf_plan *p, const rf_expect *e)
@@ -331,6 +439,7 @@ int rf_selfcheck(const rf_plan *p, const rf_expect *e)
   check_coverage(p);
   check_slots(p);
   check_ranges(p);
+  check_names(p);
   check_refresh(p);
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;

@@ -437,7 +437,7 @@ static void test_f8_blob_shm_restarts(void)
   rf_loop_opts o = opts("glm_tiny_demo");
   o.use_blob = 1;
   o.no_peer_errors = 1;
-  o.tls = "sm,tcp";
+  o.tls = "posix,sysv,tcp"; /* shared memory; CMA is left out under ASan (see test_runtime.c) */
   const rf_plan *p = o.plan;
   rf_cluster *c = start(&o);
   char err[256];
@@ -468,10 +468,16 @@ static void test_f10_refresh_shapes(void)
   edited.refresh = ref;
   uint32_t k = 1; /* the second step of position 0: not the first, which the old code replayed */
   EXPECT(ref[k].tp_rank == ref[0].tp_rank && ref[k].heads > 1, "unexpected refresh table");
+  /* one head: the storage W^T [lora, nope+v] and vLLM's strides for h = 1 (derived tables: views
+   * W_UK_T [1, nope, lora] at 0 and W_UV [1, lora, v] at nope) */
+  int64_t w = ref[k].qk_nope + ref[k].v_head;
   ref[k].heads = 1;
-  der[ref[k].out0].shape[0] = der[ref[k].out1].shape[0] = 1;
-  der[ref[k].out0].bytes /= ref[0].heads;
-  der[ref[k].out1].bytes /= ref[0].heads;
+  rf_derived_tensor *uk = &der[ref[k].out0], *uv = &der[ref[k].out1];
+  uk->shape[0] = uv->shape[0] = 1;
+  uk->bytes = uv->bytes = (uint64_t)(w * ref[k].kv_lora * 2);
+  EXPECT(uk->dst == RF_NONE && uk->storage == ref[k].out0 && uv->offset == ref[k].qk_nope, "unexpected derived layout");
+  uk->stride[0] = w, uk->stride[1] = 1, uk->stride[2] = w;
+  uv->stride[0] = w, uv->stride[1] = w, uv->stride[2] = 1;
   edited.layout_hash = rf_plan_hash(&edited);
   rf_loop_opts o = opts("glm_tiny_demo");
   o.plan = &edited;

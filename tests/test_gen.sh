@@ -65,7 +65,7 @@ expect() { # plan, expected message
   if [ $rc -ne 0 ] && printf '%s' "$out" | grep -qF -- "$2"; then ok "$1: $2"
   else bad "$1: expected '$2', got (exit $rc): $out"; fi
 }
-expect tp_heads "models/families/qwen3.lua:18: tensor 'model.layers.0.self_attn.qkv_proj.weight': tp 8 does not divide its 4 heads"
+expect tp_heads "models/families/qwen3.lua:19: tensor 'model.layers.0.self_attn.qkv_proj.weight': tp 8 does not divide its 4 heads"
 expect unaligned_fp8_shard "tests/gen_bad/plans/unaligned_fp8_shard.lua:1: plan 'unaligned_fp8_shard': tensor 'model.layers.0.self_attn.q_a_proj.weight': FSDP shard boundary at row 64 (fsdp 4, 64 rows per shard) cuts a 128-row FP8 block of 'model.layers.0.self_attn.fused_qkv_a_proj.weight'"
 expect bad_dtype "bad_family.lua:7: tensor 'model.layers.0.norm.weight': unknown dtype 'fp16' (bf16 or fp32)"
 expect bad_dst_dtype "bad_family.lua:21: tensor 'model.layers.0.proj.weight': unknown dtype 'int4'"
@@ -75,12 +75,12 @@ expect bad_shape "bad_family.lua:15: tensor 'model.layers.0.proj.weight': dimens
 expect bad_split "bad_family.lua:18: tensor 'model.layers.0.proj.weight': split must be col, row or rep"
 expect missing_model_field "tests/gen_bad/models/glm_no_hidden.lua:1: model 'glm_no_hidden': missing field 'hidden'"
 expect missing_plan_field "tests/gen_bad/plans/missing_plan_field.lua:1: plan 'missing_plan_field.inference': missing field 'tp'"
-expect fp8_fused_block "models/families/glm_moe_dsa.lua:72: tensor 'model.layers.0.self_attn.fused_qkv_a_proj.weight': fp8 part 'model.layers.0.self_attn.q_a_proj.weight' has 200 rows per rank, not a multiple of 128"
+expect fp8_fused_block "models/families/glm_moe_dsa.lua:92: tensor 'model.layers.0.self_attn.fused_qkv_a_proj.weight': fp8 part 'model.layers.0.self_attn.q_a_proj.weight' has 200 rows per rank, not a multiple of 128"
 expect bad_ep "tests/gen_bad/plans/bad_ep.lua:1: plan 'bad_ep': ep 3 must be 1 (experts split by TP) or a multiple of tp 2"
 expect no_model "tests/gen_bad/plans/no_model.lua:1: model 'glm6' not found"
 expect fsdp_zero "tests/gen_bad/plans/fsdp_zero.lua:1: plan 'fsdp_zero.trainer': field 'fsdp' must be an integer >= 1, got 0"
 expect name_mismatch "plan name 'other_name' does not match its file name 'name_mismatch'"
-expect vocab_tp "models/families/glm_moe_dsa.lua:20: tensor 'model.embed_tokens.weight': 1024 rows not divisible by tp 3"
+expect vocab_tp "models/families/glm_moe_dsa.lua:29: tensor 'model.embed_tokens.weight': 1024 rows padded to 1024 (a multiple of 64) are not divisible by tp 3"
 expect scale_fmt "quant.scale_fmt 'e5m2' is not fp32 or ue8m0"
 expect trainer_dtype "tests/gen_bad/plans/trainer_dtype.lua:2: plan 'trainer_dtype.trainer': field 'dtype' must be 'fp32' or 'bf16', got 'fp16'"
 expect trainer_experts "tests/gen_bad/plans/trainer_experts.lua:3: plan 'trainer_experts.trainer': field 'experts' must be 'fused' or 'per_expert', got 'stacked'"
@@ -91,6 +91,49 @@ expect trainer_except_pattern "tests/gen_bad/plans/trainer_except_pattern.lua:2:
 expect trainer_except_unused "tests/gen_bad/plans/trainer_except_unused.lua:3: plan 'trainer_except_unused': trainer.dtype_except[2] pattern 'lm_haed' matches no tensor of model 'glm_tiny'"
 expect trainer_no_mtp_layers "tests/gen_bad/plans/trainer_no_mtp_layers.lua:1: plan 'trainer_no_mtp_layers': trainer.mtp is true but model 'qwen3_tiny' has no MTP layers"
 expect bad_expert_parts "tests/gen_bad/models/families/bad_family.lua:23: expert part 'up_proj.weight' of 'model.layers.0.mlp.experts': missing field 'fused'"
+# engine profiles: what a plan names, and settings a static table cannot follow
+expect engine_missing "tests/gen_bad/plans/engine_missing.lua:1: plan 'engine_missing': missing field 'engine'"
+expect engine_name "plan 'engine_name': engine.name: 'sglang' has no profile (known: vllm)"
+expect engine_version "plan 'engine_version': engine.version: '>=0.32,<0.34' admits versions the vllm profile does not cover (0.33.x)"
+expect engine_moe_backend "engine.moe_backend: 'flashinfer_cutlass' swaps w13 to [up; gate] and may shuffle rows after loading; a static table cannot follow"
+expect engine_moe_unverified "engine.moe_backend: 'deep_gemm': no parameter dump shows how it holds the weights after loading"
+expect engine_eplb "engine.eplb: EPLB adds redundant experts and moves experts between ranks at run time; a static table cannot follow"
+expect engine_placement "engine.expert_placement: 'round_robin' needs the model's expert_groups > 1 (vLLM falls back to linear placement for model 'qwen3_moe_tiny', which has 1)"
+expect engine_sm "engine.sm: 100: the vllm profile covers SM90 (H100/H200); on SM100 DeepGEMM repacks FP8 scales into UE8M0 int32"
+expect engine_sleep "engine.sleep_mode: sleep mode frees and re-maps the weights (CUDA virtual memory)"
+expect engine_w13 "engine.w13: 'gate' is not gate_up or up_gate"
+# the tiny Qwen3 of the vLLM dumps at TP2: k_proj's 64 rows per rank share a 128-row FP8 block with v_proj's
+expect vllm_qwen3_fp8_tp2 "models/families/qwen3.lua:19: tensor 'model.layers.0.self_attn.qkv_proj.weight': fp8 part 'model.layers.0.self_attn.k_proj.weight' has 64 rows per rank, not a multiple of 128"
+
+# 4. round_robin expert placement (a model with expert groups): position r holds experts r, r+ep, ...
+got=$($lua -e 'package.path = "gen/?.lua;" .. package.path
+local L = require("load"); L.set_roots({ "tests/gen_bad/models", "models" })
+local m = require("derive").derive(L.plan("tests/gen_bad/plans/round_robin.lua"))
+for _, d in ipairs(m.dsts) do
+  if d.name:find("w2_weight$") then
+    local e = {}
+    for _, s in ipairs(d.segs) do e[#e + 1] = s.name:match("%[(%d+)%]") or s.name:match("experts%.(%d+)%.") end
+    io.write(d.tp_rank, ":", table.concat(e, ","), " ")
+  end
+end' 2>&1)
+if [ "$got" = "0:0,2,4,6 1:1,3,5,7 " ]; then ok "round_robin placement: EP rank 0 holds experts 0,2,4,6, rank 1 holds 1,3,5,7"
+else bad "round_robin placement: got '$got'"; fi
+
+# 5. w13 = "up_gate" (FlashInfer's order, as a profile option): each expert's w13 is [up_r; gate_r]
+got=$($lua -e 'package.path = "gen/?.lua;" .. package.path
+local L = require("load"); L.set_roots({ "tests/gen_bad/models", "models" })
+local m = require("derive").derive(L.plan("tests/gen_bad/plans/up_gate.lua"))
+for _, d in ipairs(m.dsts) do
+  if d.name == "model.layers.0.mlp.experts.routed_experts.w13_weight" and d.tp_rank == 1 then
+    for i = 1, 2 do
+      local s = d.segs[i]
+      local part = s.name:match("%((%a+)_proj") or s.name:match("experts%.%d+%.(%a+)_proj")
+      io.write(part, " rows ", s.srow0, "+", s.srows, " at ", s.irow0, "; ")
+    end
+  end
+end' 2>&1)
+if [ "$got" = "up rows 192+64 at 0; gate rows 64+64 at 64; " ]; then ok "w13 up_gate: expert 0's w13 on TP rank 1 is [up rows 64..127; gate rows 64..127] (rows 192.. and 64.. of the fused gate_up_proj)"
+else bad "w13 up_gate: got '$got'"; fi
 
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

@@ -25,7 +25,8 @@ static int ndev;
 static uint64_t derived_bytes(const rf_plan *p)
 {
   uint64_t n = 0;
-  for (uint32_t i = 0; i < p->n_derived; i++) n += p->derived[i].bytes * p->replicas;
+  for (uint32_t i = 0; i < p->n_derived; i++) /* the storages refit rebuilds, once each */
+    if (p->derived[i].storage == i && p->derived[i].dst == RF_NONE) n += p->derived[i].bytes * p->replicas;
   return n;
 }
 

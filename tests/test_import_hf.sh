@@ -54,7 +54,7 @@ for d in qwen3 qwen3moe dsv3 glm5; do
   done
   mkdir -p "$tmp/plans"
   cat > "$tmp/plans/${n}_t.lua" <<EOT
-return plan { name = "${n}_t", model = "$n", trainer = { fsdp = 2 }, inference = { tp = 1, replicas = 1 },
+return plan { name = "${n}_t", model = "$n", trainer = { fsdp = 2 }, inference = { tp = 1, replicas = 1 }, engine = { name = "vllm", version = "0.33" },
   quant = { fp8 = true } }
 EOT
   if [ -f "$tmp/$d/$n.lua" ] && fields "$tmp/$d/$n.lua" > "$tmp/a" && fields "$tmp/$d-fp8/$n.lua" > "$tmp/b" &&

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "kernels.h"
+#include "mla_layouts.h"
 #include "refresh.h"
 
 /* ASan reserves the shadow gap the CUDA driver maps into; let it */
@@ -225,15 +226,16 @@ static void test_run_cases(void)
   }
 }
 
-static void test_absorb(int fp8, int layers, int h, int nope, int v, int lora)
+/* layers x one storage in layout `kind` (tests/mla_layouts.h), poisoned: every storage byte equal
+ * to the C reference's, the untouched gaps included */
+static void test_absorb(int fp8, int kind, int layers, int h, int nope, int v, int lora)
 {
   int64_t rows = (int64_t)h * (nope + v), sr = (rows + 127) / 128, sc = (lora + 127) / 128;
-  size_t kvb = (size_t)(rows * lora * (fp8 ? 1 : 2)), ukb = (size_t)h * nope * lora * 2, uvb = (size_t)h * lora * v * 2;
-  size_t scb = (size_t)(sr * sc * 4);
-  uint8_t *hk = malloc(kvb * layers), *huk = malloc(ukb * layers), *huv = malloc(uvb * layers);
-  uint8_t *guk = malloc(ukb * layers), *guv = malloc(uvb * layers);
+  rfk_mla_layout y = mla_layout(kind, h, nope, v, lora);
+  size_t kvb = (size_t)(rows * lora * (fp8 ? 1 : 2)), ob = (size_t)y.elems * 2, scb = (size_t)(sr * sc * 4);
+  uint8_t *hk = malloc(kvb * layers), *ho = malloc(ob * layers), *go = malloc(ob * layers);
   float *hsc = malloc(scb * layers);
-  void *dk, *duk, *duv, *dsc;
+  void *dk, *dout, *dsc;
   for (size_t i = 0; i < kvb * layers; i++) {
     hk[i] = (uint8_t)rnd();
     if (fp8 && (hk[i] & 0x7f) == 0x7f)
@@ -241,30 +243,27 @@ static void test_absorb(int fp8, int layers, int h, int nope, int v, int lora)
   }
   for (int64_t i = 0; i < sr * sc * layers; i++)
     hsc[i] = ldexpf(1.0f + (float)(rnd() % 4096) / 4096.0f, (int)(rnd() % 40) - 30);
-  memset(huk, 0xcd, ukb * layers), memset(huv, 0xcd, uvb * layers);
-  cudaMalloc(&dk, kvb * layers), cudaMalloc(&duk, ukb * layers), cudaMalloc(&duv, uvb * layers), cudaMalloc(&dsc, scb * layers);
+  memset(ho, 0xcd, ob * layers);
+  cudaMalloc(&dk, kvb * layers), cudaMalloc(&dout, ob * layers), cudaMalloc(&dsc, scb * layers);
   cudaMemcpy(dk, hk, kvb * layers, cudaMemcpyHostToDevice);
   cudaMemcpy(dsc, hsc, scb * layers, cudaMemcpyHostToDevice);
-  cudaMemcpy(duk, huk, ukb * layers, cudaMemcpyHostToDevice);
-  cudaMemcpy(duv, huv, uvb * layers, cudaMemcpyHostToDevice);
+  cudaMemcpy(dout, ho, ob * layers, cudaMemcpyHostToDevice);
   rfk_mla_absorb *hi = malloc(sizeof *hi * layers), *di = malloc(sizeof *di * layers);
   for (int l = 0; l < layers; l++) {
-    hi[l] = (rfk_mla_absorb){hk + kvb * l, hsc + sr * sc * l, (uint16_t *)(huk + ukb * l), (uint16_t *)(huv + uvb * l)};
-    di[l] = (rfk_mla_absorb){(uint8_t *)dk + kvb * l, (float *)dsc + sr * sc * l, (uint16_t *)((uint8_t *)duk + ukb * l),
-                             (uint16_t *)((uint8_t *)duv + uvb * l)};
+    hi[l] = (rfk_mla_absorb){hk + kvb * l, hsc + sr * sc * l, (uint16_t *)(ho + ob * l)};
+    di[l] = (rfk_mla_absorb){(uint8_t *)dk + kvb * l, (float *)dsc + sr * sc * l, (uint16_t *)((uint8_t *)dout + ob * l)};
   }
-  int rr = rfk_ref_mla_absorb(hi, layers, fp8, h, nope, v, lora);
-  int rg = rfk_cuda_mla_absorb(di, layers, fp8, h, nope, v, lora, NULL);
+  int rr = rfk_ref_mla_absorb(hi, layers, fp8, &y);
+  int rg = rfk_cuda_mla_absorb(di, layers, fp8, &y, NULL);
   int ok = cuda_ok(cudaDeviceSynchronize(), "absorb kernel");
-  cudaMemcpy(guk, duk, ukb * layers, cudaMemcpyDeviceToHost);
-  cudaMemcpy(guv, duv, uvb * layers, cudaMemcpyDeviceToHost);
-  size_t b1 = compare("W_UK_T", guk, huk, ukb * layers), b2 = compare("W_UV", guv, huv, uvb * layers);
-  ok &= rr == 0 && rg == 0 && b1 == 0 && b2 == 0;
-  printf("%s mla absorb %s %d layers h=%d nope=%d v=%d lora=%d: rc %d/%d, %zu W_UK_T / %zu W_UV bytes differ\n",
-         ok ? "ok  " : "FAIL", fp8 ? "fp8" : "bf16", layers, h, nope, v, lora, rr, rg, b1, b2);
+  cudaMemcpy(go, dout, ob * layers, cudaMemcpyDeviceToHost);
+  size_t b1 = compare("storage", go, ho, ob * layers);
+  ok &= rr == 0 && rg == 0 && b1 == 0;
+  printf("%s mla absorb %s %s %d layers h=%d nope=%d v=%d lora=%d: rc %d/%d, %zu storage bytes differ\n",
+         ok ? "ok  " : "FAIL", fp8 ? "fp8" : "bf16", mla_layout_name[kind], layers, h, nope, v, lora, rr, rg, b1);
   ok ? passed++ : failed++;
-  cudaFree(dk), cudaFree(duk), cudaFree(duv), cudaFree(dsc);
-  free(hk), free(huk), free(huv), free(guk), free(guv), free(hsc), free(hi), free(di);
+  cudaFree(dk), cudaFree(dout), cudaFree(dsc);
+  free(hk), free(ho), free(go), free(hsc), free(hi), free(di);
 }
 
 static void test_requant(int n, int64_t rows, int64_t cols, int in_place, int nonfinite)
@@ -316,9 +315,10 @@ static void test_args(void)
 {
   rfk_shape s = {RFK_BF16, RFK_FP8, 0, 4, 4, 4, 4, 0};
   rfk_item it = {&s, &s, NULL};
-  rfk_mla_absorb a = {&s, NULL, NULL, NULL};
+  rfk_mla_absorb a = {&s, NULL, NULL};
+  rfk_mla_layout y = mla_layout(MLA_VLLM, 1, 1, 1, 1);
   int ok = rfk_cuda_run(&s, &it, 1, NULL, NULL) == RFK_ERR_ARG && rfk_cuda_run(NULL, &it, 1, NULL, NULL) == RFK_ERR_ARG &&
-           rfk_cuda_mla_absorb(&a, 1, 0, 1, 1, 1, 1, NULL) == RFK_ERR_ARG &&
+           rfk_cuda_mla_absorb(&a, 1, 0, &y, NULL) == RFK_ERR_ARG &&
            rfk_cuda_requant_ue8m0(NULL, 1, 1, 1, NULL, NULL) == RFK_ERR_ARG && rfk_cuda_run(&s, &it, 0, NULL, NULL) == RFK_ERR_ARG;
   printf("%s bad arguments: RFK_ERR_ARG before any launch\n", ok ? "ok  " : "FAIL");
   ok ? passed++ : failed++;
@@ -341,9 +341,12 @@ int main(void)
   (void)f2u;
   test_args();
   test_run_cases();
-  test_absorb(1, 3, 4, 192, 256, 512);   /* GLM-5 shape, 4 local heads */
-  test_absorb(1, 300, 3, 5, 7, 130);     /* odd, 300 layers: two launches */
-  test_absorb(0, 2, 2, 192, 256, 512);   /* bf16 kv_b */
+  for (int k = MLA_VLLM; k <= MLA_GAPPED; k++) {
+    test_absorb(1, k, 3, 4, 192, 256, 512); /* GLM-5 shape, 4 local heads */
+    test_absorb(1, k, 300, 3, 5, 7, 130);   /* odd, 300 layers: two launches */
+    test_absorb(0, k, 2, 2, 192, 256, 512); /* bf16 kv_b */
+  }
+  test_absorb(1, MLA_VLLM, 4, 8, 128, 128, 512); /* DeepSeek-V3 / Kimi-K2 at TP8 */
   test_requant(3, 300, 259, 0, 0);
   test_requant(2, 256, 384, 1, 0);       /* aligned, in place */
   test_requant(2, 200, 131, 1, 1);       /* NaN code and inf scale */

@@ -245,10 +245,10 @@ static void no_mtp_tensors(const rf_plan *p, unsigned layer)
   EXPECT(find_src(p, prefix) != RF_NONE, "no '%s'", prefix);
 }
 
-/* A trainer with MTP layers: each named source of the MTP layer exists with its shape and is read;
- * where `dst` is 1 (replicated) or 2 (column-split by TP) its destination of the same name is on
- * every TP rank with that shape. */
-typedef struct { const char *name; int64_t rows, cols; int dst; } mtp_tensor;
+/* A trainer with MTP layers: each named source of the MTP layer exists with its shape, and is read
+ * by some op when `read`; where `dst` is 1 (replicated) or 2 (column-split by TP) the destination
+ * `dst_name` (the engine's drafter names it) is on every TP rank with that shape. */
+typedef struct { const char *name; int64_t rows, cols; int read, dst; const char *dst_name; } mtp_tensor;
 
 static void mtp_tensors(const rf_plan *p, const mtp_tensor *m, int n)
 {
@@ -259,12 +259,12 @@ static void mtp_tensors(const rf_plan *p, const mtp_tensor *m, int n)
     EXPECT(p->src[s].ndim == (m[k].cols ? 2 : 1) && p->src[s].shape[0] == m[k].rows && p->src[s].shape[1] == m[k].cols,
            "'%s': ndim %u [%lld, %lld], want [%lld, %lld]", m[k].name, p->src[s].ndim, (long long)p->src[s].shape[0],
            (long long)p->src[s].shape[1], (long long)m[k].rows, (long long)m[k].cols);
-    EXPECT(reads(p, RF_NONE, s) > 0, "'%s' is read by no op", m[k].name);
+    EXPECT((reads(p, RF_NONE, s) > 0) == m[k].read, "'%s' is read by %s op", m[k].name, m[k].read ? "no" : "an");
     for (uint32_t r = 0; m[k].dst && r < p->tp; r++) {
-      uint32_t d = find_dst(p, m[k].name, r);
+      uint32_t d = find_dst(p, m[k].dst_name, r);
       int64_t rows = m[k].dst == 2 ? m[k].rows / p->tp : m[k].rows;
       EXPECT(d != RF_NONE && p->dst[d].shape[0] == rows && p->dst[d].shape[1] == m[k].cols,
-             "'%s' on tp rank %u: want [%lld, %lld]", m[k].name, r, (long long)rows, (long long)m[k].cols);
+             "'%s' on tp rank %u: want [%lld, %lld]", m[k].dst_name, r, (long long)rows, (long long)m[k].cols);
     }
   }
 }
@@ -278,8 +278,8 @@ static void fused_experts(const rf_plan *p, unsigned layer, int64_t E, int64_t I
   char gu[80], dn[80], w13[80], w2[80];
   snprintf(gu, sizeof gu, "model.layers.%u.mlp.experts.gate_up_proj", layer);
   snprintf(dn, sizeof dn, "model.layers.%u.mlp.experts.down_proj", layer);
-  snprintf(w13, sizeof w13, "model.layers.%u.mlp.experts.w13_weight", layer);
-  snprintf(w2, sizeof w2, "model.layers.%u.mlp.experts.w2_weight", layer);
+  snprintf(w13, sizeof w13, "model.layers.%u.mlp.experts.routed_experts.w13_weight", layer);
+  snprintf(w2, sizeof w2, "model.layers.%u.mlp.experts.routed_experts.w2_weight", layer);
   uint32_t sg = find_src(p, gu), sd = find_src(p, dn);
   EXPECT(sg != RF_NONE && sd != RF_NONE, "no '%s' or '%s'", gu, dn);
   if (sg == RF_NONE || sd == RF_NONE) return;
@@ -418,12 +418,14 @@ int main(void)
   static const char *const tiny_gate_up[] = {"model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.up_proj.weight"};
   static const char *const glm5_shared[] = {"model.layers.3.mlp.shared_experts.gate_proj.weight",
                                             "model.layers.3.mlp.shared_experts.up_proj.weight"};
-  static const mtp_tensor glm_mtp[] = {{"model.layers.3.eh_proj.weight", 256, 512, 1},
-                                       {"model.layers.3.self_attn.kv_b_proj.weight", 512, 128, 2}};
-  static const mtp_tensor dsv3_mtp[] = {{"model.layers.3.embed_tokens.weight", 1024, 256, 2},
-                                        {"model.layers.3.shared_head.head.weight", 1024, 256, 2},
-                                        {"model.layers.3.eh_proj.weight", 256, 512, 1},
-                                        {"model.layers.3.mlp.experts.3.down_proj.weight", 256, 256, 0}};
+  static const mtp_tensor glm_mtp[] = {
+    {"model.layers.3.eh_proj.weight", 256, 512, 1, 1, "drafter.model.layers.3.eh_proj.weight"},
+    {"model.layers.3.self_attn.kv_b_proj.weight", 512, 128, 1, 2, "drafter.model.layers.3.mtp_block.self_attn.kv_b_proj.weight"}};
+  /* DeepSeek-V3's MTP embed_tokens / shared_head.head: the engine's drafter shares the target's (aliases) */
+  static const mtp_tensor dsv3_mtp[] = {{"model.layers.3.embed_tokens.weight", 1024, 256, 0, 0, NULL},
+                                        {"model.layers.3.shared_head.head.weight", 1024, 256, 0, 0, NULL},
+                                        {"model.layers.3.eh_proj.weight", 256, 512, 1, 1, "drafter.model.layers.3.eh_proj.weight"},
+                                        {"model.layers.3.mlp.experts.3.down_proj.weight", 256, 256, 1, 0, NULL}};
   static const char *const qkv[] = {"model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight",
                                     "model.layers.1.self_attn.v_proj.weight"};
   RUN("glm_tiny_rep2: HSDP offsets and slot sizes use the FSDP shard index and count", rep2_uses_shard_index(&rf_plan_glm_tiny_rep2));

@@ -1,8 +1,13 @@
 -- GlmMoeDsaForCausalLM (GLM-5): MLA attention with a DSA indexer, first_dense dense MLP layers,
 -- then MoE layers (routed experts + shared experts, sigmoid router with an fp32 correction bias),
 -- and mtp_layers multi-token-prediction layers after the last decoder layer (T.layer(l, true)).
--- Source: the trainer's modules (the plan's trainer section). Destination: vLLM's DeepseekV2 format.
--- deepseek_v3 (DeepSeek-V3, Kimi-K2): F.build(..., true), no indexer, MTP embed_tokens + shared_head.head.
+-- Source: the trainer's modules (the plan's trainer section). Destination: vLLM 0.33's parameters as
+-- loaded (tests/vllm/dumps): routed experts under mlp.experts.routed_experts, the router and shared
+-- experts registered twice (aliases), vocabulary rows padded to a multiple of 64, MTP layers in the
+-- drafter model (drafter.model.layers.L.mtp_block.*), MLA's W_UK_T/W_UV as views (gen/derive.lua).
+-- deepseek_v3 (DeepSeek-V3, Kimi-K2): F.build(..., true), no indexer, MTP embed_tokens +
+-- shared_head.head; vLLM's DeepseekV2 attention there also registers its tensors under
+-- self_attn.mla_attn.
 local F = {}
 
 function F.build(m, T, engine, deepseek_v3)
@@ -14,10 +19,15 @@ function F.build(m, T, engine, deepseek_v3)
   T.need(m, { "mtp_layers" }, 0)
   local H, N = m.hidden, m.heads
   local fp8 = { fp8 = true }
+  local mla_attn = deepseek_v3 -- vLLM's DeepseekV2 attention (DeepSeek-V3, Kimi-K2): an mla_attn wrapper
+  local drafter = m.mtp_layers > 0 and engine.mtp ~= false
+  local w13 = engine.w13 == "up_gate" and { "up_proj.weight", "gate_proj.weight" }
+    or { "gate_proj.weight", "up_proj.weight" } -- FusedMoE w13 halves, as the engine profile orders them
 
   T.layer(nil)
   T.src("model.embed_tokens.weight", { m.vocab, H })
-  T.dst("model.embed_tokens.weight", { split = "col", dtype = "bf16", parts = { "model.embed_tokens.weight" } })
+  T.dst("model.embed_tokens.weight", { split = "col", dtype = "bf16", pad_to = 64,
+    aliases = drafter and { "drafter.model.embed_tokens.weight" } or nil, parts = { "model.embed_tokens.weight" } })
 
   for l = 0, m.layers + m.mtp_layers - 1 do
     local p = ("model.layers.%d."):format(l)
@@ -25,6 +35,16 @@ function F.build(m, T, engine, deepseek_v3)
     local moe = l >= m.first_dense
     local mtp = l >= m.layers
     local send = not mtp or engine.mtp ~= false
+    -- destination names: the drafter holds an MTP layer's decoder block under mtp_block
+    local dh = ("drafter.model.layers.%d."):format(l)
+    local dp = mtp and dh .. "mtp_block." or p
+    local da = dp .. "self_attn."
+    local function mla(name) -- the attention's own name, plus its mla_attn registrations
+      if not mla_attn then return nil end
+      local al = { da .. "mla_attn." .. name }
+      if name == "kv_b_proj.weight" then al[2] = da .. "mla_attn.mla_attn." .. name end
+      return al
+    end
     T.layer(l, mtp)
 
     T.src(a .. "q_a_proj.weight", { m.q_lora_rank, H }, fp8)
@@ -69,68 +89,76 @@ function F.build(m, T, engine, deepseek_v3)
 
     if send then
       -- [q_a; kv_a] along dim 0, replicated; kv_a's rows need not fill its last 128-row block.
-      T.dst(a .. "fused_qkv_a_proj.weight", { split = "rep", dtype = "weight",
+      T.dst(da .. "fused_qkv_a_proj.weight", { split = "rep", dtype = "weight", aliases = mla("fused_qkv_a_proj.weight"),
         parts = { a .. "q_a_proj.weight", a .. "kv_a_proj_with_mqa.weight" } })
-      T.dst(a .. "q_a_layernorm.weight", { split = "rep", dtype = "bf16", parts = { a .. "q_a_layernorm.weight" } })
-      T.dst(a .. "q_b_proj.weight", { split = "col", dtype = "weight",
+      T.dst(da .. "q_a_layernorm.weight", { split = "rep", dtype = "bf16", aliases = mla("q_a_layernorm.weight"),
+        parts = { a .. "q_a_layernorm.weight" } })
+      T.dst(da .. "q_b_proj.weight", { split = "col", dtype = "weight", aliases = mla("q_b_proj.weight"),
         parts = { { src = a .. "q_b_proj.weight", heads = N } } })
-      T.dst(a .. "kv_a_layernorm.weight", { split = "rep", dtype = "bf16", parts = { a .. "kv_a_layernorm.weight" } })
-      T.dst(a .. "kv_b_proj.weight", { split = "col", dtype = "weight",
+      T.dst(da .. "kv_a_layernorm.weight", { split = "rep", dtype = "bf16", aliases = mla("kv_a_layernorm.weight"),
+        parts = { a .. "kv_a_layernorm.weight" } })
+      T.dst(da .. "kv_b_proj.weight", { split = "col", dtype = "weight", aliases = mla("kv_b_proj.weight"),
         parts = { { src = a .. "kv_b_proj.weight", heads = N } },
-        -- the engine keeps W_UK_T / W_UV derived from kv_b_proj: rebuilt after every update
-        derived = { kind = "mla_absorb", prefix = a, qk_nope = m.qk_nope_head_dim, v_head = m.v_head_dim,
-          kv_lora = m.kv_lora_rank } })
-      T.dst(a .. "o_proj.weight", { split = "row", dtype = "weight", parts = { a .. "o_proj.weight" } })
+        -- the engine keeps W_UK_T / W_UV derived from kv_b_proj: views (bf16) or rebuilt after every update (fp8)
+        derived = { kind = "mla_absorb", prefix = mla_attn and da .. "mla_attn.mla_attn." or da,
+          qk_nope = m.qk_nope_head_dim, v_head = m.v_head_dim, kv_lora = m.kv_lora_rank } })
+      T.dst(da .. "o_proj.weight", { split = "row", dtype = "weight", aliases = mla("o_proj.weight"),
+        parts = { a .. "o_proj.weight" } })
       if not indexer then
         -- no DSA indexer
       elseif engine.indexer_fusion ~= false then
-        T.dst(a .. "indexer.wq_b.weight", { split = "rep", dtype = "weight", parts = { a .. "indexer.wq_b.weight" } })
+        T.dst(da .. "indexer.wq_b.weight", { split = "rep", dtype = "weight", parts = { a .. "indexer.wq_b.weight" } })
         -- newer vLLM: [wk; weights_proj] as one unquantized bf16 tensor
-        T.dst(a .. "indexer.wk_weights_proj.weight", { split = "rep", dtype = "bf16",
+        T.dst(da .. "indexer.wk_weights_proj.weight", { split = "rep", dtype = "bf16",
           parts = { a .. "indexer.wk.weight", a .. "indexer.weights_proj.weight" } })
       else
-        T.dst(a .. "indexer.wq_b.weight", { split = "rep", dtype = "weight", parts = { a .. "indexer.wq_b.weight" } })
-        T.dst(a .. "indexer.wk.weight", { split = "rep", dtype = "weight", parts = { a .. "indexer.wk.weight" } })
-        T.dst(a .. "indexer.weights_proj.weight", { split = "rep", dtype = "bf16",
+        T.dst(da .. "indexer.wq_b.weight", { split = "rep", dtype = "weight", parts = { a .. "indexer.wq_b.weight" } })
+        T.dst(da .. "indexer.wk.weight", { split = "rep", dtype = "weight", parts = { a .. "indexer.wk.weight" } })
+        T.dst(da .. "indexer.weights_proj.weight", { split = "rep", dtype = "bf16",
           parts = { a .. "indexer.weights_proj.weight" } })
       end
       if indexer then
         -- the indexer's k_norm is a LayerNorm whose affine parameters the engine keeps in fp32
-        T.dst(a .. "indexer.k_norm.weight", { split = "rep", dtype = "fp32", parts = { a .. "indexer.k_norm.weight" } })
-        T.dst(a .. "indexer.k_norm.bias", { split = "rep", dtype = "fp32", parts = { a .. "indexer.k_norm.bias" } })
+        T.dst(da .. "indexer.k_norm.weight", { split = "rep", dtype = "fp32", parts = { a .. "indexer.k_norm.weight" } })
+        T.dst(da .. "indexer.k_norm.bias", { split = "rep", dtype = "fp32", parts = { a .. "indexer.k_norm.bias" } })
       end
-      T.dst(p .. "input_layernorm.weight", { split = "rep", dtype = "bf16", parts = { p .. "input_layernorm.weight" } })
-      T.dst(p .. "post_attention_layernorm.weight", { split = "rep", dtype = "bf16",
+      T.dst(dp .. "input_layernorm.weight", { split = "rep", dtype = "bf16", parts = { p .. "input_layernorm.weight" } })
+      T.dst(dp .. "post_attention_layernorm.weight", { split = "rep", dtype = "bf16",
         parts = { p .. "post_attention_layernorm.weight" } })
       if not moe then
-        T.dst(p .. "mlp.gate_up_proj.weight", { split = "col", dtype = "weight",
+        T.dst(dp .. "mlp.gate_up_proj.weight", { split = "col", dtype = "weight",
           parts = { p .. "mlp.gate_proj.weight", p .. "mlp.up_proj.weight" } })
-        T.dst(p .. "mlp.down_proj.weight", { split = "row", dtype = "weight", parts = { p .. "mlp.down_proj.weight" } })
+        T.dst(dp .. "mlp.down_proj.weight", { split = "row", dtype = "weight", parts = { p .. "mlp.down_proj.weight" } })
       else
-        T.dst(p .. "mlp.gate.weight", { split = "rep", dtype = "bf16", parts = { p .. "mlp.gate.weight" } })
-        T.dst(p .. "mlp.gate.e_score_correction_bias", { split = "rep", dtype = "fp32",
+        -- vLLM 0.33's MoE layer registers the router and shared experts again inside mlp.experts
+        T.dst(dp .. "mlp.gate.weight", { split = "rep", dtype = "bf16", aliases = { dp .. "mlp.experts.gate.weight" },
+          parts = { p .. "mlp.gate.weight" } })
+        T.dst(dp .. "mlp.gate.e_score_correction_bias", { split = "rep", dtype = "fp32",
+          aliases = { dp .. "mlp.experts.gate.e_score_correction_bias", dp .. "mlp.experts.routed_experts.e_score_correction_bias" },
           parts = { p .. "mlp.gate.e_score_correction_bias" } })
-        T.expert_dst(p .. "mlp.experts.w13_weight", p .. "mlp.experts", m.experts,
-          { split = "col", dtype = "weight", parts = { "gate_proj.weight", "up_proj.weight" } })
-        T.expert_dst(p .. "mlp.experts.w2_weight", p .. "mlp.experts", m.experts,
+        T.expert_dst(dp .. "mlp.experts.routed_experts.w13_weight", p .. "mlp.experts", m.experts,
+          { split = "col", dtype = "weight", parts = w13 })
+        T.expert_dst(dp .. "mlp.experts.routed_experts.w2_weight", p .. "mlp.experts", m.experts,
           { split = "row", dtype = "weight", parts = { "down_proj.weight" } })
-        T.dst(p .. "mlp.shared_experts.gate_up_proj.weight", { split = "col", dtype = "weight",
+        T.dst(dp .. "mlp.shared_experts.gate_up_proj.weight", { split = "col", dtype = "weight",
+          aliases = { dp .. "mlp.experts._shared_experts._layer.gate_up_proj.weight" },
           parts = { p .. "mlp.shared_experts.gate_proj.weight", p .. "mlp.shared_experts.up_proj.weight" } })
-        T.dst(p .. "mlp.shared_experts.down_proj.weight", { split = "row", dtype = "weight",
+        T.dst(dp .. "mlp.shared_experts.down_proj.weight", { split = "row", dtype = "weight",
+          aliases = { dp .. "mlp.experts._shared_experts._layer.down_proj.weight" },
           parts = { p .. "mlp.shared_experts.down_proj.weight" } })
       end
       if mtp then
-        T.dst(p .. "eh_proj.weight", { split = "rep", dtype = "bf16", parts = { p .. "eh_proj.weight" } })
+        T.dst(dh .. "eh_proj.weight", { split = "rep", dtype = "bf16", parts = { p .. "eh_proj.weight" } })
         for _, n in ipairs({ "enorm.weight", "hnorm.weight", "shared_head.norm.weight" }) do
-          T.dst(p .. n, { split = "rep", dtype = "bf16", parts = { p .. n } })
+          T.dst(dh .. n, { split = "rep", dtype = "bf16", parts = { p .. n } })
         end
       end
     end
-    if mtp and deepseek_v3 then -- DeepSeek-V3's MTP layer: its own embedding and output head
-      for _, n in ipairs({ "embed_tokens.weight", "shared_head.head.weight" }) do
-        T.src(p .. n, { m.vocab, H })
-        if send then T.dst(p .. n, { split = "col", dtype = "bf16", parts = { p .. n } }) end
-      end
+    if mtp and deepseek_v3 then
+      -- DeepSeek-V3's MTP layer carries its own embedding and output head (copies of the model's: the
+      -- MTP module shares them by design). vLLM's drafter registers the target's embed_tokens and
+      -- lm_head under those names (one storage, aliases below), so nothing is written from these.
+      for _, n in ipairs({ "embed_tokens.weight", "shared_head.head.weight" }) do T.src(p .. n, { m.vocab, H }) end
     end
   end
 
@@ -138,7 +166,15 @@ function F.build(m, T, engine, deepseek_v3)
   T.src("model.norm.weight", { H })
   T.src("lm_head.weight", { m.vocab, H })
   T.dst("model.norm.weight", { split = "rep", dtype = "bf16", parts = { "model.norm.weight" } })
-  T.dst("lm_head.weight", { split = "col", dtype = "bf16", parts = { "lm_head.weight" } })
+  -- the drafter's heads are the target's lm_head (GLM-5's MTP layer has no head of its own)
+  local heads = {}
+  if drafter then
+    for l = m.layers, m.layers + m.mtp_layers - 1 do
+      heads[#heads + 1] = ("drafter.model.layers.%d.shared_head.head.weight"):format(l)
+    end
+    heads[#heads + 1] = "drafter.lm_head.weight"
+  end
+  T.dst("lm_head.weight", { split = "col", dtype = "bf16", pad_to = 64, aliases = heads, parts = { "lm_head.weight" } })
 end
 
 return F

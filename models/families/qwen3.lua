@@ -1,5 +1,6 @@
 -- Qwen3ForCausalLM: GQA attention with per-head q/k RMSNorm, dense SwiGLU MLP.
--- Source: the trainer's modules (plan trainer section). Destination: vLLM's format (qkv_proj, gate_up_proj).
+-- Source: the trainer's modules (plan trainer section). Destination: vLLM 0.33's parameters as loaded
+-- (qkv_proj, gate_up_proj; vocabulary rows padded to a multiple of 64; a tied lm_head is embed_tokens).
 -- qwen3_moe builds on attention() and globals() below.
 local F = {}
 
@@ -31,7 +32,8 @@ end
 function F.embed(m, T)
   T.layer(nil)
   T.src("model.embed_tokens.weight", { m.vocab, m.hidden })
-  T.dst("model.embed_tokens.weight", { split = "col", dtype = "bf16", parts = { "model.embed_tokens.weight" } })
+  T.dst("model.embed_tokens.weight", { split = "col", dtype = "bf16", pad_to = 64,
+    aliases = m.tie_word_embeddings and { "lm_head.weight" } or nil, parts = { "model.embed_tokens.weight" } })
 end
 
 function F.head(m, T)
@@ -40,7 +42,7 @@ function F.head(m, T)
   T.dst("model.norm.weight", { split = "rep", dtype = "bf16", parts = { "model.norm.weight" } })
   if not m.tie_word_embeddings then -- tied: the engine's lm_head is embed_tokens
     T.src("lm_head.weight", { m.vocab, m.hidden })
-    T.dst("lm_head.weight", { split = "col", dtype = "bf16", parts = { "lm_head.weight" } })
+    T.dst("lm_head.weight", { split = "col", dtype = "bf16", pad_to = 64, parts = { "lm_head.weight" } })
   end
 end
 

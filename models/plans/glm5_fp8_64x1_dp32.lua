@@ -6,5 +6,6 @@ return plan {
   name = "glm5_fp8_64x1_dp32", model = "glm5",
   trainer = { fsdp = 64, dtype = "fp32", experts = "fused", mtp = false },
   inference = { tp = 1, ep = 32, replicas = 1 },
+  engine = { name = "vllm", version = ">=0.33,<0.34" },
   quant = { fp8 = true },
 }

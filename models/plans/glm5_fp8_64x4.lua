@@ -5,5 +5,6 @@ return plan {
   name = "glm5_fp8_64x4", model = "glm5",
   trainer = { fsdp = 64, dtype = "fp32", experts = "fused", mtp = false },
   inference = { tp = 8, ep = 8, replicas = 4 },
+  engine = { name = "vllm", version = ">=0.33,<0.34" },
   quant = { fp8 = true },
 }

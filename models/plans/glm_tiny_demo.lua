@@ -5,6 +5,7 @@ return plan {
   name = "glm_tiny_demo", model = "glm_tiny",
   trainer = { fsdp = 4, dtype = "bf16", experts = "fused", mtp = true },
   inference = { tp = 2, ep = 2, replicas = 2 },
+  engine = { name = "vllm", version = ">=0.33,<0.34" },
   quant = { fp8 = true },
   gather_below = 64 * 1024, shard_min_piece = 16 * 1024,
 }

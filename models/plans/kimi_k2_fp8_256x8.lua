@@ -5,5 +5,6 @@ return plan {
   name = "kimi_k2_fp8_256x8", model = "kimi_k2",
   trainer = { fsdp = 256, dtype = "bf16", experts = "fused", mtp = false },
   inference = { tp = 16, ep = 16, replicas = 8 },
+  engine = { name = "vllm", version = ">=0.33,<0.34" },
   quant = { fp8 = true },
 }

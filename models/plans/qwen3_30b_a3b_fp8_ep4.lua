@@ -4,5 +4,6 @@ return plan {
   name = "qwen3_30b_a3b_fp8_ep4", model = "qwen3_30b_a3b",
   trainer = { fsdp = 16, dtype = "fp32", experts = "fused" },
   inference = { tp = 4, ep = 4, replicas = 2 },
-  quant = { fp8 = true },
+  engine = { name = "vllm", version = ">=0.33,<0.34" },
+  quant = { fp8 = true, exclude = { "mlp%.gate%.weight$" } }, -- the FP8 release keeps the router bf16
 }

@@ -4,4 +4,5 @@ return plan {
   name = "qwen3_4b_bf16", model = "qwen3_4b",
   trainer = { fsdp = 8, dtype = "fp32" },
   inference = { tp = 1, replicas = 8 },
+  engine = { name = "vllm", version = ">=0.33,<0.34" },
 }

@@ -4,4 +4,5 @@ return plan {
   name = "qwen3_4b_bf16_1to1", model = "qwen3_4b",
   trainer = { fsdp = 1, dtype = "bf16" },
   inference = { tp = 1, replicas = 1 },
+  engine = { name = "vllm", version = ">=0.33,<0.34" },
 }

@@ -5,5 +5,6 @@ return plan {
   name = "qwen3_4b_fp8_1to1", model = "qwen3_4b",
   trainer = { fsdp = 1, dtype = "bf16" },
   inference = { tp = 1, replicas = 1 },
+  engine = { name = "vllm", version = ">=0.33,<0.34" },
   quant = { fp8 = true },
 }

@@ -4,5 +4,6 @@ return plan {
   name = "qwen3_8b_fp8_tp4", model = "qwen3_8b",
   trainer = { fsdp = 8, dtype = "fp32" },
   inference = { tp = 4, replicas = 2 },
+  engine = { name = "vllm", version = ">=0.33,<0.34" },
   quant = { fp8 = true },
 }

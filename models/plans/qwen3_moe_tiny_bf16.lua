@@ -4,6 +4,7 @@
 return plan {
   name = "qwen3_moe_tiny_bf16", model = "qwen3_moe_tiny",
   trainer = { fsdp = 2, dtype = "bf16", dtype_except = { { "%.mlp%.gate%.weight$", "fp32" } }, experts = "fused" },
+  engine = { name = "vllm", version = ">=0.33,<0.34" },
   inference = { tp = 2, ep = 2, replicas = 1 },
   gather_below = 64 * 1024, shard_min_piece = 16 * 1024,
 }

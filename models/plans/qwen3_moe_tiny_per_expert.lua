@@ -4,6 +4,7 @@
 return plan {
   name = "qwen3_moe_tiny_per_expert", model = "qwen3_moe_tiny",
   trainer = { fsdp = 2, dtype = "fp32", experts = "per_expert" },
+  engine = { name = "vllm", version = ">=0.33,<0.34" },
   inference = { tp = 2, ep = 2, replicas = 1 },
   quant = { fp8 = true },
   gather_below = 64 * 1024, shard_min_piece = 16 * 1024,

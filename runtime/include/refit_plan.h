@@ -12,7 +12,8 @@
  *   recv[]   per receiver (replica * size + tp_rank, size = max(tp, ep) GPUs per replica): its
  *            dst range and the peers it expects
  *   peers[]  per receiver, per trainer rank that writes to it: writes and bytes per version
- *   derived[] tensors the engine derives from destination tensors (bound by receivers like dst)
+ *   derived[] tensors the engine derives from destination tensors: strided views of a storage
+ *            that refit rebuilds (bound by receivers) or of a destination tensor's memory
  *   refresh[] steps that rebuild derived tensors after a complete version, per receiver position
  * All indices are absolute into the plan's arrays. */
 #ifndef REFIT_PLAN_H
@@ -59,10 +60,18 @@ typedef struct rf_src_tensor {
   int64_t shape[3];    /* the parameter's full shape, as the trainer's module holds it */
 } rf_src_tensor;
 
+/* A destination tensor as the engine holds it after loading (its engine profile, plan.engine):
+ * bind the engine's tensor of this name, or of any of its aliases (the same tensor). */
 typedef struct rf_dst_tensor {
   const char *name;
+  const char *aliases; /* other names the engine registers this same tensor under (one Parameter
+                          object, e.g. vLLM's mlp.experts.gate.weight for mlp.gate.weight),
+                          comma-separated; "" when none */
   int64_t shape[3];    /* unused dims are 0 */
-  uint64_t bytes;
+  int64_t stride[3];   /* elements, as torch's Tensor.stride(); unused dims 0. Row-major contiguous */
+  int64_t pad_rows;    /* trailing rows of dim 0 that hold no weight (vLLM's vocabulary padding):
+                          part of the tensor and its bytes, never written */
+  uint64_t bytes;      /* the whole tensor, padding included: what the receiver binds */
   uint32_t weight;     /* scale tensors: the weight they scale; else RF_NONE */
   uint16_t tp_rank;    /* position in the replica: TP rank tp_rank % tp, EP rank tp_rank (ep > 1) */
   uint8_t ndim, dtype;
@@ -117,22 +126,38 @@ typedef struct rf_peer {
 } rf_peer;
 
 enum rf_refresh_kind {
-  RF_REFRESH_MLA_ABSORB = 1 /* kv_b_proj [h*(nope+v), lora] (+ fp8 scales) ->
-                               W_UK_T [h, nope, lora] and W_UV [h, lora, v], bf16 */
+  RF_REFRESH_MLA_ABSORB = 1 /* fp8 kv_b_proj [h*(nope+v), lora] + scales -> the bf16 storage that
+                               the views W_UK_T [h, nope, lora] and W_UV [h, lora, v] lie in:
+                               W_UK_T[n][i][l] = W[n*(nope+v) + i][l], W_UV[n][l][j] = W[n*(nope+v) + nope + j][l],
+                               each element at its view's offset + index . stride */
 };
 
+/* A tensor the engine derives from destination tensors at load time, as a strided view into a
+ * storage (torch: Tensor.untyped_storage()). Views of one storage share `storage`, the id of its
+ * first view. Two kinds:
+ *   dst == RF_NONE: refit writes the storage (a refresh step, after every complete version). The
+ *     receiver binds it once, through its first view (id == storage): the storage's base address
+ *     (data_ptr() - offset * element size) and `bytes`; every view of it must have exactly this
+ *     shape, stride and offset in the engine, or the binding is wrong.
+ *   dst != RF_NONE: the view lies in that destination tensor's own memory (vLLM keeps W_UK_T/W_UV
+ *     of a bf16 kv_b_proj as views of it): it changes with the tensor's bytes; nothing to bind or
+ *     rebuild, but the engine's view must have this shape, stride and offset into that tensor. */
 typedef struct rf_derived_tensor {
   const char *name;
   int64_t shape[3];
-  uint64_t bytes;
+  int64_t stride[3];   /* elements */
+  int64_t offset;      /* elements from the start of the storage (Tensor.storage_offset()) */
+  uint64_t bytes;      /* bytes of the storage (the same for every view of it) */
+  uint32_t storage;    /* derived id of the storage's first view (itself for the first) */
+  uint32_t dst;        /* RF_NONE, or the dst tensor whose memory is the storage */
   uint16_t tp_rank;    /* receiver position, as rf_dst_tensor */
   uint8_t ndim, dtype;
 } rf_derived_tensor;
 
 typedef struct rf_refresh {
   uint32_t kind;       /* enum rf_refresh_kind */
-  uint32_t weight, scale; /* dst ids (scale RF_NONE when the weight is not fp8) */
-  uint32_t out0, out1;    /* derived ids: W_UK_T, W_UV */
+  uint32_t weight, scale; /* dst ids: the fp8 weight and its scales */
+  uint32_t out0, out1;    /* derived ids: W_UK_T (the storage's first view), W_UV */
   uint32_t heads, qk_nope, v_head, kv_lora;
   uint16_t tp_rank, layer;
 } rf_refresh;
@@ -161,10 +186,11 @@ typedef struct rf_plan {
 
 /* FNV-1a over 64-bit words (h = (h ^ w) * 0x100000001b3, from 0xcbf29ce484222325), in this
  * order: total_bytes, fsdp, dp_replicate, trainers, tp, ep, replicas, receivers, scale_fmt;
- * each src: name, rows, cols, shard_rows, shard, layer, dtype, travel, ndim, shape[0..2]; each dst: name, shape[0..2],
- * bytes, weight, tp_rank, ndim, dtype; each op: every field in declaration order; each write,
- * group, rank, receiver, peer, then each derived tensor (name, shape[0..2], bytes, tp_rank, ndim,
- * dtype), refresh step and piece: every field in declaration order. A string hashes as 8-byte
+ * each src: name, rows, cols, shard_rows, shard, layer, dtype, travel, ndim, shape[0..2]; each dst:
+ * name, aliases, shape[0..2], stride[0..2], pad_rows, bytes, weight, tp_rank, ndim, dtype; each op:
+ * every field in declaration order; each write, group, rank, receiver, peer, then each derived
+ * tensor (name, shape[0..2], stride[0..2], offset, bytes, storage, dst, tp_rank, ndim, dtype),
+ * refresh step and piece: every field in declaration order. A string hashes as 8-byte
  * little-endian words (the last zero-padded), then its length. The generator computes the same value in Lua. */
 uint64_t rf_plan_hash(const rf_plan *p);
 

@@ -1,1 +1,1 @@
-return plan { name = "bad_duplicate", model = "bad_duplicate", trainer = { fsdp = 2 }, inference = { tp = 1, replicas = 1 } }
+return plan { engine = { name = "vllm", version = "0.33" }, name = "bad_duplicate", model = "bad_duplicate", trainer = { fsdp = 2 }, inference = { tp = 1, replicas = 1 } }

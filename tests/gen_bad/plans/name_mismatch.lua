@@ -1,1 +1,1 @@
-return plan { name = "other_name", model = "glm_tiny", trainer = { fsdp = 4 }, inference = { tp = 2, replicas = 1 } }
+return plan { engine = { name = "vllm", version = "0.33" }, name = "other_name", model = "glm_tiny", trainer = { fsdp = 4 }, inference = { tp = 2, replicas = 1 } }

@@ -1,0 +1,63 @@
+-- emit_dst.lua: a plan's destination tensors per receiver position as the engine should hold them,
+-- in the line format of vLLM parameter dumps (tests/vllm/README.md), so that one replica's list can
+-- be compared with the dump of that rank (tests/vllm/conform.lua) and read in review:
+--   param NAME DTYPE shape=[..] stride=[..] off=ELEMENTS storage#K nbytes=B shared=OTHER,NAMES
+-- A tensor appears once per name it has (its aliases share its storage); derived views follow,
+-- in their storage (refit's own, or the destination tensor they view).
+local E = require("emit_c")
+local M = {}
+
+local TORCH = { bf16 = "bfloat16", fp32 = "float32", fp8 = "float8_e4m3fn" }
+
+local function list(t) return "[" .. table.concat(t, ", ") .. "]" end
+
+function M.listing(plan, model)
+  local size, e = plan.inference.size, plan.engine
+  local out = { ("# refit destinations of plan %s (%s), engine %s %s, %d positions per replica\n"):format(plan.name,
+    plan.model, e.name, e.version, size) }
+  local views_of = {} -- dst -> derived views in its memory
+  for _, v in ipairs(model.derived) do
+    if v.dst then
+      local l = views_of[v.dst] or {}
+      views_of[v.dst] = l
+      l[#l + 1] = v
+    end
+  end
+  for r = 0, size - 1 do
+    out[#out + 1] = ("# rank %d/%d\n"):format(r, size)
+    local lines, k = {}, 0
+    local function group(entries, nbytes) -- entries: { name, dtype, shape, stride, offset }
+      local names = {}
+      for i, x in ipairs(entries) do names[i] = x[1] end
+      for i, x in ipairs(entries) do
+        local others = {}
+        for j, n in ipairs(names) do if j ~= i then others[#others + 1] = n end end
+        lines[#lines + 1] = ("param %s %s shape=%s stride=%s off=%d storage#%d nbytes=%d shared=%s\n"):format(x[1],
+          TORCH[x[2]], list(x[3]), list(x[4]), x[5], k, nbytes, #others > 0 and table.concat(others, ",") or "-")
+      end
+      k = k + 1
+    end
+    for _, d in ipairs(model.dsts) do
+      if d.tp_rank == r then
+        local st = E.contiguous(d.shape)
+        local g = { { d.name, d.dtype, d.shape, st, 0 } }
+        for _, a in ipairs(d.aliases) do g[#g + 1] = { a, d.dtype, d.shape, st, 0 } end
+        for _, v in ipairs(views_of[d] or {}) do g[#g + 1] = { v.name, v.dtype, v.shape, v.stride, v.offset } end
+        group(g, d.bytes)
+      end
+    end
+    local own, by_storage = {}, {} -- refit's own storages, in order, and by their first view's id
+    for _, v in ipairs(model.derived) do
+      if v.tp_rank == r and not v.dst then
+        local g = by_storage[v.storage]
+        if not g then g = { bytes = v.bytes }; by_storage[v.storage] = g; own[#own + 1] = g end
+        g[#g + 1] = { v.name, v.dtype, v.shape, v.stride, v.offset }
+      end
+    end
+    for _, g in ipairs(own) do group(g, g.bytes) end
+    out[#out + 1] = table.concat(lines)
+  end
+  return table.concat(out)
+end
+
+return M

@@ -1,0 +1,1 @@
+return plan { name = "round_robin", model = "qwen3_moe_grouped", trainer = { fsdp = 2 }, inference = { tp = 2, ep = 2, replicas = 1 }, engine = { name = "vllm", version = "0.33", expert_placement = "round_robin" } }

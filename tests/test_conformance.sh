@@ -1,0 +1,72 @@
+#!/bin/sh
+# test_conformance.sh: every dump of real vLLM in tests/vllm/dumps against the plan for its config,
+# quantization and TP size: each rank's destinations (build/gen/<plan>.dst) must equal the engine's
+# parameters (names, dtypes, shapes, strides, offsets, storage sizes, shared storage); the first
+# differences are listed. A dump with no plan below fails, so that a new dump is not skipped.
+# Run from the repository root after `ninja` has generated build/gen.
+lua=$(sed -n 's/^lua = //p' config.ninja)
+passed=0 failed=0
+ok() { passed=$((passed + 1)); echo "ok   $1"; }
+bad() { failed=$((failed + 1)); echo "FAIL $1"; }
+
+# dump (tests/vllm/dumps/<name>.txt)   plan, or "refused: why" where the generator refuses the config
+pairs='
+dsv3_bf16_tp1_mtp_sm90       vllm_dsv3_bf16_tp1
+dsv3_fp8_tp1_mtp_sm90        vllm_dsv3_fp8_tp1
+dsv3_bf16_tp2_mtp_sm90       vllm_dsv3_bf16_tp2
+dsv3_fp8_tp2_mtp_sm90        vllm_dsv3_fp8_tp2
+glm5_bf16_tp1_mtp_sm90       vllm_glm5_bf16_tp1
+glm5_fp8_tp1_mtp_sm90        vllm_glm5_fp8_tp1
+glm5_bf16_tp2_mtp_sm90       vllm_glm5_bf16_tp2
+glm5_fp8_tp2_mtp_sm90        vllm_glm5_fp8_tp2
+qwen3_bf16_tp1_sm90          vllm_qwen3_bf16_tp1
+qwen3_bf16_tp1_cpuplatform   vllm_qwen3_bf16_tp1
+qwen3_fp8_tp1_sm90           vllm_qwen3_fp8_tp1
+qwen3_bf16_tp2_sm90          vllm_qwen3_bf16_tp2
+qwen3_fp8_tp2_sm90           refused: k_proj has 64 rows per rank, half a 128-row FP8 block shared with v_proj (tests/test_gen.sh)
+qwen3v1000_bf16_tp2_sm90     vllm_qwen3_v1000_bf16_tp2
+qwen3moe_bf16_tp1_sm90       vllm_qwen3moe_bf16_tp1
+qwen3moe_fp8_tp1_sm90        vllm_qwen3moe_fp8_tp1
+qwen3moe_bf16_tp2_sm90       vllm_qwen3moe_bf16_tp2
+'
+listed=" $(echo "$pairs" | awk 'NF { printf "%s ", $1 }')"
+for f in tests/vllm/dumps/*.txt; do
+  n=$(basename "$f" .txt)
+  case $listed in *" $n "*) ;; *) bad "dump $n has no plan in tests/test_conformance.sh" ;; esac
+done
+echo "$pairs" | while read -r dump plan rest; do
+  [ -n "$dump" ] || continue
+  if [ "$plan" = "refused:" ]; then
+    echo "skip $dump: refused by the generator: $rest"
+    continue
+  fi
+  if [ ! -f "tests/vllm/dumps/$dump.txt" ]; then echo "FAIL $dump: tests/vllm/dumps/$dump.txt missing"; continue; fi
+  if out=$($lua tests/vllm/conform.lua "tests/vllm/dumps/$dump.txt" "build/gen/$plan.dst" 2>&1); then
+    echo "ok   $plan conforms to $dump: $(echo "$out" | sed -n 's/.*(\(.*\))$/\1/p')"
+  else
+    echo "FAIL $plan vs $dump"
+    echo "$out"
+  fi
+done > "${TMPDIR:-/tmp}/conformance.$$"
+cat "${TMPDIR:-/tmp}/conformance.$$"
+passed=$((passed + $(grep -c '^ok ' "${TMPDIR:-/tmp}/conformance.$$")))
+failed=$((failed + $(grep -c '^FAIL ' "${TMPDIR:-/tmp}/conformance.$$")))
+rm -f "${TMPDIR:-/tmp}/conformance.$$"
+
+# the checker itself finds what differs: a listing with one stride changed and one alias dropped
+tmp=$(mktemp)
+sed 's/stride=\[448, 1, 1792\]/stride=[448, 1, 1791]/; /^param model.layers.1.mlp.experts.gate.weight /d' \
+  build/gen/vllm_glm5_fp8_tp1.dst > "$tmp"
+out=$($lua tests/vllm/conform.lua tests/vllm/dumps/glm5_fp8_tp1_mtp_sm90.txt "$tmp" 2>&1)
+rc=$?
+rm -f "$tmp"
+if [ $rc -ne 0 ] && printf '%s' "$out" | grep -qF "rank 0: 'model.layers.0.self_attn.W_UK_T' stride: engine [448, 1, 1792], plan [448, 1, 1791]" &&
+   printf '%s' "$out" | grep -qF "rank 0: 'model.layers.1.mlp.experts.gate.weight' (bfloat16 [4, 256]) is in the engine, not in the plan" &&
+   printf '%s' "$out" | grep -qF "differs:"; then
+  ok "the checker reports a changed stride and a missing alias"
+else
+  bad "the checker missed a changed stride or a missing alias (exit $rc): $out"
+fi
+
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]
