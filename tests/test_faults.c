@@ -521,6 +521,11 @@ static const struct {
 
 int main(int argc, char **argv)
 {
+#if defined(__SANITIZE_ADDRESS__)
+  /* under ASan, UCX 1.22's CMA reachability probe (process_vm_readv of a peer's address) trips the
+   * sanitizer's interceptor: these sanitized programs leave CMA out of UCX's default transports */
+  setenv("UCX_TLS", "^cma", 0);
+#endif
   int passed = 0, failed = 0;
   for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
     if (argc > 1 && !strstr(tests[i].name, argv[1])) continue;
