@@ -48,6 +48,16 @@ static double perftest_gbps(const char *tool, uint64_t size, const char *tls)
   int port = 20000 + getpid() % 20000;
   char cmd[512];
   if (tls) setenv("UCX_TLS", tls, 1);
+  /* a UCX tree outside the system (the PyPI wheel in .ucx) ships ucx_perftest without an rpath:
+   * point the loader at that tree's lib/ and libs/, or it measures the system's UCX instead */
+  char dir[400], libpath[900];
+  snprintf(dir, sizeof dir, "%s", tool);
+  char *slash = strrchr(dir, '/');
+  if (slash && slash - dir >= 4 && !strcmp(slash - 4, "/bin/ucx_perftest")) {
+    slash[-4] = 0;
+    snprintf(libpath, sizeof libpath, "%s/lib:%s/libs", dir, dir);
+    setenv("LD_LIBRARY_PATH", libpath, 1);
+  }
   fflush(NULL);
   pid_t srv = fork();
   if (srv == 0) {
@@ -74,6 +84,7 @@ static double perftest_gbps(const char *tool, uint64_t size, const char *tls)
   if (f) pclose(f);
   waitpid(srv, NULL, 0);
   unsetenv("UCX_TLS");
+  unsetenv("LD_LIBRARY_PATH");
   return mbs * 1048576.0 / 1e9; /* ucx_perftest MB = 2^20 bytes */
 }
 
