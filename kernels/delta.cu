@@ -12,11 +12,11 @@
  * a second pass. Then the CTA writes its record (only when it ends within cap), copies the changed
  * pieces into old and adds its digest terms atomically (a sum mod 2^64: order-free). A second
  * kernel writes each region's header, padding and directory from the per-chunk scratch.
- * Apply: three launches per 256 targets: statuses reset; validation (the header by every CTA,
- * entries spread over up to 1024 CTAs per target, payload checks by all threads, the first
- * failure by atomicMin of its key); then the apply itself, which skips a target whose key is set
- * (one thread recomputes that status with rfk__explain) and otherwise writes every record's
- * elements, so a malformed patch writes nothing.
+ * Apply: three launches per 256 targets: statuses reset; validation (the header by every CTA, one
+ * warp per directory entry, up to 4096 CTAs per target, the first failure by atomicMin of its key);
+ * then the apply itself, which skips a target whose key is set (one thread recomputes that status
+ * with rfk__explain) and otherwise writes every record's elements, a warp per entry, so a malformed
+ * patch writes nothing.
  * Digest: CTA per chunk, terms summed per warp, atomicAdd into out.
  * Test: build/test_kernels_gpu. Bench: bench/delta_bench.py (ninja bench_kernels). */
 #include <cuda/atomic>
@@ -404,19 +404,63 @@ __device__ __forceinline__ void fail_key(rfk_delta_status *st, uint64_t key)
 }
 
 struct val_shared {
-  uint64_t scan[8];
-  uint32_t first[65]; /* TILES: changes in the tiles before t */
-  int go, payload;
+  uint32_t first[kThreads / 32][65]; /* per warp, TILES: changes in the tiles before t */
+  int go;
 };
 
+/* exclusive scan of v over the warp; *total: the sum */
+__device__ __forceinline__ uint32_t warp_excl(uint32_t v, uint32_t *total)
+{
+  const int lane = threadIdx.x & 31;
+  uint32_t x = v;
+#pragma unroll
+  for (int o = 1; o < 32; o *= 2) {
+    const uint32_t y = __shfl_up_sync(0xffffffffu, x, o);
+    if (lane >= o)
+      x += y;
+  }
+  *total = __shfl_sync(0xffffffffu, x, 31);
+  return x - v;
+}
+
+/* a TILES record's counts (T <= 64 tiles): first[t] = changes in the tiles before t, t < 64;
+ * returns their sum. Lane l takes tiles l and 32 + l. */
+__device__ __forceinline__ uint32_t tile_firsts(const uint8_t *rec, uint32_t T, uint32_t *first)
+{
+  const uint32_t lane = threadIdx.x & 31;
+  uint32_t t0, t1;
+  const uint32_t e0 = warp_excl(lane < T ? rec[lane] : 0, &t0);
+  const uint32_t e1 = warp_excl(32 + lane < T ? rec[32 + lane] : 0, &t1);
+  first[lane] = e0, first[32 + lane] = t0 + e1;
+  __syncwarp();
+  return t0 + t1;
+}
+
+/* the tile of change q: the largest t < T with first[t] <= q */
+__device__ __forceinline__ uint32_t tile_of(const uint32_t *first, uint32_t T, uint32_t q)
+{
+  uint32_t lo = 0, hi = T - 1;
+  while (lo < hi) {
+    const uint32_t mid = (lo + hi + 1) / 2;
+    if (first[mid] <= q)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
+
+/* Validation: one warp per directory entry (a target's warps stride over its entries; every CTA
+ * checks the header first). Every check of the entry that can fail sets its key; atomicMin keeps
+ * the first by (entry, check, position), the check delta_ref.c stops at. */
 __global__ void __launch_bounds__(kThreads) validate_kernel(const __grid_constant__ app_params p)
 {
   __shared__ val_shared sh;
   const int ti = find_region(p.first, p.count, blockIdx.x);
   const app_target &A = p.t[ti];
-  const uint32_t local = blockIdx.x - p.first[ti], t = threadIdx.x;
+  const uint32_t local = blockIdx.x - p.first[ti], lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   rfk_delta_status *st = &p.st[ti];
-  if (t == 0) {
+  if (threadIdx.x == 0) {
     rfk_delta_status s;
     sh.go = !rfk__check_header(A.patch, A.len, A.n, A.e, &s);
     if (!sh.go && local == 0)
@@ -425,129 +469,105 @@ __global__ void __launch_bounds__(kThreads) validate_kernel(const __grid_constan
   __syncthreads();
   if (!sh.go)
     return;
-  const uint32_t m = rfk__rd32(A.patch + 16);
-  for (uint32_t j = local; j < m; j += A.ctas) {
-    if (t == 0) {
+  const uint32_t m = rfk__rd32(A.patch + 16), W = A.ctas * (kThreads / 32);
+  uint32_t *first = sh.first[warp];
+  for (uint32_t j = local * (kThreads / 32) + warp; j < m; j += W) {
+    int payload_ok = 0;
+    if (lane == 0) {
       rfk_delta_status s;
-      int payload_ok;
       if (rfk__check_entry(A.patch, A.n, A.e, j, &s, &payload_ok))
         fail_key(st, s.key), payload_ok = 0;
-      sh.payload = payload_ok;
     }
-    __syncthreads();
-    if (sh.payload) {
-      const rfk__entry r = rfk__read_entry(A.patch, A.n, A.e, j);
-      const uint8_t *rec = rfk__record(A.patch, &r);
-      const uint32_t T = rfk__tiles(r.elems), B = (r.elems + 7) / 8;
-      uint64_t got, want, total;
-      int index_ok = r.mode == RFK_DELTA_LIST;
-      if (r.mode == RFK_DELTA_TILES) {
-        uint64_t bad = 0;
-        if (t < T && rfk__check_pos(rec, &r, RFK_DC_TILE, t, 0, 0, &got, &want))
-          fail_key(st, rfk__key(j + 1, RFK_DC_TILE, t)), bad = 1;
-        const uint64_t before = block_scan((t < T ? rec[t] : 0) | bad << 32, &total, sh.scan);
-        if (t <= T)
-          sh.first[t] = (uint32_t)before;
-        if (t == 0 && !(total >> 32) && (total & 0xffffffffu) != r.k)
-          fail_key(st, rfk__key(j + 1, RFK_DC_TILESUM, 0));
-        index_ok = !(total >> 32) && (total & 0xffffffffu) == r.k;
-        __syncthreads();
-      }
-      if (r.mode == RFK_DELTA_BITMAP) {
-        if (t == 0 && rfk__check_pos(rec, &r, RFK_DC_BITPAD, B - 1, 0, 0, &got, &want))
-          fail_key(st, rfk__key(j + 1, RFK_DC_BITPAD, B - 1));
-        uint64_t bits = 0;
-        for (uint32_t b = t; b < B; b += kThreads)
-          bits += __popc(rec[b]);
-        block_scan(bits, &total, sh.scan);
-        if (t == 0 && total != r.k)
-          fail_key(st, rfk__key(j + 1, RFK_DC_BITS, 0));
-      }
-      if (index_ok)
-        for (uint32_t q = t; q < r.k; q += kThreads) {
-          uint32_t tile = 0;
-          if (r.mode == RFK_DELTA_TILES) { /* largest tile with first <= q */
-            uint32_t lo = 0, hi = T - 1;
-            while (lo < hi) {
-              uint32_t mid = (lo + hi + 1) / 2;
-              if (sh.first[mid] <= q)
-                lo = mid;
-              else
-                hi = mid - 1;
-            }
-            tile = lo;
+    if (!__shfl_sync(0xffffffffu, payload_ok, 0))
+      continue;
+    const rfk__entry r = rfk__read_entry(A.patch, A.n, A.e, j);
+    const uint8_t *rec = rfk__record(A.patch, &r);
+    const uint32_t T = rfk__tiles(r.elems), B = (r.elems + 7) / 8;
+    uint64_t got, want;
+    bool index_ok = r.mode == RFK_DELTA_LIST;
+    if (r.mode == RFK_DELTA_TILES) {
+      bool bad = false;
+      for (uint32_t t = lane; t < T; t += 32)
+        if (rfk__check_pos(rec, &r, RFK_DC_TILE, t, 0, 0, &got, &want))
+          fail_key(st, rfk__key(j + 1, RFK_DC_TILE, t)), bad = true;
+      bad = __any_sync(0xffffffffu, bad);
+      const uint32_t sum = tile_firsts(rec, T, first);
+      if (lane == 0 && !bad && sum != r.k)
+        fail_key(st, rfk__key(j + 1, RFK_DC_TILESUM, 0));
+      index_ok = !bad && sum == r.k;
+    }
+    if (r.mode == RFK_DELTA_BITMAP) {
+      if (lane == 0 && rfk__check_pos(rec, &r, RFK_DC_BITPAD, B - 1, 0, 0, &got, &want))
+        fail_key(st, rfk__key(j + 1, RFK_DC_BITPAD, B - 1));
+      uint32_t bits = 0;
+      for (uint32_t b = lane; b < B; b += 32)
+        bits += __popc(rec[b]);
+      uint32_t total;
+      warp_excl(bits, &total);
+      if (lane == 0 && total != r.k)
+        fail_key(st, rfk__key(j + 1, RFK_DC_BITS, 0));
+    }
+    if (index_ok)
+      for (uint32_t q = lane; q < r.k; q += 32) {
+        const uint32_t tile = r.mode == RFK_DELTA_TILES ? tile_of(first, T, q) : 0;
+        for (uint32_t code = RFK_DC_INDEX; code <= RFK_DC_INCREASING; code++)
+          if (rfk__check_pos(rec, &r, code, q, tile, r.mode == RFK_DELTA_TILES ? first[tile] : 0, &got, &want)) {
+            fail_key(st, rfk__key(j + 1, code, q));
+            break;
           }
-          for (uint32_t code = RFK_DC_INDEX; code <= RFK_DC_INCREASING; code++)
-            if (rfk__check_pos(rec, &r, code, q, tile, r.mode == RFK_DELTA_TILES ? sh.first[tile] : 0, &got, &want)) {
-              fail_key(st, rfk__key(j + 1, code, q));
-              break;
-            }
-        }
-    }
-    __syncthreads(); /* sh reused by the next entry */
+      }
+    __syncwarp(); /* first[] reused by the warp's next entry */
   }
 }
 
-template <int E> __device__ void apply_entry(const app_target &A, uint32_t j, val_shared &sh)
+/* element q's value (esize E) at vals, any alignment */
+template <int E> __device__ __forceinline__ uint32_t rd_val(const uint8_t *vals, uint32_t q)
+{
+  uint32_t v = 0;
+#pragma unroll
+  for (int b = 0; b < E; b++)
+    v |= (uint32_t)vals[q * E + b] << (8 * b);
+  return v;
+}
+
+/* entry j of a valid patch, by one warp */
+template <int E> __device__ void apply_entry(const app_target &A, uint32_t j, uint32_t *first)
 {
   const rfk__entry r = rfk__read_entry(A.patch, A.n, E, j);
   const uint8_t *rec = rfk__record(A.patch, &r);
   uint8_t *base = A.dst + (uint64_t)r.chunk * kChunk;
-  const uint32_t t = threadIdx.x, k = r.k, T = rfk__tiles(r.elems), B = (r.elems + 7) / 8;
+  const uint32_t lane = threadIdx.x & 31, k = r.k, T = rfk__tiles(r.elems), B = (r.elems + 7) / 8;
   if (r.mode == RFK_DELTA_DENSE) {
     const uint32_t bytes = r.elems * E;
     if ((((uintptr_t)rec | (uintptr_t)base) & 15) == 0) {
-      for (uint32_t i = t; i < bytes / 16; i += kThreads)
+      for (uint32_t i = lane; i < bytes / 16; i += 32)
         ((uint4 *)base)[i] = ((const uint4 *)rec)[i];
-      for (uint32_t i = bytes / 16 * 16 + t; i < bytes; i += kThreads)
+      for (uint32_t i = bytes / 16 * 16 + lane; i < bytes; i += 32)
         base[i] = rec[i];
     } else {
-      for (uint32_t i = t; i < bytes; i += kThreads)
+      for (uint32_t i = lane; i < bytes; i += 32)
         base[i] = rec[i];
     }
   } else if (r.mode == RFK_DELTA_LIST) {
-    for (uint32_t q = t; q < k; q += kThreads) {
+    for (uint32_t q = lane; q < k; q += 32) {
       const uint32_t i = rec[2 * q] | (uint32_t)rec[2 * q + 1] << 8;
-      uint32_t v = 0;
-      for (int b = 0; b < E; b++)
-        v |= (uint32_t)rec[2 * k + q * E + b] << (8 * b);
-      store_elem<E>(base + (uint64_t)i * E, v);
+      store_elem<E>(base + (uint64_t)i * E, rd_val<E>(rec + 2 * k, q));
     }
   } else if (r.mode == RFK_DELTA_TILES) {
-    uint64_t total;
-    const uint64_t before = block_scan(t < T ? rec[t] : 0, &total, sh.scan);
-    if (t < T)
-      sh.first[t] = (uint32_t)before;
-    __syncthreads();
-    for (uint32_t q = t; q < k; q += kThreads) {
-      uint32_t lo = 0, hi = T - 1;
-      while (lo < hi) {
-        uint32_t mid = (lo + hi + 1) / 2;
-        if (sh.first[mid] <= q)
-          lo = mid;
-        else
-          hi = mid - 1;
-      }
-      uint32_t v = 0;
-      for (int b = 0; b < E; b++)
-        v |= (uint32_t)rec[T + k + q * E + b] << (8 * b);
-      store_elem<E>(base + ((uint64_t)lo * RFK_DELTA_TILE + rec[T + q]) * E, v);
+    tile_firsts(rec, T, first);
+    for (uint32_t q = lane; q < k; q += 32) {
+      const uint32_t tile = tile_of(first, T, q);
+      store_elem<E>(base + ((uint64_t)tile * RFK_DELTA_TILE + rec[T + q]) * E, rd_val<E>(rec + T + k, q));
     }
-  } else { /* BITMAP: thread t takes bitmap bytes [t * 8/E, (t + 1) * 8/E), the encoder's layout */
-    constexpr uint32_t BPT = 8 / E;
-    uint32_t bits = 0;
-    for (uint32_t b = t * BPT; b < (t + 1) * BPT && b < B; b++)
+  } else { /* BITMAP: lane l takes the bitmap bytes [l * L, (l + 1) * L) */
+    const uint32_t L = (B + 31) / 32, b0 = lane * L, b1 = b0 + L < B ? b0 + L : B;
+    uint32_t bits = 0, total;
+    for (uint32_t b = b0; b < b1; b++)
       bits += __popc(rec[b]);
-    uint64_t total;
-    uint32_t q = (uint32_t)block_scan(bits, &total, sh.scan);
-    for (uint32_t b = t * BPT; b < (t + 1) * BPT && b < B; b++)
-      for (uint32_t m = rec[b]; m; m &= m - 1, q++) {
-        const uint32_t i = b * 8 + __ffs(m) - 1;
-        uint32_t v = 0;
-        for (int bb = 0; bb < E; bb++)
-          v |= (uint32_t)rec[B + q * E + bb] << (8 * bb);
-        store_elem<E>(base + (uint64_t)i * E, v);
-      }
+    uint32_t q = warp_excl(bits, &total);
+    for (uint32_t b = b0; b < b1; b++)
+      for (uint32_t m = rec[b]; m; m &= m - 1, q++)
+        store_elem<E>(base + (uint64_t)(b * 8 + __ffs(m) - 1) * E, rd_val<E>(rec + B, q));
   }
 }
 
@@ -556,7 +576,7 @@ __global__ void __launch_bounds__(kThreads) apply_kernel(const __grid_constant__
   __shared__ val_shared sh;
   const int ti = find_region(p.first, p.count, blockIdx.x);
   const app_target &A = p.t[ti];
-  const uint32_t local = blockIdx.x - p.first[ti];
+  const uint32_t local = blockIdx.x - p.first[ti], warp = threadIdx.x >> 5;
   rfk_delta_status *st = &p.st[ti];
   const uint64_t key = st->key;
   if (key != ~0ull) {
@@ -567,15 +587,15 @@ __global__ void __launch_bounds__(kThreads) apply_kernel(const __grid_constant__
     }
     return;
   }
-  const uint32_t m = rfk__rd32(A.patch + 16);
-  for (uint32_t j = local; j < m; j += A.ctas) {
+  const uint32_t m = rfk__rd32(A.patch + 16), W = A.ctas * (kThreads / 32);
+  for (uint32_t j = local * (kThreads / 32) + warp; j < m; j += W) {
     if (A.e == 1)
-      apply_entry<1>(A, j, sh);
+      apply_entry<1>(A, j, sh.first[warp]);
     else if (A.e == 2)
-      apply_entry<2>(A, j, sh);
+      apply_entry<2>(A, j, sh.first[warp]);
     else
-      apply_entry<4>(A, j, sh);
-    __syncthreads();
+      apply_entry<4>(A, j, sh.first[warp]);
+    __syncwarp(); /* first[] reused */
   }
 }
 
@@ -717,10 +737,11 @@ extern "C" int rfk_cuda_delta_apply(const rfk_delta_target *t, int count, rfk_de
     uint32_t ctas = 0;
     for (int i = 0; i < m; i++) {
       const rfk_delta_target *g = &t[first + i];
-      /* CTAs: one per possible entry, at most 1024 (entries then stride) */
+      /* CTAs: a warp per possible entry, at most 4096 CTAs (warps then stride over the entries) */
       uint64_t most = g->len >= RFK_DELTA_HEADER ? (g->len - RFK_DELTA_HEADER) / RFK_DELTA_ENTRY : 0;
       uint32_t nch = rfk__nchunks(g->n), x = (uint32_t)(most < nch ? most : nch);
-      x = x < 1 ? 1 : x > 1024 ? 1024 : x;
+      x = (x + kThreads / 32 - 1) / (kThreads / 32);
+      x = x < 1 ? 1 : x > 4096 ? 4096 : x;
       pp->t[i] = app_target{(const uint8_t *)g->patch, (uint8_t *)g->dst, g->len, g->n, (uint32_t)g->esize, x};
       pp->first[i] = ctas;
       ctas += x;
