@@ -1,24 +1,29 @@
 /* delta.cu: CUDA versions of the delta patches (delta.h), writing the same bytes as delta_ref.c.
  * The format's leaf functions (digest terms, mode choice, every patch check) are delta_fmt.h's.
  *
- * Encode, one pass over next and old: a CTA of 256 threads takes one 16 KB chunk, each thread four
- * 16-byte pieces (piece p = q * 256 + thread, bytes [16p, 16p + 16): coalesced loads, all eight
- * issued before the first use). Per piece a mask of changed elements; one 64-bit block scan gives
- * the rank of every change in the chunk (four 16-bit lanes, one per q); tile counts by shared
- * atomics. Thread 0 picks the mode (rfk__choose) and finds where the record goes by decoupled
- * look-back (Merrill & Garland's single-pass scan): chunks take tickets in launch order, publish
- * their aggregate (entries, record bytes) at once, then walk back over predecessors of the same
- * region until one with an inclusive prefix, so the records of a region land back to back without
- * a second pass. Then the CTA writes its record (only when it ends within cap), copies the changed
- * pieces into old and adds its digest terms atomically (a sum mod 2^64: order-free). A second
- * kernel writes each region's header, padding and directory from the per-chunk scratch.
- * Apply: three launches per 256 targets: statuses reset; validation (the header by every CTA,
- * entries spread over up to 1024 CTAs per target, payload checks by all threads, the first
- * failure by atomicMin of its key); then the apply itself, which skips a target whose key is set
- * (one thread recomputes that status with rfk__explain) and otherwise writes every record's
- * elements, so a malformed patch writes nothing.
- * Digest: CTA per chunk, terms summed per warp, atomicAdd into out.
- * Test: build/test_kernels_gpu. Bench: bench/delta_bench.py (ninja bench_kernels). */
+ * Encode, one pass over next and old: a CTA of 256 threads per 16 KB chunk, taken as a ticket when
+ * the CTA starts (so every chunk's holder is running). The chunk's next and old bytes come into 32 KB
+ * of shared memory by cp.async (each thread its own 16-byte pieces, piece p = q * 256 + thread, q =
+ * 0..3, and reads back only those: no registers held while the loads fly, 6 CTAs per SM). Per piece
+ * a mask of changed elements (changed pieces go into old at once); warp scans of the packed counts
+ * (four 16-bit lanes, one per q) give the rank of every change, the tile counts and the full-tile
+ * flags after one barrier; every thread picks the mode (rfk__choose). The record's offset comes from
+ * a decoupled look-back (Merrill & Garland's single-pass scan): the chunk publishes its aggregate
+ * (entries, record bytes) at once, then warp 0 reads the states of the 128 chunks before it per
+ * round (relaxed loads: the state word carries all that is exchanged, so no fences) until one with
+ * an inclusive prefix; meanwhile the other threads build the record over the old half of the shared
+ * chunk, which is then copied out with 16-byte stores (only when it ends within cap). Digest terms
+ * and change counts are summed per CTA and added atomically into one of 8 slots per region, 128
+ * bytes apart (a sum mod 2^64: order-free).
+ * A second kernel writes each region's header, padding and directory from the per-chunk scratch.
+ * Apply: three launches per 256 targets: statuses reset; validation (the header by every CTA, one
+ * warp per directory entry, up to 4096 CTAs per target, the first failure by atomicMin of its key);
+ * then the apply itself, which skips a target whose key is set (one thread recomputes that status
+ * with rfk__explain) and otherwise writes every record's elements, a warp per entry, so a malformed
+ * patch writes nothing.
+ * Digest: CTA per 128 KB of a span, 8 pieces in flight per thread, one atomicAdd per CTA.
+ * Measurements and the versions before this one: kernels/NOTES.md.
+ * Test: build/test_delta_gpu. Bench: bench/delta_bench.py (ninja bench_kernels). */
 #include <cuda/atomic>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -51,7 +56,7 @@ struct enc_params {
   uint32_t *ticket;
   uint64_t *state;               /* per chunk */
   uint32_t *meta;                /* per chunk: mode << 24 | k */
-  unsigned long long *acc;       /* per region: digest terms, changed elements */
+  unsigned long long *acc;       /* per region, kAccSlots slots of kAccStride: digest terms, changed elements */
   rfk_delta_out *out;
   uint32_t first[RFK_CUDA_CHUNK + 1]; /* chunks (K1) or items (K2) before region i */
   enc_region r[RFK_CUDA_CHUNK];
@@ -70,15 +75,17 @@ __device__ __forceinline__ int find_region(const uint32_t *first, int count, uin
   return lo;
 }
 
-/* 16 bytes at off of a region of `bytes` bytes from base (zeros past the end) */
-__device__ __forceinline__ uint4 load_piece(const uint8_t *base, uint32_t off, uint32_t bytes, bool fast)
+/* 16 bytes at off of an n-byte region at p (zeros past the end); one vector load when p is 16-byte
+ * aligned and the piece lies inside */
+__device__ __forceinline__ uint4 load16(const uint8_t *p, uint64_t off, uint64_t n, bool aligned)
 {
-  if (fast)
-    return *(const uint4 *)(base + off);
+  if (aligned && off + 16 <= n)
+    return *(const uint4 *)(p + off);
   uint32_t w[4] = {0, 0, 0, 0};
+#pragma unroll
   for (uint32_t b = 0; b < 16; b++)
-    if (off + b < bytes)
-      w[b / 4] |= (uint32_t)base[off + b] << (8 * (b % 4));
+    if (off + b < n)
+      w[b / 4] |= (uint32_t)p[off + b] << (8 * (b % 4));
   return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
@@ -104,14 +111,15 @@ template <int E> __device__ __forceinline__ uint32_t change_mask(const uint4 &a,
   return m;
 }
 
-/* digest terms of the two words of a piece at byte offset off of an n-byte region */
-__device__ __forceinline__ uint64_t piece_terms(const uint4 &v, uint64_t off, uint64_t n)
+/* digest terms of the two words of the piece v at byte offset off (a multiple of 16) of an n-byte
+ * region; K = (off / 8 + 1) * PHI, so that callers step it by additions instead of multiplying */
+__device__ __forceinline__ uint64_t piece_terms(const uint4 &v, uint64_t off, uint64_t n, uint64_t K)
 {
   uint64_t s = 0;
   if (off < n)
-    s += rfk__term(v.x | (uint64_t)v.y << 32, off / 8);
+    s += rfk__fmix64((v.x | (uint64_t)v.y << 32) + K);
   if (off + 8 < n)
-    s += rfk__term(v.z | (uint64_t)v.w << 32, off / 8 + 1);
+    s += rfk__fmix64((v.z | (uint64_t)v.w << 32) + K + RFK__PHI);
   return s;
 }
 
@@ -120,54 +128,6 @@ __device__ __forceinline__ unsigned long long warp_sum(unsigned long long v)
   for (int o = 16; o > 0; o /= 2)
     v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
-}
-
-/* exclusive scan of v over the 256 threads; *total: the sum. sm: 8 words of shared memory. */
-__device__ __forceinline__ uint64_t block_scan(uint64_t v, uint64_t *total, uint64_t *sm)
-{
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  uint64_t x = v;
-#pragma unroll
-  for (int o = 1; o < 32; o *= 2) {
-    uint64_t y = __shfl_up_sync(0xffffffffu, x, o);
-    if (lane >= o)
-      x += y;
-  }
-  if (lane == 31)
-    sm[warp] = x;
-  __syncthreads();
-  if (warp == 0) {
-    uint64_t w = lane < 8 ? sm[lane] : 0;
-#pragma unroll
-    for (int o = 1; o < 8; o *= 2) {
-      uint64_t y = __shfl_up_sync(0xffffffffu, w, o);
-      if (lane >= o)
-        w += y;
-    }
-    if (lane < 8)
-      sm[lane] = w;
-  }
-  __syncthreads();
-  uint64_t before = warp ? sm[warp - 1] : 0;
-  *total = sm[7];
-  __syncthreads(); /* sm free again */
-  return before + x - v;
-}
-
-__device__ __forceinline__ void put(uint8_t *dst, uint32_t v, int nbytes)
-{
-  for (int b = 0; b < nbytes; b++)
-    dst[b] = (uint8_t)(v >> (8 * b));
-}
-
-/* value of element l (esize E) of a piece */
-template <int E> __device__ __forceinline__ uint32_t elem(const uint4 &v, int l)
-{
-  if (E == 4)
-    return word(v, l);
-  if (E == 2)
-    return word(v, l / 2) >> (16 * (l & 1)) & 0xffff;
-  return word(v, l / 4) >> (8 * (l & 3)) & 0xff;
 }
 
 /* store an element of esize E at an E-aligned address */
@@ -181,144 +141,296 @@ template <int E> __device__ __forceinline__ void store_elem(uint8_t *dst, uint32
     *dst = (uint8_t)v;
 }
 
+/* ---- encode ---- */
+/* One CTA per chunk, the chunk taken as a ticket when the CTA starts (so a chunk's holder is always
+ * running: its successors can wait for it). The chunk's next and old bytes go into 32 KB of shared
+ * memory (cp.async: no registers held while the loads are in flight, so RFK_ENC_CTAS CTAs fit per
+ * SM; each thread reads back only its own pieces); the record is built over the old half. */
+#ifndef RFK_ENC_CTAS
+#define RFK_ENC_CTAS 6
+#endif
+#ifndef RFK_ENC_LB
+#define RFK_ENC_LB 4 /* chunk states per lane and round of the look-back: 32 x 4 = 128 chunks */
+#endif
+constexpr int kEncCtas = RFK_ENC_CTAS, kLb = RFK_ENC_LB;
+constexpr int kAccSlots = 8; /* per region: digest and change-count sums, 128 bytes apart (chunk % 8) */
+constexpr int kAccStride = 16; /* u64 per slot */
+
+__device__ __forceinline__ uint64_t load_state(const uint64_t *p)
+{
+  return cuda::atomic_ref<const uint64_t, cuda::thread_scope_device>(*p).load(cuda::memory_order_relaxed);
+}
+__device__ __forceinline__ void store_state(uint64_t *p, uint64_t v)
+{
+  cuda::atomic_ref<uint64_t, cuda::thread_scope_device>(*p).store(v, cuda::memory_order_relaxed);
+}
+
+__device__ __forceinline__ void cp_async16(uint4 *dst, const void *src)
+{
+  const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
 struct enc_shared {
-  uint64_t scan[8];
-  uint32_t tile[64]; /* changes per 256-element tile */
-  uint32_t ticket, mode, k, write, tmax;
-  uint64_t before; /* entries << 42 | record bytes of the region's earlier chunks */
+  uint4 slot[8 * kThreads];      /* pieces q * 256 + t of next at [q * 256 + t], of old at [(4 + q) * 256 + t] */
+  unsigned long long warp[8][2]; /* per warp, packed change counts (16 bits per q): inclusive scan at lanes 15, 31 */
+  unsigned long long dig[8];     /* per warp: digest terms */
+  uint32_t full[8];              /* per warp, bit q: its pieces at q form full tiles (esize 4: half tiles) */
+  uint32_t ticket;
+  uint64_t before;               /* the look-back's result: entries << 42 | record bytes before the chunk */
 };
 
-template <int E> __device__ void encode_chunk(const enc_params &p, int ri, uint32_t c, enc_shared &sh)
+/* `size` bytes from the shared record rec (16-byte aligned, readable 20 bytes past size) to dst (any
+ * alignment): 16-byte stores in between, bytes at both ends; nothing outside [dst, dst + size) */
+__device__ __forceinline__ void copy_out(uint8_t *dst, const uint8_t *rec, uint32_t size)
+{
+  const uint32_t t = threadIdx.x, head = min((uint32_t)(-(uintptr_t)dst & 15), size);
+  const uint32_t vecs = (size - head) / 16, tail = head + 16 * vecs;
+  const uint32_t *r32 = (const uint32_t *)rec;
+  for (uint32_t v = t; v < vecs; v += kThreads) {
+    const uint32_t o = head + 16 * v, w = o / 4, s = 8 * (o & 3);
+    const uint32_t x0 = r32[w], x1 = r32[w + 1], x2 = r32[w + 2], x3 = r32[w + 3], x4 = r32[w + 4];
+    *(uint4 *)(dst + o) = make_uint4(__funnelshift_r(x0, x1, s), __funnelshift_r(x1, x2, s), __funnelshift_r(x2, x3, s),
+                                     __funnelshift_r(x3, x4, s));
+  }
+  if (t < head)
+    dst[t] = rec[t];
+  if (t < size - tail)
+    dst[tail + t] = rec[tail + t];
+}
+
+/* Chunk c of region ri. Two barriers: B after the warp scans (counts, tile flags, digest sums),
+ * B2 after the record is built and the look-back is done. */
+template <int E> __device__ __forceinline__ void encode_chunk(const enc_params &p, int ri, uint32_t c, enc_shared &sh)
 {
   const enc_region &R = p.r[ri];
-  constexpr int EPP = 16 / E; /* elements per piece */
-  const int t = threadIdx.x;
+  constexpr int EPP = 16 / E;                /* elements per piece */
+  constexpr uint32_t FULL = (1u << EPP) - 1; /* mask of a piece whose elements all changed */
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
   const uint64_t base = (uint64_t)c * kChunk;
   const uint32_t bytes = (uint32_t)(R.n - base < kChunk ? R.n - base : kChunk), elems = bytes / E;
   const bool fast = R.aligned && bytes == kChunk;
-  uint4 a[4], b[4];
-#pragma unroll
-  for (int q = 0; q < 4; q++) {
-    a[q] = load_piece(R.next + base, 16 * (q * kThreads + t), bytes, fast);
-    b[q] = load_piece(R.old + base, 16 * (q * kThreads + t), bytes, fast);
-  }
-  if (t < 64)
-    sh.tile[t] = 0;
-  uint32_t mask[4];
-  uint64_t lanes = 0;
-  unsigned long long dsum = 0;
-#pragma unroll
-  for (int q = 0; q < 4; q++) {
-    mask[q] = change_mask<E>(a[q], b[q]);
-    lanes |= (uint64_t)__popc(mask[q]) << (16 * q);
-    dsum += piece_terms(a[q], base + 16 * (q * kThreads + t), R.n);
-  }
-  dsum = warp_sum(dsum);
-  if ((t & 31) == 0)
-    atomicAdd(&p.acc[2 * ri], dsum);
-  uint64_t total;
-  const uint64_t excl = block_scan(lanes, &total, sh.scan); /* also orders sh.tile's reset */
-#pragma unroll
-  for (int q = 0; q < 4; q++)
-    if (mask[q])
-      atomicAdd(&sh.tile[(q * kThreads + t) / (16 * E)], __popc(mask[q]));
-  __syncthreads();
-  const uint32_t k = (uint32_t)((total & 0xffff) + (total >> 16 & 0xffff) + (total >> 32 & 0xffff) + (total >> 48));
-  uint32_t mx = 0; /* the largest tile count: warps 0 and 1, 64 tiles */
-  if (t < 64) {
-    mx = __reduce_max_sync(0xffffffffu, sh.tile[t]);
-    if (t == 32)
-      sh.tmax = mx;
-  }
-  /* old := next, changed pieces only (needs nothing of the look-back: in flight meanwhile) */
-#pragma unroll
-  for (int q = 0; q < 4; q++) {
-    if (!mask[q])
-      continue;
-    const uint32_t off = 16 * (q * kThreads + t);
-    if (fast) {
-      *(uint4 *)(R.old + base + off) = a[q];
-    } else {
-      for (uint32_t m = mask[q]; m; m &= m - 1) {
-        const int l = __ffs(m) - 1;
-        for (int bb = 0; bb < E; bb++)
-          R.old[base + off + l * E + bb] = (uint8_t)byte_at(a[q], l * E + bb);
-      }
-    }
-  }
-  __syncthreads();
-  if (t == 0) {
-    mx = max(mx, sh.tmax);
-    const uint32_t mode = rfk__choose(k, mx, elems, E);
-    const uint64_t size = k ? rfk__record_size(mode, k, elems, E) : 0;
-    const uint64_t agg = (uint64_t)(k > 0) << kEntShift | size;
-    uint64_t *st = p.state + R.chunk0;
-    uint64_t before = 0;
-    if (c == 0) {
-      cuda::atomic_ref<uint64_t, cuda::thread_scope_device>(st[0]).store(kFlagPre | agg, cuda::memory_order_release);
-    } else {
-      cuda::atomic_ref<uint64_t, cuda::thread_scope_device>(st[c]).store(kFlagAgg | agg, cuda::memory_order_release);
-      for (uint32_t pc = c - 1;; pc--) {
-        uint64_t v;
-        while (!((v = cuda::atomic_ref<uint64_t, cuda::thread_scope_device>(st[pc]).load(cuda::memory_order_acquire)) >> 62))
-          __nanosleep(20);
-        before += v & kVal;
-        if (v >> 62 == 2)
-          break;
-      }
-      cuda::atomic_ref<uint64_t, cuda::thread_scope_device>(st[c]).store(kFlagPre | (before + agg), cuda::memory_order_release);
-    }
-    p.meta[R.chunk0 + c] = mode << 24 | k;
-    if (k)
-      atomicAdd(&p.acc[2 * ri + 1], (unsigned long long)k);
-    sh.mode = mode, sh.k = k, sh.before = before;
-    sh.write = k && RFK_DELTA_HEADER + (before & kBytes) + size <= R.cap;
-  }
-  __syncthreads();
-  if (!sh.k)
-    return;
-  const uint32_t mode = sh.mode, T = rfk__tiles(elems), B = (elems + 7) / 8;
-  if (sh.write) {
-    uint8_t *rec = R.patch + RFK_DELTA_HEADER + (sh.before & kBytes);
-    const uint32_t vals = mode == RFK_DELTA_LIST ? 2 * k : mode == RFK_DELTA_TILES ? T + k : B;
-    uint32_t rank = 0; /* changes in the pieces before q, over the whole chunk */
+  uint4 *slot = sh.slot;
+  if (fast) {
 #pragma unroll
     for (int q = 0; q < 4; q++) {
-      const uint32_t pc = q * kThreads + t, e0 = pc * EPP; /* first element of the piece */
+      const uint32_t pc = q * kThreads + t;
+      cp_async16(slot + pc, R.next + base + 16 * pc);
+      cp_async16(slot + 4 * kThreads + pc, R.old + base + 16 * pc);
+    }
+    cp_async_wait_all();
+  }
+  uint32_t mask[4];
+  uint64_t lanes = 0;
+  unsigned long long terms = 0;
+  uint64_t K = ((base >> 3) + 2 * t + 1) * RFK__PHI;
+#pragma unroll
+  for (int q = 0; q < 4; q++) {
+    const uint32_t pc = q * kThreads + t, off = 16 * pc;
+    uint4 a, b;
+    if (fast) {
+      a = slot[pc], b = slot[4 * kThreads + pc];
+    } else { /* next kept in shared memory for the record, as on the fast path */
+      a = load16(R.next + base, off, bytes, R.aligned), b = load16(R.old + base, off, bytes, R.aligned);
+      slot[pc] = a;
+    }
+    mask[q] = change_mask<E>(a, b);
+    lanes |= (uint64_t)__popc(mask[q]) << (16 * q);
+    terms += piece_terms(a, base + off, R.n, K);
+    K += 2 * kThreads * RFK__PHI; /* the next q: 512 words on */
+    if (mask[q]) { /* old := next, changed pieces only (16-byte stores when aligned, else the changed elements) */
+      if (R.aligned && off + 16 <= bytes) {
+        *(uint4 *)(R.old + base + off) = a;
+      } else {
+        for (uint32_t m = mask[q]; m; m &= m - 1) {
+          const int l = __ffs(m) - 1;
+          for (int bb = 0; bb < E; bb++)
+            R.old[base + off + l * E + bb] = (uint8_t)byte_at(a, l * E + bb);
+        }
+      }
+    }
+  }
+  /* warp scan of the packed counts (pieces in order p = q * 256 + t: lanes per q) */
+  uint64_t incl = lanes;
+#pragma unroll
+  for (int o = 1; o < 32; o *= 2) {
+    const uint64_t y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o)
+      incl += y;
+  }
+  if (lane == 15)
+    sh.warp[warp][0] = incl;
+  if (lane == 31)
+    sh.warp[warp][1] = incl;
+  /* full tiles: 256 elements = 16 E pieces of one q (esize 1: half a warp, 2: a warp, 4: two warps) */
+  uint32_t fb = 0;
+#pragma unroll
+  for (int q = 0; q < 4; q++) {
+    const uint32_t bal = __ballot_sync(0xffffffffu, mask[q] == FULL);
+    const bool f = E == 1 ? (bal & 0xffffu) == 0xffffu || bal >> 16 == 0xffffu : bal == 0xffffffffu;
+    fb |= (uint32_t)f << q;
+  }
+  terms = warp_sum(terms);
+  if (lane == 0)
+    sh.full[warp] = fb, sh.dig[warp] = terms;
+  __syncthreads(); /* B */
+  uint64_t pre = 0, tot = 0;
+#pragma unroll
+  for (int w = 0; w < 8; w++) {
+    const uint64_t v = sh.warp[w][1];
+    pre += w < warp ? v : 0;
+    tot += v;
+  }
+  const uint32_t k = (uint32_t)((tot & 0xffff) + (tot >> 16 & 0xffff) + (tot >> 32 & 0xffff) + (tot >> 48));
+  uint32_t anyfull = 0;
+#pragma unroll
+  for (int w = 0; w < 8; w++)
+    anyfull |= E == 4 ? (w % 2 ? 0 : sh.full[w] & sh.full[w + 1]) : sh.full[w];
+  /* rfk__choose compares the largest tile count with 256 only */
+  const uint32_t mode = rfk__choose(k, anyfull ? RFK_DELTA_TILE : 0, elems, E);
+  const uint32_t size = k ? (uint32_t)rfk__record_size(mode, k, elems, E) : 0;
+  /* publish the aggregate at once, then look back (warp 0: 32 x kLb predecessors per round, lane l
+   * reads chunks c - 1 - kLb l .. c - kLb (l + 1); before the region's start counts as a prefix of 0) */
+  const uint64_t agg = (uint64_t)(k > 0) << kEntShift | size;
+  uint64_t *st = p.state + R.chunk0;
+  uint64_t lb[kLb];
+  if (warp == 0) {
+    if (lane == 0) {
+      store_state(&st[c], (c == 0 ? kFlagPre : kFlagAgg) | agg);
+      unsigned long long d = 0;
+#pragma unroll
+      for (int w = 0; w < 8; w++)
+        d += sh.dig[w];
+      unsigned long long *acc = p.acc + ((uint64_t)ri * kAccSlots + c % kAccSlots) * kAccStride;
+      atomicAdd(&acc[0], d);
+      if (k)
+        atomicAdd(&acc[1], (unsigned long long)k);
+    }
+#pragma unroll
+    for (int j = 0; j < kLb; j++) {
+      const int64_t idx = (int64_t)c - 1 - (kLb * lane + j);
+      lb[j] = idx >= 0 ? load_state(&st[idx]) : kFlagPre;
+    }
+  }
+  /* the record, over the old half of the shared chunk (every thread is done with old since B);
+   * skipped when it cannot fit whatever comes before it */
+  uint8_t *rec = (uint8_t *)(slot + 4 * kThreads);
+  if (k && RFK_DELTA_HEADER + (uint64_t)size <= R.cap) {
+    const uint32_t T = rfk__tiles(elems), B = (elems + 7) / 8;
+    const uint32_t vals = mode == RFK_DELTA_LIST ? 2 * k : mode == RFK_DELTA_TILES ? T + k : B;
+    const uint64_t ex = pre + incl - lanes; /* per q: changes before this piece among pieces q * 256 + 0 .. */
+    uint32_t qbase = 0;                      /* changes in the pieces of earlier q */
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+      const uint32_t pc = q * kThreads + t, e0 = pc * EPP;
       if (mode == RFK_DELTA_DENSE) {
-        for (uint32_t bb = 0; bb < 16 && 16 * pc + bb < bytes; bb++)
-          rec[16 * pc + bb] = (uint8_t)byte_at(a[q], bb);
+        if (16 * pc < bytes)
+          ((uint4 *)rec)[pc] = slot[pc];
       } else {
         if (mode == RFK_DELTA_BITMAP) {
           if (E == 4) { /* two pieces per bitmap byte: the even one writes it */
-            uint32_t other = __shfl_xor_sync(0xffffffffu, mask[q], 1);
+            const uint32_t other = __shfl_xor_sync(0xffffffffu, mask[q], 1);
             if (!(t & 1) && e0 / 8 < B)
               rec[e0 / 8] = (uint8_t)(mask[q] | other << 4);
           } else {
-            for (int bb = 0; bb < (E == 1 ? 2 : 1); bb++) /* EPP / 8 bytes */
+#pragma unroll
+            for (int bb = 0; bb < EPP / 8; bb++)
               if (e0 / 8 + bb < B)
                 rec[e0 / 8 + bb] = (uint8_t)(mask[q] >> (8 * bb));
           }
         }
-        if (mode == RFK_DELTA_TILES && pc % (16 * E) == 0 && pc / (16 * E) < T)
-          rec[pc / (16 * E)] = (uint8_t)sh.tile[pc / (16 * E)];
-        uint32_t r = rank + (uint32_t)(excl >> (16 * q) & 0xffff);
-        for (uint32_t m = mask[q]; m; m &= m - 1, r++) {
-          const int l = __ffs(m) - 1;
-          const uint32_t i = e0 + l;
-          if (mode == RFK_DELTA_LIST)
-            put(rec + 2 * r, i, 2);
-          else if (mode == RFK_DELTA_TILES)
-            rec[T + r] = (uint8_t)(i % RFK_DELTA_TILE);
-          put(rec + vals + (uint64_t)r * E, elem<E>(a[q], l), E);
+        if (mask[q]) {
+          const uint4 a = slot[pc];
+          uint32_t r = qbase + (uint32_t)(ex >> (16 * q) & 0xffff);
+          for (uint32_t m = mask[q]; m; m &= m - 1, r++) {
+            const int l = __ffs(m) - 1;
+            const uint32_t i = e0 + l;
+            if (mode == RFK_DELTA_LIST)
+              *(uint16_t *)(rec + 2 * r) = (uint16_t)i;
+            else if (mode == RFK_DELTA_TILES)
+              rec[T + r] = (uint8_t)(i % RFK_DELTA_TILE);
+#pragma unroll
+            for (int bb = 0; bb < E; bb++)
+              rec[vals + r * E + bb] = (uint8_t)byte_at(a, l * E + bb);
+          }
         }
       }
-      rank += (uint32_t)(total >> (16 * q) & 0xffff);
+      qbase += (uint32_t)(tot >> (16 * q) & 0xffff);
+    }
+    if (mode == RFK_DELTA_TILES && (uint32_t)t < T) { /* tile j's count from the warp scans */
+      uint64_t v;
+      int q;
+      if (E == 1) {
+        q = t / 16;
+        const int w = t % 16 / 2;
+        v = t % 2 ? sh.warp[w][1] - sh.warp[w][0] : sh.warp[w][0];
+      } else if (E == 2) {
+        q = t / 8;
+        v = sh.warp[t % 8][1];
+      } else {
+        q = t / 4;
+        v = sh.warp[2 * (t % 4)][1] + sh.warp[2 * (t % 4) + 1][1];
+      }
+      rec[t] = (uint8_t)(v >> (16 * q));
     }
   }
+  if (warp == 0) {
+    uint64_t before = 0;
+    if (c > 0) {
+      for (int64_t hi = c;;) {
+        for (;;) { /* every chunk of the window published at least its aggregate */
+          bool zero = false;
+#pragma unroll
+          for (int j = 0; j < kLb; j++)
+            zero |= !(lb[j] >> 62);
+          if (!__any_sync(0xffffffffu, zero))
+            break;
+          __nanosleep(32);
+#pragma unroll
+          for (int j = 0; j < kLb; j++)
+            if (!(lb[j] >> 62))
+              lb[j] = load_state(&st[hi - 1 - (kLb * lane + j)]);
+        }
+        uint64_t all = 0, upto = 0; /* upto: through this lane's nearest inclusive prefix */
+        bool found = false;
+#pragma unroll
+        for (int j = 0; j < kLb; j++) {
+          all += lb[j] & kVal;
+          if (!found) {
+            upto += lb[j] & kVal;
+            found = lb[j] >> 62 == 2;
+          }
+        }
+        const uint32_t bal = __ballot_sync(0xffffffffu, found);
+        if (bal) {
+          const int first = __ffs(bal) - 1;
+          before += warp_sum(lane < first ? all : lane == first ? upto : 0);
+          break;
+        }
+        before += warp_sum(all);
+        hi -= kLb * 32;
+#pragma unroll
+        for (int j = 0; j < kLb; j++) {
+          const int64_t idx = hi - 1 - (kLb * lane + j);
+          lb[j] = idx >= 0 ? load_state(&st[idx]) : kFlagPre;
+        }
+      }
+      if (lane == 0)
+        store_state(&st[c], kFlagPre | (before + agg));
+    }
+    if (lane == 0) {
+      p.meta[R.chunk0 + c] = mode << 24 | k;
+      sh.before = before;
+    }
+  }
+  __syncthreads(); /* B2 */
+  const uint64_t off = sh.before & kBytes;
+  if (k && RFK_DELTA_HEADER + off + size <= R.cap) /* records that fit are written, as in delta_ref.c */
+    copy_out(R.patch + RFK_DELTA_HEADER + off, rec, size);
 }
 
-__global__ void __launch_bounds__(kThreads) encode_kernel(const __grid_constant__ enc_params p)
+__global__ void __launch_bounds__(kThreads, kEncCtas) encode_kernel(const __grid_constant__ enc_params p)
 {
   __shared__ enc_shared sh;
   if (threadIdx.x == 0)
@@ -351,8 +463,11 @@ __global__ void __launch_bounds__(kThreads) finish_kernel(const __grid_constant_
   const bool fits = size <= R.cap;
   if (item == 0) {
     rfk_delta_out o;
-    o.digest = p.acc[2 * ri] + rfk__len_term(R.n);
-    o.size = size, o.changed = p.acc[2 * ri + 1], o.entries = m;
+    const unsigned long long *acc = p.acc + (uint64_t)ri * kAccSlots * kAccStride;
+    o.digest = rfk__len_term(R.n), o.changed = 0;
+    for (int j = 0; j < kAccSlots; j++)
+      o.digest += acc[j * kAccStride], o.changed += acc[j * kAccStride + 1];
+    o.size = size, o.entries = m;
     o.status = fits ? RFK_OK : RFK_DELTA_OVERFLOW;
     p.out[ri] = o;
     if (!fits)
@@ -404,19 +519,63 @@ __device__ __forceinline__ void fail_key(rfk_delta_status *st, uint64_t key)
 }
 
 struct val_shared {
-  uint64_t scan[8];
-  uint32_t first[65]; /* TILES: changes in the tiles before t */
-  int go, payload;
+  uint32_t first[kThreads / 32][65]; /* per warp, TILES: changes in the tiles before t */
+  int go;
 };
 
+/* exclusive scan of v over the warp; *total: the sum */
+__device__ __forceinline__ uint32_t warp_excl(uint32_t v, uint32_t *total)
+{
+  const int lane = threadIdx.x & 31;
+  uint32_t x = v;
+#pragma unroll
+  for (int o = 1; o < 32; o *= 2) {
+    const uint32_t y = __shfl_up_sync(0xffffffffu, x, o);
+    if (lane >= o)
+      x += y;
+  }
+  *total = __shfl_sync(0xffffffffu, x, 31);
+  return x - v;
+}
+
+/* a TILES record's counts (T <= 64 tiles): first[t] = changes in the tiles before t, t < 64;
+ * returns their sum. Lane l takes tiles l and 32 + l. */
+__device__ __forceinline__ uint32_t tile_firsts(const uint8_t *rec, uint32_t T, uint32_t *first)
+{
+  const uint32_t lane = threadIdx.x & 31;
+  uint32_t t0, t1;
+  const uint32_t e0 = warp_excl(lane < T ? rec[lane] : 0, &t0);
+  const uint32_t e1 = warp_excl(32 + lane < T ? rec[32 + lane] : 0, &t1);
+  first[lane] = e0, first[32 + lane] = t0 + e1;
+  __syncwarp();
+  return t0 + t1;
+}
+
+/* the tile of change q: the largest t < T with first[t] <= q */
+__device__ __forceinline__ uint32_t tile_of(const uint32_t *first, uint32_t T, uint32_t q)
+{
+  uint32_t lo = 0, hi = T - 1;
+  while (lo < hi) {
+    const uint32_t mid = (lo + hi + 1) / 2;
+    if (first[mid] <= q)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
+
+/* Validation: one warp per directory entry (a target's warps stride over its entries; every CTA
+ * checks the header first). Every check of the entry that can fail sets its key; atomicMin keeps
+ * the first by (entry, check, position), the check delta_ref.c stops at. */
 __global__ void __launch_bounds__(kThreads) validate_kernel(const __grid_constant__ app_params p)
 {
   __shared__ val_shared sh;
   const int ti = find_region(p.first, p.count, blockIdx.x);
   const app_target &A = p.t[ti];
-  const uint32_t local = blockIdx.x - p.first[ti], t = threadIdx.x;
+  const uint32_t local = blockIdx.x - p.first[ti], lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   rfk_delta_status *st = &p.st[ti];
-  if (t == 0) {
+  if (threadIdx.x == 0) {
     rfk_delta_status s;
     sh.go = !rfk__check_header(A.patch, A.len, A.n, A.e, &s);
     if (!sh.go && local == 0)
@@ -425,129 +584,105 @@ __global__ void __launch_bounds__(kThreads) validate_kernel(const __grid_constan
   __syncthreads();
   if (!sh.go)
     return;
-  const uint32_t m = rfk__rd32(A.patch + 16);
-  for (uint32_t j = local; j < m; j += A.ctas) {
-    if (t == 0) {
+  const uint32_t m = rfk__rd32(A.patch + 16), W = A.ctas * (kThreads / 32);
+  uint32_t *first = sh.first[warp];
+  for (uint32_t j = local * (kThreads / 32) + warp; j < m; j += W) {
+    int payload_ok = 0;
+    if (lane == 0) {
       rfk_delta_status s;
-      int payload_ok;
       if (rfk__check_entry(A.patch, A.n, A.e, j, &s, &payload_ok))
         fail_key(st, s.key), payload_ok = 0;
-      sh.payload = payload_ok;
     }
-    __syncthreads();
-    if (sh.payload) {
-      const rfk__entry r = rfk__read_entry(A.patch, A.n, A.e, j);
-      const uint8_t *rec = rfk__record(A.patch, &r);
-      const uint32_t T = rfk__tiles(r.elems), B = (r.elems + 7) / 8;
-      uint64_t got, want, total;
-      int index_ok = r.mode == RFK_DELTA_LIST;
-      if (r.mode == RFK_DELTA_TILES) {
-        uint64_t bad = 0;
-        if (t < T && rfk__check_pos(rec, &r, RFK_DC_TILE, t, 0, 0, &got, &want))
-          fail_key(st, rfk__key(j + 1, RFK_DC_TILE, t)), bad = 1;
-        const uint64_t before = block_scan((t < T ? rec[t] : 0) | bad << 32, &total, sh.scan);
-        if (t <= T)
-          sh.first[t] = (uint32_t)before;
-        if (t == 0 && !(total >> 32) && (total & 0xffffffffu) != r.k)
-          fail_key(st, rfk__key(j + 1, RFK_DC_TILESUM, 0));
-        index_ok = !(total >> 32) && (total & 0xffffffffu) == r.k;
-        __syncthreads();
-      }
-      if (r.mode == RFK_DELTA_BITMAP) {
-        if (t == 0 && rfk__check_pos(rec, &r, RFK_DC_BITPAD, B - 1, 0, 0, &got, &want))
-          fail_key(st, rfk__key(j + 1, RFK_DC_BITPAD, B - 1));
-        uint64_t bits = 0;
-        for (uint32_t b = t; b < B; b += kThreads)
-          bits += __popc(rec[b]);
-        block_scan(bits, &total, sh.scan);
-        if (t == 0 && total != r.k)
-          fail_key(st, rfk__key(j + 1, RFK_DC_BITS, 0));
-      }
-      if (index_ok)
-        for (uint32_t q = t; q < r.k; q += kThreads) {
-          uint32_t tile = 0;
-          if (r.mode == RFK_DELTA_TILES) { /* largest tile with first <= q */
-            uint32_t lo = 0, hi = T - 1;
-            while (lo < hi) {
-              uint32_t mid = (lo + hi + 1) / 2;
-              if (sh.first[mid] <= q)
-                lo = mid;
-              else
-                hi = mid - 1;
-            }
-            tile = lo;
+    if (!__shfl_sync(0xffffffffu, payload_ok, 0))
+      continue;
+    const rfk__entry r = rfk__read_entry(A.patch, A.n, A.e, j);
+    const uint8_t *rec = rfk__record(A.patch, &r);
+    const uint32_t T = rfk__tiles(r.elems), B = (r.elems + 7) / 8;
+    uint64_t got, want;
+    bool index_ok = r.mode == RFK_DELTA_LIST;
+    if (r.mode == RFK_DELTA_TILES) {
+      bool bad = false;
+      for (uint32_t t = lane; t < T; t += 32)
+        if (rfk__check_pos(rec, &r, RFK_DC_TILE, t, 0, 0, &got, &want))
+          fail_key(st, rfk__key(j + 1, RFK_DC_TILE, t)), bad = true;
+      bad = __any_sync(0xffffffffu, bad);
+      const uint32_t sum = tile_firsts(rec, T, first);
+      if (lane == 0 && !bad && sum != r.k)
+        fail_key(st, rfk__key(j + 1, RFK_DC_TILESUM, 0));
+      index_ok = !bad && sum == r.k;
+    }
+    if (r.mode == RFK_DELTA_BITMAP) {
+      if (lane == 0 && rfk__check_pos(rec, &r, RFK_DC_BITPAD, B - 1, 0, 0, &got, &want))
+        fail_key(st, rfk__key(j + 1, RFK_DC_BITPAD, B - 1));
+      uint32_t bits = 0;
+      for (uint32_t b = lane; b < B; b += 32)
+        bits += __popc(rec[b]);
+      uint32_t total;
+      warp_excl(bits, &total);
+      if (lane == 0 && total != r.k)
+        fail_key(st, rfk__key(j + 1, RFK_DC_BITS, 0));
+    }
+    if (index_ok)
+      for (uint32_t q = lane; q < r.k; q += 32) {
+        const uint32_t tile = r.mode == RFK_DELTA_TILES ? tile_of(first, T, q) : 0;
+        for (uint32_t code = RFK_DC_INDEX; code <= RFK_DC_INCREASING; code++)
+          if (rfk__check_pos(rec, &r, code, q, tile, r.mode == RFK_DELTA_TILES ? first[tile] : 0, &got, &want)) {
+            fail_key(st, rfk__key(j + 1, code, q));
+            break;
           }
-          for (uint32_t code = RFK_DC_INDEX; code <= RFK_DC_INCREASING; code++)
-            if (rfk__check_pos(rec, &r, code, q, tile, r.mode == RFK_DELTA_TILES ? sh.first[tile] : 0, &got, &want)) {
-              fail_key(st, rfk__key(j + 1, code, q));
-              break;
-            }
-        }
-    }
-    __syncthreads(); /* sh reused by the next entry */
+      }
+    __syncwarp(); /* first[] reused by the warp's next entry */
   }
 }
 
-template <int E> __device__ void apply_entry(const app_target &A, uint32_t j, val_shared &sh)
+/* element q's value (esize E) at vals, any alignment */
+template <int E> __device__ __forceinline__ uint32_t rd_val(const uint8_t *vals, uint32_t q)
+{
+  uint32_t v = 0;
+#pragma unroll
+  for (int b = 0; b < E; b++)
+    v |= (uint32_t)vals[q * E + b] << (8 * b);
+  return v;
+}
+
+/* entry j of a valid patch, by one warp */
+template <int E> __device__ void apply_entry(const app_target &A, uint32_t j, uint32_t *first)
 {
   const rfk__entry r = rfk__read_entry(A.patch, A.n, E, j);
   const uint8_t *rec = rfk__record(A.patch, &r);
   uint8_t *base = A.dst + (uint64_t)r.chunk * kChunk;
-  const uint32_t t = threadIdx.x, k = r.k, T = rfk__tiles(r.elems), B = (r.elems + 7) / 8;
+  const uint32_t lane = threadIdx.x & 31, k = r.k, T = rfk__tiles(r.elems), B = (r.elems + 7) / 8;
   if (r.mode == RFK_DELTA_DENSE) {
     const uint32_t bytes = r.elems * E;
     if ((((uintptr_t)rec | (uintptr_t)base) & 15) == 0) {
-      for (uint32_t i = t; i < bytes / 16; i += kThreads)
+      for (uint32_t i = lane; i < bytes / 16; i += 32)
         ((uint4 *)base)[i] = ((const uint4 *)rec)[i];
-      for (uint32_t i = bytes / 16 * 16 + t; i < bytes; i += kThreads)
+      for (uint32_t i = bytes / 16 * 16 + lane; i < bytes; i += 32)
         base[i] = rec[i];
     } else {
-      for (uint32_t i = t; i < bytes; i += kThreads)
+      for (uint32_t i = lane; i < bytes; i += 32)
         base[i] = rec[i];
     }
   } else if (r.mode == RFK_DELTA_LIST) {
-    for (uint32_t q = t; q < k; q += kThreads) {
+    for (uint32_t q = lane; q < k; q += 32) {
       const uint32_t i = rec[2 * q] | (uint32_t)rec[2 * q + 1] << 8;
-      uint32_t v = 0;
-      for (int b = 0; b < E; b++)
-        v |= (uint32_t)rec[2 * k + q * E + b] << (8 * b);
-      store_elem<E>(base + (uint64_t)i * E, v);
+      store_elem<E>(base + (uint64_t)i * E, rd_val<E>(rec + 2 * k, q));
     }
   } else if (r.mode == RFK_DELTA_TILES) {
-    uint64_t total;
-    const uint64_t before = block_scan(t < T ? rec[t] : 0, &total, sh.scan);
-    if (t < T)
-      sh.first[t] = (uint32_t)before;
-    __syncthreads();
-    for (uint32_t q = t; q < k; q += kThreads) {
-      uint32_t lo = 0, hi = T - 1;
-      while (lo < hi) {
-        uint32_t mid = (lo + hi + 1) / 2;
-        if (sh.first[mid] <= q)
-          lo = mid;
-        else
-          hi = mid - 1;
-      }
-      uint32_t v = 0;
-      for (int b = 0; b < E; b++)
-        v |= (uint32_t)rec[T + k + q * E + b] << (8 * b);
-      store_elem<E>(base + ((uint64_t)lo * RFK_DELTA_TILE + rec[T + q]) * E, v);
+    tile_firsts(rec, T, first);
+    for (uint32_t q = lane; q < k; q += 32) {
+      const uint32_t tile = tile_of(first, T, q);
+      store_elem<E>(base + ((uint64_t)tile * RFK_DELTA_TILE + rec[T + q]) * E, rd_val<E>(rec + T + k, q));
     }
-  } else { /* BITMAP: thread t takes bitmap bytes [t * 8/E, (t + 1) * 8/E), the encoder's layout */
-    constexpr uint32_t BPT = 8 / E;
-    uint32_t bits = 0;
-    for (uint32_t b = t * BPT; b < (t + 1) * BPT && b < B; b++)
+  } else { /* BITMAP: lane l takes the bitmap bytes [l * L, (l + 1) * L) */
+    const uint32_t L = (B + 31) / 32, b0 = lane * L, b1 = b0 + L < B ? b0 + L : B;
+    uint32_t bits = 0, total;
+    for (uint32_t b = b0; b < b1; b++)
       bits += __popc(rec[b]);
-    uint64_t total;
-    uint32_t q = (uint32_t)block_scan(bits, &total, sh.scan);
-    for (uint32_t b = t * BPT; b < (t + 1) * BPT && b < B; b++)
-      for (uint32_t m = rec[b]; m; m &= m - 1, q++) {
-        const uint32_t i = b * 8 + __ffs(m) - 1;
-        uint32_t v = 0;
-        for (int bb = 0; bb < E; bb++)
-          v |= (uint32_t)rec[B + q * E + bb] << (8 * bb);
-        store_elem<E>(base + (uint64_t)i * E, v);
-      }
+    uint32_t q = warp_excl(bits, &total);
+    for (uint32_t b = b0; b < b1; b++)
+      for (uint32_t m = rec[b]; m; m &= m - 1, q++)
+        store_elem<E>(base + (uint64_t)(b * 8 + __ffs(m) - 1) * E, rd_val<E>(rec + B, q));
   }
 }
 
@@ -556,7 +691,7 @@ __global__ void __launch_bounds__(kThreads) apply_kernel(const __grid_constant__
   __shared__ val_shared sh;
   const int ti = find_region(p.first, p.count, blockIdx.x);
   const app_target &A = p.t[ti];
-  const uint32_t local = blockIdx.x - p.first[ti];
+  const uint32_t local = blockIdx.x - p.first[ti], warp = threadIdx.x >> 5;
   rfk_delta_status *st = &p.st[ti];
   const uint64_t key = st->key;
   if (key != ~0ull) {
@@ -567,15 +702,15 @@ __global__ void __launch_bounds__(kThreads) apply_kernel(const __grid_constant__
     }
     return;
   }
-  const uint32_t m = rfk__rd32(A.patch + 16);
-  for (uint32_t j = local; j < m; j += A.ctas) {
+  const uint32_t m = rfk__rd32(A.patch + 16), W = A.ctas * (kThreads / 32);
+  for (uint32_t j = local * (kThreads / 32) + warp; j < m; j += W) {
     if (A.e == 1)
-      apply_entry<1>(A, j, sh);
+      apply_entry<1>(A, j, sh.first[warp]);
     else if (A.e == 2)
-      apply_entry<2>(A, j, sh);
+      apply_entry<2>(A, j, sh.first[warp]);
     else
-      apply_entry<4>(A, j, sh);
-    __syncthreads();
+      apply_entry<4>(A, j, sh.first[warp]);
+    __syncwarp(); /* first[] reused */
   }
 }
 
@@ -583,30 +718,46 @@ __global__ void __launch_bounds__(kThreads) apply_kernel(const __grid_constant__
 struct dig_params {
   int count;
   unsigned long long *out;
-  uint32_t first[RFK_CUDA_CHUNK + 1]; /* CTAs (chunks, at least one) before span i */
+  uint32_t first[RFK_CUDA_CHUNK + 1]; /* CTAs (128 KB units, at least one) before span i */
   const uint8_t *p[RFK_CUDA_CHUNK];
   uint64_t n[RFK_CUDA_CHUNK];
 };
 
+/* CTA per 128 KB of a span (at least one per span): 8 pieces in flight per thread, terms summed per
+ * thread, then per CTA; one atomic per CTA (per-warp atomics on one address were the limit) */
+constexpr uint64_t kDigUnit = 8 * kChunk;
+
 __global__ void __launch_bounds__(kThreads) digest_kernel(const __grid_constant__ dig_params p)
 {
+  __shared__ unsigned long long part[8];
   const int si = find_region(p.first, p.count, blockIdx.x);
-  const uint32_t c = blockIdx.x - p.first[si];
-  const uint64_t n = p.n[si], base = (uint64_t)c * kChunk;
-  const uint32_t bytes = n > base ? (uint32_t)(n - base < kChunk ? n - base : kChunk) : 0;
-  const bool fast = ((uintptr_t)p.p[si] & 15) == 0 && bytes == kChunk;
+  const uint32_t u = blockIdx.x - p.first[si], t = threadIdx.x;
+  const uint8_t *src = p.p[si];
+  const uint64_t n = p.n[si], base = (uint64_t)u * kDigUnit, end = n - base < kDigUnit ? n : base + kDigUnit;
+  const bool aligned = ((uintptr_t)src & 15) == 0;
   unsigned long long s = 0;
+  uint64_t K = ((base >> 3) + 2 * t + 1) * RFK__PHI;
+  for (uint64_t o = base; o < end; o += 8 * 16 * kThreads) {
+    uint4 v[8];
 #pragma unroll
-  for (int q = 0; q < 4; q++) {
-    const uint32_t off = 16 * (q * kThreads + threadIdx.x);
-    if (off < bytes)
-      s += piece_terms(load_piece(p.p[si] + base, off, bytes, fast), base + off, n);
+    for (int j = 0; j < 8; j++)
+      v[j] = load16(src, o + 16 * (j * kThreads + t), n, aligned);
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      s += piece_terms(v[j], o + 16 * (j * kThreads + t), n, K);
+      K += 2 * kThreads * RFK__PHI;
+    }
   }
   s = warp_sum(s);
-  if (threadIdx.x == 0 && c == 0)
-    s += rfk__len_term(n);
-  if ((threadIdx.x & 31) == 0)
-    atomicAdd(&p.out[si], s);
+  if ((t & 31) == 0)
+    part[t >> 5] = s;
+  __syncthreads();
+  if (t == 0) {
+    unsigned long long d = u == 0 ? rfk__len_term(n) : 0;
+    for (int w = 0; w < 8; w++)
+      d += part[w];
+    atomicAdd(&p.out[si], d);
+  }
 }
 
 int bad_region(const void *a, const void *b, uint64_t n, int e)
@@ -628,7 +779,7 @@ scratch_layout layout(const rfk_delta_region *r, int count)
   scratch_layout L;
   L.tickets = 0;
   L.acc = (4 * subs + 7) / 8 * 8;
-  L.state = L.acc + 16ull * count;
+  L.state = L.acc + 8ull * kAccSlots * kAccStride * count;
   L.meta = L.state + 8 * chunks;
   L.bytes = L.meta + 4 * chunks;
   return L;
@@ -658,6 +809,10 @@ extern "C" int rfk_cuda_delta_encode(const rfk_delta_region *r, int count, rfk_d
   uint8_t *s = (uint8_t *)scratch;
   if (cudaMemsetAsync(s, 0, L.bytes, st) != cudaSuccess)
     return RFK_ERR_CUDA;
+  /* 6 CTAs of 33 KB shared memory per SM need the largest carveout */
+  if (cudaFuncSetAttribute(encode_kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared) !=
+      cudaSuccess)
+    return RFK_ERR_CUDA;
   uint32_t chunk0 = 0;
   for (int first = 0, sub = 0; first < count; first += RFK_CUDA_CHUNK, sub++) {
     const int m = count - first < RFK_CUDA_CHUNK ? count - first : RFK_CUDA_CHUNK;
@@ -666,7 +821,7 @@ extern "C" int rfk_cuda_delta_encode(const rfk_delta_region *r, int count, rfk_d
     pp->ticket = (uint32_t *)(s + L.tickets) + sub;
     pp->state = (uint64_t *)(s + L.state);
     pp->meta = (uint32_t *)(s + L.meta);
-    pp->acc = (unsigned long long *)(s + L.acc) + 2 * first;
+    pp->acc = (unsigned long long *)(s + L.acc) + (uint64_t)kAccSlots * kAccStride * first;
     pp->out = out + first;
     uint32_t chunks = 0, items = 0;
     for (int i = 0; i < m; i++) {
@@ -717,10 +872,11 @@ extern "C" int rfk_cuda_delta_apply(const rfk_delta_target *t, int count, rfk_de
     uint32_t ctas = 0;
     for (int i = 0; i < m; i++) {
       const rfk_delta_target *g = &t[first + i];
-      /* CTAs: one per possible entry, at most 1024 (entries then stride) */
+      /* CTAs: a warp per possible entry, at most 4096 CTAs (warps then stride over the entries) */
       uint64_t most = g->len >= RFK_DELTA_HEADER ? (g->len - RFK_DELTA_HEADER) / RFK_DELTA_ENTRY : 0;
       uint32_t nch = rfk__nchunks(g->n), x = (uint32_t)(most < nch ? most : nch);
-      x = x < 1 ? 1 : x > 1024 ? 1024 : x;
+      x = (x + kThreads / 32 - 1) / (kThreads / 32);
+      x = x < 1 ? 1 : x > 4096 ? 4096 : x;
       pp->t[i] = app_target{(const uint8_t *)g->patch, (uint8_t *)g->dst, g->len, g->n, (uint32_t)g->esize, x};
       pp->first[i] = ctas;
       ctas += x;
@@ -755,10 +911,10 @@ extern "C" int rfk_cuda_delta_digest(const rfk_delta_span *s, int count, uint64_
     pp->out = (unsigned long long *)out + first;
     uint32_t ctas = 0;
     for (int i = 0; i < m; i++) {
-      const uint32_t nch = rfk__nchunks(s[first + i].n);
+      const uint64_t units = (s[first + i].n + kDigUnit - 1) / kDigUnit;
       pp->p[i] = (const uint8_t *)s[first + i].p, pp->n[i] = s[first + i].n;
       pp->first[i] = ctas;
-      ctas += nch ? nch : 1;
+      ctas += units ? (uint32_t)units : 1;
     }
     pp->first[m] = ctas;
     digest_kernel<<<ctas, kThreads, 0, st>>>(*pp);
