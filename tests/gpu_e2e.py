@@ -167,7 +167,12 @@ def trainer_proc(rank, a, conn):
         for n, t in list(model.named_parameters()) + list(model.named_buffers()):
             if n in want:
                 t.data = t.data.to(torch.float32 if want[n][1] == "fp32" else torch.bfloat16)
+        main = torch.float32 if options(plan)["trainer"]["dtype"] == "fp32" else torch.bfloat16
+        mixed = any(p.dtype != main for p in model.parameters())
         for layer in model.model.layers:
+            for m in layer.modules():  # FSDP2 wants one dtype per unit: a dtype exception gets its own
+                if m is not layer and any(p.dtype != main for p in m.parameters(recurse=False)):
+                    fully_shard(m, mesh=mesh)
             fully_shard(layer, mesh=mesh)
         fully_shard(model, mesh=mesh)
         tr = refit.Trainer(plan, mesh=mesh, token=TOKEN, mem="cuda" if cuda else "host", ucx_tls=a["ucx_tls"],
@@ -180,7 +185,9 @@ def trainer_proc(rank, a, conn):
         conn.send(("ready", rank, len(gathered)))
         for v in range(1, a["versions"] + 1):
             assert conn.recv() == ("push", v)
-            model(input_ids=tokens, labels=tokens).loss.backward()
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=mixed):  # an fp32 router among bf16
+                loss = model(input_ids=tokens, labels=tokens).loss
+            loss.backward()
             opt.step()
             opt.zero_grad()
             tr.refresh_gathered()
