@@ -6,19 +6,21 @@ receiver binds its engine's tensors and learns when a version is complete.
 
     plan = refit.Plan("qwen3_tiny_tp2")
     rx = refit.Receiver(plan, plan.receiver_index(replica=0, tp_rank=0), token=SECRET)
-    rx.bind(engine_tensors)                 # dict name -> tensor, as the engine holds them
+    rx.bind(engine_tensors)                 # dict name (or alias) -> tensor, as the engine holds them
     port = rx.listen("0.0.0.0")
+    rx.arm(version)                         # the engine stopped reading its weights
     state = rx.wait(version)                # raises refit.TornError with the reason
 
     tr = refit.Trainer(plan, mesh=mesh, token=SECRET, mem="cuda")
     tr.bind_module(model)                   # FSDP2 shards by name; gathered tensors get buffers
     tr.connect(receiver, host, port)        # for each receiver in tr.receivers
-    tr.refresh_gathered(); tr.push(version); tr.wait()
+    tr.refresh_gathered(); tr.push(version); skipped = tr.wait()
 
 Tensors are PyTorch tensors or any object with __array_interface__ (numpy; ml_dtypes for bfloat16
 and float8_e4m3fn), __cuda_array_interface__ or __dlpack__. torch is imported only when a tensor,
 mesh or module of it is given. Every tensor a receiver or trainer binds is checked against the
-plan: dtype, shape, row-major contiguity, the FSDP shard, the device.
+plan: dtype, shape, strides (row-major, or a derived view's in its storage), the FSDP shard, the
+device. refit.vllm binds a vLLM worker's parameters.
 """
 import difflib
 import re
