@@ -1,5 +1,6 @@
-"""examples/receiver.py: one refit receiver. Fresh host (numpy) or CUDA (torch, --cuda) buffers
-stand in for an inference engine's weights; an engine binds its own parameters instead.
+"""examples/receiver.py: one refit receiver. Fresh host (numpy) or CUDA (torch, --cuda) tensors laid
+out as vLLM holds them (Plan.engine_tensors) stand in for an inference engine's weights; an engine
+binds its own parameters instead (refit.vllm does it for vLLM).
 
     python examples/receiver.py qwen3_tiny_tp2 0 --port 29600 --versions 3
 Start one per receiver index (python -c 'import refit; print(refit.Plan("qwen3_tiny_tp2").receivers)'),
@@ -21,14 +22,21 @@ args = ap.parse_args()
 
 plan = refit.Plan(args.plan)
 rx = refit.Receiver(plan, args.index, token=args.token, mem="cuda" if args.cuda else "host")
-# {name: tensor} with the names, dtypes and shapes the plan gives this engine GPU (rx.tensors)
-weights = {name: info.empty(device="cuda" if args.cuda else None) for name, info in rx.tensors.items()}
-rx.bind(weights)                       # checked: dtype, shape, contiguity, device
+# {name: tensor} as the engine holds them on this GPU: names and aliases, MLA views in their storage
+weights = plan.engine_tensors(args.index, device="cuda" if args.cuda else None)
+left = rx.bind(weights)                # checked: dtype, shape, strides, device, aliases, views
+assert not left, f"not bound: {left}"
 port = rx.listen(args.host, args.port)
 print(f"receiver {args.index} of {plan.name} listening on {args.host}:{port}", flush=True)
-for v in range(1, args.versions + 1):
-    # a serving engine pauses generation here, then lets the trainers write version v
-    rx.arm(v)
-    state = rx.wait(v)                 # every byte arrived; raises refit.TornError with the reason
-    print(f"version {state.complete} complete ({rx.counters()['bytes']} bytes so far)", flush=True)
+version = 1
+while version <= args.versions:
+    # a serving engine pauses generation here: from arm on, the trainers write version
+    rx.arm(version)
+    try:
+        state = rx.wait(version)       # every byte arrived, derived tensors rebuilt
+        print(f"version {state.complete} complete ({rx.counters()['bytes']} bytes so far)", flush=True)
+        # ... and resumes generation here
+    except refit.TornError as e:       # the weights are undefined until a later version completes
+        print(f"version {e.version} torn: {e.reason}; arming the next", flush=True)
+    version += 1
 rx.close()

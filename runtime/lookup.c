@@ -13,16 +13,14 @@ uint32_t rf_abi_version(void) { return RF_ABI_VERSION; }
 
 static size_t dtype_size(int dt) { return dt == RF_FP32 ? 4 : dt == RF_BF16 ? 2 : 1; }
 
-/* The whole shape of a source as the trainer's module holds it.
- * TODO(gen-trainer merge): rf_src_tensor gains shape[3] and ndim (e.g. [E, 2I, H] for fused experts,
- * rows/cols staying the 2-D view); return those here. Until then the 2-D view is the shape, and a
- * 1-D tensor is stored as [n, 1]. */
-static int src_shape(const rf_src_tensor *s, int64_t shape[3])
+/* row-major contiguous strides over shape[0..ndim-1] */
+static void row_major(const int64_t *shape, int ndim, int64_t *st)
 {
-  shape[0] = s->rows;
-  shape[1] = s->cols == 1 ? 0 : s->cols;
-  shape[2] = 0;
-  return s->cols == 1 ? 1 : 2;
+  int64_t s = 1;
+  for (int i = ndim - 1; i >= 0; i--) {
+    st[i] = s;
+    s *= shape[i];
+  }
 }
 
 /* 1 when op o reads source id (items read src + k * src_step, k < count) */
@@ -45,36 +43,60 @@ static int rank_reads(const rf_plan *p, uint32_t rank, uint32_t id)
 static void src_info(const rf_plan *p, uint32_t rank, uint32_t id, int reads, rf_tensor_info *t)
 {
   const rf_src_tensor *s = &p->src[id];
-  *t = (rf_tensor_info){.name = s->name, .id = id, .side = RF_SIDE_SRC, .dtype = s->dtype, .travel = s->travel,
-                        .owner = s->travel == RF_TRAVEL_SHARD ? RF_NONE : s->shard};
-  t->ndim = (uint8_t)src_shape(s, t->shape);
+  *t = (rf_tensor_info){.name = s->name, .id = id, .side = RF_SIDE_SRC, .dtype = s->dtype, .ndim = s->ndim,
+                        .travel = s->travel, .owner = s->travel == RF_TRAVEL_SHARD ? RF_NONE : s->shard,
+                        .aliases = "", .storage = RF_NONE, .view_of = RF_NONE};
+  memcpy(t->shape, s->shape, sizeof t->shape);
   /* 2-D rows [a, b) of the view, then dim-0 indices: every dim-0 index is `inner` rows of the view */
-  int64_t a = 0, b = s->rows, inner = s->rows / t->shape[0];
+  int64_t a = 0, b = s->rows, inner = s->rows / s->shape[0];
   if (s->travel == RF_TRAVEL_SHARD) {
     a = (int64_t)p->ranks[rank].shard * s->shard_rows;
     b = a + s->shard_rows < s->rows ? a + s->shard_rows : s->rows;
     if (b < a) b = a;
   }
-  if (!reads || b == a) return;
-  t->row0 = a / inner;
-  t->rows = (b - a) / inner;
-  t->bytes = (uint64_t)(b - a) * (uint64_t)s->cols * dtype_size(s->dtype);
+  if (reads && b > a) {
+    t->row0 = a / inner;
+    t->rows = (b - a) / inner;
+    t->bytes = (uint64_t)(b - a) * (uint64_t)s->cols * dtype_size(s->dtype);
+  }
+  int64_t bound[3] = {t->rows, s->shape[1], s->shape[2]};
+  row_major(bound, s->ndim, t->stride);
 }
 
 static void dst_info(const rf_plan *p, uint32_t id, rf_tensor_info *t)
 {
   const rf_dst_tensor *d = &p->dst[id];
   *t = (rf_tensor_info){.name = d->name, .id = id, .side = RF_SIDE_DST, .dtype = d->dtype, .ndim = d->ndim,
-                        .rows = d->shape[0], .bytes = d->bytes, .owner = RF_NONE};
+                        .rows = d->shape[0], .bytes = d->bytes, .owner = RF_NONE, .aliases = d->aliases,
+                        .pad_rows = d->pad_rows, .storage = RF_NONE, .view_of = RF_NONE};
   memcpy(t->shape, d->shape, sizeof t->shape);
+  memcpy(t->stride, d->stride, sizeof t->stride);
 }
 
+/* a derived view binds its storage when it is the storage's first view and refit rebuilds it */
 static void derived_info(const rf_plan *p, uint32_t id, rf_tensor_info *t)
 {
   const rf_derived_tensor *d = &p->derived[id];
+  int binds = d->dst == RF_NONE && d->storage == id;
   *t = (rf_tensor_info){.name = d->name, .id = id, .side = RF_SIDE_DERIVED, .dtype = d->dtype, .ndim = d->ndim,
-                        .rows = d->shape[0], .bytes = d->bytes, .owner = RF_NONE};
+                        .rows = d->shape[0], .bytes = binds ? d->bytes : 0, .owner = RF_NONE, .aliases = "",
+                        .offset = d->offset, .storage = d->dst == RF_NONE ? d->storage : RF_NONE, .view_of = d->dst};
   memcpy(t->shape, d->shape, sizeof t->shape);
+  memcpy(t->stride, d->stride, sizeof t->stride);
+}
+
+/* 1 when `name` is one of the comma-separated names in list */
+static int in_list(const char *list, const char *name)
+{
+  size_t n = strlen(name);
+  for (const char *q = list; *q;) {
+    const char *end = strchr(q, ',');
+    size_t len = end ? (size_t)(end - q) : strlen(q);
+    if (len == n && memcmp(q, name, n) == 0) return 1;
+    if (!end) break;
+    q = end + 1;
+  }
+  return 0;
 }
 
 static int rank_ok(const rf_plan *p, int side, uint32_t rank)
@@ -100,7 +122,7 @@ uint32_t rf_find(const rf_plan *p, int side, uint32_t rank, const char *name)
   } else if (side == RF_SIDE_DST) {
     const rf_receiver *rv = &p->recv[rank];
     for (uint32_t i = rv->dst_first; i < rv->dst_first + rv->dst_count; i++)
-      if (strcmp(p->dst[i].name, name) == 0) return i;
+      if (strcmp(p->dst[i].name, name) == 0 || in_list(p->dst[i].aliases, name)) return i;
   } else {
     for (uint32_t i = 0; i < p->n_derived; i++)
       if (is_receivers(p, side, rank, i) && strcmp(p->derived[i].name, name) == 0) return i;
@@ -198,18 +220,6 @@ static void dims(char *buf, size_t cap, const int64_t *v, int n)
   if (k < cap) snprintf(buf + k, cap - k, "]");
 }
 
-/* Strides a bound tensor must have: row-major contiguous over its shape.
- * TODO(gen-vllm merge): destinations that the engine holds as strided views (MLA's W_UK_T / W_UV of
- * one storage) get their strides from the tables here. */
-static void expected_strides(const int64_t *shape, int ndim, int64_t *st)
-{
-  int64_t s = 1;
-  for (int i = ndim - 1; i >= 0; i--) {
-    st[i] = s;
-    s *= shape[i];
-  }
-}
-
 static rf_status fail(char *err, size_t errlen, rf_status s, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static rf_status fail(char *err, size_t errlen, rf_status s, const char *fmt, ...)
 {
@@ -249,10 +259,10 @@ rf_status rf_check(const rf_config *cfg, int side, uint32_t id, const rf_tensor 
   char at[320];
   snprintf(at, sizeof at, "tensor '%s' (%s %u, %s %u)", ti.name, side_word[side], id, who, cfg->rank);
   char want[200], got[200], whole[200], tmp[200];
-  int64_t wshape[3] = {ti.rows, ti.shape[1], ti.shape[2]}, wst[3];
+  int64_t wshape[3] = {ti.rows, ti.shape[1], ti.shape[2]};
   dims(whole, sizeof whole, ti.shape, ti.ndim);
   dims(want, sizeof want, wshape, ti.ndim);
-  if (!ti.bytes) {
+  if (side == RF_SIDE_SRC && !ti.bytes) {
     if (ti.travel == RF_TRAVEL_SHARD)
       return fail(err, errlen, RF_ERR_ARG, "%s: this rank binds nothing of it (its FSDP shard of %s is empty or "
                   "another replicate group sends it)", at, whole);
@@ -283,18 +293,27 @@ rf_status rf_check(const rf_config *cfg, int side, uint32_t id, const rf_tensor 
                   p->ranks[cfg->rank].shard, p->fsdp, hint);
     return fail(err, errlen, RF_ERR_TYPE, "%s: shape %s, expected %s%s", at, got, want, hint);
   }
-  expected_strides(wshape, ti.ndim, wst);
-  if (t->strides) {
-    int ok = 1;
-    for (int i = 0; i < ti.ndim; i++) ok &= t->strides[i] == wst[i] || wshape[i] == 1;
-    if (!ok) {
-      int transposed = ti.ndim == 2 && t->strides[0] == 1 && t->strides[1] == wshape[0];
-      dims(tmp, sizeof tmp, t->strides, ti.ndim);
-      dims(want, sizeof want, wst, ti.ndim);
-      return fail(err, errlen, RF_ERR_TYPE, "%s: strides %s (elements), expected %s: %s", at, tmp, want,
-                  transposed ? "a transposed view; bind a row-major copy" : "not row-major contiguous; bind a contiguous copy");
-    }
+  int64_t given[8];
+  const int64_t *st = t->strides;
+  if (!st) { /* NULL: row-major contiguous */
+    row_major(t->shape, t->ndim, given);
+    st = given;
   }
+  int ok = 1;
+  for (int i = 0; i < ti.ndim; i++) ok &= st[i] == ti.stride[i] || wshape[i] == 1;
+  if (!ok) {
+    dims(tmp, sizeof tmp, st, ti.ndim);
+    dims(want, sizeof want, ti.stride, ti.ndim);
+    if (side == RF_SIDE_DERIVED)
+      return fail(err, errlen, RF_ERR_TYPE, "%s: strides %s (elements), expected %s: not the view of its storage "
+                  "that the plan's engine profile describes", at, tmp, want);
+    int transposed = ti.ndim == 2 && st[0] == 1 && st[1] == wshape[0];
+    return fail(err, errlen, RF_ERR_TYPE, "%s: strides %s (elements), expected %s: %s", at, tmp, want,
+                transposed ? "a transposed view; bind a row-major copy" : "not row-major contiguous; bind a contiguous copy");
+  }
+  if (side == RF_SIDE_DERIVED && t->offset != ti.offset)
+    return fail(err, errlen, RF_ERR_TYPE, "%s: storage offset %lld (elements), expected %lld: not the view of its storage "
+                "that the plan's engine profile describes", at, (long long)t->offset, (long long)ti.offset);
   if (side == RF_SIDE_SRC && t->row0 >= 0 && t->row0 != ti.row0)
     return fail(err, errlen, RF_ERR_TYPE, "%s: holds rows %lld..%lld of %s, this rank binds rows %lld..%lld (FSDP shard %u "
                 "of %u): the wrong shard", at, (long long)t->row0, (long long)(t->row0 + ti.rows - 1), whole,
@@ -321,9 +340,18 @@ rf_status rf_bind(rf_engine *e, int side, uint32_t id, const rf_tensor *t, char 
   if (s != RF_OK) return s;
   rf_tensor_info ti;
   rf_describe(cfg->plan, side, cfg->rank, id, &ti);
+  if (side == RF_SIDE_DERIVED && !ti.bytes) { /* checked; its storage is bound elsewhere */
+    const rf_plan *p = cfg->plan;
+    if (ti.view_of != RF_NONE)
+      return fail(err, errlen, RF_OK, "tensor '%s' (derived %u): nothing to bind, a view of '%s' (dst %u) that changes "
+                  "with that tensor", ti.name, id, p->dst[ti.view_of].name, ti.view_of);
+    return fail(err, errlen, RF_OK, "tensor '%s' (derived %u): nothing to bind, it lies in the storage bound through "
+                "'%s' (derived %u)", ti.name, id, p->derived[ti.storage].name, ti.storage);
+  }
+  void *base = (char *)t->data - ti.offset * (int64_t)dtype_size(ti.dtype); /* a derived view's storage */
   s = side == RF_SIDE_SRC ? rf_bind_src(e, id, t->data, ti.bytes)
     : side == RF_SIDE_DST ? rf_bind_dst(e, id, t->data, ti.bytes)
-                          : rf_bind_derived(e, id, t->data, ti.bytes);
+                          : rf_bind_derived(e, id, base, ti.bytes);
   if (s != RF_OK) fail(err, errlen, s, "%s", rf_last_error(e));
   return s;
 }

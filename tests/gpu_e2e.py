@@ -1,79 +1,87 @@
 """gpu_e2e.py: refit end to end with real PyTorch trainers (the device machine; not run by CI).
 
-Per plan (default: one plan per model family in this librefit.so): a tiny model of the plan's
-config built with transformers' own modeling code (random init, the same seed on every rank),
-sharded with FSDP2's fully_shard (masters in the plan's source dtype: fp32 once the plans' trainer
-sections say so), one optimizer step per version, bound through refit.Trainer.bind_module, gathered
-tensors refreshed, pushed into refit.Receivers; every destination byte (and derived tensor) is
-compared with tests/engine_ref.py computed from the full HF state dict of that version (fused
-experts split, TP/EP split, fused, block FP8).
+Per plan (default: one plan per family whose trainer section fits transformers 5 modules, fused
+experts and no MTP layers: qwen3_tiny_fp8_tp4, qwen3_moe_tiny_ep2, dsv3_tiny_fp8_tp2, glm_tiny_rep2,
+all with fp32 masters): a tiny model of the plan's HF config (tests/fixtures/hf, tests/vllm/configs)
+built with transformers' own modeling code (random init, the same seed on every rank), its masters
+in the dtypes the reference gives (tests/engine_ref.py hf_sources: fp32, or bf16 with the plan's
+exceptions), sharded with FSDP2's fully_shard, one optimizer step per version, bound through
+refit.Trainer.bind_module, gathered tensors refreshed, pushed into refit.Receivers holding tensors
+laid out as vLLM does (Plan.engine_tensors: aliases one tensor, MLA views in their storage); every
+destination byte (padding rows: left as they were) is compared with engine_ref computed from the
+full HF state dict of that version.
 
     PYTHONPATH=build/python python3 tests/gpu_e2e.py [--trainers cuda|cpu] [--receivers cuda|cpu]
-        [--versions 2] [--ucx-tls TLS] [PLAN ...]
+        [--versions 2] [--ucx-tls TLS] [--all] [PLAN ...]
+    PYTHONPATH=build/python python3 tests/gpu_e2e.py --vllm [PLAN ...]
 
-Trainers: one process per rank, NCCL on one GPU each when there are enough GPUs, else gloo on the
-CPU (engines in host memory). Receivers: CUDA engines when a GPU exists (writing into GPU memory
-needs a CUDA-enabled UCX, README "GPU set-up"), else host. Needs torch >= 2.6 and transformers >= 5,
-and plans that fit such trainers (gen-trainer's trainer section: fused 3-D experts as transformers 5
-holds them, fp32 sources, no MTP layers on the trainer; a tiny DeepSeek-V3 plan). A plan that does
-not fit is reported 'skipped: PLAN: why'. Prints ok/FAIL/skipped per plan and 'N passed, N failed'.
+Trainers: one process per rank, NCCL on one GPU each when there are as many GPUs, else gloo on the
+CPU. Receivers: CUDA engines (mem "cuda", every one on GPU index % count) when a GPU exists (needs a
+CUDA-enabled UCX, README "GPU set-up"), else host. --all: every plan of this librefit.so that fits
+transformers 5 trainers. --vllm: the plug-in on the GPU instead: each receiver is a stand-in of a
+vLLM worker built from tests/vllm/dumps (torch tensors on the GPU with vLLM's names, strides and
+shared storages, tests/vllm/standins.py) bound through refit.vllm.Binding, so the MLA refresh writes
+the strided storage W_UK_T / W_UV view on the GPU; trainers bind a state dict (no torch.distributed;
+these plans' trainers hold the MTP layer, which transformers does not load). Needs torch (and
+transformers but for --vllm); skips with a message without them. Prints one ok/FAIL/skipped line per
+plan and 'N passed, N failed'.
 """
 import argparse
+import importlib.util
 import multiprocessing as mp
 import os
-import re
 import socket
 import sys
 import tempfile
 import time
 import traceback
+import zlib
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
+if HERE in sys.path:  # python puts the script's directory first; its vllm/ would shadow vLLM
+    sys.path.remove(HERE)
 TOKEN = 0xE2E
-FAMILIES = ("qwen3", "qwen3_moe", "deepseek_v3", "glm_moe_dsa")
+DEFAULT = ("qwen3_tiny_fp8_tp4", "qwen3_moe_tiny_ep2", "dsv3_tiny_fp8_tp2", "glm_tiny_rep2")
+VLLM_DEFAULT = ("vllm_dsv3_fp8_tp2", "vllm_glm5_bf16_tp2", "vllm_glm5_fp8_tp1", "vllm_qwen3_v1000_bf16_tp2",
+                "vllm_qwen3moe_fp8_tp1")
+# the HF config.json of each model (models/<model>.lua was imported from it, refit import-hf)
+CONFIGS = {"qwen3_tiny": "tests/fixtures/hf/models/qwen3_tiny", "qwen3_moe_tiny": "tests/fixtures/hf/models/qwen3_moe_tiny",
+           "glm_tiny": "tests/fixtures/hf/models/glm_tiny", "dsv3_tiny": "tests/fixtures/hf/vllm/dsv3",
+           "vllm_qwen3": "tests/vllm/configs/qwen3", "vllm_qwen3_v1000": "tests/vllm/configs/qwen3-v1000",
+           "vllm_qwen3moe": "tests/vllm/configs/qwen3moe", "vllm_dsv3": "tests/vllm/configs/dsv3",
+           "vllm_glm5": "tests/vllm/configs/glm5"}
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    sys.modules[name] = mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+engine_ref = _load("engine_ref", f"{HERE}/engine_ref.py")
 
 
 def model_cfg(plan):
-    import engine_ref
     return engine_ref.model_config(f"{ROOT}/models/{plan.model}.lua")
 
 
-def hf_config(c):
-    """the transformers config of a models/<name>.lua config (tiny shapes, the family's layout)"""
-    from transformers import AutoConfig
-    f = c["family"]
-    common = dict(vocab_size=c["vocab"], hidden_size=c["hidden"], num_hidden_layers=c["layers"],
-                  num_attention_heads=c["heads"], tie_word_embeddings=bool(c.get("tie_word_embeddings", False)),
-                  max_position_embeddings=512)
-    if f in ("qwen3", "qwen3_moe"):
-        common.update(num_key_value_heads=c["kv_heads"], head_dim=c["head_dim"])
-    if f == "qwen3":
-        return AutoConfig.for_model("qwen3", intermediate_size=c["intermediate"], **common)
-    if f == "qwen3_moe":
-        return AutoConfig.for_model("qwen3_moe", num_experts=c["experts"], num_experts_per_tok=c["experts_per_token"],
-                                    moe_intermediate_size=c["moe_intermediate"], decoder_sparse_step=1,
-                                    mlp_only_layers=[], intermediate_size=c.get("intermediate", c["moe_intermediate"]),
-                                    norm_topk_prob=True, **common)
-    mla = dict(num_key_value_heads=c["heads"], q_lora_rank=c["q_lora_rank"], kv_lora_rank=c["kv_lora_rank"],
-               qk_nope_head_dim=c["qk_nope_head_dim"], qk_rope_head_dim=c["qk_rope_head_dim"],
-               v_head_dim=c["v_head_dim"], n_routed_experts=c["experts"], n_shared_experts=c["shared_experts"],
-               num_experts_per_tok=c["experts_per_token"], moe_intermediate_size=c["moe_intermediate"],
-               intermediate_size=c["intermediate"], first_k_dense_replace=c["first_dense"], n_group=1, topk_group=1,
-               num_nextn_predict_layers=c.get("mtp_layers", 0))
-    if f == "deepseek_v3":
-        return AutoConfig.for_model("deepseek_v3", **mla, **common)
-    return AutoConfig.for_model("glm_moe_dsa", index_n_heads=c["index_heads"], index_head_dim=c["index_head_dim"],
-                                index_topk=c.get("index_topk", 64), **mla, **common)
+def options(plan):
+    return engine_ref.plan_options(f"{ROOT}/models/plans/{plan.name}.lua")
+
+
+def fits_transformers(plan):
+    """whether a transformers 5 model can be this plan's trainer: fused experts, no MTP layers"""
+    t = options(plan)["trainer"]
+    return t["experts"] == "fused" and not t["mtp"] and plan.model in CONFIGS
 
 
 def to_numpy(t):
     """a CPU torch tensor as numpy with engine_ref's dtypes"""
     import torch
-    import engine_ref
     t = t.detach().cpu().contiguous()
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy().view(engine_ref.BF16)
@@ -82,25 +90,49 @@ def to_numpy(t):
     raise ValueError(f"state dict holds {t.dtype}")
 
 
-def split_experts(sd, hidden):
-    """transformers 5's fused experts as the per-expert checkpoint tensors engine_ref takes:
-    mlp.experts.gate_up_proj [E, 2I, H] (gate rows first) and mlp.experts.down_proj [E, H, I]"""
-    out = {}
-    for n, a in sd.items():
-        m = re.fullmatch(r"(.*\.mlp\.experts)\.(gate_up_proj|down_proj)", n)
-        if not m or a.ndim != 3:
-            out[n] = a
+def tensor_bytes(t):
+    """a tensor's elements as bytes (numpy uint8, C order), from torch (any device, any strides) or numpy"""
+    if isinstance(t, np.ndarray):
+        return np.ascontiguousarray(t).view(np.uint8).reshape(-1)
+    import torch
+    return t.detach().cpu().contiguous().view(torch.uint8).numpy().reshape(-1)
+
+
+def compare(want, got):
+    """(bytes that differ, bytes compared, the first difference): every tensor of the reference once
+    (aliases are one), each derived view; padding rows must still hold the poison 0xA5"""
+    bad, total, first, seen = 0, 0, None, set()
+    for n, w in want.items():
+        if id(w) in seen:
             continue
-        if m.group(2) == "gate_up_proj":
-            assert a.shape[2] == hidden, f"{n}: {a.shape}, expected [E, 2I, {hidden}]"
-            i = a.shape[1] // 2
-            for e in range(a.shape[0]):
-                out[f"{m.group(1)}.{e}.gate_proj.weight"] = a[e, :i]
-                out[f"{m.group(1)}.{e}.up_proj.weight"] = a[e, i:]
-        else:
-            assert a.shape[1] == hidden, f"{n}: {a.shape}, expected [E, {hidden}, I]"
-            for e in range(a.shape[0]):
-                out[f"{m.group(1)}.{e}.down_proj.weight"] = a[e]
+        seen.add(id(w))
+        g = got[n]
+        pad = want.pad_rows.get(n, 0)
+        real = w.shape[0] - pad
+        assert tuple(g.shape) == w.shape, (n, tuple(g.shape), w.shape)
+        d = int((tensor_bytes(g[:real]) != tensor_bytes(w[:real])).sum())
+        if pad:
+            d += int((tensor_bytes(g[real:]) != 0xA5).sum())
+        if d and first is None:
+            first = f"'{n}' differs in {d} of {w.nbytes} bytes" + (f" ({pad} padding rows)" if pad else "")
+        bad, total = bad + d, total + w.nbytes
+    return bad, total, first
+
+
+def reference(plan, index, sd):
+    o, c = options(plan), model_cfg(plan)
+    return engine_ref.engine_format(c["family"], c, sd, tp=plan.tp, ep=plan.ep, position=plan._p.receiver(index)[1],
+                                    fp8=o["fp8"], ue8m0=plan.scale_fmt == "ue8m0", engine=o["engine"],
+                                    exclude=o["exclude"])
+
+
+def random_state_dict(plan, version):
+    """the --vllm trainers' weights: every source of the reference's list, a function of (version, name)"""
+    c, o = model_cfg(plan), options(plan)
+    out = {}
+    for n, (shape, dt) in engine_ref.hf_sources(c["family"], c, **o["trainer"]).items():
+        x = np.random.default_rng([version, zlib.crc32(n.encode())]).uniform(-1, 1, size=shape).astype(np.float32)
+        out[n] = x if dt == "fp32" else engine_ref._cast(x, engine_ref.BF16)
     return out
 
 
@@ -112,7 +144,7 @@ def trainer_proc(rank, a, conn):
         import torch.distributed as dist
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoConfig, AutoModelForCausalLM
 
         import refit
         plan = refit.Plan(a["plan"])
@@ -122,37 +154,45 @@ def trainer_proc(rank, a, conn):
         dev = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
         dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{a['port']}",
                                 rank=rank, world_size=plan.trainers)
-        shape = (plan.fsdp,) if plan.dp_replicate == 1 else (plan.dp_replicate, plan.fsdp)
-        mesh = init_device_mesh(dev.type, shape)
+        if plan.dp_replicate == 1:
+            mesh = init_device_mesh(dev.type, (plan.fsdp,), mesh_dim_names=("shard",))
+        else:  # HSDP: FSDP2 wants the dimensions named
+            mesh = init_device_mesh(dev.type, (plan.dp_replicate, plan.fsdp), mesh_dim_names=("replicate", "shard"))
         torch.manual_seed(1234)
-        model = AutoModelForCausalLM.from_config(hf_config(model_cfg(plan))).to(dev)
-        # masters in the dtype the plan gives each source (fp32 masters, bf16 sources, fp32 exceptions)
-        want = {n: i.dtype for r in range(plan.trainers) for n, i in plan.sources(r).items()}
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(f"{ROOT}/{CONFIGS[plan.model]}"),
+                                                 dtype=torch.float32).to(dev)
+        # masters in the dtypes the reference gives each parameter (fp32, or bf16 with the plan's exceptions)
+        c = model_cfg(plan)
+        want = engine_ref.hf_sources(c["family"], c, **options(plan)["trainer"])
         for n, t in list(model.named_parameters()) + list(model.named_buffers()):
-            t.data = t.data.to(getattr(torch, want.get(n, a["dtype"])))
+            if n in want:
+                t.data = t.data.to(torch.float32 if want[n][1] == "fp32" else torch.bfloat16)
+        main = torch.float32 if options(plan)["trainer"]["dtype"] == "fp32" else torch.bfloat16
+        mixed = any(p.dtype != main for p in model.parameters())
         for layer in model.model.layers:
+            for m in layer.modules():  # FSDP2 wants one dtype per unit: a dtype exception gets its own
+                if m is not layer and any(p.dtype != main for p in m.parameters(recurse=False)):
+                    fully_shard(m, mesh=mesh)
             fully_shard(layer, mesh=mesh)
         fully_shard(model, mesh=mesh)
         tr = refit.Trainer(plan, mesh=mesh, token=TOKEN, mem="cuda" if cuda else "host", ucx_tls=a["ucx_tls"],
                            timeout_ms=30000)
-        try:
-            gathered = tr.bind_module(model)
-        except refit.BindError as e:  # the same on every rank: this plan does not fit the model
-            conn.send(("skip", rank, f"bind_module: {e}"))
-            return
+        gathered = tr.bind_module(model)  # a BindError here: the tables do not fit transformers' modules
         for r in tr.receivers:
             tr.connect(r, "127.0.0.1", a["ports"][r])
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-        tokens = torch.randint(0, model.config.vocab_size, (2, 16), device=dev, generator=None)
+        tokens = torch.randint(0, model.config.vocab_size, (2, 16), device=dev)
         conn.send(("ready", rank, len(gathered)))
         for v in range(1, a["versions"] + 1):
             assert conn.recv() == ("push", v)
-            model(input_ids=tokens, labels=tokens).loss.backward()
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=mixed):  # an fp32 router among bf16
+                loss = model(input_ids=tokens, labels=tokens).loss
+            loss.backward()
             opt.step()
             opt.zero_grad()
             tr.refresh_gathered()
             tr.push(v)
-            tr.wait()
+            assert tr.wait() == [], "no receiver is down"
             full = {}  # the full HF state dict of version v (full_tensor: a collective, same order everywhere)
             for n, t in list(model.named_parameters(remove_duplicate=False)) + \
                     list(model.named_buffers(remove_duplicate=False)):
@@ -169,49 +209,75 @@ def trainer_proc(rank, a, conn):
         conn.send(("fatal", rank, traceback.format_exc()))
 
 
+def dict_trainer_proc(rank, a, conn):
+    """--vllm: a trainer rank binding the state dict of each version (every rank computes it)"""
+    try:
+        import refit
+        plan = refit.Plan(a["plan"])
+        tr = refit.Trainer(plan, rank, token=TOKEN, ucx_tls=a["ucx_tls"], timeout_ms=30000)
+        held = random_state_dict(plan, 1)
+        gathered = tr.bind_module(held)
+        for r in tr.receivers:
+            tr.connect(r, "127.0.0.1", a["ports"][r])
+        conn.send(("ready", rank, len(gathered)))
+        for v in range(1, a["versions"] + 1):
+            assert conn.recv() == ("push", v)
+            for n, x in random_state_dict(plan, v).items():
+                held[n][...] = x
+            tr.push(v)
+            assert tr.wait() == [], "no receiver is down"
+            conn.send(("pushed", rank, v, None, tr.counters()["bytes"]))
+        tr.close()
+    except Exception:
+        conn.send(("fatal", rank, traceback.format_exc()))
+
+
 def receiver_proc(index, a, conn):
     try:
         import torch
 
-        import engine_ref
         import refit
         plan = refit.Plan(a["plan"])
         cuda = a["receivers"] == "cuda"
         if cuda:
             torch.cuda.set_device(index % torch.cuda.device_count())
         dev = f"cuda:{torch.cuda.current_device()}" if cuda else "cpu"
-        rx = refit.Receiver(plan, index, token=TOKEN, mem="cuda" if cuda else "host", ucx_tls=a["ucx_tls"],
-                            timeout_ms=30000)
-        bufs = {n: i.empty(device=dev) for n, i in rx.tensors.items()}
-        for b in bufs.values():
-            b.view(torch.uint8).fill_(0xA5)  # poison: a byte never written shows
-        rx.bind(bufs)
-        conn.send(("port", index, rx.listen("127.0.0.1")))
+        opts = dict(token=TOKEN, ucx_tls=a["ucx_tls"], timeout_ms=30000)
+        if a["vllm"]:  # a vLLM worker's stand-in, bound through the plug-in
+            import refit.vllm
+            standins = _load("standins", f"{HERE}/vllm/standins.py")
+            tensors, settings = standins.load(standins.dump_of(plan.name, f"{HERE}/vllm/dumps"),
+                                              plan._p.receiver(index)[1], device=dev)
+            for t in tensors.values():
+                t.untyped_storage().fill_(0xA5)  # poison: a byte never written shows
+            view = refit.vllm.EngineView(tensors=tensors, device=dev, **settings)
+            if not cuda:
+                view.device_capability = (9, 0)  # host receivers: the profile's GPU, for the test
+            b = refit.vllm.Binding(plan, view, host="127.0.0.1", **opts)
+            rx, port = b.rx, b.port
+        else:
+            rx = refit.Receiver(plan, index, mem="cuda" if cuda else "host", **opts)
+            tensors = plan.engine_tensors(index, device=dev)
+            for t in tensors.values():
+                t.untyped_storage().fill_(0xA5)
+            assert rx.bind(tensors) == [], rx.unbound
+            port = rx.listen("127.0.0.1")
+        conn.send(("port", index, port))
         c = model_cfg(plan)
-        lua = open(f"{ROOT}/models/plans/{plan.name}.lua").read()
-        fp8 = re.search(r"fp8\s*=\s*true", lua) is not None
-        pos = plan._p.receiver(index)[1]
         for v in range(1, a["versions"] + 1):
             conn.send(("ready", index, v))
-            rx.wait(v, timeout=300)
+            if a["vllm"]:
+                b.update(v, timeout=300)
+            else:
+                rx.arm(v)
+                rx.wait(v, timeout=300)
             if cuda:
                 torch.cuda.synchronize()
             cmd = conn.recv()
             assert cmd[:2] == ("check", v), cmd
-            sd = split_experts({n: to_numpy(t) for n, t in torch.load(cmd[2]).items()}, c["hidden"])
-            want = engine_ref.engine_format(c["family"], c, sd, tp=plan.tp, ep=plan.ep, position=pos, fp8=fp8,
-                                            ue8m0=plan.scale_fmt == "ue8m0")
-            bad, first, total = 0, None, 0
-            for n, w in want.items():
-                got = bufs[n].cpu().contiguous().view(torch.uint8).numpy().reshape(-1)
-                d = int((got != w.view(np.uint8).reshape(-1)).sum())
-                if d and first is None:
-                    first = f"receiver {index}: '{n}' differs in {d} of {w.nbytes} bytes"
-                bad, total = bad + d, total + w.nbytes
-            missing = sorted(set(bufs) - set(want))
-            if missing and first is None:
-                first = f"receiver {index}: the reference has no {missing[:3]}"
-            conn.send(("result", index, v, bad + len(missing), total, first))
+            sd = random_state_dict(plan, v) if a["vllm"] else {n: to_numpy(t) for n, t in torch.load(cmd[2]).items()}
+            bad, total, first = compare(reference(plan, index, sd), tensors)
+            conn.send(("result", index, v, bad, total, first and f"receiver {index}: {first}"))
         rx.close()
     except Exception:
         conn.send(("fatal", index, traceback.format_exc()))
@@ -230,12 +296,13 @@ def run_plan(name, args):
     import refit
     plan = refit.Plan(name)
     ngpu = torch.cuda.device_count()
-    a = dict(plan=name, versions=args.versions, ucx_tls=args.ucx_tls, port=free_port(),
-             dtype=plan.source("model.norm.weight").dtype,
-             trainers=args.trainers or ("cuda" if ngpu >= plan.trainers else "cpu"),
+    a = dict(plan=name, versions=args.versions, ucx_tls=args.ucx_tls, port=free_port(), vllm=args.vllm,
+             trainers="cpu" if args.vllm else args.trainers or ("cuda" if ngpu >= plan.trainers else "cpu"),
              receivers=args.receivers or ("cuda" if ngpu else "cpu"))
     if a["trainers"] == "cuda" and ngpu < plan.trainers:
         return f"skipped: {name}: {plan.trainers} trainer ranks need as many GPUs for NCCL ({ngpu} here)"
+    if not args.vllm and not fits_transformers(plan):
+        return f"skipped: {name}: its trainer section does not fit transformers 5 modules (per-expert or MTP layers)"
     ctx = mp.get_context("spawn")
     procs, rc, tc = [], [], []
 
@@ -249,6 +316,7 @@ def run_plan(name, args):
 
     with tempfile.TemporaryDirectory() as tmp:
         a["dir"] = tmp
+        ok = False
         try:
             for r in range(plan.receivers):
                 x, y = ctx.Pipe()
@@ -258,12 +326,10 @@ def run_plan(name, args):
             a["ports"] = {m[1]: m[2] for m in (recv(c, "receiver") for c in rc)}
             for t in range(plan.trainers):
                 x, y = ctx.Pipe()
-                procs.append(ctx.Process(target=trainer_proc, args=(t, a, y)))
+                procs.append(ctx.Process(target=dict_trainer_proc if args.vllm else trainer_proc, args=(t, a, y)))
                 procs[-1].start()
                 tc.append(x)
             first = [recv(c, "trainer") for c in tc]
-            if first[0][0] == "skip":
-                return f"skipped: {name}: {first[0][2]}"
             compared = 0
             for v in range(1, args.versions + 1):
                 for c in rc:
@@ -278,12 +344,14 @@ def run_plan(name, args):
                     _, r, vv, bad, total, why = recv(c, "receiver")
                     assert bad == 0, f"{name} v{v}: {bad} bytes differ; first: {why}"
                     compared += total
-            return (f"ok   {name} ({model_cfg(plan)['family']}, masters {a['dtype']}, trainers {a['trainers']}, "
-                    f"receivers {a['receivers']}): {args.versions} versions, {plan.receivers} receivers, "
-                    f"{compared} bytes equal, {first[0][2]} gathered sources")
+            ok = True
+            what = "vLLM stand-ins through refit.vllm" if args.vllm else f"masters {options(plan)['trainer']['dtype']}"
+            return (f"ok   {name} ({model_cfg(plan)['family']}, {what}, trainers {a['trainers']}, receivers "
+                    f"{a['receivers']}): {args.versions} versions, {plan.receivers} receivers, {compared} bytes equal, "
+                    f"{first[0][2]} gathered sources")
         finally:
             for p in procs:
-                p.join(30)
+                p.join(30 if ok else 0)
                 if p.is_alive():
                     p.kill()
                     p.join()
@@ -296,23 +364,26 @@ def main():
     ap.add_argument("--trainers", choices=("cuda", "cpu"))
     ap.add_argument("--receivers", choices=("cuda", "cpu"))
     ap.add_argument("--ucx-tls", default=None)
+    ap.add_argument("--all", action="store_true", help="every plan of this librefit.so that fits transformers 5")
+    ap.add_argument("--vllm", action="store_true", help="receivers: vLLM stand-ins bound through refit.vllm")
     args = ap.parse_args()
     try:
         import torch  # noqa: F401
-        import transformers  # noqa: F401
+        if not args.vllm:
+            import transformers  # noqa: F401
     except ImportError as e:
         print(f"skipped: {e} (run on the device machine)\n0 passed, 0 failed")
         return 0
     import refit
     plans = args.plans
-    if not plans:  # one plan per family in this library
-        by = {}
-        for p in refit.plans():
-            by.setdefault(model_cfg(refit.Plan(p))["family"], p)
-        plans = [by[f] for f in FAMILIES if f in by]
-        for f in FAMILIES:
-            if f not in by:
-                print(f"skipped: {f}: no plan of this family in librefit.so (./configure --plans=...)")
+    if not plans and args.vllm:
+        plans = [p for p in VLLM_DEFAULT if p in refit.plans()]
+    elif not plans:
+        plans = [p for p in refit.plans() if fits_transformers(refit.Plan(p))] if args.all else \
+            [p for p in DEFAULT if p in refit.plans()]
+        for p in DEFAULT:
+            if p not in refit.plans():
+                print(f"skipped: {p}: not in this librefit.so (./configure --plans=...)")
     passed = failed = 0
     for name in plans:
         t0 = time.monotonic()

@@ -1,7 +1,10 @@
 /* test_lookup.c: discovery and typed binding (runtime/lookup.c) under the sanitizers: what rf_list
  * says a rank binds equals what the engine's own rf_src_bytes wants, for every rank and tensor of
- * the small plans; rf_bind's refusals carry the tensor, expected and got; an accepted rf_bind is
- * the engine's rf_bind_src. The Python tests cover every message through the module. */
+ * the small plans; sources have the shapes the trainer's modules hold (fused experts 3-D) in every
+ * plan; destinations are found by their aliases, with the tables' strides and padding; derived views
+ * are checked against the table's strides and storage offset and bind their storage once; rf_bind's
+ * refusals carry the tensor, expected and got; an accepted rf_bind is the engine's rf_bind_src. The
+ * Python tests cover every message through the module. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,8 +14,9 @@
 
 #include "expect.h"
 
-static const char *const small[] = {"glm_tiny_demo", "glm_tiny_rep2", "qwen3_moe_tiny_ep2", "qwen3_tiny_fp8_tp4",
-                                    "qwen3_tiny_tp2"};
+static const char *const small[] = {"dsv3_tiny_mtp", "glm_tiny_demo", "glm_tiny_rep2", "qwen3_moe_tiny_bf16",
+                                    "qwen3_moe_tiny_ep2", "qwen3_moe_tiny_per_expert", "qwen3_tiny_fp8_tp4",
+                                    "qwen3_tiny_tp2", "vllm_dsv3_fp8_tp2", "vllm_qwen3moe_bf16_tp2"};
 
 static void test_lists_match_engine(void)
 {
@@ -107,12 +111,126 @@ static void test_bind(void)
   rf_close(e);
 }
 
+/* every plan: a source's shape is its table shape, its 2-D view rows x cols, its strides row-major over
+ * what the rank binds; destinations carry the table's strides, aliases and padding */
+static void test_shapes(void)
+{
+  int fused = 0;
+  for (uint32_t k = 0; k < rf_plan_count(); k++) {
+    const rf_plan *p = rf_plan_at(k);
+    for (uint32_t i = 0; i < p->n_src; i++) {
+      const rf_src_tensor *s = &p->src[i];
+      rf_tensor_info t;
+      EXPECT(rf_describe(p, RF_SIDE_SRC, 0, i, &t) == RF_OK, "describe");
+      int64_t rows = 1;
+      for (int d = 0; d < t.ndim - 1; d++) rows *= t.shape[d];
+      int ok = t.ndim == s->ndim && memcmp(t.shape, s->shape, sizeof t.shape) == 0 &&
+               (t.ndim == 1 ? rows == 1 && t.shape[0] == s->rows : rows == s->rows && t.shape[t.ndim - 1] == s->cols);
+      ok &= t.stride[t.ndim - 1] == 1 && (t.ndim < 2 || t.stride[t.ndim - 2] == t.shape[t.ndim - 1]);
+      EXPECT(ok, "%s '%s': ndim %d shape [%lld, %lld, %lld] stride [%lld, ...] against rows %lld cols %lld", p->name, s->name,
+             t.ndim, (long long)t.shape[0], (long long)t.shape[1], (long long)t.shape[2], (long long)t.stride[0],
+             (long long)s->rows, (long long)s->cols);
+      fused += t.ndim == 3;
+    }
+    for (uint32_t r = 0; r < p->receivers; r++) {
+      const rf_receiver *rv = &p->recv[r];
+      for (uint32_t i = rv->dst_first; i < rv->dst_first + rv->dst_count; i++) {
+        rf_tensor_info t;
+        EXPECT(rf_describe(p, RF_SIDE_DST, r, i, &t) == RF_OK && memcmp(t.stride, p->dst[i].stride, sizeof t.stride) == 0 &&
+               t.pad_rows == p->dst[i].pad_rows && strcmp(t.aliases, p->dst[i].aliases) == 0, "%s dst '%s'", p->name,
+               p->dst[i].name);
+      }
+    }
+  }
+  EXPECT(fused > 0, "no fused experts in any plan");
+  /* GLM tiny, receiver 1: an alias finds its tensor; lm_head has three names */
+  const rf_plan *g = rf_plan_find("glm_tiny_demo");
+  uint32_t gate = rf_find(g, RF_SIDE_DST, 1, "model.layers.1.mlp.gate.weight");
+  EXPECT(gate != RF_NONE && rf_find(g, RF_SIDE_DST, 1, "model.layers.1.mlp.experts.gate.weight") == gate, "alias");
+  EXPECT(rf_find(g, RF_SIDE_DST, 1, "drafter.lm_head.weight") == rf_find(g, RF_SIDE_DST, 1, "lm_head.weight") &&
+         rf_find(g, RF_SIDE_DST, 1, "drafter.lm_head") == RF_NONE && rf_find(g, RF_SIDE_DST, 1, "lm_head.weigh") == RF_NONE,
+         "alias boundaries");
+  /* the padded vocabulary: 1000 rows over TP2 in 1024, rank 1's last 24 never written */
+  const rf_plan *v = rf_plan_find("vllm_qwen3_v1000_bf16_tp2");
+  rf_tensor_info e;
+  EXPECT(rf_describe(v, RF_SIDE_DST, 1, rf_find(v, RF_SIDE_DST, 1, "model.embed_tokens.weight"), &e) == RF_OK &&
+         e.shape[0] == 512 && e.pad_rows == 24 && e.bytes == 512 * 256 * 2, "padding: %lld rows, %lld pad",
+         (long long)e.shape[0], (long long)e.pad_rows);
+}
+
+/* derived views: the table's strides and storage offset, the storage bound once through its first view */
+static void test_derived(void)
+{
+  const rf_plan *p = rf_plan_find("glm_tiny_demo");
+  uint32_t uk = rf_find(p, RF_SIDE_DERIVED, 0, "model.layers.0.self_attn.W_UK_T");
+  uint32_t uv = rf_find(p, RF_SIDE_DERIVED, 0, "model.layers.0.self_attn.W_UV");
+  rf_tensor_info a, b;
+  EXPECT(rf_describe(p, RF_SIDE_DERIVED, 0, uk, &a) == RF_OK && rf_describe(p, RF_SIDE_DERIVED, 0, uv, &b) == RF_OK, "describe");
+  EXPECT(a.bytes == 65536 && a.storage == uk && a.view_of == RF_NONE && a.offset == 0 && a.stride[0] == 128 &&
+         a.stride[1] == 1 && a.stride[2] == 256, "W_UK_T info");
+  EXPECT(b.bytes == 0 && b.storage == uk && b.offset == 64 && b.stride[0] == 128 && b.stride[1] == 256 && b.stride[2] == 1,
+         "W_UV info: bytes %llu storage %u offset %lld", (unsigned long long)b.bytes, b.storage, (long long)b.offset);
+  rf_config cfg = {.plan = p, .role = RF_RECEIVER, .rank = 0, .token = 1, .ucx_tls = "tcp"};
+  static uint16_t storage[32768];
+  int64_t uk_shape[3] = {2, 64, 128}, uk_st[3] = {128, 1, 256}, uv_shape[3] = {2, 128, 64}, uv_st[3] = {128, 256, 1};
+  rf_tensor tk = {.data = storage, .device_type = 1, .dtype_code = 4, .dtype_bits = 16, .dtype_lanes = 1, .ndim = 3,
+                  .shape = uk_shape, .strides = uk_st, .row0 = -1, .offset = 0};
+  rf_tensor tv = tk;
+  tv.data = storage + 64, tv.shape = uv_shape, tv.strides = uv_st, tv.offset = 64;
+  char err[512], want[600];
+  EXPECT(rf_check(&cfg, RF_SIDE_DERIVED, uk, &tk, err, sizeof err) == RF_OK && err[0] == 0, "W_UK_T: %s", err);
+  EXPECT(rf_check(&cfg, RF_SIDE_DERIVED, uv, &tv, err, sizeof err) == RF_OK, "W_UV: %s", err);
+  rf_tensor bad = tv;
+  bad.strides = NULL; /* a contiguous copy */
+  snprintf(want, sizeof want, "tensor 'model.layers.0.self_attn.W_UV' (derived %u, receiver 0): strides [8192, 64, 1] "
+           "(elements), expected [128, 256, 1]: not the view of its storage that the plan's engine profile describes", uv);
+  EXPECT(rf_check(&cfg, RF_SIDE_DERIVED, uv, &bad, err, sizeof err) == RF_ERR_TYPE && strcmp(err, want) == 0, "got '%s'", err);
+  bad = tv, bad.offset = 0;
+  snprintf(want, sizeof want, "tensor 'model.layers.0.self_attn.W_UV' (derived %u, receiver 0): storage offset 0 "
+           "(elements), expected 64: not the view of its storage that the plan's engine profile describes", uv);
+  EXPECT(rf_check(&cfg, RF_SIDE_DERIVED, uv, &bad, err, sizeof err) == RF_ERR_TYPE && strcmp(err, want) == 0, "got '%s'", err);
+  rf_engine *e = NULL;
+  if (rf_open(&cfg, &e) != RF_OK) {
+    EXPECT(0, "rf_open: %s", rf_last_error(e));
+    rf_close(e);
+    return;
+  }
+  snprintf(want, sizeof want, "tensor 'model.layers.0.self_attn.W_UV' (derived %u): nothing to bind, it lies in the storage "
+           "bound through 'model.layers.0.self_attn.W_UK_T' (derived %u)", uv, uk);
+  EXPECT(rf_bind(e, RF_SIDE_DERIVED, uv, &tv, err, sizeof err) == RF_OK && strcmp(err, want) == 0, "got '%s'", err);
+  EXPECT(rf_bind(e, RF_SIDE_DERIVED, uk, &tk, err, sizeof err) == RF_OK && err[0] == 0, "W_UK_T binds its storage: %s", err);
+  rf_close(e);
+  /* views of a bf16 kv_b_proj lie in its memory: checked, nothing bound */
+  const rf_plan *q = rf_plan_find("vllm_glm5_bf16_tp1");
+  uint32_t qv = rf_find(q, RF_SIDE_DERIVED, 0, "model.layers.0.self_attn.W_UV");
+  uint32_t kv = rf_find(q, RF_SIDE_DST, 0, "model.layers.0.self_attn.kv_b_proj.weight");
+  rf_tensor_info c;
+  EXPECT(rf_describe(q, RF_SIDE_DERIVED, 0, qv, &c) == RF_OK && c.view_of == kv && c.storage == RF_NONE && c.bytes == 0 &&
+         c.offset == 192 * 512, "view of kv_b_proj: view_of %u storage %u", c.view_of, c.storage);
+  cfg.plan = q;
+  if (rf_open(&cfg, &e) != RF_OK) {
+    EXPECT(0, "rf_open: %s", rf_last_error(e));
+    rf_close(e);
+    return;
+  }
+  static uint16_t kvb[1792 * 512];
+  int64_t shape[3] = {4, 512, 256}, st[3] = {229376, 1, 512};
+  rf_tensor t = {.data = kvb + 192 * 512, .device_type = 1, .dtype_code = 4, .dtype_bits = 16, .dtype_lanes = 1, .ndim = 3,
+                 .shape = shape, .strides = st, .row0 = -1, .offset = 192 * 512};
+  snprintf(want, sizeof want, "tensor 'model.layers.0.self_attn.W_UV' (derived %u): nothing to bind, a view of "
+           "'model.layers.0.self_attn.kv_b_proj.weight' (dst %u) that changes with that tensor", qv, kv);
+  EXPECT(rf_bind(e, RF_SIDE_DERIVED, qv, &t, err, sizeof err) == RF_OK && strcmp(err, want) == 0, "got '%s'", err);
+  rf_close(e);
+}
+
 static const struct {
   const char *name;
   void (*fn)(void);
 } tests[] = {
   {"rf_list and rf_describe equal the engine's rf_src_bytes (small plans, every rank)", test_lists_match_engine},
   {"rf_bind refusals and acceptance", test_bind},
+  {"source shapes, destination strides, aliases and padding as the tables say (every plan)", test_shapes},
+  {"derived views: strides, storage offset, the storage bound once", test_derived},
 };
 
 int main(void)

@@ -7,6 +7,7 @@ independent numpy computation of the engine format from the full HF state dict. 
 tests/test_python.sh (PYTHONPATH=build/python); prints one ok/FAIL line per test and
 'N passed, N failed'.
 """
+import importlib.util
 import multiprocessing as mp
 import os
 import re
@@ -22,9 +23,23 @@ import ml_dtypes
 import numpy as np
 
 import refit
+import refit.vllm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import engine_ref  # noqa: E402
+
+
+def _load(name, path):
+    """a helper module by path (tests/ is not put on sys.path: its vllm/ would shadow vLLM)"""
+    spec = importlib.util.spec_from_file_location(name, path)
+    sys.modules[name] = mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE in sys.path:  # python puts the script's directory first
+    sys.path.remove(HERE)
+engine_ref = _load("engine_ref", f"{HERE}/engine_ref.py")
+standins = _load("standins", f"{HERE}/vllm/standins.py")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = 0x5EC2E7
@@ -35,11 +50,30 @@ def expect_raises(cls, fn, message, status_name=None):
     try:
         fn()
     except cls as e:
-        assert str(e) == message, f"message\n  got:  {e}\n  want: {message}"
+        assert message is None or str(e) == message, f"message\n  got:  {e}\n  want: {message}"
         if status_name is not None:
             assert e.status_name == status_name, f"status {e.status_name}, want {status_name}"
         return e
     raise AssertionError(f"no {cls.__name__} raised (want: {message})")
+
+
+# ------------------------------------------------------------------------------------------------
+# the reference's inputs: the model's config, what the plan's Lua file says of its trainer,
+# quantization and engine
+
+def plan_options(plan):
+    return engine_ref.plan_options(f"{ROOT}/models/plans/{plan.name}.lua")
+
+
+def family_of(plan):
+    cfg = engine_ref.model_config(f"{ROOT}/models/{plan.model}.lua")
+    return cfg["family"], cfg
+
+
+def hf_spec(plan):
+    """{name: (shape, dtype)} of the trainer's modules, from the reference (not the tables)"""
+    family, cfg = family_of(plan)
+    return engine_ref.hf_sources(family, cfg, **plan_options(plan)["trainer"])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -53,12 +87,12 @@ def source_data(name, shape, dtype, version):
     br, bc = -(-x2.shape[0] // 128), -(-x2.shape[1] // 128)
     mag = np.exp2(rng.integers(-6, 6, size=(br, bc))).astype(np.float32)
     x2 *= np.repeat(np.repeat(mag, 128, 0), 128, 1)[:x2.shape[0], :x2.shape[1]]
-    return x.astype(BF16 if dtype == "bfloat16" else np.float32)
+    return x.astype(BF16 if dtype in ("bf16", "bfloat16") else np.float32)
 
 
 def state_dict(plan, version):
-    """the full HF state dict of the plan's model (the sources as one trainer with fsdp 1 holds them)"""
-    return {n: source_data(n, i.shape, i.dtype, version) for n, i in full_sources(plan).items()}
+    """the full HF state dict of the plan's model, as the trainer's modules hold it unsharded"""
+    return {n: source_data(n, shape, dt, version) for n, (shape, dt) in hf_spec(plan).items()}
 
 
 def full_sources(plan):
@@ -69,19 +103,63 @@ def full_sources(plan):
     return out
 
 
-def family_of(plan):
-    cfg = engine_ref.model_config(f"{ROOT}/models/{plan.model}.lua")
-    return cfg["family"], cfg
-
-
 def reference(plan, receiver, version, sd=None):
     family, cfg = family_of(plan)
-    pos = plan._p.receiver(receiver)[1]
-    lua = open(f"{ROOT}/models/plans/{plan.name}.lua").read()
-    fp8 = re.search(r"fp8\s*=\s*true", lua) is not None
-    ue8m0 = plan.scale_fmt == "ue8m0"
+    o = plan_options(plan)
     return engine_ref.engine_format(family, cfg, sd or state_dict(plan, version), tp=plan.tp, ep=plan.ep,
-                                    position=pos, fp8=fp8, ue8m0=ue8m0)
+                                    position=plan._p.receiver(receiver)[1], fp8=o["fp8"],
+                                    ue8m0=plan.scale_fmt == "ue8m0", engine=o["engine"], exclude=o["exclude"])
+
+
+def np_root(a):
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def np_geometry(a):
+    """(shape, strides in elements, element offset into its root array, the root's id) of a numpy view"""
+    root = np_root(a)
+    ptr = a.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    return tuple(a.shape), tuple(s // a.itemsize for s in a.strides), ptr // a.itemsize, id(root)
+
+
+POISON = 0xA5
+
+
+def poison(tensors):
+    """fill every storage behind tensors (numpy arrays or stand-ins) with POISON: a byte never written shows"""
+    for t in tensors.values():
+        np_root(getattr(t, "a", t)).view(np.uint8)[...] = POISON
+
+
+def bits(a):
+    return np.ascontiguousarray(a).view(np.uint8).reshape(-1)
+
+
+def compare(want, got):
+    """(bytes that differ, bytes compared, bytes written, the first difference) of an engine's tensors
+    against the reference: every tensor once (aliases are one), each derived view, padding rows left
+    as poisoned"""
+    bad, compared, written, first, seen = 0, 0, 0, None, set()
+    for n, w in want.items():
+        if id(w) in seen:
+            continue
+        seen.add(id(w))
+        g = got[n]
+        g = getattr(g, "a", g)
+        assert g.shape == w.shape and g.dtype == w.dtype, (n, g.shape, g.dtype, w.shape, w.dtype)
+        pad = want.pad_rows.get(n, 0)
+        real = w.shape[0] - pad
+        d = int((bits(g[:real]) != bits(w[:real])).sum())
+        if pad:
+            d += int((bits(g[real:]) != POISON).sum())
+        if d and first is None:
+            first = f"'{n}' differs in {d} of {w.nbytes} bytes" + (f" ({pad} padding rows)" if pad else "")
+        bad, compared = bad + d, compared + w.nbytes
+        if n not in want.derived:
+            written += w[:real].nbytes
+    return bad, compared, written, first
 
 
 # ------------------------------------------------------------------------------------------------
@@ -89,7 +167,7 @@ def reference(plan, receiver, version, sd=None):
 def test_library():
     have = set(re.search(r"^plan_set = (.*)$", open(f"{ROOT}/config.ninja").read(), re.M).group(1).split())
     assert set(refit.plans()) == have, f"plans {refit.plans()}, configure chose {sorted(have)}"
-    assert refit.ABI_VERSION == 1
+    assert refit.ABI_VERSION == 3
     e = expect_raises(refit.Error, lambda: refit.Plan("nope"),
                       f"no plan 'nope' in this librefit.so (it has: {' '.join(refit.plans())}; "
                       f"./configure --plans=... chooses them)", "RF_ERR_ARG")
@@ -112,8 +190,16 @@ def test_source_lookups():
     assert (p.fsdp, p.dp_replicate, p.trainers, p.tp, p.ep, p.replicas, p.receivers) == (2, 1, 2, 2, 1, 2, 4)
     e = p.source("model.embed_tokens.weight", 1)
     assert e == refit.TensorInfo("model.embed_tokens.weight", 0, 1, "bfloat16", (1024, 256), 512, 512, 262144, "shard",
-                                 None), e
+                                 None, (256, 1), (), 0, 0, None, None), e
     assert e.bind_shape == (512, 256)
+    # fused experts as transformers 5 holds them, fp32 masters: FSDP2 shard 1 of 2 binds experts 4..7
+    f = refit.Plan("qwen3_moe_tiny_ep2").source("model.layers.1.mlp.experts.gate_up_proj", 1)
+    assert (f.dtype, f.shape, f.row0, f.rows, f.bytes, f.stride, f.bind_shape) == \
+        ("float32", (8, 256, 256), 4, 4, 4 * 256 * 256 * 4, (65536, 256, 1), (4, 256, 256)), f
+    d = refit.Plan("qwen3_moe_tiny_ep2").source("model.layers.1.mlp.experts.down_proj", 0)
+    assert (d.shape, d.row0, d.rows) == ((8, 256, 128), 0, 4), d
+    pe = refit.Plan("qwen3_moe_tiny_per_expert").source("model.layers.0.mlp.experts.5.down_proj.weight", 1)
+    assert (pe.shape, pe.row0, pe.rows, pe.dtype) == ((256, 128), 128, 128, "float32"), pe
     n0, n1 = p.source("model.layers.0.self_attn.q_norm.weight", 0), p.source("model.layers.0.self_attn.q_norm.weight", 1)
     assert (n0.travel, n0.owner, n0.bytes, n1.row0, n1.rows, n1.bytes, n1.shape) == ("gather", 1, 0, 0, 128, 256, (128,))
     assert "model.layers.0.self_attn.q_norm.weight" in p.sources(1) and "model.layers.0.self_attn.q_norm.weight" not in p.sources(0)
@@ -169,9 +255,25 @@ def test_ranks():
     d = q.destination("model.layers.1.self_attn.qkv_proj.weight", 3)
     assert (d.shape, d.dtype, d.bytes, d.rows, d.side, d.travel) == ((512, 256), "bfloat16", 262144, 512, 2, None)
     g = refit.Plan("glm_tiny_demo").destinations(1)
-    assert g["model.layers.0.self_attn.W_UK_T"].shape == (2, 64, 128) and g["model.layers.0.self_attn.W_UK_T"].side == 3
-    assert g["model.layers.1.mlp.experts.w13_weight"].shape == (4, 512, 256)
-    assert g["model.layers.1.mlp.experts.w13_weight"].dtype == "float8_e4m3fn"
+    uk, uv = g["model.layers.0.self_attn.W_UK_T"], g["model.layers.0.self_attn.W_UV"]
+    assert (uk.shape, uk.side, uk.stride, uk.offset, uk.bytes, uk.storage, uk.view_of) == \
+        ((2, 64, 128), 3, (128, 1, 256), 0, 65536, uk.id, None), uk
+    assert (uv.shape, uv.stride, uv.offset, uv.bytes, uv.storage) == ((2, 128, 64), (128, 256, 1), 64, 0, uk.id), uv
+    w13 = g["model.layers.1.mlp.experts.routed_experts.w13_weight"]
+    assert (w13.shape, w13.dtype, w13.stride) == ((4, 512, 256), "float8_e4m3fn", (131072, 256, 1)), w13
+    # aliases: the engine's other names of one tensor find it
+    a = refit.Plan("glm_tiny_demo").destination("model.layers.1.mlp.experts.gate.weight", 1)
+    assert a.name == "model.layers.1.mlp.gate.weight" and a.aliases == ("model.layers.1.mlp.experts.gate.weight",), a
+    assert refit.Plan("glm_tiny_demo").destination("drafter.lm_head.weight", 0).name == "lm_head.weight"
+    # a bf16 kv_b_proj: vLLM's views lie in its memory, nothing to bind
+    b = refit.Plan("vllm_glm5_bf16_tp1").destinations(0)
+    kv = b["model.layers.0.self_attn.kv_b_proj.weight"]
+    v = b["model.layers.0.self_attn.W_UV"]
+    assert (v.view_of, v.storage, v.bytes, v.offset, v.stride) == (kv.id, None, 0, 192 * 512, (229376, 1, 512)), v
+    # vocabulary padding: 1000 rows padded to 1024 over TP2, rank 1's last 24 rows hold no weight
+    e = refit.Plan("vllm_qwen3_v1000_bf16_tp2").destination("model.embed_tokens.weight", 1)
+    assert (e.shape, e.pad_rows, e.bytes) == ((512, 256), 24, 512 * 256 * 2), e
+    assert refit.Plan("vllm_qwen3_v1000_bf16_tp2").destination("model.embed_tokens.weight", 0).pad_rows == 0
     expect_raises(refit.BindError, lambda: q.destination("model.layers.0.qkv_proj.weight", 0),
                   "plan 'qwen3_tiny_tp2' has no receiver 0 tensor 'model.layers.0.qkv_proj.weight'; close: "
                   "'model.layers.0.self_attn.qkv_proj.weight', 'model.layers.0.mlp.down_proj.weight', "
@@ -207,14 +309,38 @@ def test_binding_plan():
 
 
 def test_reference_matches_tables():
-    """the independent reference has exactly the tables' tensors: names, shapes, dtypes"""
+    """the independent reference holds exactly the tables' tensors: the trainer's sources (names,
+    shapes, dtypes) and, per receiver, the engine's (names, aliases, shapes, dtypes, strides, padding,
+    derived views with their offsets and storages)"""
+    DT = {"bf16": "bfloat16", "fp32": "float32"}
     for name in refit.plans():
         p = refit.Plan(name)
+        table = {i[0]: (i[4], _DTYPES[i[3]]) for i in (p._p.describe(1, 0, k) for k in range(p.n_src))}
+        spec = {n: (shape, DT[dt]) for n, (shape, dt) in hf_spec(p).items()}
+        assert table == spec, (name, sorted(set(table.items()) ^ set(spec.items()))[:6])
         sd = state_dict(p, 1)
         for r in range(p.receivers):
-            want = {n: (i.shape, i.dtype) for n, i in p.destinations(r).items()}
-            got = {n: (a.shape, a.dtype.name) for n, a in reference(p, r, 1, sd).items()}
-            assert got == want, (name, r, sorted(set(got.items()) ^ set(want.items()))[:6])
+            infos, ref = p.destinations(r), reference(p, r, 1, sd)
+            dst = {i.id: n for n, i in infos.items() if i.side == 2}
+            want = {n: (i.shape, i.dtype, i.stride, i.pad_rows, sorted(i.aliases)) for n, i in infos.items() if i.side == 2}
+            got = {n: (ref[n].shape, ref[n].dtype.name, np_geometry(ref[n])[1], ref.pad_rows.get(n, 0),
+                       sorted(ref.aliases.get(n, []))) for n in ref.names()}
+            assert got == want, (name, r, sorted(set(got.items()) ^ set(want.items()), key=str)[:4])
+            assert all(ref[a] is ref[n] for n, al in ref.aliases.items() for a in al)
+            views = {n: i for n, i in infos.items() if i.side == 3}
+            assert set(views) == set(ref.derived), (name, r, set(views) ^ set(ref.derived))
+            for n, i in views.items():
+                shape, stride, off, root = np_geometry(ref[n])
+                assert (shape, ref[n].dtype.name, stride, off) == (i.shape, i.dtype, i.stride, i.offset), (name, n)
+                if i.view_of is not None:  # in the destination tensor's memory
+                    assert ref.derived[n] == ("dst", dst[i.view_of]) and root == id(ref[dst[i.view_of]]), (name, n)
+                else:  # in the storage bound through its first view
+                    first = [m for m, j in views.items() if j.id == i.storage][0]
+                    assert ref.derived[n] == ("storage", first) and root == np_geometry(ref[first])[3], (name, n)
+                    assert i.bytes == (np_root(ref[n]).nbytes if n == first else 0), (name, n)
+
+
+_DTYPES = {1: "bfloat16", 2: "float32", 3: "float8_e4m3fn"}
 
 
 class CudaArray:
@@ -322,6 +448,333 @@ def test_bind_refusals():
     rx.close()
 
 
+def test_bind_masters_and_fused_experts():
+    """fp32 masters and transformers 5's fused experts: dtype, the whole tensor, the wrong shard"""
+    tr = refit.Trainer(refit.Plan("qwen3_moe_tiny_ep2"), 1, token=TOKEN, ucx_tls="tcp")
+    G = "tensor 'model.layers.0.mlp.experts.gate_up_proj' (source 10, trainer rank 1)"
+    n = "model.layers.0.mlp.experts.gate_up_proj"
+    expect_raises(refit.BindError, lambda: tr.bind(n, np.zeros((4, 256, 256), BF16)),
+                  f"{G}: dtype bfloat16, expected float32 (the plan's source dtype)")
+    expect_raises(refit.BindError, lambda: tr.bind(n, np.zeros((8, 256, 256), np.float32)),
+                  f"{G}: shape [8, 256, 256], expected [4, 256, 256] (rows 4..7 of [8, 256, 256], FSDP shard 1 of 2): "
+                  "the whole tensor, not this rank's shard")
+    expect_raises(refit.BindError, lambda: tr.bind(n, np.zeros((4, 256, 256), np.float32), row0=0),
+                  f"{G}: holds rows 0..3 of [8, 256, 256], this rank binds rows 4..7 (FSDP shard 1 of 2): the wrong shard")
+    expect_raises(refit.BindError, lambda: tr.bind(n, np.zeros((4, 512, 128), np.float32)),
+                  f"{G}: shape [4, 512, 128], expected [4, 256, 256] (rows 4..7 of [8, 256, 256], FSDP shard 1 of 2)")
+    expect_raises(refit.BindError, lambda: tr.bind(n, np.zeros((4, 256, 512), np.float32)[:, :, ::2]),
+                  f"{G}: strides [131072, 512, 2] (elements), expected [65536, 256, 1]: not row-major contiguous; "
+                  "bind a contiguous copy")
+    family, cfg = family_of(tr.plan)  # the same model with transformers 4.x's per-expert modules
+    per_expert = {k: np.zeros(shape, np.float32)
+                  for k, (shape, _) in engine_ref.hf_sources(family, cfg, experts="per_expert").items()}
+    expect_raises(refit.BindError, lambda: tr.bind_module(per_expert),
+                  "4 source(s) of plan 'qwen3_moe_tiny_ep2' not in the module, e.g. "
+                  "'model.layers.0.mlp.experts.gate_up_proj', 'model.layers.0.mlp.experts.down_proj', "
+                  "'model.layers.1.mlp.experts.gate_up_proj', 'model.layers.1.mlp.experts.down_proj'; the module holds "
+                  "its experts one by one (transformers 4.x), the plan fused as transformers >= 5 does "
+                  "(mlp.experts.gate_up_proj [E, 2I, H]): use a plan with trainer.experts = \"per_expert\"")
+    tr.bind(n, np.zeros((4, 256, 256), np.float32), row0=4)
+    tr.close()
+
+
+def test_bind_engine_layouts():
+    """Receiver.bind: aliases as one tensor, derived views in one storage at the table's strides and
+    offsets, views of a bf16 kv_b_proj in its memory, padded vocabulary, what is still unbound"""
+    p = refit.Plan("glm_tiny_demo")
+    rx = refit.Receiver(p, 0, token=TOKEN, ucx_tls="tcp")
+    good = p.engine_tensors(0)
+    UK, UV = "model.layers.0.self_attn.W_UK_T", "model.layers.0.self_attn.W_UV"
+    t = dict(good)
+    t["drafter.lm_head.weight"] = np.zeros((512, 256), BF16)
+    expect_raises(refit.BindError, lambda: rx.bind(t),
+                  "tensor 'lm_head.weight' of plan 'glm_tiny_demo' (receiver 0) is one engine tensor under the names "
+                  "'lm_head.weight', 'drafter.model.layers.3.shared_head.head.weight', 'drafter.lm_head.weight': "
+                  f"'lm_head.weight' and 'drafter.lm_head.weight' are different tensors (at "
+                  f"{good['lm_head.weight'].__array_interface__['data'][0]:#x}, shape [512, 256] and at "
+                  f"{t['drafter.lm_head.weight'].__array_interface__['data'][0]:#x}, shape [512, 256])")
+    t = dict(good)
+    t["drafter.model.embed_tokens.weight"] = np.zeros((512, 256), np.float32)
+    del t["model.embed_tokens.weight"]
+    expect_raises(refit.BindError, lambda: rx.bind(t),
+                  "tensor 'model.embed_tokens.weight' (dst 0, receiver 0): dtype float32, expected bfloat16 "
+                  "(given as 'drafter.model.embed_tokens.weight')")
+    t = dict(good)
+    t[UK] = np.ascontiguousarray(good[UK])
+    expect_raises(refit.BindError, lambda: rx.bind(t),
+                  f"tensor '{UK}' (derived 0, receiver 0): strides [8192, 128, 1] (elements), expected [128, 1, 256]: "
+                  "not the view of its storage that the plan's engine profile describes")
+    st = np.zeros(32768, BF16)
+    t = dict(good)
+    t[UV] = np.ndarray((2, 128, 64), BF16, buffer=st, offset=0, strides=(256, 512, 2))
+    expect_raises(refit.BindError, lambda: rx.bind(t),
+                  f"tensor '{UV}' (derived 1, receiver 0): storage offset 0 (elements), expected 64: not the view of "
+                  "its storage that the plan's engine profile describes")
+    t[UV] = np.ndarray((2, 128, 64), BF16, buffer=st, offset=128, strides=(256, 512, 2))
+    expect_raises(refit.BindError, lambda: rx.bind(t),
+                  f"derived views '{UK}' and '{UV}' of plan 'glm_tiny_demo' (receiver 0) lie in one storage of 65536 "
+                  f"bytes; the engine's lie in different storages (at "
+                  f"{np_root(good[UK]).__array_interface__['data'][0]:#x} and {st.__array_interface__['data'][0]:#x})")
+    big = np.zeros(65536, BF16)
+    t = dict(good)
+    t[UK] = np.ndarray((2, 64, 128), BF16, buffer=big, offset=0, strides=(256, 2, 512))
+    expect_raises(refit.BindError, lambda: rx.bind(t),
+                  f"derived view '{UK}' of plan 'glm_tiny_demo' (receiver 0) lies at element offset 0 of a storage of "
+                  f"65536 bytes; the engine's storage is 131072 bytes at {big.__array_interface__['data'][0]:#x}, the "
+                  f"view's storage start {big.__array_interface__['data'][0]:#x}")
+    # nothing half-applied: each refusal above bound nothing
+    assert len(rx.unbound) == len(p.destinations(0)), rx.unbound[:3]
+    # a partial bind says what is left; the rest binds later (an alias given again, the same tensor)
+    first = {n: good[n] for n in list(good)[:10]}  # embed_tokens under both names, then 8 more
+    left = rx.bind(first)
+    assert left == [n for n in p.destinations(0) if n not in first], left[:3]
+    assert len(left) == len(p.destinations(0)) - 9 and "model.layers.0.self_attn.o_proj.weight" in left, left[:3]
+    assert rx.bind(good) == [] and rx.unbound == []
+    rx.listen("127.0.0.1")
+    rx.close()
+
+    # views of a bf16 kv_b_proj (vLLM's W_UK_T / W_UV lie in its memory): checked, nothing bound
+    b = refit.Plan("vllm_glm5_bf16_tp1")
+    rx = refit.Receiver(b, 0, token=TOKEN, ucx_tls="tcp")
+    good = b.engine_tensors(0)
+    K = "model.layers.0.self_attn.kv_b_proj.weight"
+    UK, UV = "model.layers.0.self_attn.W_UK_T", "model.layers.0.self_attn.W_UV"
+    t = dict(good)
+    copy = good[K].copy()
+    t[UV] = np.ndarray((4, 512, 256), BF16, buffer=copy, offset=192 * 512 * 2, strides=(229376 * 2, 2, 1024))
+    expect_raises(refit.BindError, lambda: rx.bind(t),
+                  f"derived view '{UV}' of plan 'vllm_glm5_bf16_tp1' (receiver 0) is a view of '{K}' at element offset "
+                  f"98304; the engine's lies elsewhere (its storage at {copy.__array_interface__['data'][0]:#x}, '{K}' at "
+                  f"{good[K].__array_interface__['data'][0]:#x}): a copy that updates of '{K}' never reach")
+    expect_raises(refit.BindError, lambda: rx.bind({UK: good[UK]}),
+                  f"derived view '{UK}' of plan 'vllm_glm5_bf16_tp1' (receiver 0) is a view of '{K}': bind '{K}' "
+                  "with it or before it")
+    i = b.destination(UK, 0)
+    desc, _ = refit._describe(good[UK])
+    assert rx._e.bind(3, i.id, desc, None) == \
+        f"tensor '{UK}' (derived {i.id}): nothing to bind, a view of '{K}' (dst {i.view_of}) that changes with that tensor"
+    assert rx.bind(good) == []
+    rx.close()
+
+    # the padded vocabulary: the engine's tensor has the padding rows
+    v = refit.Plan("vllm_qwen3_v1000_bf16_tp2")
+    rx = refit.Receiver(v, 1, token=TOKEN, ucx_tls="tcp")
+    expect_raises(refit.BindError, lambda: rx.bind({"model.embed_tokens.weight": np.zeros((488, 256), BF16)}),
+                  "tensor 'model.embed_tokens.weight' (dst 19, receiver 1): shape [488, 256], expected [512, 256]")
+    rx.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# the vLLM plug-in (refit.vllm) on stand-ins of vLLM's workers built from the dumps
+
+DUMPS = f"{ROOT}/tests/vllm/dumps"
+
+
+def standin_view(plan_name, rank, **changes):
+    """EngineView of worker `rank` as the dump of plan_name's config records it, with changes"""
+    tensors, settings = standins.load(standins.dump_of(plan_name, DUMPS), rank)
+    settings.update(changes)
+    return refit.vllm.EngineView(tensors=tensors, device="cpu", **settings)
+
+
+def table_view(plan, index, **settings):
+    """EngineView of receiver `index` laid out from the tables (for plans without a dump)"""
+    tensors = {}
+    for n, a in plan.engine_tensors(index).items():
+        root = np_root(a)
+        tensors[n] = standins.StandIn(a, standins._Storage(root))
+    return refit.vllm.EngineView(tensors=tensors, device="cpu", **settings)
+
+
+def test_vllm_bind_every_dump():
+    """every rank of every dump with a plan binds through refit.vllm: each table tensor by its name
+    and aliases, MLA views in their storage, drafter; listen and export"""
+    n = 0
+    for name in refit.plans():
+        dump = standins.dump_of(name, DUMPS)
+        if not dump:
+            continue
+        p = refit.Plan(name)
+        for r in range(p.receivers):
+            b = refit.vllm.Binding(p, standin_view(name, r), token=TOKEN, host="127.0.0.1", ucx_tls="tcp")
+            info = b.info()
+            assert info["index"] == r and info["port"] > 0 and len(info["blob"]) > 100 and b.rx.unbound == [], info
+            b.close()
+            n += 1
+    assert n == 22, n
+
+
+def test_vllm_refusals():
+    """what a static table cannot follow is refused at bind, naming the setting"""
+    Q, R = "vllm_qwen3moe_bf16_tp2", refit.vllm.Refused
+
+    def refused(setting, message, plan=Q, view=None, **changes):
+        e = expect_raises(R, lambda: refit.vllm.Binding(plan, view or standin_view(plan, 0, **changes), token=TOKEN,
+                                                        ucx_tls="tcp"), f"vLLM {setting}: {message}")
+        assert e.setting == setting and isinstance(e, refit.BindError)
+
+    refused("version", "0.34.1; the tables of plan 'vllm_qwen3moe_bf16_tp2' follow the vllm profile, which covers "
+            "0.33.x (parameter dumps of vLLM 0.33.0 on SM90)", version="0.34.1")
+    refused("device capability", "SM100 (cpu); the vllm profile covers SM90 (H100/H200): elsewhere vLLM picks other "
+            "kernels and layouts (on SM100 DeepGEMM packs FP8 scales into UE8M0 int32)", device_capability=(10, 0))
+    refused("device capability", "no CUDA device (cpu); the vllm profile covers SM90 (H100/H200): elsewhere vLLM picks "
+            "other kernels and layouts (on SM100 DeepGEMM packs FP8 scales into UE8M0 int32)", device_capability=None)
+    refused("moe_backend", "'model.layers.0.mlp.experts.routed_experts' runs FlashInferExperts, which may repack or "
+            "reorder the expert weights after loading; the tables hold them as TritonExperts does (serve with "
+            "--moe-backend triton)", moe_kernels={"model.layers.0.mlp.experts.routed_experts": "FlashInferExperts"})
+    refused("enable_eplb", "EPLB moves experts between ranks at run time; the tables place them statically (serve "
+            "with enable_eplb off)", enable_eplb=True)
+    refused("num_redundant_experts", "2 redundant experts; the tables hold each expert once", num_redundant_experts=2)
+    refused("enable_sleep_mode", "sleep mode frees and re-maps the weights (CUDA virtual memory): bound addresses do "
+            "not survive it", sleep_mode=True)
+    refused("CuMemAllocator", "the weights live in CuMemAllocator (CUDA virtual memory) pools, which sleep mode "
+            "unmaps; refit binds plain cudaMalloc memory", cumem_allocator=True)
+    refused("PYTORCH_CUDA_ALLOC_CONF expandable_segments", "expandable segments map the weights through CUDA virtual "
+            "memory, which RDMA registration cannot pin safely (unset it for the engine)", expandable_segments=True)
+    refused("VLLM_USE_DEEP_GEMM_E8M0", "the engine uses DeepGEMM's UE8M0 scales; plan 'vllm_qwen3moe_bf16_tp2' writes "
+            "fp32 scales (set VLLM_USE_DEEP_GEMM_E8M0=0 or use a plan with scale_fmt = \"ue8m0\")", deep_gemm_e8m0=True)
+    refused("tensor_parallel_size", "4; plan 'vllm_qwen3moe_bf16_tp2' has tp 2", tp_size=4)
+    refused("enable_expert_parallel", "expert parallel size 2; plan 'vllm_qwen3moe_bf16_tp2' has ep 1 (experts split "
+            "by TP)", ep_size=2)
+    refused("expert_placement_strategy", "'model.layers.0.mlp.experts.routed_experts' on EP rank 0 holds experts "
+            "[0, 1, 2]; plan 'vllm_qwen3moe_bf16_tp2' places [0, 1, 2, 3] there (linear placement of 4 experts over "
+            "1 EP ranks)", expert_maps={"model.layers.0.mlp.experts.routed_experts": (4, [0, 1, 2])})
+    # expert parallelism (a plan without a dump: the engine laid out from its tables)
+    ep = refit.Plan("qwen3_moe_tiny_ep2")
+    E = "model.layers.1.mlp.experts.routed_experts"
+    refused("expert_placement_strategy", "'round_robin'; plan 'qwen3_moe_tiny_ep2' places experts 'linear'", ep,
+            table_view(ep, 0, tp_size=2, ep_size=2, expert_placement="round_robin"))
+    refused("expert_placement_strategy", f"'{E}' on EP rank 1 holds experts [1, 3, 5, 7]; plan 'qwen3_moe_tiny_ep2' "
+            "places [4, 5, 6, 7] there (linear placement of 8 experts over 2 EP ranks)", ep,
+            table_view(ep, 1, tp_size=2, tp_rank=1, ep_size=2, ep_rank=1, expert_maps={E: (8, [1, 3, 5, 7])}))
+    b = refit.vllm.Binding(ep, table_view(ep, 1, tp_size=2, tp_rank=1, ep_size=2, ep_rank=1,
+                                          expert_maps={E: (8, [4, 5, 6, 7])}), token=TOKEN, ucx_tls="tcp")
+    assert b.index == 1
+    b.close()
+    # tensors: a renamed FP8 scale, a missing drafter, a tensor inside a larger storage
+    F = "vllm_qwen3_fp8_tp1"
+    v = standin_view(F, 0)
+    S = "model.layers.0.self_attn.qkv_proj.weight_scale"
+    v.tensors[S] = v.tensors.pop(S + "_inv")
+    refused("FP8 kernel path", "the engine names the scales of 'model.layers.0.self_attn.qkv_proj.weight' "
+            f"'{S}', the vllm profile's kernels 'weight_scale_inv' (another kernel that may hold them in another format)",
+            F, v)
+    D = "vllm_dsv3_fp8_tp1"
+    v = standin_view(D, 0)
+    v.tensors = {n: t for n, t in v.tensors.items() if not n.startswith("drafter.")}
+    expect_raises(refit.BindError, lambda: refit.vllm.Binding(D, v, token=TOKEN, ucx_tls="tcp"),
+                  "28 tensor(s) of plan 'vllm_dsv3_fp8_tp1' (receiver 0) not among the engine's parameters, e.g. "
+                  "'drafter.model.layers.3.mtp_block.self_attn.fused_qkv_a_proj.weight', "
+                  "'drafter.model.layers.3.mtp_block.self_attn.fused_qkv_a_proj.weight_scale_inv', "
+                  "'drafter.model.layers.3.mtp_block.self_attn.q_a_layernorm.weight'; the engine has no MTP drafter "
+                  "here (the weight-transfer backend sees the target model only: bind through the worker extension, "
+                  "refit.vllm.bind)")
+    v = standin_view(D, 0)
+    N = "model.norm.weight"
+    big = standins._Storage(np.zeros(1024, np.uint8))
+    v.tensors[N] = standins.StandIn(np.ndarray((256,), BF16, buffer=big.buf, offset=512), big)
+    expect_raises(refit.BindError, lambda: refit.vllm.Binding(D, v, token=TOKEN, ucx_tls="tcp"),
+                  f"tensor '{N}' of plan 'vllm_dsv3_fp8_tp1' (receiver 0) is a whole storage of 512 bytes; the "
+                  "engine's lies at element offset 256 of a storage of 1024 bytes (another layout than the tables')")
+    # the drafter's head a copy of the target's, W_UV out of its storage: Receiver.bind refuses, naming both
+    v = standin_view(D, 0)
+    H = "drafter.lm_head.weight"
+    own = standins._Storage(np.zeros(262144, np.uint8))
+    v.tensors[H] = standins.StandIn(np.ndarray((512, 256), BF16, buffer=own.buf), own)
+    e = expect_raises(refit.BindError, lambda: refit.vllm.Binding(D, v, token=TOKEN, ucx_tls="tcp"), None)
+    assert str(e).startswith("tensor 'lm_head.weight' of plan 'vllm_dsv3_fp8_tp1' (receiver 0) is one engine tensor "
+                             "under the names 'lm_head.weight', 'drafter.model.layers.3.shared_head.head.weight', "
+                             "'drafter.lm_head.weight': "), e
+    v = standin_view(D, 0)
+    U = "model.layers.0.self_attn.mla_attn.mla_attn.W_UV"
+    other = standins._Storage(np.zeros(1048576, np.uint8))
+    v.tensors[U] = standins.StandIn(np.ndarray((4, 512, 128), BF16, buffer=other.buf, offset=256,
+                                               strides=(512, 2048, 2)), other)
+    e = expect_raises(refit.BindError, lambda: refit.vllm.Binding(D, v, token=TOKEN, ucx_tls="tcp"), None)
+    assert str(e).startswith("derived views 'model.layers.0.self_attn.mla_attn.mla_attn.W_UK_T' and "
+                             f"'{U}' of plan 'vllm_dsv3_fp8_tp1' (receiver 0) lie in one storage of 1048576 bytes; the "
+                             "engine's lie in different storages"), e
+
+
+class FakeLLM:
+    """what refit.vllm.bind / update call of an LLM: collective_rpc, each worker's call in its own
+    thread as vLLM's workers run in their own processes"""
+
+    def __init__(self, workers):
+        self.workers = workers
+
+    def collective_rpc(self, method, timeout=None, args=(), kwargs=None):
+        out, errs = [None] * len(self.workers), []
+
+        def run(i, w):
+            try:
+                out[i] = getattr(w, method)(*args, **(kwargs or {}))
+            except Exception as e:  # noqa: BLE001 (vLLM re-raises a worker's exception in the driver)
+                errs.append(e)
+        ths = [threading.Thread(target=run, args=(i, w)) for i, w in enumerate(self.workers)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join()
+        if errs:
+            raise errs[0]
+        return out
+
+
+def test_vllm_driver():
+    """the worker extension through collective_rpc, without vLLM: bind every worker, trainers import
+    the blobs and push, update arms and waits on every worker; a version nobody pushes times out on
+    each, named in the error; import refit.vllm needs no vLLM"""
+    assert "vllm" not in sys.modules
+    expect_raises(ModuleNotFoundError, lambda: refit.vllm.RefitWeightTransferEngine, "No module named 'vllm'")
+    name = "vllm_qwen3_bf16_tp2"
+    plan = refit.Plan(name)
+
+    class Worker(refit.vllm.WorkerExtension):
+        def __init__(self, rank):
+            self.rank = rank
+
+        def refit_view(self):
+            view = standin_view(name, self.rank)
+            self.tensors = view.tensors  # the engine's tensors, to compare after the update
+            return view
+
+    workers = [Worker(r) for r in range(plan.tp)]
+    llm = FakeLLM(workers)
+    infos = refit.vllm.bind(llm, name, TOKEN, host="127.0.0.1", ucx_tls="tcp", timeout_ms=15000)
+    assert [i["index"] for i in infos] == [0, 1]
+    for w in workers:
+        poison(w.tensors)
+    ctx = mp.get_context("fork")
+    conns, procs = [], []
+    addrs = {i["index"]: (i["port"], i["blob"]) for i in infos}
+    for t in range(plan.trainers):
+        a, b = ctx.Pipe()
+        procs.append(ctx.Process(target=trainer_proc, args=(name, t, addrs, 1, "blob", b)))
+        procs[-1].start()
+        conns.append(a)
+    try:
+        for c in conns:
+            c.send(("push", 1))
+        res = refit.vllm.update(llm, 1, timeout=60)
+        assert [(r["index"], r["complete"], r["torn"]) for r in res] == [(0, 1, None), (1, 1, None)], res
+        for c in conns:
+            assert c.poll(60) and c.recv()[:3] == ("pushed", conns.index(c), 1)
+            c.send(("quit",))
+        for i, w in zip(infos, workers):
+            bad, _, written, first = compare(reference(plan, i["index"], 1), w.tensors)
+            assert bad == 0 and written == plan._p.receiver(i["index"])[2], (i["index"], bad, first)
+        e = expect_raises(refit.TimeoutError, lambda: refit.vllm.update(llm, 2, timeout=0.3),
+                          "version 2 not complete on receiver(s) 0: version 2 not complete after 300 ms (newest "
+                          "complete 1); 1: version 2 not complete after 300 ms (newest complete 1)")
+        assert e.version == 2
+    finally:
+        for pr in procs:
+            pr.join(20)
+    for w in workers:
+        w.refit_close()
+
+
 def test_wait_releases_gil():
     rx = refit.Receiver(refit.Plan("qwen3_tiny_tp2"), 0, token=TOKEN, ucx_tls="tcp")
     rx.bind({n: i.empty() for n, i in rx.tensors.items()})
@@ -353,30 +806,37 @@ def test_wait_releases_gil():
 # ------------------------------------------------------------------------------------------------
 # loopback: receivers and trainers in forked processes, the parent drives versions through pipes
 
-def receiver_proc(plan_name, index, versions, use_blob, conn):
+def receiver_proc(plan_name, index, versions, use_blob, conn, dump=None):
+    """one receiver: fresh tensors laid out as the engine holds them (Plan.engine_tensors), or with
+    dump the stand-ins of a vLLM worker bound through refit.vllm (tests/vllm/standins.py)"""
     try:
         plan = refit.Plan(plan_name)
-        rx = refit.Receiver(plan, index, token=TOKEN, ucx_tls="tcp", timeout_ms=15000)
-        bufs = {n: i.empty() for n, i in rx.tensors.items()}
-        for b in bufs.values():
-            b.view(np.uint8)[...] = 0xA5  # poison: a byte never written shows
-        rx.bind(bufs)
-        port = rx.listen("127.0.0.1")
+        opts = dict(token=TOKEN, ucx_tls="tcp", timeout_ms=15000)
+        if dump:
+            tensors, settings = standins.load(dump, plan._p.receiver(index)[1])
+            binding = refit.vllm.Binding(plan, refit.vllm.EngineView(tensors=tensors, device="cpu", **settings),
+                                         host="127.0.0.1", **opts)
+            rx, port = binding.rx, binding.port
+            assert binding.index == index, (binding.index, index)
+            poison(tensors)
+        else:
+            rx = refit.Receiver(plan, index, **opts)
+            tensors = plan.engine_tensors(index)
+            poison(tensors)
+            assert rx.bind(tensors) == [], rx.unbound
+            port = rx.listen("127.0.0.1")
         conn.send(("port", index, port, rx.export() if use_blob else None))
         for v in range(1, versions + 1):
-            rx.arm(v)  # the engine stopped reading: trainers may write v
-            conn.send(("ready", index, v))
-            st = rx.wait(v, timeout=60)
-            want = reference(plan, index, v)
-            bad, first = 0, None
-            for n, w in want.items():
-                d = int((bufs[n].view(np.uint8).reshape(-1) != w.view(np.uint8).reshape(-1)).sum())
-                if d and first is None:
-                    first = f"receiver {index}: '{n}' differs in {d} of {w.nbytes} bytes"
-                bad += d
-            total = sum(w.nbytes for w in want.values())
+            if dump:  # the plug-in's update: arm, then wait
+                conn.send(("ready", index, v))
+                st = binding.update(v, timeout=60)
+            else:
+                rx.arm(v)  # the engine stopped reading: trainers may write v
+                conn.send(("ready", index, v))
+                st = rx.wait(v, timeout=60)
+            bad, compared, written, first = compare(reference(plan, index, v), tensors)
             c = rx.counters()
-            conn.send(("result", index, v, st.complete, bad, total, first, c["versions"], c["bytes"]))
+            conn.send(("result", index, v, st.complete, bad, written, first, c["versions"], c["bytes"]))
         rx.close()
     except Exception:
         conn.send(("fatal", index, traceback.format_exc()))
@@ -415,10 +875,10 @@ def trainer_proc(plan_name, rank, addrs, versions, mode, conn):
         conn.send(("fatal", rank, traceback.format_exc()))
 
 
-def loopback(plan_name, versions=2, mode="shard"):
+def loopback(plan_name, versions=2, mode="shard", dumps=False):
     plan = refit.Plan(plan_name)
     ctx = mp.get_context("fork")
-    rconns, tconns, procs = [], [], []
+    rconns, tconns, procs, done = [], [], [], False
 
     def recv(c, what):
         if not c.poll(120):
@@ -431,7 +891,8 @@ def loopback(plan_name, versions=2, mode="shard"):
     try:
         for r in range(plan.receivers):
             a, b = ctx.Pipe()
-            procs.append(ctx.Process(target=receiver_proc, args=(plan_name, r, versions, mode == "blob", b)))
+            dump = standins.dump_of(plan_name, f"{ROOT}/tests/vllm/dumps") if dumps else None
+            procs.append(ctx.Process(target=receiver_proc, args=(plan_name, r, versions, mode == "blob", b, dump)))
             procs[-1].start()
             rconns.append(a)
         addrs = {}
@@ -451,16 +912,16 @@ def loopback(plan_name, versions=2, mode="shard"):
             sent = sum(recv(c, "trainer")[3] for c in tconns)
             assert sent == v * plan.total_bytes, (sent, v * plan.total_bytes)
             for c in rconns:
-                _, r, vv, complete, bad, total, first, nver, nbytes = recv(c, "receiver")
-                assert complete >= v and bad == 0, f"{plan_name} v{v}: {bad} bytes differ; first: {first}"
-                assert total == plan._p.receiver(r)[2] + sum(
-                    i.bytes for i in plan.destinations(r).values() if i.side == 3), (r, total)
+                _, r, vv, complete, bad, written, first, nver, nbytes = recv(c, "receiver")
+                assert complete >= v and bad == 0, f"{plan_name} v{v}: {bad} bytes differ; receiver {r}: {first}"
+                assert written == plan._p.receiver(r)[2], (r, written, plan._p.receiver(r)[2])
                 assert nver == v and nbytes == v * plan._p.receiver(r)[2], (r, nver, nbytes)
         for c in tconns:
             c.send(("quit",))
+        done = True
     finally:
-        for pr in procs:
-            pr.join(20)
+        for pr in procs:  # after a failure at once: the others wait for versions that never come
+            pr.join(20 if done else 0)
             if pr.is_alive():
                 pr.kill()
                 pr.join()
@@ -492,6 +953,36 @@ def test_loopback_glm_hsdp_ue8m0():
     loopback("glm_tiny_rep2")
 
 
+def test_loopback_per_expert_mtp():
+    loopback("dsv3_tiny_mtp", mode="module")
+
+
+def test_loopback_dsv3_fp32_no_mtp():
+    """DeepSeek-V3 as FSDP2 over transformers 5 holds it: fp32 masters, fused experts, no MTP layer
+    (the drafter's layer is left alone, its embed_tokens and heads are the target's)"""
+    loopback("dsv3_tiny_fp8_tp2")
+
+
+def test_vllm_loopback_dsv3_fp8():
+    """into stand-ins of vLLM's DeepSeek-V3 at TP2 (FP8, MLA storage rebuilt into W_UK_T/W_UV, mla_attn
+    aliases, the MTP drafter), bound through refit.vllm"""
+    loopback("vllm_dsv3_fp8_tp2", dumps=True)
+
+
+def test_vllm_loopback_glm5_bf16():
+    """GLM-5 bf16 at TP2: W_UK_T/W_UV views of kv_b_proj itself, the DSA indexer, the drafter"""
+    loopback("vllm_glm5_bf16_tp2", dumps=True, mode="blob")
+
+
+def test_vllm_loopback_qwen3_padded_vocab():
+    """Qwen3 with 1000 vocabulary rows at TP2: rank 1's 24 padding rows are never written"""
+    loopback("vllm_qwen3_v1000_bf16_tp2", dumps=True)
+
+
+def test_vllm_loopback_qwen3moe():
+    loopback("vllm_qwen3moe_bf16_tp2", dumps=True, mode="direct")
+
+
 TESTS = [
     test_library,
     test_source_lookups,
@@ -499,13 +990,24 @@ TESTS = [
     test_binding_plan,
     test_reference_matches_tables,
     test_bind_refusals,
+    test_bind_masters_and_fused_experts,
+    test_bind_engine_layouts,
     test_wait_releases_gil,
+    test_vllm_bind_every_dump,
+    test_vllm_refusals,
+    test_vllm_driver,
     test_loopback_bf16_module,
     test_loopback_bf16_direct,
     test_loopback_fp8_kv_replicated,
     test_loopback_fp8_experts_ep,
     test_loopback_glm_mla_blobs,
     test_loopback_glm_hsdp_ue8m0,
+    test_loopback_per_expert_mtp,
+    test_loopback_dsv3_fp32_no_mtp,
+    test_vllm_loopback_dsv3_fp8,
+    test_vllm_loopback_glm5_bf16,
+    test_vllm_loopback_qwen3_padded_vocab,
+    test_vllm_loopback_qwen3moe,
 ]
 
 

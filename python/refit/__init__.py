@@ -6,21 +6,24 @@ receiver binds its engine's tensors and learns when a version is complete.
 
     plan = refit.Plan("qwen3_tiny_tp2")
     rx = refit.Receiver(plan, plan.receiver_index(replica=0, tp_rank=0), token=SECRET)
-    rx.bind(engine_tensors)                 # dict name -> tensor, as the engine holds them
+    rx.bind(engine_tensors)                 # dict name (or alias) -> tensor, as the engine holds them
     port = rx.listen("0.0.0.0")
+    rx.arm(version)                         # the engine stopped reading its weights
     state = rx.wait(version)                # raises refit.TornError with the reason
 
     tr = refit.Trainer(plan, mesh=mesh, token=SECRET, mem="cuda")
     tr.bind_module(model)                   # FSDP2 shards by name; gathered tensors get buffers
     tr.connect(receiver, host, port)        # for each receiver in tr.receivers
-    tr.refresh_gathered(); tr.push(version); tr.wait()
+    tr.refresh_gathered(); tr.push(version); skipped = tr.wait()
 
 Tensors are PyTorch tensors or any object with __array_interface__ (numpy; ml_dtypes for bfloat16
 and float8_e4m3fn), __cuda_array_interface__ or __dlpack__. torch is imported only when a tensor,
 mesh or module of it is given. Every tensor a receiver or trainer binds is checked against the
-plan: dtype, shape, row-major contiguity, the FSDP shard, the device.
+plan: dtype, shape, strides (row-major, or a derived view's in its storage), the FSDP shard, the
+device. refit.vllm binds a vLLM worker's parameters.
 """
 import difflib
+import re
 import sys
 from collections import namedtuple
 
@@ -53,13 +56,18 @@ VersionState.__doc__ = ("A receiver's versions: newest complete, newest torn (0:
                         "(0: none), connections refused so far, why the newest torn one tore.")
 
 
-class TensorInfo(namedtuple("TensorInfo", "name id side dtype shape row0 rows bytes travel owner")):
+class TensorInfo(namedtuple("TensorInfo", "name id side dtype shape row0 rows bytes travel owner stride aliases pad_rows "
+                                           "offset storage view_of")):
     """One tensor of a plan as one rank binds it.
 
-    shape is the whole tensor (a source as the trainer's module holds it); the rank binds dim-0
-    indices [row0, row0 + rows) of it, row-major contiguous: bind_shape. bytes 0: it binds nothing.
-    travel ('shard', 'expert', 'gather'; None for receivers' tensors) and owner (the FSDP shard that
-    binds an expert or gathered tensor whole) say how a source travels."""
+    shape is the whole tensor (a source as the trainer's module holds it, a destination as the engine
+    holds it, padding rows included); the rank binds dim-0 indices [row0, row0 + rows) of it with
+    strides `stride` (elements): bind_shape. bytes 0: it binds nothing. travel ('shard', 'gather';
+    None for receivers' tensors) and owner (the FSDP shard that binds a gathered tensor whole) say how
+    a source travels. Destinations: aliases (other names of the same engine tensor), pad_rows
+    (trailing rows of dim 0 never written). Derived views (side 3, MLA's W_UK_T / W_UV): offset
+    (elements into their storage), storage (the id of the storage's first view, which binds it; None
+    for a view of a destination tensor) and view_of (that destination's id)."""
     __slots__ = ()
 
     @property
@@ -67,23 +75,50 @@ class TensorInfo(namedtuple("TensorInfo", "name id side dtype shape row0 rows by
         return (self.rows,) + tuple(self.shape[1:])
 
     def empty(self, device=None):
-        """A new uninitialised tensor of bind_shape and dtype: numpy (with ml_dtypes for bfloat16 and
-        float8_e4m3fn) when device is None, else torch on that device."""
+        """A new uninitialised contiguous tensor of bind_shape and dtype: numpy (with ml_dtypes for
+        bfloat16 and float8_e4m3fn) when device is None, else torch on that device."""
         if device is not None:
             torch = _torch()
             return torch.empty(self.bind_shape, dtype=getattr(torch, self.dtype), device=device)
         import numpy as np
-        if self.dtype == "float32":
-            dt = np.float32
-        else:
-            import ml_dtypes
-            dt = getattr(ml_dtypes, self.dtype)
-        return np.empty(self.bind_shape, dtype=dt)
+        return np.empty(self.bind_shape, dtype=_np_dtype(self.dtype))
+
+
+def _np_dtype(name):
+    import numpy as np
+    if name == "float32":
+        return np.dtype(np.float32)
+    import ml_dtypes
+    return np.dtype(getattr(ml_dtypes, name))
+
+
+_ITEMSIZE = {"bfloat16": 2, "float32": 4, "float8_e4m3fn": 1}
+
+
+def _flat(n, dtype, device):
+    """n uninitialised elements: numpy, or torch on device"""
+    if device is not None:
+        torch = _torch()
+        return torch.empty(n, dtype=getattr(torch, dtype), device=device)
+    import numpy as np
+    return np.empty(n, dtype=_np_dtype(dtype))
+
+
+def _view(base, info):
+    """info's strided view (shape, stride, offset in elements) of base's memory (base offset 0)"""
+    import numpy as np
+    if not isinstance(base, np.ndarray):
+        return base.as_strided(info.shape, info.stride, info.offset)
+    size = base.dtype.itemsize
+    return np.ndarray(info.shape, base.dtype, buffer=base, offset=info.offset * size,
+                      strides=tuple(s * size for s in info.stride))
 
 
 def _info(t):
-    name, id_, side, dtype, shape, row0, rows, nbytes, travel, owner = t
-    return TensorInfo(name, id_, side, _DTYPE.get(dtype, str(dtype)), shape, row0, rows, nbytes, _TRAVEL[travel], owner)
+    (name, id_, side, dtype, shape, row0, rows, nbytes, travel, owner, stride, aliases, pad_rows, offset, storage,
+     view_of) = t
+    return TensorInfo(name, id_, side, _DTYPE.get(dtype, str(dtype)), shape, row0, rows, nbytes, _TRAVEL[travel], owner,
+                      stride, tuple(aliases.split(",")) if aliases else (), pad_rows, offset, storage, view_of)
 
 
 def _torch():
@@ -138,7 +173,34 @@ class Plan:
             i = self._p.find(side, receiver, name)
             if i is not None:
                 return _info(self._p.describe(side, receiver, i))
-        raise _unknown(self, f"receiver {receiver}", name, list(self.destinations(receiver)))
+        names = [n for i in self.destinations(receiver).values() for n in (i.name,) + i.aliases]
+        raise _unknown(self, f"receiver {receiver}", name, names)
+
+    def engine_tensors(self, receiver, device=None):
+        """Fresh tensors laid out as the plan's engine holds them on `receiver`, standing in for an
+        engine in tests and demos: {name: tensor} with every destination under its name and its
+        aliases (one tensor), and every derived view at its strides and offset in its storage (a new
+        one for a storage refit rebuilds, the destination's own memory for a view of it). numpy
+        (ml_dtypes) when device is None, else torch on that device."""
+        infos = self.destinations(receiver)
+        out, by_id, storages = {}, {}, {}
+        for i in infos.values():
+            if i.side == _DST:
+                t = by_id[i.id] = i.empty(device)
+                out.update((n, t) for n in (i.name,) + i.aliases)
+        first = {i.id: i for i in infos.values() if i.side == _DERIVED and i.bytes}
+        for i in infos.values():
+            if i.side != _DERIVED:
+                continue
+            if i.view_of is not None:
+                base = by_id[i.view_of]
+            elif i.storage in storages:
+                base = storages[i.storage]
+            else:
+                n = first[i.storage].bytes // _ITEMSIZE[i.dtype]
+                base = storages[i.storage] = _flat(n, i.dtype, device)
+            out[i.name] = _view(base, i)
+        return out
 
     # ---- ranks ----
     def trainer_rank(self, shard=None, replicate=0, mesh=None):
@@ -212,7 +274,7 @@ class Plan:
 
 
 # ---------------------------------------------------------------------------------------------
-# tensors as (data, device_type, device_id, dtype code, bits, lanes, shape, strides, row0, readonly)
+# tensors as (data, device_type, device_id, dtype code, bits, lanes, shape, strides, row0, readonly, offset)
 
 def _is_dtensor(x):
     return type(x).__name__ == "DTensor" and hasattr(x, "to_local")
@@ -225,7 +287,37 @@ def _dtype_dl(name):
         raise BindError(f"dtype {name} is not one refit knows (bfloat16, float32, float8_e4m3fn)") from None
 
 
-def _from_interface(ai, dtype_name, device_type, device_id, row0):
+def _np_root(x):
+    """the numpy array whose memory x views (x itself when it owns its memory)"""
+    import numpy as np
+    while isinstance(getattr(x, "base", None), np.ndarray):
+        x = x.base
+    return x
+
+
+def _storage(x):
+    """(base address, bytes) of the storage x lies in, or None when x does not say: torch's
+    untyped_storage() (or an object with that method), else the numpy array x views."""
+    st = getattr(x, "untyped_storage", None)
+    if callable(st):
+        st = st()
+        return st.data_ptr(), st.nbytes()
+    if type(x).__module__ == "numpy" and hasattr(x, "__array_interface__"):
+        r = _np_root(x)
+        return r.__array_interface__["data"][0], r.nbytes
+    return None
+
+
+def _offset(x, ptr, itemsize):
+    """elements from the start of x's storage to its first element; -1 when unknown"""
+    off = getattr(x, "storage_offset", None)
+    if callable(off):
+        return int(off())
+    st = _storage(x)
+    return -1 if st is None or (ptr - st[0]) % itemsize else (ptr - st[0]) // itemsize
+
+
+def _from_interface(x, ai, dtype_name, device_type, device_id, row0):
     ptr, readonly = ai["data"]
     shape = tuple(int(s) for s in ai["shape"])
     ts = ai["typestr"]
@@ -237,8 +329,9 @@ def _from_interface(ai, dtype_name, device_type, device_id, row0):
     strides = ai.get("strides")
     if strides is not None:  # bytes -> elements; a stride between elements is never row-major
         strides = tuple(s // itemsize if s % itemsize == 0 else -1 for s in strides)
-    return (int(ptr or 0), device_type, device_id, code, bits, 1, shape, strides,
-            -1 if row0 is None else row0, bool(readonly))
+    ptr = int(ptr or 0)
+    return (ptr, device_type, device_id, code, bits, 1, shape, strides, -1 if row0 is None else row0, bool(readonly),
+            _offset(x, ptr, itemsize))
 
 
 def _describe(x, row0=None):
@@ -252,22 +345,40 @@ def _describe(x, row0=None):
         code, bits = _dtype_dl(str(x.dtype).replace("torch.", ""))
         return ((x.data_ptr(), _CUDA if dev.type == "cuda" else _CPU if dev.type == "cpu" else 0,
                  dev.index or 0, code, bits, 1, tuple(x.shape), tuple(x.stride()),
-                 -1 if row0 is None else row0, False), x)
+                 -1 if row0 is None else row0, False, x.storage_offset()), x)
     ai = getattr(x, "__array_interface__", None)
     if ai is not None:
         dt = getattr(getattr(x, "dtype", None), "name", None)
-        return _from_interface(ai, dt if dt in _DL else None, _CPU, 0, row0), x
+        return _from_interface(x, ai, dt if dt in _DL else None, _CPU, 0, row0), x
     cai = getattr(x, "__cuda_array_interface__", None)
     if cai is not None:  # the interface names no device: checked when the object says (CuPy: .device.id)
         dev = getattr(getattr(x, "device", None), "id", None)
         dt = getattr(getattr(x, "dtype", None), "name", None)
-        return _from_interface(cai, dt if dt in _DL else None, 0 if dev is None else _CUDA, dev or 0, row0), x
+        return _from_interface(x, cai, dt if dt in _DL else None, 0 if dev is None else _CUDA, dev or 0, row0), x
     if hasattr(x, "__dlpack__"):
         cap = x.__dlpack__()
         d = _refit.dlpack(cap)
-        return d[:8] + (-1 if row0 is None else row0, d[8]), (x, cap)
+        return d[:8] + (-1 if row0 is None else row0, d[8], -1), (x, cap)
     raise BindError(f"a {type(x).__name__} is not a tensor refit can bind (torch.Tensor, or an object with "
                     f"__array_interface__, __cuda_array_interface__ or __dlpack__)")
+
+
+def _what(d):
+    """a description in a message: address, shape, strides"""
+    return f"at {d[0]:#x}, shape {list(d[6])}" + ("" if d[7] is None else f", strides {list(d[7])}")
+
+
+def _same(a, b):
+    """two descriptions of one tensor: same memory, dtype, shape and strides (None: row-major)"""
+    def strides(d):
+        if d[7] is not None:
+            return tuple(s for s, n in zip(d[7], d[6]) if n != 1)
+        st, acc = [], 1
+        for n in reversed(d[6]):
+            st.append(acc)
+            acc *= n
+        return tuple(s for s, n in zip(reversed(st), d[6]) if n != 1)
+    return a[:5] == b[:5] and a[6] == b[6] and strides(a) == strides(b)
 
 
 def _dtensor_local(t, name):
@@ -354,16 +465,100 @@ class Receiver(_Engine):
         self.index = index
         super().__init__(plan, _refit.RECEIVER, index, token, mem, device, auto_arm=auto_arm,
                          progress_thread=progress_thread, **kw)
+        self._infos = self.plan.destinations(index)
+        self._by_id = {(i.side, i.id): i for i in self._infos.values()}
+        self._bound = {}  # (side, id) -> (name given, description) of what bind took
 
     @property
     def tensors(self):
         """{name: TensorInfo} of everything this receiver binds (destination and derived)."""
-        return self.plan.destinations(self.index)
+        return dict(self._infos)
+
+    @property
+    def unbound(self):
+        """Names of this receiver's tensors that no bind() gave yet (by their name or an alias)."""
+        return [n for n, i in self._infos.items() if (i.side, i.id) not in self._bound]
 
     def bind(self, tensors):
-        """Bind {name: tensor} (the engine's own tensors, which must outlive the receiver)."""
+        """Bind {name: tensor}: the engine's own tensors (which must outlive the receiver) under the
+        plan's names or their aliases. Everything given is checked before anything is bound: dtype,
+        shape, strides and device against the table; every name of one table tensor (its aliases)
+        must give the same tensor; derived views (MLA's W_UK_T / W_UV) must have the table's strides
+        and storage offsets and lie in one storage of the table's size, or in the destination tensor
+        they view. Returns the names still unbound (self.unbound)."""
+        given = {}
         for name, t in tensors.items():
-            self._bind(self.plan.destination(name, self.index), t)
+            info = self.plan.destination(name, self.index)
+            try:
+                desc, keep = _describe(t)
+            except BindError as e:
+                raise BindError(f"tensor '{name}': {e}") from None
+            given.setdefault((info.side, info.id), []).append((name, t, desc, keep))
+        for key, items in given.items():  # a name and its aliases: one tensor
+            info = self._by_id[key]
+            prev = self._bound.get(key)
+            ref = prev if prev else items[0][::2]
+            for name, _, desc, _ in items[0 if prev else 1:]:
+                if not _same(ref[1], desc):
+                    raise BindError(f"tensor '{info.name}' of plan '{self.plan.name}' (receiver {self.index}) is one "
+                                    f"engine tensor under the names {', '.join(repr(n) for n in (info.name,) + info.aliases)}"
+                                    f": '{ref[0]}' and '{name}' are different tensors ({_what(ref[1])} and {_what(desc)})")
+        for key, items in given.items():
+            info, (name, t, desc, _) = self._by_id[key], items[0]
+            if info.side == _DERIVED and desc[10] < 0:
+                raise BindError(f"tensor '{name}' (derived {info.id}): a {type(t).__name__} does not say where it lies "
+                                f"in its storage; bind the engine's own tensor (torch.Tensor, or a numpy view)")
+            try:
+                self.plan._p.check(_refit.RECEIVER, self.index, _MEM[self.mem], self.device, info.side, info.id, desc)
+            except BindError as e:
+                raise BindError(str(e) if name == info.name else f"{e} (given as '{name}')") from None
+        self._check_views({k: (v[0][0], v[0][1], v[0][2]) for k, v in given.items()})
+        for key in sorted(given):  # destinations (side 2) before derived views (side 3)
+            name, _, desc, keep = given[key][0]
+            self._e.bind(key[0], key[1], desc, keep)
+            self._bound.setdefault(key, (name, desc))
+        return self.unbound
+
+    def _check_views(self, new):
+        """derived views of `new` ((side, id) -> (name, tensor, description)) against each other and
+        what is bound: one storage per group of views, or the destination tensor they view"""
+        groups = {}
+        for key, (name, t, desc) in new.items():
+            info = self._by_id[key]
+            if info.side != _DERIVED:
+                continue
+            size = _ITEMSIZE[info.dtype]
+            at = desc[0] - desc[10] * size
+            if info.view_of is not None:
+                dst = self._by_id[(_DST, info.view_of)]
+                held = new.get((_DST, info.view_of)) or self._bound.get((_DST, info.view_of))
+                if held is None:
+                    raise BindError(f"derived view '{name}' of plan '{self.plan.name}' (receiver {self.index}) is a "
+                                    f"view of '{dst.name}': bind '{dst.name}' with it or before it")
+                d = held[-1]
+                if at != d[0]:
+                    raise BindError(f"derived view '{name}' of plan '{self.plan.name}' (receiver {self.index}) is a "
+                                    f"view of '{dst.name}' at element offset {info.offset}; the engine's lies elsewhere "
+                                    f"(its storage at {at:#x}, '{dst.name}' at {d[0]:#x}): a copy that updates of "
+                                    f"'{dst.name}' never reach")
+                continue
+            first = self._by_id[(_DERIVED, info.storage)]
+            st = _storage(t)
+            if st is not None and (st[0] != at or st[1] != first.bytes):
+                raise BindError(f"derived view '{name}' of plan '{self.plan.name}' (receiver {self.index}) lies at "
+                                f"element offset {info.offset} of a storage of {first.bytes} bytes; the engine's storage "
+                                f"is {st[1]} bytes at {st[0]:#x}, the view's storage start {at:#x}")
+            groups.setdefault(info.storage, []).append((name, at))
+        for sid, views in groups.items():
+            prev = [(n, d[0] - d[10] * _ITEMSIZE[self._by_id[(_DERIVED, k[1])].dtype])
+                    for k, (n, d) in self._bound.items() if k[0] == _DERIVED and self._by_id[k].storage == sid]
+            views = prev + views
+            for name, at in views[1:]:
+                if at != views[0][1]:
+                    first = self._by_id[(_DERIVED, sid)]
+                    raise BindError(f"derived views '{views[0][0]}' and '{name}' of plan '{self.plan.name}' (receiver "
+                                    f"{self.index}) lie in one storage of {first.bytes} bytes; the engine's lie in "
+                                    f"different storages (at {views[0][1]:#x} and {at:#x})")
 
     def listen(self, host="0.0.0.0", port=0):
         """Register the bound tensors and listen; returns the port (port 0 = any)."""
@@ -408,9 +603,19 @@ def _binding_plan(plan, replicate, shapes):
             order[n] = i.id
     missing = [n for n in sorted(order, key=order.get) if n not in shapes]
     if missing:
+        fused = re.compile(r"\.mlp\.experts\.(gate_up_proj|down_proj)$")
+        one_by_one = re.compile(r"\.mlp\.experts\.\d+\.")
+        hint = ""
+        if any(fused.search(n) for n in missing) and any(one_by_one.search(n) for n in shapes):
+            hint = ("; the module holds its experts one by one (transformers 4.x), the plan fused as transformers >= 5 "
+                    "does (mlp.experts.gate_up_proj [E, 2I, H]): use a plan with trainer.experts = \"per_expert\"")
+        elif any(one_by_one.search(n) for n in missing) and any(fused.search(n) for n in shapes):
+            hint = ("; the module holds its experts fused (transformers >= 5), the plan one by one: use a plan with "
+                    "trainer.experts = \"fused\"")
         close = difflib.get_close_matches(missing[0], list(shapes), n=1)
         raise BindError(f"{len(missing)} source(s) of plan '{plan.name}' not in the module, e.g. "
-                        f"{', '.join(repr(n) for n in missing[:5])}" + (f" (close to {close[0]!r})" if close else ""))
+                        f"{', '.join(repr(n) for n in missing[:5])}" +
+                        (hint or (f" (close to {close[0]!r})" if close else "")))
     direct, gathered = {}, []
     for name in sorted(order, key=order.get):
         rows, n = shapes[name]

@@ -78,15 +78,29 @@ static PyObject *plan_attrs(PlanObject *self, PyObject *noargs)
                        "n_derived", p->n_derived, "scale_fmt", p->scale_fmt == RF_SCALE_UE8M0 ? "ue8m0" : "fp32");
 }
 
-/* (name, id, side, dtype, shape, row0, rows, bytes, travel, owner) */
+static PyObject *dims_tuple(const int64_t *v, int n)
+{
+  PyObject *t = PyTuple_New(n);
+  for (int i = 0; t && i < n; i++) PyTuple_SET_ITEM(t, i, PyLong_FromLongLong(v[i]));
+  return t;
+}
+
+static PyObject *id_or_none(uint32_t id) { return id == RF_NONE ? Py_NewRef(Py_None) : PyLong_FromUnsignedLong(id); }
+
+/* (name, id, side, dtype, shape, row0, rows, bytes, travel, owner, stride, aliases, pad_rows, offset, storage,
+ * view_of) */
 static PyObject *info_tuple(const rf_tensor_info *t)
 {
-  PyObject *shape = PyTuple_New(t->ndim);
-  if (!shape) return NULL;
-  for (int i = 0; i < t->ndim; i++) PyTuple_SET_ITEM(shape, i, PyLong_FromLongLong(t->shape[i]));
-  PyObject *owner = t->owner == RF_NONE ? Py_NewRef(Py_None) : PyLong_FromUnsignedLong(t->owner);
-  return Py_BuildValue("(sIiiNLLKiN)", t->name, t->id, (int)t->side, (int)t->dtype, shape, (long long)t->row0,
-                       (long long)t->rows, (unsigned long long)t->bytes, (int)t->travel, owner);
+  PyObject *shape = dims_tuple(t->shape, t->ndim), *stride = dims_tuple(t->stride, t->ndim);
+  if (!shape || !stride) {
+    Py_XDECREF(shape);
+    Py_XDECREF(stride);
+    return NULL;
+  }
+  return Py_BuildValue("(sIiiNLLKiNNsLLNN)", t->name, t->id, (int)t->side, (int)t->dtype, shape, (long long)t->row0,
+                       (long long)t->rows, (unsigned long long)t->bytes, (int)t->travel, id_or_none(t->owner), stride,
+                       t->aliases ? t->aliases : "", (long long)t->pad_rows, (long long)t->offset,
+                       id_or_none(t->storage), id_or_none(t->view_of));
 }
 
 static PyObject *plan_find(PlanObject *self, PyObject *args)
@@ -166,7 +180,7 @@ static PyObject *plan_trainer(PlanObject *self, PyObject *args)
   return Py_BuildValue("(IIK)", rk->shard, rk->replicate, (unsigned long long)rk->bytes_out);
 }
 
-/* desc = (data, device_type, device_id, code, bits, lanes, shape, strides or None, row0, readonly) */
+/* desc = (data, device_type, device_id, code, bits, lanes, shape, strides or None, row0, readonly, offset) */
 typedef struct {
   rf_tensor t;
   int64_t shape[8], strides[8];
@@ -176,10 +190,10 @@ static int parse_desc(PyObject *desc, tensor_buf *b)
 {
   unsigned long long data;
   int dev_type, dev_id, code, bits, lanes, readonly;
-  long long row0;
+  long long row0, offset;
   PyObject *shape, *strides;
-  if (!PyArg_ParseTuple(desc, "KiiiiiO!OLp", &data, &dev_type, &dev_id, &code, &bits, &lanes, &PyTuple_Type, &shape,
-                        &strides, &row0, &readonly))
+  if (!PyArg_ParseTuple(desc, "KiiiiiO!OLpL", &data, &dev_type, &dev_id, &code, &bits, &lanes, &PyTuple_Type, &shape,
+                        &strides, &row0, &readonly, &offset))
     return -1;
   Py_ssize_t n = PyTuple_GET_SIZE(shape);
   if (n > 8 || (strides != Py_None && (!PyTuple_Check(strides) || PyTuple_GET_SIZE(strides) != n))) {
@@ -194,7 +208,7 @@ static int parse_desc(PyObject *desc, tensor_buf *b)
   b->t = (rf_tensor){.data = (void *)(uintptr_t)data, .device_type = dev_type, .device_id = dev_id,
                      .dtype_code = (uint8_t)code, .dtype_bits = (uint8_t)bits, .dtype_lanes = (uint16_t)lanes,
                      .ndim = (int32_t)n, .shape = b->shape, .strides = strides == Py_None ? NULL : b->strides,
-                     .row0 = row0, .readonly = readonly};
+                     .row0 = row0, .readonly = readonly, .offset = offset};
   return 0;
 }
 
@@ -344,7 +358,8 @@ static PyObject *engine_close(EngineObject *self, PyObject *noargs)
   Py_RETURN_NONE;
 }
 
-/* bind(side, id, desc, keep): keep (the tensor's owner) lives as long as the engine */
+/* bind(side, id, desc, keep) -> None, or why nothing was bound (a derived view whose storage is bound
+ * elsewhere); keep (the tensor's owner) lives as long as the engine */
 static PyObject *engine_bind(EngineObject *self, PyObject *args)
 {
   int side;
@@ -362,6 +377,7 @@ static PyObject *engine_bind(EngineObject *self, PyObject *args)
   Py_END_ALLOW_THREADS
   if (s != RF_OK) return set_error(BindError, s, err, 0, NULL);
   if (PyList_Append(self->keep, keep)) return NULL;
+  if (err[0]) return PyUnicode_FromString(err);
   Py_RETURN_NONE;
 }
 

@@ -247,7 +247,8 @@ rf_status rf_ucx_setting(const rf_engine *e, const char *name, char *buf, size_t
 
 /* Bumped when a declaration or a struct of refit.h or refit_plan.h changes incompatibly; code
  * built against another RF_ABI_VERSION must not use this library (the Python module checks). */
-#define RF_ABI_VERSION 2 /* 2: version protocol v2 (rf_arm, ...) */
+#define RF_ABI_VERSION 3 /* 2: version protocol v2 (rf_arm, ...); 3: rf_tensor.offset, rf_tensor_info strides,
+                            aliases, padding and derived storages */
 uint32_t rf_abi_version(void);
 
 /* The plans linked into this library: librefit.so holds the set ./configure --plans chose; a
@@ -268,21 +269,37 @@ typedef struct rf_tensor_info {
   uint8_t side, dtype;  /* enum rf_side, enum rf_dtype */
   uint8_t ndim, travel; /* travel: sources only (enum rf_travel), else 0 */
   int64_t shape[3];     /* the whole tensor: a source as the trainer's module holds it (e.g. [E, 2I, H]
-                           for fused experts), a destination as the engine holds it on its rank */
+                           for fused experts), a destination as the engine holds it on its rank (padding
+                           rows included) */
+  int64_t stride[3];    /* elements, what a bound tensor must have: a destination's or derived view's
+                           strides as the engine holds it; sources: row-major over what `rank` binds */
   int64_t row0, rows;   /* what `rank` binds: dim-0 indices [row0, row0 + rows) of shape, row-major
                            contiguous; FSDP2 shard s of a SHARD source is torch.chunk's s-th chunk of
                            dim 0; GATHER sources and destinations are bound whole */
-  uint64_t bytes;       /* bytes `rank` binds; 0: it binds nothing of this tensor */
+  uint64_t bytes;       /* bytes `rank` binds; 0: it binds nothing of this tensor (a derived view whose
+                           storage is bound through its first view, or a view of a destination tensor) */
   uint32_t owner;       /* GATHER sources: the FSDP shard that binds all of it; else RF_NONE */
+  /* destinations */
+  const char *aliases;  /* other names the engine registers this same tensor under, comma-separated; "" */
+  int64_t pad_rows;     /* trailing rows of dim 0 that hold no weight and are never written (vocabulary
+                           padding); part of shape and bytes */
+  /* derived views (RF_SIDE_DERIVED) */
+  int64_t offset;       /* elements from the start of its storage (torch: storage_offset()) */
+  uint32_t storage;     /* the derived id of its storage's first view, which binds the storage (itself
+                           for that view); RF_NONE for a view of a destination tensor */
+  uint32_t view_of;     /* the dst id whose memory it views (it changes with that tensor: nothing to
+                           bind), else RF_NONE */
 } rf_tensor_info;
 
 /* `rank` is a trainer rank for RF_SIDE_SRC, a receiver index for RF_SIDE_DST / RF_SIDE_DERIVED.
  * rf_find: the id of the tensor named `name` (sources: the same for every rank, whether or not
- * `rank` binds it; destination and derived tensors: those of receiver `rank`), RF_NONE when there is
- * none. Linear in the tensor count: to bind everything, walk rf_list instead.
+ * `rank` binds it; destination and derived tensors: those of receiver `rank`, a destination also by
+ * any of its aliases), RF_NONE when there is none. Linear in the tensor count: to bind everything,
+ * walk rf_list instead.
  * rf_describe: RF_ERR_ARG when side, rank or id is out of range (or the id is another receiver's).
- * rf_list: every tensor `rank` binds, in id order: *n gets the count, out (may be NULL with cap 0)
- * the first min(cap, *n) of them. */
+ * rf_list: in id order, every source `rank` binds, or every destination or derived tensor of
+ * receiver `rank` (derived views that bind nothing included, with bytes 0): *n gets the count, out
+ * (may be NULL with cap 0) the first min(cap, *n) of them. */
 uint32_t rf_find(const rf_plan *p, int side, uint32_t rank, const char *name);
 rf_status rf_describe(const rf_plan *p, int side, uint32_t rank, uint32_t id, rf_tensor_info *out);
 rf_status rf_list(const rf_plan *p, int side, uint32_t rank, rf_tensor_info *out, uint32_t cap, uint32_t *n);
@@ -301,19 +318,27 @@ typedef struct rf_tensor {
   const int64_t *strides;  /* [ndim], in elements; NULL = row-major contiguous */
   int64_t row0;            /* sources: the dim-0 index of the whole tensor where this piece starts (a
                               DTensor shard's offset); -1 = not checked */
+  int64_t offset;          /* derived views: elements from the start of the storage the tensor lies in to
+                              data (torch: storage_offset()); its storage is bound at data - offset
+                              elements. Not read for sources and destinations */
   int readonly;            /* the memory may not be written: refused for destination and derived tensors */
 } rf_tensor;
 
 /* Check t against tensor `id` of `side` as cfg's plan and rank bind it (rf_describe): side fits
  * cfg->role, this rank binds the tensor, dtype, shape (so the whole tensor or another rank's shard
- * is refused), row-major contiguity (a transposed or strided view is refused), the shard's row
- * offset when t->row0 >= 0, the device (cfg->mem, cfg->cuda_device) unless t->device_type is 0,
- * and writability for receivers. RF_OK, or RF_ERR_TYPE (RF_ERR_ARG for a bad id or side) with the
- * reason in err: the tensor's name and id, the rank, what the table expects and what t is. */
+ * is refused), strides (sources and destinations row-major contiguous, so a transposed or strided
+ * view is refused; a derived view the strides of the engine's view), a derived view's storage offset
+ * (t->offset), the shard's row offset when t->row0 >= 0, the device (cfg->mem, cfg->cuda_device)
+ * unless t->device_type is 0, and writability for receivers. RF_OK, or RF_ERR_TYPE (RF_ERR_ARG for
+ * a bad id or side) with the reason in err: the tensor's name and id, the rank, what the table
+ * expects and what t is. A derived view binds nothing when its storage is bound through an earlier
+ * view or is a destination tensor's memory: it is checked all the same (the caller checks that it
+ * lies in that storage, which the table cannot see). */
 rf_status rf_check(const rf_config *cfg, int side, uint32_t id, const rf_tensor *t, char *err, size_t errlen);
-/* rf_check against rf_engine_config(e), then rf_bind_src / rf_bind_dst / rf_bind_derived with the
- * bytes rf_describe gives. On failure err gets the reason (rf_last_error's text when the engine
- * refused). */
+/* rf_check against rf_engine_config(e), then rf_bind_src / rf_bind_dst with the bytes rf_describe
+ * gives, or for the first view of a derived storage rf_bind_derived with the storage (t->data - offset
+ * elements, its bytes). A derived view that binds nothing returns RF_OK with err saying why. On
+ * failure err gets the reason (rf_last_error's text when the engine refused). */
 rf_status rf_bind(rf_engine *e, int side, uint32_t id, const rf_tensor *t, char *err, size_t errlen);
 
 #endif

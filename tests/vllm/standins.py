@@ -1,0 +1,150 @@
+"""standins.py: a vLLM worker's parameters as the dumps record them, for the plug-in's tests.
+
+    tensors, settings = load(DUMP, rank, device=None)
+
+tensors maps every `param` name of rank `rank` in a dump (tests/vllm/dumps, README.md there) to a
+tensor laid out as vLLM holds it: one fresh storage per storage#K of the dump (of its nbytes), each
+parameter a view of it at the dump's dtype, shape, stride and offset, so that a Parameter registered
+twice, MLA's W_UK_T / W_UV and the drafter's tensors shared with the target (`shared-with-target`)
+share memory exactly as in the engine. device None: numpy views wrapped in StandIn (the torch.Tensor
+calls the plug-in makes: data_ptr, shape, stride, dtype, device, storage_offset, untyped_storage);
+else torch tensors on that device. settings: EngineView fields the dump records (vLLM version, the
+GPU's capability, TP size and rank, the MoE kernels chosen).
+"""
+import re
+
+import numpy as np
+
+_LINE = re.compile(r"^param (\S+) (\w+) shape=\[([\d, ]*)\] stride=\[([\d, ]*)\] off=(\d+) storage#(\d+) nbytes=(\d+)")
+
+
+def _np_dtype(name):
+    if name in ("float32", "int32", "int64", "uint8"):
+        return np.dtype(name)
+    import ml_dtypes
+    return np.dtype(getattr(ml_dtypes, name))
+
+
+class _Storage:
+    def __init__(self, buf):
+        self.buf = buf
+
+    def data_ptr(self):
+        return self.buf.__array_interface__["data"][0]
+
+    def nbytes(self):
+        return self.buf.nbytes
+
+
+class _Device:
+    type, index = "cpu", None
+
+    def __str__(self):
+        return "cpu"
+
+
+class StandIn:
+    """a numpy view of a storage, with the torch.Tensor calls the plug-in makes"""
+
+    def __init__(self, a, storage):
+        self.a, self._storage = a, storage
+        self.device = _Device()
+
+    @property
+    def __array_interface__(self):
+        return self.a.__array_interface__
+
+    @property
+    def dtype(self):
+        return self.a.dtype
+
+    @property
+    def shape(self):
+        return self.a.shape
+
+    def stride(self):
+        return tuple(s // self.a.itemsize for s in self.a.strides)
+
+    def data_ptr(self):
+        return self.a.__array_interface__["data"][0]
+
+    def storage_offset(self):
+        return (self.data_ptr() - self._storage.data_ptr()) // self.a.itemsize
+
+    def untyped_storage(self):
+        return self._storage
+
+
+def parse(path, rank):
+    """(params [(name, dtype, shape, stride, offset, storage key, nbytes)], shared {drafter name: target
+    name}, settings) of rank `rank` in a dump"""
+    params, shared, settings, cur, section = [], {}, {}, None, "target"
+    for line in open(path):
+        m = re.match(r"# vllm model dump rank=(\d+)/(\d+) .*cap=DeviceCapability\(major=(\d+), minor=(\d+)\)", line)
+        if m:
+            cur, section = int(m.group(1)), "target"
+            if cur == rank:
+                settings = dict(tp_size=int(m.group(2)), tp_rank=rank, device_capability=(int(m.group(3)), int(m.group(4))))
+            continue
+        if cur != rank:
+            continue
+        if line.startswith("# ===== MTP draft model"):
+            section = "drafter"
+        elif line.startswith("shared-with-target "):
+            a, b = line.split()[1::2]
+            shared[a] = b
+        elif line.startswith("module ") and "moe_kernel.fused_experts=" in line:
+            settings.setdefault("moe_kernels", {})[line.split()[1]] = line.split("moe_kernel.fused_experts=")[1].split()[0]
+        else:
+            m = _LINE.match(line)
+            if m:
+                dims = [tuple(int(x) for x in g.split(",") if x.strip()) for g in (m.group(3), m.group(4))]
+                params.append((m.group(1), m.group(2), dims[0], dims[1], int(m.group(5)), (section, int(m.group(6))),
+                               int(m.group(7))))
+    assert params, f"{path}: no rank {rank}"
+    return params, shared, settings
+
+
+def load(path, rank, device=None):
+    params, shared, settings = parse(path, rank)
+    by_name = {p[0]: p for p in params}
+    key = {p[0]: p[5] for p in params}
+    for a, b in shared.items():  # the drafter's tensors that are the target's: the target's storage
+        key[a] = key[b]
+    storages, out = {}, {}
+    for name, dtype, shape, stride, off, _, nbytes in params:
+        k = key[name]
+        if k not in storages:
+            nb = by_name[shared[name]][6] if name in shared else nbytes
+            storages[k] = _alloc(nb, device)
+        out[name] = _view(storages[k], dtype, shape, stride, off, device)
+    settings["version"] = "0.33.0"  # the dumps' vLLM (tests/vllm/README.md)
+    return out, settings
+
+
+def _alloc(nbytes, device):
+    if device is None:
+        return _Storage(np.zeros(nbytes, np.uint8))
+    import torch
+    return torch.zeros(nbytes, dtype=torch.uint8, device=device)
+
+
+def _view(st, dtype, shape, stride, off, device):
+    if device is None:
+        dt = _np_dtype(dtype)
+        a = np.ndarray(shape, dt, buffer=st.buf, offset=off * dt.itemsize, strides=tuple(s * dt.itemsize for s in stride))
+        return StandIn(a, st)
+    import torch
+    return st.view(getattr(torch, dtype)).as_strided(shape, stride, off)
+
+
+def dump_of(plan_name, dumps):
+    """the dump file of a vllm_* conformance plan (tests/test_conformance.sh pairs them the same way)"""
+    import glob
+    import os
+    m = re.fullmatch(r"vllm_(\w+?)_(bf16|fp8)_tp(\d+)", plan_name)
+    if not m:
+        return None
+    model = m.group(1).replace("_", "")
+    hits = sorted(glob.glob(os.path.join(dumps, f"{model}_{m.group(2)}_tp{m.group(3)}*_sm90.txt")))
+    return hits[0] if hits else None
