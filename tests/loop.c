@@ -119,6 +119,25 @@ void rf_loop_fill(const rf_loop_opts *o, uint32_t rank, uint32_t id, uint64_t v,
   }
 }
 
+/* benchmark data (o->step): at version 0 every element of buf a finite value; at version v > 0 one
+ * bf16 ulp flipped (bit 0 of a bf16, bit 16 of an fp32) in elements v*7919 mod step, + step, ... */
+static void step_fill(const rf_loop_opts *o, uint8_t dtype, uint64_t v, void *buf, size_t bytes)
+{
+  size_t n = bytes / esize(dtype);
+  if (v == 0) {
+    for (size_t k = 0; k < n; k++) {
+      uint64_t h = mix(o->seed ^ k);
+      if (dtype == RF_FP32) ((uint32_t *)buf)[k] = 0x3c000000u + (uint32_t)(h & 0x3ffffff); /* [2^-7, 2^-5) */
+      else ((uint16_t *)buf)[k] = (uint16_t)(0x3c00 + (h & 0x3ff));
+    }
+    return;
+  }
+  for (size_t k = (size_t)(v * 7919 % (uint64_t)o->step); k < n; k += (size_t)o->step) {
+    if (dtype == RF_FP32) ((uint32_t *)buf)[k] ^= 0x10000u;
+    else ((uint16_t *)buf)[k] ^= 1;
+  }
+}
+
 /* ---------------------------------- pipes ------------------------------------------------ */
 
 static int rec_fd = -1; /* child -> parent, shared */
@@ -537,6 +556,7 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     src[i] = malloc(n);
     if (!src[i]) fatal(me, 1, "allocating", p->src[i].name);
     memset(src[i], 0, n);
+    if (o->step) step_fill(o, p->src[i].dtype, 0, src[i], n);
     if (o->cuda && !(dsrc[i] = rf_gpu_malloc(n))) fatal(me, 1, "cudaMalloc", p->src[i].name);
     if (rf_bind_src(e, i, o->cuda ? dsrc[i] : src[i], n) != RF_OK) fatal(me, 1, "rf_bind_src", rf_last_error(e));
   }
@@ -564,7 +584,8 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     }
     for (uint32_t i = 0; i < p->n_src; i++)
       if (src[i]) {
-        rf_loop_fill(o, me, i, c.version, src[i]);
+        if (o->step) step_fill(o, p->src[i].dtype, c.version, src[i], rf_src_bytes(e, i));
+        else rf_loop_fill(o, me, i, c.version, src[i]);
         if (o->cuda && rf_gpu_put(dsrc[i], src[i], rf_src_bytes(e, i))) fatal(me, 1, "cudaMemcpy", rf_gpu_error());
       }
     rec res = {.kind = REC_PUSHED, .who = me, .is_trainer = 1, .version = c.version};

@@ -47,6 +47,9 @@ typedef struct rf_loop_opts {
                               versions before warm the transport's pools) */
   int delta;               /* rf_config.delta for trainers */
   int sparse;              /* version v changes a deterministic sparse subset of v-1's values */
+  int step;                /* benchmark: sources filled once with finite values, then each version moves
+                              every step-th element by one bf16 ulp in place (a cheap sparse optimizer
+                              step at density 1/step; not verifiable: verify 0) */
 } rf_loop_opts;
 
 typedef struct rf_loop_version {
