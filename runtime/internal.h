@@ -245,9 +245,7 @@ struct rf_engine {
     void *patch_memh;
     uint8_t *dir;              /* [16 x write_count] host, registered: the directory entries each target puts */
     void *dir_memh;
-    rfk_delta_region *reg;     /* [n_reg]: next, old, patch fixed at open; cap set per push */
-    uint64_t *cap;             /* [n_reg] the slots' capacities (the tables' patch_cap) */
-    uint64_t *off;             /* [n_reg] patch slot in the buffer */
+    rfk_delta_region *reg;     /* [n_reg]: next (in the scratch), old (the slot), its patch slot, cap (patch_cap) */
     uint32_t n_reg;
     uint32_t *of_write;        /* [write_count] region of each write of the rank */
     uint32_t *grp;             /* [group_count + 1] first region of each group */
@@ -256,7 +254,8 @@ struct rf_engine {
     void *out_dev;             /* CUDA: out as the device sees it */
     uint64_t slots_version;    /* the version every slot holds: 0 when unknown (none staged whole yet, or
                                   the last push's staging did not finish) */
-    uint64_t base;             /* this push: slots_version at its start; patches are made when nonzero */
+    uint64_t base;             /* this push: slots_version at its start; nonzero: its groups stage into the
+                                  scratch and are encoded, and targets whose complete version it is get patches */
     uint64_t push_bytes;       /* this push: bytes put (patches, dense writes, directories) */
   } dt;
 

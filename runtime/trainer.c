@@ -104,11 +104,15 @@ static void op_items(rf_engine *e, const rf_op *o, rfk_shape *sh, uint8_t *dest,
 
 static int skip_op(const rf_engine *e, const rf_op *o) { return e->cfg.direct && o->direct; }
 
-/* where group k (relative to the rank) stages: the arena, or with delta its scratch image */
+/* delta pushes with a base encode: their groups stage into the scratch, and the encode makes the
+ * patches and updates the slots. Without a base every target goes dense: staging writes the slots. */
+static int encoding(const rf_engine *e) { return e->cfg.delta && e->dt.base; }
+
+/* where group k (relative to the rank) stages: the arena, or its scratch image when encoding */
 static uint8_t *stage_dest(rf_engine *e, uint32_t k, uint64_t *lo)
 {
-  *lo = e->cfg.delta ? e->dt.lo[k] : 0;
-  return e->cfg.delta ? e->dt.scratch : e->arena;
+  *lo = encoding(e) ? e->dt.lo[k] : 0;
+  return encoding(e) ? e->dt.scratch : e->arena;
 }
 
 /* the staging thread: for each push, every group of this rank in order; errors stop it */
@@ -136,7 +140,7 @@ static void *stager_main(void *arg)
                    o->count > 1 ? " (or another of its group)" : "", (unsigned long long)e->stage_version,
                    rfk_strerror(rc));
       }
-      uint32_t r0 = e->cfg.delta ? e->dt.grp[i] : 0, nr = e->cfg.delta ? e->dt.grp[i + 1] - r0 : 0;
+      uint32_t r0 = encoding(e) ? e->dt.grp[i] : 0, nr = encoding(e) ? e->dt.grp[i + 1] - r0 : 0;
       if (!rc && nr && (rc = rfk_ref_delta_encode(e->dt.reg + r0, (int)nr, e->dt.out + r0)))
         snprintf(e->stage_err, sizeof e->stage_err, "delta encode of group %u for version %llu: %s",
                  e->rk->group_first + i, (unsigned long long)e->stage_version, rfk_strerror(rc));
@@ -198,12 +202,10 @@ static rf_status delta_open(rf_engine *e)
                     "previous version in its slot, which direct writes do not stage");
   uint32_t nw = rk->write_count ? rk->write_count : 1, ng = rk->group_count;
   e->dt.reg = calloc(nw, sizeof *e->dt.reg);
-  e->dt.cap = calloc(nw, sizeof *e->dt.cap);
-  e->dt.off = calloc(nw, sizeof *e->dt.off);
   e->dt.of_write = calloc(nw, sizeof *e->dt.of_write);
   e->dt.grp = calloc(ng + 1, sizeof *e->dt.grp);
   e->dt.lo = calloc(ng ? ng : 1, sizeof *e->dt.lo);
-  if (!e->dt.reg || !e->dt.cap || !e->dt.off || !e->dt.of_write || !e->dt.grp || !e->dt.lo)
+  if (!e->dt.reg || !e->dt.of_write || !e->dt.grp || !e->dt.lo)
     return rf__fail(e, RF_ERR_NOMEM, "delta tables");
   size_t pbytes = rk->patch_bytes ? rk->patch_bytes : 16, sbytes = rk->scratch_bytes ? rk->scratch_bytes : 16;
   if (e->cfg.mem == RF_MEM_CUDA) {
@@ -251,15 +253,14 @@ static rf_status delta_open(rf_engine *e)
       const rf_write *w = &p->writes[i];
       if (!prev || prev->slot != w->slot || prev->len != w->len) { /* a new region */
         uint8_t dt = p->dst[w->dst].dtype;
-        e->dt.cap[n] = w->patch_cap;
-        e->dt.off[n] = at;
         e->dt.reg[n] = (rfk_delta_region){.next = e->dt.scratch + (w->slot - lo), .old = e->arena + w->slot, .n = w->len,
-                                          .esize = dt == RF_FP32 ? 4 : dt == RF_BF16 ? 2 : 1, .patch = e->dt.patch + at};
+                                          .esize = dt == RF_FP32 ? 4 : dt == RF_BF16 ? 2 : 1, .patch = e->dt.patch + at,
+                                          .cap = w->patch_cap};
         at += w->patch_cap;
         n++;
-      } else if (w->patch_cap != e->dt.cap[n - 1]) {
+      } else if (w->patch_cap != e->dt.reg[n - 1].cap) {
         return rf__fail(e, RF_ERR_ARG, "plan %s: writes %u and %u send one slot range with patch slots of %llu and %llu "
-                        "bytes", p->name, i - 1, i, (unsigned long long)e->dt.cap[n - 1], (unsigned long long)w->patch_cap);
+                        "bytes", p->name, i - 1, i, (unsigned long long)e->dt.reg[n - 1].cap, (unsigned long long)w->patch_cap);
       }
       e->dt.of_write[i - rk->write_first] = n - 1;
       prev = w;
@@ -387,8 +388,6 @@ void rf__trainer_close(rf_engine *e)
     free(e->dt.out);
   }
   free(e->dt.reg);
-  free(e->dt.cap);
-  free(e->dt.off);
   free(e->dt.of_write);
   free(e->dt.grp);
   free(e->dt.lo);
@@ -751,7 +750,6 @@ rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream)
   if (e->cfg.delta) { /* the slots are a base only until this push starts rewriting them */
     e->dt.base = e->dt.slots_version;
     e->dt.slots_version = 0;
-    for (uint32_t r = 0; r < e->dt.n_reg; r++) e->dt.reg[r].cap = e->dt.base ? e->dt.cap[r] : 0; /* 0: digest only */
   }
   if (e->cfg.mem == RF_MEM_CUDA) {
     /* every group goes onto the caller's stream at once; writes go out as their events complete */
@@ -770,7 +768,7 @@ rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream)
         return s;
       }
       rf_status s = RF_OK;
-      if (e->cfg.delta && e->dt.grp[k + 1] > e->dt.grp[k])
+      if (encoding(e) && e->dt.grp[k + 1] > e->dt.grp[k])
         s = rf__cuda_delta_encode(e, e->dt.reg + e->dt.grp[k], e->dt.grp[k + 1] - e->dt.grp[k],
                                   (rfk_delta_out *)e->dt.out_dev + e->dt.grp[k], stream);
       if (s == RF_OK) s = rf__cuda_group_done(e, k, stream);
@@ -851,7 +849,7 @@ static rf_status put_write(rf_engine *e, rf__target *t, uint32_t wi)
       t->patch_sent += o->size;
       e->dt.push_bytes += o->size;
       e->ctr.patch_bytes += o->size;
-      return rf__ucx_put(e, t->ep, e->dt.patch + e->dt.off[r], o->size, t->area_raddr + w->patch_off, t->area_rkey);
+      return rf__ucx_put(e, t->ep, e->dt.reg[r].patch, o->size, t->area_raddr + w->patch_off, t->area_rkey);
     }
     wr64(entry, 0); /* overflowed its slot: the region goes dense */
     e->ctr.overflows++;

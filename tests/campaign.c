@@ -204,9 +204,11 @@ int main(int argc, char **argv)
   printf("campaign: %llu faults, %llu versions complete, %llu wrong\n", (unsigned long long)faults,
          (unsigned long long)complete, (unsigned long long)wrong);
   /* a campaign that completes almost nothing has not tested anything */
-  int ok = wrong == 0 && rounds > 0 && complete >= rounds * p->receivers / 3 && (!delta || patched >= complete / 3);
-  if (!ok && !wrong) printf("campaign: only %llu of %llu receiver-versions complete\n", (unsigned long long)complete,
-                            (unsigned long long)(rounds * p->receivers));
+  /* with --delta, faults send the next version dense to the pairs they hit: patches must still apply often */
+  int ok = wrong == 0 && rounds > 0 && complete >= rounds * p->receivers / 3 && (!delta || (patched && patched >= complete / 5));
+  if (!ok && !wrong)
+    printf("campaign: only %llu of %llu receiver-versions complete (%llu with patches)\n", (unsigned long long)complete,
+           (unsigned long long)(rounds * p->receivers), (unsigned long long)patched);
   printf("%d passed, %d failed\n", ok, !ok);
   return !ok;
 }
