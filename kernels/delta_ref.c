@@ -75,6 +75,17 @@ static uint64_t load_le(const uint8_t *p, size_t n)
   return w;
 }
 
+/* one element of size e (fixed-size copies: no call per element) */
+static void put_elem(uint8_t *d, const uint8_t *v, uint32_t e)
+{
+  if (e == 1)
+    *d = *v;
+  else if (e == 2)
+    memcpy(d, v, 2);
+  else
+    memcpy(d, v, 4);
+}
+
 /* the elements (of size e) of a chunk where a and b differ, increasing, into idx; their count. 8
  * bytes are compared at a time and only a word that differs is split into its elements. */
 static uint32_t changes(const uint8_t *a, const uint8_t *b, uint32_t elems, uint32_t e, uint16_t *idx)
@@ -137,7 +148,7 @@ static void write_record(uint8_t *rec, const uint8_t *nx, uint32_t e, uint32_t c
       rec[i / RFK_DELTA_TILE]++, rec[T + r] = (uint8_t)(i % RFK_DELTA_TILE);
     else
       rec[i / 8] |= (uint8_t)(1u << (i % 8));
-    memcpy(vals + (size_t)r * e, a + (size_t)i * e, e);
+    put_elem(vals + (size_t)r * e, a + (size_t)i * e, e);
   }
 }
 
@@ -262,19 +273,19 @@ static void apply_valid(const uint8_t *p, uint8_t *dst, uint64_t n, uint32_t e)
       memcpy(base, rec, (size_t)r.elems * e);
     } else if (r.mode == RFK_DELTA_LIST) {
       for (uint32_t q = 0; q < k; q++)
-        memcpy(base + (size_t)(rec[2 * q] | rec[2 * q + 1] << 8) * e, rec + 2 * k + (size_t)q * e, e);
+        put_elem(base + (size_t)(rec[2 * q] | rec[2 * q + 1] << 8) * e, rec + 2 * k + (size_t)q * e, e);
     } else if (r.mode == RFK_DELTA_TILES) {
       uint32_t tile = 0, first = 0;
       for (uint32_t q = 0; q < k; q++) {
         while (q >= first + rec[tile])
           first += rec[tile++];
-        memcpy(base + ((size_t)tile * RFK_DELTA_TILE + rec[T + q]) * e, rec + T + k + (size_t)q * e, e);
+        put_elem(base + ((size_t)tile * RFK_DELTA_TILE + rec[T + q]) * e, rec + T + k + (size_t)q * e, e);
       }
     } else {
       uint32_t q = 0;
       for (uint32_t i = 0; i < r.elems; i++)
         if (rec[i / 8] >> (i % 8) & 1)
-          memcpy(base + (size_t)i * e, rec + B + (size_t)q++ * e, e);
+          put_elem(base + (size_t)i * e, rec + B + (size_t)q++ * e, e);
     }
   }
 }
