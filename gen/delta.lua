@@ -12,7 +12,8 @@
 -- scratch holds the new encoding of its largest group.
 --
 -- Sets w[8], w[9] (patch_off, patch_cap) on every write row and patch_bytes / scratch_bytes on
--- ranks, patch_bytes on receivers, patch_off / patch_bytes on peers (all 0 without delta).
+-- ranks, patch_bytes on receivers, patch_off / patch_bytes on peers (all 0 without delta), and
+-- packed.delta_regions.
 local U = require("util")
 local M = {}
 
@@ -34,27 +35,38 @@ function M.layout(plan, model, packed)
   for _, r in ipairs(packed.recv) do r.patch_bytes = 0 end
   for _, q in ipairs(packed.peers) do q.patch_off, q.patch_bytes = 0, 0 end
   if ppm == 0 then return end
-  -- a part per (receiver, trainer): its writes' caps, in table order (a region's writes share one cap)
-  local part, nt = {}, #packed.ranks
+  -- a part per (receiver, trainer): its writes' caps, in table order (a region's writes share one
+  -- cap); offsets relative to the part first, the scratch from each group's slot range
+  local part, nt, regions = {}, #packed.ranks, 0
   for t, rk in ipairs(packed.ranks) do
     local prev, cap
-    for i = rk.write_first + 1, rk.write_first + rk.write_count do
-      local w = W[i]
-      if not prev or prev[1] ~= w[1] or prev[3] ~= w[3] then
-        if w[3] >= 1 << 32 then
-          U.fail(plan.__site, "plan '%s': delta: a write of %d bytes to '%s' is not below 2^32 bytes, the patch "
-            .. "format's largest region", plan.name, w[3], dsts[w[5] + 1].name)
+    for g = rk.group_first + 1, rk.group_first + rk.group_count do
+      local G = packed.groups[g]
+      local lo, hi = math.huge, 0
+      for i = G.write_first + 1, G.write_first + G.write_count do
+        local w = W[i]
+        local slot, len = w[1], w[3]
+        if not prev or prev[1] ~= slot or prev[3] ~= len then
+          if len >= 1 << 32 then
+            U.fail(plan.__site, "plan '%s': delta: a write of %d bytes to '%s' is not below 2^32 bytes, the patch "
+              .. "format's largest region", plan.name, len, dsts[w[5] + 1].name)
+          end
+          regions = regions + 1
+          cap = M.cap(len, ppm)
+          rk.patch_bytes = rk.patch_bytes + cap
         end
-        cap = M.cap(w[3], ppm)
-        rk.patch_bytes = rk.patch_bytes + cap
+        prev = w
+        if slot < lo then lo = slot end
+        if slot + len > hi then hi = slot + len end
+        local key = w[4] * nt + (t - 1)
+        local at = part[key] or 0
+        w[8], w[9] = at, cap
+        part[key] = at + cap
       end
-      prev = w
-      local key = w[4] * nt + (t - 1)
-      local at = part[key] or 0
-      w[8], w[9] = at, cap
-      part[key] = at + cap
+      if G.write_count > 0 and hi - lo > rk.scratch_bytes then rk.scratch_bytes = hi - lo end
     end
   end
+  packed.delta_regions = regions
   -- parts in peer order within each receiver's area; offsets become absolute
   local base = {}
   for r, rv in ipairs(packed.recv) do
@@ -69,16 +81,9 @@ function M.layout(plan, model, packed)
     rv.patch_bytes = off
   end
   for t, rk in ipairs(packed.ranks) do
-    for g = rk.group_first + 1, rk.group_first + rk.group_count do
-      local G = packed.groups[g]
-      local lo, hi = math.huge, 0
-      for i = G.write_first + 1, G.write_first + G.write_count do
-        local w = W[i]
-        w[8] = w[8] + base[w[4] * nt + (t - 1)]
-        if w[1] < lo then lo = w[1] end
-        if w[1] + w[3] > hi then hi = w[1] + w[3] end
-      end
-      if G.write_count > 0 and hi - lo > rk.scratch_bytes then rk.scratch_bytes = hi - lo end
+    for i = rk.write_first + 1, rk.write_first + rk.write_count do
+      local w = W[i]
+      w[8] = w[8] + base[w[4] * nt + (t - 1)]
     end
   end
 end
@@ -127,6 +132,7 @@ function M.predict(plan, model, packed, m, density)
   for r = 1, nr do r_in[r], r_apply[r] = 0.0, 0.0 end
   local p = { trainer_s = 0, receiver_s = 0, stage_s = 0, worst_trainer = 0, worst_receiver = 0 }
   local bytes = 0.0
+  local cache = {} -- estimate by length and dtype: experts share a few lengths
   for t, rk in ipairs(packed.ranks) do
     local sent, targets, ntg = 0.0, {}, 0
     local prev, b, apply
@@ -134,7 +140,9 @@ function M.predict(plan, model, packed, m, density)
       local w = W[i]
       if not prev or prev[1] ~= w[1] or prev[3] ~= w[3] then
         local dt = dsts[w[5] + 1].dtype
-        local est = M.estimate(w[3], SIZE[dt], density[dt])
+        local key = w[3] * 4 + SIZE[dt]
+        local est = cache[key]
+        if not est then est = M.estimate(w[3], SIZE[dt], density[dt]); cache[key] = est end
         local cap = w[9] > 0 and w[9] or w[3]
         if est <= cap then b, apply = est, 2 * est + w[3] -- a patch
         else b, apply = w[3], w[3] end                  -- or the region dense

@@ -145,24 +145,19 @@ function R.report(plan, model, packed, f, hash)
   add("")
   local d = plan.delta
   if d then
-    local regions, maxp, maxs, pt, st, area, maxa, ra, maxw, wa = 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+    local maxp, maxs, pt, st, area, maxa, ra, maxw, wa = 0, 0, 0, 0, 0, 0, 0, 0, 0
     for i, r in ipairs(packed.ranks) do
       if r.patch_bytes > maxp then maxp, pt = r.patch_bytes, i - 1 end
       if r.scratch_bytes > maxs then maxs, st = r.scratch_bytes, i - 1 end
-      local prev
-      for k = r.write_first + 1, r.write_first + r.write_count do
-        local w = packed.writes[k]
-        if not prev or prev[1] ~= w[1] or prev[3] ~= w[3] then regions = regions + 1 end
-        prev = w
-      end
     end
-    local wr = {}
-    for _, w in ipairs(packed.writes) do wr[w[4] + 1] = (wr[w[4] + 1] or 0) + 1 end
     for i, r in ipairs(packed.recv) do
+      local writes = 0
+      for k = r.peer_first + 1, r.peer_first + r.peer_count do writes = writes + packed.peers[k].writes end
       area = area + r.patch_bytes
       if r.patch_bytes > maxa then maxa, ra = r.patch_bytes, i - 1 end
-      if (wr[i] or 0) > maxw then maxw, wa = wr[i], i - 1 end
+      if writes > maxw then maxw, wa = writes, i - 1 end
     end
+    local regions = packed.delta_regions
     add("delta: budget %g (patch area bytes per dense byte, plus 48 per write); %d regions in %d writes", d.budget,
       regions, #packed.writes)
     add("delta_receiver_patch_area: max %d (%s, receiver %d), all receivers %s; directory 16 B per write, max %s (receiver %d)",

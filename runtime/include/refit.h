@@ -12,14 +12,15 @@
  *             receiver it writes to) -> per version { rf_push(v); rf_wait } -> rf_close
  * A receiver lets no trainer write a byte before it armed that version (rf_arm, once its engine
  * stopped reading the weights), and reports a version complete only when DONE arrived from exactly
- * the trainer ranks its table names, each with exactly the table's byte count, after every one of
- * them flushed its writes (or, for a delta push, with patches that apply and give every region the
- * digest the trainer computed: rf_config.delta); it then acknowledges each DONE, so rf_wait on a trainer returns RF_OK only
- * once every receiver it writes to reported the version complete (the trainer may exit right after).
- * Anything else tears the version: a peer error, a timeout, a byte count that differs, a patch that is
- * malformed, exceeds its slot, applies to another base than the complete version or gives another
- * digest, a newer connection for a rank that was writing. A torn version is never reported complete; its memory is
- * undefined until a later version completes. Tearing fences: the receiver closes the endpoint of
+ * the trainer ranks its table names, each with exactly the table's byte count (or, for a delta push,
+ * with patches that apply and give every region the digest the trainer computed: rf_config.delta),
+ * after every one of them flushed its writes; it then acknowledges each DONE, so rf_wait on a
+ * trainer returns RF_OK only once every receiver it writes to reported the version complete (the
+ * trainer may exit right after). Anything else tears the version: a peer error, a timeout, a byte
+ * count that differs, a patch that is malformed, larger than its slot, made for another base than
+ * the complete version or giving another digest, a newer connection for a rank that was writing.
+ * A torn version is never reported complete; its memory is undefined until a later version
+ * completes. Tearing fences: the receiver closes the endpoint of
  * every trainer that was still writing, so nothing in flight lands later (RDMA: the queue pair is
  * gone). Versions strictly increase per receiver; a trainer learns each receiver's newest complete
  * version when it connects (rf_resume_version), and a version not newer is refused before any write.
@@ -245,7 +246,7 @@ rf_status rf_target_report(const rf_engine *e, uint32_t recv, rf_target_state *o
 typedef struct rf_counters {
   uint64_t versions;     /* pushed (trainer) or completed (receiver) */
   uint64_t torn;         /* receiver: versions torn */
-  uint64_t bytes;        /* trainer: bytes put in successful pushes; receiver: bytes of completed versions */
+  uint64_t bytes;        /* trainer: bytes put by successful pushes; receiver: bytes of complete versions */
   uint64_t writes;       /* trainer: puts posted */
   uint64_t direct_writes;/* trainer: of those, sent straight from the sources (rf_config.direct) */
   uint64_t stage_ns;     /* trainer: time in staging kernels */
@@ -257,7 +258,7 @@ typedef struct rf_counters {
   uint64_t ignored;      /* control messages dropped: unauthenticated, bad MAC, out of protocol */
   /* delta pushes (rf_config.delta); trainer bytes above count what was put: patches, regions sent
    * dense, directories */
-  uint64_t deltas;       /* receivers pushed as patches (trainer), peers whose patches applied (receiver) */
+  uint64_t deltas;       /* receivers pushed as patches (trainer) or peers whose patches applied (receiver) */
   uint64_t patch_bytes;  /* patch bytes put (trainer) or applied in complete versions (receiver) */
   uint64_t overflows;    /* trainer: regions of delta pushes whose patch overflowed its slot, sent dense */
   uint64_t apply_ns;     /* receiver: applying patches and checking digests */
@@ -275,7 +276,7 @@ rf_status rf_ucx_setting(const rf_engine *e, const char *name, char *buf, size_t
 
 /* Bumped when a declaration or a struct of refit.h or refit_plan.h changes incompatibly; code
  * built against another RF_ABI_VERSION must not use this library (the Python module checks). */
-#define RF_ABI_VERSION 3 /* 2: version protocol v2 (rf_arm, ...); 3: delta pushes (tables, rf_config, counters) */
+#define RF_ABI_VERSION 3 /* 2: version protocol v2 (rf_arm, ...); 3: delta pushes (tables, config, counters) */
 uint32_t rf_abi_version(void);
 
 /* The plans linked into this library: librefit.so holds the set ./configure --plans chose; a
