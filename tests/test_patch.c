@@ -219,6 +219,23 @@ static void test_apply_dense_region(void)
   wr64(entry(i), size);
 }
 
+static void test_unwritten_directory(void)
+{
+  /* arming zeroes the directory: a trainer that sent DONE delta without writing its part this version
+   * passes the DONE's checks (0 bytes of patches) but none of its regions has digest 0 */
+  reset();
+  uint8_t *saved = malloc(16 * (size_t)count);
+  memcpy(saved, entry(first), 16 * (size_t)count);
+  memset(entry(first), 0, 16 * (size_t)count);
+  uint32_t bad = 7;
+  EXPECT(rf__patch_done(e, 0, 6, 0, 5, why, sizeof why) == 0, "an empty directory part with total 0: %s", why);
+  EXPECT(rf__patch_apply(e, 6, &bad, why, sizeof why) == -1 && bad == 0 &&
+             strstr(why, " after its dense write, the trainer's 0000000000000000"),
+         "an unwritten directory part: '%s'", why);
+  memcpy(entry(first), saved, 16 * (size_t)count);
+  free(saved);
+}
+
 static void test_only_delta_peers(void)
 {
   /* peer 1 sent dense: its regions are not touched or checked, whatever its directory part says */
@@ -242,6 +259,7 @@ static const struct {
   {"malformed patches: refused with the kernel's check, their region untouched", test_apply_malformed},
   {"a digest that differs (the trainer's, or a base that changed): refused with both digests", test_apply_digest},
   {"a region sent dense: checked by its digest", test_apply_dense_region},
+  {"a directory part the trainer did not write: every region fails its digest", test_unwritten_directory},
   {"peers that sent dense are not read", test_only_delta_peers},
 };
 

@@ -139,9 +139,10 @@ typedef struct rf_config {
    * push staged every group; an abandoned or failed push leaves receivers that did not complete it
    * with a complete version older than the slots, so they get dense pushes. Memory beside the slot
    * arena: the plan's patch buffer and staging scratch per rank (rf_rank.patch_bytes,
-   * scratch_bytes, in the plan report) and 16 bytes per write of host memory. Excludes cfg.direct:
-   * writes sent straight from the sources have no slot to keep their previous version in; with
-   * delta they are staged like every other (their slot, already in the arena, is the shadow copy).
+   * scratch_bytes, in the plan report) and 16 bytes per write of host memory. rf_open refuses it
+   * with cfg.direct: a write sent straight from the sources leaves its slot without the previous
+   * version; under delta every write is staged, so the slot the arena already reserves for it is its
+   * shadow copy (no extra memory; the cost is the staging copy direct writes avoid).
    * Receivers need no setting: in a delta plan each allocates and registers its patch area (device
    * memory in RF_MEM_CUDA mode) and a host directory at rf_listen. */
   int delta;
