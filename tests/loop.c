@@ -791,7 +791,9 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
     }
     t0 = t_last = now_ns();
     for (uint32_t i = 0; i < nt; i++) {
-      cmd c = {.kind = CMD_PUSH, .version = v,
+      /* a bounded wait: a BEGIN that reaches a receiver after it tore the version is held until a newer
+       * version is armed (receiver.c), which this loop does only once every trainer answered */
+      cmd c = {.kind = CMD_PUSH, .version = v, .timeout_ms = 2 * (o->timeout_ms ? o->timeout_ms : 10000),
                .flags = o->kill_trainer == (int)i && v == o->kill_version ? RF_CL_DIE_HALF : 0};
       if (tc[i].alive && write(tc[i].cmd, &c, sizeof c) != (ssize_t)sizeof c) tc[i].alive = 0;
     }
