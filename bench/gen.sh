@@ -15,9 +15,9 @@ for p in glm5_fp8_64x4 glm5_fp8_64x4_rep2; do
   done
   writes=$(sed -n 's/^writes_total: //p' "$tmp/$p.txt")
   ops=$(sed -n 's/.* in [0-9]* writes, \([0-9]*\) stage ops/\1/p' "$tmp/$p.txt")
-  # bytes of the const tables: struct sizes from refit_plan.h on x86-64 (write 40, op 104, src 72, dst 88)
+  # bytes of the const tables: struct sizes from refit_plan.h on x86-64 (write 56, op 104, src 72, dst 88)
   srcs=$(sed -n 's/^hf_tensors: //p' "$tmp/$p.txt")
   dsts=$(sed -n 's/^dest_tensors_per_replica: //p' "$tmp/$p.txt")
-  bytes=$((writes * 40 + ops * 104 + srcs * 72 + dsts * 88))
+  bytes=$((writes * 56 + ops * 104 + srcs * 72 + dsts * 88))
   printf '%-22s %8.2f %8.2f %10.2f %10d %9d %12d\n' "$p" "$best" 2 "$(awk -v b="$best" 'BEGIN { print b / 2 }')" "$writes" "$ops" "$bytes"
 done

@@ -9,7 +9,10 @@
 static int usage(void)
 {
   fprintf(stderr, "usage: refit plan <plan> [--nic-gbps N] [--nics-per-gpu N] [--write-overhead-us U] [--rtt-us U]\n"
-                  "       refit plan --list\n");
+                  "                  [--mem-gbs N] [--density D | --density fp8=D,bf16=D,fp32=D]\n"
+                  "       refit plan --list\n"
+                  "  --density: fraction of changed elements per version for the delta prediction (default: issue\n"
+                  "  16's step at lr 1e-6, fp8=0.0034,bf16=0.033,fp32=0.004); one number sets all three\n");
   return 2;
 }
 
@@ -25,9 +28,35 @@ static int number(const char *flag, const char *s, double *out)
   return 1;
 }
 
+/* "D" (every dtype) or "fp8=D,bf16=D,fp32=D" (any of them, in any order); 0 <= D <= 1 */
+static int density(const char *s, rf_density *d)
+{
+  char *end;
+  if (!s) return 0;
+  double v = strtod(s, &end);
+  if (end != s && !*end) {
+    if (v < 0 || v > 1) return 0;
+    d->fp8 = d->bf16 = d->fp32 = v;
+    return 1;
+  }
+  for (const char *at = s; *at;) {
+    double *dst = strncmp(at, "fp8=", 4) == 0 ? &d->fp8 : strncmp(at, "bf16=", 5) == 0 ? &d->bf16
+                : strncmp(at, "fp32=", 5) == 0 ? &d->fp32 : NULL;
+    if (!dst) return 0;
+    at = strchr(at, '=') + 1;
+    v = strtod(at, &end);
+    if (end == at || v < 0 || v > 1 || (*end && *end != ',')) return 0;
+    *dst = v;
+    at = *end ? end + 1 : end;
+  }
+  return 1;
+}
+
 int rf_cmd_plan(int argc, char **argv)
 {
   rf_time_model m = RF_TIME_MODEL_DEFAULT;
+  rf_density dn = RF_DENSITY_MEASURED;
+  int dn_given = 0;
   const char *name = NULL;
   for (int i = 1; i < argc; i++) {
     double v;
@@ -48,6 +77,16 @@ int rf_cmd_plan(int argc, char **argv)
     } else if (strcmp(a, "--rtt-us") == 0) {
       if (!number(a, i + 1 < argc ? argv[++i] : NULL, &v)) return usage();
       m.done_rtt_us = v;
+    } else if (strcmp(a, "--mem-gbs") == 0) {
+      if (!number(a, i + 1 < argc ? argv[++i] : NULL, &v) || v == 0) return usage();
+      m.mem_gbs = v;
+    } else if (strcmp(a, "--density") == 0) {
+      const char *d = i + 1 < argc ? argv[++i] : NULL;
+      if (!density(d, &dn)) {
+        fprintf(stderr, "refit plan: --density needs D or fp8=D,bf16=D,fp32=D with 0 <= D <= 1, got '%s'\n", d ? d : "");
+        return usage();
+      }
+      dn_given = 1;
     } else if (a[0] != '-' && !name) {
       name = a;
     } else {
@@ -73,5 +112,17 @@ int rf_cmd_plan(int argc, char **argv)
          p->recv[r.worst_receiver].bytes / 1e9);
   printf("lower bound:   %.3f s (max receiver bytes / receiver NIC rate)\n", r.lower_bound_s);
   printf("predicted:     %.3f s, bound by the %s side\n", r.seconds, r.bound_by_receiver ? "receiver" : "trainer");
+  rf_delta_prediction d;
+  rf_plan_predict_delta(p, &m, &dn, &d);
+  printf("delta density: fp8 %g%%, bf16 %g%%, fp32 %g%% of the elements change per version (%s)\n", dn.fp8 * 100,
+         dn.bf16 * 100, dn.fp32 * 100, dn_given ? "--density" : "issue 16: one step at lr 1e-6");
+  printf("delta bytes:   %.3f GB (%.2f%% of dense: patches, regions sent dense, directories)%s\n", d.bytes / 1e9,
+         p->total_bytes ? 100 * d.bytes / (double)p->total_bytes : 0.0,
+         p->delta_ppm ? "" : "; this plan has no patch areas (plan option delta = { budget = B })");
+  printf("delta trainer: %.3f s (rank %u; staging and encode %.3f s at %g GB/s)\n", d.trainer_s, d.worst_trainer,
+         d.stage_s, m.mem_gbs);
+  printf("delta receiver: %.3f s (receiver %u)\n", d.receiver_s, d.worst_receiver);
+  printf("predicted delta: %.3f s, bound by the %s side (dense %.3f s)\n", d.seconds,
+         d.bound_by_receiver ? "receiver" : "trainer", r.seconds);
   return 0;
 }

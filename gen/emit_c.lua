@@ -37,14 +37,14 @@ function E.tables(plan, model, packed)
   t.ranks = {}
   for i, r in ipairs(packed.ranks) do
     t.ranks[i] = { r.arena, r.bytes_out, r.shard, r.replicate, r.group_first, r.group_count, r.op_first,
-      r.op_count, r.write_first, r.write_count }
+      r.op_count, r.write_first, r.write_count, r.patch_bytes, r.scratch_bytes }
   end
   t.recv = {}
   for i, r in ipairs(packed.recv) do
-    t.recv[i] = { r.bytes, r.replica, r.tp_rank, r.dst_first, r.dst_count, r.peer_first, r.peer_count }
+    t.recv[i] = { r.bytes, r.replica, r.tp_rank, r.dst_first, r.dst_count, r.peer_first, r.peer_count, r.patch_bytes }
   end
   t.peers = {}
-  for i, p in ipairs(packed.peers) do t.peers[i] = { p.bytes, p.trainer, p.writes } end
+  for i, p in ipairs(packed.peers) do t.peers[i] = { p.bytes, p.trainer, p.writes, p.patch_off, p.patch_bytes } end
   t.derived = {}
   for i, d in ipairs(model.derived) do
     t.derived[i] = { d.name, d.shape[1], d.shape[2], d.shape[3], d.stride[1], d.stride[2], d.stride[3], d.offset,
@@ -57,7 +57,7 @@ function E.tables(plan, model, packed)
   end
   local tr, inf = plan.trainer, plan.inference
   t.head = { packed.total, tr.fsdp, tr.dp_replicate, tr.fsdp * tr.dp_replicate, inf.tp, inf.ep,
-    inf.replicas, inf.replicas * inf.size, plan.quant.scale_fmt == "ue8m0" and 1 or 0 }
+    inf.replicas, inf.replicas * inf.size, plan.quant.scale_fmt == "ue8m0" and 1 or 0, plan.delta and plan.delta.ppm or 0 }
   return t
 end
 
@@ -125,20 +125,20 @@ function E.emit(plan, t, hash, header_line)
     .. "   out, out_step, scale, scale_step, direct */\n"
   local f17 = "  {%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d},\n"
   rows(c, "ops", "rf_op", t.ops, function(_, r) return f17:format(table.unpack(r)) end)
-  c[#c + 1] = "/* slot, dst_off, len, receiver, dst, piece_first, piece_count */\n"
+  c[#c + 1] = "/* slot, dst_off, len, receiver, dst, piece_first, piece_count, patch_off, patch_cap */\n"
   rows(c, "writes", "rf_write", t.writes, function(_, r)
-    return ("  {%d, %d, %d, %d, %d, %d, %d},\n"):format(r[1], r[2], r[3], r[4], r[5], r[6], r[7])
+    return ("  {%d, %d, %d, %d, %d, %d, %d, %d, %d},\n"):format(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
   end)
   c[#c + 1] = "/* src_off, off, len, src */\n"
   rows(c, "pieces", "rf_piece", t.pieces, function(_, r) return "  {" .. nums(r) .. "},\n" end)
   c[#c + 1] = "/* op_first, op_count, write_first, write_count, layer */\n"
   rows(c, "groups", "rf_group", t.groups, function(_, r) return "  {" .. nums(r) .. "},\n" end)
   c[#c + 1] = "/* arena_bytes, bytes_out, shard, replicate, group_first, group_count, op_first, op_count,\n"
-    .. "   write_first, write_count */\n"
+    .. "   write_first, write_count, patch_bytes, scratch_bytes */\n"
   rows(c, "ranks", "rf_rank", t.ranks, function(i, r) return ("  /* %d */ {%s},\n"):format(i, nums(r)) end)
-  c[#c + 1] = "/* bytes, replica, tp_rank, dst_first, dst_count, peer_first, peer_count */\n"
+  c[#c + 1] = "/* bytes, replica, tp_rank, dst_first, dst_count, peer_first, peer_count, patch_bytes */\n"
   rows(c, "recv", "rf_receiver", t.recv, function(i, r) return ("  /* %d */ {%s},\n"):format(i, nums(r)) end)
-  c[#c + 1] = "/* bytes, trainer, writes */\n"
+  c[#c + 1] = "/* bytes, trainer, writes, patch_off, patch_bytes */\n"
   rows(c, "peers", "rf_peer", t.peers, function(_, r) return "  {" .. nums(r) .. "},\n" end)
   c[#c + 1] = "/* name, shape, stride, offset, bytes (of the storage), storage, dst, tp_rank, ndim, dtype */\n"
   rows(c, "derived", "rf_derived_tensor", t.derived, function(i, r)
@@ -155,7 +155,7 @@ function E.emit(plan, t, hash, header_line)
     :format(h[2], h[3], h[4], h[5], h[6], h[7], h[8])
   c[#c + 1] = ("  .n_src = %d, .n_dst = %d, .n_ops = %d, .n_writes = %d, .n_groups = %d, .n_peers = %d,\n")
     :format(#t.src, #t.dst, #t.ops, #t.writes, #t.groups, #t.peers)
-  c[#c + 1] = ("  .scale_fmt = %s,\n"):format(h[9] == 1 and "RF_SCALE_UE8M0" or "RF_SCALE_FP32")
+  c[#c + 1] = ("  .scale_fmt = %s, .delta_ppm = %d,\n"):format(h[9] == 1 and "RF_SCALE_UE8M0" or "RF_SCALE_FP32", h[10])
   c[#c + 1] = "  .src = src, .dst = dst, .ops = ops, .writes = writes, .groups = groups, .ranks = ranks,\n"
   c[#c + 1] = ("  .recv = recv, .peers = peers,\n  .n_derived = %d, .n_refresh = %d, .derived = derived, .refresh = refresh,\n")
     :format(#t.derived, #t.refresh)

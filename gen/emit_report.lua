@@ -1,5 +1,6 @@
 -- emit_report.lua: the compact per-plan layout report that reviewers read in diffs.
 local U = require("util")
+local Dl = require("delta")
 local R = {}
 
 local function shape_str(shape) return "[" .. table.concat(shape, ", ") .. "]" end
@@ -57,7 +58,7 @@ function R.facts(plan, model, packed)
   return f
 end
 
-R.DEFAULT_MODEL = { nic_gbps = 400, nics = 1, write_us = 1, rtt_us = 10 }
+R.DEFAULT_MODEL = { nic_gbps = 400, nics = 1, write_us = 1, rtt_us = 10, mem_gbs = Dl.MEM_GBS }
 
 -- The same arithmetic as rf_plan_predict() in runtime/plan.c.
 function R.predict(packed, m)
@@ -138,6 +139,42 @@ function R.report(plan, model, packed, f, hash)
   add("lower_bound_s: %.3f (max receiver bytes / receiver NIC rate)", tm.lower)
   add("trainer_s: %.3f (rank %d), receiver_s: %.3f (receiver %d)", tm.trainer_s, tm.worst_trainer, tm.receiver_s,
     tm.worst_receiver)
+
+  -- Delta pushes (gen/delta.lua): the patch areas of this plan, and the predicted update at the
+  -- measured density beside the dense one.
+  add("")
+  local d = plan.delta
+  if d then
+    local maxp, maxs, pt, st, area, maxa, ra, maxw, wa = 0, 0, 0, 0, 0, 0, 0, 0, 0
+    for i, r in ipairs(packed.ranks) do
+      if r.patch_bytes > maxp then maxp, pt = r.patch_bytes, i - 1 end
+      if r.scratch_bytes > maxs then maxs, st = r.scratch_bytes, i - 1 end
+    end
+    for i, r in ipairs(packed.recv) do
+      local writes = 0
+      for k = r.peer_first + 1, r.peer_first + r.peer_count do writes = writes + packed.peers[k].writes end
+      area = area + r.patch_bytes
+      if r.patch_bytes > maxa then maxa, ra = r.patch_bytes, i - 1 end
+      if writes > maxw then maxw, wa = writes, i - 1 end
+    end
+    local regions = packed.delta_regions
+    add("delta: budget %g (patch area bytes per dense byte, plus 48 per write); %d regions in %d writes", d.budget,
+      regions, #packed.writes)
+    add("delta_receiver_patch_area: max %d (%s, receiver %d), all receivers %s; directory 16 B per write, max %s (receiver %d)",
+      maxa, U.human(maxa), ra, U.human(area), U.human(16 * maxw), wa)
+    add("delta_trainer_patch_buffer: max %d (%s, rank %d); staging scratch max %d (%s, rank %d)", maxp, U.human(maxp), pt,
+      maxs, U.human(maxs), st)
+  else
+    add("delta: none (the plan option delta = { budget = B } gives every receiver a patch area)")
+  end
+  local dn = Dl.DENSITY
+  local dp = Dl.predict(plan, model, packed, R.DEFAULT_MODEL, dn)
+  add("predicted_delta_s: %.3f (bound by %s) at density fp8 %g%%, bf16 %g%%, fp32 %g%% (issue 16: one step at lr "
+    .. "1e-6); dense %.3f", dp.seconds, dp.bound, dn.fp8 * 100, dn.bf16 * 100, dn.fp32 * 100, tm.seconds)
+  add("delta_bytes_per_version: %.0f (%s, %.2f%% of dense): patches, regions sent dense, directories", dp.bytes,
+    U.human(math.floor(dp.bytes)), 100 * dp.bytes / math.max(packed.total, 1))
+  add("delta_trainer_s: %.3f (rank %d; staging and encode %.3f at %d GB/s), delta_receiver_s: %.3f (receiver %d)",
+    dp.trainer_s, dp.worst_trainer, dp.stage_s, R.DEFAULT_MODEL.mem_gbs, dp.receiver_s, dp.worst_receiver)
 
   -- How sources travel, and which are gathered because a shard cut would split an FP8 block.
   local by = { shard = { n = 0, b = 0 }, small = { n = 0, b = 0 }, unaligned = { n = 0, b = 0 } }

@@ -151,6 +151,26 @@ function M.trainer(t)
   end
 end
 
+-- delta = { budget = B }: each (receiver, trainer) pair gets a patch area of B bytes per dense byte
+-- (plus 48 per write), 0 < B <= 1, kept as parts per million (gen/delta.lua)
+function M.delta(p)
+  local d = p.delta
+  if d == nil then return end
+  local site = field_site(p.__site, "delta")
+  if type(d) ~= "table" then
+    U.fail(site, "plan '%s': delta must be a table { budget = B }, got %s", p.name, type(d))
+  end
+  for _, k in ipairs(U.sorted_keys(d)) do
+    if k ~= "budget" then U.fail(field_site(p.__site, tostring(k)), "plan '%s': delta: unknown field '%s' (known: budget)", p.name, tostring(k)) end
+  end
+  local b = d.budget
+  if type(b) ~= "number" or b ~= b or b <= 0 or b > 1 or math.floor(b * 1e6 + 0.5) < 1 then
+    U.fail(field_site(p.__site, "budget"), "plan '%s': delta.budget must be a number in (0, 1] (patch area bytes per "
+      .. "dense byte, at least 1e-6), got %s", p.name, tostring(b))
+  end
+  d.ppm = math.floor(b * 1e6 + 0.5)
+end
+
 function M.plan(path)
   local p = run_file(path, "plan")
   if type(p) ~= "table" or p.__kind ~= "plan" then U.fail({ file = path, line = 1 }, "must return plan { ... }") end
@@ -186,6 +206,7 @@ function M.plan(path)
   p.gather_below = p.gather_below or 2 * 1024 * 1024 -- smaller tensors are gathered on one shard
   p.shard_min_piece = p.shard_min_piece or 1024 * 1024 -- and so are those whose shard pieces are smaller
   p.imbalance_warn = p.imbalance_warn or 1.10
+  M.delta(p)
   p.__model = M.model(p.model, p.__site)
   Engine.check(p)
   return p

@@ -3,7 +3,8 @@
  * own (round trips, every mode, malformed patches, digest), tests/test_kernels_gpu.c checks CUDA
  * against it. Leaf functions (digest terms, mode choice, patch checks) are in delta_fmt.h.
  * Encode reads next and old twice per chunk (sizes first, then records): the reference is
- * written for clarity; the single pass is delta.cu's. */
+ * written for clarity; the single pass is delta.cu's. It is also the host runtime's encoder, so the
+ * scans skip unchanged 8-byte words (most of a region, most of the time) and unchanged chunks. */
 #include <stdio.h>
 #include <string.h>
 
@@ -23,8 +24,15 @@ static int bad_region(const void *a, const void *b, uint64_t n, int e)
 
 static uint64_t digest(const uint8_t *p, uint64_t n)
 {
-  uint64_t d = rfk__len_term(n);
-  for (uint64_t i = 0; 8 * i < n; i++) {
+  uint64_t d = rfk__len_term(n), i = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  for (; 8 * i + 8 <= n; i++) { /* whole words: their little-endian value is the word */
+    uint64_t w;
+    memcpy(&w, p + 8 * i, 8);
+    d += rfk__term(w, i);
+  }
+#endif
+  for (; 8 * i < n; i++) {
     uint64_t w = 0;
     for (uint64_t b = 0; b < 8 && 8 * i + b < n; b++)
       w |= (uint64_t)p[8 * i + b] << (8 * b);
@@ -51,19 +59,66 @@ typedef struct chunk_info {
   uint64_t size;
 } chunk_info;
 
-static chunk_info analyze(const uint8_t *nx, const uint8_t *old, uint64_t n, uint32_t e, uint32_t c)
+/* n <= 8 bytes at p as a little-endian word (zero-padded) */
+static uint64_t load_le(const uint8_t *p, size_t n)
+{
+  uint64_t w = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  if (n == 8)
+    memcpy(&w, p, 8); /* a constant size: one load */
+  else
+    memcpy(&w, p, n);
+#else
+  for (size_t b = 0; b < n; b++)
+    w |= (uint64_t)p[b] << (8 * b);
+#endif
+  return w;
+}
+
+/* one element of size e (fixed-size copies: no call per element) */
+static void put_elem(uint8_t *d, const uint8_t *v, uint32_t e)
+{
+  if (e == 1)
+    *d = *v;
+  else if (e == 2)
+    memcpy(d, v, 2);
+  else
+    memcpy(d, v, 4);
+}
+
+/* the elements (of size e) of a chunk where a and b differ, increasing, into idx; their count. 8
+ * bytes are compared at a time and only a word that differs is split into its elements. */
+static uint32_t changes(const uint8_t *a, const uint8_t *b, uint32_t elems, uint32_t e, uint16_t *idx)
+{
+  const size_t bytes = (size_t)elems * e;
+  const uint32_t per = 8 / e;
+  const uint64_t lane = e == 4 ? 0xffffffffull : e == 2 ? 0xffffull : 0xffull;
+  uint32_t k = 0;
+  for (size_t off = 0; off < bytes; off += 8) {
+    size_t n = bytes - off < 8 ? bytes - off : 8;
+    uint64_t x = load_le(a + off, n) ^ load_le(b + off, n);
+    if (!x)
+      continue;
+    for (uint32_t j = 0; j < per; j++)
+      if (x >> (8 * e * j) & lane)
+        idx[k++] = (uint16_t)(off / e + j);
+  }
+  return k;
+}
+
+/* idx: room for the chunk's element count (at most RFK_DELTA_CHUNK), filled with its changes */
+static chunk_info analyze(const uint8_t *nx, const uint8_t *old, uint64_t n, uint32_t e, uint32_t c, uint16_t *idx)
 {
   chunk_info ci = {rfk__chunk_elems(n, e, c), 0, 0, 0, 0};
   const uint64_t base = (uint64_t)c * RFK_DELTA_CHUNK;
-  uint32_t tile = 0;
-  for (uint32_t i = 0; i < ci.elems; i++) {
-    if (i % RFK_DELTA_TILE == 0)
-      tile = 0;
-    if (memcmp(nx + base + (uint64_t)i * e, old + base + (uint64_t)i * e, e)) {
-      ci.k++;
-      if (++tile > ci.max_tile)
-        ci.max_tile = tile;
-    }
+  if (!memcmp(nx + base, old + base, (size_t)ci.elems * e))
+    return ci; /* unchanged */
+  ci.k = changes(nx + base, old + base, ci.elems, e, idx);
+  for (uint32_t q = 0, tile = 0, cur = UINT32_MAX; q < ci.k; q++) { /* tile = changes in tile `cur` so far */
+    if (idx[q] / RFK_DELTA_TILE != cur)
+      cur = idx[q] / RFK_DELTA_TILE, tile = 0;
+    if (++tile > ci.max_tile)
+      ci.max_tile = tile;
   }
   ci.mode = rfk__choose(ci.k, ci.max_tile, ci.elems, e);
   ci.size = ci.k ? rfk__record_size(ci.mode, ci.k, ci.elems, e) : 0;
@@ -71,10 +126,10 @@ static chunk_info analyze(const uint8_t *nx, const uint8_t *old, uint64_t n, uin
 }
 
 /* the record of chunk c at rec (ci.size bytes) */
-static void write_record(uint8_t *rec, const uint8_t *nx, const uint8_t *old, uint32_t e, uint32_t c,
-                         const chunk_info *ci)
+static void write_record(uint8_t *rec, const uint8_t *nx, uint32_t e, uint32_t c, const chunk_info *ci,
+                         const uint16_t *idx)
 {
-  const uint8_t *a = nx + (uint64_t)c * RFK_DELTA_CHUNK, *b = old + (uint64_t)c * RFK_DELTA_CHUNK;
+  const uint8_t *a = nx + (uint64_t)c * RFK_DELTA_CHUNK;
   const uint32_t T = rfk__tiles(ci->elems), B = (ci->elems + 7) / 8, k = ci->k;
   uint8_t *vals = rec + (ci->mode == RFK_DELTA_LIST ? 2 * k : ci->mode == RFK_DELTA_TILES ? T + k : B);
   if (ci->mode == RFK_DELTA_DENSE) {
@@ -85,18 +140,15 @@ static void write_record(uint8_t *rec, const uint8_t *nx, const uint8_t *old, ui
     memset(rec, 0, T);
   if (ci->mode == RFK_DELTA_BITMAP)
     memset(rec, 0, B);
-  uint32_t r = 0;
-  for (uint32_t i = 0; i < ci->elems; i++) {
-    if (!memcmp(a + (size_t)i * e, b + (size_t)i * e, e))
-      continue;
+  for (uint32_t r = 0; r < k; r++) {
+    uint32_t i = idx[r];
     if (ci->mode == RFK_DELTA_LIST)
       rec[2 * r] = (uint8_t)i, rec[2 * r + 1] = (uint8_t)(i >> 8);
     else if (ci->mode == RFK_DELTA_TILES)
       rec[i / RFK_DELTA_TILE]++, rec[T + r] = (uint8_t)(i % RFK_DELTA_TILE);
     else
       rec[i / 8] |= (uint8_t)(1u << (i % 8));
-    memcpy(vals + (size_t)r * e, a + (size_t)i * e, e);
-    r++;
+    put_elem(vals + (size_t)r * e, a + (size_t)i * e, e);
   }
 }
 
@@ -107,8 +159,9 @@ static void encode_one(const rfk_delta_region *g, rfk_delta_out *o)
   const uint32_t e = (uint32_t)g->esize, nch = rfk__nchunks(g->n);
   uint64_t P = 0, changed = 0;
   uint32_t m = 0;
+  uint16_t idx[RFK_DELTA_CHUNK]; /* a chunk's changes */
   for (uint32_t c = 0; c < nch; c++) {
-    chunk_info ci = analyze(nx, old, g->n, e, c);
+    chunk_info ci = analyze(nx, old, g->n, e, c, idx);
     P += ci.size, m += ci.k > 0, changed += ci.k;
   }
   const uint64_t dir = RFK_DELTA_HEADER + rfk__align4(P), size = dir + (uint64_t)RFK_DELTA_ENTRY * m;
@@ -119,11 +172,11 @@ static void encode_one(const rfk_delta_region *g, rfk_delta_out *o)
   uint64_t off = 0;
   uint32_t j = 0;
   for (uint32_t c = 0; c < nch; c++) {
-    chunk_info ci = analyze(nx, old, g->n, e, c);
+    chunk_info ci = analyze(nx, old, g->n, e, c, idx);
     if (!ci.k)
       continue;
     if (RFK_DELTA_HEADER + off + ci.size <= g->cap) /* records that fit are written, as on the GPU */
-      write_record(patch + RFK_DELTA_HEADER + off, nx, old, e, c, &ci);
+      write_record(patch + RFK_DELTA_HEADER + off, nx, e, c, &ci, idx);
     if (fits) {
       uint8_t *d = patch + dir + (uint64_t)RFK_DELTA_ENTRY * j;
       rfk__wr32(d, c), rfk__wr32(d + 4, (uint32_t)off), rfk__wr32(d + 8, ci.mode << 24 | ci.k);
@@ -220,19 +273,19 @@ static void apply_valid(const uint8_t *p, uint8_t *dst, uint64_t n, uint32_t e)
       memcpy(base, rec, (size_t)r.elems * e);
     } else if (r.mode == RFK_DELTA_LIST) {
       for (uint32_t q = 0; q < k; q++)
-        memcpy(base + (size_t)(rec[2 * q] | rec[2 * q + 1] << 8) * e, rec + 2 * k + (size_t)q * e, e);
+        put_elem(base + (size_t)(rec[2 * q] | rec[2 * q + 1] << 8) * e, rec + 2 * k + (size_t)q * e, e);
     } else if (r.mode == RFK_DELTA_TILES) {
       uint32_t tile = 0, first = 0;
       for (uint32_t q = 0; q < k; q++) {
         while (q >= first + rec[tile])
           first += rec[tile++];
-        memcpy(base + ((size_t)tile * RFK_DELTA_TILE + rec[T + q]) * e, rec + T + k + (size_t)q * e, e);
+        put_elem(base + ((size_t)tile * RFK_DELTA_TILE + rec[T + q]) * e, rec + T + k + (size_t)q * e, e);
       }
     } else {
       uint32_t q = 0;
       for (uint32_t i = 0; i < r.elems; i++)
         if (rec[i / 8] >> (i % 8) & 1)
-          memcpy(base + (size_t)i * e, rec + B + (size_t)q++ * e, e);
+          put_elem(base + (size_t)i * e, rec + B + (size_t)q++ * e, e);
     }
   }
 }

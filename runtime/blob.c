@@ -1,22 +1,23 @@
 /* blob.c: the receiver's metadata blob, sent in answer to a valid HELLO and exportable for engines
  * with their own rendezvous. Little-endian, every field checked before use:
  *
- *   0   u32 magic "RFIT"    4  u32 format (1)     8  u64 layout hash
- *   16  u32 receiver        20 u32 n tensors      24 u32 worker address bytes   28 u32 zero
+ *   0   u32 magic "RFIT"    4  u32 format (3)     8  u64 layout hash
+ *   16  u32 receiver        20 u32 n entries      24 u32 worker address bytes   28 u32 zero
  *   32  worker address, padded to 8
- *   n x { u32 dst id, u32 key bytes, u64 address, u64 bytes, key, padded to 8 }
+ *   n x { u32 id, u32 key bytes, u64 address, u64 bytes, key, padded to 8 }
  *   u64 MAC (SipHash-2-4 keyed by the token) of every byte before it
  *
- * Tensors appear in table order (id = dst_first + i) with exactly the table's sizes. The MAC is
- * checked before any other field, so a forged or corrupted blob never reaches the parser below or
- * UCX (which would parse the worker address and remote keys). Format 2: format 1 had an unkeyed
- * checksum. */
+ * Entries: the receiver's tensors in table order (id = dst_first + i) with exactly the table's sizes,
+ * then in delta plans its patch area (id RF__AREA_PATCH, the table's patch_bytes) and its directory
+ * (RF__AREA_DIR, 16 bytes per write it receives). The MAC is checked before any other field, so a
+ * forged or corrupted blob never reaches the parser below or UCX (which would parse the worker
+ * address and remote keys). Format 2: format 1 had an unkeyed checksum; format 3 adds the areas. */
 #include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
 
-#define BLOB_FORMAT 2u
+#define BLOB_FORMAT 3u
 #define HEADER 32u
 
 static size_t pad8(size_t n) { return (n + 7) & ~(size_t)7; }
@@ -24,6 +25,15 @@ static uint32_t rd32(const uint8_t *b) { uint32_t v; memcpy(&v, b, 4); return v;
 static uint64_t rd64(const uint8_t *b) { uint64_t v; memcpy(&v, b, 8); return v; }
 static void wr32(uint8_t *b, uint32_t v) { memcpy(b, &v, 4); }
 static void wr64(uint8_t *b, uint64_t v) { memcpy(b, &v, 8); }
+
+uint32_t rf__blob_areas(const rf_plan *p, uint32_t r) { return p->delta_ppm && p->recv[r].patch_bytes ? 2 : 0; }
+
+uint64_t rf__dir_bytes(const rf_plan *p, uint32_t r)
+{
+  uint64_t n = 0;
+  for (uint32_t k = 0; k < p->recv[r].peer_count; k++) n += p->peers[p->recv[r].peer_first + k].writes;
+  return 16 * n;
+}
 
 size_t rf__blob_size(uint32_t worker_addr_len, uint32_t n, const uint32_t *rkey_len)
 {
@@ -78,7 +88,9 @@ rf_status rf__blob_parse(const rf_plan *p, const rf__key *k, const void *data, s
   uint32_t recv = rd32(b + 16), n = rd32(b + 20), alen = rd32(b + 24);
   if (recv >= p->receivers) BAD("receiver %u out of range (plan %s has %u)", recv, p->name, p->receivers);
   const rf_receiver *r = &p->recv[recv];
-  if (n != r->dst_count) BAD("%u tensors, receiver %u has %u", n, recv, r->dst_count);
+  uint32_t areas = rf__blob_areas(p, recv);
+  if (n != r->dst_count + areas)
+    BAD("%u entries, receiver %u has %u tensors and %u areas", n, recv, r->dst_count, areas);
   if (rd32(b + 28) != 0) BAD("reserved field at offset 28 is not zero");
   size_t end = len - 8, o = HEADER;
   if (alen == 0 || alen > end - o || pad8(alen) > end - o) BAD("worker address of %u bytes overruns the blob", alen);
@@ -87,22 +99,31 @@ rf_status rf__blob_parse(const rf_plan *p, const rf__key *k, const void *data, s
   v->worker_addr_len = alen;
   o += pad8(alen);
   v->entries = b + o;
-  v->n = n;
+  v->n = r->dst_count;
+  v->n_areas = areas;
   for (uint32_t i = 0; i < n; i++) {
-    if (end - o < 24) BAD("tensor %u of %u: entry at offset %zu overruns the blob", i, n, o);
+    if (end - o < 24) BAD("entry %u of %u at offset %zu overruns the blob", i, n, o);
     uint32_t id = rd32(b + o), klen = rd32(b + o + 4);
     uint64_t addr = rd64(b + o + 8), bytes = rd64(b + o + 16);
-    if (id != r->dst_first + i) BAD("entry %u at offset %zu has dst id %u, expected %u", i, o, id, r->dst_first + i);
-    if (bytes != p->dst[id].bytes)
+    const char *what = i < r->dst_count ? NULL : i == r->dst_count ? "patch area" : "directory";
+    uint32_t want_id = !what ? r->dst_first + i : i == r->dst_count ? RF__AREA_PATCH : RF__AREA_DIR;
+    uint64_t want = !what ? 0 : i == r->dst_count ? r->patch_bytes : rf__dir_bytes(p, recv);
+    if (id != want_id) BAD("entry %u at offset %zu has id %u, expected %u", i, o, id, want_id);
+    if (!what && bytes != p->dst[id].bytes)
       BAD("tensor '%s' (dst %u): %llu bytes, the table says %llu", p->dst[id].name, id, (unsigned long long)bytes,
           (unsigned long long)p->dst[id].bytes);
-    if (addr == 0) BAD("tensor '%s' (dst %u): null address", p->dst[id].name, id);
+    if (what && bytes != want)
+      BAD("%s of receiver %u: %llu bytes, the table says %llu", what, recv, (unsigned long long)bytes, (unsigned long long)want);
+    if (addr == 0 && !what) BAD("tensor '%s' (dst %u): null address", p->dst[id].name, id);
+    if (addr == 0 && what) BAD("%s of receiver %u: null address", what, recv);
     o += 24;
-    if (klen == 0 || klen > end - o || pad8(klen) > end - o)
-      BAD("tensor '%s' (dst %u): key of %u bytes overruns the blob", p->dst[id].name, id, klen);
+    if (klen == 0 || klen > end - o || pad8(klen) > end - o) {
+      if (!what) BAD("tensor '%s' (dst %u): key of %u bytes overruns the blob", p->dst[id].name, id, klen);
+      BAD("%s of receiver %u: key of %u bytes overruns the blob", what, recv, klen);
+    }
     o += pad8(klen);
   }
-  if (o != end) BAD("%zu trailing bytes after the last tensor", end - o);
+  if (o != end) BAD("%zu trailing bytes after the last entry", end - o);
   return RF_OK;
 }
 

@@ -5,6 +5,9 @@
  *             segments, and ranges spanning allocations are refused); the newest complete version
  *             lives in a host-mapped word that streams wait on with cuStreamWaitValue32; derived
  *             tensors are rebuilt on the GPU before a version is published.
+ *   delta:    the trainer's scratch and patch buffer and the receiver's patch area are cudaMalloc
+ *             memory; encode runs on the caller's stream after a group's staging, apply and digest
+ *             on the refresh stream; results come back through mapped or pinned host memory.
  * Driver entry points come through cudaGetDriverEntryPointByVersion: no link against libcuda, so
  * programs start on machines without a GPU. */
 #include <stdio.h>
@@ -31,7 +34,12 @@ struct rf__cuda {
   int *flag_d;
   volatile uint32_t *ver_h;    /* receiver: newest complete version (host-mapped) */
   CUdeviceptr ver_d;
-  cudaStream_t rstream;        /* receiver: refresh */
+  cudaStream_t rstream;        /* receiver: refresh, delta apply and digest */
+  void *dev[16];               /* rf__cuda_alloc */
+  void *host[16];              /* rf__cuda_alloc_mapped */
+  int n_dev, n_host;
+  void *dscratch;              /* trainer, delta: the encode kernels' scratch */
+  uint64_t dscratch_bytes;
 };
 
 #define CU_TRY(e, call, what)                                                                           \
@@ -96,6 +104,8 @@ void rf__cuda_close(rf_engine *e)
     free(cu->ev);
   }
   if (cu->t0) cudaEventDestroy(cu->t0);
+  for (int i = 0; i < cu->n_dev; i++) cudaFree(cu->dev[i]);
+  for (int i = 0; i < cu->n_host; i++) cudaFreeHost(cu->host[i]);
   if (cu->flag_h) cudaFreeHost((void *)cu->flag_h);
   if (cu->ver_h) cudaFreeHost((void *)cu->ver_h);
   if (cu->rstream) cudaStreamDestroy(cu->rstream);
@@ -223,4 +233,82 @@ rf_status rf__cuda_refresh(rf_engine *e, const rf_refresh *st, const rfk_mla_abs
   }
   CU_TRY(e, cudaStreamSynchronize(e->cu->rstream), "refresh");
   return RF_OK;
+}
+
+rf_status rf__cuda_alloc(rf_engine *e, size_t bytes, void **dev, const char *what)
+{
+  struct rf__cuda *cu = e->cu;
+  if (cu->n_dev == (int)(sizeof cu->dev / sizeof cu->dev[0])) return rf__fail(e, RF_ERR_NOMEM, "%s: too many device buffers", what);
+  CU_TRY(e, cudaMalloc(dev, bytes ? bytes : 16), what);
+  cu->dev[cu->n_dev++] = *dev;
+  CU_TRY(e, cudaMemset(*dev, 0, bytes ? bytes : 16), what);
+  return RF_OK;
+}
+
+rf_status rf__cuda_alloc_mapped(rf_engine *e, size_t bytes, void **host, void **dev, const char *what)
+{
+  struct rf__cuda *cu = e->cu;
+  if (cu->n_host == (int)(sizeof cu->host / sizeof cu->host[0])) return rf__fail(e, RF_ERR_NOMEM, "%s: too many host buffers", what);
+  CU_TRY(e, cudaHostAlloc(host, bytes ? bytes : 16, cudaHostAllocMapped | cudaHostAllocPortable), what);
+  cu->host[cu->n_host++] = *host;
+  memset(*host, 0, bytes ? bytes : 16);
+  if (dev) CU_TRY(e, cudaHostGetDevicePointer(dev, *host, 0), what);
+  return RF_OK;
+}
+
+rf_status rf__cuda_delta_scratch(rf_engine *e, const rfk_delta_region *r, const uint32_t *first, uint32_t groups)
+{
+  uint64_t most = 8;
+  for (uint32_t g = 0; g < groups; g++) {
+    uint64_t b = rfk_delta_scratch_bytes(r + first[g], (int)(first[g + 1] - first[g]));
+    if (b > most) most = b;
+  }
+  e->cu->dscratch_bytes = most;
+  return rf__cuda_alloc(e, most, &e->cu->dscratch, "delta encode scratch");
+}
+
+rf_status rf__cuda_delta_encode(rf_engine *e, const rfk_delta_region *r, uint32_t n, rfk_delta_out *out, void *stream)
+{
+  struct rf__cuda *cu = e->cu;
+  int rc = rfk_cuda_delta_encode(r, (int)n, out, cu->dscratch, cu->dscratch_bytes, stream);
+  if (rc == RFK_ERR_CUDA)
+    return rf__fail(e, RF_ERR_CUDA, "delta encode for version %llu: kernel launch failed: %s", (unsigned long long)e->version,
+                    rfk_cuda_last_error());
+  if (rc) return rf__fail(e, RF_ERR_KERNEL, "delta encode for version %llu: %s", (unsigned long long)e->version, rfk_strerror(rc));
+  return RF_OK;
+}
+
+rf_status rf__cuda_delta_apply(rf_engine *e, const rfk_delta_target *t, uint32_t nt, rfk_delta_status *st_d,
+                               rfk_delta_status *st_h, const rfk_delta_span *s, uint32_t ns, uint64_t *dg_d,
+                               uint64_t *dg_h)
+{
+  cudaStream_t st = e->cu->rstream;
+  int rc = rfk_cuda_delta_apply(t, (int)nt, st_d, st);
+  if (rc == RFK_OK) rc = rfk_cuda_delta_digest(s, (int)ns, dg_d, st);
+  if (rc)
+    return rf__fail(e, rc == RFK_ERR_CUDA ? RF_ERR_CUDA : RF_ERR_KERNEL, "applying patches: %s",
+                    rc == RFK_ERR_CUDA ? rfk_cuda_last_error() : rfk_strerror(rc));
+  if (nt) CU_TRY(e, cudaMemcpyAsync(st_h, st_d, nt * sizeof *st_h, cudaMemcpyDeviceToHost, st), "patch statuses");
+  if (ns) CU_TRY(e, cudaMemcpyAsync(dg_h, dg_d, ns * sizeof *dg_h, cudaMemcpyDeviceToHost, st), "region digests");
+  CU_TRY(e, cudaStreamSynchronize(st), "applying patches");
+  return RF_OK;
+}
+
+int rf__cuda_idle(rf_engine *e, uint32_t ms, char *err, size_t errlen)
+{
+  struct rf__cuda *cu = e->cu;
+  if (!cu->ev || !e->rk->group_count) return 0;
+  uint64_t t0 = rf__now_ns();
+  for (;;) {
+    cudaError_t c = cudaEventQuery(cu->ev[e->rk->group_count - 1]);
+    if (c == cudaSuccess) return 0;
+    if (c != cudaErrorNotReady) {
+      snprintf(err, errlen, "the last push's staging: %s", cudaGetErrorString(c));
+      return -1;
+    }
+    if (rf__past(t0, ms)) {
+      snprintf(err, errlen, "the last push's staging is still running after %u ms", ms);
+      return -1;
+    }
+  }
 }

@@ -53,3 +53,38 @@ rf_status rf__cuda_refresh(rf_engine *e, const rf_refresh *steps, const rfk_mla_
   (void)steps, (void)items, (void)y, (void)n;
   return rf__cuda_open(e);
 }
+rf_status rf__cuda_alloc(rf_engine *e, size_t bytes, void **dev, const char *what)
+{
+  (void)bytes, (void)what;
+  *dev = NULL;
+  return rf__cuda_open(e);
+}
+rf_status rf__cuda_alloc_mapped(rf_engine *e, size_t bytes, void **host, void **dev, const char *what)
+{
+  (void)bytes, (void)dev, (void)what;
+  *host = NULL;
+  return rf__cuda_open(e);
+}
+rf_status rf__cuda_delta_scratch(rf_engine *e, const rfk_delta_region *r, const uint32_t *first, uint32_t groups)
+{
+  (void)r, (void)first, (void)groups;
+  return rf__cuda_open(e);
+}
+rf_status rf__cuda_delta_encode(rf_engine *e, const rfk_delta_region *r, uint32_t n, rfk_delta_out *out, void *stream)
+{
+  (void)r, (void)n, (void)out, (void)stream;
+  return rf__cuda_open(e);
+}
+rf_status rf__cuda_delta_apply(rf_engine *e, const rfk_delta_target *t, uint32_t nt, rfk_delta_status *st_d,
+                               rfk_delta_status *st_h, const rfk_delta_span *s, uint32_t ns, uint64_t *dg_d,
+                               uint64_t *dg_h)
+{
+  (void)t, (void)nt, (void)st_d, (void)st_h, (void)s, (void)ns, (void)dg_d, (void)dg_h;
+  return rf__cuda_open(e);
+}
+int rf__cuda_idle(rf_engine *e, uint32_t ms, char *err, size_t errlen)
+{
+  (void)e, (void)ms;
+  snprintf(err, errlen, "librefit was built without CUDA");
+  return -1;
+}

@@ -2,6 +2,7 @@
  *
  *   engine.c (public entry points, progress thread)
  *     -> trainer.c (trainer state machine)   receiver.c (receiver state machine)
+ *          -> patch.c (the receiver's patch area: its layout, the checks of delta DONEs and patches)
  *          -> ucx.c (the only UCX user: endpoints, requests, listener; hands completions back as
  *                    event records, never calls up)   cuda.c (device memory, staging, stream waits)
  *          -> blob.c (metadata blob)   nic.c (NIC selection, called by ucx.c)   plan.c (layout hash)
@@ -17,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "delta.h"
 #include "kernels.h"
 #include "refresh.h"
 #include "refit.h"
@@ -40,7 +42,9 @@ rf__key rf__session_key(const rf__key *token_key, uint64_t nonce_t, uint64_t non
 /* ------------------------------- control messages ---------------------------------------- */
 /* Every message is a 72-byte header and `len` payload bytes. Trainer -> receiver: HELLO (rank,
  * receiver, session id, trainer nonce, claimed layout hash; payload: the trainer's worker address in
- * blob mode), AUTH, BEGIN v, DONE v (value = bytes). Receiver -> trainer: CHALLENGE (receiver nonce;
+ * blob mode), AUTH, BEGIN v, DONE v (mode 0, dense: value = bytes; mode 1, delta: value = patch bytes,
+ * hash = the base version the patches apply to, sizes and digests in the receiver's directory).
+ * Receiver -> trainer: CHALLENGE (receiver nonce;
  * mac keyed by the token over both nonces, the receiver index and the layout hash, so the trainer
  * knows it reached the right receiver), REJECT (no reason: the peer is not authenticated), WELCOME
  * (payload: metadata blob; value = newest complete version, version = armed version), GRANT v,
@@ -57,17 +61,21 @@ typedef struct rf__hdr {
   uint64_t session;        /* the trainer's connection id: random, never reused */
   uint64_t version, value;
   uint64_t nonce, hash;    /* HELLO: trainer nonce, claimed layout hash; CHALLENGE: receiver nonce */
-  uint32_t rank, recv, len, pad;
+  uint32_t rank, recv, len, mode; /* mode: DONE's, RF__DONE_DENSE or RF__DONE_DELTA; else 0 */
   uint64_t mac;            /* over the header (mac = 0) and payload; see above for the key */
 } rf__hdr;
 _Static_assert(sizeof(rf__hdr) == 72, "wire header is 72 bytes");
+enum { RF__DONE_DENSE = 0, RF__DONE_DELTA = 1 };
 const char *rf__msg_name(uint32_t type);
 /* mac of header + payload with h->mac taken as zero */
 uint64_t rf__msg_mac(const rf__key *k, const rf__hdr *h, const void *payload);
 
 /* ------------------------------------- blob.c ------------------------------------------- */
-/* the receiver's metadata: worker address plus every destination tensor's address and packed key,
- * with a MAC keyed by the token (see blob.c for the format) */
+/* the receiver's metadata: worker address plus every destination tensor's address and packed key
+ * and, in delta plans, its patch area's and directory's, with a MAC keyed by the token (see blob.c
+ * for the format) */
+#define RF__AREA_PATCH 0xfffffffeu /* entry ids of the areas, after the tensors */
+#define RF__AREA_DIR 0xfffffffdu
 typedef struct rf__blob_entry {
   uint32_t id;
   uint64_t addr, bytes;
@@ -78,14 +86,18 @@ typedef struct rf__blob_view {
   uint32_t recv;
   const uint8_t *worker_addr;
   uint32_t worker_addr_len;
-  const uint8_t *entries; /* parse one at a time with rf__blob_entry_at */
-  uint32_t n;
+  const uint8_t *entries; /* parse one at a time with rf__blob_entry_at: n tensors, then n_areas areas */
+  uint32_t n, n_areas;
 } rf__blob_view;
 /* Validate a blob against the plan and the token's key (MAC first, so nothing of a forged blob is
  * parsed further); on success `v` points into `buf`. Never reads outside [buf, buf+len). */
 rf_status rf__blob_parse(const rf_plan *p, const rf__key *k, const void *buf, size_t len, rf__blob_view *v,
                          char *err, size_t errlen);
-void rf__blob_entry_at(const rf__blob_view *v, uint32_t i, rf__blob_entry *out);
+void rf__blob_entry_at(const rf__blob_view *v, uint32_t i, rf__blob_entry *out); /* i < n + n_areas */
+/* areas of receiver r's blob: 2 in delta plans (patch area, directory), else 0; the directory's bytes */
+uint32_t rf__blob_areas(const rf_plan *p, uint32_t r);
+uint64_t rf__dir_bytes(const rf_plan *p, uint32_t r);
+/* n: every entry, tensors and areas */
 size_t rf__blob_size(uint32_t worker_addr_len, uint32_t n, const uint32_t *rkey_len);
 size_t rf__blob_write(uint8_t *buf, const rf_plan *p, const rf__key *k, uint32_t recv, const void *worker_addr,
                       uint32_t worker_addr_len, uint32_t n, const rf__blob_entry *entries);
@@ -158,6 +170,20 @@ rf_status rf__cuda_group_done(rf_engine *e, uint32_t k, void *stream); /* record
 int rf__cuda_group_ready(rf_engine *e, uint32_t k, char *err, size_t errlen); /* 1 done, 0 not yet, -1 err */
 rf_status rf__cuda_publish(rf_engine *e, uint64_t v);
 rf_status rf__cuda_stream_wait(rf_engine *e, uint64_t v, void *stream);
+/* device memory and pinned host memory (mapped into the device), freed by rf__cuda_close */
+rf_status rf__cuda_alloc(rf_engine *e, size_t bytes, void **dev, const char *what);
+rf_status rf__cuda_alloc_mapped(rf_engine *e, size_t bytes, void **host, void **dev, const char *what);
+/* delta, trainer: the encode of n regions (device pointers) on stream, out in mapped memory; scratch
+ * for the largest of the calls is allocated once by rf__cuda_delta_scratch */
+rf_status rf__cuda_delta_scratch(rf_engine *e, const rfk_delta_region *r, const uint32_t *first, uint32_t groups);
+rf_status rf__cuda_delta_encode(rf_engine *e, const rfk_delta_region *r, uint32_t n, rfk_delta_out *out, void *stream);
+/* delta, receiver: apply nt patches, then digest ns spans, on the refresh stream; statuses and
+ * digests land in host memory (st_h, dg_h) through device buffers (st_d, dg_d); returns when done */
+rf_status rf__cuda_delta_apply(rf_engine *e, const rfk_delta_target *t, uint32_t nt, rfk_delta_status *st_d,
+                               rfk_delta_status *st_h, const rfk_delta_span *s, uint32_t ns, uint64_t *dg_d,
+                               uint64_t *dg_h);
+/* wait (up to ms) until the stream work of the last push is done: 0, or -1 with err */
+int rf__cuda_idle(rf_engine *e, uint32_t ms, char *err, size_t errlen);
 /* rebuild derived storages: n steps, each with its items and layout (runs of equal layouts: one launch) */
 rf_status rf__cuda_refresh(rf_engine *e, const rf_refresh *steps, const rfk_mla_absorb *items, const rfk_mla_layout *layouts,
                            uint32_t n);
@@ -210,6 +236,29 @@ struct rf_engine {
   _Atomic uint64_t stage_ns;
   char stage_err[512];
 
+  /* delta pushes (cfg.delta, trainer.c): every slot keeps its region's previous encoding; staging
+   * writes a group's new encoding to the scratch, the encode makes the region's patch and updates
+   * the slot. Regions are the rank's distinct slot ranges (refit_plan.h), in table order. */
+  struct {
+    uint8_t *scratch;          /* [rk->scratch_bytes] host or device */
+    uint8_t *patch;            /* [rk->patch_bytes] host or device, registered: one patch slot per region */
+    void *patch_memh;
+    uint8_t *dir;              /* [16 x write_count] host, registered: the directory entries each target puts */
+    void *dir_memh;
+    rfk_delta_region *reg;     /* [n_reg]: next (in the scratch), old (the slot), its patch slot, cap (patch_cap) */
+    uint32_t n_reg;
+    uint32_t *of_write;        /* [write_count] region of each write of the rank */
+    uint32_t *grp;             /* [group_count + 1] first region of each group */
+    uint64_t *lo;              /* [group_count] slot offset of each group's scratch image */
+    rfk_delta_out *out;        /* [n_reg] host (CUDA: mapped); a group's are valid once it is ready */
+    void *out_dev;             /* CUDA: out as the device sees it */
+    uint64_t slots_version;    /* the version every slot holds: 0 when unknown (none staged whole yet, or
+                                  the last push's staging did not finish) */
+    uint64_t base;             /* this push: slots_version at its start; nonzero: its groups stage into the
+                                  scratch and are encoded, and targets whose complete version it is get patches */
+    uint64_t push_bytes;       /* this push: bytes put (patches, dense writes, directories) */
+  } dt;
+
   /* ---- receiver (receiver.c) ---- */
   const rf_receiver *rv;
   uint32_t pos;              /* position in the replica (rv->tp_rank) */
@@ -235,6 +284,26 @@ struct rf_engine {
   char torn_reason[256];
   char refuse_reason[256];   /* the newest refusal, for the receiver's own log */
   int listening;
+  uint8_t *peer_delta;       /* [peer_count] the armed version's DONE from k came with patches */
+  /* the patch area (patch.c), in delta plans */
+  struct {
+    uint8_t *area;             /* [rv->patch_bytes] host or device, registered */
+    void *area_memh;
+    uint8_t *dir;              /* [16 x n] host, registered: per write u64 patch bytes, u64 digest */
+    void *dir_memh;
+    uint32_t n;                /* writes this receiver gets, in peer order then table order */
+    uint32_t *w;               /* [n] absolute write ids */
+    uint32_t *peer;            /* [n] peer index of each */
+    uint32_t *first;           /* [peer_count + 1] each peer's first */
+    rfk_delta_target *tgt;     /* [n] patch, dst, n, esize fixed at listen; len per version */
+    rfk_delta_span *span;      /* [n] the destination ranges */
+    rfk_delta_target *vt;      /* [n] this version's patches (len > 0) */
+    rfk_delta_span *vs;        /* [n] this version's digested ranges */
+    uint32_t *vt_i, *vs_i;     /* [n] their index into w */
+    rfk_delta_status *st, *st_dev; /* [n] apply statuses (host; CUDA: and device) */
+    uint64_t *dg, *dg_dev;     /* [n] digests */
+    uint64_t bytes;            /* patch bytes of the last rf__patch_apply */
+  } pa;
 };
 
 /* trainer.c */
@@ -249,6 +318,17 @@ rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream);
 rf_status rf__trainer_abort(rf_engine *e, const char *why); /* fence: close what is in flight */
 uint64_t rf__trainer_resume(const rf_engine *e);
 rf_status rf__trainer_report(const rf_engine *e, uint32_t recv, rf_target_state *out);
+
+/* patch.c (receiver): the patch area is allocated and registered by rf__patch_open (at rf_listen,
+ * after the tensors are registered); rf__patch_close undoes it. rf__patch_done checks peer k's
+ * delta DONE (base, the directory's sizes against the slots and the DONE's total) and
+ * rf__patch_apply applies the patches of every peer with e->peer_delta set, then compares each of
+ * their regions' digests with the directory's. Both return 0, or -1 with the reason in why (naming
+ * trainer rank, tensor, write and version) and *bad the peer at fault. */
+rf_status rf__patch_open(rf_engine *e);
+void rf__patch_close(rf_engine *e);
+int rf__patch_done(rf_engine *e, uint32_t k, uint64_t version, uint64_t total, uint64_t base, char *why, size_t n);
+int rf__patch_apply(rf_engine *e, uint64_t version, uint32_t *bad, char *why, size_t n);
 
 /* receiver.c */
 rf_status rf__receiver_open(rf_engine *e);

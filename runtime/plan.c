@@ -1,4 +1,7 @@
-/* plan.c: the layout hash of a plan, recomputed from its tables (see refit_plan.h). */
+/* plan.c: the layout hash of a plan, recomputed from its tables, and the time model's predictions
+ * (see refit_plan.h). */
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "refit_plan.h"
@@ -24,7 +27,7 @@ uint64_t rf_plan_hash(const rf_plan *p)
   uint64_t h = 0xcbf29ce484222325ull;
   MIX(h, p->total_bytes);
   MIX(h, p->fsdp); MIX(h, p->dp_replicate); MIX(h, p->trainers); MIX(h, p->tp);
-  MIX(h, p->ep); MIX(h, p->replicas); MIX(h, p->receivers); MIX(h, p->scale_fmt);
+  MIX(h, p->ep); MIX(h, p->replicas); MIX(h, p->receivers); MIX(h, p->scale_fmt); MIX(h, p->delta_ppm);
   for (uint32_t i = 0; i < p->n_src; i++) {
     const rf_src_tensor *t = &p->src[i];
     h = mix_str(h, t->name);
@@ -52,7 +55,7 @@ uint64_t rf_plan_hash(const rf_plan *p)
   for (uint32_t i = 0; i < p->n_writes; i++) {
     const rf_write *w = &p->writes[i];
     MIX(h, w->slot); MIX(h, w->dst_off); MIX(h, w->len); MIX(h, w->receiver); MIX(h, w->dst);
-    MIX(h, w->piece_first); MIX(h, w->piece_count);
+    MIX(h, w->piece_first); MIX(h, w->piece_count); MIX(h, w->patch_off); MIX(h, w->patch_cap);
   }
   for (uint32_t i = 0; i < p->n_groups; i++) {
     const rf_group *g = &p->groups[i];
@@ -63,16 +66,16 @@ uint64_t rf_plan_hash(const rf_plan *p)
     const rf_rank *r = &p->ranks[i];
     MIX(h, r->arena_bytes); MIX(h, r->bytes_out); MIX(h, r->shard); MIX(h, r->replicate);
     MIX(h, r->group_first); MIX(h, r->group_count); MIX(h, r->op_first); MIX(h, r->op_count);
-    MIX(h, r->write_first); MIX(h, r->write_count);
+    MIX(h, r->write_first); MIX(h, r->write_count); MIX(h, r->patch_bytes); MIX(h, r->scratch_bytes);
   }
   for (uint32_t i = 0; i < p->receivers; i++) {
     const rf_receiver *r = &p->recv[i];
     MIX(h, r->bytes); MIX(h, r->replica); MIX(h, r->tp_rank); MIX(h, r->dst_first);
-    MIX(h, r->dst_count); MIX(h, r->peer_first); MIX(h, r->peer_count);
+    MIX(h, r->dst_count); MIX(h, r->peer_first); MIX(h, r->peer_count); MIX(h, r->patch_bytes);
   }
   for (uint32_t i = 0; i < p->n_peers; i++) {
     const rf_peer *q = &p->peers[i];
-    MIX(h, q->bytes); MIX(h, q->trainer); MIX(h, q->writes);
+    MIX(h, q->bytes); MIX(h, q->trainer); MIX(h, q->writes); MIX(h, q->patch_off); MIX(h, q->patch_bytes);
   }
   for (uint32_t i = 0; i < p->n_derived; i++) {
     const rf_derived_tensor *t = &p->derived[i];
@@ -115,4 +118,82 @@ void rf_plan_predict(const rf_plan *p, const rf_time_model *m, rf_prediction *ou
   out->lower_bound_s = out->receiver_s;
   out->bound_by_receiver = out->receiver_s >= out->trainer_s;
   out->seconds = (out->bound_by_receiver ? out->receiver_s : out->trainer_s) + m->done_rtt_us * 1e-6;
+}
+
+/* expected patch bytes of an n-byte region of element size e at density d (gen/delta.lua's
+ * estimate, operation for operation) */
+static double estimate(uint64_t n, uint64_t e, double d)
+{
+  const uint64_t chunk = 16384, tile = 256;
+  double size = 32;
+  uint64_t full = n / chunk, last = n % chunk;
+  for (int pass = 1; pass <= 2; pass++) {
+    uint64_t bytes = pass == 1 ? chunk : last, count = pass == 1 ? full : last > 0;
+    if (!count) continue;
+    uint64_t c = bytes / e;
+    double k = d * (double)c, q = 1.0 - pow(1.0 - d, (double)c);
+    double list = k * (double)(2 + e), tiles = q * (double)((c + tile - 1) / tile) + k * (double)(1 + e);
+    double bitmap = q * (double)((c + 7) / 8) + k * (double)e, dense = q * (double)c * (double)e;
+    double rec = list;
+    if (tiles < rec) rec = tiles;
+    if (bitmap < rec) rec = bitmap;
+    if (dense < rec) rec = dense;
+    size = size + (double)count * (q * 12 + rec);
+  }
+  return size;
+}
+
+static uint64_t esize(uint8_t dt) { return dt == RF_FP32 ? 4 : dt == RF_BF16 ? 2 : 1; }
+
+void rf_plan_predict_delta(const rf_plan *p, const rf_time_model *m, const rf_density *dn, rf_delta_prediction *out)
+{
+  double rate = m->nic_gbps * m->nics_per_gpu * 1e9 / 8, mem = m->mem_gbs * 1e9;
+  *out = (rf_delta_prediction){0};
+  double *r_in = calloc(p->receivers ? p->receivers : 1, sizeof *r_in);
+  double *r_apply = calloc(p->receivers ? p->receivers : 1, sizeof *r_apply);
+  uint32_t *seen = calloc(p->receivers ? p->receivers : 1, sizeof *seen);
+  if (!r_in || !r_apply || !seen) goto out;
+  for (uint32_t t = 0; t < p->trainers; t++) {
+    const rf_rank *rk = &p->ranks[t];
+    double sent = 0, b = 0, apply = 0;
+    uint32_t targets = 0;
+    const rf_write *prev = NULL;
+    for (uint32_t i = rk->write_first; i < rk->write_first + rk->write_count; i++) {
+      const rf_write *w = &p->writes[i];
+      if (!prev || prev->slot != w->slot || prev->len != w->len) { /* a new region */
+        uint8_t dt = p->dst[w->dst].dtype;
+        double est = estimate(w->len, esize(dt), dt == RF_FP8 ? dn->fp8 : dt == RF_BF16 ? dn->bf16 : dn->fp32);
+        double cap = (double)(w->patch_cap ? w->patch_cap : w->len);
+        if (est <= cap) b = est, apply = 2 * est + (double)w->len; /* a patch */
+        else b = (double)w->len, apply = (double)w->len;           /* or the region dense */
+      }
+      prev = w;
+      sent = sent + b;
+      r_in[w->receiver] = r_in[w->receiver] + b + 16; /* and its directory entry */
+      r_apply[w->receiver] = r_apply[w->receiver] + apply;
+      out->bytes = out->bytes + b + 16;
+      if (seen[w->receiver] != t + 1) seen[w->receiver] = t + 1, targets++;
+    }
+    double moved = 0;
+    for (uint32_t o = rk->op_first; o < rk->op_first + rk->op_count; o++) {
+      const rf_op *op = &p->ops[o];
+      uint64_t cells = (uint64_t)(op->rows * op->cols), outb = cells * esize(op->dst_dtype);
+      if (op->kind == RF_OP_FP8)
+        outb = cells + (uint64_t)((op->rows + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK) * (uint64_t)((op->cols + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK) * 4;
+      moved = moved + (double)(op->count * (cells * esize(op->src_dtype) + 3 * outb));
+    }
+    double stage = moved / mem;
+    double s = stage + (sent + 16.0 * rk->write_count) / rate + (double)(rk->write_count + targets) * m->write_overhead_us * 1e-6;
+    if (s > out->trainer_s) out->trainer_s = s, out->worst_trainer = t, out->stage_s = stage;
+  }
+  for (uint32_t r = 0; r < p->receivers; r++) {
+    double s = r_in[r] / rate + r_apply[r] / mem;
+    if (s > out->receiver_s) out->receiver_s = s, out->worst_receiver = r;
+  }
+  out->bound_by_receiver = out->receiver_s >= out->trainer_s;
+  out->seconds = (out->bound_by_receiver ? out->receiver_s : out->trainer_s) + m->done_rtt_us * 1e-6;
+out:
+  free(r_in);
+  free(r_apply);
+  free(seen);
 }

@@ -6,7 +6,9 @@
  * trainer rank replaces (closes) the older one.
  *
  * Versions: nothing armed -> rf_arm(v) (or a BEGIN v with auto_arm) -> each peer that asks for v
- * (BEGIN v) is granted it -> DONE from every peer with the table's byte count -> refresh derived
+ * (BEGIN v) is granted it -> DONE from every peer with the table's byte count (or, from a peer that
+ * sent patches, DONE delta: its base equals the complete version, its directory agrees; patch.c)
+ * -> apply the patches, every patched region's digest equal to the trainer's -> refresh derived
  * tensors -> complete (ACK to every peer). Anything else tears v: the endpoints of peers granted v
  * and not done are closed (fenced), peers that were done get ACK "torn". Either way nothing is armed
  * afterwards, and no write of v can still be in flight: done peers flushed before DONE, the others
@@ -56,8 +58,9 @@ rf_status rf__receiver_open(rf_engine *e)
   e->peer_begun = calloc(np, sizeof *e->peer_begun);
   e->peer_granted = calloc(np, 1);
   e->peer_done = calloc(np, 1);
+  e->peer_delta = calloc(np, 1);
   if (!e->dst_ptr || !e->dst_memh || !e->der_ptr || !e->conns || !e->peer_conn || !e->peer_begun ||
-      !e->peer_granted || !e->peer_done)
+      !e->peer_granted || !e->peer_done || !e->peer_delta)
     return rf__fail(e, RF_ERR_NOMEM, "receiver tables");
   for (uint32_t k = 0; k < np; k++) e->peer_conn[k] = RF_NONE;
   e->ref_first = p->n_refresh;
@@ -80,6 +83,7 @@ rf_status rf__receiver_open(rf_engine *e)
 
 void rf__receiver_close(rf_engine *e)
 {
+  rf__patch_close(e);
   if (e->ux) {
     for (uint32_t i = 0; e->dst_memh && i < e->rv->dst_count; i++) {
       int shared = 0;
@@ -96,6 +100,7 @@ void rf__receiver_close(rf_engine *e)
   free(e->peer_begun);
   free(e->peer_granted);
   free(e->peer_done);
+  free(e->peer_delta);
   free(e->absorb);
   free(e->layout);
   free(e->blob);
@@ -214,11 +219,12 @@ static void unmap_all(rf_engine *e)
   }
 }
 
-/* the blob: worker address plus every bound tensor's address and packed key */
+/* the blob: worker address plus every bound tensor's address and packed key, then the patch area's
+ * and the directory's (delta plans) */
 static rf_status build_blob(rf_engine *e)
 {
   const rf_plan *p = e->p;
-  uint32_t n = e->rv->dst_count;
+  uint32_t nd = e->rv->dst_count, n = nd + rf__blob_areas(p, e->cfg.rank);
   const void *addr;
   size_t alen;
   RF_CHECK(rf__ucx_worker_address(e, &addr, &alen));
@@ -229,13 +235,22 @@ static rf_status build_blob(rf_engine *e)
   if (!en || !keys || !klen) st = rf__fail(e, RF_ERR_NOMEM, "metadata blob");
   for (uint32_t i = 0; i < n && st == RF_OK; i++) {
     size_t kl;
-    if ((st = rf__ucx_pack_key(e, e->dst_memh[i], &keys[i], &kl)) != RF_OK) {
-      st = rf__fail(e, st, "packing the key of '%s': %s", p->dst[e->rv->dst_first + i].name, e->err);
+    void *memh = i < nd ? e->dst_memh[i] : i == nd ? e->pa.area_memh : e->pa.dir_memh;
+    if ((st = rf__ucx_pack_key(e, memh, &keys[i], &kl)) != RF_OK) {
+      st = rf__fail(e, st, "packing the key of '%s': %s", i < nd ? p->dst[e->rv->dst_first + i].name : "the patch area",
+                    e->err);
       break;
     }
     klen[i] = (uint32_t)kl;
-    en[i] = (rf__blob_entry){.id = e->rv->dst_first + i, .addr = (uint64_t)(uintptr_t)e->dst_ptr[i],
-                             .bytes = p->dst[e->rv->dst_first + i].bytes, .rkey = keys[i], .rkey_len = klen[i]};
+    if (i < nd)
+      en[i] = (rf__blob_entry){.id = e->rv->dst_first + i, .addr = (uint64_t)(uintptr_t)e->dst_ptr[i],
+                               .bytes = p->dst[e->rv->dst_first + i].bytes, .rkey = keys[i], .rkey_len = klen[i]};
+    else if (i == nd)
+      en[i] = (rf__blob_entry){.id = RF__AREA_PATCH, .addr = (uint64_t)(uintptr_t)e->pa.area, .bytes = e->rv->patch_bytes,
+                               .rkey = keys[i], .rkey_len = klen[i]};
+    else
+      en[i] = (rf__blob_entry){.id = RF__AREA_DIR, .addr = (uint64_t)(uintptr_t)e->pa.dir,
+                               .bytes = rf__dir_bytes(p, e->cfg.rank), .rkey = keys[i], .rkey_len = klen[i]};
   }
   if (st == RF_OK) {
     e->blob_len = rf__blob_size((uint32_t)alen, n, klen);
@@ -273,10 +288,12 @@ rf_status rf__receiver_listen(rf_engine *e, const char *ip, uint16_t port, uint1
     if (shared) e->dst_memh[i] = shared;
     else st = rf__ucx_map(e, ptr, n, &e->dst_memh[i]);
   }
+  if (st == RF_OK && rf__blob_areas(p, e->cfg.rank)) st = rf__patch_open(e);
   if (st == RF_OK) st = build_blob(e);
   if (st == RF_OK) st = rf__ucx_listen(e, ip, port, port_out);
   if (st != RF_OK) { /* leave nothing registered: rf_listen may be called again */
     unmap_all(e);
+    rf__patch_close(e);
     free(e->blob);
     e->blob = NULL;
     e->blob_len = 0;
@@ -375,6 +392,10 @@ static void arm(rf_engine *e, uint64_t v)
   e->peers_done = 0;
   memset(e->peer_granted, 0, e->rv->peer_count);
   memset(e->peer_done, 0, e->rv->peer_count);
+  memset(e->peer_delta, 0, e->rv->peer_count);
+  /* no trainer writes before its grant: a directory entry this version does not write reads 0 bytes
+   * with digest 0, which no region has (so nothing of an older version passes for this one) */
+  if (e->pa.dir) memset(e->pa.dir, 0, 16 * (size_t)e->pa.n);
   for (uint32_t k = 0; k < e->rv->peer_count; k++) {
     if (e->peer_conn[k] == RF_NONE || !e->peer_begun[k]) continue;
     if (e->peer_begun[k] == v) grant(e, k);
@@ -394,7 +415,24 @@ rf_status rf__receiver_arm(rf_engine *e, uint64_t v)
 
 static void complete(rf_engine *e)
 {
-  uint64_t t0 = rf__now_ns();
+  uint64_t t0 = rf__now_ns(), deltas = 0;
+  for (uint32_t k = 0; k < e->rv->peer_count; k++) deltas += e->peer_delta[k];
+  if (deltas) { /* every DONE is in: apply the patches, then every patched region's digest must match */
+    char why[480];
+    uint32_t bad = RF_NONE;
+    if (rf__patch_apply(e, e->v_armed, &bad, why, sizeof why) != 0) {
+      if (bad != RF_NONE && e->peer_conn[bad] != RF_NONE) { /* the peer at fault is out of protocol: fence it */
+        close_conn(e, &e->conns[e->peer_conn[bad]]);
+        e->ctr.fenced++;
+      }
+      tear(e, "%s", why);
+      return;
+    }
+    e->ctr.apply_ns += rf__now_ns() - t0;
+    e->ctr.deltas += deltas;
+    e->ctr.patch_bytes += e->pa.bytes;
+    t0 = rf__now_ns();
+  }
   if (e->ref_count && refresh(e) != RF_OK) {
     char why[200];
     snprintf(why, sizeof why, "%.199s", e->err);
@@ -519,7 +557,7 @@ static void on_auth(rf_engine *e, rf__conn *c, const rf__hdr *h)
   e->peer_begun[k] = 0;
   if (e->v_armed) { /* the new connection writes its part of the armed version afresh */
     if (e->peer_done[k]) e->peers_done--;
-    e->peer_granted[k] = e->peer_done[k] = 0;
+    e->peer_granted[k] = e->peer_done[k] = e->peer_delta[k] = 0;
   }
   rf__hdr w = {.magic = RF__MAGIC, .type = RF__WELCOME, .session = c->session, .version = e->v_armed,
                .value = e->v_complete, .rank = c->rank, .recv = e->cfg.rank, .len = (uint32_t)e->blob_len};
@@ -551,14 +589,19 @@ static void on_done(rf_engine *e, uint32_t k, const rf__hdr *h)
     tear(e, "trainer rank %u sent DONE for version %llu, which it was not granted", rank, (unsigned long long)v);
     return;
   }
-  if (h->value != peer_row(e, k)->bytes) {
-    uint64_t got = h->value;
+  char why[480] = "";
+  if (h->mode == RF__DONE_DELTA) rf__patch_done(e, k, h->version, h->value, h->hash, why, sizeof why);
+  else if (h->mode != RF__DONE_DENSE) snprintf(why, sizeof why, "trainer rank %u sent DONE with mode %u", rank, h->mode);
+  else if (h->value != peer_row(e, k)->bytes)
+    snprintf(why, sizeof why, "trainer rank %u wrote %llu bytes, the table says %llu", rank, (unsigned long long)h->value,
+             (unsigned long long)peer_row(e, k)->bytes);
+  if (why[0]) {
     close_conn(e, c);
     e->ctr.fenced++;
-    tear(e, "trainer rank %u wrote %llu bytes, the table says %llu", rank, (unsigned long long)got,
-         (unsigned long long)peer_row(e, k)->bytes);
+    tear(e, "%s", why);
     return;
   }
+  e->peer_delta[k] = h->mode == RF__DONE_DELTA;
   e->peer_done[k] = 1;
   if (++e->peers_done == e->rv->peer_count) complete(e);
 }

@@ -9,7 +9,16 @@
  *
  * Endpoints with writes in flight are closed when a push is abandoned (timeout) or fails locally
  * (a staging error after writes went out), so nothing of it can land later; the next push waits
- * until every request on them completed or failed before it touches the slot arena again. */
+ * until every request on them completed or failed before it touches the slot arena again.
+ *
+ * Delta (cfg.delta, refit.h): staging writes a group's new encoding to the scratch and the encode
+ * makes its regions' patches and updates their slots, so once a group is ready its slots hold the
+ * new bytes and its patches are made. A target goes as patches when, at the push's start (or when it
+ * connects during the push), its complete version is the base: the version the slots held when the
+ * push started, which counts only once a push staged every group. Per write it then puts the
+ * region's patch into the write's slot of the receiver's patch area, or the slot bytes into the
+ * tensor when the patch overflowed, filling its directory entry (patch bytes or 0, digest); after
+ * its last write its directory part; then flush and DONE delta. */
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +49,13 @@ struct rf__target {
   rf_status st;
   int refused;             /* the receiver refused us (not a transport failure): do not retry */
   char why[256];
+  /* delta: the receiver's patch area and directory (from WELCOME), and this push's mode */
+  uint64_t area_raddr, dir_raddr;
+  void *area_rkey, *dir_rkey;
+  uint64_t dir_off;        /* this rank's part of the receiver's directory (bytes) */
+  uint32_t dir_first;      /* its entries in e->dt.dir, 16 bytes each, in wl order */
+  int delta, dir_posted;   /* this push goes as patches; its directory part was put */
+  uint64_t patch_sent;     /* this push: patch bytes put to it */
 };
 
 static size_t dtype_size(int dt) { return dt == RF_FP32 ? 4 : dt == RF_BF16 ? 2 : 1; }
@@ -65,8 +81,10 @@ size_t rf__trainer_src_bytes(const rf_engine *e, uint32_t id)
 
 /* ---------------------------------- staging ----------------------------------------------- */
 
-/* kernel shape and e->items of op o: pointers into the bound sources and the arena */
-static void op_items(rf_engine *e, const rf_op *o, rfk_shape *sh)
+/* kernel shape and e->items of op o: pointers into the bound sources and into `dest`, which holds
+ * the slot bytes from slot offset lo on (the arena from 0, or with delta the scratch image of o's
+ * group) */
+static void op_items(rf_engine *e, const rf_op *o, rfk_shape *sh, uint8_t *dest, uint64_t lo)
 {
   const rf_plan *p = e->p;
   *sh = (rfk_shape){.src_dtype = o->src_dtype, .out_dtype = o->kind == RF_OP_FP8 ? RFK_FP8 : o->dst_dtype,
@@ -79,12 +97,23 @@ static void op_items(rf_engine *e, const rf_op *o, rfk_shape *sh)
     int64_t row = o->row0 + (int64_t)i * o->row_step - src_first_row(e, s);
     int64_t col = o->col0 + (int64_t)i * o->col_step;
     e->items[i].src = (const uint8_t *)e->src_ptr[sid] + ((size_t)row * (size_t)s->cols + (size_t)col) * dtype_size(s->dtype);
-    e->items[i].out = e->arena + o->out + (uint64_t)i * o->out_step;
-    e->items[i].scale = o->kind == RF_OP_FP8 ? (float *)(e->arena + o->scale + (uint64_t)i * o->scale_step) : NULL;
+    e->items[i].out = dest + (o->out + (uint64_t)i * o->out_step - lo);
+    e->items[i].scale = o->kind == RF_OP_FP8 ? (float *)(dest + (o->scale + (uint64_t)i * o->scale_step - lo)) : NULL;
   }
 }
 
 static int skip_op(const rf_engine *e, const rf_op *o) { return e->cfg.direct && o->direct; }
+
+/* delta pushes with a base encode: their groups stage into the scratch, and the encode makes the
+ * patches and updates the slots. Without a base every target goes dense: staging writes the slots. */
+static int encoding(const rf_engine *e) { return e->cfg.delta && e->dt.base; }
+
+/* where group k (relative to the rank) stages: the arena, or its scratch image when encoding */
+static uint8_t *stage_dest(rf_engine *e, uint32_t k, uint64_t *lo)
+{
+  *lo = encoding(e) ? e->dt.lo[k] : 0;
+  return encoding(e) ? e->dt.scratch : e->arena;
+}
 
 /* the staging thread: for each push, every group of this rank in order; errors stop it */
 static void *stager_main(void *arg)
@@ -98,18 +127,23 @@ static void *stager_main(void *arg)
     pthread_mutex_unlock(&e->smu);
     for (uint32_t i = 0; i < e->rk->group_count && !atomic_load(&e->stage_failed); i++) {
       const rf_group *gr = &p->groups[e->rk->group_first + i];
-      uint64_t t0 = rf__now_ns();
+      uint64_t t0 = rf__now_ns(), lo;
+      uint8_t *dest = stage_dest(e, i, &lo);
       int rc = 0;
       for (uint32_t k = 0; k < gr->op_count && !rc; k++) {
         const rf_op *o = &p->ops[gr->op_first + k];
         if (skip_op(e, o)) continue;
         rfk_shape sh;
-        op_items(e, o, &sh);
+        op_items(e, o, &sh, dest, lo);
         if ((rc = rfk_ref_run(&sh, e->items, (int)o->count)))
           snprintf(e->stage_err, sizeof e->stage_err, "staging tensor '%s'%s for version %llu: %s", p->src[o->src].name,
                    o->count > 1 ? " (or another of its group)" : "", (unsigned long long)e->stage_version,
                    rfk_strerror(rc));
       }
+      uint32_t r0 = encoding(e) ? e->dt.grp[i] : 0, nr = encoding(e) ? e->dt.grp[i + 1] - r0 : 0;
+      if (!rc && nr && (rc = rfk_ref_delta_encode(e->dt.reg + r0, (int)nr, e->dt.out + r0)))
+        snprintf(e->stage_err, sizeof e->stage_err, "delta encode of group %u for version %llu: %s",
+                 e->rk->group_first + i, (unsigned long long)e->stage_version, rfk_strerror(rc));
       atomic_fetch_add(&e->stage_ns, rf__now_ns() - t0);
       if (rc) atomic_store(&e->stage_failed, 1);
       else atomic_store(&e->g_staged, i + 1);
@@ -153,6 +187,100 @@ static int stager_idle(rf_engine *e)
 }
 
 /* ---------------------------------- open / close ------------------------------------------ */
+
+/* delta: the rank's regions (distinct slot ranges, table order), each group's scratch image, the
+ * patch buffer and the directory entries; checks that the tables agree with themselves */
+static rf_status delta_open(rf_engine *e)
+{
+  const rf_plan *p = e->p;
+  const rf_rank *rk = e->rk;
+  if (!p->delta_ppm)
+    return rf__fail(e, RF_ERR_ARG, "rf_config.delta: plan %s has no patch areas (its plan file sets no delta = { budget = B })",
+                    p->name);
+  if (e->cfg.direct)
+    return rf__fail(e, RF_ERR_ARG, "rf_config.delta and rf_config.direct exclude each other: delta keeps every region's "
+                    "previous version in its slot, which direct writes do not stage");
+  uint32_t nw = rk->write_count ? rk->write_count : 1, ng = rk->group_count;
+  e->dt.reg = calloc(nw, sizeof *e->dt.reg);
+  e->dt.of_write = calloc(nw, sizeof *e->dt.of_write);
+  e->dt.grp = calloc(ng + 1, sizeof *e->dt.grp);
+  e->dt.lo = calloc(ng ? ng : 1, sizeof *e->dt.lo);
+  if (!e->dt.reg || !e->dt.of_write || !e->dt.grp || !e->dt.lo)
+    return rf__fail(e, RF_ERR_NOMEM, "delta tables");
+  size_t pbytes = rk->patch_bytes ? rk->patch_bytes : 16, sbytes = rk->scratch_bytes ? rk->scratch_bytes : 16;
+  if (e->cfg.mem == RF_MEM_CUDA) {
+    RF_CHECK(rf__cuda_alloc(e, sbytes, (void **)&e->dt.scratch, "delta staging scratch (cudaMalloc)"));
+    RF_CHECK(rf__cuda_alloc(e, pbytes, (void **)&e->dt.patch, "delta patch buffer (cudaMalloc)"));
+    RF_CHECK(rf__cuda_alloc_mapped(e, nw * sizeof *e->dt.out, (void **)&e->dt.out, &e->dt.out_dev, "delta encode results"));
+    RF_CHECK(rf__ucx_map(e, e->dt.patch, pbytes, &e->dt.patch_memh));
+  } else {
+    e->dt.scratch = aligned_alloc(4096, (sbytes + 4095) / 4096 * 4096);
+    e->dt.out = calloc(nw, sizeof *e->dt.out);
+    if (!e->dt.scratch || !e->dt.out) return rf__fail(e, RF_ERR_NOMEM, "delta staging scratch of %zu bytes", sbytes);
+    RF_CHECK(rf__ucx_alloc(e, pbytes, (void **)&e->dt.patch, &e->dt.patch_memh));
+  }
+  RF_CHECK(rf__ucx_alloc(e, 16 * (size_t)nw, (void **)&e->dt.dir, &e->dt.dir_memh));
+  uint32_t n = 0;
+  uint64_t at = 0;
+  for (uint32_t k = 0; k < ng; k++) {
+    const rf_group *g = &p->groups[rk->group_first + k];
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (uint32_t i = g->write_first; i < g->write_first + g->write_count; i++) {
+      const rf_write *w = &p->writes[i];
+      if (w->slot < lo) lo = w->slot;
+      if (w->slot + w->len > hi) hi = w->slot + w->len;
+    }
+    if (!g->write_count) lo = hi = 0;
+    if (hi - lo > rk->scratch_bytes)
+      return rf__fail(e, RF_ERR_ARG, "plan %s: group %u of rank %u spans %llu slot bytes, its scratch holds %llu", p->name,
+                      rk->group_first + k, e->cfg.rank, (unsigned long long)(hi - lo), (unsigned long long)rk->scratch_bytes);
+    /* every op of the group stages inside its scratch image */
+    for (uint32_t j = g->op_first; j < g->op_first + g->op_count; j++) {
+      const rf_op *o = &p->ops[j];
+      uint64_t es = o->kind == RF_OP_FP8 ? 1 : o->dst_dtype == RF_FP32 ? 4 : 2, cells = (uint64_t)(o->rows * o->cols);
+      uint64_t sc = (uint64_t)((o->rows + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK * ((o->cols + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK)) * 4;
+      for (uint32_t c = 0; c < o->count; c++) {
+        uint64_t out = o->out + (uint64_t)c * o->out_step, scale = o->scale + (uint64_t)c * o->scale_step;
+        if (out < lo || out + cells * es > hi || (o->kind == RF_OP_FP8 && (scale < lo || scale + sc > hi)))
+          return rf__fail(e, RF_ERR_ARG, "plan %s: op %u of rank %u writes outside its group's slot range", p->name, j,
+                          e->cfg.rank);
+      }
+    }
+    e->dt.lo[k] = lo;
+    e->dt.grp[k] = n;
+    const rf_write *prev = NULL;
+    for (uint32_t i = g->write_first; i < g->write_first + g->write_count; i++) {
+      const rf_write *w = &p->writes[i];
+      if (!prev || prev->slot != w->slot || prev->len != w->len) { /* a new region */
+        uint8_t dt = p->dst[w->dst].dtype;
+        e->dt.reg[n] = (rfk_delta_region){.next = e->dt.scratch + (w->slot - lo), .old = e->arena + w->slot, .n = w->len,
+                                          .esize = dt == RF_FP32 ? 4 : dt == RF_BF16 ? 2 : 1, .patch = e->dt.patch + at,
+                                          .cap = w->patch_cap};
+        at += w->patch_cap;
+        n++;
+      } else if (w->patch_cap != e->dt.reg[n - 1].cap) {
+        return rf__fail(e, RF_ERR_ARG, "plan %s: writes %u and %u send one slot range with patch slots of %llu and %llu "
+                        "bytes", p->name, i - 1, i, (unsigned long long)e->dt.reg[n - 1].cap, (unsigned long long)w->patch_cap);
+      }
+      e->dt.of_write[i - rk->write_first] = n - 1;
+      prev = w;
+    }
+  }
+  e->dt.grp[ng] = e->dt.n_reg = n;
+  if (at != rk->patch_bytes)
+    return rf__fail(e, RF_ERR_ARG, "plan %s: rank %u's regions need %llu patch bytes, its patch buffer has %llu", p->name,
+                    e->cfg.rank, (unsigned long long)at, (unsigned long long)rk->patch_bytes);
+  /* each target's directory entries, and where its part of the receiver's directory starts */
+  uint32_t d = 0;
+  for (uint32_t i = 0; i < e->n_tg; i++) {
+    rf__target *t = &e->tg[i];
+    t->dir_first = d;
+    d += t->nw;
+    const rf_receiver *rv = &p->recv[t->recv];
+    for (uint32_t k = rv->peer_first; k < t->peer; k++) t->dir_off += 16 * (uint64_t)p->peers[k].writes;
+  }
+  return e->cfg.mem == RF_MEM_CUDA ? rf__cuda_delta_scratch(e, e->dt.reg, e->dt.grp, ng) : RF_OK;
+}
 
 rf_status rf__trainer_open(rf_engine *e)
 {
@@ -223,6 +351,7 @@ rf_status rf__trainer_open(rf_engine *e)
     memset(e->arena, 0, bytes);
   }
   RF_CHECK(rf__ucx_map(e, e->arena, bytes, &e->arena_memh));
+  if (e->cfg.delta) RF_CHECK(delta_open(e));
   return e->cfg.mem == RF_MEM_HOST ? start_stager(e) : RF_OK;
 }
 
@@ -233,6 +362,9 @@ static void drop_keys(rf_engine *e, rf__target *t)
       rf__ucx_rkey_destroy(t->rkey[k]);
       t->rkey[k] = NULL;
     }
+  if (t->area_rkey) rf__ucx_rkey_destroy(t->area_rkey);
+  if (t->dir_rkey) rf__ucx_rkey_destroy(t->dir_rkey);
+  t->area_rkey = t->dir_rkey = NULL;
   t->have_keys = 0;
 }
 
@@ -249,6 +381,16 @@ void rf__trainer_close(rf_engine *e)
   }
   if (e->ux && e->arena_memh) rf__ucx_unmap(e, e->arena_memh);
   if (e->cfg.mem != RF_MEM_CUDA) free(e->arena); /* cuda.c frees a device arena */
+  if (e->ux && e->dt.patch_memh) rf__ucx_unmap(e, e->dt.patch_memh); /* host: frees the buffer too */
+  if (e->ux && e->dt.dir_memh) rf__ucx_unmap(e, e->dt.dir_memh);
+  if (e->cfg.mem != RF_MEM_CUDA) { /* cuda.c frees its buffers */
+    free(e->dt.scratch);
+    free(e->dt.out);
+  }
+  free(e->dt.reg);
+  free(e->dt.of_write);
+  free(e->dt.grp);
+  free(e->dt.lo);
   free(e->tg);
   free(e->recv_tg);
   free(e->items);
@@ -321,6 +463,15 @@ static void send_msg(rf_engine *e, rf__target *t, uint32_t type, uint64_t versio
   if (rf__ucx_send(e, t->ep, &h, NULL) != RF_OK) down(e, t, RF_ERR_PEER, "sending %s failed: %s", rf__msg_name(type), e->err);
 }
 
+/* DONE of a push that went as patches: their bytes and the version they apply to */
+static void send_done_delta(rf_engine *e, rf__target *t)
+{
+  rf__hdr h = {.magic = RF__MAGIC, .type = RF__DONE, .session = t->session, .version = e->version,
+               .value = t->patch_sent, .hash = e->dt.base, .rank = e->cfg.rank, .recv = t->recv, .mode = RF__DONE_DELTA};
+  h.mac = rf__msg_mac(&t->key, &h, NULL);
+  if (rf__ucx_send(e, t->ep, &h, NULL) != RF_OK) down(e, t, RF_ERR_PEER, "sending DONE failed: %s", e->err);
+}
+
 /* start a handshake (non-blocking): an endpoint, then HELLO */
 static rf_status start_connect(rf_engine *e, rf__target *t)
 {
@@ -372,6 +523,14 @@ static void take_welcome(rf_engine *e, rf__target *t, const rf__hdr *h, const ui
       return down(e, t, RF_ERR_BLOB, "remote key of '%s': %s", e->p->dst[en.id].name, e->err);
   }
   t->have_keys = 1;
+  for (uint32_t i = v.n; i < v.n + v.n_areas; i++) { /* delta plans: the patch area, then the directory */
+    rf__blob_entry en;
+    rf__blob_entry_at(&v, i, &en);
+    int area = en.id == RF__AREA_PATCH;
+    *(area ? &t->area_raddr : &t->dir_raddr) = en.addr;
+    if (rf__ucx_rkey(e, t->ep, en.rkey, area ? &t->area_rkey : &t->dir_rkey) != RF_OK)
+      return down(e, t, RF_ERR_BLOB, "remote key of its %s: %s", area ? "patch area" : "directory", e->err);
+  }
   t->complete = h->value;
   t->conn = T_UP;
   t->why[0] = 0;
@@ -385,6 +544,7 @@ static void take_welcome(rf_engine *e, rf__target *t, const rf__hdr *h, const ui
       return;
     }
     t->push = P_WAITING;
+    t->delta = e->dt.base && t->complete == e->dt.base;
     send_msg(e, t, RF__BEGIN, e->version, 0);
   }
 }
@@ -475,7 +635,8 @@ static void events(rf_engine *e)
     } else if (ev->kind == RF__EV_FLUSHED && t->push == P_FLUSHING && ev->tag == e->version) {
       /* every write of this version to t is in the receiver's memory: tell it */
       t->push = P_DONE_SENT;
-      send_msg(e, t, RF__DONE, e->version, e->p->peers[t->peer].bytes);
+      if (t->delta) send_done_delta(e, t);
+      else send_msg(e, t, RF__DONE, e->version, e->p->peers[t->peer].bytes);
     }
   }
   for (uint32_t i = 0; i < e->n_tg; i++) {
@@ -575,6 +736,9 @@ rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream)
       return rf__fail(e, RF_ERR_TIMEOUT, "version %llu: %u operations of an abandoned push still outstanding after %u ms",
                       (unsigned long long)version, rf__ucx_ops_all(e), e->timeout_ms);
   }
+  char err[300];
+  if (e->cfg.delta && e->cfg.mem == RF_MEM_CUDA && rf__cuda_idle(e, e->timeout_ms, err, sizeof err))
+    return rf__fail(e, RF_ERR_TIMEOUT, "version %llu: %s", (unsigned long long)version, err);
   e->version = version;
   e->last_attempt = version;
   e->pushing = 1;
@@ -582,21 +746,32 @@ rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream)
   e->push_status = RF_OK;
   e->push_t0 = rf__now_ns();
   e->g_ready = e->rk->group_first;
+  e->dt.push_bytes = 0;
+  if (e->cfg.delta) { /* the slots are a base only until this push starts rewriting them */
+    e->dt.base = e->dt.slots_version;
+    e->dt.slots_version = 0;
+  }
   if (e->cfg.mem == RF_MEM_CUDA) {
     /* every group goes onto the caller's stream at once; writes go out as their events complete */
     for (uint32_t k = 0; k < e->rk->group_count; k++) {
       const rf_group *gr = &p->groups[e->rk->group_first + k];
+      uint64_t lo;
+      uint8_t *dest = stage_dest(e, k, &lo);
       for (uint32_t i = 0; i < gr->op_count; i++) {
         const rf_op *o = &p->ops[gr->op_first + i];
         if (skip_op(e, o)) continue;
         rfk_shape sh;
-        op_items(e, o, &sh);
+        op_items(e, o, &sh, dest, lo);
         rf_status s = rf__cuda_stage_op(e, &sh, e->items, (int)o->count, stream, p->src[o->src].name);
         if (s == RF_OK) continue;
         e->pushing = 0;
         return s;
       }
-      rf_status s = rf__cuda_group_done(e, k, stream);
+      rf_status s = RF_OK;
+      if (encoding(e) && e->dt.grp[k + 1] > e->dt.grp[k])
+        s = rf__cuda_delta_encode(e, e->dt.reg + e->dt.grp[k], e->dt.grp[k + 1] - e->dt.grp[k],
+                                  (rfk_delta_out *)e->dt.out_dev + e->dt.grp[k], stream);
+      if (s == RF_OK) s = rf__cuda_group_done(e, k, stream);
       if (s != RF_OK) {
         e->pushing = 0;
         return s;
@@ -616,6 +791,9 @@ rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream)
     t->why[0] = 0;
     t->st = RF_OK;
     t->push = P_IDLE;
+    t->patch_sent = 0;
+    t->dir_posted = 0;
+    t->delta = e->dt.base && t->complete == e->dt.base; /* decided again if it connects during the push */
     if (t->conn == T_UP) {
       t->push = P_WAITING;
       send_msg(e, t, RF__BEGIN, version, 0);
@@ -633,7 +811,8 @@ rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream)
   return RF_OK;
 }
 
-/* groups whose slots are ready: CUDA events done, or staged by the host thread */
+/* groups whose slots are ready: CUDA events done, or staged by the host thread. Once every group
+ * is, the slots hold this version (delta: the next push's base). */
 static rf_status advance_staging(rf_engine *e)
 {
   uint32_t end = e->rk->group_first + e->rk->group_count;
@@ -642,14 +821,55 @@ static rf_status advance_staging(rf_engine *e)
     for (int r; e->g_ready < end && (r = rf__cuda_group_ready(e, e->g_ready - e->rk->group_first, err, sizeof err)) != 0;
          e->g_ready++)
       if (r < 0) return rf__fail(e, RF_ERR_KERNEL, "version %llu: %s", (unsigned long long)e->version, err);
-    return RF_OK;
+  } else {
+    if (atomic_load(&e->stage_failed)) return rf__fail(e, RF_ERR_KERNEL, "%s", e->stage_err);
+    e->g_ready = e->rk->group_first + atomic_load(&e->g_staged);
   }
-  if (atomic_load(&e->stage_failed)) return rf__fail(e, RF_ERR_KERNEL, "%s", e->stage_err);
-  e->g_ready = e->rk->group_first + atomic_load(&e->g_staged);
+  if (e->g_ready == end) e->dt.slots_version = e->version;
   return RF_OK;
 }
 
-/* writes of staged groups to granted receivers, round robin, a bounded number in flight */
+static void wr64(uint8_t *b, uint64_t v) { memcpy(b, &v, 8); }
+
+/* one write of t: its slot bytes (or, with direct writes, its source pieces) into the tensor; when t
+ * goes as patches, the region's patch into the write's patch slot instead unless it overflowed, and
+ * the write's directory entry */
+static rf_status put_write(rf_engine *e, rf__target *t, uint32_t wi)
+{
+  const rf_plan *p = e->p;
+  const rf_write *w = &p->writes[wi];
+  uint32_t di = w->dst - p->recv[t->recv].dst_first;
+  if (t->delta) {
+    uint32_t r = e->dt.of_write[wi - e->rk->write_first];
+    const rfk_delta_out *o = &e->dt.out[r];
+    uint8_t *entry = e->dt.dir + 16 * (size_t)(t->dir_first + t->wcur);
+    wr64(entry + 8, o->digest);
+    if (o->status == RFK_OK) {
+      wr64(entry, o->size);
+      t->patch_sent += o->size;
+      e->dt.push_bytes += o->size;
+      e->ctr.patch_bytes += o->size;
+      return rf__ucx_put(e, t->ep, e->dt.reg[r].patch, o->size, t->area_raddr + w->patch_off, t->area_rkey);
+    }
+    wr64(entry, 0); /* overflowed its slot: the region goes dense */
+    e->ctr.overflows++;
+  } else if (e->cfg.direct && w->piece_count) {
+    rf_status s = RF_OK;
+    for (uint32_t k = 0; k < w->piece_count && s == RF_OK; k++) { /* from the sources: one put per range */
+      const rf_piece *pc = &p->pieces[w->piece_first + k];
+      s = rf__ucx_put(e, t->ep, (const uint8_t *)e->src_ptr[pc->src] + pc->src_off, pc->len,
+                      t->raddr[di] + w->dst_off + pc->off, t->rkey[di]);
+    }
+    e->ctr.direct_writes++;
+    e->dt.push_bytes += w->len;
+    return s;
+  }
+  e->dt.push_bytes += w->len;
+  return rf__ucx_put(e, t->ep, e->arena + w->slot, w->len, t->raddr[di] + w->dst_off, t->rkey[di]);
+}
+
+/* writes of staged groups to granted receivers, round robin, a bounded number in flight; a target
+ * that goes as patches puts its directory part after its last write */
 static void post(rf_engine *e)
 {
   const rf_plan *p = e->p;
@@ -660,6 +880,16 @@ static void post(rf_engine *e)
     for (uint32_t i = 0; i < e->n_tg; i++) {
       rf__target *t = &e->tg[i];
       if (t->push != P_WRITING) continue;
+      if (t->wcur == t->nw && t->delta && !t->dir_posted) {
+        if (rf__ucx_ops_all(e) >= e->max_inflight) continue;
+        size_t n = 16 * (size_t)t->nw;
+        t->dir_posted = 1;
+        e->dt.push_bytes += n;
+        if (rf__ucx_put(e, t->ep, e->dt.dir + 16 * (size_t)t->dir_first, n, t->dir_raddr + t->dir_off, t->dir_rkey) != RF_OK)
+          down(e, t, RF_ERR_PEER, "the directory of version %llu failed: %s", (unsigned long long)e->version, e->err);
+        progress = 1;
+        continue;
+      }
       if (t->wcur == t->nw) {
         t->push = P_FLUSHING;
         if (rf__ucx_flush(e, t->ep, e->version) != RF_OK) down(e, t, RF_ERR_PEER, "flush: %s", e->err);
@@ -667,20 +897,8 @@ static void post(rf_engine *e)
       }
       uint32_t wi = t->wl[t->wcur];
       if (wi >= ready_end || rf__ucx_ops_all(e) >= e->max_inflight) continue;
-      const rf_write *w = &p->writes[wi];
-      uint32_t di = w->dst - p->recv[t->recv].dst_first;
       uint64_t tp = rf__now_ns();
-      rf_status s = RF_OK;
-      if (e->cfg.direct && w->piece_count) {
-        for (uint32_t k = 0; k < w->piece_count && s == RF_OK; k++) { /* from the sources: one put per range */
-          const rf_piece *pc = &p->pieces[w->piece_first + k];
-          s = rf__ucx_put(e, t->ep, (const uint8_t *)e->src_ptr[pc->src] + pc->src_off, pc->len,
-                          t->raddr[di] + w->dst_off + pc->off, t->rkey[di]);
-        }
-        e->ctr.direct_writes++;
-      } else {
-        s = rf__ucx_put(e, t->ep, e->arena + w->slot, w->len, t->raddr[di] + w->dst_off, t->rkey[di]);
-      }
+      rf_status s = put_write(e, t, wi);
       e->ctr.post_ns += rf__now_ns() - tp;
       e->ctr.writes++;
       if (s != RF_OK) {
@@ -727,7 +945,8 @@ static void finish(rf_engine *e)
   e->ctr.versions++;
   e->ctr.push_ns += dt;
   e->ctr.last_push_ns = dt;
-  e->ctr.bytes += e->rk->bytes_out;
+  e->ctr.bytes += e->dt.push_bytes;
+  for (uint32_t i = 0; i < e->n_tg; i++) e->ctr.deltas += e->tg[i].push == P_COMPLETE && e->tg[i].delta;
   if (skipped) {
     char list[160] = "";
     size_t n = 0;

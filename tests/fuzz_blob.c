@@ -1,8 +1,9 @@
 /* fuzz_blob.c: libFuzzer target for the metadata blob parser (rf__blob_parse), the one parser
  * that reads bytes from a peer. Mode byte 0: the input is the blob. Mode 1: the input describes a
- * well-formed blob for receiver 0 of glm_tiny_demo (key sizes), then byte edits (offset, value),
- * then optionally a recomputed MAC (the fuzzer holds the token), so it gets past the MAC into every field.
- * A blob the parser accepts must have every entry inside the buffer (ASan checks the reads). */
+ * well-formed blob for receiver 0 of glm_tiny_demo (key sizes of its tensors, patch area and
+ * directory), then byte edits (offset, value), then optionally a recomputed MAC (the fuzzer holds the
+ * token), so it gets past the MAC into every field. A blob the parser accepts must have every entry
+ * inside the buffer with the table's sizes (ASan checks the reads). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,11 +31,13 @@ static void check(const uint8_t *buf, size_t len)
   }
   volatile uint8_t sink = 0;
   for (uint32_t i = 0; i < v.worker_addr_len; i++) sink ^= v.worker_addr[i];
-  for (uint32_t i = 0; i < v.n; i++) {
+  if (v.n_areas != rf__blob_areas(p, v.recv)) abort();
+  for (uint32_t i = 0; i < v.n + v.n_areas; i++) {
     rf__blob_entry e;
     rf__blob_entry_at(&v, i, &e);
     if (e.rkey < buf || e.rkey + e.rkey_len > buf + len) abort();
-    if (e.bytes != p->dst[e.id].bytes) abort();
+    uint64_t want = i < v.n ? p->dst[e.id].bytes : e.id == RF__AREA_PATCH ? p->recv[v.recv].patch_bytes : rf__dir_bytes(p, v.recv);
+    if (e.bytes != want || (i >= v.n && e.id != (i == v.n ? RF__AREA_PATCH : RF__AREA_DIR))) abort();
     for (uint32_t k = 0; k < e.rkey_len; k++) sink ^= e.rkey[k];
   }
   (void)sink;
@@ -52,14 +55,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   }
   const rf_plan *p = &rf_plan_glm_tiny_demo;
   const rf_receiver *r = &p->recv[0];
-  uint32_t n = r->dst_count, klen[512];
+  uint32_t nd = r->dst_count < 510 ? r->dst_count : 510, n = nd + rf__blob_areas(p, 0), klen[512];
   rf__blob_entry en[512];
   uint8_t key[64] = {0};
   size_t at = 1;
-  for (uint32_t i = 0; i < n && i < 512; i++) {
+  for (uint32_t i = 0; i < n; i++) {
     klen[i] = at < size ? (uint32_t)(data[at++] % 48) + 1 : 16;
-    en[i] = (rf__blob_entry){.id = r->dst_first + i, .addr = 0x1000 + i, .bytes = p->dst[r->dst_first + i].bytes,
+    en[i] = (rf__blob_entry){.id = r->dst_first + i, .addr = 0x1000 + i, .bytes = i < nd ? p->dst[r->dst_first + i].bytes : 0,
                              .rkey = key, .rkey_len = klen[i]};
+    if (i == nd) en[i].id = RF__AREA_PATCH, en[i].bytes = r->patch_bytes;
+    if (i == nd + 1) en[i].id = RF__AREA_DIR, en[i].bytes = rf__dir_bytes(p, 0);
   }
   uint32_t alen = at < size ? (uint32_t)(data[at++] % 64) + 1 : 8;
   size_t len = rf__blob_size(alen, n, klen);

@@ -20,7 +20,7 @@ volatile int rf_loop_alloc_armed;
 volatile uint64_t rf_loop_alloc_count, rf_loop_alloc_ucx;
 
 enum { CMD_PUSH = RF_CL_PUSH, CMD_WAIT = RF_CL_WAIT, CMD_DIE = 3, CMD_QUIT = 4, CMD_CONNECT = 5,
-       CMD_VERIFY = RF_CL_VERIFY };
+       CMD_VERIFY = RF_CL_VERIFY, CMD_CORRUPT = RF_CL_CORRUPT };
 enum { REC_PORT = RF_CL_PORT, REC_READY = RF_CL_READY, REC_PUSHED = RF_CL_PUSHED, REC_RESULT = RF_CL_RESULT,
        REC_FATAL = RF_CL_FATAL, REC_ARMED = RF_CL_ARMED, REC_VERIFIED = RF_CL_VERIFIED };
 
@@ -38,6 +38,7 @@ typedef struct rec {
   int32_t pid;
   int32_t status;               /* rf_status */
   uint64_t version, ns, t_done, bytes, verified, mismatches, stage_ns, post_ns, writes, allocs, allocs_ucx, calls;
+  uint64_t deltas, patch_bytes, overflows, apply_ns;
   uint16_t port;
   uint8_t stream_checked, stream_ok;
   uint64_t direct;
@@ -78,22 +79,62 @@ static int64_t held_rows(const rf_plan *p, uint32_t rank, const rf_src_tensor *s
   return b > a ? b - a : 0;
 }
 
-void rf_loop_fill(const rf_plan *p, uint32_t rank, uint32_t id, uint64_t seed, uint64_t v, void *buf)
+/* sparse mode: the version whose value element (row gr, col c) of source id holds at version v.
+ * 0.5% of the elements change every version, 3% every 7th (each at its own phase), the rest keep
+ * their first value; every third source changes whole at versions 4, 8, 12, ... (a burst: its
+ * regions' patches overflow their slots). About 1% of a source's values change per version. */
+static uint64_t sparse_version(uint64_t seed, uint32_t id, int64_t gr, int64_t c, uint64_t v)
 {
+  uint64_t h = mix(mix(seed ^ 0x5ba45e) ^ mix((uint64_t)id) ^ ((uint64_t)gr * 0x100000001b3ull) ^ (uint64_t)c);
+  uint64_t u = 1, cls = h % 1000;
+  if (cls < 5) u = v;
+  else if (cls < 35) {
+    uint64_t phase = (h >> 20) % 7;
+    u = v + phase >= 7 ? v - (v + phase) % 7 : 1;
+  }
+  if (u < 1) u = 1;
+  if (id % 3 == 0 && v / 4 * 4 > u) u = v / 4 * 4;
+  return u;
+}
+
+void rf_loop_fill(const rf_loop_opts *o, uint32_t rank, uint32_t id, uint64_t v, void *buf)
+{
+  const rf_plan *p = o->plan;
   const rf_src_tensor *s = &p->src[id];
   int64_t r0 = first_row(p, rank, s), rows = held_rows(p, rank, s);
-  uint64_t base = mix(seed ^ mix(v * 0x51ed27 + id));
+  /* dense mode: every value and block magnitude new each version; sparse: magnitudes fixed */
+  uint64_t base = mix(o->seed ^ mix(v * 0x51ed27 + id)), mag_base = o->sparse ? mix(o->seed ^ mix(id)) : base;
   for (int64_t r = 0; r < rows; r++) {
     int64_t gr = r0 + r;
     for (int64_t c = 0; c < s->cols; c++) {
-      uint64_t blk = mix(base ^ ((uint64_t)(gr / 128) << 32) ^ (uint64_t)(c / 128));
-      uint64_t h = mix(base ^ ((uint64_t)gr * 0x100000001b3ull) ^ (uint64_t)c);
+      uint64_t blk = mix(mag_base ^ ((uint64_t)(gr / 128) << 32) ^ (uint64_t)(c / 128));
+      uint64_t b = o->sparse ? mix(o->seed ^ mix(sparse_version(o->seed, id, gr, c, v) * 0x51ed27 + id)) : base;
+      uint64_t h = mix(b ^ ((uint64_t)gr * 0x100000001b3ull) ^ (uint64_t)c);
       float mag = (float)(1 << (blk % 12)) / 64.0f;           /* 2^-6 .. 2^5 per block */
       float x = ((float)(h >> 40) / (float)(1 << 24) * 2.0f - 1.0f) * mag;
       size_t i = (size_t)r * (size_t)s->cols + (size_t)c;
       if (s->dtype == RF_FP32) ((float *)buf)[i] = x;
       else ((uint16_t *)buf)[i] = rfk_f32_to_bf16(x);
     }
+  }
+}
+
+/* benchmark data (o->step): at version 0 every element of buf a finite value; at version v > 0 one
+ * bf16 ulp flipped (bit 0 of a bf16, bit 16 of an fp32) in elements v*7919 mod step, + step, ... */
+static void step_fill(const rf_loop_opts *o, uint8_t dtype, uint64_t v, void *buf, size_t bytes)
+{
+  size_t n = bytes / esize(dtype);
+  if (v == 0) {
+    for (size_t k = 0; k < n; k++) {
+      uint64_t h = mix(o->seed ^ k);
+      if (dtype == RF_FP32) ((uint32_t *)buf)[k] = 0x3c000000u + (uint32_t)(h & 0x3ffffff); /* [2^-7, 2^-5) */
+      else ((uint16_t *)buf)[k] = (uint16_t)(0x3c00 + (h & 0x3ff));
+    }
+    return;
+  }
+  for (size_t k = (size_t)(v * 7919 % (uint64_t)o->step); k < n; k += (size_t)o->step) {
+    if (dtype == RF_FP32) ((uint32_t *)buf)[k] ^= 0x10000u;
+    else ((uint16_t *)buf)[k] ^= 1;
   }
 }
 
@@ -139,8 +180,9 @@ static void nap(void)
 /* ---------------------------------- receiver --------------------------------------------- */
 
 /* what trainer `rank` writes to receiver `me`, staged with the C reference from the seed */
-static int expected(const rf_plan *p, uint32_t me, uint64_t seed, uint64_t v, uint8_t **want, char *err, size_t errlen)
+static int expected(const rf_loop_opts *o, uint32_t me, uint64_t v, uint8_t **want, char *err, size_t errlen)
 {
+  const rf_plan *p = o->plan;
   const rf_receiver *rv = &p->recv[me];
   for (uint32_t k = 0; k < rv->peer_count; k++) {
     uint32_t t = p->peers[rv->peer_first + k].trainer;
@@ -151,29 +193,29 @@ static int expected(const rf_plan *p, uint32_t me, uint64_t seed, uint64_t v, ui
     uint32_t cap = 0;
     if (!arena || !src) return snprintf(err, errlen, "out of memory"), -1;
     for (uint32_t i = 0; i < rk->op_count; i++) {
-      const rf_op *o = &p->ops[rk->op_first + i];
-      if (o->count > cap) {
-        cap = o->count;
+      const rf_op *op = &p->ops[rk->op_first + i];
+      if (op->count > cap) {
+        cap = op->count;
         items = realloc(items, cap * sizeof *items);
       }
-      for (uint32_t j = 0; j < o->count; j++) {
-        uint32_t sid = o->src + j * o->src_step;
+      for (uint32_t j = 0; j < op->count; j++) {
+        uint32_t sid = op->src + j * op->src_step;
         const rf_src_tensor *s = &p->src[sid];
         if (!src[sid]) {
           src[sid] = malloc((size_t)held_rows(p, t, s) * (size_t)s->cols * esize(s->dtype) + 1);
-          rf_loop_fill(p, t, sid, seed, v, src[sid]);
+          rf_loop_fill(o, t, sid, v, src[sid]);
         }
-        int64_t row = o->row0 + (int64_t)j * o->row_step - first_row(p, t, s);
-        int64_t col = o->col0 + (int64_t)j * o->col_step;
+        int64_t row = op->row0 + (int64_t)j * op->row_step - first_row(p, t, s);
+        int64_t col = op->col0 + (int64_t)j * op->col_step;
         items[j].src = (uint8_t *)src[sid] + ((size_t)row * (size_t)s->cols + (size_t)col) * esize(s->dtype);
-        items[j].out = arena + o->out + (uint64_t)j * o->out_step;
-        items[j].scale = o->kind == RF_OP_FP8 ? (float *)(arena + o->scale + (uint64_t)j * o->scale_step) : NULL;
+        items[j].out = arena + op->out + (uint64_t)j * op->out_step;
+        items[j].scale = op->kind == RF_OP_FP8 ? (float *)(arena + op->scale + (uint64_t)j * op->scale_step) : NULL;
       }
-      const rf_src_tensor *s0 = &p->src[o->src];
-      rfk_shape sh = {.src_dtype = o->src_dtype, .out_dtype = o->kind == RF_OP_FP8 ? RFK_FP8 : o->dst_dtype,
-                      .ue8m0 = p->scale_fmt == RF_SCALE_UE8M0, .rows = o->rows, .cols = o->cols,
-                      .src_ld = s0->cols, .out_ld = o->cols, .scale_ld = (o->cols + 127) / 128};
-      int rc = rfk_ref_run(&sh, items, (int)o->count);
+      const rf_src_tensor *s0 = &p->src[op->src];
+      rfk_shape sh = {.src_dtype = op->src_dtype, .out_dtype = op->kind == RF_OP_FP8 ? RFK_FP8 : op->dst_dtype,
+                      .ue8m0 = p->scale_fmt == RF_SCALE_UE8M0, .rows = op->rows, .cols = op->cols,
+                      .src_ld = s0->cols, .out_ld = op->cols, .scale_ld = (op->cols + 127) / 128};
+      int rc = rfk_ref_run(&sh, items, (int)op->count);
       if (rc) return snprintf(err, errlen, "reference staging of '%s': %s", s0->name, rfk_strerror(rc)), -1;
     }
     for (uint32_t i = 0; i < rk->write_count; i++) {
@@ -207,7 +249,7 @@ static void verify(const rf_loop_opts *o, uint32_t me, uint64_t v, uint8_t **mem
   const rf_plan *p = o->plan;
   const rf_receiver *rv = &p->recv[me];
       for (uint32_t i = 0; i < rv->dst_count; i++) memset(want[i], 0xa5, p->dst[rv->dst_first + i].bytes);
-      if (expected(p, me, o->seed, v, want, res->text, sizeof res->text)) fatal(me, 0, "expected", res->text);
+      if (expected(o, me, v, want, res->text, sizeof res->text)) fatal(me, 0, "expected", res->text);
       for (uint32_t i = 0; i < rv->dst_count; i++) {
         const rf_dst_tensor *d = &p->dst[rv->dst_first + i];
         uint64_t first = 0, bad = compare(mem[i], want[i], d->bytes, &first);
@@ -347,6 +389,16 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd, uint16
     }
     if (c.kind == CMD_QUIT) break;
     if (c.kind == CMD_DIE) _exit(0);
+    if (c.kind == CMD_CORRUPT) { /* a byte in the middle of every tensor changes behind the engine's back */
+      for (uint32_t i = 0; i < rv->dst_count; i++) {
+        uint64_t at = p->dst[rv->dst_first + i].bytes / 2;
+        uint8_t b;
+        if (o->cuda && (rf_gpu_get(&b, (uint8_t *)dmem[i] + at, 1) || (b ^= 0x5a, rf_gpu_put((uint8_t *)dmem[i] + at, &b, 1))))
+          fatal(me, 0, "cudaMemcpy", rf_gpu_error());
+        if (!o->cuda) mem[i][at] ^= 0x5a;
+      }
+      continue;
+    }
     if (c.kind == CMD_VERIFY) { /* is the memory still exactly version v (nothing landed since)? */
       rec res = {.kind = REC_VERIFIED, .who = me, .version = c.version};
       if (o->cuda)
@@ -369,6 +421,8 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd, uint16
       send_rec(&armed);
     }
     rf_version_state st;
+    rf_counters k0, k1;
+    rf_get_counters(e, &k0);
     int armed = o->count_allocs && c.version >= (uint64_t)o->count_allocs;
     uint64_t base = rf_loop_alloc_count, base_ucx = rf_loop_alloc_ucx;
     /* the engine stopped reading its weights: let the trainers write this version */
@@ -396,6 +450,10 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd, uint16
       nap();
     }
     res.t_done = now_ns();
+    rf_get_counters(e, &k1);
+    res.deltas = k1.deltas - k0.deltas;
+    res.patch_bytes = k1.patch_bytes - k0.patch_bytes;
+    res.apply_ns = k1.apply_ns - k0.apply_ns;
     if (armed) allocs += rf_loop_alloc_count - base, allocs_ucx += rf_loop_alloc_ucx - base_ucx;
     warm = (int)c.version;
     if (st.complete >= c.version) {
@@ -416,8 +474,9 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd, uint16
       for (uint32_t i = 0; i < p->n_derived; i++)
         if (dder[i] && rf_gpu_get(der[i], dder[i], p->derived[i].bytes)) fatal(me, 0, "cudaMemcpy", rf_gpu_error());
       if (rf_gpu_sync(stream) || rf_gpu_get(probe_h, probe, n0)) fatal(me, 0, "stream probe", rf_gpu_error());
-      /* the copy behind the wait saw this version's bytes, which differ from the last version's */
-      res.stream_ok = waiting && memcmp(probe_h, mem[0], n0) == 0 && memcmp(prev, mem[0], n0) != 0;
+      /* the copy behind the wait saw this version's bytes, which differ from the last version's (sparse
+       * versions may leave the probed tensor as it was: then only that it saw the final bytes) */
+      res.stream_ok = waiting && memcmp(probe_h, mem[0], n0) == 0 && (o->sparse || memcmp(prev, mem[0], n0) != 0);
       res.stream_checked = 1;
       if (!res.stream_ok)
         snprintf(res.text, sizeof res.text, "receiver %u: stream wait: %s", me,
@@ -463,7 +522,7 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
   const rf_plan *p = o->plan;
   rf_config cfg = {.plan = p, .role = RF_TRAINER, .rank = me, .token = o->token, .timeout_ms = o->timeout_ms,
                    .ucx_tls = o->tls, .no_peer_errors = o->no_peer_errors, .mem = o->cuda ? RF_MEM_CUDA : RF_MEM_HOST,
-                   .cuda_device = o->trainer_dev, .direct = o->direct, .skip_down = o->skip_down};
+                   .cuda_device = o->trainer_dev, .direct = o->direct, .skip_down = o->skip_down, .delta = o->delta};
   if (o->cuda && rf_gpu_use(o->trainer_dev)) fatal(me, 1, "cudaSetDevice", rf_gpu_error());
   rf_engine *e;
   if (rf_open(&cfg, &e) != RF_OK) fatal(me, 1, "rf_open", rf_last_error(e));
@@ -498,6 +557,7 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     src[i] = malloc(n);
     if (!src[i]) fatal(me, 1, "allocating", p->src[i].name);
     memset(src[i], 0, n);
+    if (o->step) step_fill(o, p->src[i].dtype, 0, src[i], n);
     if (o->cuda && !(dsrc[i] = rf_gpu_malloc(n))) fatal(me, 1, "cudaMalloc", p->src[i].name);
     if (rf_bind_src(e, i, o->cuda ? dsrc[i] : src[i], n) != RF_OK) fatal(me, 1, "rf_bind_src", rf_last_error(e));
   }
@@ -525,7 +585,8 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     }
     for (uint32_t i = 0; i < p->n_src; i++)
       if (src[i]) {
-        rf_loop_fill(p, me, i, o->seed, c.version, src[i]);
+        if (o->step) step_fill(o, p->src[i].dtype, c.version, src[i], rf_src_bytes(e, i));
+        else rf_loop_fill(o, me, i, c.version, src[i]);
         if (o->cuda && rf_gpu_put(dsrc[i], src[i], rf_src_bytes(e, i))) fatal(me, 1, "cudaMemcpy", rf_gpu_error());
       }
     rec res = {.kind = REC_PUSHED, .who = me, .is_trainer = 1, .version = c.version};
@@ -574,6 +635,9 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     res.writes = c1.writes - c0.writes;
     res.direct = c1.direct_writes - c0.direct_writes;
     res.bytes = c1.bytes - c0.bytes;
+    res.deltas = c1.deltas - c0.deltas;
+    res.patch_bytes = c1.patch_bytes - c0.patch_bytes;
+    res.overflows = c1.overflows - c0.overflows;
     res.allocs = allocs;
     res.allocs_ucx = allocs_ucx;
     res.calls = calls;
@@ -727,7 +791,9 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
     }
     t0 = t_last = now_ns();
     for (uint32_t i = 0; i < nt; i++) {
-      cmd c = {.kind = CMD_PUSH, .version = v,
+      /* a bounded wait: a BEGIN that reaches a receiver after it tore the version is held until a newer
+       * version is armed (receiver.c), which this loop does only once every trainer answered */
+      cmd c = {.kind = CMD_PUSH, .version = v, .timeout_ms = 2 * (o->timeout_ms ? o->timeout_ms : 10000),
                .flags = o->kill_trainer == (int)i && v == o->kill_version ? RF_CL_DIE_HALF : 0};
       if (tc[i].alive && write(tc[i].cmd, &c, sizeof c) != (ssize_t)sizeof c) tc[i].alive = 0;
     }
@@ -749,6 +815,10 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
         lv->post_ns += m.post_ns;
         lv->writes += m.writes;
         lv->direct_writes += m.direct;
+        lv->sent += m.bytes;
+        lv->deltas += m.deltas;
+        lv->patch_bytes += m.patch_bytes;
+        lv->overflows += m.overflows;
         if (m.ns > lv->push_ns_max) lv->push_ns_max = m.ns;
         if (m.status == RF_PARTIAL) lv->trainer_partial++;
         else if (m.status != RF_OK && !lv->trainer_errors++)
@@ -765,6 +835,8 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
           snprintf(lv->torn_reason, sizeof lv->torn_reason, "%s", m.text);
         }
         lv->verified += m.verified;
+        lv->applied += m.deltas;
+        lv->apply_ns += m.apply_ns;
         lv->stream_checked += m.stream_checked;
         lv->stream_ok += m.stream_ok;
         if (m.stream_checked && !m.stream_ok && !lv->stream_error[0])
@@ -874,7 +946,8 @@ struct rf_cluster {
 static void cl_rec(const rec *m, rf_cl_rec *out)
 {
   *out = (rf_cl_rec){.kind = (int)m->kind, .trainer = (int)m->is_trainer, .pid = m->pid, .status = m->status,
-                     .who = m->who, .version = m->version, .verified = m->verified, .mismatches = m->mismatches};
+                     .who = m->who, .version = m->version, .verified = m->verified, .mismatches = m->mismatches,
+                     .deltas = m->deltas, .overflows = m->overflows};
   snprintf(out->text, sizeof out->text, "%s", m->text);
 }
 

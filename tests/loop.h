@@ -4,7 +4,8 @@
  *
  * Source data is a pure function of (seed, version, source id, row, col), so every trainer shard,
  * gathered copy and receiver-side check agree; magnitudes change per 128x128 block so FP8 scales
- * differ. A receiver checks every byte it holds against what the C reference kernels produce
+ * differ. In sparse mode a version changes about 1% of the previous version's values (an optimizer
+ * step as delta pushes see it), with bursts that change whole tensors (rf_loop_fill). A receiver checks every byte it holds against what the C reference kernels produce
  * from that data for the trainers that write to it, and every derived tensor against a fresh
  * refresh of the expected weights. */
 #ifndef REFIT_LOOP_H
@@ -44,6 +45,11 @@ typedef struct rf_loop_opts {
   int trainer_dev, receiver_dev;
   int count_allocs;        /* > 0: children count allocations on hot paths from this version on (the
                               versions before warm the transport's pools) */
+  int delta;               /* rf_config.delta for trainers */
+  int sparse;              /* version v changes a deterministic sparse subset of v-1's values */
+  int step;                /* benchmark: sources filled once with finite values, then each version moves
+                              every step-th element by one bf16 ulp in place (a cheap sparse optimizer
+                              step at density 1/step; not verifiable: verify 0) */
 } rf_loop_opts;
 
 typedef struct rf_loop_version {
@@ -63,6 +69,9 @@ typedef struct rf_loop_version {
   char mismatch[320];             /* first mismatch: receiver, tensor, offset */
   int stream_checked, stream_ok;  /* CUDA: receivers whose stream wait held and then saw this version */
   char stream_error[320];
+  uint64_t sent;                  /* bytes trainers put (rf_counters.bytes of the push) */
+  uint64_t deltas, patch_bytes, overflows; /* trainers: receivers pushed as patches, their bytes, regions sent dense */
+  uint64_t applied, apply_ns;     /* receivers: peers whose patches applied, time applying */
 } rf_loop_version;
 
 typedef struct rf_loop_result {
@@ -78,14 +87,17 @@ typedef struct rf_loop_result {
 /* 0 when the run went as scripted (results say what happened), -1 with r->error otherwise. */
 int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r);
 
-/* the source data of version v as trainer rank `rank` holds source `id` (its rows for a shard) */
-void rf_loop_fill(const rf_plan *p, uint32_t rank, uint32_t id, uint64_t seed, uint64_t v, void *buf);
+/* the source data of version v as trainer rank `rank` holds source `id` (its rows for a shard):
+ * o->plan, o->seed, o->sparse */
+void rf_loop_fill(const rf_loop_opts *o, uint32_t rank, uint32_t id, uint64_t v, void *buf);
 
 /* ---- a cluster for fault tests: the same processes, driven one command at a time ----
  * Receivers and trainers are child processes; the coordinator (the caller) sends commands and reads
  * their records. Every record names the process (pid) and its receiver index or trainer rank. A
  * receiver that reports a version complete has verified every byte of it (o->verify). */
-enum { RF_CL_PUSH = 1, RF_CL_WAIT = 2, RF_CL_VERIFY = 6 };             /* commands */
+/* RF_CL_CORRUPT (receiver): flip one byte in the middle of every destination tensor, as an engine
+ * that wrote its weights would; the next delta push to it must tear on a digest */
+enum { RF_CL_PUSH = 1, RF_CL_WAIT = 2, RF_CL_VERIFY = 6, RF_CL_CORRUPT = 7 };             /* commands */
 enum { RF_CL_PORT = 1, RF_CL_READY = 2, RF_CL_PUSHED = 3, RF_CL_RESULT = 4, RF_CL_FATAL = 5, RF_CL_ARMED = 6,
        RF_CL_VERIFIED = 7 };                                           /* records */
 /* RF_CL_PUSH flags: exit right after reporting the push; die (_exit) after posting half its writes;
@@ -96,6 +108,8 @@ typedef struct rf_cl_rec {
   int kind, trainer, pid, status;  /* status: rf_status of the push / the version / the connect */
   uint32_t who;                    /* receiver index or trainer rank */
   uint64_t version, verified, mismatches;
+  uint64_t deltas, overflows;      /* RF_CL_PUSHED: receivers pushed as patches, regions sent dense;
+                                      RF_CL_RESULT: peers whose patches applied */
   char text[320];
 } rf_cl_rec;
 
@@ -117,7 +131,7 @@ int rf_cl_restart_receiver(rf_cluster *c, uint32_t r, char *err, size_t errlen);
 void rf_cl_signal(rf_cluster *c, int proc, int sig);
 /* wait until proc stopped itself (RF_CL_STOP_HALF); 0, or -1 after ms */
 int rf_cl_await_stop(rf_cluster *c, int proc, uint32_t ms);
-/* RF_CL_PUSH (trainer), RF_CL_WAIT (receiver: arm and wait), RF_CL_VERIFY (receiver) */
+/* RF_CL_PUSH (trainer), RF_CL_WAIT (receiver: arm and wait), RF_CL_VERIFY, RF_CL_CORRUPT (receiver) */
 int rf_cl_send(rf_cluster *c, int proc, int cmd, uint64_t version, uint32_t timeout_ms, uint32_t flags);
 /* the next record, 0; -1 after timeout_ms */
 int rf_cl_next(rf_cluster *c, rf_cl_rec *out, uint32_t timeout_ms);

@@ -430,6 +430,72 @@ static void check_refresh(const rf_plan *p)
   report("derived views pair up inside their storage; refresh steps fill refit's storages, dst views match kv_b_proj", bad);
 }
 
+/* delta plans: each write's patch slot has the cap of refit_plan.h's formula and lies in its peer's
+ * part of its receiver's area, the parts tile the area in peer order and the slots tile each part in
+ * table order; a region (consecutive writes of one slot range) has one cap and one element size; a
+ * rank's patch buffer is its regions' caps and its scratch holds its largest group's slot range.
+ * Without delta every one of these fields is 0. */
+static uint64_t al(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+static void check_patches(const rf_plan *p)
+{
+  long bad = 0;
+  uint64_t ppm = p->delta_ppm;
+  uint64_t *next = calloc((size_t)p->n_peers + 1, sizeof *next); /* the next slot of each part */
+  for (uint32_t t = 0; t < p->trainers; t++) {
+    const rf_rank *rk = &p->ranks[t];
+    uint64_t buf = 0, scratch = 0;
+    const rf_write *prev = NULL;
+    for (uint32_t g = rk->group_first; g < rk->group_first + rk->group_count; g++) {
+      const rf_group *G = &p->groups[g];
+      uint64_t lo = UINT64_MAX, hi = 0;
+      for (uint32_t i = G->write_first; i < G->write_first + G->write_count; i++) {
+        const rf_write *w = &p->writes[i];
+        uint64_t bound = 32 + al(w->len, 4) + 12 * cdiv((int64_t)w->len, 16384), cap = 0;
+        if (ppm) {
+          cap = al(48 + (w->len * ppm + 999999) / 1000000, 16);
+          if (al(bound, 16) < cap) cap = al(bound, 16);
+        }
+        if (w->patch_cap != cap) BAD("write %u: patch_cap %" PRIu64 ", the formula gives %" PRIu64, i, w->patch_cap, cap);
+        int region = !prev || prev->slot != w->slot || prev->len != w->len;
+        if (region) buf += w->patch_cap;
+        else if (p->dst[prev->dst].dtype != p->dst[w->dst].dtype)
+          BAD("write %u: one slot range sent as two element sizes ('%s', '%s')", i, p->dst[prev->dst].name, p->dst[w->dst].name);
+        prev = w;
+        if (w->slot < lo) lo = w->slot;
+        if (w->slot + w->len > hi) hi = w->slot + w->len;
+        const rf_receiver *rv = &p->recv[w->receiver];
+        uint32_t k = rv->peer_first;
+        while (k < rv->peer_first + rv->peer_count && p->peers[k].trainer != t) k++;
+        if (k == rv->peer_first + rv->peer_count) { BAD("write %u: rank %u is no peer of receiver %u", i, t, w->receiver); continue; }
+        const rf_peer *q = &p->peers[k];
+        if (ppm && w->patch_off != q->patch_off + next[k])
+          BAD("write %u: patch slot at %" PRIu64 ", its part's next slot is at %" PRIu64, i, w->patch_off, q->patch_off + next[k]);
+        if (!ppm && w->patch_off) BAD("write %u: patch_off %" PRIu64 " without delta", i, w->patch_off);
+        next[k] += w->patch_cap;
+        if (w->patch_off % 16) BAD("write %u: patch slot at %" PRIu64 " not 16-aligned", i, w->patch_off);
+      }
+      if (G->write_count && hi - lo > scratch) scratch = hi - lo;
+    }
+    if (!ppm) buf = scratch = 0;
+    if (rk->patch_bytes != buf) BAD("rank %u: patch_bytes %" PRIu64 ", its regions' caps add up to %" PRIu64, t, rk->patch_bytes, buf);
+    if (rk->scratch_bytes != scratch) BAD("rank %u: scratch_bytes %" PRIu64 ", its largest group spans %" PRIu64, t, rk->scratch_bytes, scratch);
+  }
+  for (uint32_t r = 0; r < p->receivers; r++) {
+    const rf_receiver *rv = &p->recv[r];
+    uint64_t at = 0;
+    for (uint32_t k = rv->peer_first; k < rv->peer_first + rv->peer_count; k++) {
+      const rf_peer *q = &p->peers[k];
+      if (q->patch_off != at || q->patch_bytes != next[k])
+        BAD("receiver %u peer rank %u: part [%" PRIu64 ", +%" PRIu64 "), expected [%" PRIu64 ", +%" PRIu64 ")", r, q->trainer,
+            q->patch_off, q->patch_bytes, at, next[k]);
+      at += next[k];
+    }
+    if (rv->patch_bytes != at) BAD("receiver %u: patch area %" PRIu64 " bytes, its parts add up to %" PRIu64, r, rv->patch_bytes, at);
+  }
+  free(next);
+  report("delta patch slots: caps by the formula, parts tile each receiver's area, buffers and scratch sized", bad);
+}
+
 int rf_selfcheck(const rf_plan *p, const rf_expect *e)
 {
   printf("self-check %s (%s): %u trainers -> %u receivers, %u writes\n", p->name, p->model, p->trainers, p->receivers, p->n_writes);
@@ -441,6 +507,7 @@ int rf_selfcheck(const rf_plan *p, const rf_expect *e)
   check_ranges(p);
   check_names(p);
   check_refresh(p);
+  check_patches(p);
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
 }

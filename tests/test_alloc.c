@@ -1,8 +1,9 @@
 /* test_alloc.c: no allocation on the hot path. This program interposes malloc, calloc, realloc,
  * free and the aligned allocators for the whole process (libucp included), then runs the tiny GLM
- * plan over UCX loopback for six versions; each trainer counts allocations inside rf_push and
- * rf_progress, each receiver inside rf_arm, rf_version_poll (which runs the receive path, DONE
- * handling, completion and refresh) and idle rf_progress, from version 3 on: UCX 1.22 grows its
+ * plan over UCX loopback for six versions (dense, and in one case as delta pushes); each trainer
+ * counts allocations inside rf_push and rf_progress (staging, encode, puts), each receiver inside
+ * rf_arm, rf_version_poll (which runs the receive path, DONE handling, completion, patch apply and
+ * refresh) and idle rf_progress, from version 3 on: UCX 1.22 grows its
  * request pools (ucs_mpool) lazily to their high-water mark in the first versions, refit itself
  * allocates nothing after connect (ALLOC_ALL=1 counts from version 1, to show the hook sees those).
  * RF_ALLOC_TRACE=1 prints where the first counted allocations come from. */
@@ -90,18 +91,21 @@ int posix_memalign(void **out, size_t a, size_t n)
 int main(void)
 {
   int failed = 0;
-  /* staged writes over tcp and shared memory; direct writes (one put per source range) over tcp */
+  /* staged writes over tcp and shared memory; direct writes (one put per source range) over tcp;
+   * delta pushes (encode, patches, directories, apply and digests; versions 4 and 8 overflow) */
   struct {
     const char *tls, *plan, *what;
-    int direct;
-  } cases[] = {{"tcp", "glm_tiny_demo", "tcp", 0},
-               {"sm,tcp", "glm_tiny_demo", "sm,tcp", 0},
-               {"tcp", "qwen3_tiny_tp2", "tcp, direct writes", 1}};
+    int direct, delta;
+  } cases[] = {{"tcp", "glm_tiny_demo", "tcp", 0, 0},
+               {"sm,tcp", "glm_tiny_demo", "sm,tcp", 0, 0},
+               {"tcp", "qwen3_tiny_tp2", "tcp, direct writes", 1, 0},
+               {"tcp", "glm_tiny_demo", "tcp, delta pushes", 0, 1}};
   const int n = sizeof cases / sizeof cases[0];
   for (int k = 0; k < n; k++) {
     rf_loop_opts o = {.plan = rf_plan_find(cases[k].plan), .versions = 6, .seed = (uint64_t)time(NULL), .token = 1,
                       .tls = cases[k].tls, .timeout_ms = 10000, .verify = 1, .kill_trainer = -1, .kill_receiver = -1,
-                      .direct = cases[k].direct, .count_allocs = getenv("ALLOC_ALL") ? 1 : 3};
+                      .direct = cases[k].direct, .count_allocs = getenv("ALLOC_ALL") ? 1 : 3,
+                      .delta = cases[k].delta, .sparse = cases[k].delta};
     /* glibc's backtrace loads libgcc on its first call: make that first call now */
     void *bt[4];
     backtrace(bt, 4);
@@ -117,6 +121,7 @@ int main(void)
     int ok = hook_works && rc == 0 && r.allocs == 0 && r.alloc_checked_calls > 100 && n_ucx > 0;
     for (int i = 0; rc == 0 && i < r.n; i++) ok &= r.v[i].complete == (int)o.plan->receivers && r.v[i].mismatches == 0;
     if (cases[k].direct) ok &= r.n > 0 && r.v[r.n - 1].direct_writes > 0;
+    if (cases[k].delta) ok &= r.n == 6 && r.v[3].overflows > 0 && r.v[5].deltas == r.v[5].applied && r.v[5].deltas > 0;
     printf("%s %s (%s): %llu allocations by refit in %llu hot-path calls over versions %d..6, %llu inside UCX "
            "(hook %s)%s%s\n",
            ok ? "ok  " : "FAIL", cases[k].what, cases[k].plan, (unsigned long long)r.allocs, (unsigned long long)r.alloc_checked_calls,

@@ -43,6 +43,10 @@ print(sum(1 for e in root.iter("{http://www.w3.org/2000/svg}rect") if "p" in e.g
   got=$(./build/refit plan "$p" | sed -n 's/^predicted: *\([0-9.]*\) s, bound by the \([a-z]*\) side/\1 \2/p')
   if [ -n "$want" ] && [ "$want" = "$got" ]; then ok "$p: refit plan predicts $got s as the report does"
   else bad "$p: refit plan says '$got', report says '$want'"; fi
+  want=$(sed -n 's/^predicted_delta_s: \([0-9.]*\) (bound by \([a-z]*\)).*/\1 \2/p' "build/gen/$p.txt")
+  got=$(./build/refit plan "$p" | sed -n 's/^predicted delta: *\([0-9.]*\) s, bound by the \([a-z]*\) side.*/\1 \2/p')
+  if [ -n "$want" ] && [ "$want" = "$got" ]; then ok "$p: refit plan predicts a delta push in $got s as the report does"
+  else bad "$p: refit plan says delta '$got', report says '$want'"; fi
 done
 
 # 2. identical input gives byte-identical output, run after run
@@ -85,6 +89,9 @@ expect scale_fmt "quant.scale_fmt 'e5m2' is not fp32 or ue8m0"
 expect trainer_dtype "tests/gen_bad/plans/trainer_dtype.lua:2: plan 'trainer_dtype.trainer': field 'dtype' must be 'fp32' or 'bf16', got 'fp16'"
 expect trainer_experts "tests/gen_bad/plans/trainer_experts.lua:3: plan 'trainer_experts.trainer': field 'experts' must be 'fused' or 'per_expert', got 'stacked'"
 expect trainer_mtp "tests/gen_bad/plans/trainer_mtp.lua:1: plan 'trainer_mtp.trainer': field 'mtp' must be a boolean, got string"
+expect delta_budget "tests/gen_bad/plans/delta_budget.lua:3: plan 'delta_budget': delta.budget must be a number in (0, 1] (patch area bytes per dense byte, at least 1e-6), got 1.5"
+expect delta_unknown "tests/gen_bad/plans/delta_unknown.lua:4: plan 'delta_unknown': delta: unknown field 'bugdet' (known: budget)"
+expect delta_type "tests/gen_bad/plans/delta_type.lua:2: plan 'delta_type': delta must be a table { budget = B }, got number"
 expect trainer_unknown "tests/gen_bad/plans/trainer_unknown.lua:2: plan 'trainer_unknown.trainer': unknown field 'mpt' (known: fsdp, dp_replicate, dtype, dtype_except, experts, mtp)"
 expect trainer_except_shape "tests/gen_bad/plans/trainer_except_shape.lua:1: plan 'trainer_except_shape.trainer': dtype_except[1] must be { pattern, 'fp32' or 'bf16' }"
 expect trainer_except_pattern "tests/gen_bad/plans/trainer_except_pattern.lua:2: plan 'trainer_except_pattern': trainer.dtype_except[1]: bad Lua pattern 'norm[' (malformed pattern (missing ']'))"

@@ -3,7 +3,9 @@
  * a cudaMalloc arena staged by the CUDA kernels, writes into cudaMalloc tensors, every byte copied
  * back and compared with the C reference, derived MLA tensors rebuilt by the GPU refresh and
  * compared with the C reference refresh, and a copy enqueued behind rf_stream_wait (plain and in
- * a CUDA graph) that must hold until the version completes and then read the new bytes.
+ * a CUDA graph) that must hold until the version completes and then read the new bytes. Delta
+ * pushes (rf_config.delta) on the GPU: encode kernels on the trainer's stream, patches into device
+ * patch areas, apply and digest kernels on the receivers, every byte equal to a dense push.
  *   test_gpu [filter]     RF_GPU_BIG=0 skips the multi-GB plan */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,16 +32,20 @@ static uint64_t derived_bytes(const rf_plan *p)
   return n;
 }
 
-static void run_opt(const char *name, int versions, int tdev, int rdev, int kill, int direct);
-static void run(const char *name, int versions, int tdev, int rdev, int kill) { run_opt(name, versions, tdev, rdev, kill, 0); }
+static void run_opt(const char *name, int versions, int tdev, int rdev, int kill, int direct, int delta);
+static void run(const char *name, int versions, int tdev, int rdev, int kill)
+{
+  run_opt(name, versions, tdev, rdev, kill, 0, 0);
+}
 
-static void run_opt(const char *name, int versions, int tdev, int rdev, int kill, int direct)
+/* delta: sparse versions (tests/loop.c) pushed as patches from version 2 on, v4 overflowing */
+static void run_opt(const char *name, int versions, int tdev, int rdev, int kill, int direct, int delta)
 {
   const rf_plan *p = rf_plan_find(name);
   rf_loop_opts o = {.plan = p, .versions = versions, .seed = (uint64_t)time(NULL) ^ (uint64_t)getpid(), .token = 3,
                     .timeout_ms = 20000, .verify = 1, .kill_trainer = -1, .kill_receiver = -1, .cuda = 1,
                     .trainer_dev = tdev, .receiver_dev = rdev, .progress = getenv("RF_PROGRESS") != NULL,
-                    .direct = direct};
+                    .direct = direct, .delta = delta, .sparse = delta};
   if (kill) {
     o.kill_trainer = 0;
     o.kill_version = 2;
@@ -66,9 +72,16 @@ static void run_opt(const char *name, int versions, int tdev, int rdev, int kill
     EXPECT(v->stream_checked == (int)p->receivers && v->stream_ok == v->stream_checked,
            "%s v%llu: stream wait held and read the new version on %d of %d receivers: %s", name,
            (unsigned long long)v->version, v->stream_ok, v->stream_checked, v->stream_error);
-    printf("  %s v%llu: %.3f GB in %.3f s (%.2f GB/s), staging %.2f ms GPU, %d receivers verified, stream waits held\n",
+    if (delta && v->version > 1 && !(kill && v->version == 3))
+      EXPECT(v->deltas > 0 && v->deltas == v->applied && v->sent < p->total_bytes / (v->version == 4 ? 1 : 4),
+             "%s v%llu: %llu pairs as patches, %llu applied, %llu of %llu bytes put", name, (unsigned long long)v->version,
+             (unsigned long long)v->deltas, (unsigned long long)v->applied, (unsigned long long)v->sent,
+             (unsigned long long)p->total_bytes);
+    printf("  %s v%llu: %.3f GB in %.3f s (%.2f GB/s), staging %.2f ms GPU, %d receivers verified, stream waits held; "
+           "%llu pairs as patches (%llu bytes put, %llu regions dense, apply %.2f ms)\n",
            name, (unsigned long long)v->version, v->bytes / 1e9, v->ns / 1e9, v->bytes / (double)v->ns,
-           v->stage_ns / 1e6, v->complete);
+           v->stage_ns / 1e6, v->complete, (unsigned long long)v->deltas, (unsigned long long)v->sent,
+           (unsigned long long)v->overflows, v->apply_ns / 1e6);
   }
 }
 
@@ -79,9 +92,17 @@ static void test_killed_trainer(void) { run("glm_tiny_demo", 3, 0, 0, 1); }
 static void test_big_one_gpu(void) { run("qwen3_4b_bf16_1to1", 2, 0, 0, 0); }
 static void test_direct_one_gpu(void)
 {
-  run_opt("glm_tiny_demo", 2, 0, 0, 0, 1);
-  run_opt("qwen3_tiny_tp2", 2, 0, 0, 0, 1);
+  run_opt("glm_tiny_demo", 2, 0, 0, 0, 1, 0);
+  run_opt("qwen3_tiny_tp2", 2, 0, 0, 0, 1, 0);
 }
+static void test_delta_one_gpu(void)
+{
+  run_opt("glm_tiny_demo", 6, 0, 0, 0, 0, 1);
+  run_opt("qwen3_tiny_fp8_tp4", 5, 0, 0, 0, 0, 1);
+  run_opt("qwen3_moe_tiny_bf16", 5, 0, 0, 0, 0, 1);
+}
+static void test_delta_killed(void) { run_opt("glm_tiny_demo", 5, 0, 0, 1, 0, 1); }
+static void test_delta_two_gpus(void) { run_opt("glm_tiny_rep2", 5, 0, 1, 0, 0, 1); }
 static void test_tiny_two_gpus(void) { run("glm_tiny_demo", 2, 0, 1, 0); }
 static void test_big_two_gpus(void) { run("qwen3_4b_bf16_1to1", 2, 0, 1, 0); }
 
@@ -124,8 +145,11 @@ static const struct {
   {"killed trainer on the GPU path: torn, then complete", test_killed_trainer, 1, 0},
   {"VMM, spanning and host memory refused", test_refused_memory, 1, 0},
   {"direct writes from device sources", test_direct_one_gpu, 1, 0},
+  {"delta pushes on the GPU: glm_tiny_demo, qwen3_tiny_fp8_tp4, qwen3_moe_tiny_bf16, exact", test_delta_one_gpu, 1, 0},
+  {"delta pushes with a killed trainer on the GPU: torn, then exact", test_delta_killed, 1, 0},
   {"qwen3_4b_bf16_1to1 (8 GB) GPU -> GPU, one GPU", test_big_one_gpu, 1, 1},
   {"glm_tiny_demo GPU 0 -> GPU 1", test_tiny_two_gpus, 2, 0},
+  {"delta pushes glm_tiny_rep2 GPU 0 -> GPU 1", test_delta_two_gpus, 2, 0},
   {"qwen3_4b_bf16_1to1 (8 GB) GPU 0 -> GPU 1", test_big_two_gpus, 2, 1},
 };
 

@@ -538,7 +538,7 @@ static void test_f9_bad_arguments(void)
   /* a blob whose old-style checksum is right but whose worker address is garbage: refused by its MAC
    * before UCX parses the address (which used to abort inside UCX) */
   uint8_t blob[256] = {0};
-  uint32_t magic = 0x54494652u, fmt = 2, n = p->recv[0].dst_count, alen = 64;
+  uint32_t magic = 0x54494652u, fmt = 3, n = p->recv[0].dst_count, alen = 64; /* the current format (blob.c) */
   memcpy(blob, &magic, 4);
   memcpy(blob + 4, &fmt, 4);
   memcpy(blob + 8, &p->layout_hash, 8);

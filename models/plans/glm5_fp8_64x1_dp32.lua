@@ -8,4 +8,5 @@ return plan {
   inference = { tp = 1, ep = 32, replicas = 1 },
   engine = { name = "vllm", version = ">=0.33,<0.34" },
   quant = { fp8 = true },
+  delta = { budget = 0.125 },
 }

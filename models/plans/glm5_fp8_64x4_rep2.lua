@@ -6,4 +6,5 @@ return plan {
   inference = { tp = 8, ep = 8, replicas = 4 },
   engine = { name = "vllm", version = ">=0.33,<0.34" },
   quant = { fp8 = true },
+  delta = { budget = 0.125 },
 }

@@ -7,4 +7,5 @@ return plan {
   engine = { name = "vllm", version = ">=0.33,<0.34" },
   quant = { fp8 = true, scale_fmt = "ue8m0" },
   gather_below = 64 * 1024, shard_min_piece = 16 * 1024,
+  delta = { budget = 0.125 },
 }

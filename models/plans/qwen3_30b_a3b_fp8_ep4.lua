@@ -6,4 +6,5 @@ return plan {
   inference = { tp = 4, ep = 4, replicas = 2 },
   engine = { name = "vllm", version = ">=0.33,<0.34" },
   quant = { fp8 = true, exclude = { "mlp%.gate%.weight$" } }, -- the FP8 release keeps the router bf16
+  delta = { budget = 0.125 },
 }

@@ -5,4 +5,5 @@ return plan {
   trainer = { fsdp = 1, dtype = "bf16" },
   inference = { tp = 1, replicas = 1 },
   engine = { name = "vllm", version = ">=0.33,<0.34" },
+  delta = { budget = 0.125 },
 }

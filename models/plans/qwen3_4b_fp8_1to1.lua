@@ -7,4 +7,5 @@ return plan {
   inference = { tp = 1, replicas = 1 },
   engine = { name = "vllm", version = ">=0.33,<0.34" },
   quant = { fp8 = true },
+  delta = { budget = 0.125 },
 }

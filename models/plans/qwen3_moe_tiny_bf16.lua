@@ -7,4 +7,5 @@ return plan {
   engine = { name = "vllm", version = ">=0.33,<0.34" },
   inference = { tp = 2, ep = 2, replicas = 1 },
   gather_below = 64 * 1024, shard_min_piece = 16 * 1024,
+  delta = { budget = 0.125 },
 }

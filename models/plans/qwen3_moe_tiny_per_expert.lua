@@ -8,4 +8,5 @@ return plan {
   inference = { tp = 2, ep = 2, replicas = 1 },
   quant = { fp8 = true },
   gather_below = 64 * 1024, shard_min_piece = 16 * 1024,
+  delta = { budget = 0.125 },
 }

@@ -7,4 +7,5 @@ return plan {
   inference = { tp = 2, replicas = 2 },
   engine = { name = "vllm", version = ">=0.33,<0.34" },
   gather_below = 64 * 1024, shard_min_piece = 16 * 1024,
+  delta = { budget = 0.125 },
 }

@@ -12,12 +12,15 @@
  *             receiver it writes to) -> per version { rf_push(v); rf_wait } -> rf_close
  * A receiver lets no trainer write a byte before it armed that version (rf_arm, once its engine
  * stopped reading the weights), and reports a version complete only when DONE arrived from exactly
- * the trainer ranks its table names, each with exactly the table's byte count, after every one of
- * them flushed its writes; it then acknowledges each DONE, so rf_wait on a trainer returns RF_OK only
- * once every receiver it writes to reported the version complete (the trainer may exit right after).
- * Anything else tears the version: a peer error, a timeout, a byte count that differs, a newer
- * connection for a rank that was writing. A torn version is never reported complete; its memory is
- * undefined until a later version completes. Tearing fences: the receiver closes the endpoint of
+ * the trainer ranks its table names, each with exactly the table's byte count (or, for a delta push,
+ * with patches that apply and give every region the digest the trainer computed: rf_config.delta),
+ * after every one of them flushed its writes; it then acknowledges each DONE, so rf_wait on a
+ * trainer returns RF_OK only once every receiver it writes to reported the version complete (the
+ * trainer may exit right after). Anything else tears the version: a peer error, a timeout, a byte
+ * count that differs, a patch that is malformed, larger than its slot, made for another base than
+ * the complete version or giving another digest, a newer connection for a rank that was writing.
+ * A torn version is never reported complete; its memory is undefined until a later version
+ * completes. Tearing fences: the receiver closes the endpoint of
  * every trainer that was still writing, so nothing in flight lands later (RDMA: the queue pair is
  * gone). Versions strictly increase per receiver; a trainer learns each receiver's newest complete
  * version when it connects (rf_resume_version), and a version not newer is refused before any write.
@@ -122,6 +125,27 @@ typedef struct rf_config {
   /* An engine-owned thread drives the transport: waits sleep instead of polling, and every call
    * becomes thread-safe. */
   int progress_thread;
+  /* Trainer, delta plans (plan option delta = { budget = B }; DESIGN.md section 5c): push only what
+   * changed. Every slot keeps its region's previous encoding (a region: one distinct slot range,
+   * sent to each replica and twin of it); staging writes a group's new encoding to a scratch area,
+   * then the encode kernel writes each region's patch (kernels/delta.h) and updates the slot. A
+   * receiver whose newest complete version (learned at connect and from every ACK) is the version
+   * the slots hold gets patches: each region's patch into its slot of the receiver's patch area
+   * (a region whose patch overflows its slot goes dense: its new bytes straight into the tensor),
+   * then this trainer's directory part (per write: patch bytes, digest of the new bytes), flush,
+   * DONE (delta, patch bytes, base version). Every other receiver gets a dense push from the slots,
+   * as without delta. The receiver applies the patches once every DONE of the version arrived and
+   * reports it complete only if every region's digest matches. Slots count as a base only once a
+   * push staged every group; an abandoned or failed push leaves receivers that did not complete it
+   * with a complete version older than the slots, so they get dense pushes. Memory beside the slot
+   * arena: the plan's patch buffer and staging scratch per rank (rf_rank.patch_bytes,
+   * scratch_bytes, in the plan report) and 16 bytes per write of host memory. rf_open refuses it
+   * with cfg.direct: a write sent straight from the sources leaves its slot without the previous
+   * version; under delta every write is staged, so the slot the arena already reserves for it is its
+   * shadow copy (no extra memory; the cost is the staging copy direct writes avoid).
+   * Receivers need no setting: in a delta plan each allocates and registers its patch area (device
+   * memory in RF_MEM_CUDA mode) and a host directory at rf_listen. */
+  int delta;
 } rf_config;
 
 rf_status rf_open(const rf_config *cfg, rf_engine **out);
@@ -223,7 +247,7 @@ rf_status rf_target_report(const rf_engine *e, uint32_t recv, rf_target_state *o
 typedef struct rf_counters {
   uint64_t versions;     /* pushed (trainer) or completed (receiver) */
   uint64_t torn;         /* receiver: versions torn */
-  uint64_t bytes;        /* trainer: bytes written; receiver: bytes of completed versions */
+  uint64_t bytes;        /* trainer: bytes put by successful pushes; receiver: bytes of complete versions */
   uint64_t writes;       /* trainer: puts posted */
   uint64_t direct_writes;/* trainer: of those, sent straight from the sources (rf_config.direct) */
   uint64_t stage_ns;     /* trainer: time in staging kernels */
@@ -233,6 +257,12 @@ typedef struct rf_counters {
   uint64_t last_push_ns; /* trainer: the last version only */
   uint64_t fenced;       /* endpoints closed to fence writers (receiver) or abandon a push (trainer) */
   uint64_t ignored;      /* control messages dropped: unauthenticated, bad MAC, out of protocol */
+  /* delta pushes (rf_config.delta); trainer bytes above count what was put: patches, regions sent
+   * dense, directories */
+  uint64_t deltas;       /* receivers pushed as patches (trainer) or peers whose patches applied (receiver) */
+  uint64_t patch_bytes;  /* patch bytes put (trainer) or applied in complete versions (receiver) */
+  uint64_t overflows;    /* trainer: regions of delta pushes whose patch overflowed its slot, sent dense */
+  uint64_t apply_ns;     /* receiver: applying patches and checking digests */
 } rf_counters;
 
 void rf_get_counters(const rf_engine *e, rf_counters *c);
@@ -248,7 +278,7 @@ rf_status rf_ucx_setting(const rf_engine *e, const char *name, char *buf, size_t
 /* Bumped when a declaration or a struct of refit.h or refit_plan.h changes incompatibly; code
  * built against another RF_ABI_VERSION must not use this library (the Python module checks). */
 #define RF_ABI_VERSION 3 /* 2: version protocol v2 (rf_arm, ...); 3: rf_tensor.offset, rf_tensor_info strides,
-                            aliases, padding and derived storages */
+                            aliases, padding and derived storages; delta pushes (tables, config, counters) */
 uint32_t rf_abi_version(void);
 
 /* The plans linked into this library: librefit.so holds the set ./configure --plans chose; a

@@ -15,7 +15,20 @@
  *   derived[] tensors the engine derives from destination tensors: strided views of a storage
  *            that refit rebuilds (bound by receivers) or of a destination tensor's memory
  *   refresh[] steps that rebuild derived tensors after a complete version, per receiver position
- * All indices are absolute into the plan's arrays. */
+ * All indices are absolute into the plan's arrays.
+ *
+ * Delta plans (plan option delta = { budget = B }, delta_ppm = B in parts per million; DESIGN.md 5c,
+ * gen/delta.lua) fix the patch areas too. A region is a distinct slot range of a trainer rank (the
+ * writes of one slot range to every replica and twin are consecutive in writes[]): the trainer
+ * encodes it once (kernels/delta.h) and puts its patch to each of those writes. Every write has a
+ * patch slot of patch_cap bytes at patch_off in its receiver's patch area (16-aligned),
+ *   patch_cap = min(align16(rfk_delta_bound(len)), align16(48 + ceil(len * delta_ppm / 1e6)));
+ * a receiver's area is its peers' parts in peer order (peers[].patch_off, patch_bytes), each part
+ * the peer's writes to it in table order. Beside it a receiver keeps a directory in host memory, 16
+ * bytes per write it receives (peer order, then table order): u64 patch bytes (0: the region came
+ * dense), u64 digest of the region's new bytes. A trainer rank holds a patch buffer (patch_bytes:
+ * one patch slot per region, in table order) and a staging scratch (scratch_bytes: the largest
+ * slot range of one of its groups). Without delta all of these are 0. */
 #ifndef REFIT_PLAN_H
 #define REFIT_PLAN_H
 
@@ -96,6 +109,7 @@ typedef struct rf_write {
   uint64_t slot, dst_off, len; /* bytes */
   uint32_t receiver, dst;
   uint32_t piece_first, piece_count;
+  uint64_t patch_off, patch_cap; /* delta plans: its patch slot in the receiver's patch area (bytes) */
 } rf_write;
 
 typedef struct rf_piece {
@@ -113,16 +127,19 @@ typedef struct rf_rank {
   uint64_t arena_bytes, bytes_out; /* bytes_out: sum of its writes' len per version */
   uint32_t shard, replicate;       /* FSDP shard index and replicate group; rank = replicate*fsdp + shard */
   uint32_t group_first, group_count, op_first, op_count, write_first, write_count;
+  uint64_t patch_bytes, scratch_bytes; /* delta plans: its patch buffer and staging scratch (above) */
 } rf_rank;
 
 typedef struct rf_receiver {
   uint64_t bytes;                  /* bytes it receives per version */
   uint32_t replica, tp_rank, dst_first, dst_count, peer_first, peer_count;
+  uint64_t patch_bytes;            /* delta plans: its patch area */
 } rf_receiver;
 
 typedef struct rf_peer {
   uint64_t bytes;                  /* bytes this trainer writes to the receiver per version */
   uint32_t trainer, writes;
+  uint64_t patch_off, patch_bytes; /* delta plans: its part of the receiver's patch area */
 } rf_peer;
 
 enum rf_refresh_kind {
@@ -169,6 +186,7 @@ typedef struct rf_plan {
   uint32_t fsdp, dp_replicate, trainers, tp, ep, replicas, receivers;
   uint32_t n_src, n_dst, n_ops, n_writes, n_groups, n_peers;
   uint8_t scale_fmt;
+  uint32_t delta_ppm;              /* delta plans: patch area budget, parts per million; 0: no delta */
   const rf_src_tensor *src;
   const rf_dst_tensor *dst;
   const rf_op *ops;
@@ -185,7 +203,7 @@ typedef struct rf_plan {
 } rf_plan;
 
 /* FNV-1a over 64-bit words (h = (h ^ w) * 0x100000001b3, from 0xcbf29ce484222325), in this
- * order: total_bytes, fsdp, dp_replicate, trainers, tp, ep, replicas, receivers, scale_fmt;
+ * order: total_bytes, fsdp, dp_replicate, trainers, tp, ep, replicas, receivers, scale_fmt, delta_ppm;
  * each src: name, rows, cols, shard_rows, shard, layer, dtype, travel, ndim, shape[0..2]; each dst:
  * name, aliases, shape[0..2], stride[0..2], pad_rows, bytes, weight, tp_rank, ndim, dtype; each op:
  * every field in declaration order; each write, group, rank, receiver, peer, then each derived
@@ -201,6 +219,7 @@ uint64_t rf_plan_hash(const rf_plan *p);
 typedef struct rf_time_model {
   double nic_gbps, write_overhead_us, done_rtt_us;
   unsigned nics_per_gpu;
+  double mem_gbs;       /* delta: device memory, GB/s of bytes moved (staging, encode, apply, digest) */
 } rf_time_model;
 
 typedef struct rf_prediction {
@@ -211,8 +230,30 @@ typedef struct rf_prediction {
   int bound_by_receiver;
 } rf_prediction;
 
-#define RF_TIME_MODEL_DEFAULT ((rf_time_model){.nic_gbps = 400, .write_overhead_us = 1, .done_rtt_us = 10, .nics_per_gpu = 1})
+#define RF_TIME_MODEL_DEFAULT                                                                         \
+  ((rf_time_model){.nic_gbps = 400, .write_overhead_us = 1, .done_rtt_us = 10, .nics_per_gpu = 1, .mem_gbs = 3000})
 
 void rf_plan_predict(const rf_plan *p, const rf_time_model *m, rf_prediction *out);
+
+/* Delta pushes at a density (fraction of changed elements per destination dtype, changes uniform at
+ * random): each region's expected patch (kernels/delta.h's modes, per 16 KB chunk the smallest
+ * record at k = density * elements, 12 bytes per entry weighted by the chance the chunk changed),
+ * or its dense bytes when that exceeds its patch_cap (plans without delta: its own size), plus 16
+ * directory bytes per write. Trainer: staging and encode in device memory (sources read, the new
+ * encoding written, then read with the old one: src + 3 x out bytes at mem_gbs), then its bytes at
+ * line rate and write_overhead_us per put (one per write and one directory per receiver), not
+ * overlapped. Receiver: its bytes at line rate, then apply and digest (each patch read twice, every
+ * region read once) at mem_gbs. seconds = max of the two + done_rtt_us. gen/delta.lua computes the
+ * same for the reports. */
+typedef struct rf_density { double fp8, bf16, fp32; } rf_density;
+#define RF_DENSITY_MEASURED ((rf_density){.fp8 = 0.0034, .bf16 = 0.033, .fp32 = 0.004}) /* issue 16's step at lr 1e-6 */
+typedef struct rf_delta_prediction {
+  double seconds, trainer_s, receiver_s;
+  double stage_s;       /* of the worst trainer */
+  double bytes;         /* expected bytes on the wire, all receivers: patches, regions sent dense, directories */
+  uint32_t worst_trainer, worst_receiver;
+  int bound_by_receiver;
+} rf_delta_prediction;
+void rf_plan_predict_delta(const rf_plan *p, const rf_time_model *m, const rf_density *d, rf_delta_prediction *out);
 
 #endif

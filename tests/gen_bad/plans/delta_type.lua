@@ -1,0 +1,2 @@
+return plan { engine = { name = "vllm", version = "0.33" }, name = "delta_type", model = "glm_tiny", trainer = { fsdp = 4 },
+  inference = { tp = 2, replicas = 1 }, delta = 0.125 }

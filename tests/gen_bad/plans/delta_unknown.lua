@@ -1,0 +1,4 @@
+return plan { engine = { name = "vllm", version = "0.33" }, name = "delta_unknown", model = "glm_tiny", trainer = { fsdp = 4 },
+  inference = { tp = 2, replicas = 1 },
+  delta = { budget = 0.1,
+    bugdet = 0.2 } }

@@ -1,0 +1,282 @@
+/* test_patch.c: the receiver's checks of delta pushes (runtime/patch.c), in one process. A receiver
+ * of qwen3_tiny_tp2 is opened, bound and listening as an engine would have it; the test then plays
+ * trainer rank 0's part of a delta push by hand: real patches (the C reference encoder) in its
+ * slots of the patch area and its directory entries, as the trainer's puts would leave them, and
+ * calls the checks a DONE and a complete version run. Each way an authenticated trainer can get it
+ * wrong (the patches' base, sizes against the slots and the DONE, a malformed patch, a digest that
+ * differs, a region sent dense) gets its exact reason, and a good push gives exactly the new bytes.
+ * Tests share one engine and restore what they changed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "plans.h"
+
+#include "expect.h"
+
+static rf_engine *e;
+static const rf_plan *p;
+static uint8_t **mem;      /* the bound tensors */
+static uint8_t **old, **nxt; /* per write of peer 0: the base bytes and the new bytes */
+static uint32_t first, count, rank, big; /* peer 0's writes in e->pa, its trainer rank, its largest write */
+static uint64_t total;     /* patch bytes of peer 0 */
+
+static uint8_t *dst_of(uint32_t i)
+{
+  const rf_write *w = &p->writes[e->pa.w[i]];
+  return mem[w->dst - e->rv->dst_first] + w->dst_off;
+}
+static uint64_t rd64(const uint8_t *b) { uint64_t v; memcpy(&v, b, 8); return v; }
+static void wr64(uint8_t *b, uint64_t v) { memcpy(b, &v, 8); }
+static uint8_t *entry(uint32_t i) { return e->pa.dir + 16 * (size_t)i; }
+
+/* dst back to the base bytes */
+static void reset(void)
+{
+  for (uint32_t j = 0; j < count; j++) memcpy(dst_of(first + j), old[j], p->writes[e->pa.w[first + j]].len);
+}
+
+static int setup(void)
+{
+  p = rf_plan_find("qwen3_tiny_tp2");
+  rf_config cfg = {.plan = p, .role = RF_RECEIVER, .rank = 0, .token = 7, .ucx_tls = "tcp"};
+  if (!p || rf_open(&cfg, &e) != RF_OK) return printf("  rf_open: %s\n", e ? rf_last_error(e) : "no plan"), -1;
+  const rf_receiver *rv = &p->recv[0];
+  mem = calloc(rv->dst_count, sizeof *mem);
+  srand(16);
+  for (uint32_t i = 0; i < rv->dst_count; i++) {
+    uint64_t n = p->dst[rv->dst_first + i].bytes;
+    mem[i] = malloc(n);
+    for (uint64_t k = 0; k < n; k++) mem[i][k] = (uint8_t)rand();
+    if (rf_bind_dst(e, rv->dst_first + i, mem[i], n) != RF_OK) return printf("  bind: %s\n", rf_last_error(e)), -1;
+  }
+  uint16_t port;
+  if (rf_listen(e, "127.0.0.1", 0, &port) != RF_OK) return printf("  listen: %s\n", rf_last_error(e)), -1;
+  e->v_complete = 5; /* the version the base bytes are */
+  first = e->pa.first[0];
+  count = e->pa.first[1] - first;
+  rank = p->peers[rv->peer_first].trainer;
+  old = calloc(count, sizeof *old);
+  nxt = calloc(count, sizeof *nxt);
+  /* version 6: one bf16 element in 997 changes (element j % 997 of write j first), region by region as
+   * the trainer's encoder sees it: every record a LIST */
+  for (uint32_t j = 0; j < count; j++) {
+    const rf_write *w = &p->writes[e->pa.w[first + j]];
+    if (w->len > p->writes[e->pa.w[first + big]].len) big = j;
+    old[j] = malloc(w->len);
+    nxt[j] = malloc(w->len);
+    memcpy(old[j], dst_of(first + j), w->len);
+    memcpy(nxt[j], old[j], w->len);
+    for (uint64_t k = (uint64_t)j % 997 * 2; k + 1 < w->len; k += 997 * 2) nxt[j][k] ^= 0x11, nxt[j][k + 1] ^= 0x22;
+    uint8_t *slot = malloc(w->len);
+    memcpy(slot, old[j], w->len);
+    rfk_delta_region r = {.next = nxt[j], .old = slot, .n = w->len, .esize = 2, .patch = e->pa.area + w->patch_off,
+                          .cap = w->patch_cap};
+    rfk_delta_out out;
+    if (rfk_ref_delta_encode(&r, 1, &out) != RFK_OK || out.status != RFK_OK)
+      return printf("  encode of write %u: status %d, %llu of %llu bytes\n", e->pa.w[first + j], out.status,
+                    (unsigned long long)out.size, (unsigned long long)w->patch_cap), -1;
+    wr64(entry(first + j), out.size);
+    wr64(entry(first + j) + 8, out.digest);
+    total += out.size;
+    free(slot);
+  }
+  memset(e->peer_delta, 0, e->rv->peer_count);
+  e->peer_delta[0] = 1;
+  return 0;
+}
+
+static char why[512];
+
+static void test_done_ok(void)
+{
+  EXPECT(rf__patch_done(e, 0, 6, total, 5, why, sizeof why) == 0, "a good DONE refused: %s", why);
+}
+
+static void test_done_base(void)
+{
+  char want[256];
+  snprintf(want, sizeof want, "trainer rank %u sent version 6 as patches to version 4, but this receiver's complete "
+           "version is 5", rank);
+  why[0] = 0;
+  EXPECT(rf__patch_done(e, 0, 6, total, 4, why, sizeof why) == -1 && strcmp(why, want) == 0, "base 4: '%s'", why);
+  snprintf(want, sizeof want, "trainer rank %u sent version 6 as patches to version 0, but this receiver's complete "
+           "version is 5", rank);
+  EXPECT(rf__patch_done(e, 0, 6, total, 0, why, sizeof why) == -1 && strcmp(why, want) == 0, "base 0: '%s'", why);
+}
+
+static void test_done_total(void)
+{
+  char want[256];
+  snprintf(want, sizeof want, "trainer rank %u's directory lists %llu patch bytes for version 6, its DONE says %llu", rank,
+           (unsigned long long)total, (unsigned long long)total + 4);
+  EXPECT(rf__patch_done(e, 0, 6, total + 4, 5, why, sizeof why) == -1 && strcmp(why, want) == 0, "total: '%s'", why);
+}
+
+static void test_done_sizes(void)
+{
+  uint32_t j = count / 2, i = first + j;
+  const rf_write *w = &p->writes[e->pa.w[i]];
+  uint64_t size = rd64(entry(i));
+  const uint64_t bad[] = {w->patch_cap + 4, 8};
+  for (int k = 0; k < 2; k++) {
+    wr64(entry(i), bad[k]);
+    char want[320];
+    snprintf(want, sizeof want, "trainer rank %u's patch of version 6 for '%s' (write %u, bytes [%llu, +%llu)) is %llu "
+             "bytes, its slot holds %llu (at least 32)", rank, p->dst[w->dst].name, e->pa.w[i],
+             (unsigned long long)w->dst_off, (unsigned long long)w->len, (unsigned long long)bad[k],
+             (unsigned long long)w->patch_cap);
+    EXPECT(rf__patch_done(e, 0, 6, total - size + bad[k], 5, why, sizeof why) == -1 && strcmp(why, want) == 0,
+           "size %llu: '%s'", (unsigned long long)bad[k], why);
+  }
+  wr64(entry(i), size);
+}
+
+static void test_apply_ok(void)
+{
+  reset();
+  uint32_t bad = 7;
+  EXPECT(rf__patch_apply(e, 6, &bad, why, sizeof why) == 0, "a good version refused: %s", why);
+  for (uint32_t j = 0; j < count; j++) {
+    const rf_write *w = &p->writes[e->pa.w[first + j]];
+    EXPECT(memcmp(dst_of(first + j), nxt[j], w->len) == 0, "write %u: patched bytes differ from the new ones", e->pa.w[first + j]);
+  }
+  EXPECT(e->pa.bytes == total, "%llu patch bytes applied, want %llu", (unsigned long long)e->pa.bytes, (unsigned long long)total);
+}
+
+static void test_apply_malformed(void)
+{
+  reset();
+  uint32_t j = big, i = first + j, bad = 7;
+  const rf_write *w = &p->writes[e->pa.w[i]];
+  e->pa.area[w->patch_off + 1] ^= 0xff; /* the magic: "RFD1" becomes 52 b9 44 31 */
+  char want[400];
+  snprintf(want, sizeof want, "trainer rank %u's patch of version 6 for '%s' (write %u, bytes [%llu, +%llu)) is malformed: "
+           "magic 0x3144b952, expected 0x31444652", rank, p->dst[w->dst].name, e->pa.w[i], (unsigned long long)w->dst_off,
+           (unsigned long long)w->len);
+  EXPECT(rf__patch_apply(e, 6, &bad, why, sizeof why) == -1 && strcmp(why, want) == 0 && bad == 0, "magic: '%s' (peer %u)", why,
+         bad);
+  EXPECT(memcmp(dst_of(i), old[j], w->len) == 0, "the malformed patch wrote into its region");
+  e->pa.area[w->patch_off + 1] ^= 0xff;
+  /* an entry's element index past its chunk: the patch's first record is a LIST */
+  reset();
+  uint8_t *pt = e->pa.area + w->patch_off;
+  uint32_t P, m;
+  memcpy(&m, pt + 16, 4);
+  memcpy(&P, pt + 20, 4);
+  uint8_t *dir = pt + 32 + ((P + 3) & ~3u), saved = pt[32 + 1];
+  uint32_t meta;
+  memcpy(&meta, dir + 8, 4);
+  EXPECT(m >= 1 && meta >> 24 == RFK_DELTA_LIST, "unexpected first record: %u entries, mode %u", m, meta >> 24);
+  pt[32 + 1] = 0xff; /* the high byte of the first change's index: at least 65280 */
+  EXPECT(rf__patch_apply(e, 6, &bad, why, sizeof why) == -1 && strstr(why, "is malformed: entry 0 (chunk 0): element index ") &&
+             strstr(why, " at position 0 not below "),
+         "index: '%s'", why);
+  pt[32 + 1] = saved;
+}
+
+static void test_apply_digest(void)
+{
+  reset();
+  uint32_t j = big, i = first + j, bad = 7;
+  const rf_write *w = &p->writes[e->pa.w[i]];
+  uint64_t d = rd64(entry(i) + 8);
+  wr64(entry(i) + 8, d ^ 1);
+  char want[400];
+  snprintf(want, sizeof want, "trainer rank %u's region '%s' (write %u, bytes [%llu, +%llu)) of version 6: digest %016llx "
+           "after the patch, the trainer's %016llx", rank, p->dst[w->dst].name, e->pa.w[i], (unsigned long long)w->dst_off,
+           (unsigned long long)w->len, (unsigned long long)d, (unsigned long long)(d ^ 1));
+  EXPECT(rf__patch_apply(e, 6, &bad, why, sizeof why) == -1 && strcmp(why, want) == 0 && bad == 0, "digest: '%s'", why);
+  wr64(entry(i) + 8, d);
+  /* the base was not what the trainer thought: one byte of the receiver's region differs (an element
+   * the patch does not change) */
+  reset();
+  dst_of(i)[(j % 997 + 1) * 2] ^= 0x40;
+  EXPECT(rf__patch_apply(e, 6, &bad, why, sizeof why) == -1 && strstr(why, "after the patch, the trainer's "),
+         "a changed base: '%s'", why);
+}
+
+static void test_apply_dense_region(void)
+{
+  /* a region whose patch overflowed came dense: its new bytes are in place, its entry says 0 */
+  reset();
+  uint32_t j = 0, i = first + j, bad = 7;
+  const rf_write *w = &p->writes[e->pa.w[i]];
+  uint64_t size = rd64(entry(i));
+  wr64(entry(i), 0);
+  memcpy(dst_of(i), nxt[j], w->len);
+  EXPECT(rf__patch_apply(e, 6, &bad, why, sizeof why) == 0, "a region sent dense refused: %s", why);
+  EXPECT(e->pa.bytes == total - size, "%llu patch bytes applied, want %llu", (unsigned long long)e->pa.bytes,
+         (unsigned long long)(total - size));
+  reset(); /* its dense write did not arrive: the digest says so */
+  char want[400];
+  snprintf(want, sizeof want, "trainer rank %u's region '%s' (write %u, bytes [%llu, +%llu)) of version 6: digest ", rank,
+           p->dst[w->dst].name, e->pa.w[i], (unsigned long long)w->dst_off, (unsigned long long)w->len);
+  EXPECT(rf__patch_apply(e, 6, &bad, why, sizeof why) == -1 && strncmp(why, want, strlen(want)) == 0 &&
+             strstr(why, " after its dense write, the trainer's "),
+         "a dense region that did not arrive: '%s'", why);
+  wr64(entry(i), size);
+}
+
+static void test_unwritten_directory(void)
+{
+  /* arming zeroes the directory: a trainer that sent DONE delta without writing its part this version
+   * passes the DONE's checks (0 bytes of patches) but none of its regions has digest 0 */
+  reset();
+  uint8_t *saved = malloc(16 * (size_t)count);
+  memcpy(saved, entry(first), 16 * (size_t)count);
+  memset(entry(first), 0, 16 * (size_t)count);
+  uint32_t bad = 7;
+  EXPECT(rf__patch_done(e, 0, 6, 0, 5, why, sizeof why) == 0, "an empty directory part with total 0: %s", why);
+  EXPECT(rf__patch_apply(e, 6, &bad, why, sizeof why) == -1 && bad == 0 &&
+             strstr(why, " after its dense write, the trainer's 0000000000000000"),
+         "an unwritten directory part: '%s'", why);
+  memcpy(entry(first), saved, 16 * (size_t)count);
+  free(saved);
+}
+
+static void test_only_delta_peers(void)
+{
+  /* peer 1 sent dense: its regions are not touched or checked, whatever its directory part says */
+  reset();
+  uint32_t bad = 7;
+  uint32_t i = e->pa.first[1];
+  wr64(entry(i), 12345), wr64(entry(i) + 8, 1);
+  EXPECT(rf__patch_apply(e, 6, &bad, why, sizeof why) == 0, "a dense peer's directory was read: %s", why);
+  wr64(entry(i), 0), wr64(entry(i) + 8, 0);
+}
+
+static const struct {
+  const char *name;
+  void (*fn)(void);
+} tests[] = {
+  {"a good delta DONE passes", test_done_ok},
+  {"patches against another version than the complete one: refused with the versions", test_done_base},
+  {"directory total differs from the DONE's: refused with both", test_done_total},
+  {"a patch larger than its slot or shorter than a header: refused naming tensor and write", test_done_sizes},
+  {"good patches give exactly the new bytes", test_apply_ok},
+  {"malformed patches: refused with the kernel's check, their region untouched", test_apply_malformed},
+  {"a digest that differs (the trainer's, or a base that changed): refused with both digests", test_apply_digest},
+  {"a region sent dense: checked by its digest", test_apply_dense_region},
+  {"a directory part the trainer did not write: every region fails its digest", test_unwritten_directory},
+  {"peers that sent dense are not read", test_only_delta_peers},
+};
+
+int main(void)
+{
+  if (setup()) {
+    printf("0 passed, 1 failed\n");
+    return 1;
+  }
+  int passed = 0, failed = 0;
+  for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+    cur_failed = 0;
+    tests[i].fn();
+    printf("%s %s\n", cur_failed ? "FAIL" : "ok  ", tests[i].name);
+    cur_failed ? failed++ : passed++;
+  }
+  rf_close(e);
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed != 0;
+}
