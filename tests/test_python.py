@@ -90,9 +90,20 @@ def source_data(name, shape, dtype, version):
     return x.astype(BF16 if dtype in ("bf16", "bfloat16") else np.float32)
 
 
-def state_dict(plan, version):
-    """the full HF state dict of the plan's model, as the trainer's modules hold it unsharded"""
-    return {n: source_data(n, shape, dt, version) for n, (shape, dt) in hf_spec(plan).items()}
+def state_dict(plan, version, sparse=False):
+    """the full HF state dict of the plan's model, as the trainer's modules hold it unsharded; sparse:
+    version 1's, with 1% of every tensor's values shrunk by 1-3% per later version (as a delta push sees;
+    shrinking keeps most FP8 blocks' amax, so their scales, as small steps of real weights do)"""
+    if not sparse or version == 1:
+        return {n: source_data(n, shape, dt, version) for n, (shape, dt) in hf_spec(plan).items()}
+    sd = state_dict(plan, 1)
+    for n, a in sd.items():
+        flat = a.reshape(-1)
+        for u in range(2, version + 1):
+            rng = np.random.default_rng([u, zlib.crc32(n.encode()), 1])
+            idx = rng.choice(flat.size, max(1, flat.size // 100), replace=False)
+            flat[idx] = (flat[idx].astype(np.float32) * rng.uniform(0.97, 0.99, size=idx.size)).astype(flat.dtype)
+    return sd
 
 
 def full_sources(plan):
@@ -103,10 +114,10 @@ def full_sources(plan):
     return out
 
 
-def reference(plan, receiver, version, sd=None):
+def reference(plan, receiver, version, sd=None, sparse=False):
     family, cfg = family_of(plan)
     o = plan_options(plan)
-    return engine_ref.engine_format(family, cfg, sd or state_dict(plan, version), tp=plan.tp, ep=plan.ep,
+    return engine_ref.engine_format(family, cfg, sd or state_dict(plan, version, sparse), tp=plan.tp, ep=plan.ep,
                                     position=plan._p.receiver(receiver)[1], fp8=o["fp8"],
                                     ue8m0=plan.scale_fmt == "ue8m0", engine=o["engine"], exclude=o["exclude"])
 
@@ -806,7 +817,7 @@ def test_wait_releases_gil():
 # ------------------------------------------------------------------------------------------------
 # loopback: receivers and trainers in forked processes, the parent drives versions through pipes
 
-def receiver_proc(plan_name, index, versions, use_blob, conn, dump=None):
+def receiver_proc(plan_name, index, versions, use_blob, conn, dump=None, sparse=False):
     """one receiver: fresh tensors laid out as the engine holds them (Plan.engine_tensors), or with
     dump the stand-ins of a vLLM worker bound through refit.vllm (tests/vllm/standins.py)"""
     try:
@@ -834,9 +845,9 @@ def receiver_proc(plan_name, index, versions, use_blob, conn, dump=None):
                 rx.arm(v)  # the engine stopped reading: trainers may write v
                 conn.send(("ready", index, v))
                 st = rx.wait(v, timeout=60)
-            bad, compared, written, first = compare(reference(plan, index, v), tensors)
+            bad, compared, written, first = compare(reference(plan, index, v, sparse=sparse), tensors)
             c = rx.counters()
-            conn.send(("result", index, v, st.complete, bad, written, first, c["versions"], c["bytes"]))
+            conn.send(("result", index, v, st.complete, bad, written, first, c["versions"], c["bytes"], c["deltas"]))
         rx.close()
     except Exception:
         conn.send(("fatal", index, traceback.format_exc()))
@@ -845,7 +856,8 @@ def receiver_proc(plan_name, index, versions, use_blob, conn, dump=None):
 def trainer_proc(plan_name, rank, addrs, versions, mode, conn):
     try:
         plan = refit.Plan(plan_name)
-        tr = refit.Trainer(plan, rank, token=TOKEN, ucx_tls="tcp", timeout_ms=15000, direct=mode == "direct")
+        tr = refit.Trainer(plan, rank, token=TOKEN, ucx_tls="tcp", timeout_ms=15000, direct=mode == "direct",
+                           delta=mode == "delta")
         srcs = tr.sources
         if mode == "module":  # the whole state dict, as a trainer without FSDP holds it
             held = state_dict(plan, 1)
@@ -862,13 +874,14 @@ def trainer_proc(plan_name, rank, addrs, versions, mode, conn):
         for v in range(1, versions + 1):
             cmd = conn.recv()
             assert cmd == ("push", v), cmd
-            sd = state_dict(plan, v)
+            sd = state_dict(plan, v, sparse=mode == "delta")
             for n, i in srcs.items():
                 held[n][...] = sd[n] if mode == "module" else sd[n][i.row0:i.row0 + i.rows]
             tr.push(v)
             assert tr.wait() == [], "no receiver is down"
             assert tr.resume_version == v + 1 and tr.target(tr.receivers[0])[:2] == ("complete", v), tr.target(tr.receivers[0])
-            conn.send(("pushed", rank, v, tr.counters()["bytes"]))
+            c = tr.counters()
+            conn.send(("pushed", rank, v, c["bytes"], c["deltas"], c["patch_bytes"]))
         conn.recv()
         tr.close()
     except Exception:
@@ -892,7 +905,8 @@ def loopback(plan_name, versions=2, mode="shard", dumps=False):
         for r in range(plan.receivers):
             a, b = ctx.Pipe()
             dump = standins.dump_of(plan_name, f"{ROOT}/tests/vllm/dumps") if dumps else None
-            procs.append(ctx.Process(target=receiver_proc, args=(plan_name, r, versions, mode == "blob", b, dump)))
+            procs.append(ctx.Process(target=receiver_proc,
+                                     args=(plan_name, r, versions, mode == "blob", b, dump, mode == "delta")))
             procs[-1].start()
             rconns.append(a)
         addrs = {}
@@ -904,18 +918,30 @@ def loopback(plan_name, versions=2, mode="shard", dumps=False):
             procs.append(ctx.Process(target=trainer_proc, args=(plan_name, t, addrs, versions, mode, b)))
             procs[-1].start()
             tconns.append(a)
+        sent1 = 0
         for v in range(1, versions + 1):
             for c in rconns:
                 assert recv(c, "receiver")[0:3:2] == ("ready", v)
             for c in tconns:
                 c.send(("push", v))
-            sent = sum(recv(c, "trainer")[3] for c in tconns)
-            assert sent == v * plan.total_bytes, (sent, v * plan.total_bytes)
+            pushed = [recv(c, "trainer") for c in tconns]
+            sent = sum(m[3] for m in pushed)
+            if mode == "delta":  # version 1 dense; later ones as patches, far fewer bytes than dense
+                deltas = sum(m[4] for m in pushed)
+                assert (deltas == 0) == (v == 1), (v, deltas)
+                assert sent == plan.total_bytes if v == 1 else sent - sent1 < plan.total_bytes / 4, (v, sent, sent1)
+                print(f"     {plan_name} v{v}: {sent - sent1} bytes put of {plan.total_bytes} dense, {deltas} patched")
+                sent1 = sent
+            else:
+                assert sent == v * plan.total_bytes, (sent, v * plan.total_bytes)
             for c in rconns:
-                _, r, vv, complete, bad, written, first, nver, nbytes = recv(c, "receiver")
+                _, r, vv, complete, bad, written, first, nver, nbytes, rdeltas = recv(c, "receiver")
                 assert complete >= v and bad == 0, f"{plan_name} v{v}: {bad} bytes differ; receiver {r}: {first}"
                 assert written == plan._p.receiver(r)[2], (r, written, plan._p.receiver(r)[2])
-                assert nver == v and nbytes == v * plan._p.receiver(r)[2], (r, nver, nbytes)
+                if mode == "delta":
+                    assert nver == v and (rdeltas > 0) == (v > 1), (r, v, nver, rdeltas)
+                else:
+                    assert nver == v and nbytes == v * plan._p.receiver(r)[2], (r, nver, nbytes)
         for c in tconns:
             c.send(("quit",))
         done = True
@@ -963,6 +989,17 @@ def test_loopback_dsv3_fp32_no_mtp():
     loopback("dsv3_tiny_fp8_tp2")
 
 
+def test_loopback_delta_bf16():
+    """delta pushes: version 1 dense, then 1% of the values change per version and go as patches;
+    every receiver's bytes equal the independent reference of each version"""
+    loopback("qwen3_tiny_tp2", versions=3, mode="delta")
+
+
+def test_loopback_delta_fp8_masters():
+    """delta pushes from fp32 masters into block FP8, fused experts, the MLA refresh after apply"""
+    loopback("dsv3_tiny_fp8_tp2", versions=3, mode="delta")
+
+
 def test_vllm_loopback_dsv3_fp8():
     """into stand-ins of vLLM's DeepSeek-V3 at TP2 (FP8, MLA storage rebuilt into W_UK_T/W_UV, mla_attn
     aliases, the MTP drafter), bound through refit.vllm"""
@@ -1004,6 +1041,8 @@ TESTS = [
     test_loopback_glm_hsdp_ue8m0,
     test_loopback_per_expert_mtp,
     test_loopback_dsv3_fp32_no_mtp,
+    test_loopback_delta_bf16,
+    test_loopback_delta_fp8_masters,
     test_vllm_loopback_dsv3_fp8,
     test_vllm_loopback_glm5_bf16,
     test_vllm_loopback_qwen3_padded_vocab,

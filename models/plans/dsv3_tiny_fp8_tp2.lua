@@ -8,4 +8,5 @@ return plan {
   engine = { name = "vllm", version = ">=0.33,<0.34" },
   quant = { fp8 = true },
   gather_below = 64 * 1024, shard_min_piece = 16 * 1024,
+  delta = { budget = 0.125 },
 }

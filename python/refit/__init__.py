@@ -645,7 +645,8 @@ class Trainer(_Engine):
     """One trainer rank of a plan: bind the sources it holds, connect to the receivers it writes to,
     push versions. rank = replicate * fsdp + shard, or from mesh (a torch DeviceMesh, HSDP 2-D as
     (replicate, shard)). Options as Receiver's, plus direct (write unconverted tensors straight from
-    the bound sources)."""
+    the bound sources) and delta (push each version as sparse patches against the version a receiver
+    holds, where the plan has patch areas: refit.h rf_config.delta; not with direct)."""
 
     def __init__(self, plan, rank=None, *, token, mesh=None, mem="host", device=None, **kw):
         p = Plan(plan)
@@ -658,7 +659,7 @@ class Trainer(_Engine):
             raise Error("Trainer needs rank= or mesh=")
         self.rank, self.mesh = rank, mesh
         self.shard, self.replicate = p._p.trainer(rank)[:2]
-        keys = _ENGINE_KW + ("direct", "skip_down")
+        keys = _ENGINE_KW + ("direct", "skip_down", "delta")
         if set(kw) - set(keys):
             raise TypeError(f"unknown options {sorted(set(kw) - set(keys))}")
         super().__init__(p, _refit.TRAINER, rank, token, mem, device, **kw)

@@ -284,17 +284,17 @@ static int engine_init(EngineObject *self, PyObject *args, PyObject *kw)
 {
   static char *kws[] = {"plan", "role", "rank", "token", "mem", "cuda_device", "max_inflight", "timeout_ms", "ucx_tls",
                         "nic_mode", "gpu_bdf", "sysfs_root", "nic_min_gbps", "no_peer_errors", "direct",
-                        "handshake_ms", "auto_arm", "skip_down", "progress_thread", NULL};
+                        "handshake_ms", "auto_arm", "skip_down", "progress_thread", "delta", NULL};
   PyObject *plan;
   rf_config cfg = {0};
   unsigned rank, max_inflight = 0, timeout_ms = 0, handshake_ms = 0;
   unsigned long long token;
-  int role, mem = RF_MEM_HOST, dev = 0, npe = 0, direct = 0, auto_arm = 0, skip_down = 0, prog = 0;
+  int role, mem = RF_MEM_HOST, dev = 0, npe = 0, direct = 0, auto_arm = 0, skip_down = 0, prog = 0, delta = 0;
   const char *tls = NULL, *nic = NULL, *bdf = NULL, *sysfs = NULL;
   double min_gbps = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "O!iIK|iiIIzzzzdppIppp", kws, &PlanType, &plan, &role, &rank, &token,
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "O!iIK|iiIIzzzzdppIpppp", kws, &PlanType, &plan, &role, &rank, &token,
                                    &mem, &dev, &max_inflight, &timeout_ms, &tls, &nic, &bdf, &sysfs, &min_gbps, &npe,
-                                   &direct, &handshake_ms, &auto_arm, &skip_down, &prog))
+                                   &direct, &handshake_ms, &auto_arm, &skip_down, &prog, &delta))
     return -1;
   if (self->e) {
     PyErr_SetString(PyExc_RuntimeError, "Engine.__init__ called twice");
@@ -304,7 +304,7 @@ static int engine_init(EngineObject *self, PyObject *args, PyObject *kw)
                     .cuda_device = dev, .max_inflight = max_inflight, .timeout_ms = timeout_ms, .ucx_tls = tls,
                     .nic_mode = nic, .gpu_bdf = bdf, .sysfs_root = sysfs, .nic_min_gbps = min_gbps,
                     .no_peer_errors = npe, .direct = direct, .handshake_ms = handshake_ms, .auto_arm = auto_arm,
-                    .skip_down = skip_down, .progress_thread = prog};
+                    .skip_down = skip_down, .progress_thread = prog, .delta = delta};
   if (!(self->lock = PyThread_allocate_lock()) || !(self->keep = PyList_New(0))) {
     PyErr_NoMemory();
     return -1;
@@ -602,13 +602,15 @@ static PyObject *engine_counters(EngineObject *self, PyObject *noargs)
   rf_get_counters(self->e, &c);
   PyThread_release_lock(self->lock);
   Py_END_ALLOW_THREADS
-  return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "versions", (unsigned long long)c.versions, "torn",
+  return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "versions", (unsigned long long)c.versions, "torn",
                        (unsigned long long)c.torn, "bytes", (unsigned long long)c.bytes, "writes",
                        (unsigned long long)c.writes, "direct_writes", (unsigned long long)c.direct_writes, "stage_ns",
                        (unsigned long long)c.stage_ns, "post_ns", (unsigned long long)c.post_ns, "push_ns",
                        (unsigned long long)c.push_ns, "refresh_ns", (unsigned long long)c.refresh_ns, "last_push_ns",
                        (unsigned long long)c.last_push_ns, "fenced", (unsigned long long)c.fenced, "ignored",
-                       (unsigned long long)c.ignored);
+                       (unsigned long long)c.ignored, "deltas", (unsigned long long)c.deltas, "patch_bytes",
+                       (unsigned long long)c.patch_bytes, "overflows", (unsigned long long)c.overflows, "apply_ns",
+                       (unsigned long long)c.apply_ns);
 }
 
 static PyObject *engine_ucx_setting(EngineObject *self, PyObject *args)
