@@ -35,6 +35,7 @@ enum { PENDING_PER_EP = 8 };   /* messages an endpoint may have waiting in the r
 enum { STRANGER_EVENTS = 8 };  /* HELLOs from endpoints we do not own, waiting in the ring */
 enum { CONN_REQS = 16 };       /* listener requests taken in one progress call */
 #define BIG_MAX (256u << 20)   /* largest message a trainer accepts (a receiver's metadata) */
+#define RF__CLOSE_DRAIN_MS 1000 /* rf_close waits this long at most for messages and puts in flight */
 
 typedef struct slot slot;
 typedef struct send_ctx {
@@ -47,6 +48,7 @@ struct slot {
   uint32_t gen;
   int state, failed;
   uint32_t ops;            /* requests in flight: puts, flushes, sends */
+  void *drain_req;         /* rf_close's flush of this endpoint */
   uint32_t pending;        /* events of this endpoint in the ring */
   uint32_t sendbuf_used;   /* bitmask of SENDBUFS */
   uint8_t *sendbuf;        /* SENDBUFS x RF__MSG_MAX */
@@ -256,6 +258,28 @@ void rf__ucx_close(rf_engine *e)
   if (u->worker) {
     for (uint32_t i = 0; i < u->n_reqs; i++) ucp_listener_reject(u->listener, u->reqs[i]);
     u->n_reqs = 0;
+    /* deliver what was already handed to UCX (a receiver's last ACK, a trainer's DONE) before the
+     * forced close cancels it: sends done and every endpoint flushed (a send that completed may still
+     * sit in the transport's buffers), at most RF__CLOSE_DRAIN_MS: a stopped peer cannot hold rf_close */
+    for (uint32_t i = 0; i < u->n_slots; i++) {
+      slot *s = &u->slots[i];
+      if (s->state != SLOT_OPEN || s->failed) continue;
+      ucp_request_param_t p = {0};
+      void *r = ucp_ep_flush_nbx(s->h, &p);
+      s->drain_req = UCS_PTR_IS_PTR(r) ? r : NULL;
+    }
+    for (uint64_t t0 = rf__now_ns(); !rf__past(t0, RF__CLOSE_DRAIN_MS);) {
+      int busy = 0;
+      for (uint32_t i = 0; i < u->n_slots; i++) {
+        slot *s = &u->slots[i];
+        busy |= s->state == SLOT_OPEN && !s->failed && s->ops;
+        busy |= s->drain_req && ucp_request_check_status(s->drain_req) == UCS_INPROGRESS;
+      }
+      if (!busy) break;
+      ucp_worker_progress(u->worker);
+    }
+    for (uint32_t i = 0; i < u->n_slots; i++)
+      if (u->slots[i].drain_req) ucp_request_free(u->slots[i].drain_req), u->slots[i].drain_req = NULL;
     for (uint32_t i = 0; i < u->n_slots; i++)
       if (u->slots[i].state != SLOT_FREE) rf__ucx_close_ep(e, ep_id(u, i));
     for (uint32_t i = 0; i < u->n_slots; i++)

@@ -29,7 +29,7 @@ typedef struct cmd {
   uint64_t version;
   uint32_t timeout_ms;   /* CMD_WAIT: give up waiting after this (0: until complete or torn);
                             CMD_PUSH: rf_wait's timeout (0: drive rf_progress until it ends) */
-  uint32_t flags;        /* CMD_PUSH: RF_CL_EXIT_AFTER, RF_CL_DIE_HALF */
+  uint32_t flags;        /* CMD_PUSH: RF_CL_EXIT_AFTER, RF_CL_DIE_HALF; CMD_WAIT: RF_CL_CLOSE_AFTER */
   uint16_t port;
 } cmd;
 
@@ -451,6 +451,7 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd, uint16
     }
     res.t_done = now_ns();
     rf_get_counters(e, &k1);
+    if (c.flags & RF_CL_CLOSE_AFTER) rf_close(e), e = NULL;
     res.deltas = k1.deltas - k0.deltas;
     res.patch_bytes = k1.patch_bytes - k0.patch_bytes;
     res.apply_ns = k1.apply_ns - k0.apply_ns;
@@ -491,6 +492,7 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd, uint16
     res.allocs_ucx = allocs_ucx;
     res.calls = calls;
     send_rec(&res);
+    if (!e) _exit(0);
   }
   rf_close(e);
   _exit(0);

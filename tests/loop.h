@@ -101,8 +101,10 @@ enum { RF_CL_PUSH = 1, RF_CL_WAIT = 2, RF_CL_VERIFY = 6, RF_CL_CORRUPT = 7 };   
 enum { RF_CL_PORT = 1, RF_CL_READY = 2, RF_CL_PUSHED = 3, RF_CL_RESULT = 4, RF_CL_FATAL = 5, RF_CL_ARMED = 6,
        RF_CL_VERIFIED = 7 };                                           /* records */
 /* RF_CL_PUSH flags: exit right after reporting the push; die (_exit) after posting half its writes;
- * stop itself (SIGSTOP) after posting half its writes, to go on where it was when continued */
-enum { RF_CL_EXIT_AFTER = 1, RF_CL_DIE_HALF = 2, RF_CL_STOP_HALF = 4 };
+ * stop itself (SIGSTOP) after posting half its writes, to go on where it was when continued.
+ * RF_CL_WAIT flag: rf_close and exit as soon as the version is complete or torn (an engine that
+ * shuts down right after its last version), then report it */
+enum { RF_CL_EXIT_AFTER = 1, RF_CL_DIE_HALF = 2, RF_CL_STOP_HALF = 4, RF_CL_CLOSE_AFTER = 8 };
 
 typedef struct rf_cl_rec {
   int kind, trainer, pid, status;  /* status: rf_status of the push / the version / the connect */

@@ -149,6 +149,8 @@ typedef struct rf_config {
 } rf_config;
 
 rf_status rf_open(const rf_config *cfg, rf_engine **out);
+/* Delivers what was already handed to the transport (a receiver's last ACK, a trainer's DONE) for at
+ * most one second, then closes every connection and frees the engine. */
 void rf_close(rf_engine *e);
 const char *rf_last_error(const rf_engine *e);
 
