@@ -10,11 +10,11 @@ git ls-files -co --exclude-standard | tar -cf - -T - | (cd "$tmp" && tar -xf -)
 # only the plans the GPU runs use: the cluster-scale tables would make each program ~100 MB
 (cd "$tmp" && rm -f models/plans/glm5_* models/plans/kimi_* models/plans/qwen3_30b_* models/plans/qwen3_8b_* && \
   sh gen/mkplans.sh > gen/plans.ninja && ./configure --with-ucx="$ucx" > /dev/null && \
-  ninja build/test_gpu build/bench_gpu build/refit build/test_runtime build/test_kernels_gpu build/test_delta_gpu \
+  ninja build/test_gpu build/bench_gpu build/refit build/test_runtime build/test_kernels_gpu build/test_delta_gpu build/bench_delta \
     build/obj/libkernels_cuda.so > /dev/null && \
-  strip build/test_gpu build/bench_gpu build/refit build/test_runtime build/test_kernels_gpu build/test_delta_gpu)
+  strip build/test_gpu build/bench_gpu build/refit build/test_runtime build/test_kernels_gpu build/test_delta_gpu build/bench_delta)
 mkdir -p "$out"
-cp "$tmp"/build/test_gpu "$tmp"/build/bench_gpu "$tmp"/build/refit "$tmp"/build/test_runtime "$tmp"/build/test_kernels_gpu "$tmp"/build/test_delta_gpu \
+cp "$tmp"/build/test_gpu "$tmp"/build/bench_gpu "$tmp"/build/refit "$tmp"/build/test_runtime "$tmp"/build/test_kernels_gpu "$tmp"/build/test_delta_gpu "$tmp"/build/bench_delta \
   "$tmp"/build/obj/libkernels_cuda.so "$out"/
 rm -rf "$tmp"
 echo "built into $out"

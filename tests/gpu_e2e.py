@@ -12,7 +12,7 @@ destination byte (padding rows: left as they were) is compared with engine_ref c
 full HF state dict of that version.
 
     PYTHONPATH=build/python python3 tests/gpu_e2e.py [--trainers cuda|cpu] [--receivers cuda|cpu]
-        [--versions 2] [--ucx-tls TLS] [--all] [PLAN ...]
+        [--versions 2] [--ucx-tls TLS] [--all] [--delta] [--lr LR] [PLAN ...]
     PYTHONPATH=build/python python3 tests/gpu_e2e.py --vllm [PLAN ...]
 
 Trainers: one process per rank, NCCL on one GPU each when there are as many GPUs, else gloo on the
@@ -24,7 +24,9 @@ shared storages, tests/vllm/standins.py) bound through refit.vllm.Binding, so th
 the strided storage W_UK_T / W_UV view on the GPU; trainers bind a state dict (no torch.distributed;
 these plans' trainers hold the MTP layer, which transformers does not load). Needs torch (and
 transformers but for --vllm); skips with a message without them. Prints one ok/FAIL/skipped line per
-plan and 'N passed, N failed'.
+plan and 'N passed, N failed'. --delta: trainers push with delta (version 1 dense, then patches against
+the version each receiver holds, real AdamW steps at --lr, default 1e-5 with --delta, 1e-2
+without); every byte is compared as before, and each version's line says what went as patches.
 """
 import argparse
 import importlib.util
@@ -176,11 +178,11 @@ def trainer_proc(rank, a, conn):
             fully_shard(layer, mesh=mesh)
         fully_shard(model, mesh=mesh)
         tr = refit.Trainer(plan, mesh=mesh, token=TOKEN, mem="cuda" if cuda else "host", ucx_tls=a["ucx_tls"],
-                           timeout_ms=30000)
+                           timeout_ms=30000, delta=a["delta"])
         gathered = tr.bind_module(model)  # a BindError here: the tables do not fit transformers' modules
         for r in tr.receivers:
             tr.connect(r, "127.0.0.1", a["ports"][r])
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        opt = torch.optim.AdamW(model.parameters(), lr=a["lr"])
         tokens = torch.randint(0, model.config.vocab_size, (2, 16), device=dev)
         conn.send(("ready", rank, len(gathered)))
         for v in range(1, a["versions"] + 1):
@@ -202,7 +204,8 @@ def trainer_proc(rank, a, conn):
                 torch.save(full, path + ".tmp")
                 os.replace(path + ".tmp", path)
             dist.barrier()
-            conn.send(("pushed", rank, v, path, tr.counters()["bytes"]))
+            k = tr.counters()
+            conn.send(("pushed", rank, v, path, k["bytes"], k["deltas"], k["patch_bytes"], k["overflows"]))
         tr.close()
         dist.destroy_process_group()
     except Exception:
@@ -214,7 +217,7 @@ def dict_trainer_proc(rank, a, conn):
     try:
         import refit
         plan = refit.Plan(a["plan"])
-        tr = refit.Trainer(plan, rank, token=TOKEN, ucx_tls=a["ucx_tls"], timeout_ms=30000)
+        tr = refit.Trainer(plan, rank, token=TOKEN, ucx_tls=a["ucx_tls"], timeout_ms=30000, delta=a["delta"])
         held = random_state_dict(plan, 1)
         gathered = tr.bind_module(held)
         for r in tr.receivers:
@@ -226,7 +229,8 @@ def dict_trainer_proc(rank, a, conn):
                 held[n][...] = x
             tr.push(v)
             assert tr.wait() == [], "no receiver is down"
-            conn.send(("pushed", rank, v, None, tr.counters()["bytes"]))
+            k = tr.counters()
+            conn.send(("pushed", rank, v, None, k["bytes"], k["deltas"], k["patch_bytes"], k["overflows"]))
         tr.close()
     except Exception:
         conn.send(("fatal", rank, traceback.format_exc()))
@@ -297,6 +301,7 @@ def run_plan(name, args):
     plan = refit.Plan(name)
     ngpu = torch.cuda.device_count()
     a = dict(plan=name, versions=args.versions, ucx_tls=args.ucx_tls, port=free_port(), vllm=args.vllm,
+             delta=args.delta, lr=args.lr if args.lr is not None else (1e-5 if args.delta else 1e-2),
              trainers="cpu" if args.vllm else args.trainers or ("cuda" if ngpu >= plan.trainers else "cpu"),
              receivers=args.receivers or ("cuda" if ngpu else "cpu"))
     if a["trainers"] == "cuda" and ngpu < plan.trainers:
@@ -330,14 +335,23 @@ def run_plan(name, args):
                 procs[-1].start()
                 tc.append(x)
             first = [recv(c, "trainer") for c in tc]
-            compared = 0
+            compared, before, over, notes = 0, 0, 0, []
             for v in range(1, args.versions + 1):
                 for c in rc:
                     assert recv(c, "receiver")[0:3:2] == ("ready", v)
                 for c in tc:
                     c.send(("push", v))
                 pushed = [recv(c, "trainer") for c in tc]
-                assert sum(m[4] for m in pushed) == v * plan.total_bytes, "trainers' byte counters"
+                put = sum(m[4] for m in pushed)
+                if not args.delta:
+                    assert put == v * plan.total_bytes, "trainers' byte counters"
+                else:  # the first version dense; later ones put patches where the base matches
+                    assert v > 1 or put == plan.total_bytes, "trainers' byte counters"
+                    assert v == 1 or sum(m[5] for m in pushed) > 0, f"{name} v{v}: no receiver got patches"
+                    o = sum(m[7] for m in pushed)
+                    notes.append(f"v{v} {put - before} B ({(put - before) / plan.total_bytes:.2%} of dense"
+                                 + (f", {o - over} regions overflowed to dense)" if v > 1 else ", dense)"))
+                    before, over = put, o
                 for c in rc:
                     c.send(("check", v, pushed[0][3]))
                 for c in rc:
@@ -348,7 +362,7 @@ def run_plan(name, args):
             what = "vLLM stand-ins through refit.vllm" if args.vllm else f"masters {options(plan)['trainer']['dtype']}"
             return (f"ok   {name} ({model_cfg(plan)['family']}, {what}, trainers {a['trainers']}, receivers "
                     f"{a['receivers']}): {args.versions} versions, {plan.receivers} receivers, {compared} bytes equal, "
-                    f"{first[0][2]} gathered sources")
+                    f"{first[0][2]} gathered sources" + (f"; delta, lr {a['lr']:g}: " + ", ".join(notes) if notes else ""))
         finally:
             for p in procs:
                 p.join(30 if ok else 0)
@@ -366,6 +380,8 @@ def main():
     ap.add_argument("--ucx-tls", default=None)
     ap.add_argument("--all", action="store_true", help="every plan of this librefit.so that fits transformers 5")
     ap.add_argument("--vllm", action="store_true", help="receivers: vLLM stand-ins bound through refit.vllm")
+    ap.add_argument("--delta", action="store_true", help="trainers push with delta (patches after version 1)")
+    ap.add_argument("--lr", type=float, default=None, help="AdamW learning rate (1e-5 with --delta, else 1e-2)")
     args = ap.parse_args()
     try:
         import torch  # noqa: F401
