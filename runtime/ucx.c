@@ -48,6 +48,7 @@ struct slot {
   uint32_t gen;
   int state, failed;
   uint32_t ops;            /* requests in flight: puts, flushes, sends */
+  int said;                /* a message went out since the peer's last one arrived */
   void *drain_req;         /* rf_close's flush of this endpoint */
   uint32_t pending;        /* events of this endpoint in the ring */
   uint32_t sendbuf_used;   /* bitmask of SENDBUFS */
@@ -259,11 +260,13 @@ void rf__ucx_close(rf_engine *e)
     for (uint32_t i = 0; i < u->n_reqs; i++) ucp_listener_reject(u->listener, u->reqs[i]);
     u->n_reqs = 0;
     /* deliver what was already handed to UCX (a receiver's last ACK, a trainer's DONE) before the
-     * forced close cancels it: sends done and every endpoint flushed (a send that completed may still
-     * sit in the transport's buffers), at most RF__CLOSE_DRAIN_MS: a stopped peer cannot hold rf_close */
+     * forced close cancels it: sends done, and every endpoint that sent a message the peer has not
+     * answered flushed (a send that completed may still sit in the transport's buffers); at most
+     * RF__CLOSE_DRAIN_MS: a stopped peer cannot hold rf_close. Without peer error handling the close
+     * itself flushes. */
     for (uint32_t i = 0; i < u->n_slots; i++) {
       slot *s = &u->slots[i];
-      if (s->state != SLOT_OPEN || s->failed) continue;
+      if (s->state != SLOT_OPEN || s->failed || !s->said || e->cfg.no_peer_errors) continue;
       ucp_request_param_t p = {0};
       void *r = ucp_ep_flush_nbx(s->h, &p);
       s->drain_req = UCS_PTR_IS_PTR(r) ? r : NULL;
@@ -318,6 +321,7 @@ static slot *new_slot(struct rf__ucx *u)
       s->gen = s->gen + 1 ? s->gen + 1 : 1;
       s->failed = 0;
       s->ops = s->pending = s->sendbuf_used = 0;
+      s->said = 0;
       s->close_req = NULL;
       s->h = NULL;
       s->flushing = 0;
@@ -584,6 +588,7 @@ static ucs_status_t on_msg(void *arg, const void *header, size_t header_length, 
   slot *s = (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) ? slot_by_handle(u, param->reply_ep) : NULL;
   if (s && s->failed) return UCS_OK;
   if (!s && h.type != RF__HELLO) return UCS_OK; /* not a peer of ours */
+  if (s) s->said = 0;
   int rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
   if (sizeof h + length <= RF__MSG_MAX && !rndv) {
     rf__ev *ev = ev_new(u, s, RF__EV_MSG);
@@ -663,6 +668,7 @@ static rf_status send_msg(rf_engine *e, rf__ep ep, const rf__hdr *h, const void 
                            .cb.send = send_cb, .user_data = &s->sctx[k],
                            .flags = UCP_AM_SEND_FLAG_REPLY | (ref ? 0 : UCP_AM_SEND_FLAG_EAGER)};
   ucs_status_ptr_t r = ucp_am_send_nbx(s->h, AM_ID, buf, sizeof *h, data, h->len, &p);
+  s->said = 1;
   if (r == NULL) return RF_OK;
   if (UCS_PTR_IS_ERR(r)) {
     fail_slot(u, s, "sending a control message", ustr(UCS_PTR_STATUS(r)));

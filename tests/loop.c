@@ -803,8 +803,9 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
     uint32_t want_t = nt - (dying ? 1 : 0), want_r = nr - (dead_recv >= 0 ? 1 : 0), got_t = 0, got_r = 0;
     while (got_t < want_t || got_r < want_r) {
       if (get_rec(rp[0], &m, wait_ms)) {
-        snprintf(r->error, sizeof r->error, "version %llu: no answer from %u trainers / %u receivers within %u ms",
-                 (unsigned long long)v, want_t - got_t, want_r - got_r, wait_ms);
+        snprintf(r->error, sizeof r->error, "version %llu: no answer from %u trainers / %u receivers within %u ms%s%.300s",
+                 (unsigned long long)v, want_t - got_t, want_r - got_r, wait_ms,
+                 lv->trainer_errors ? "; a trainer's push: " : "", lv->trainer_errors ? lv->trainer_error : "");
         goto out;
       }
       if (m.kind == REC_FATAL) {
@@ -908,8 +909,9 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
   }
   ret = 0;
 out:
-  stop_all(tc, nt, ret == 0);
+  /* receivers first: their last ACK is flushed to trainers that still listen (rf_close) */
   stop_all(rc, nr, ret == 0);
+  stop_all(tc, nt, ret == 0);
   if (o->use_blob)
     for (uint32_t i = 0; i < nr; i++) {
       char path[64];
