@@ -37,7 +37,7 @@ typedef struct rec {
   uint32_t kind, who, is_trainer;
   int32_t pid;
   int32_t status;               /* rf_status */
-  uint64_t version, ns, t_done, bytes, verified, mismatches, stage_ns, post_ns, writes, allocs, allocs_ucx, calls;
+  uint64_t version, ns, t_done, t_start, bytes, verified, mismatches, stage_ns, post_ns, writes, allocs, allocs_ucx, calls;
   uint64_t deltas, patch_bytes, overflows, apply_ns;
   uint16_t port;
   uint8_t stream_checked, stream_ok;
@@ -598,6 +598,7 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     uint64_t base = rf_loop_alloc_count, base_ucx = rf_loop_alloc_ucx;
     uint64_t t0 = now_ns();
     rf_loop_alloc_armed = armed;
+    res.t_start = t0;
     rf_status s = rf_push(e, c.version, NULL);
     rf_loop_alloc_armed = 0;
     calls++;
@@ -801,6 +802,7 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
     }
     int dying = o->kill_trainer >= 0 && v == o->kill_version;
     uint32_t want_t = nt - (dying ? 1 : 0), want_r = nr - (dead_recv >= 0 ? 1 : 0), got_t = 0, got_r = 0;
+    uint64_t t_first = 0; /* the first rf_push (trainers fill their sources after the command, untimed) */
     while (got_t < want_t || got_r < want_r) {
       if (get_rec(rp[0], &m, wait_ms)) {
         snprintf(r->error, sizeof r->error, "version %llu: no answer from %u trainers / %u receivers within %u ms%s%.300s",
@@ -814,6 +816,7 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
       }
       if (m.kind == REC_PUSHED) {
         got_t++;
+        if (!t_first || m.t_start < t_first) t_first = m.t_start;
         lv->stage_ns += m.stage_ns;
         lv->post_ns += m.post_ns;
         lv->writes += m.writes;
@@ -853,7 +856,7 @@ int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r)
                   m.status == RF_OK ? (m.mismatches ? "complete, MISMATCH" : "complete, verified") : "TORN");
       }
     }
-    lv->ns = t_last - t0;
+    lv->ns = t_last - (t_first > t0 && t_first < t_last ? t_first : t0);
     if (dead_recv >= 0 && !o->restart_receiver) {
       ret = 0; /* the run stops with the receiver gone */
       goto out;

@@ -60,7 +60,7 @@ typedef struct rf_loop_version {
   uint64_t bytes;                 /* bytes received (complete receivers) */
   uint64_t verified;              /* bytes checked equal to the reference */
   uint64_t mismatches;            /* bytes that differ */
-  uint64_t ns;                    /* push command to the last receiver's answer (complete or torn) */
+  uint64_t ns;                    /* the first trainer's rf_push to the last receiver's answer (complete or torn) */
   uint64_t stage_ns, post_ns, writes; /* summed over trainers */
   uint64_t push_ns_max;           /* slowest trainer's push */
   uint64_t direct_writes;         /* writes sent straight from sources */
