@@ -792,6 +792,18 @@ extern "C" uint64_t rfk_delta_scratch_bytes(const rfk_delta_region *r, int count
   return count > 0 && r ? layout(r, count).bytes : 0;
 }
 
+extern "C" int rfk_cuda_delta_load(void)
+{
+  const void *k[] = {(const void *)encode_kernel, (const void *)finish_kernel, (const void *)status_init_kernel,
+                     (const void *)validate_kernel, (const void *)apply_kernel, (const void *)digest_kernel};
+  for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+    cudaFuncAttributes a;
+    if (cudaFuncGetAttributes(&a, k[i]) != cudaSuccess)
+      return RFK_ERR_CUDA;
+  }
+  return RFK_OK;
+}
+
 extern "C" int rfk_cuda_delta_encode(const rfk_delta_region *r, int count, rfk_delta_out *out, void *scratch,
                                      uint64_t scratch_bytes, void *stream)
 {

@@ -182,4 +182,10 @@ typedef struct rfk_delta_span {
 int rfk_ref_delta_digest(const rfk_delta_span *s, int count, uint64_t *out);
 int rfk_cuda_delta_digest(const rfk_delta_span *s, int count, uint64_t *out, void *stream);
 
+/* CUDA: load every kernel of this file into the current context now (CUDA loads kernels lazily, at
+ * first use, and a load can wait for the whole context: behind a stream that waits on the host, as a
+ * receiver's engine stream does until its version completes, the first launch would never return).
+ * Returns RFK_OK or RFK_ERR_CUDA. */
+int rfk_cuda_delta_load(void);
+
 #endif

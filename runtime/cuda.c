@@ -294,6 +294,35 @@ rf_status rf__cuda_delta_apply(rf_engine *e, const rfk_delta_target *t, uint32_t
   return RF_OK;
 }
 
+rf_status rf__cuda_delta_warm(rf_engine *e, rfk_delta_status *st_d, rfk_delta_status *st_h, uint64_t *dg_d,
+                              uint64_t *dg_h)
+{
+  if (rfk_cuda_delta_load() != RFK_OK)
+    return rf__fail(e, RF_ERR_CUDA, "loading the delta kernels: %s", rfk_cuda_last_error());
+  if (e->cfg.role != RF_RECEIVER) return RF_OK;
+  /* one patch of 16 bytes end to end, on the refresh stream: validate, apply and digest run once
+   * here, before any stream waits on a version, and must give the reference's bytes and digest */
+  uint8_t next[16] = {0}, old[16] = {0}, patch[64], got[16];
+  next[5] = 0x5a;
+  rfk_delta_out o;
+  rfk_delta_region r = {.next = next, .old = old, .n = 16, .esize = 1, .patch = patch, .cap = sizeof patch};
+  if (rfk_ref_delta_encode(&r, 1, &o) != RFK_OK || o.status != RFK_OK)
+    return rf__fail(e, RF_ERR_KERNEL, "the delta kernels' self-check: the reference encode failed");
+  uint8_t *dev;
+  RF_CHECK(rf__cuda_alloc(e, 16 + sizeof patch, (void **)&dev, "delta self-check buffer"));
+  CU_TRY(e, cudaMemset(dev, 0, 16), "delta self-check");
+  CU_TRY(e, cudaMemcpy(dev + 16, patch, o.size, cudaMemcpyHostToDevice), "delta self-check");
+  rfk_delta_target t = {.patch = dev + 16, .len = o.size, .dst = dev, .n = 16, .esize = 1};
+  rfk_delta_span sp = {dev, 16};
+  RF_CHECK(rf__cuda_delta_apply(e, &t, 1, st_d, st_h, &sp, 1, dg_d, dg_h));
+  CU_TRY(e, cudaMemcpy(got, dev, 16, cudaMemcpyDeviceToHost), "delta self-check");
+  if (st_h[0].code != RFK_OK || dg_h[0] != o.digest || memcmp(got, next, 16))
+    return rf__fail(e, RF_ERR_KERNEL, "the delta kernels' self-check on this GPU failed: status %d, digest %016llx "
+                    "(want %016llx), bytes %s", (int)st_h[0].code, (unsigned long long)dg_h[0],
+                    (unsigned long long)o.digest, memcmp(got, next, 16) ? "differ" : "equal");
+  return RF_OK;
+}
+
 int rf__cuda_idle(rf_engine *e, uint32_t ms, char *err, size_t errlen)
 {
   struct rf__cuda *cu = e->cu;

@@ -68,6 +68,7 @@ rf_status rf__patch_open(rf_engine *e)
     RF_CHECK(rf__cuda_alloc_mapped(e, (size_t)n * sizeof *e->pa.st, (void **)&e->pa.st, NULL, "patch statuses"));
     RF_CHECK(rf__cuda_alloc_mapped(e, (size_t)n * 8, (void **)&e->pa.dg, NULL, "region digests"));
     RF_CHECK(rf__ucx_map(e, e->pa.area, rv->patch_bytes, &e->pa.area_memh));
+    if (n) RF_CHECK(rf__cuda_delta_warm(e, e->pa.st_dev, e->pa.st, e->pa.dg_dev, e->pa.dg));
   } else {
     e->pa.st = calloc(n ? n : 1, sizeof *e->pa.st);
     e->pa.dg = calloc(n ? n : 1, sizeof *e->pa.dg);

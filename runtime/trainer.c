@@ -213,6 +213,7 @@ static rf_status delta_open(rf_engine *e)
     RF_CHECK(rf__cuda_alloc(e, pbytes, (void **)&e->dt.patch, "delta patch buffer (cudaMalloc)"));
     RF_CHECK(rf__cuda_alloc_mapped(e, nw * sizeof *e->dt.out, (void **)&e->dt.out, &e->dt.out_dev, "delta encode results"));
     RF_CHECK(rf__ucx_map(e, e->dt.patch, pbytes, &e->dt.patch_memh));
+    RF_CHECK(rf__cuda_delta_warm(e, NULL, NULL, NULL, NULL));
   } else {
     e->dt.scratch = aligned_alloc(4096, (sbytes + 4095) / 4096 * 4096);
     e->dt.out = calloc(nw, sizeof *e->dt.out);
