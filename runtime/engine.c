@@ -113,6 +113,7 @@ void rf_close(rf_engine *e)
     pthread_mutex_destroy(&e->mu);
     e->prog_on = 0;
   }
+  rf__ucx_drain(e);                                    /* what was handed to UCX goes out first */
   if (e->cfg.role == RF_TRAINER) rf__trainer_close(e);
   else if (e->cfg.role == RF_RECEIVER) rf__receiver_close(e);
   rf__ucx_close(e);                                    /* endpoints, listener, worker, context */

@@ -127,6 +127,9 @@ typedef struct rf__ev {
 
 struct rf__ucx;
 rf_status rf__ucx_open(rf_engine *e, uint32_t n_eps);  /* context, worker, endpoint table */
+/* rf_close, before anything is unregistered: deliver sends in flight and flush endpoints whose last
+ * message is unanswered, at most RF__CLOSE_DRAIN_MS (ucx.c) */
+void rf__ucx_drain(rf_engine *e);
 void rf__ucx_close(rf_engine *e);                      /* closes every endpoint, then the worker */
 void rf__ucx_progress(rf_engine *e);
 /* the next event, or 0; e->ux owns ev's storage until the next call */

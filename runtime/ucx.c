@@ -252,6 +252,36 @@ static void wait_req(struct rf__ucx *u, void *req, uint32_t ms)
   ucp_request_free(req);
 }
 
+void rf__ucx_drain(rf_engine *e)
+{
+  struct rf__ucx *u = e->ux;
+  if (!u || !u->worker) return;
+  /* deliver what was already handed to UCX (a receiver's last ACK, a trainer's DONE) before the
+   * forced close cancels it: sends done, and every endpoint that sent a message the peer has not
+   * answered flushed (a send that completed may still sit in the transport's buffers); at most
+   * RF__CLOSE_DRAIN_MS: a stopped peer cannot hold rf_close. Without peer error handling the close
+   * itself flushes. */
+  for (uint32_t i = 0; i < u->n_slots; i++) {
+    slot *s = &u->slots[i];
+    if (s->state != SLOT_OPEN || s->failed || !s->said || e->cfg.no_peer_errors) continue;
+    ucp_request_param_t p = {0};
+    void *r = ucp_ep_flush_nbx(s->h, &p);
+    s->drain_req = UCS_PTR_IS_PTR(r) ? r : NULL;
+  }
+  for (uint64_t t0 = rf__now_ns(); !rf__past(t0, RF__CLOSE_DRAIN_MS);) {
+    int busy = 0;
+    for (uint32_t i = 0; i < u->n_slots; i++) {
+      slot *s = &u->slots[i];
+      busy |= s->state == SLOT_OPEN && !s->failed && s->ops;
+      busy |= s->drain_req && ucp_request_check_status(s->drain_req) == UCS_INPROGRESS;
+    }
+    if (!busy) break;
+    ucp_worker_progress(u->worker);
+  }
+  for (uint32_t i = 0; i < u->n_slots; i++)
+    if (u->slots[i].drain_req) ucp_request_free(u->slots[i].drain_req), u->slots[i].drain_req = NULL;
+}
+
 void rf__ucx_close(rf_engine *e)
 {
   struct rf__ucx *u = e->ux;
@@ -259,30 +289,6 @@ void rf__ucx_close(rf_engine *e)
   if (u->worker) {
     for (uint32_t i = 0; i < u->n_reqs; i++) ucp_listener_reject(u->listener, u->reqs[i]);
     u->n_reqs = 0;
-    /* deliver what was already handed to UCX (a receiver's last ACK, a trainer's DONE) before the
-     * forced close cancels it: sends done, and every endpoint that sent a message the peer has not
-     * answered flushed (a send that completed may still sit in the transport's buffers); at most
-     * RF__CLOSE_DRAIN_MS: a stopped peer cannot hold rf_close. Without peer error handling the close
-     * itself flushes. */
-    for (uint32_t i = 0; i < u->n_slots; i++) {
-      slot *s = &u->slots[i];
-      if (s->state != SLOT_OPEN || s->failed || !s->said || e->cfg.no_peer_errors) continue;
-      ucp_request_param_t p = {0};
-      void *r = ucp_ep_flush_nbx(s->h, &p);
-      s->drain_req = UCS_PTR_IS_PTR(r) ? r : NULL;
-    }
-    for (uint64_t t0 = rf__now_ns(); !rf__past(t0, RF__CLOSE_DRAIN_MS);) {
-      int busy = 0;
-      for (uint32_t i = 0; i < u->n_slots; i++) {
-        slot *s = &u->slots[i];
-        busy |= s->state == SLOT_OPEN && !s->failed && s->ops;
-        busy |= s->drain_req && ucp_request_check_status(s->drain_req) == UCS_INPROGRESS;
-      }
-      if (!busy) break;
-      ucp_worker_progress(u->worker);
-    }
-    for (uint32_t i = 0; i < u->n_slots; i++)
-      if (u->slots[i].drain_req) ucp_request_free(u->slots[i].drain_req), u->slots[i].drain_req = NULL;
     for (uint32_t i = 0; i < u->n_slots; i++)
       if (u->slots[i].state != SLOT_FREE) rf__ucx_close_ep(e, ep_id(u, i));
     for (uint32_t i = 0; i < u->n_slots; i++)

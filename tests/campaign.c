@@ -45,7 +45,7 @@ static void stranger(const char *what, int port, int n, int extra)
 int main(int argc, char **argv)
 {
   unsigned seconds = 60, seed = (unsigned)time(NULL) ^ (unsigned)getpid();
-  int delta = 0;
+  int delta = 0, verbose = getenv("CAMPAIGN_VERBOSE") != NULL; /* a line per version: its fault */
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--delta") == 0) delta = 1;
     else if (i + 1 < argc && strcmp(argv[i], "--seconds") == 0) seconds = (unsigned)atoi(argv[++i]);
@@ -78,12 +78,18 @@ int main(int argc, char **argv)
     for (uint32_t r = 0; r < p->receivers; r++)
       if (missing_r[r]) {
         if (rf_cl_restart_receiver(c, r, err, sizeof err) >= 0) missing_r[r] = 0;
-        else if (retries++, ++missing_r[r] > 5) give_up = printf("campaign: receiver %u: %s\n", r, err);
+        else {
+          if (verbose) printf("campaign: v%llu: receiver %u restart failed: %s\n", (unsigned long long)v, r, err);
+          if (retries++, ++missing_r[r] > 5) give_up = printf("campaign: receiver %u: %s\n", r, err);
+        }
       }
     for (uint32_t t = 0; t < p->trainers; t++)
       if (missing_t[t]) {
         if (rf_cl_spawn_trainer(c, t, err, sizeof err) >= 0) missing_t[t] = 0;
-        else if (retries++, ++missing_t[t] > 5) give_up = printf("campaign: trainer %u: %s\n", t, err);
+        else {
+          if (verbose) printf("campaign: v%llu: trainer %u respawn failed: %s\n", (unsigned long long)v, t, err);
+          if (retries++, ++missing_t[t] > 5) give_up = printf("campaign: trainer %u: %s\n", t, err);
+        }
       }
     if (give_up) {
       wrong++; /* not a wrong byte, but a campaign that cannot recover has failed */
@@ -133,6 +139,8 @@ int main(int argc, char **argv)
       }
     }
     if (dead_t >= 0 || dead_r >= 0) want--;
+    if (verbose)
+      printf("campaign: v%llu: %s (trainer %u, receiver %u)\n", (unsigned long long)v, fault_name[fault], who_t, who_r);
     uint64_t t0 = now_ms();
     int got = 0, rstat[64];
     for (uint32_t r = 0; r < p->receivers; r++) rstat[r] = -1;

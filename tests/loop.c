@@ -663,9 +663,15 @@ static pid_t spawn(int rec_w, int *cmd_w, void (*body)(const rf_loop_opts *, uin
                    const rf_loop_opts *o, uint32_t who, const uint16_t *ports)
 {
   int cp[2];
+  *cmd_w = -1;
   if (pipe(cp)) return -1;
   fflush(NULL);
   pid_t pid = fork();
+  if (pid < 0) {
+    close(cp[0]);
+    close(cp[1]);
+    return -1;
+  }
   if (pid == 0) {
     close(cp[1]);
     rec_fd = rec_w;
@@ -992,12 +998,17 @@ static int cl_spawn_receiver(rf_cluster *c, uint32_t r, char *err, size_t errlen
   int cw;
   pid_t pid = spawn(c->rp[1], &cw, recv_body, &c->o, r, c->ports);
   rec m;
-  if (pid < 0 || cl_await(c, pid, REC_PORT, &m, 30000)) {
+  int i = -1;
+  if (pid < 0 || cl_await(c, pid, REC_PORT, &m, 30000))
     snprintf(err, errlen, "receiver %u did not start: %s", r, m.kind == REC_FATAL ? m.text : "no answer");
+  else if ((i = cl_add(c, pid, cw, 0, r)) < 0)
+    snprintf(err, errlen, "receiver %u: the cluster already tracks %d processes", r, CL_PROCS);
+  if (i < 0) { /* nothing lives on untracked */
+    if (pid > 0) kill(pid, SIGKILL), waitpid(pid, NULL, 0);
+    if (cw >= 0) close(cw);
     return -1;
   }
   c->ports[r] = m.port;
-  int i = cl_add(c, pid, cw, 0, r);
   c->rproc[r] = i;
   return i;
 }
@@ -1013,10 +1024,17 @@ int rf_cl_spawn_trainer(rf_cluster *c, uint32_t rank, char *err, size_t errlen)
       kill(pid, SIGKILL);
       waitpid(pid, NULL, 0);
     }
-    close(cw);
+    if (cw >= 0) close(cw);
     return -1;
   }
   int i = cl_add(c, pid, cw, 1, rank);
+  if (i < 0) { /* no slot: the process must not live on untracked, holding its rank's connections */
+    snprintf(err, errlen, "trainer rank %u: the cluster already tracks %d processes", rank, CL_PROCS);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    close(cw);
+    return -1;
+  }
   c->tproc[rank] = i;
   return i;
 }
@@ -1125,6 +1143,7 @@ void rf_cl_signal(rf_cluster *c, int i, int sig)
     c->proc[i].cmd = -1;
     c->proc[i].alive = 0;
     c->proc[i].stopped = 0;
+    c->proc[i].pid = 0; /* reaped: its slot can take a new process (cl_add) */
   } else if (sig == SIGSTOP) {
     c->proc[i].stopped = 1;
   } else if (sig == SIGCONT) {

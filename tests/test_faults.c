@@ -480,6 +480,26 @@ static void test_f8_blob_shm_restarts(void)
   rf_cl_end(c);
 }
 
+/* ---- the cluster itself: more restarts than its process table holds (ninja soak gave up after
+ * about 430 versions: killed processes kept their table slots, and a spawn that found no slot left
+ * its process running untracked) ---- */
+static void test_cluster_reuses_slots(void)
+{
+  rf_loop_opts o = opts("qwen3_tiny_tp2");
+  const rf_plan *p = o.plan;
+  rf_cluster *c = start(&o);
+  char err[256] = "";
+  int i = 0;
+  for (; i < 100; i++) {
+    rf_cl_signal(c, rf_cl_trainer(c, 1), SIGKILL);
+    if (rf_cl_spawn_trainer(c, 1, err, sizeof err) < 0) break;
+  }
+  EXPECT(i == 100, "restart %d of trainer rank 1 failed: %s", i + 1, err);
+  outcome a = version(c, p, 1, NULL, 0, 10000, NULL, NULL);
+  all_complete(p, &a, 1);
+  rf_cl_end(c);
+}
+
 /* ---- f10: every refresh step runs with its own shape ---- */
 static void test_f10_refresh_shapes(void)
 {
@@ -546,6 +566,7 @@ static const struct {
   {"f8 same with skip_down: RF_PARTIAL", test_f8_receiver_restart_skip},
   {"f8 blob mode over shared memory: 12 trainer restarts", test_f8_blob_shm_restarts},
   {"f10 refresh steps of different shapes; unknown refresh kind", test_f10_refresh_shapes},
+  {"cluster: 100 trainer restarts, more than its process table holds", test_cluster_reuses_slots},
 };
 
 int main(int argc, char **argv)
