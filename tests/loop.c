@@ -97,6 +97,16 @@ static uint64_t sparse_version(uint64_t seed, uint32_t id, int64_t gr, int64_t c
   return u;
 }
 
+const rf_plan *rf_loop_plan(const char *name)
+{
+  const rf_plan *p = rf_plan_find(name);
+  if (!p) {
+    printf("  no plan %s in this library\n", name);
+    exit(1);
+  }
+  return p;
+}
+
 void rf_loop_fill(const rf_loop_opts *o, uint32_t rank, uint32_t id, uint64_t v, void *buf)
 {
   const rf_plan *p = o->plan;

@@ -84,6 +84,9 @@ typedef struct rf_loop_result {
   char error[512];                /* set when the run itself failed (a child crashed, setup error) */
 } rf_loop_result;
 
+/* the plan of this name in the library; exits the test program with a line naming it when absent */
+const rf_plan *rf_loop_plan(const char *name);
+
 /* 0 when the run went as scripted (results say what happened), -1 with r->error otherwise. */
 int rf_loop_run(const rf_loop_opts *o, rf_loop_result *r);
 

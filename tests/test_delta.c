@@ -630,7 +630,7 @@ int main(void)
   uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
   rng_state = seed;
   printf("test_delta: seed %llu (RFK_SEED=%llu reproduces)\n", (unsigned long long)seed, (unsigned long long)seed);
-  static const struct { const char *name; void (*fn)(void); } tests[] = {
+  static const expect_test tests[] = {
       {"round trips: esize 1/2/4, 11 sizes, densities 0..100%, sizes and modes by the rule", test_round_trips},
       {"clustered changes; a full tile is never TILES", test_clusters},
       {"-0.0, NaN payloads, inf, FP8 NaN codes: bytes, not values", test_bit_patterns},
@@ -641,9 +641,5 @@ int main(void)
       {"grouped regions equal single calls", test_grouped},
       {"bad arguments, error texts", test_args},
   };
-  int passed = 0, failed = 0;
-  for (size_t i = 0; i < sizeof tests / sizeof *tests; i++)
-    run_forked(tests[i].name, tests[i].fn, 120) ? passed++ : failed++;
-  printf("%d passed, %d failed\n", passed, failed);
-  return failed != 0;
+  return run_tests(tests, sizeof tests / sizeof *tests, NULL, 120);
 }

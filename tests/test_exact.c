@@ -19,19 +19,9 @@
 
 #include "expect.h"
 
-static const rf_plan *plan(const char *name)
-{
-  const rf_plan *p = rf_plan_find(name);
-  if (!p) {
-    printf("  no plan %s\n", name);
-    exit(1);
-  }
-  return p;
-}
-
 static rf_loop_opts opts(const char *name, int versions)
 {
-  return (rf_loop_opts){.plan = plan(name), .versions = versions, .seed = (uint64_t)time(NULL) ^ (uint64_t)getpid(),
+  return (rf_loop_opts){.plan = rf_loop_plan(name), .versions = versions, .seed = (uint64_t)time(NULL) ^ (uint64_t)getpid(),
                         .token = 0xde17a, .tls = "tcp", .timeout_ms = 4000, .verify = 1, .kill_trainer = -1,
                         .kill_receiver = -1, .delta = 1, .sparse = 1};
 }
@@ -287,13 +277,13 @@ static void test_digest_tears(void)
 /* ---- refusals at rf_open ---- */
 static void test_open_refusals(void)
 {
-  rf_config cfg = {.plan = plan("vllm_qwen3_bf16_tp1"), .role = RF_TRAINER, .ucx_tls = "tcp", .delta = 1};
+  rf_config cfg = {.plan = rf_loop_plan("vllm_qwen3_bf16_tp1"), .role = RF_TRAINER, .ucx_tls = "tcp", .delta = 1};
   rf_engine *e;
   rf_status s = rf_open(&cfg, &e);
   EXPECT(s == RF_ERR_ARG && strstr(rf_last_error(e), "rf_config.delta: plan vllm_qwen3_bf16_tp1 has no patch areas"),
          "delta on a plan without patch areas: %s '%s'", rf_strerror(s), rf_last_error(e));
   rf_close(e);
-  cfg.plan = plan("qwen3_tiny_tp2");
+  cfg.plan = rf_loop_plan("qwen3_tiny_tp2");
   cfg.direct = 1;
   s = rf_open(&cfg, &e);
   EXPECT(s == RF_ERR_ARG && strstr(rf_last_error(e), "rf_config.delta and rf_config.direct exclude each other"),
@@ -301,10 +291,7 @@ static void test_open_refusals(void)
   rf_close(e);
 }
 
-static const struct {
-  const char *name;
-  void (*fn)(void);
-} tests[] = {
+static const expect_test tests[] = {
   {"glm_tiny_demo (FP8, fused experts, MLA refresh, MTP): 5 versions, patches exact", test_glm_demo},
   {"glm_tiny_rep2 (dp_replicate 2, 2 replicas, UE8M0): one region's patch to every replica", test_glm_rep2},
   {"qwen3_tiny_tp2 (bf16) over shared memory", test_qwen3_bf16_shm},
@@ -319,11 +306,5 @@ static const struct {
 
 int main(int argc, char **argv)
 {
-  int passed = 0, failed = 0;
-  for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-    if (argc > 1 && !strstr(tests[i].name, argv[1])) continue;
-    run_forked(tests[i].name, tests[i].fn, 200) ? passed++ : failed++;
-  }
-  printf("%d passed, %d failed\n", passed, failed);
-  return failed != 0;
+  return run_tests(tests, sizeof tests / sizeof tests[0], argc > 1 ? argv[1] : NULL, 200);
 }

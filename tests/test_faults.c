@@ -20,19 +20,9 @@
 
 #define MS 1000000ull
 
-static const rf_plan *plan(const char *name)
-{
-  const rf_plan *p = rf_plan_find(name);
-  if (!p) {
-    printf("  no plan %s\n", name);
-    exit(1);
-  }
-  return p;
-}
-
 static rf_loop_opts opts(const char *name)
 {
-  return (rf_loop_opts){.plan = plan(name), .versions = 1, .seed = (uint64_t)time(NULL) ^ (uint64_t)getpid(),
+  return (rf_loop_opts){.plan = rf_loop_plan(name), .versions = 1, .seed = (uint64_t)time(NULL) ^ (uint64_t)getpid(),
                         .token = 0x5ec2e7, .tls = "tcp", .timeout_ms = 3000, .verify = 1, .kill_trainer = -1,
                         .kill_receiver = -1};
 }
@@ -504,7 +494,7 @@ static void test_cluster_reuses_slots(void)
 static void test_f10_refresh_shapes(void)
 {
   /* glm_tiny_demo with one layer's derived tensors cut to one head: a step whose shape differs */
-  const rf_plan *p = plan("glm_tiny_demo");
+  const rf_plan *p = rf_loop_plan("glm_tiny_demo");
   static rf_derived_tensor der[64];
   static rf_refresh ref[64];
   static rf_plan edited;
@@ -547,10 +537,7 @@ static void test_f10_refresh_shapes(void)
   rf_close(e);
 }
 
-static const struct {
-  const char *name;
-  void (*fn)(void);
-} tests[] = {
+static const expect_test tests[] = {
   {"f1 stopped receiver outlives the trainers' wait; later versions exact", test_f1_stopped_receiver},
   {"f1 same with 32 KiB TCP buffers (puts long in flight)", test_f1_stopped_receiver_small_buffers},
   {"f2 blob mode: forged DONE from a peer that never authenticated", test_f2_blob_stranger_done},
@@ -571,16 +558,5 @@ static const struct {
 
 int main(int argc, char **argv)
 {
-#if defined(__SANITIZE_ADDRESS__)
-  /* under ASan, UCX 1.22's CMA reachability probe (process_vm_readv of a peer's address) trips the
-   * sanitizer's interceptor: these sanitized programs leave CMA out of UCX's default transports */
-  setenv("UCX_TLS", "^cma", 0);
-#endif
-  int passed = 0, failed = 0;
-  for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-    if (argc > 1 && !strstr(tests[i].name, argv[1])) continue;
-    run_forked(tests[i].name, tests[i].fn, 150) ? passed++ : failed++;
-  }
-  printf("%d passed, %d failed\n", passed, failed);
-  return failed != 0;
+  return run_tests(tests, sizeof tests / sizeof tests[0], argc > 1 ? argv[1] : NULL, 150);
 }

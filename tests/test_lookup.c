@@ -223,10 +223,7 @@ static void test_derived(void)
   rf_close(e);
 }
 
-static const struct {
-  const char *name;
-  void (*fn)(void);
-} tests[] = {
+static const expect_test tests[] = {
   {"rf_list and rf_describe equal the engine's rf_src_bytes (small plans, every rank)", test_lists_match_engine},
   {"rf_bind refusals and acceptance", test_bind},
   {"source shapes, destination strides, aliases and padding as the tables say (every plan)", test_shapes},
@@ -235,8 +232,5 @@ static const struct {
 
 int main(void)
 {
-  int passed = 0, failed = 0;
-  for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) run_forked(tests[i].name, tests[i].fn, 120) ? passed++ : failed++;
-  printf("%d passed, %d failed\n", passed, failed);
-  return failed != 0;
+  return run_tests(tests, sizeof tests / sizeof tests[0], NULL, 120);
 }

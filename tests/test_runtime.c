@@ -17,16 +17,6 @@
 
 #include "expect.h"
 
-static const rf_plan *plan(const char *name)
-{
-  const rf_plan *p = rf_plan_find(name);
-  if (!p) {
-    printf("  no plan %s\n", name);
-    exit(1);
-  }
-  return p;
-}
-
 static uint64_t derived_bytes(const rf_plan *p)
 {
   uint64_t n = 0;
@@ -37,7 +27,7 @@ static uint64_t derived_bytes(const rf_plan *p)
 
 static rf_loop_opts opts(const char *name, int versions, const char *tls)
 {
-  return (rf_loop_opts){.plan = plan(name), .versions = versions, .seed = (uint64_t)time(NULL) ^ (uint64_t)getpid(),
+  return (rf_loop_opts){.plan = rf_loop_plan(name), .versions = versions, .seed = (uint64_t)time(NULL) ^ (uint64_t)getpid(),
                         .token = 0x5ec2e7, .tls = tls, .timeout_ms = 4000, .verify = 1, .kill_trainer = -1,
                         .kill_receiver = -1};
 }
@@ -278,7 +268,7 @@ static rf_engine *trainer(const rf_plan *p, uint32_t rank, uint64_t token)
 /* wrong token, wrong plan: the trainer is told only "rejected"; the receiver keeps the reason */
 static void test_wrong_token_and_hash(void)
 {
-  const rf_plan *p = plan("glm_tiny_demo");
+  const rf_plan *p = rf_loop_plan("glm_tiny_demo");
   server s = serve(p, 0, 1234);
   EXPECT(s.port != 0, "receiver did not start");
   rf_engine *t = trainer(p, 0, 999);
@@ -289,7 +279,7 @@ static void test_wrong_token_and_hash(void)
          "the trainer learned more than 'rejected': '%s'", rf_last_error(t));
   rf_close(t);
   /* a trainer compiled from another plan: its layout hash differs */
-  const rf_plan *q = plan("glm_tiny_rep2");
+  const rf_plan *q = rf_loop_plan("glm_tiny_rep2");
   t = trainer(q, 0, 1234);
   st = rf_connect(t, 0, "127.0.0.1", s.port);
   EXPECT(st == RF_ERR_PEER && strstr(rf_last_error(t), "rejected trainer rank 0") &&
@@ -310,7 +300,7 @@ static void test_wrong_token_and_hash(void)
 
 static void test_bad_blobs(void)
 {
-  const rf_plan *p = plan("glm_tiny_demo");
+  const rf_plan *p = rf_loop_plan("glm_tiny_demo");
   server s = serve(p, 0, 7);
   /* get a real blob: a receiver in this process (no fork after this point) */
   rf_config rc = {.plan = p, .role = RF_RECEIVER, .rank = 0, .token = 7, .ucx_tls = "tcp"};
@@ -354,7 +344,7 @@ static void test_bad_blobs(void)
   }
   rf_close(t);
   /* a receiver of another plan: its blob names another layout */
-  t = trainer(plan("glm_tiny_rep2"), 0, 7);
+  t = trainer(rf_loop_plan("glm_tiny_rep2"), 0, 7);
   rf_status st = rf_import(t, blob, len);
   EXPECT(st == RF_ERR_BLOB && strstr(rf_last_error(t), "layout hash"), "other plan's blob: %s '%s'", rf_strerror(st),
          rf_last_error(t));
@@ -369,7 +359,7 @@ static void test_bad_blobs(void)
 
 static void test_bad_bindings(void)
 {
-  const rf_plan *p = plan("glm_tiny_demo");
+  const rf_plan *p = rf_loop_plan("glm_tiny_demo");
   rf_config rc = {.plan = p, .role = RF_RECEIVER, .rank = 1, .ucx_tls = "tcp"};
   rf_engine *r;
   EXPECT(rf_open(&rc, &r) == RF_OK, "open: %s", rf_last_error(r));
@@ -400,7 +390,7 @@ static void test_bad_bindings(void)
   rf_close(r);
   free(buf);
   /* views of a bf16 kv_b_proj are its memory: nothing to bind */
-  const rf_plan *b = plan("vllm_glm5_bf16_tp1");
+  const rf_plan *b = rf_loop_plan("vllm_glm5_bf16_tp1");
   rf_config bc = {.plan = b, .role = RF_RECEIVER, .rank = 0, .ucx_tls = "tcp"};
   EXPECT(b->n_derived > 0 && b->derived[0].dst != RF_NONE && rf_open(&bc, &r) == RF_OK, "open vllm_glm5_bf16_tp1");
   uint8_t one[8];
@@ -453,7 +443,7 @@ static void test_nic_choice_beats_env(void)
   setenv("UCX_NET_DEVICES", "bogus9:1", 1);
   setenv("UCX_MAX_RNDV_RAILS", "1", 1);
   setenv("UCX_MAX_RMA_RAILS", "1", 1);
-  const rf_plan *p = plan("glm_tiny_demo");
+  const rf_plan *p = rf_loop_plan("glm_tiny_demo");
   struct {
     const char *mode, *gpu, *devices, *rails;
   } cases[] = {
@@ -513,7 +503,7 @@ static uint64_t ms_since(const struct timespec *t0)
 
 static void test_f9_bad_arguments(void)
 {
-  const rf_plan *p = plan("glm_tiny_demo");
+  const rf_plan *p = rf_loop_plan("glm_tiny_demo");
   rf_engine *t = trainer(p, 0, 1);
   rf_status s = rf_connect(t, 0, NULL, 1234);
   EXPECT(s == RF_ERR_ARG && strstr(rf_last_error(t), "no address"), "rf_connect(ip=NULL): %s '%s'", rf_strerror(s),
@@ -558,7 +548,7 @@ static void test_f9_bad_arguments(void)
 /* dialling another receiver's port is refused at once, not after a timeout */
 static void test_f9_wrong_port(void)
 {
-  const rf_plan *p = plan("glm_tiny_demo");
+  const rf_plan *p = rf_loop_plan("glm_tiny_demo");
   server s = serve(p, 0, 7);
   rf_config c = {.plan = p, .role = RF_TRAINER, .rank = 0, .token = 7, .ucx_tls = "tcp", .timeout_ms = 8000};
   rf_engine *t;
@@ -598,7 +588,7 @@ static rf_engine *bound_trainer(const rf_plan *p, uint32_t rank, uint16_t port, 
 
 static void test_f9_wait_zero_and_bind_during_push(void)
 {
-  const rf_plan *p = plan("qwen3_tiny_tp2"); /* 2 trainer ranks, both write to receivers 0 and 1 */
+  const rf_plan *p = rf_loop_plan("qwen3_tiny_tp2"); /* 2 trainer ranks, both write to receivers 0 and 1 */
   server s = serve_arming(p, 0, 9, 700);     /* receiver 0 only; it arms version 1 after 700 ms */
   uint8_t *buf0[256] = {0}, *buf1[256] = {0};
   if (p->n_src > 256 || p->trainers != 2) return;
@@ -641,10 +631,7 @@ static void test_mac_vector(void)
   EXPECT(m == 0xa129ca6149be45e5ull, "siphash-2-4 of the reference vector: %016llx", (unsigned long long)m);
 }
 
-static const struct {
-  const char *name;
-  void (*fn)(void);
-} tests[] = {
+static const expect_test tests[] = {
   {"glm_tiny_demo 4 -> 2x(TP2/EP2), TCP, 3 versions", test_glm_demo_tcp},
   {"glm_tiny_rep2 dp_replicate 2, default transports", test_glm_rep2_default_tls},
   {"qwen3_tiny_tp2 over shared memory, engine-allocated tensors", test_qwen3_tp2_shm},
@@ -665,16 +652,5 @@ static const struct {
 
 int main(int argc, char **argv)
 {
-#if defined(__SANITIZE_ADDRESS__)
-  /* under ASan, UCX 1.22's CMA reachability probe (process_vm_readv of a peer's address) trips the
-   * sanitizer's interceptor: these sanitized programs leave CMA out of UCX's default transports */
-  setenv("UCX_TLS", "^cma", 0);
-#endif
-  int passed = 0, failed = 0;
-  for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-    if (argc > 1 && !strstr(tests[i].name, argv[1])) continue;
-    run_forked(tests[i].name, tests[i].fn, 120) ? passed++ : failed++;
-  }
-  printf("%d passed, %d failed\n", passed, failed);
-  return failed != 0;
+  return run_tests(tests, sizeof tests / sizeof tests[0], argc > 1 ? argv[1] : NULL, 120);
 }
