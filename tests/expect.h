@@ -57,13 +57,13 @@ static inline int run_tests(const expect_test *t, size_t n, const char *filter, 
    * sanitizer's interceptor: sanitized test programs leave CMA out of UCX's default transports */
   setenv("UCX_TLS", "^cma", 0);
 #endif
-  int passed = 0, failed = 0;
+  int ok = 0, bad = 0;
   for (size_t i = 0; i < n; i++) {
     if (filter && !strstr(t[i].name, filter)) continue;
-    run_forked(t[i].name, t[i].fn, alarm_s) ? passed++ : failed++;
+    run_forked(t[i].name, t[i].fn, alarm_s) ? ok++ : bad++;
   }
-  printf("%d passed, %d failed\n", passed, failed);
-  return failed != 0;
+  printf("%d passed, %d failed\n", ok, bad);
+  return bad != 0;
 }
 
 #endif
