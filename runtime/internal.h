@@ -182,14 +182,14 @@ rf_status rf__cuda_delta_scratch(rf_engine *e, const rfk_delta_region *r, const 
 rf_status rf__cuda_delta_encode(rf_engine *e, const rfk_delta_region *r, uint32_t n, rfk_delta_out *out, void *stream);
 /* delta, receiver: apply nt patches, then digest ns spans, on the refresh stream; statuses and
  * digests land in host memory (st_h, dg_h) through device buffers (st_d, dg_d); returns when done */
+rf_status rf__cuda_delta_apply(rf_engine *e, const rfk_delta_target *t, uint32_t nt, rfk_delta_status *st_d,
+                               rfk_delta_status *st_h, const rfk_delta_span *s, uint32_t ns, uint64_t *dg_d,
+                               uint64_t *dg_h);
 /* delta, at open: every delta kernel loaded (CUDA loads lazily; a load behind a stream that waits on
  * the host never ends); a receiver also runs one patch through apply and digest (st/dg: one entry
  * each) and checks its bytes and digest against the reference */
 rf_status rf__cuda_delta_warm(rf_engine *e, rfk_delta_status *st_d, rfk_delta_status *st_h, uint64_t *dg_d,
                               uint64_t *dg_h);
-rf_status rf__cuda_delta_apply(rf_engine *e, const rfk_delta_target *t, uint32_t nt, rfk_delta_status *st_d,
-                               rfk_delta_status *st_h, const rfk_delta_span *s, uint32_t ns, uint64_t *dg_d,
-                               uint64_t *dg_h);
 /* wait (up to ms) until the stream work of the last push is done: 0, or -1 with err */
 int rf__cuda_idle(rf_engine *e, uint32_t ms, char *err, size_t errlen);
 /* rebuild derived storages: n steps, each with its items and layout (runs of equal layouts: one launch) */
