@@ -1003,49 +1003,38 @@ static int writes_to(const rf_plan *p, uint32_t rank, uint32_t r)
   return 0;
 }
 
+/* one child (a trainer rank or a receiver) up to its first record `kind`, then in the table; else
+ * killed (nothing lives on untracked, holding a rank's connections) and -1 with err */
+static int cl_spawn(rf_cluster *c, int trainer, uint32_t idx, uint32_t kind, rec *m, char *err, size_t errlen)
+{
+  int cw, i = -1;
+  pid_t pid = spawn(c->rp[1], &cw, trainer ? train_body : recv_body, &c->o, idx, c->ports);
+  const char *who = trainer ? "trainer rank" : "receiver";
+  *m = (rec){0};
+  if (pid < 0 || cl_await(c, pid, kind, m, 30000))
+    snprintf(err, errlen, "%s %u %s: %s", who, idx, trainer ? "did not connect" : "did not start",
+             m->kind == REC_FATAL ? m->text : "no answer");
+  else if ((i = cl_add(c, pid, cw, trainer, idx)) < 0)
+    snprintf(err, errlen, "%s %u: the cluster already tracks %d processes", who, idx, CL_PROCS);
+  if (i >= 0) return i;
+  if (pid > 0) kill(pid, SIGKILL), waitpid(pid, NULL, 0);
+  if (cw >= 0) close(cw);
+  return -1;
+}
+
 static int cl_spawn_receiver(rf_cluster *c, uint32_t r, char *err, size_t errlen)
 {
-  int cw;
-  pid_t pid = spawn(c->rp[1], &cw, recv_body, &c->o, r, c->ports);
   rec m;
-  int i = -1;
-  if (pid < 0 || cl_await(c, pid, REC_PORT, &m, 30000))
-    snprintf(err, errlen, "receiver %u did not start: %s", r, m.kind == REC_FATAL ? m.text : "no answer");
-  else if ((i = cl_add(c, pid, cw, 0, r)) < 0)
-    snprintf(err, errlen, "receiver %u: the cluster already tracks %d processes", r, CL_PROCS);
-  if (i < 0) { /* nothing lives on untracked */
-    if (pid > 0) kill(pid, SIGKILL), waitpid(pid, NULL, 0);
-    if (cw >= 0) close(cw);
-    return -1;
-  }
-  c->ports[r] = m.port;
-  c->rproc[r] = i;
+  int i = cl_spawn(c, 0, r, REC_PORT, &m, err, errlen);
+  if (i >= 0) c->ports[r] = m.port, c->rproc[r] = i;
   return i;
 }
 
 int rf_cl_spawn_trainer(rf_cluster *c, uint32_t rank, char *err, size_t errlen)
 {
-  int cw;
-  pid_t pid = spawn(c->rp[1], &cw, train_body, &c->o, rank, c->ports);
   rec m;
-  if (pid < 0 || cl_await(c, pid, REC_READY, &m, 30000)) {
-    snprintf(err, errlen, "trainer rank %u did not connect: %s", rank, m.kind == REC_FATAL ? m.text : "no answer");
-    if (pid > 0) {
-      kill(pid, SIGKILL);
-      waitpid(pid, NULL, 0);
-    }
-    if (cw >= 0) close(cw);
-    return -1;
-  }
-  int i = cl_add(c, pid, cw, 1, rank);
-  if (i < 0) { /* no slot: the process must not live on untracked, holding its rank's connections */
-    snprintf(err, errlen, "trainer rank %u: the cluster already tracks %d processes", rank, CL_PROCS);
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    close(cw);
-    return -1;
-  }
-  c->tproc[rank] = i;
+  int i = cl_spawn(c, 1, rank, REC_READY, &m, err, errlen);
+  if (i >= 0) c->tproc[rank] = i;
   return i;
 }
 
