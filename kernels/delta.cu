@@ -1,21 +1,18 @@
 /* delta.cu: CUDA versions of the delta patches (delta.h), writing the same bytes as delta_ref.c.
  * The format's leaf functions (digest terms, mode choice, every patch check) are delta_fmt.h's.
  *
- * Encode, one pass over next and old: a CTA of 256 threads per 16 KB chunk, taken as a ticket when
- * the CTA starts (so every chunk's holder is running). The chunk's next and old bytes come into 32 KB
- * of shared memory by cp.async (each thread its own 16-byte pieces, piece p = q * 256 + thread, q =
- * 0..3, and reads back only those: no registers held while the loads fly, 6 CTAs per SM). Per piece
- * a mask of changed elements (changed pieces go into old at once); warp scans of the packed counts
- * (four 16-bit lanes, one per q) give the rank of every change, the tile counts and the full-tile
- * flags after one barrier; every thread picks the mode (rfk__choose). The record's offset comes from
- * a decoupled look-back (Merrill & Garland's single-pass scan): the chunk publishes its aggregate
- * (entries, record bytes) at once, then warp 0 reads the states of the 128 chunks before it per
- * round (relaxed loads: the state word carries all that is exchanged, so no fences) until one with
- * an inclusive prefix; meanwhile the other threads build the record over the old half of the shared
- * chunk, which is then copied out with 16-byte stores (only when it ends within cap). Digest terms
- * and change counts are summed per CTA and added atomically into one of 8 slots per region, 128
- * bytes apart (a sum mod 2^64: order-free).
- * A second kernel writes each region's header, padding and directory from the per-chunk scratch.
+ * Encode, without waits between CTAs (reduce, scan, place): K1, a CTA of 256 threads per 16 KB
+ * chunk, brings the chunk's next and old bytes into 32 KB of shared memory by cp.async (each thread
+ * its own 16-byte pieces, piece p = q * 256 + thread, q = 0..3, and reads back only those); per piece
+ * a mask of changed elements; warp scans of the packed counts (four 16-bit lanes, one per q) give the
+ * rank of every change, the tile counts and the full-tile flags after one barrier; every thread picks
+ * the mode (rfk__choose). A record of at most RFK_ENC_SLOT bytes is built over the old half and
+ * copied to the chunk's scratch slot and the changed pieces go into old; a larger one is listed and
+ * old left for K3. Digest terms and change counts are summed per CTA and added atomically into one of
+ * 8 slots per region, 128 bytes apart (a sum mod 2^64: order-free). K2, a CTA per region, scans the
+ * chunks' (entry, record bytes) into positions. K3 encodes the listed chunks again straight into the
+ * patch, then copies every slot's record to its position and writes its directory entry, a warp
+ * per chunk, and each region's header and padding.
  * Apply: three launches per 256 targets: statuses reset; validation (the header by every CTA, one
  * warp per directory entry, up to 4096 CTAs per target, the first failure by atomicMin of its key);
  * then the apply itself, which skips a target whose key is set (one thread recomputes that status
@@ -24,7 +21,6 @@
  * Digest: CTA per 128 KB of a span, 8 pieces in flight per thread, one atomicAdd per CTA.
  * Measurements and the versions before this one: kernels/NOTES.md.
  * Test: build/test_delta_gpu. Bench: bench/delta_bench.py (ninja bench_kernels). */
-#include <cuda/atomic>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -38,8 +34,7 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr uint32_t kChunk = RFK_DELTA_CHUNK;
-/* look-back state of a chunk: flag in bits 62-63, entries in 42-61, record bytes in 0-41 */
-constexpr uint64_t kFlagAgg = 1ull << 62, kFlagPre = 2ull << 62, kVal = (1ull << 62) - 1;
+/* a chunk's or region's entries and record bytes in one word: entries in 42-61, bytes in 0-41 */
 constexpr int kEntShift = 42;
 constexpr uint64_t kBytes = (1ull << kEntShift) - 1;
 
@@ -53,12 +48,15 @@ struct enc_region {
 
 struct enc_params {
   int count;
-  uint32_t *ticket;
-  uint64_t *state;               /* per chunk */
+  uint32_t *ticket, *njobs;      /* K3's next listed chunk; how many K1 listed */
+  uint32_t *jobs;                /* chunks whose record is over kSlot bytes: region << 24 | chunk */
+  uint64_t *pos;                 /* per chunk: K1 entry << 42 | record bytes; from K2 those before it */
+  uint64_t *total;               /* per region: entries << 42 | record bytes */
   uint32_t *meta;                /* per chunk: mode << 24 | k */
+  uint8_t *slots;                /* per chunk kSlot bytes: K1's record */
   unsigned long long *acc;       /* per region, kAccSlots slots of kAccStride: digest terms, changed elements */
   rfk_delta_out *out;
-  uint32_t first[RFK_CUDA_CHUNK + 1]; /* chunks (K1) or items (K2) before region i */
+  uint32_t first[RFK_CUDA_CHUNK + 1]; /* chunks before region i */
   enc_region r[RFK_CUDA_CHUNK];
 };
 
@@ -142,28 +140,27 @@ template <int E> __device__ __forceinline__ void store_elem(uint8_t *dst, uint32
 }
 
 /* ---- encode ---- */
-/* One CTA per chunk, the chunk taken as a ticket when the CTA starts (so a chunk's holder is always
- * running: its successors can wait for it). The chunk's next and old bytes go into 32 KB of shared
- * memory (cp.async: no registers held while the loads are in flight, so RFK_ENC_CTAS CTAs fit per
- * SM; each thread reads back only its own pieces); the record is built over the old half. */
+/* Three kernels per launch, no waiting between CTAs (a chained scan's look-back,
+ * the version before this one, held the encode at half the copy rate: kernels/NOTES.md).
+ * K1, a CTA per chunk: the chunk's next and old bytes come into 32 KB of shared memory (cp.async:
+ * no registers held while the loads are in flight, 6 CTAs per SM; each thread reads back only its
+ * own pieces); masks, warp scans, counts, mode; digest terms. A record of at most kSlot bytes is
+ * built over the old half and copied to the chunk's scratch slot, and the changed pieces go into
+ * old. A larger one (dense or nearly) leaves old as it is and its chunk is listed for K3.
+ * K2, a CTA per region: the exclusive scan of (entry, record bytes) over the region's chunks.
+ * K3: the listed chunks are encoded again, a CTA each, straight to their place in the patch (and
+ * old updated); then every slot's record is copied to its place, a warp per chunk. */
 #ifndef RFK_ENC_CTAS
 #define RFK_ENC_CTAS 6
 #endif
-#ifndef RFK_ENC_LB
-#define RFK_ENC_LB 4 /* chunk states per lane and round of the look-back: 32 x 4 = 128 chunks */
+#ifndef RFK_ENC_SLOT
+#define RFK_ENC_SLOT 2048 /* scratch bytes per chunk for its record: 1/8 of the region */
 #endif
-constexpr int kEncCtas = RFK_ENC_CTAS, kLb = RFK_ENC_LB;
+constexpr int kEncCtas = RFK_ENC_CTAS;
+constexpr uint32_t kSlot = RFK_ENC_SLOT;
 constexpr int kAccSlots = 8; /* per region: digest and change-count sums, 128 bytes apart (chunk % 8) */
 constexpr int kAccStride = 16; /* u64 per slot */
-
-__device__ __forceinline__ uint64_t load_state(const uint64_t *p)
-{
-  return cuda::atomic_ref<const uint64_t, cuda::thread_scope_device>(*p).load(cuda::memory_order_relaxed);
-}
-__device__ __forceinline__ void store_state(uint64_t *p, uint64_t v)
-{
-  cuda::atomic_ref<uint64_t, cuda::thread_scope_device>(*p).store(v, cuda::memory_order_relaxed);
-}
+constexpr int kScanThreads = 1024, kScanItems = 8;
 
 __device__ __forceinline__ void cp_async16(uint4 *dst, const void *src)
 {
@@ -177,32 +174,34 @@ struct enc_shared {
   unsigned long long warp[8][2]; /* per warp, packed change counts (16 bits per q): inclusive scan at lanes 15, 31 */
   unsigned long long dig[8];     /* per warp: digest terms */
   uint32_t full[8];              /* per warp, bit q: its pieces at q form full tiles (esize 4: half tiles) */
-  uint32_t ticket;
-  uint64_t before;               /* the look-back's result: entries << 42 | record bytes before the chunk */
+  uint32_t job;                  /* K3: the listed chunk this CTA takes */
 };
 
-/* `size` bytes from the shared record rec (16-byte aligned, readable 20 bytes past size) to dst (any
- * alignment): 16-byte stores in between, bytes at both ends; nothing outside [dst, dst + size) */
-__device__ __forceinline__ void copy_out(uint8_t *dst, const uint8_t *rec, uint32_t size)
+/* `size` bytes from rec (4-byte aligned, readable 20 bytes past size) to dst (any alignment) by
+ * `lanes` threads (t: 0 .. lanes - 1): 16-byte stores in between, bytes at both ends; nothing
+ * outside [dst, dst + size) */
+__device__ __forceinline__ void copy_out(uint8_t *dst, const uint8_t *rec, uint32_t size, uint32_t t, uint32_t lanes)
 {
-  const uint32_t t = threadIdx.x, head = min((uint32_t)(-(uintptr_t)dst & 15), size);
+  const uint32_t head = min((uint32_t)(-(uintptr_t)dst & 15), size);
   const uint32_t vecs = (size - head) / 16, tail = head + 16 * vecs;
   const uint32_t *r32 = (const uint32_t *)rec;
-  for (uint32_t v = t; v < vecs; v += kThreads) {
+  for (uint32_t v = t; v < vecs; v += lanes) {
     const uint32_t o = head + 16 * v, w = o / 4, s = 8 * (o & 3);
     const uint32_t x0 = r32[w], x1 = r32[w + 1], x2 = r32[w + 2], x3 = r32[w + 3], x4 = r32[w + 4];
     *(uint4 *)(dst + o) = make_uint4(__funnelshift_r(x0, x1, s), __funnelshift_r(x1, x2, s), __funnelshift_r(x2, x3, s),
                                      __funnelshift_r(x3, x4, s));
   }
-  if (t < head)
-    dst[t] = rec[t];
-  if (t < size - tail)
-    dst[tail + t] = rec[tail + t];
+  for (uint32_t b = t; b < head; b += lanes)
+    dst[b] = rec[b];
+  for (uint32_t b = t; b < size - tail; b += lanes)
+    dst[tail + b] = rec[tail + b];
 }
 
-/* Chunk c of region ri. Two barriers: B after the warp scans (counts, tile flags, digest sums),
- * B2 after the record is built and the look-back is done. */
-template <int E> __device__ __forceinline__ void encode_chunk(const enc_params &p, int ri, uint32_t c, enc_shared &sh)
+/* Chunk c of region ri. K1 (Place false): counts, mode, digest; the record into the chunk's slot
+ * when it is at most kSlot bytes (old updated), else the chunk listed (old left). K3 (Place true, a
+ * listed chunk): the record straight to the patch at the chunk's position when it fits, old updated.
+ * Barriers: B after the warp scans, B2 after the record is built. */
+template <int E, bool Place> __device__ __forceinline__ void encode_chunk(const enc_params &p, int ri, uint32_t c, enc_shared &sh)
 {
   const enc_region &R = p.r[ri];
   constexpr int EPP = 16 / E;                /* elements per piece */
@@ -237,19 +236,9 @@ template <int E> __device__ __forceinline__ void encode_chunk(const enc_params &
     }
     mask[q] = change_mask<E>(a, b);
     lanes |= (uint64_t)__popc(mask[q]) << (16 * q);
-    terms += piece_terms(a, base + off, R.n, K);
+    if (!Place)
+      terms += piece_terms(a, base + off, R.n, K);
     K += 2 * kThreads * RFK__PHI; /* the next q: 512 words on */
-    if (mask[q]) { /* old := next, changed pieces only (16-byte stores when aligned, else the changed elements) */
-      if (R.aligned && off + 16 <= bytes) {
-        *(uint4 *)(R.old + base + off) = a;
-      } else {
-        for (uint32_t m = mask[q]; m; m &= m - 1) {
-          const int l = __ffs(m) - 1;
-          for (int bb = 0; bb < E; bb++)
-            R.old[base + off + l * E + bb] = (uint8_t)byte_at(a, l * E + bb);
-        }
-      }
-    }
   }
   /* warp scan of the packed counts (pieces in order p = q * 256 + t: lanes per q) */
   uint64_t incl = lanes;
@@ -271,7 +260,8 @@ template <int E> __device__ __forceinline__ void encode_chunk(const enc_params &
     const bool f = E == 1 ? (bal & 0xffffu) == 0xffffu || bal >> 16 == 0xffffu : bal == 0xffffffffu;
     fb |= (uint32_t)f << q;
   }
-  terms = warp_sum(terms);
+  if (!Place)
+    terms = warp_sum(terms);
   if (lane == 0)
     sh.full[warp] = fb, sh.dig[warp] = terms;
   __syncthreads(); /* B */
@@ -290,33 +280,48 @@ template <int E> __device__ __forceinline__ void encode_chunk(const enc_params &
   /* rfk__choose compares the largest tile count with 256 only */
   const uint32_t mode = rfk__choose(k, anyfull ? RFK_DELTA_TILE : 0, elems, E);
   const uint32_t size = k ? (uint32_t)rfk__record_size(mode, k, elems, E) : 0;
-  /* publish the aggregate at once, then look back (warp 0: 32 x kLb predecessors per round, lane l
-   * reads chunks c - 1 - kLb l .. c - kLb (l + 1); before the region's start counts as a prefix of 0) */
-  const uint64_t agg = (uint64_t)(k > 0) << kEntShift | size;
-  uint64_t *st = p.state + R.chunk0;
-  uint64_t lb[kLb];
-  if (warp == 0) {
-    if (lane == 0) {
-      store_state(&st[c], (c == 0 ? kFlagPre : kFlagAgg) | agg);
-      unsigned long long d = 0;
+  const bool big = size > kSlot; /* K1 leaves it to K3 */
+  if (!Place && t == 0) {
+    unsigned long long d = 0;
 #pragma unroll
-      for (int w = 0; w < 8; w++)
-        d += sh.dig[w];
-      unsigned long long *acc = p.acc + ((uint64_t)ri * kAccSlots + c % kAccSlots) * kAccStride;
-      atomicAdd(&acc[0], d);
-      if (k)
-        atomicAdd(&acc[1], (unsigned long long)k);
-    }
+    for (int w = 0; w < 8; w++)
+      d += sh.dig[w];
+    unsigned long long *acc = p.acc + ((uint64_t)ri * kAccSlots + c % kAccSlots) * kAccStride;
+    atomicAdd(&acc[0], d);
+    if (k)
+      atomicAdd(&acc[1], (unsigned long long)k);
+    p.meta[R.chunk0 + c] = mode << 24 | k;
+    p.pos[R.chunk0 + c] = (uint64_t)(k > 0) << kEntShift | size; /* K2 turns it into the position */
+    if (big)
+      p.jobs[atomicAdd(p.njobs, 1u)] = (uint32_t)ri << 24 | c;
+  }
+  if (!Place && big)
+    return; /* old stays as it was for K3 */
+  if (k) { /* old := next, changed pieces only (16-byte stores when aligned, else the changed elements) */
 #pragma unroll
-    for (int j = 0; j < kLb; j++) {
-      const int64_t idx = (int64_t)c - 1 - (kLb * lane + j);
-      lb[j] = idx >= 0 ? load_state(&st[idx]) : kFlagPre;
+    for (int q = 0; q < 4; q++) {
+      const uint32_t pc = q * kThreads + t, off = 16 * pc;
+      if (!mask[q])
+        continue;
+      const uint4 a = slot[pc];
+      if (R.aligned && off + 16 <= bytes) {
+        *(uint4 *)(R.old + base + off) = a;
+      } else {
+        for (uint32_t m = mask[q]; m; m &= m - 1) {
+          const int l = __ffs(m) - 1;
+          for (int bb = 0; bb < E; bb++)
+            R.old[base + off + l * E + bb] = (uint8_t)byte_at(a, l * E + bb);
+        }
+      }
     }
   }
-  /* the record, over the old half of the shared chunk (every thread is done with old since B);
-   * skipped when it cannot fit whatever comes before it */
+  const uint64_t at = Place ? p.pos[R.chunk0 + c] & kBytes : 0;
+  /* records that fit are written, as in delta_ref.c (K1: those that fit whatever comes before) */
+  if (!k || RFK_DELTA_HEADER + at + size > R.cap)
+    return;
+  /* the record, over the old half of the shared chunk (every thread is done with old since B) */
   uint8_t *rec = (uint8_t *)(slot + 4 * kThreads);
-  if (k && RFK_DELTA_HEADER + (uint64_t)size <= R.cap) {
+  {
     const uint32_t T = rfk__tiles(elems), B = (elems + 7) / 8;
     const uint32_t vals = mode == RFK_DELTA_LIST ? 2 * k : mode == RFK_DELTA_TILES ? T + k : B;
     const uint64_t ex = pre + incl - lanes; /* per q: changes before this piece among pieces q * 256 + 0 .. */
@@ -375,120 +380,149 @@ template <int E> __device__ __forceinline__ void encode_chunk(const enc_params &
       rec[t] = (uint8_t)(v >> (16 * q));
     }
   }
-  if (warp == 0) {
-    uint64_t before = 0;
-    if (c > 0) {
-      for (int64_t hi = c;;) {
-        for (;;) { /* every chunk of the window published at least its aggregate */
-          bool zero = false;
-#pragma unroll
-          for (int j = 0; j < kLb; j++)
-            zero |= !(lb[j] >> 62);
-          if (!__any_sync(0xffffffffu, zero))
-            break;
-          __nanosleep(32);
-#pragma unroll
-          for (int j = 0; j < kLb; j++)
-            if (!(lb[j] >> 62))
-              lb[j] = load_state(&st[hi - 1 - (kLb * lane + j)]);
-        }
-        uint64_t all = 0, upto = 0; /* upto: through this lane's nearest inclusive prefix */
-        bool found = false;
-#pragma unroll
-        for (int j = 0; j < kLb; j++) {
-          all += lb[j] & kVal;
-          if (!found) {
-            upto += lb[j] & kVal;
-            found = lb[j] >> 62 == 2;
-          }
-        }
-        const uint32_t bal = __ballot_sync(0xffffffffu, found);
-        if (bal) {
-          const int first = __ffs(bal) - 1;
-          before += warp_sum(lane < first ? all : lane == first ? upto : 0);
-          break;
-        }
-        before += warp_sum(all);
-        hi -= kLb * 32;
-#pragma unroll
-        for (int j = 0; j < kLb; j++) {
-          const int64_t idx = hi - 1 - (kLb * lane + j);
-          lb[j] = idx >= 0 ? load_state(&st[idx]) : kFlagPre;
-        }
-      }
-      if (lane == 0)
-        store_state(&st[c], kFlagPre | (before + agg));
-    }
-    if (lane == 0) {
-      p.meta[R.chunk0 + c] = mode << 24 | k;
-      sh.before = before;
-    }
-  }
   __syncthreads(); /* B2 */
-  const uint64_t off = sh.before & kBytes;
-  if (k && RFK_DELTA_HEADER + off + size <= R.cap) /* records that fit are written, as in delta_ref.c */
-    copy_out(R.patch + RFK_DELTA_HEADER + off, rec, size);
+  uint8_t *dst = Place ? R.patch + RFK_DELTA_HEADER + at : p.slots + (uint64_t)(R.chunk0 + c) * kSlot;
+  copy_out(dst, rec, size, t, kThreads);
+}
+
+template <bool Place> __device__ __forceinline__ void encode_any(const enc_params &p, int ri, uint32_t c, enc_shared &sh)
+{
+  const uint32_t e = p.r[ri].e;
+  if (e == 1)
+    encode_chunk<1, Place>(p, ri, c, sh);
+  else if (e == 2)
+    encode_chunk<2, Place>(p, ri, c, sh);
+  else
+    encode_chunk<4, Place>(p, ri, c, sh);
 }
 
 __global__ void __launch_bounds__(kThreads, kEncCtas) encode_kernel(const __grid_constant__ enc_params p)
 {
   __shared__ enc_shared sh;
-  if (threadIdx.x == 0)
-    sh.ticket = atomicAdd(p.ticket, 1u); /* launch order: predecessors are already running */
-  __syncthreads();
-  const uint32_t g = sh.ticket;
-  const int ri = find_region(p.first, p.count, g);
-  const uint32_t c = g - p.first[ri];
-  const uint32_t e = p.r[ri].e;
-  if (e == 1)
-    encode_chunk<1>(p, ri, c, sh);
-  else if (e == 2)
-    encode_chunk<2>(p, ri, c, sh);
-  else
-    encode_chunk<4>(p, ri, c, sh);
+  const int ri = find_region(p.first, p.count, blockIdx.x);
+  encode_any<false>(p, ri, blockIdx.x - p.first[ri], sh);
 }
 
-/* item 0 of a region: out, header, padding; item 1 + c: directory entry of chunk c */
-__global__ void __launch_bounds__(kThreads) finish_kernel(const __grid_constant__ enc_params p, uint32_t items)
+/* K2: region blockIdx.x's exclusive scan of pos (entry << 42 | record bytes per chunk, in place);
+ * the sum into total */
+__global__ void __launch_bounds__(kScanThreads) scan_kernel(const __grid_constant__ enc_params p)
 {
-  const uint32_t g = blockIdx.x * kThreads + threadIdx.x;
-  if (g >= items)
-    return;
-  const int ri = find_region(p.first, p.count, g);
-  const enc_region &R = p.r[ri];
-  const uint32_t item = g - p.first[ri];
-  const uint64_t tot = R.nch ? p.state[R.chunk0 + R.nch - 1] & kVal : 0;
-  const uint32_t m = (uint32_t)(tot >> kEntShift);
-  const uint64_t P = tot & kBytes, dir = RFK_DELTA_HEADER + rfk__align4(P), size = dir + (uint64_t)RFK_DELTA_ENTRY * m;
-  const bool fits = size <= R.cap;
-  if (item == 0) {
+  __shared__ unsigned long long wsum[kScanThreads / 32];
+  const enc_region &R = p.r[blockIdx.x];
+  uint64_t *v = p.pos + R.chunk0;
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  uint64_t carry = 0;
+  for (uint32_t o = 0; o < R.nch; o += kScanThreads * kScanItems) {
+    uint64_t x[kScanItems], s = 0;
+#pragma unroll
+    for (int j = 0; j < kScanItems; j++) {
+      const uint32_t i = o + t * kScanItems + j;
+      x[j] = i < R.nch ? v[i] : 0;
+      s += x[j];
+    }
+    uint64_t inc = s; /* thread sums: warp scan, then the warps' sums */
+#pragma unroll
+    for (int d = 1; d < 32; d *= 2) {
+      const uint64_t y = __shfl_up_sync(0xffffffffu, inc, d);
+      if (lane >= d)
+        inc += y;
+    }
+    if (lane == 31)
+      wsum[warp] = inc;
+    __syncthreads();
+    uint64_t before = carry, all = 0;
+    for (int w = 0; w < kScanThreads / 32; w++) {
+      before += w < warp ? wsum[w] : 0;
+      all += wsum[w];
+    }
+    before += inc - s;
+#pragma unroll
+    for (int j = 0; j < kScanItems; j++) {
+      const uint32_t i = o + t * kScanItems + j;
+      if (i < R.nch)
+        v[i] = before;
+      before += x[j];
+    }
+    carry += all;
+    __syncthreads(); /* wsum reused */
+  }
+  if (t == 0)
+    p.total[blockIdx.x] = carry;
+}
+
+/* a region's patch size and entries from K2's total, and whether the patch fits its cap */
+struct patch_size {
+  uint64_t P, dir, size;
+  uint32_t m;
+  bool fits;
+};
+__device__ __forceinline__ patch_size sized(const enc_params &p, int ri)
+{
+  patch_size z;
+  const uint64_t tot = p.total[ri];
+  z.m = (uint32_t)(tot >> kEntShift);
+  z.P = tot & kBytes, z.dir = RFK_DELTA_HEADER + rfk__align4(z.P), z.size = z.dir + (uint64_t)RFK_DELTA_ENTRY * z.m;
+  z.fits = z.size <= p.r[ri].cap;
+  return z;
+}
+
+/* K3: each region's result and, when its patch fits, header and padding (a thread per region); the
+ * listed chunks, a CTA each (taken by ticket); then per chunk, a warp each: its slot's record to its
+ * place and its directory entry */
+__global__ void __launch_bounds__(kThreads, kEncCtas) place_kernel(const __grid_constant__ enc_params p, uint32_t chunks)
+{
+  __shared__ enc_shared sh;
+  for (uint32_t ri = blockIdx.x * kThreads + threadIdx.x; ri < (uint32_t)p.count; ri += gridDim.x * kThreads) {
+    const enc_region &R = p.r[ri];
+    const patch_size z = sized(p, (int)ri);
     rfk_delta_out o;
     const unsigned long long *acc = p.acc + (uint64_t)ri * kAccSlots * kAccStride;
     o.digest = rfk__len_term(R.n), o.changed = 0;
     for (int j = 0; j < kAccSlots; j++)
       o.digest += acc[j * kAccStride], o.changed += acc[j * kAccStride + 1];
-    o.size = size, o.entries = m;
-    o.status = fits ? RFK_OK : RFK_DELTA_OVERFLOW;
+    o.size = z.size, o.entries = z.m;
+    o.status = z.fits ? RFK_OK : RFK_DELTA_OVERFLOW;
     p.out[ri] = o;
-    if (!fits)
-      return;
+    if (!z.fits)
+      continue;
     uint8_t *h = R.patch;
     rfk__wr32(h, RFK_DELTA_MAGIC);
     h[4] = (uint8_t)R.e, h[5] = h[6] = h[7] = 0;
     rfk__wr64(h + 8, R.n);
-    rfk__wr32(h + 16, m), rfk__wr32(h + 20, (uint32_t)P);
+    rfk__wr32(h + 16, z.m), rfk__wr32(h + 20, (uint32_t)z.P);
     rfk__wr64(h + 24, o.digest);
-    for (uint64_t b = RFK_DELTA_HEADER + P; b < dir; b++)
+    for (uint64_t b = RFK_DELTA_HEADER + z.P; b < z.dir; b++)
       h[b] = 0;
-    return;
   }
-  const uint32_t c = item - 1, meta = p.meta[R.chunk0 + c], k = meta & 0xffffffu;
-  if (!fits || !k)
-    return;
-  const uint64_t own = 1ull << kEntShift | rfk__record_size(meta >> 24, k, rfk__chunk_elems(R.n, R.e, c), R.e);
-  const uint64_t before = (p.state[R.chunk0 + c] & kVal) - own;
-  uint8_t *d = R.patch + dir + (uint64_t)RFK_DELTA_ENTRY * (before >> kEntShift);
-  rfk__wr32(d, c), rfk__wr32(d + 4, (uint32_t)(before & kBytes)), rfk__wr32(d + 8, meta);
+  const uint32_t jobs = *p.njobs;
+  for (;;) {
+    if (threadIdx.x == 0)
+      sh.job = atomicAdd(p.ticket, 1u);
+    __syncthreads();
+    const uint32_t j = sh.job;
+    if (j >= jobs)
+      break;
+    const uint32_t w = p.jobs[j];
+    encode_any<true>(p, (int)(w >> 24), w & 0xffffffu, sh);
+    __syncthreads(); /* sh reused */
+  }
+  const uint32_t lane = threadIdx.x & 31, W = gridDim.x * (kThreads / 32);
+  for (uint32_t g = blockIdx.x * (kThreads / 32) + threadIdx.x / 32; g < chunks; g += W) {
+    const int ri = find_region(p.first, p.count, g);
+    const enc_region &R = p.r[ri];
+    const uint32_t c = g - p.first[ri], meta = p.meta[R.chunk0 + c], k = meta & 0xffffffu;
+    const uint64_t before = p.pos[R.chunk0 + c], at = before & kBytes;
+    if (!k)
+      continue;
+    const uint32_t size = (uint32_t)rfk__record_size(meta >> 24, k, rfk__chunk_elems(R.n, R.e, c), R.e);
+    if (size <= kSlot && RFK_DELTA_HEADER + at + size <= R.cap) /* records that fit are written, as in delta_ref.c */
+      copy_out(R.patch + RFK_DELTA_HEADER + at, p.slots + (uint64_t)(R.chunk0 + c) * kSlot, size, lane, 32);
+    const patch_size z = sized(p, ri);
+    if (lane == 0 && z.fits) {
+      uint8_t *d = R.patch + z.dir + (uint64_t)RFK_DELTA_ENTRY * (before >> kEntShift);
+      rfk__wr32(d, c), rfk__wr32(d + 4, (uint32_t)at), rfk__wr32(d + 8, meta);
+    }
+  }
 }
 
 /* ---- apply ---- */
@@ -767,7 +801,7 @@ int bad_region(const void *a, const void *b, uint64_t n, int e)
 }
 
 struct scratch_layout {
-  uint64_t tickets, acc, state, meta, bytes;
+  uint64_t tickets, acc, total, pos, meta, jobs, slots, bytes; /* zeroed: tickets and acc */
 };
 
 scratch_layout layout(const rfk_delta_region *r, int count)
@@ -777,11 +811,14 @@ scratch_layout layout(const rfk_delta_region *r, int count)
     chunks += rfk__nchunks(r[i].n);
   const uint64_t subs = (uint64_t)(count + RFK_CUDA_CHUNK - 1) / RFK_CUDA_CHUNK;
   scratch_layout L;
-  L.tickets = 0;
-  L.acc = (4 * subs + 7) / 8 * 8;
-  L.state = L.acc + 8ull * kAccSlots * kAccStride * count;
-  L.meta = L.state + 8 * chunks;
-  L.bytes = L.meta + 4 * chunks;
+  L.tickets = 0; /* ticket and njobs per launch */
+  L.acc = 8 * subs;
+  L.total = L.acc + 8ull * kAccSlots * kAccStride * count;
+  L.pos = L.total + 8ull * count;
+  L.meta = L.pos + 8 * chunks;
+  L.jobs = L.meta + 4 * chunks;
+  L.slots = (L.jobs + 4 * chunks + 15) / 16 * 16;
+  L.bytes = L.slots + (uint64_t)kSlot * chunks + 32; /* copy_out reads a few bytes past a record */
   return L;
 }
 
@@ -794,7 +831,7 @@ extern "C" uint64_t rfk_delta_scratch_bytes(const rfk_delta_region *r, int count
 
 extern "C" int rfk_cuda_delta_load(void)
 {
-  const void *k[] = {(const void *)encode_kernel, (const void *)finish_kernel, (const void *)status_init_kernel,
+  const void *k[] = {(const void *)encode_kernel, (const void *)scan_kernel, (const void *)place_kernel, (const void *)status_init_kernel,
                      (const void *)validate_kernel, (const void *)apply_kernel, (const void *)digest_kernel};
   for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
     cudaFuncAttributes a;
@@ -819,10 +856,15 @@ extern "C" int rfk_cuda_delta_encode(const rfk_delta_region *r, int count, rfk_d
     return RFK_ERR_ARG;
   cudaStream_t st = (cudaStream_t)stream;
   uint8_t *s = (uint8_t *)scratch;
-  if (cudaMemsetAsync(s, 0, L.bytes, st) != cudaSuccess)
+  if (cudaMemsetAsync(s, 0, L.total, st) != cudaSuccess)
+    return RFK_ERR_CUDA;
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
     return RFK_ERR_CUDA;
   /* 6 CTAs of 33 KB shared memory per SM need the largest carveout */
   if (cudaFuncSetAttribute(encode_kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared) !=
+          cudaSuccess ||
+      cudaFuncSetAttribute(place_kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared) !=
       cudaSuccess)
     return RFK_ERR_CUDA;
   uint32_t chunk0 = 0;
@@ -830,12 +872,16 @@ extern "C" int rfk_cuda_delta_encode(const rfk_delta_region *r, int count, rfk_d
     const int m = count - first < RFK_CUDA_CHUNK ? count - first : RFK_CUDA_CHUNK;
     enc_params local, *pp = &local; /* 15 KB; the launch copies it into the parameter space */
     pp->count = m;
-    pp->ticket = (uint32_t *)(s + L.tickets) + sub;
-    pp->state = (uint64_t *)(s + L.state);
+    pp->ticket = (uint32_t *)(s + L.tickets) + 2 * sub;
+    pp->njobs = pp->ticket + 1;
+    pp->jobs = (uint32_t *)(s + L.jobs);
+    pp->pos = (uint64_t *)(s + L.pos);
+    pp->total = (uint64_t *)(s + L.total) + first;
+    pp->slots = s + L.slots;
     pp->meta = (uint32_t *)(s + L.meta);
     pp->acc = (unsigned long long *)(s + L.acc) + (uint64_t)kAccSlots * kAccStride * first;
     pp->out = out + first;
-    uint32_t chunks = 0, items = 0;
+    uint32_t chunks = 0;
     for (int i = 0; i < m; i++) {
       const rfk_delta_region *g = &r[first + i];
       const uint32_t nch = rfk__nchunks(g->n);
@@ -846,17 +892,11 @@ extern "C" int rfk_cuda_delta_encode(const rfk_delta_region *r, int count, rfk_d
       chunks += nch, chunk0 += nch;
     }
     pp->first[m] = chunks;
-    if (chunks) {
+    const uint32_t grid = (uint32_t)sms * kEncCtas; /* K3: resident CTAs */
+    if (chunks)
       encode_kernel<<<chunks, kThreads, 0, st>>>(*pp);
-      if (cudaGetLastError() != cudaSuccess)
-        return RFK_ERR_CUDA;
-    }
-    for (int i = 0; i < m; i++) { /* K2 items: 1 + chunks per region */
-      pp->first[i] = items;
-      items += 1 + pp->r[i].nch;
-    }
-    pp->first[m] = items;
-    finish_kernel<<<(items + kThreads - 1) / kThreads, kThreads, 0, st>>>(*pp, items);
+    scan_kernel<<<m, kScanThreads, 0, st>>>(*pp); /* every region's total (0 without chunks) */
+    place_kernel<<<grid < chunks ? grid : chunks ? chunks : 1, kThreads, 0, st>>>(*pp, chunks);
     if (cudaGetLastError() != cudaSuccess)
       return RFK_ERR_CUDA;
   }
