@@ -119,8 +119,8 @@ int rf_cmd_plan(int argc, char **argv)
   printf("delta bytes:   %.3f GB (%.2f%% of dense: patches, regions sent dense, directories)%s\n", d.bytes / 1e9,
          p->total_bytes ? 100 * d.bytes / (double)p->total_bytes : 0.0,
          p->delta_ppm ? "" : "; this plan has no patch areas (plan option delta = { budget = B })");
-  printf("delta trainer: %.3f s (rank %u; staging and encode %.3f s at %g GB/s)\n", d.trainer_s, d.worst_trainer,
-         d.stage_s, m.mem_gbs);
+  printf("delta trainer: %.3f s (rank %u; staging and encode %.3f s at %g GB/s, the encode at %g of it)\n",
+         d.trainer_s, d.worst_trainer, d.stage_s, m.mem_gbs, RF_ENCODE_OF_COPY);
   printf("delta receiver: %.3f s (receiver %u)\n", d.receiver_s, d.worst_receiver);
   printf("predicted delta: %.3f s, bound by the %s side (dense %.3f s)\n", d.seconds,
          d.bound_by_receiver ? "receiver" : "trainer", r.seconds);

@@ -174,15 +174,16 @@ void rf_plan_predict_delta(const rf_plan *p, const rf_time_model *m, const rf_de
       out->bytes = out->bytes + b + 16;
       if (seen[w->receiver] != t + 1) seen[w->receiver] = t + 1, targets++;
     }
-    double moved = 0;
+    double moved = 0, enc = 0; /* staging: sources read, the encoding written; encode: it and the old read */
     for (uint32_t o = rk->op_first; o < rk->op_first + rk->op_count; o++) {
       const rf_op *op = &p->ops[o];
       uint64_t cells = (uint64_t)(op->rows * op->cols), outb = cells * esize(op->dst_dtype);
       if (op->kind == RF_OP_FP8)
         outb = cells + (uint64_t)((op->rows + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK) * (uint64_t)((op->cols + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK) * 4;
-      moved = moved + (double)(op->count * (cells * esize(op->src_dtype) + 3 * outb));
+      moved = moved + (double)(op->count * (cells * esize(op->src_dtype) + outb));
+      enc = enc + (double)(op->count * 2 * outb);
     }
-    double stage = moved / mem;
+    double stage = moved / mem + enc / (mem * RF_ENCODE_OF_COPY);
     double s = stage + (sent + 16.0 * rk->write_count) / rate + (double)(rk->write_count + targets) * m->write_overhead_us * 1e-6;
     if (s > out->trainer_s) out->trainer_s = s, out->worst_trainer = t, out->stage_s = stage;
   }
