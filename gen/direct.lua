@@ -26,19 +26,24 @@ function M.decide(plan, model, packed)
   local srcs, ops, writes = model.srcs, packed.ops, packed.writes
   local pieces = {}
   local done = {} -- op tables are shared between replicate groups (same shard layout): decide once
+  local by_shard = {} -- the ranks of one shard in every replicate group hold the same op tables
   for _, rk in ipairs(packed.ranks) do
-    -- identity items of this rank, by slot offset
-    local items = {}
-    for i = rk.op_first, rk.op_first + rk.op_count - 1 do
-      local o = ops[i + 1]
-      if identity(o, srcs) then
-        local es = U.dtypes[srcs[o.src + 1].dtype].size
-        for k = 0, o.count - 1 do
-          items[#items + 1] = { out = o.out + k * o.steps.out, len = o.rows * o.cols * es, op = o, k = k }
+    -- identity items of this rank, by slot offset (read only below)
+    local items = by_shard[rk.shard]
+    if not items then
+      items = {}
+      for i = rk.op_first, rk.op_first + rk.op_count - 1 do
+        local o = ops[i + 1]
+        if identity(o, srcs) then
+          local es = U.dtypes[srcs[o.src + 1].dtype].size
+          for k = 0, o.count - 1 do
+            items[#items + 1] = { out = o.out + k * o.steps.out, len = o.rows * o.cols * es, op = o, k = k }
+          end
         end
       end
+      table.sort(items, function(a, b) return a.out < b.out end)
+      by_shard[rk.shard] = items
     end
-    table.sort(items, function(a, b) return a.out < b.out end)
     -- the last item starting at or before slot offset s (binary search), or nil
     local function item_at(s)
       local lo, hi = 1, #items + 1
@@ -50,9 +55,9 @@ function M.decide(plan, model, packed)
     end
     local skip = {}
     for _, it in ipairs(items) do skip[it.op] = true end
-    local function covered(w)
+    -- whether items of skipped ops cover write w's slot range; k: item_at(w[1])
+    local function covered(w, k)
       local at, stop = w[1], w[1] + w[3]
-      local k = item_at(at)
       if not k then return false end
       while at < stop do
         local it = items[k]
@@ -63,23 +68,43 @@ function M.decide(plan, model, packed)
       return true
     end
     local first, last = rk.write_first + 1, rk.write_first + rk.write_count
-    local changed = true
-    while changed do
-      changed = false
-      for j = first, last do
-        local w = writes[j]
-        if not covered(w) then
-          local k = item_at(w[1]) or 1
-          while k <= #items and items[k].out < w[1] + w[3] do
-            local it = items[k]
-            if it.out + it.len > w[1] and skip[it.op] then
-              skip[it.op] = false
-              changed = true
-            end
-            k = k + 1
+    -- Skipping shrinks to its fixed point by a worklist: a write that cannot be covered even with
+    -- every op skipped starts it; a write that must come from the arena unskips every op with an
+    -- item it touches, and every write touching an item of an op so unskipped must come from the
+    -- arena in turn.
+    local touches, by_op, queue, at0 = {}, {}, {}, {}
+    for j = first, last do
+      local w = writes[j]
+      local t = {}
+      local k0 = item_at(w[1])
+      at0[j] = k0
+      local k = k0 or 1
+      while k <= #items and items[k].out < w[1] + w[3] do
+        local it = items[k]
+        if it.out + it.len > w[1] then
+          t[#t + 1] = it.op
+          local l = by_op[it.op]
+          if not l then l = {}; by_op[it.op] = l end
+          l[#l + 1] = j
+        end
+        k = k + 1
+      end
+      touches[j] = t
+      if not covered(w, k0) then queue[#queue + 1] = j end -- every op still skipped here
+    end
+    local arena = {}
+    for _, j in ipairs(queue) do arena[j] = true end
+    local head = 1
+    while head <= #queue do
+      for _, op in ipairs(touches[queue[head]]) do
+        if skip[op] then
+          skip[op] = false
+          for _, j in ipairs(by_op[op]) do
+            if not arena[j] then arena[j] = true; queue[#queue + 1] = j end
           end
         end
       end
+      head = head + 1
     end
     for _, it in ipairs(items) do
       if done[it.op] == nil then done[it.op] = skip[it.op] end
@@ -87,9 +112,9 @@ function M.decide(plan, model, packed)
     for j = first, last do
       local w = writes[j]
       local p0 = #pieces
-      if covered(w) then
+      if covered(w, at0[j]) then
         local at, stop = w[1], w[1] + w[3]
-        local k = item_at(at)
+        local k = at0[j]
         while at < stop do
           local it = items[k]
           local o = it.op

@@ -24,11 +24,11 @@ end
 -- First shard boundary that cuts an FP8 block of some destination, or nil.
 local function unaligned_cut(s, uses, chunk, fsdp)
   for _, u in ipairs(uses or {}) do
-    if u.d.dtype == "fp8" then
+    if u.d.dtype == "fp8" and chunk > 0 then
       local a, b = u.seg.srow0, u.seg.srow0 + u.seg.srows
-      for k = 1, fsdp - 1 do
+      for k = math.max(1, a // chunk + 1), math.min(fsdp - 1, (b - 1) // chunk) do -- the cuts inside (a, b)
         local cut = k * chunk
-        if cut > a and cut < b and (u.seg.irow0 + cut - a) % BLOCK ~= 0 then return cut, u.d end
+        if (u.seg.irow0 + cut - a) % BLOCK ~= 0 then return cut, u.d end
       end
     end
   end
