@@ -132,8 +132,9 @@ int rfk_ref_delta_encode(const rfk_delta_region *r, int count, rfk_delta_out *ou
  * value, RFK_CUDA_CHUNK regions per launch); out: count results in device memory (or host memory
  * mapped into the device), valid once the stream reached the end of this call's work. scratch:
  * device memory of rfk_delta_scratch_bytes(r, count) bytes (8-byte aligned; about 1/8 of the
- * regions' bytes, a 2 KB record slot per 16 KB chunk), not shared with a concurrent call; its contents need not be anything. Returns RFK_ERR_ARG (nothing launched),
- * RFK_ERR_CUDA (a launch failed), else RFK_OK. Fastest with next/old 16-byte aligned. */
+ * regions' bytes, a 2 KB record slot per 16 KB chunk), not shared with a concurrent call; its
+ * contents need not be anything. Returns RFK_ERR_ARG (nothing launched), RFK_ERR_CUDA (a launch
+ * failed), else RFK_OK. Fastest with next/old 16-byte aligned. */
 uint64_t rfk_delta_scratch_bytes(const rfk_delta_region *r, int count);
 int rfk_cuda_delta_encode(const rfk_delta_region *r, int count, rfk_delta_out *out, void *scratch,
                           uint64_t scratch_bytes, void *stream);

@@ -309,8 +309,7 @@ rf_status rf__cuda_delta_warm(rf_engine *e, rfk_delta_status *st_d, rfk_delta_st
   if (rfk_ref_delta_encode(&r, 1, &o) != RFK_OK || o.status != RFK_OK)
     return rf__fail(e, RF_ERR_KERNEL, "the delta kernels' self-check: the reference encode failed");
   uint8_t *dev;
-  RF_CHECK(rf__cuda_alloc(e, 16 + sizeof patch, (void **)&dev, "delta self-check buffer"));
-  CU_TRY(e, cudaMemset(dev, 0, 16), "delta self-check");
+  RF_CHECK(rf__cuda_alloc(e, 16 + sizeof patch, (void **)&dev, "delta self-check buffer")); /* zeroed: old */
   CU_TRY(e, cudaMemcpy(dev + 16, patch, o.size, cudaMemcpyHostToDevice), "delta self-check");
   rfk_delta_target t = {.patch = dev + 16, .len = o.size, .dst = dev, .n = 16, .esize = 1};
   rfk_delta_span sp = {dev, 16};
