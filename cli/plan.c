@@ -9,7 +9,7 @@
 static int usage(void)
 {
   fprintf(stderr, "usage: refit plan <plan> [--nic-gbps N] [--nics-per-gpu N] [--write-overhead-us U] [--rtt-us U]\n"
-                  "                  [--mem-gbs N] [--density D | --density fp8=D,bf16=D,fp32=D]\n"
+                  "                  [--mem-gbs N] [--encode-gbs N] [--density D | --density fp8=D,bf16=D,fp32=D]\n"
                   "       refit plan --list\n"
                   "  --density: fraction of changed elements per version for the delta prediction (default: issue\n"
                   "  16's step at lr 1e-6, fp8=0.0034,bf16=0.033,fp32=0.004); one number sets all three\n");
@@ -80,6 +80,9 @@ int rf_cmd_plan(int argc, char **argv)
     } else if (strcmp(a, "--mem-gbs") == 0) {
       if (!number(a, i + 1 < argc ? argv[++i] : NULL, &v) || v == 0) return usage();
       m.mem_gbs = v;
+    } else if (strcmp(a, "--encode-gbs") == 0) {
+      if (!number(a, i + 1 < argc ? argv[++i] : NULL, &v) || v == 0) return usage();
+      m.encode_gbs = v;
     } else if (strcmp(a, "--density") == 0) {
       const char *d = i + 1 < argc ? argv[++i] : NULL;
       if (!density(d, &dn)) {
@@ -119,8 +122,8 @@ int rf_cmd_plan(int argc, char **argv)
   printf("delta bytes:   %.3f GB (%.2f%% of dense: patches, regions sent dense, directories)%s\n", d.bytes / 1e9,
          p->total_bytes ? 100 * d.bytes / (double)p->total_bytes : 0.0,
          p->delta_ppm ? "" : "; this plan has no patch areas (plan option delta = { budget = B })");
-  printf("delta trainer: %.3f s (rank %u; staging and encode %.3f s at %g GB/s, the encode at %g of it)\n",
-         d.trainer_s, d.worst_trainer, d.stage_s, m.mem_gbs, RF_ENCODE_OF_COPY);
+  printf("delta trainer: %.3f s (rank %u; staging and encode %.3f s at %g GB/s, the encode at %g GB/s)\n",
+         d.trainer_s, d.worst_trainer, d.stage_s, m.mem_gbs, m.encode_gbs);
   printf("delta receiver: %.3f s (receiver %u)\n", d.receiver_s, d.worst_receiver);
   printf("predicted delta: %.3f s, bound by the %s side (dense %.3f s)\n", d.seconds,
          d.bound_by_receiver ? "receiver" : "trainer", r.seconds);

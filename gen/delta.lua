@@ -94,9 +94,9 @@ end
 -- 3.3% of bf16 values, 0.34% of FP8 codes, 0.4% of block scales (fp32 tensors at the scales' rate).
 M.DENSITY = { fp8 = 0.0034, bf16 = 0.033, fp32 = 0.004 }
 M.MEM_GBS = 3000 -- device memory, GB/s of bytes moved (H100 copy rate, kernels/NOTES.md)
--- the encode kernel's rate as a fraction of the copy rate, measured on an H200 at the stated
--- densities (kernels/NOTES.md, delta encode v3: 0.61 FP8 at 0.3%, 0.54 bf16 at 3%)
-M.ENCODE_OF_COPY = 0.6
+-- the encode kernel, GB/s of the bytes it reads: 0.6 of MEM_GBS, its rate against a copy measured on
+-- an H200 at the stated densities (kernels/NOTES.md, delta encode v3: 0.61 FP8 at 0.3%, 0.54 bf16 at 3%)
+M.ENCODE_GBS = 1800
 
 -- Expected patch bytes of an n-byte region of element size e at density d (changes uniform at
 -- random): per 16 KB chunk q = P(it changed) entries of 12 bytes plus the smallest record
@@ -167,7 +167,7 @@ function M.predict(plan, model, packed, m, density)
       moved = moved + op.count * (op.rows * op.cols * ID_SIZE[op.src_dtype] + out)
       enc = enc + op.count * 2 * out
     end
-    local stage = moved / mem + enc / (mem * M.ENCODE_OF_COPY)
+    local stage = moved / mem + enc / (m.encode_gbs * 1e9)
     local s = stage + (sent + 16 * rk.write_count) / rate + (rk.write_count + ntg) * m.write_us * 1e-6
     if s > p.trainer_s then p.trainer_s, p.worst_trainer, p.stage_s = s, t - 1, stage end
   end

@@ -58,7 +58,7 @@ function R.facts(plan, model, packed)
   return f
 end
 
-R.DEFAULT_MODEL = { nic_gbps = 400, nics = 1, write_us = 1, rtt_us = 10, mem_gbs = Dl.MEM_GBS }
+R.DEFAULT_MODEL = { nic_gbps = 400, nics = 1, write_us = 1, rtt_us = 10, mem_gbs = Dl.MEM_GBS, encode_gbs = Dl.ENCODE_GBS }
 
 -- The same arithmetic as rf_plan_predict() in runtime/plan.c.
 function R.predict(packed, m)
@@ -173,9 +173,9 @@ function R.report(plan, model, packed, f, hash)
     .. "1e-6); dense %.3f", dp.seconds, dp.bound, dn.fp8 * 100, dn.bf16 * 100, dn.fp32 * 100, tm.seconds)
   add("delta_bytes_per_version: %.0f (%s, %.2f%% of dense): patches, regions sent dense, directories", dp.bytes,
     U.human(math.floor(dp.bytes)), 100 * dp.bytes / math.max(packed.total, 1))
-  add("delta_trainer_s: %.3f (rank %d; staging and encode %.3f at %d GB/s, the encode at %g of it), "
+  add("delta_trainer_s: %.3f (rank %d; staging and encode %.3f at %d GB/s, the encode at %d GB/s), "
     .. "delta_receiver_s: %.3f (receiver %d)", dp.trainer_s, dp.worst_trainer, dp.stage_s, R.DEFAULT_MODEL.mem_gbs,
-    Dl.ENCODE_OF_COPY, dp.receiver_s, dp.worst_receiver)
+    R.DEFAULT_MODEL.encode_gbs, dp.receiver_s, dp.worst_receiver)
 
   -- How sources travel, and which are gathered because a shard cut would split an FP8 block.
   local by = { shard = { n = 0, b = 0 }, small = { n = 0, b = 0 }, unaligned = { n = 0, b = 0 } }

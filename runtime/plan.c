@@ -183,7 +183,7 @@ void rf_plan_predict_delta(const rf_plan *p, const rf_time_model *m, const rf_de
       moved = moved + (double)(op->count * (cells * esize(op->src_dtype) + outb));
       enc = enc + (double)(op->count * 2 * outb);
     }
-    double stage = moved / mem + enc / (mem * RF_ENCODE_OF_COPY);
+    double stage = moved / mem + enc / (m->encode_gbs * 1e9);
     double s = stage + (sent + 16.0 * rk->write_count) / rate + (double)(rk->write_count + targets) * m->write_overhead_us * 1e-6;
     if (s > out->trainer_s) out->trainer_s = s, out->worst_trainer = t, out->stage_s = stage;
   }

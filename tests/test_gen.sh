@@ -49,6 +49,17 @@ print(sum(1 for e in root.iter("{http://www.w3.org/2000/svg}rect") if "p" in e.g
   else bad "$p: refit plan says delta '$got', report says '$want'"; fi
 done
 
+# the encode rate is a time-model parameter: at the copy rate the staging is the old src + 3 x out
+# bytes at mem_gbs; 0 is refused
+p=glm5_fp8_64x1_dp32
+st() { ./build/refit plan $p "$@" | sed -n 's/^delta trainer: .*staging and encode \([0-9.]*\) s.*/\1/p'; }
+slow=$(st) fast=$(st --encode-gbs 3000)
+if [ -n "$slow" ] && awk -v a="$fast" -v b="$slow" 'BEGIN { exit !(a < b) }'; then
+  ok "$p: staging and encode $slow s at encode 1800 GB/s, $fast s at 3000"
+else bad "$p: staging and encode '$slow' s at the default encode rate, '$fast' s at 3000 GB/s"; fi
+if ./build/refit plan $p --encode-gbs 0 > /dev/null 2>&1; then bad "refit plan --encode-gbs 0 accepted"
+else ok "refit plan --encode-gbs 0 refused"; fi
+
 # 2. identical input gives byte-identical output, run after run
 for p in glm_tiny_demo qwen3_30b_a3b_fp8_ep4 qwen3_moe_tiny_per_expert; do
   mkdir -p "$tmp/a" "$tmp/b"

@@ -219,7 +219,8 @@ uint64_t rf_plan_hash(const rf_plan *p);
 typedef struct rf_time_model {
   double nic_gbps, write_overhead_us, done_rtt_us;
   unsigned nics_per_gpu;
-  double mem_gbs;       /* delta: device memory, GB/s of bytes moved (staging, encode, apply, digest) */
+  double mem_gbs;       /* delta: device memory, GB/s of bytes moved (staging, apply, digest) */
+  double encode_gbs;    /* delta: the encode kernel, GB/s of the bytes it reads (new and old encoding) */
 } rf_time_model;
 
 typedef struct rf_prediction {
@@ -230,14 +231,13 @@ typedef struct rf_prediction {
   int bound_by_receiver;
 } rf_prediction;
 
-#define RF_TIME_MODEL_DEFAULT                                                                         \
-  ((rf_time_model){.nic_gbps = 400, .write_overhead_us = 1, .done_rtt_us = 10, .nics_per_gpu = 1, .mem_gbs = 3000})
+/* encode_gbs: 0.6 of mem_gbs, the encode's rate against a copy measured on an H200 at the densities
+ * of RF_DENSITY_MEASURED (kernels/NOTES.md, delta encode v3: 0.61 FP8 at 0.3%, 0.54 bf16 at 3%) */
+#define RF_TIME_MODEL_DEFAULT                                                                     \
+  ((rf_time_model){.nic_gbps = 400, .write_overhead_us = 1, .done_rtt_us = 10, .nics_per_gpu = 1,      \
+                   .mem_gbs = 3000, .encode_gbs = 1800})
 
 void rf_plan_predict(const rf_plan *p, const rf_time_model *m, rf_prediction *out);
-
-/* the encode kernel's rate as a fraction of the copy rate, measured on an H200 at the densities of
- * RF_DENSITY_MEASURED (kernels/NOTES.md, delta encode v3: 0.61 FP8 at 0.3%, 0.54 bf16 at 3%) */
-#define RF_ENCODE_OF_COPY 0.6
 
 /* Delta pushes at a density (fraction of changed elements per destination dtype, changes uniform at
  * random): each region's expected patch (kernels/delta.h's modes, per 16 KB chunk the smallest
@@ -245,7 +245,7 @@ void rf_plan_predict(const rf_plan *p, const rf_time_model *m, rf_prediction *ou
  * or its dense bytes when that exceeds its patch_cap (plans without delta: its own size), plus 16
  * directory bytes per write. Trainer: staging and encode in device memory (sources read and the new
  * encoding written, src + out bytes at mem_gbs; the encode reads it with the old one, 2 x out bytes
- * at RF_ENCODE_OF_COPY x mem_gbs), then its bytes at line rate and write_overhead_us per put (one
+ * at encode_gbs), then its bytes at line rate and write_overhead_us per put (one
  * per write and one directory per receiver), not overlapped. Receiver: its bytes at line rate,
  * then apply and digest (each patch read twice, every region read once) at mem_gbs. seconds = max
  * of the two + done_rtt_us. gen/delta.lua computes the same for the reports. */
