@@ -128,6 +128,18 @@ __device__ __forceinline__ unsigned long long warp_sum(unsigned long long v)
   return v;
 }
 
+/* inclusive scan of v over the warp (lane: this thread's) */
+template <typename T> __device__ __forceinline__ T warp_incl(T v, int lane)
+{
+#pragma unroll
+  for (int o = 1; o < 32; o *= 2) {
+    const T y = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o)
+      v += y;
+  }
+  return v;
+}
+
 /* store an element of esize E at an E-aligned address */
 template <int E> __device__ __forceinline__ void store_elem(uint8_t *dst, uint32_t v)
 {
@@ -241,13 +253,7 @@ template <int E, bool Place> __device__ __forceinline__ void encode_chunk(const 
     K += 2 * kThreads * RFK__PHI; /* the next q: 512 words on */
   }
   /* warp scan of the packed counts (pieces in order p = q * 256 + t: lanes per q) */
-  uint64_t incl = lanes;
-#pragma unroll
-  for (int o = 1; o < 32; o *= 2) {
-    const uint64_t y = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o)
-      incl += y;
-  }
+  const uint64_t incl = warp_incl(lanes, lane);
   if (lane == 15)
     sh.warp[warp][0] = incl;
   if (lane == 31)
@@ -420,13 +426,7 @@ __global__ void __launch_bounds__(kScanThreads) scan_kernel(const __grid_constan
       x[j] = i < R.nch ? v[i] : 0;
       s += x[j];
     }
-    uint64_t inc = s; /* thread sums: warp scan, then the warps' sums */
-#pragma unroll
-    for (int d = 1; d < 32; d *= 2) {
-      const uint64_t y = __shfl_up_sync(0xffffffffu, inc, d);
-      if (lane >= d)
-        inc += y;
-    }
+    const uint64_t inc = warp_incl(s, lane); /* thread sums: warp scan, then the warps' sums */
     if (lane == 31)
       wsum[warp] = inc;
     __syncthreads();
@@ -560,14 +560,7 @@ struct val_shared {
 /* exclusive scan of v over the warp; *total: the sum */
 __device__ __forceinline__ uint32_t warp_excl(uint32_t v, uint32_t *total)
 {
-  const int lane = threadIdx.x & 31;
-  uint32_t x = v;
-#pragma unroll
-  for (int o = 1; o < 32; o *= 2) {
-    const uint32_t y = __shfl_up_sync(0xffffffffu, x, o);
-    if (lane >= o)
-      x += y;
-  }
+  const uint32_t x = warp_incl(v, (int)(threadIdx.x & 31));
   *total = __shfl_sync(0xffffffffu, x, 31);
   return x - v;
 }
