@@ -6,13 +6,15 @@
  * its own 16-byte pieces, piece p = q * 256 + thread, q = 0..3, and reads back only those); per piece
  * a mask of changed elements; warp scans of the packed counts (four 16-bit lanes, one per q) give the
  * rank of every change, the tile counts and the full-tile flags after one barrier; every thread picks
- * the mode (rfk__choose). A record of at most RFK_ENC_SLOT bytes is built over the old half and
+ * the mode (rfk__choose). Whole aligned chunks (all but a region's last) take a specialised path
+ * with every bound a constant. A record of at most RFK_ENC_SLOT bytes is built over the old half and
  * copied to the chunk's scratch slot and the changed pieces go into old; a larger one is listed and
  * old left for K3. Digest terms and change counts are summed per CTA and added atomically into one of
- * 8 slots per region, 128 bytes apart (a sum mod 2^64: order-free). K2, a CTA per region, scans the
- * chunks' (entry, record bytes) into positions. K3 encodes the listed chunks again straight into the
- * patch, then copies every slot's record to its position and writes its directory entry, a warp
- * per chunk, and each region's header and padding.
+ * 8 slots per region, 128 bytes apart (a sum mod 2^64: order-free); the chunk's (entry, record bytes)
+ * word is added into its group's sum (64 chunks). K2, a CTA per region, scans the group sums. K3
+ * encodes the listed chunks again straight into the patch, then copies every slot's record to its
+ * position (its group's sum plus the words of the chunks before it in the group) and writes its
+ * directory entry, a warp per chunk, and each region's header and padding.
  * Apply: three launches per 256 targets: statuses reset; validation (the header by every CTA, one
  * warp per directory entry, up to 4096 CTAs per target, the first failure by atomicMin of its key);
  * then the apply itself, which skips a target whose key is set (one thread recomputes that status
@@ -42,7 +44,7 @@ struct enc_region {
   const uint8_t *next;
   uint8_t *old, *patch;
   uint64_t n, cap;
-  uint32_t e, nch, chunk0; /* chunk0: first chunk in the scratch arrays */
+  uint32_t e, nch, chunk0, group0; /* first chunk and chunk group in the scratch arrays */
   uint32_t aligned;        /* next and old 16-byte aligned */
 };
 
@@ -50,7 +52,8 @@ struct enc_params {
   int count;
   uint32_t *ticket, *njobs;      /* K3's next listed chunk; how many K1 listed */
   uint32_t *jobs;                /* chunks whose record is over kSlot bytes: region << 24 | chunk */
-  uint64_t *pos;                 /* per chunk: K1 entry << 42 | record bytes; from K2 those before it */
+  uint64_t *pos;                 /* per chunk: entry << 42 | record bytes (K1) */
+  uint64_t *gsum;                /* per kGroup chunks of a region: K1 adds their pos; K2 makes it the groups' before it */
   uint64_t *total;               /* per region: entries << 42 | record bytes */
   uint32_t *meta;                /* per chunk: mode << 24 | k */
   uint8_t *slots;                /* per chunk kSlot bytes: K1's record */
@@ -90,33 +93,34 @@ __device__ __forceinline__ uint4 load16(const uint8_t *p, uint64_t off, uint64_t
 __device__ __forceinline__ uint32_t word(const uint4 &v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
 __device__ __forceinline__ uint32_t byte_at(const uint4 &v, int b) { return word(v, b / 4) >> (8 * (b % 4)) & 0xff; }
 
-/* bit l set when element l (esize E) of the piece differs */
+/* bit l set when element l (esize E) of the piece differs. Per word d = x ^ y: the high bit of each
+ * E-byte lane of ((d & lo) + lo) | d is set iff the lane is nonzero (no carry leaves a lane); one
+ * multiply gathers those high bits into the top of the word (E 1: bits 7, 15, 23, 31 -> 28 .. 31,
+ * E 2: bits 15, 31 -> 30, 31; the partial products never meet) */
 template <int E> __device__ __forceinline__ uint32_t change_mask(const uint4 &a, const uint4 &b)
 {
+  if (E == 4)
+    return (uint32_t)(a.x != b.x) | (uint32_t)(a.y != b.y) << 1 | (uint32_t)(a.z != b.z) << 2 | (uint32_t)(a.w != b.w) << 3;
+  constexpr uint32_t lo = E == 1 ? 0x7f7f7f7fu : 0x7fff7fffu, mul = E == 1 ? 0x00204081u : 0x8001u;
+  constexpr int sh = E == 1 ? 28 : 30, epw = 4 / E;
   uint32_t m = 0;
 #pragma unroll
   for (int i = 0; i < 4; i++) {
-    uint32_t x = word(a, i), y = word(b, i);
-    if (E == 4)
-      m |= (uint32_t)(x != y) << i;
-    else if (E == 2)
-      m |= ((uint32_t)((x ^ y) & 0xffff ? 1 : 0) | (uint32_t)((x ^ y) >> 16 ? 2 : 0)) << (2 * i);
-    else {
-      uint32_t d = __vcmpne4(x, y); /* 0xff per differing byte */
-      m |= ((d >> 7 & 1) | (d >> 14 & 2) | (d >> 21 & 4) | (d >> 28 & 8)) << (4 * i);
-    }
+    const uint32_t d = word(a, i) ^ word(b, i), nz = (((d & lo) + lo) | d) & ~lo;
+    m |= (nz * mul) >> sh << (epw * i);
   }
   return m;
 }
 
 /* digest terms of the two words of the piece v at byte offset off (a multiple of 16) of an n-byte
  * region; K = (off / 8 + 1) * PHI, so that callers step it by additions instead of multiplying */
+template <bool Inside = false>
 __device__ __forceinline__ uint64_t piece_terms(const uint4 &v, uint64_t off, uint64_t n, uint64_t K)
 {
   uint64_t s = 0;
-  if (off < n)
+  if (Inside || off < n)
     s += rfk__fmix64((v.x | (uint64_t)v.y << 32) + K);
-  if (off + 8 < n)
+  if (Inside || off + 8 < n)
     s += rfk__fmix64((v.z | (uint64_t)v.w << 32) + K + RFK__PHI);
   return s;
 }
@@ -169,10 +173,11 @@ template <int E> __device__ __forceinline__ void store_elem(uint8_t *dst, uint32
 #define RFK_ENC_SLOT 2048 /* scratch bytes per chunk for its record: 1/8 of the region */
 #endif
 constexpr int kEncCtas = RFK_ENC_CTAS;
+constexpr uint32_t kGroup = 64; /* chunks per group sum (K1 adds, K2 scans the sums, K3 adds the rest) */
 constexpr uint32_t kSlot = RFK_ENC_SLOT;
 constexpr int kAccSlots = 8; /* per region: digest and change-count sums, 128 bytes apart (chunk % 8) */
 constexpr int kAccStride = 16; /* u64 per slot */
-constexpr int kScanThreads = 1024, kScanItems = 8;
+constexpr int kScanThreads = 256, kScanItems = 8;
 
 __device__ __forceinline__ void cp_async16(uint4 *dst, const void *src)
 {
@@ -181,12 +186,32 @@ __device__ __forceinline__ void cp_async16(uint4 *dst, const void *src)
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
+/* whole 16 KB chunks of 16-byte aligned regions come in by cp.async */
+__device__ __forceinline__ bool chunk_fast(const enc_region &R, uint32_t c)
+{
+  return R.aligned && R.n - (uint64_t)c * kChunk >= kChunk;
+}
+__device__ __forceinline__ void load_chunk(const enc_region &R, uint32_t c, uint4 *slot)
+{
+  const uint64_t at = (uint64_t)c * kChunk + 16 * threadIdx.x; /* piece q * 256 + t is 4 KB * q further */
+  const uint8_t *nx = R.next + at, *od = R.old + at;
+  uint4 *sl = slot + threadIdx.x;
+#pragma unroll
+  for (int q = 0; q < 4; q++) {
+    cp_async16(sl + q * kThreads, nx + 16 * kThreads * q);
+    cp_async16(sl + (4 + q) * kThreads, od + 16 * kThreads * q);
+  }
+}
+
+/* a chunk in shared memory (a stage): pieces q * 256 + t of next at [q * 256 + t], of old at
+ * [(4 + q) * 256 + t] */
+constexpr uint32_t kStage = 8 * kThreads;
 struct enc_shared {
-  uint4 slot[8 * kThreads];      /* pieces q * 256 + t of next at [q * 256 + t], of old at [(4 + q) * 256 + t] */
   unsigned long long warp[8][2]; /* per warp, packed change counts (16 bits per q): inclusive scan at lanes 15, 31 */
   unsigned long long dig[8];     /* per warp: digest terms */
   uint32_t full[8];              /* per warp, bit q: its pieces at q form full tiles (esize 4: half tiles) */
-  uint32_t job;                  /* K3: the listed chunk this CTA takes */
+  uint32_t job;                  /* K3: the listed chunk this CTA takes, and its position */
+  uint64_t at;
 };
 
 /* `size` bytes from rec (4-byte aligned, readable 20 bytes past size) to dst (any alignment) by
@@ -209,27 +234,23 @@ __device__ __forceinline__ void copy_out(uint8_t *dst, const uint8_t *rec, uint3
     dst[tail + b] = rec[tail + b];
 }
 
-/* Chunk c of region ri. K1 (Place false): counts, mode, digest; the record into the chunk's slot
- * when it is at most kSlot bytes (old updated), else the chunk listed (old left). K3 (Place true, a
- * listed chunk): the record straight to the patch at the chunk's position when it fits, old updated.
+/* Chunk c of region ri in the stage `slot`. K1 (Place false; the caller brought a fast chunk in):
+ * counts, mode, digest; the record into the chunk's slot when it is at most kSlot bytes (old
+ * updated), else the chunk listed (old left). K3 (Place true, a listed chunk): the record straight
+ * to the patch at the chunk's position `at` when it fits, old updated.
  * Barriers: B after the warp scans, B2 after the record is built. */
-template <int E, bool Place> __device__ __forceinline__ void encode_chunk(const enc_params &p, int ri, uint32_t c, enc_shared &sh)
+template <int E, bool Place, bool Full>
+__device__ __forceinline__ void encode_chunk(const enc_params &p, int ri, uint32_t c, uint4 *slot, enc_shared &sh, uint64_t at)
 {
   const enc_region &R = p.r[ri];
   constexpr int EPP = 16 / E;                /* elements per piece */
   constexpr uint32_t FULL = (1u << EPP) - 1; /* mask of a piece whose elements all changed */
   const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
   const uint64_t base = (uint64_t)c * kChunk;
-  const uint32_t bytes = (uint32_t)(R.n - base < kChunk ? R.n - base : kChunk), elems = bytes / E;
-  const bool fast = R.aligned && bytes == kChunk;
-  uint4 *slot = sh.slot;
-  if (fast) {
-#pragma unroll
-    for (int q = 0; q < 4; q++) {
-      const uint32_t pc = q * kThreads + t;
-      cp_async16(slot + pc, R.next + base + 16 * pc);
-      cp_async16(slot + 4 * kThreads + pc, R.old + base + 16 * pc);
-    }
+  const uint32_t bytes = Full ? kChunk : (uint32_t)(R.n - base < kChunk ? R.n - base : kChunk), elems = bytes / E;
+  const bool fast = Full; /* the caller's chunk_fast(R, c) */
+  if (Place && fast) {
+    load_chunk(R, c, slot);
     cp_async_wait_all();
   }
   uint32_t mask[4];
@@ -249,7 +270,7 @@ template <int E, bool Place> __device__ __forceinline__ void encode_chunk(const 
     mask[q] = change_mask<E>(a, b);
     lanes |= (uint64_t)__popc(mask[q]) << (16 * q);
     if (!Place)
-      terms += piece_terms(a, base + off, R.n, K);
+      terms += piece_terms<Full>(a, base + off, R.n, K);
     K += 2 * kThreads * RFK__PHI; /* the next q: 512 words on */
   }
   /* warp scan of the packed counts (pieces in order p = q * 256 + t: lanes per q) */
@@ -297,21 +318,25 @@ template <int E, bool Place> __device__ __forceinline__ void encode_chunk(const 
     if (k)
       atomicAdd(&acc[1], (unsigned long long)k);
     p.meta[R.chunk0 + c] = mode << 24 | k;
-    p.pos[R.chunk0 + c] = (uint64_t)(k > 0) << kEntShift | size; /* K2 turns it into the position */
+    const uint64_t w = (uint64_t)(k > 0) << kEntShift | size;
+    p.pos[R.chunk0 + c] = w;
+    if (w)
+      atomicAdd((unsigned long long *)&p.gsum[R.group0 + c / kGroup], (unsigned long long)w);
     if (big)
       p.jobs[atomicAdd(p.njobs, 1u)] = (uint32_t)ri << 24 | c;
   }
   if (!Place && big)
     return; /* old stays as it was for K3 */
   if (k) { /* old := next, changed pieces only (16-byte stores when aligned, else the changed elements) */
+    uint8_t *ob = R.old + base + 16 * t; /* piece q * 256 + t is 4 KB * q further */
 #pragma unroll
     for (int q = 0; q < 4; q++) {
       const uint32_t pc = q * kThreads + t, off = 16 * pc;
       if (!mask[q])
         continue;
       const uint4 a = slot[pc];
-      if (R.aligned && off + 16 <= bytes) {
-        *(uint4 *)(R.old + base + off) = a;
+      if (Full || (R.aligned && off + 16 <= bytes)) {
+        *(uint4 *)(ob + 16 * kThreads * q) = a;
       } else {
         for (uint32_t m = mask[q]; m; m &= m - 1) {
           const int l = __ffs(m) - 1;
@@ -321,7 +346,6 @@ template <int E, bool Place> __device__ __forceinline__ void encode_chunk(const 
       }
     }
   }
-  const uint64_t at = Place ? p.pos[R.chunk0 + c] & kBytes : 0;
   /* records that fit are written, as in delta_ref.c (K1: those that fit whatever comes before) */
   if (!k || RFK_DELTA_HEADER + at + size > R.cap)
     return;
@@ -353,17 +377,19 @@ template <int E, bool Place> __device__ __forceinline__ void encode_chunk(const 
         }
         if (mask[q]) {
           const uint4 a = slot[pc];
+          const uint64_t lo = a.x | (uint64_t)a.y << 32, hi = a.z | (uint64_t)a.w << 32;
           uint32_t r = qbase + (uint32_t)(ex >> (16 * q) & 0xffff);
           for (uint32_t m = mask[q]; m; m &= m - 1, r++) {
-            const int l = __ffs(m) - 1;
-            const uint32_t i = e0 + l;
+            const uint32_t l = __ffs(m) - 1, i = e0 + l, bo = l * E; /* the element's bytes: bo .. bo + E - 1 of a */
+            const uint32_t v = (uint32_t)((bo < 8 ? lo : hi) >> (8 * (bo & 7)));
             if (mode == RFK_DELTA_LIST)
               *(uint16_t *)(rec + 2 * r) = (uint16_t)i;
             else if (mode == RFK_DELTA_TILES)
               rec[T + r] = (uint8_t)(i % RFK_DELTA_TILE);
+            uint8_t *d = rec + vals + r * E;
 #pragma unroll
             for (int bb = 0; bb < E; bb++)
-              rec[vals + r * E + bb] = (uint8_t)byte_at(a, l * E + bb);
+              d[bb] = (uint8_t)(v >> (8 * bb));
           }
         }
       }
@@ -391,39 +417,56 @@ template <int E, bool Place> __device__ __forceinline__ void encode_chunk(const 
   copy_out(dst, rec, size, t, kThreads);
 }
 
-template <bool Place> __device__ __forceinline__ void encode_any(const enc_params &p, int ri, uint32_t c, enc_shared &sh)
+template <bool Place>
+__device__ __forceinline__ void encode_any(const enc_params &p, int ri, uint32_t c, uint4 *slot, enc_shared &sh, uint64_t at)
 {
   const uint32_t e = p.r[ri].e;
-  if (e == 1)
-    encode_chunk<1, Place>(p, ri, c, sh);
-  else if (e == 2)
-    encode_chunk<2, Place>(p, ri, c, sh);
-  else
-    encode_chunk<4, Place>(p, ri, c, sh);
+  if (chunk_fast(p.r[ri], c)) {
+    if (e == 1)
+      encode_chunk<1, Place, true>(p, ri, c, slot, sh, at);
+    else if (e == 2)
+      encode_chunk<2, Place, true>(p, ri, c, slot, sh, at);
+    else
+      encode_chunk<4, Place, true>(p, ri, c, slot, sh, at);
+  } else {
+    if (e == 1)
+      encode_chunk<1, Place, false>(p, ri, c, slot, sh, at);
+    else if (e == 2)
+      encode_chunk<2, Place, false>(p, ri, c, slot, sh, at);
+    else
+      encode_chunk<4, Place, false>(p, ri, c, slot, sh, at);
+  }
 }
 
+/* K1: a CTA per chunk */
 __global__ void __launch_bounds__(kThreads, kEncCtas) encode_kernel(const __grid_constant__ enc_params p)
 {
+  __shared__ uint4 slot[kStage];
   __shared__ enc_shared sh;
-  const int ri = find_region(p.first, p.count, blockIdx.x);
-  encode_any<false>(p, ri, blockIdx.x - p.first[ri], sh);
+  const uint32_t g = blockIdx.x;
+  const int ri = find_region(p.first, p.count, g);
+  if (chunk_fast(p.r[ri], g - p.first[ri]))
+    load_chunk(p.r[ri], g - p.first[ri], slot);
+  cp_async_wait_all();
+  encode_any<false>(p, ri, g - p.first[ri], slot, sh, 0);
 }
 
-/* K2: region blockIdx.x's exclusive scan of pos (entry << 42 | record bytes per chunk, in place);
- * the sum into total */
+/* K2: region blockIdx.x's exclusive scan of its group sums (entry << 42 | record bytes per kGroup
+ * chunks, in place); the sum into total */
 __global__ void __launch_bounds__(kScanThreads) scan_kernel(const __grid_constant__ enc_params p)
 {
   __shared__ unsigned long long wsum[kScanThreads / 32];
   const enc_region &R = p.r[blockIdx.x];
-  uint64_t *v = p.pos + R.chunk0;
+  uint64_t *v = p.gsum + R.group0;
+  const uint32_t ng = (R.nch + kGroup - 1) / kGroup;
   const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
   uint64_t carry = 0;
-  for (uint32_t o = 0; o < R.nch; o += kScanThreads * kScanItems) {
+  for (uint32_t o = 0; o < ng; o += kScanThreads * kScanItems) {
     uint64_t x[kScanItems], s = 0;
 #pragma unroll
     for (int j = 0; j < kScanItems; j++) {
       const uint32_t i = o + t * kScanItems + j;
-      x[j] = i < R.nch ? v[i] : 0;
+      x[j] = i < ng ? v[i] : 0;
       s += x[j];
     }
     const uint64_t inc = warp_incl(s, lane); /* thread sums: warp scan, then the warps' sums */
@@ -439,7 +482,7 @@ __global__ void __launch_bounds__(kScanThreads) scan_kernel(const __grid_constan
 #pragma unroll
     for (int j = 0; j < kScanItems; j++) {
       const uint32_t i = o + t * kScanItems + j;
-      if (i < R.nch)
+      if (i < ng)
         v[i] = before;
       before += x[j];
     }
@@ -448,6 +491,19 @@ __global__ void __launch_bounds__(kScanThreads) scan_kernel(const __grid_constan
   }
   if (t == 0)
     p.total[blockIdx.x] = carry;
+}
+
+/* chunk c's (entries, record bytes) before it in region R: its group's from K2 and those of the
+ * chunks before it in the group (by one warp; every lane gets it) */
+__device__ __forceinline__ uint64_t chunk_pos(const enc_params &p, const enc_region &R, uint32_t c, uint32_t lane)
+{
+  const uint32_t g0 = c / kGroup * kGroup;
+  unsigned long long s = 0;
+  if (g0 + lane < c)
+    s += p.pos[R.chunk0 + g0 + lane];
+  if (g0 + 32 + lane < c)
+    s += p.pos[R.chunk0 + g0 + 32 + lane];
+  return p.gsum[R.group0 + c / kGroup] + warp_sum(s);
 }
 
 /* a region's patch size and entries from K2's total, and whether the patch fits its cap */
@@ -471,6 +527,7 @@ __device__ __forceinline__ patch_size sized(const enc_params &p, int ri)
  * place and its directory entry */
 __global__ void __launch_bounds__(kThreads, kEncCtas) place_kernel(const __grid_constant__ enc_params p, uint32_t chunks)
 {
+  __shared__ uint4 slot[kStage];
   __shared__ enc_shared sh;
   for (uint32_t ri = blockIdx.x * kThreads + threadIdx.x; ri < (uint32_t)p.count; ri += gridDim.x * kThreads) {
     const enc_region &R = p.r[ri];
@@ -503,7 +560,14 @@ __global__ void __launch_bounds__(kThreads, kEncCtas) place_kernel(const __grid_
     if (j >= jobs)
       break;
     const uint32_t w = p.jobs[j];
-    encode_any<true>(p, (int)(w >> 24), w & 0xffffffu, sh);
+    const int ri = (int)(w >> 24);
+    if (threadIdx.x < 32) {
+      const uint64_t at = chunk_pos(p, p.r[ri], w & 0xffffffu, threadIdx.x);
+      if (threadIdx.x == 0)
+        sh.at = at & kBytes;
+    }
+    __syncthreads();
+    encode_any<true>(p, ri, w & 0xffffffu, slot, sh, sh.at);
     __syncthreads(); /* sh reused */
   }
   const uint32_t lane = threadIdx.x & 31, W = gridDim.x * (kThreads / 32);
@@ -511,9 +575,9 @@ __global__ void __launch_bounds__(kThreads, kEncCtas) place_kernel(const __grid_
     const int ri = find_region(p.first, p.count, g);
     const enc_region &R = p.r[ri];
     const uint32_t c = g - p.first[ri], meta = p.meta[R.chunk0 + c], k = meta & 0xffffffu;
-    const uint64_t before = p.pos[R.chunk0 + c], at = before & kBytes;
     if (!k)
       continue;
+    const uint64_t before = chunk_pos(p, R, c, lane), at = before & kBytes;
     const uint32_t size = (uint32_t)rfk__record_size(meta >> 24, k, rfk__chunk_elems(R.n, R.e, c), R.e);
     if (size <= kSlot && RFK_DELTA_HEADER + at + size <= R.cap) /* records that fit are written, as in delta_ref.c */
       copy_out(R.patch + RFK_DELTA_HEADER + at, p.slots + (uint64_t)(R.chunk0 + c) * kSlot, size, lane, 32);
@@ -794,19 +858,22 @@ int bad_region(const void *a, const void *b, uint64_t n, int e)
 }
 
 struct scratch_layout {
-  uint64_t tickets, acc, total, pos, meta, jobs, slots, bytes; /* zeroed: tickets and acc */
+  uint64_t tickets, acc, gsum, total, pos, meta, jobs, slots, bytes; /* zeroed: tickets, acc and gsum */
 };
 
 scratch_layout layout(const rfk_delta_region *r, int count)
 {
-  uint64_t chunks = 0;
-  for (int i = 0; i < count; i++)
-    chunks += rfk__nchunks(r[i].n);
+  uint64_t chunks = 0, groups = 0;
+  for (int i = 0; i < count; i++) {
+    const uint64_t nch = rfk__nchunks(r[i].n);
+    chunks += nch, groups += (nch + kGroup - 1) / kGroup;
+  }
   const uint64_t subs = (uint64_t)(count + RFK_CUDA_CHUNK - 1) / RFK_CUDA_CHUNK;
   scratch_layout L;
   L.tickets = 0; /* ticket and njobs per launch */
   L.acc = 8 * subs;
-  L.total = L.acc + 8ull * kAccSlots * kAccStride * count;
+  L.gsum = L.acc + 8ull * kAccSlots * kAccStride * count;
+  L.total = L.gsum + 8 * groups;
   L.pos = L.total + 8ull * count;
   L.meta = L.pos + 8 * chunks;
   L.jobs = L.meta + 4 * chunks;
@@ -860,7 +927,7 @@ extern "C" int rfk_cuda_delta_encode(const rfk_delta_region *r, int count, rfk_d
       cudaFuncSetAttribute(place_kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared) !=
       cudaSuccess)
     return RFK_ERR_CUDA;
-  uint32_t chunk0 = 0;
+  uint32_t chunk0 = 0, group0 = 0;
   for (int first = 0, sub = 0; first < count; first += RFK_CUDA_CHUNK, sub++) {
     const int m = count - first < RFK_CUDA_CHUNK ? count - first : RFK_CUDA_CHUNK;
     enc_params local, *pp = &local; /* 15 KB; the launch copies it into the parameter space */
@@ -869,6 +936,7 @@ extern "C" int rfk_cuda_delta_encode(const rfk_delta_region *r, int count, rfk_d
     pp->njobs = pp->ticket + 1;
     pp->jobs = (uint32_t *)(s + L.jobs);
     pp->pos = (uint64_t *)(s + L.pos);
+    pp->gsum = (uint64_t *)(s + L.gsum);
     pp->total = (uint64_t *)(s + L.total) + first;
     pp->slots = s + L.slots;
     pp->meta = (uint32_t *)(s + L.meta);
@@ -879,10 +947,10 @@ extern "C" int rfk_cuda_delta_encode(const rfk_delta_region *r, int count, rfk_d
       const rfk_delta_region *g = &r[first + i];
       const uint32_t nch = rfk__nchunks(g->n);
       pp->r[i] = enc_region{(const uint8_t *)g->next, (uint8_t *)g->old, (uint8_t *)g->patch, g->n, g->cap,
-                            (uint32_t)g->esize, nch, chunk0,
+                            (uint32_t)g->esize, nch, chunk0, group0,
                             (uint32_t)(((uintptr_t)g->next | (uintptr_t)g->old) % 16 == 0)};
       pp->first[i] = chunks;
-      chunks += nch, chunk0 += nch;
+      chunks += nch, chunk0 += nch, group0 += (nch + kGroup - 1) / kGroup;
     }
     pp->first[m] = chunks;
     const uint32_t grid = (uint32_t)sms * kEncCtas; /* K3: resident CTAs */

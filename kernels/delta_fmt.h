@@ -56,14 +56,15 @@ RFK_HD uint32_t rfk__tile_len(uint32_t elems, uint32_t t)
   return left < RFK_DELTA_TILE ? left : RFK_DELTA_TILE;
 }
 
-/* bytes of a record of k changes in a chunk of `elems` elements; 0 for a mode that does not exist */
-RFK_HD uint64_t rfk__record_size(uint32_t mode, uint32_t k, uint32_t elems, uint32_t e)
+/* bytes of a record of k changes in a chunk of `elems` elements; 0 for a mode that does not exist.
+ * 32-bit arithmetic is exact: k < 2^24 (a directory entry's field), elems <= 16384, e <= 4. */
+RFK_HD uint32_t rfk__record_size(uint32_t mode, uint32_t k, uint32_t elems, uint32_t e)
 {
   switch (mode) {
-  case RFK_DELTA_LIST: return (uint64_t)k * (2 + e);
-  case RFK_DELTA_TILES: return rfk__tiles(elems) + (uint64_t)k * (1 + e);
-  case RFK_DELTA_BITMAP: return (elems + 7) / 8 + (uint64_t)k * e;
-  case RFK_DELTA_DENSE: return (uint64_t)elems * e;
+  case RFK_DELTA_LIST: return k * (2 + e);
+  case RFK_DELTA_TILES: return rfk__tiles(elems) + k * (1 + e);
+  case RFK_DELTA_BITMAP: return (elems + 7) / 8 + k * e;
+  case RFK_DELTA_DENSE: return elems * e;
   }
   return 0;
 }
@@ -73,9 +74,9 @@ RFK_HD uint64_t rfk__record_size(uint32_t mode, uint32_t k, uint32_t elems, uint
 RFK_HD uint32_t rfk__choose(uint32_t k, uint32_t max_tile, uint32_t elems, uint32_t e)
 {
   uint32_t best = RFK_DELTA_LIST;
-  uint64_t size = rfk__record_size(RFK_DELTA_LIST, k, elems, e);
+  uint32_t size = rfk__record_size(RFK_DELTA_LIST, k, elems, e);
   for (uint32_t m = RFK_DELTA_TILES; m <= RFK_DELTA_DENSE; m++) {
-    uint64_t s = rfk__record_size(m, k, elems, e);
+    uint32_t s = rfk__record_size(m, k, elems, e);
     if ((m != RFK_DELTA_TILES || max_tile < RFK_DELTA_TILE) && s < size)
       best = m, size = s;
   }
