@@ -59,7 +59,8 @@ struct enc_params {
   uint8_t *slots;                /* per chunk kSlot bytes: K1's record */
   unsigned long long *acc;       /* per region, kAccSlots slots of kAccStride: digest terms, changed elements */
   rfk_delta_out *out;
-  uint32_t first[RFK_CUDA_CHUNK + 1]; /* chunks before region i */
+  uint32_t first[RFK_CUDA_CHUNK + 1];  /* chunks before region i */
+  uint32_t gfirst[RFK_CUDA_CHUNK + 1]; /* groups before region i */
   enc_region r[RFK_CUDA_CHUNK];
 };
 
@@ -212,6 +213,7 @@ struct enc_shared {
   uint32_t full[8];              /* per warp, bit q: its pieces at q form full tiles (esize 4: half tiles) */
   uint32_t job;                  /* K3: the listed chunk this CTA takes, and its position */
   uint64_t at;
+  uint64_t at2[kGroup], w2[kGroup]; /* K3: a group's positions and words */
 };
 
 /* `size` bytes from rec (4-byte aligned, readable 20 bytes past size) to dst (any alignment) by
@@ -525,7 +527,7 @@ __device__ __forceinline__ patch_size sized(const enc_params &p, int ri)
 /* K3: each region's result and, when its patch fits, header and padding (a thread per region); the
  * listed chunks, a CTA each (taken by ticket); then per chunk, a warp each: its slot's record to its
  * place and its directory entry */
-__global__ void __launch_bounds__(kThreads, kEncCtas) place_kernel(const __grid_constant__ enc_params p, uint32_t chunks)
+__global__ void __launch_bounds__(kThreads, kEncCtas) place_kernel(const __grid_constant__ enc_params p, uint32_t groups)
 {
   __shared__ uint4 slot[kStage];
   __shared__ enc_shared sh;
@@ -570,22 +572,45 @@ __global__ void __launch_bounds__(kThreads, kEncCtas) place_kernel(const __grid_
     encode_any<true>(p, ri, w & 0xffffffu, slot, sh, sh.at);
     __syncthreads(); /* sh reused */
   }
-  const uint32_t lane = threadIdx.x & 31, W = gridDim.x * (kThreads / 32);
-  for (uint32_t g = blockIdx.x * (kThreads / 32) + threadIdx.x / 32; g < chunks; g += W) {
-    const int ri = find_region(p.first, p.count, g);
+  /* per group, a CTA: warp 0 finds the 64 chunks' positions (two per lane, one coalesced load
+   * each) and writes their directory entries; then the warps copy the records, 8 chunks each */
+  const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x / 32;
+  for (uint32_t G = blockIdx.x; G < groups; G += gridDim.x) {
+    const int ri = find_region(p.gfirst, p.count, G);
     const enc_region &R = p.r[ri];
-    const uint32_t c = g - p.first[ri], meta = p.meta[R.chunk0 + c], k = meta & 0xffffffu;
-    if (!k)
-      continue;
-    const uint64_t before = chunk_pos(p, R, c, lane), at = before & kBytes;
-    const uint32_t size = (uint32_t)rfk__record_size(meta >> 24, k, rfk__chunk_elems(R.n, R.e, c), R.e);
-    if (size <= kSlot && RFK_DELTA_HEADER + at + size <= R.cap) /* records that fit are written, as in delta_ref.c */
-      copy_out(R.patch + RFK_DELTA_HEADER + at, p.slots + (uint64_t)(R.chunk0 + c) * kSlot, size, lane, 32);
-    const patch_size z = sized(p, ri);
-    if (lane == 0 && z.fits) {
-      uint8_t *d = R.patch + z.dir + (uint64_t)RFK_DELTA_ENTRY * (before >> kEntShift);
-      rfk__wr32(d, c), rfk__wr32(d + 4, (uint32_t)at), rfk__wr32(d + 8, meta);
+    const uint32_t c0 = (G - p.gfirst[ri]) * kGroup;
+    if (warp == 0) {
+      const patch_size z = sized(p, ri);
+      uint64_t w[2];
+      uint32_t meta[2];
+#pragma unroll
+      for (int i = 0; i < 2; i++) {
+        const uint32_t c = c0 + 2 * lane + i;
+        w[i] = c < R.nch ? p.pos[R.chunk0 + c] : 0;
+        meta[i] = c < R.nch ? p.meta[R.chunk0 + c] : 0;
+      }
+      const uint64_t s = w[0] + w[1];
+      uint64_t before = p.gsum[R.group0 + c0 / kGroup] + warp_incl(s, (int)lane) - s;
+#pragma unroll
+      for (int i = 0; i < 2; i++) {
+        const uint32_t c = c0 + 2 * lane + i;
+        sh.at2[2 * lane + i] = before, sh.w2[2 * lane + i] = w[i];
+        if (z.fits && w[i] >> kEntShift) {
+          uint8_t *d = R.patch + z.dir + (uint64_t)RFK_DELTA_ENTRY * (before >> kEntShift);
+          rfk__wr32(d, c), rfk__wr32(d + 4, (uint32_t)(before & kBytes)), rfk__wr32(d + 8, meta[i]);
+        }
+        before += w[i];
+      }
     }
+    __syncthreads();
+    for (uint32_t j = warp; j < kGroup; j += kThreads / 32) {
+      const uint64_t w = sh.w2[j], at = sh.at2[j] & kBytes;
+      const uint32_t size = (uint32_t)(w & kBytes), c = c0 + j;
+      /* records that fit are written, as in delta_ref.c */
+      if (w >> kEntShift && size <= kSlot && RFK_DELTA_HEADER + at + size <= R.cap)
+        copy_out(R.patch + RFK_DELTA_HEADER + at, p.slots + (uint64_t)(R.chunk0 + c) * kSlot, size, lane, 32);
+    }
+    __syncthreads(); /* sh reused */
   }
 }
 
@@ -942,22 +967,22 @@ extern "C" int rfk_cuda_delta_encode(const rfk_delta_region *r, int count, rfk_d
     pp->meta = (uint32_t *)(s + L.meta);
     pp->acc = (unsigned long long *)(s + L.acc) + (uint64_t)kAccSlots * kAccStride * first;
     pp->out = out + first;
-    uint32_t chunks = 0;
+    uint32_t chunks = 0, groups = 0;
     for (int i = 0; i < m; i++) {
       const rfk_delta_region *g = &r[first + i];
       const uint32_t nch = rfk__nchunks(g->n);
       pp->r[i] = enc_region{(const uint8_t *)g->next, (uint8_t *)g->old, (uint8_t *)g->patch, g->n, g->cap,
                             (uint32_t)g->esize, nch, chunk0, group0,
                             (uint32_t)(((uintptr_t)g->next | (uintptr_t)g->old) % 16 == 0)};
-      pp->first[i] = chunks;
-      chunks += nch, chunk0 += nch, group0 += (nch + kGroup - 1) / kGroup;
+      pp->first[i] = chunks, pp->gfirst[i] = groups;
+      chunks += nch, chunk0 += nch, groups += (nch + kGroup - 1) / kGroup, group0 += (nch + kGroup - 1) / kGroup;
     }
-    pp->first[m] = chunks;
+    pp->first[m] = chunks, pp->gfirst[m] = groups;
     const uint32_t grid = (uint32_t)sms * kEncCtas; /* K3: resident CTAs */
     if (chunks)
       encode_kernel<<<chunks, kThreads, 0, st>>>(*pp);
     scan_kernel<<<m, kScanThreads, 0, st>>>(*pp); /* every region's total (0 without chunks) */
-    place_kernel<<<grid < chunks ? grid : chunks ? chunks : 1, kThreads, 0, st>>>(*pp, chunks);
+    place_kernel<<<grid < groups ? grid : groups ? groups : 1, kThreads, 0, st>>>(*pp, groups);
     if (cudaGetLastError() != cudaSuccess)
       return RFK_ERR_CUDA;
   }
