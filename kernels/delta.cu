@@ -12,9 +12,9 @@
  * old left for K3. Digest terms and change counts are summed per CTA and added atomically into one of
  * 8 slots per region, 128 bytes apart (a sum mod 2^64: order-free); the chunk's (entry, record bytes)
  * word is added into its group's sum (64 chunks). K2, a CTA per region, scans the group sums. K3
- * encodes the listed chunks again straight into the patch, then copies every slot's record to its
- * position (its group's sum plus the words of the chunks before it in the group) and writes its
- * directory entry, a warp per chunk, and each region's header and padding.
+ * encodes the listed chunks again straight into the patch, then, a CTA per group, scans the group's
+ * words (one warp, two chunks per lane) into positions, writes the directory entries and copies the
+ * records from their slots (8 chunks per warp), and writes each region's header and padding.
  * Apply: three launches per 256 targets: statuses reset; validation (the header by every CTA, one
  * warp per directory entry, up to 4096 CTAs per target, the first failure by atomicMin of its key);
  * then the apply itself, which skips a target whose key is set (one thread recomputes that status
@@ -164,9 +164,10 @@ template <int E> __device__ __forceinline__ void store_elem(uint8_t *dst, uint32
  * own pieces); masks, warp scans, counts, mode; digest terms. A record of at most kSlot bytes is
  * built over the old half and copied to the chunk's scratch slot, and the changed pieces go into
  * old. A larger one (dense or nearly) leaves old as it is and its chunk is listed for K3.
- * K2, a CTA per region: the exclusive scan of (entry, record bytes) over the region's chunks.
+ * Each chunk's (entry, record bytes) word goes into pos and is added into its group's sum.
+ * K2, a CTA per region: the exclusive scan of the region's group sums.
  * K3: the listed chunks are encoded again, a CTA each, straight to their place in the patch (and
- * old updated); then every slot's record is copied to its place, a warp per chunk. */
+ * old updated); then a CTA per group places its slots' records. */
 #ifndef RFK_ENC_CTAS
 #define RFK_ENC_CTAS 6
 #endif
@@ -525,8 +526,8 @@ __device__ __forceinline__ patch_size sized(const enc_params &p, int ri)
 }
 
 /* K3: each region's result and, when its patch fits, header and padding (a thread per region); the
- * listed chunks, a CTA each (taken by ticket); then per chunk, a warp each: its slot's record to its
- * place and its directory entry */
+ * listed chunks, a CTA each (taken by ticket); then per group of 64 chunks, a CTA each: the records
+ * from their slots to their places and the directory entries */
 __global__ void __launch_bounds__(kThreads, kEncCtas) place_kernel(const __grid_constant__ enc_params p, uint32_t groups)
 {
   __shared__ uint4 slot[kStage];
