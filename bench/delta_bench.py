@@ -4,6 +4,10 @@ with a rotating start, median of 7).
   encode   reads next + old (2n bytes), writes the patch and the changed bytes into old; its peer,
            the copy of n bytes, also moves 2n bytes: ratio = t_copy / t_encode (target >= 0.8).
            Two versions A and B alternate as next, so every call sees the same changes.
+           Its byte floor: DRAM writes whole 32-byte sectors, so old := next writes every sector
+           with a change; floor bytes = 2n + 32 x (sectors with a change) + patch bytes, moved at
+           the copy's rate of the same run: floor/copy = 2n / floor bytes (the best encode/copy
+           possible), encode/floor = t_floor / t_encode.
   apply    validates the patch, then writes its elements into dst (A -> B, then B -> A);
            ratio = t_copy / t_apply (how much cheaper than rewriting the region), and patch GB/s.
   digest   reads n bytes: t_copy / t_digest (the copy moves twice the bytes; 2.0 is the read floor).
@@ -47,7 +51,9 @@ def versions(nbytes, esize, density):
     mask = torch.rand(el, device="cuda") < density
     bv = b.view(el, esize)
     bv[mask, 0] ^= 1  # flip the low bit of the first byte: the element's bytes differ
-    return a, b, int(mask.sum())
+    pad = (-nbytes) % 32
+    diff = torch.nn.functional.pad(a != b, (0, pad)).view(-1, 32).any(1)
+    return a, b, int(mask.sum()), int(diff.sum())
 
 
 class Case:
@@ -55,11 +61,12 @@ class Case:
 
     def __init__(self, name, regions):
         self.name = name
-        self.A, self.B, self.changed = [], [], 0
+        self.A, self.B, self.changed, self.sectors = [], [], 0, 0
         for n, e, d in regions:
-            a, b, k = versions(n, e, d)
+            a, b, k, sec = versions(n, e, d)
             self.A.append(a), self.B.append(b)
             self.changed += k
+            self.sectors += sec
         self.e = [e for _, e, _ in regions]
         self.n = [n for n, _, _ in regions]
         self.total = sum(self.n)
@@ -128,12 +135,15 @@ def run(case):
     apply()  # dst back at A
     t = bench({"encode": case.encode, "apply": apply, "digest": digest, "copy": copy_fn(2 * case.total)})
     gb = case.total / 1e9
+    floor = 2 * case.total + 32 * case.sectors + patch_bytes  # bytes the encode must move at least
+    enc = t["copy"] / t["encode"]
     print(f"  {case.name}: {gb:.2f} GB, {changed} elements changed, "
           f"patch {patch_bytes / case.total * 100:.3f}% of dense; encode {t['encode'] * 1e3:.3f} ms, apply "
           f"{t['apply'] * 1e3:.3f} ms, digest {t['digest'] * 1e3:.3f} ms, copy {t['copy'] * 1e3:.3f} ms; "
           f"{'applied bytes and digests equal' if equal else 'MISMATCH'}", flush=True)
-    return (case.name, gb, patch_bytes / case.total, 2 * case.total / t["encode"] / 1e9, t["copy"] / t["encode"],
-            t["copy"] / t["apply"], patch_bytes / t["apply"] / 1e9, t["copy"] / t["digest"], equal)
+    return (case.name, gb, patch_bytes / case.total, 2 * case.total / t["encode"] / 1e9, enc,
+            t["copy"] / t["apply"], patch_bytes / t["apply"] / 1e9, t["copy"] / t["digest"], equal,
+            2 * case.total / floor, enc * floor / (2 * case.total))
 
 
 def main():
@@ -156,11 +166,11 @@ def main():
         torch.cuda.empty_cache()
     print()
     print("| case | GB | patch/dense | encode GB/s (next+old) | encode/copy | copy/apply | apply patch GB/s | "
-          "copy/digest | bytes equal |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "copy/digest | bytes equal | floor/copy | encode/floor |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]:.2f} | {r[2] * 100:.3f}% | {r[3]:.0f} | {r[4]:.3f} | {r[5]:.1f} | {r[6]:.0f} | "
-              f"{r[7]:.2f} | {'yes' if r[8] else 'NO'} |")
+              f"{r[7]:.2f} | {'yes' if r[8] else 'NO'} | {r[9]:.3f} | {r[10]:.3f} |")
 
 
 main()
