@@ -94,9 +94,10 @@ end
 -- 3.3% of bf16 values, 0.34% of FP8 codes, 0.4% of block scales (fp32 tensors at the scales' rate).
 M.DENSITY = { fp8 = 0.0034, bf16 = 0.033, fp32 = 0.004 }
 M.MEM_GBS = 3000 -- device memory, GB/s of bytes moved (H100 copy rate, kernels/NOTES.md)
--- the encode kernel, GB/s of the bytes it reads: 0.6 of MEM_GBS, its rate against a copy measured on
--- an H200 at the stated densities (kernels/NOTES.md, delta encode v3: 0.61 FP8 at 0.3%, 0.54 bf16 at 3%)
-M.ENCODE_GBS = 1800
+-- the encode kernel, GB/s of the bytes it reads: 0.8 of MEM_GBS, its rate against a copy measured on
+-- an H200 at the stated densities (kernels/NOTES.md, delta encode v4: 0.85 FP8 at 0.3%, 0.82 FP8
+-- experts, 0.66 bf16 at 3%, where the sectors old := new writes put the byte floor at 0.82)
+M.ENCODE_GBS = 2400
 
 -- Expected patch bytes of an n-byte region of element size e at density d (changes uniform at
 -- random): per 16 KB chunk q = P(it changed) entries of 12 bytes plus the smallest record

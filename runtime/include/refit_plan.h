@@ -231,11 +231,12 @@ typedef struct rf_prediction {
   int bound_by_receiver;
 } rf_prediction;
 
-/* encode_gbs: 0.6 of mem_gbs, the encode's rate against a copy measured on an H200 at the densities
- * of RF_DENSITY_MEASURED (kernels/NOTES.md, delta encode v3: 0.61 FP8 at 0.3%, 0.54 bf16 at 3%) */
+/* encode_gbs: 0.8 of mem_gbs, the encode's rate against a copy measured on an H200 at the densities
+ * of RF_DENSITY_MEASURED (kernels/NOTES.md, delta encode v4: 0.85 FP8 at 0.3%, 0.82 FP8 experts,
+ * 0.66 bf16 at 3%, where the sectors old := new writes put the byte floor at 0.82) */
 #define RF_TIME_MODEL_DEFAULT                                                                     \
   ((rf_time_model){.nic_gbps = 400, .write_overhead_us = 1, .done_rtt_us = 10, .nics_per_gpu = 1,      \
-                   .mem_gbs = 3000, .encode_gbs = 1800})
+                   .mem_gbs = 3000, .encode_gbs = 2400})
 
 void rf_plan_predict(const rf_plan *p, const rf_time_model *m, rf_prediction *out);
 
