@@ -2,7 +2,7 @@
  * bit: encode (patch bytes over the whole capacity plus a guard, results, old after the call) on
  * groups of regions of every element size, sizes that are not multiples of the chunk, densities 0
  * to 100%, clustered changes, unaligned pointers, overflow, cap 0, empty regions, 300 regions (two
- * launches) and a 96 MiB region (long look-back chains); apply (dst bytes and statuses) of valid
+ * launches) and a 96 MiB region (6144 chunks, 96 group sums); apply (dst bytes and statuses) of valid
  * patches, of every kind of malformed patch and of randomly corrupted ones; digest of odd spans.
  * Device buffers are poisoned first and compared whole. Without a device: "skipped", 0 passed,
  * 0 failed. Seed: time ^ pid, printed; RFK_SEED=<seed> reproduces. */
@@ -219,7 +219,7 @@ static void test_encode(void)
   encode_case("encode 300 regions (two launches of 256)", many, 300);
   free(many);
   rcase big[2] = {{96ull << 20, rfk_delta_bound(96ull << 20), 2, 0, 0.03, 0}, {32ull << 20, (32ull << 20) / 20, 1, 0, 0.003, 0}};
-  encode_case("encode 96 MiB bf16 at 3% + 32 MiB fp8 at 0.3% (6144 + 2048 chunks of look-back)", big, 2);
+  encode_case("encode 96 MiB bf16 at 3% + 32 MiB fp8 at 0.3% (6144 + 2048 chunks)", big, 2);
 }
 
 /* malformed and corrupted patches: statuses and dst equal to the reference */
