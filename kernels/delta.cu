@@ -176,6 +176,7 @@ template <int E> __device__ __forceinline__ void store_elem(uint8_t *dst, uint32
 #endif
 constexpr int kEncCtas = RFK_ENC_CTAS;
 constexpr uint32_t kGroup = 64; /* chunks per group sum (K1 adds, K2 scans the sums, K3 adds the rest) */
+__host__ __device__ constexpr uint32_t ngroups(uint32_t nch) { return (nch + kGroup - 1) / kGroup; }
 constexpr uint32_t kSlot = RFK_ENC_SLOT;
 constexpr int kAccSlots = 8; /* per region: digest and change-count sums, 128 bytes apart (chunk % 8) */
 constexpr int kAccStride = 16; /* u64 per slot */
@@ -205,7 +206,7 @@ __device__ __forceinline__ void load_chunk(const enc_region &R, uint32_t c, uint
   }
 }
 
-/* a chunk in shared memory (a stage): pieces q * 256 + t of next at [q * 256 + t], of old at
+/* uint4 of a chunk in shared memory: pieces q * 256 + t of next at [q * 256 + t], of old at
  * [(4 + q) * 256 + t] */
 constexpr uint32_t kStage = 8 * kThreads;
 struct enc_shared {
@@ -237,7 +238,7 @@ __device__ __forceinline__ void copy_out(uint8_t *dst, const uint8_t *rec, uint3
     dst[tail + b] = rec[tail + b];
 }
 
-/* Chunk c of region ri in the stage `slot`. K1 (Place false; the caller brought a fast chunk in):
+/* Chunk c of region ri in shared memory at `slot`. K1 (Place false; the caller brought a fast chunk in):
  * counts, mode, digest; the record into the chunk's slot when it is at most kSlot bytes (old
  * updated), else the chunk listed (old left). K3 (Place true, a listed chunk): the record straight
  * to the patch at the chunk's position `at` when it fits, old updated.
@@ -251,8 +252,7 @@ __device__ __forceinline__ void encode_chunk(const enc_params &p, int ri, uint32
   const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
   const uint64_t base = (uint64_t)c * kChunk;
   const uint32_t bytes = Full ? kChunk : (uint32_t)(R.n - base < kChunk ? R.n - base : kChunk), elems = bytes / E;
-  const bool fast = Full; /* the caller's chunk_fast(R, c) */
-  if (Place && fast) {
+  if (Place && Full) { /* Full: the caller's chunk_fast(R, c) */
     load_chunk(R, c, slot);
     cp_async_wait_all();
   }
@@ -264,7 +264,7 @@ __device__ __forceinline__ void encode_chunk(const enc_params &p, int ri, uint32
   for (int q = 0; q < 4; q++) {
     const uint32_t pc = q * kThreads + t, off = 16 * pc;
     uint4 a, b;
-    if (fast) {
+    if (Full) {
       a = slot[pc], b = slot[4 * kThreads + pc];
     } else { /* next kept in shared memory for the record, as on the fast path */
       a = load16(R.next + base, off, bytes, R.aligned), b = load16(R.old + base, off, bytes, R.aligned);
@@ -309,7 +309,7 @@ __device__ __forceinline__ void encode_chunk(const enc_params &p, int ri, uint32
     anyfull |= E == 4 ? (w % 2 ? 0 : sh.full[w] & sh.full[w + 1]) : sh.full[w];
   /* rfk__choose compares the largest tile count with 256 only */
   const uint32_t mode = rfk__choose(k, anyfull ? RFK_DELTA_TILE : 0, elems, E);
-  const uint32_t size = k ? (uint32_t)rfk__record_size(mode, k, elems, E) : 0;
+  const uint32_t size = k ? rfk__record_size(mode, k, elems, E) : 0;
   const bool big = size > kSlot; /* K1 leaves it to K3 */
   if (!Place && t == 0) {
     unsigned long long d = 0;
@@ -461,7 +461,7 @@ __global__ void __launch_bounds__(kScanThreads) scan_kernel(const __grid_constan
   __shared__ unsigned long long wsum[kScanThreads / 32];
   const enc_region &R = p.r[blockIdx.x];
   uint64_t *v = p.gsum + R.group0;
-  const uint32_t ng = (R.nch + kGroup - 1) / kGroup;
+  const uint32_t ng = ngroups(R.nch);
   const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
   uint64_t carry = 0;
   for (uint32_t o = 0; o < ng; o += kScanThreads * kScanItems) {
@@ -892,7 +892,7 @@ scratch_layout layout(const rfk_delta_region *r, int count)
   uint64_t chunks = 0, groups = 0;
   for (int i = 0; i < count; i++) {
     const uint64_t nch = rfk__nchunks(r[i].n);
-    chunks += nch, groups += (nch + kGroup - 1) / kGroup;
+    chunks += nch, groups += ngroups((uint32_t)nch);
   }
   const uint64_t subs = (uint64_t)(count + RFK_CUDA_CHUNK - 1) / RFK_CUDA_CHUNK;
   scratch_layout L;
@@ -956,7 +956,7 @@ extern "C" int rfk_cuda_delta_encode(const rfk_delta_region *r, int count, rfk_d
   uint32_t chunk0 = 0, group0 = 0;
   for (int first = 0, sub = 0; first < count; first += RFK_CUDA_CHUNK, sub++) {
     const int m = count - first < RFK_CUDA_CHUNK ? count - first : RFK_CUDA_CHUNK;
-    enc_params local, *pp = &local; /* 15 KB; the launch copies it into the parameter space */
+    enc_params local, *pp = &local; /* 18 KB; the launch copies it into the parameter space */
     pp->count = m;
     pp->ticket = (uint32_t *)(s + L.tickets) + 2 * sub;
     pp->njobs = pp->ticket + 1;
@@ -976,7 +976,7 @@ extern "C" int rfk_cuda_delta_encode(const rfk_delta_region *r, int count, rfk_d
                             (uint32_t)g->esize, nch, chunk0, group0,
                             (uint32_t)(((uintptr_t)g->next | (uintptr_t)g->old) % 16 == 0)};
       pp->first[i] = chunks, pp->gfirst[i] = groups;
-      chunks += nch, chunk0 += nch, groups += (nch + kGroup - 1) / kGroup, group0 += (nch + kGroup - 1) / kGroup;
+      chunks += nch, chunk0 += nch, groups += ngroups(nch), group0 += ngroups(nch);
     }
     pp->first[m] = chunks, pp->gfirst[m] = groups;
     const uint32_t grid = (uint32_t)sms * kEncCtas; /* K3: resident CTAs */
