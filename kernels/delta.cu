@@ -979,11 +979,12 @@ extern "C" int rfk_cuda_delta_encode(const rfk_delta_region *r, int count, rfk_d
       chunks += nch, chunk0 += nch, groups += ngroups(nch), group0 += ngroups(nch);
     }
     pp->first[m] = chunks, pp->gfirst[m] = groups;
-    const uint32_t grid = (uint32_t)sms * kEncCtas; /* K3: resident CTAs */
+    /* K3: resident CTAs, at most one per chunk (each listed chunk takes a CTA; the groups stride) */
+    const uint32_t grid = (uint32_t)sms * kEncCtas;
     if (chunks)
       encode_kernel<<<chunks, kThreads, 0, st>>>(*pp);
     scan_kernel<<<m, kScanThreads, 0, st>>>(*pp); /* every region's total (0 without chunks) */
-    place_kernel<<<grid < groups ? grid : groups ? groups : 1, kThreads, 0, st>>>(*pp, groups);
+    place_kernel<<<grid < chunks ? grid : chunks ? chunks : 1, kThreads, 0, st>>>(*pp, groups);
     if (cudaGetLastError() != cudaSuccess)
       return RFK_ERR_CUDA;
   }
