@@ -246,10 +246,10 @@ void rf_plan_predict(const rf_plan *p, const rf_time_model *m, rf_prediction *ou
  * or its dense bytes when that exceeds its patch_cap (plans without delta: its own size), plus 16
  * directory bytes per write. Trainer: staging and encode in device memory (sources read and the new
  * encoding written, src + out bytes at mem_gbs; the encode reads it with the old one, 2 x out bytes
- * at encode_gbs), then its bytes at line rate and write_overhead_us per put (one
- * per write and one directory per receiver), not overlapped. Receiver: its bytes at line rate,
- * then apply and digest (each patch read twice, every region read once) at mem_gbs. seconds = max
- * of the two + done_rtt_us. gen/delta.lua computes the same for the reports. */
+ * at encode_gbs), then its bytes at line rate and write_overhead_us per put (one per write and one
+ * directory per receiver), not overlapped. Receiver: its bytes at line rate, then apply and digest
+ * (each patch read twice, every region read once) at mem_gbs. seconds = max of the two +
+ * done_rtt_us. gen/delta.lua computes the same for the reports. */
 typedef struct rf_density { double fp8, bf16, fp32; } rf_density;
 #define RF_DENSITY_MEASURED ((rf_density){.fp8 = 0.0034, .bf16 = 0.033, .fp32 = 0.004}) /* issue 16's step at lr 1e-6 */
 typedef struct rf_delta_prediction {
