@@ -8,40 +8,12 @@
 -- [E, H, I] tensor. A destination is items x [item_rows, cols] row-major (items = local experts, or
 -- 1). A segment copies source rows [srow0, +srows), cols [scol0, +cols) to rows [irow0, +srows) of
 -- item `item`.
+-- The family API that lists them is gen/family.lua.
 local U = require("util")
-local L = require("load")
+local Family = require("family")
 local D = {}
 
 local BLOCK = U.BLOCK
-
-local function check_shape(site, name, shape, max_dims)
-  if type(shape) ~= "table" or #shape < 1 or #shape > max_dims then
-    U.fail(site, "tensor '%s': shape must have 1 to %d dimensions", name, max_dims)
-  end
-  for i, v in ipairs(shape) do
-    if math.type(v) ~= "integer" or v < 1 then
-      U.fail(site, "tensor '%s': dimension %d is %s, not a positive integer", name, i, tostring(v))
-    end
-  end
-end
-
-local function resolve_dtype(spec, parts, plan, site)
-  local dt = spec.dtype
-  if dt == "weight" then
-    if not plan.quant.fp8 then return "bf16" end
-    for _, p in ipairs(parts) do
-      if not p.view.src.fp8 and not spec.fp8 then return "bf16" end -- spec.fp8: the engine quantizes it anyway
-    end
-    for _, pat in ipairs(plan.quant.exclude) do
-      if spec.name:find(pat) then return "bf16" end
-    end
-    return "fp8"
-  end
-  if not U.dtypes[dt] or dt == "fp8" then
-    U.fail(site, "tensor '%s': unknown dtype '%s' (bf16, fp32 or weight)", spec.name, tostring(dt))
-  end
-  return dt
-end
 
 -- Rows (or cols, for row splits) [a, a+n) of one part on TP rank r, and the rows the destination
 -- has for it (more than n where the engine pads: vocabulary rows to a multiple of pad_to, vLLM's
@@ -119,185 +91,10 @@ local function items_of(spec, r, tp, ep, site, ep_rank, placement)
 end
 
 function D.derive(plan)
-  local m = plan.__model
   local tp, ep = plan.inference.tp, plan.inference.ep
   local size = plan.inference.size -- GPUs per replica: tp, or ep with data-parallel attention
-  local tr = plan.trainer
-  local srcs, by_name, specs = {}, {}, {}
-  local expert_views = {} -- ["prefix.e.part"] = view of one expert's rows
-  local kept = {}         -- destinations of MTP layers the trainer does not have: left as they are
-  local layer, in_mtp, has_mtp = nil, false, false
-  local except_used = {}
-  local T = {}
-
-  function T.need(t, fields, min)
-    local spec = {}
-    for i, f in ipairs(fields) do spec[i] = { f, "int", min = min } end
-    t.__kind = "model"
-    L.need(t, spec)
-  end
-  function T.fail(fmt, ...) U.fail(m.__site, "model '%s': " .. fmt, m.name, ...) end
-  -- T.layer(l, mtp): what follows belongs to decoder layer l (nil: outside the layers); mtp marks a
-  -- multi-token-prediction layer, which only a trainer with trainer.mtp = true holds.
-  function T.layer(l, mtp) layer, in_mtp = l, mtp or false end
-
-  -- The dtype the trainer holds a parameter in: the first dtype_except pattern that matches its
-  -- name, else the family's fixed dtype (e.g. an fp32 router bias), else trainer.dtype.
-  local function src_dtype(name, fixed, site)
-    for k, e in ipairs(tr.dtype_except) do
-      local ok, hit = pcall(string.find, name, e[1])
-      if not ok then
-        U.fail(e.site, "plan '%s': trainer.dtype_except[%d]: bad Lua pattern '%s' (%s)", plan.name, k, e[1],
-          tostring(hit):gsub("^.-:%d+: ", ""))
-      end
-      if hit then except_used[k] = true; return e[2] end
-    end
-    if fixed ~= nil and (not U.dtypes[fixed] or fixed == "fp8") then
-      U.fail(site, "tensor '%s': unknown dtype '%s' (bf16 or fp32)", name, tostring(fixed))
-    end
-    return fixed or tr.dtype
-  end
-
-  local function add_src(name, shape, opts, site, role)
-    opts = opts or {}
-    check_shape(site, name, shape, 3)
-    if by_name[name] then
-      U.fail(site, "duplicate tensor '%s' (first declared at %s:%d)", name, by_name[name].site.file,
-        by_name[name].site.line)
-    end
-    local rows = shape[1]
-    for k = 2, #shape - 1 do rows = rows * shape[k] end
-    local s = {
-      name = name, shape = shape, rows = rows, cols = #shape > 1 and shape[#shape] or 1,
-      dtype = src_dtype(name, opts.dtype, site), fp8 = opts.fp8 or false, layer = layer, site = site,
-      role = role or name:gsub("^model%.layers%.%d+%.", ""), mtp = in_mtp,
-    }
-    s.view = { src = s, name = name, row0 = 0, rows = s.rows, cols = s.cols, shape = shape }
-    by_name[name] = s
-    if in_mtp then has_mtp = true end
-    if in_mtp and not tr.mtp then
-      s.absent = true -- not in the trainer: destinations that read it are kept
-    else
-      s.id = #srcs
-      srcs[#srcs + 1] = s
-    end
-    return s
-  end
-
-  function T.src(name, shape, opts) add_src(name, shape, opts, U.site(2)) end
-
-  -- The experts prefix.<e>.<part> for e in [0, E). parts = { { name, shape, fused = fused_name }, ... }.
-  -- trainer.experts "per_expert" (transformers 4.x modules): one tensor per expert and part, in
-  -- checkpoint order (expert-major). "fused" (transformers >= 5): one tensor per fused name, parts
-  -- of that name stacked along dim 1 in order: prefix.<fused> [E, sum of their rows, cols].
-  function T.expert_srcs(prefix, E, parts, opts)
-    local site = U.site(2)
-    local role_prefix = prefix:gsub("^model%.layers%.%d+%.", "")
-    local o = { fp8 = opts and opts.fp8, dtype = opts and opts.dtype }
-    if tr.experts == "per_expert" then
-      for e = 0, E - 1 do
-        for _, part in ipairs(parts) do
-          local name = ("%s.%d.%s"):format(prefix, e, part[1])
-          local src = add_src(name, part[2], o, site, role_prefix .. "." .. part[1])
-          src.expert, expert_views[name] = true, src.view
-        end
-      end
-      return
-    end
-    local fused, order = {}, {}
-    for _, part in ipairs(parts) do
-      local f = part.fused
-      if type(f) ~= "string" then U.fail(site, "expert part '%s' of '%s': missing field 'fused'", part[1], prefix) end
-      check_shape(site, prefix .. "." .. part[1], part[2], 2)
-      local g = fused[f]
-      if not g then g = { rows = 0, cols = part[2][2] }; fused[f] = g; order[#order + 1] = f end
-      if part[2][2] ~= g.cols then
-        U.fail(site, "expert part '%s' has %d columns, '%s' has %d", part[1], part[2][2], f, g.cols)
-      end
-      part.off, g.rows = g.rows, g.rows + part[2][1]
-    end
-    for _, f in ipairs(order) do
-      local g = fused[f]
-      g.src = add_src(prefix .. "." .. f, { E, g.rows, g.cols }, o, site)
-      g.src.expert = true
-    end
-    for e = 0, E - 1 do
-      for _, part in ipairs(parts) do
-        local g = fused[part.fused]
-        expert_views[("%s.%d.%s"):format(prefix, e, part[1])] = { src = g.src, row0 = e * g.rows + part.off,
-          rows = part[2][1], cols = g.cols, shape = part[2],
-          name = ("%s[%d] (%s)"):format(g.src.name, e, part[1]) }
-      end
-    end
-  end
-
-  -- A destination every part of which the trainer holds is derived; one reading a part of an MTP
-  -- layer the trainer lacks is kept as the engine has it.
-  local function add_spec(name, spec, site)
-    if spec.split ~= "col" and spec.split ~= "row" and spec.split ~= "rep" then
-      U.fail(site, "tensor '%s': split must be col, row or rep", name)
-    end
-    if type(spec.parts) ~= "table" or #spec.parts == 0 then
-      U.fail(site, "tensor '%s': missing field 'parts'", name)
-    end
-    spec.aliases = spec.aliases or {}
-    for _, a in ipairs(spec.aliases) do
-      if type(a) ~= "string" or a:find(",") then U.fail(site, "tensor '%s': alias '%s' is not a name", name, tostring(a)) end
-    end
-    if spec.pad_to and (spec.split ~= "col" or #spec.parts ~= 1 or spec.expert or spec.dtype ~= "bf16") then
-      U.fail(site, "tensor '%s': pad_to needs one bf16 part split by rows (col)", name)
-    end
-    spec.name, spec.site, spec.layer = name, site, layer
-    for _, p in ipairs(spec.parts) do
-      if p.view.src.absent then
-        spec.kept_dtype = resolve_dtype(spec, spec.parts, plan, site)
-        kept[#kept + 1] = spec
-        return
-      end
-    end
-    specs[#specs + 1] = spec
-  end
-
-  function T.dst(name, spec)
-    local site = U.site(2)
-    local parts = {}
-    for i, p in ipairs(spec.parts or {}) do
-      if type(p) == "string" then p = { src = p } end
-      local s = by_name[p.src]
-      if not s then U.fail(site, "tensor '%s': unknown source tensor '%s'", name, tostring(p.src)) end
-      parts[i] = { view = s.view, heads = p.heads, replicate = p.replicate }
-    end
-    spec.parts = parts
-    add_spec(name, spec, site)
-  end
-
-  function T.expert_dst(name, prefix, E, spec)
-    local site = U.site(2)
-    local parts = {}
-    for i, pname in ipairs(spec.parts or {}) do
-      local by = {}
-      for e = 0, E - 1 do
-        local v = expert_views[("%s.%d.%s"):format(prefix, e, pname)]
-        if not v then U.fail(site, "tensor '%s': unknown source tensor '%s.%d.%s'", name, prefix, e, pname) end
-        by[e + 1] = v
-      end
-      parts[i] = { view = by[1], by_expert = by }
-    end
-    spec.parts, spec.expert, spec.experts = parts, true, E
-    add_spec(name, spec, site)
-  end
-
-  local ok, err = pcall(m.__family.build, m, T, plan.engine)
-  if not ok then error(err, 0) end
-  for k, e in ipairs(tr.dtype_except) do
-    if not except_used[k] then
-      U.fail(e.site, "plan '%s': trainer.dtype_except[%d] pattern '%s' matches no tensor of model '%s'", plan.name, k,
-        e[1], m.name)
-    end
-  end
-  if tr.mtp and not has_mtp then
-    U.fail(plan.__site, "plan '%s': trainer.mtp is true but model '%s' has no MTP layers", plan.name, m.name)
-  end
+  local b = Family.build(plan)
+  local specs = b.specs
 
   -- Expand every destination on every TP rank; scale tensors follow their weight.
   local dsts = {}
@@ -310,7 +107,7 @@ function D.derive(plan)
     for _, spec in ipairs(specs) do
       local site = spec.site
       local twin_of = (q >= tp and not spec.expert) and canon[spec][r] or nil
-      local dt = resolve_dtype(spec, spec.parts, plan, site)
+      local dt = Family.dst_dtype(spec, spec.parts, plan, site)
       local items, split_tp = items_of(spec, r, tp, ep, site, q, plan.engine.expert_placement)
       local cols
       local item_rows = 0
@@ -435,8 +232,8 @@ function D.derive(plan)
       end
     end
   end
-  return { srcs = srcs, dsts = dsts, specs = specs, src_by_name = by_name, derived = derived, refresh = refresh,
-    kept = kept, has_mtp = has_mtp }
+  return { srcs = b.srcs, dsts = dsts, specs = specs, src_by_name = b.src_by_name, derived = derived, refresh = refresh,
+    kept = b.kept, has_mtp = b.has_mtp }
 end
 
 return D
