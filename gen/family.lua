@@ -1,9 +1,11 @@
 -- family.lua: the API a model family (models/families/*.lua) describes a model with, and the record
 -- it leaves for gen/derive.lua. A family is a table with build(m, T, engine): m the model file's
--- table, engine the plan's engine section (gen/engine.lua: w13, mtp, indexer_fusion, ...), T
+-- table, engine the plan's engine section (gen/plan_schema.lua: w13, mtp, indexer_fusion, ...), T
 -- the functions below. Every error names the family line that made the call.
 --
---   T.need(m, fields, min)   model fields (names) that must be integers >= min (default 1)
+--   T.need(m, fields, min)   model fields (names) that must be integers >= min (default 1); they
+--                            become keys the model file may set
+--   T.optional(m, name, ty)  an optional model field of Lua type ty (nil stays nil); a key too
 --   T.fail(fmt, ...)         raise an error at the model's declaration: "model 'x': ..."
 --   T.layer(l, mtp)          what follows belongs to decoder layer l (nil: outside the layers); mtp
 --                            marks a multi-token-prediction layer, held only by a trainer with
@@ -35,6 +37,8 @@
 -- src_by_name, specs (the destinations to derive, in declaration order), kept (destinations reading
 -- an MTP layer the trainer lacks: left as the engine has them), has_mtp.
 local U = require("util")
+local Schema = require("schema")
+local Keys = require("plan_schema")
 local F = {}
 
 function F.check_shape(site, name, shape, max_dims)
@@ -82,12 +86,20 @@ local API = {}
 
 function API.need(b, _, t, fields, min)
   for _, name in ipairs(fields) do
+    if t == b.m then b.declared[#b.declared + 1] = name end
     local v = t[name]
     if v == nil then U.fail(t.__site, "model '%s': missing field '%s'", t.name or "?", name) end
     if math.type(v) ~= "integer" or v < (min or 1) then
       U.fail(field_site(t.__site, name), "model '%s': field '%s' must be an integer >= %d, got %s",
         t.name or "?", name, min or 1, tostring(v))
     end
+  end
+end
+
+function API.optional(b, _, t, name, ty)
+  if t == b.m then b.declared[#b.declared + 1] = name end
+  if t[name] ~= nil and type(t[name]) ~= ty then
+    U.fail(field_site(t.__site, name), "model '%s': field '%s' must be a %s", t.name or "?", name, ty)
   end
 end
 
@@ -236,11 +248,12 @@ function API.expert_dst(b, site, name, prefix, E, spec)
 end
 
 -- Run the plan's model's family and return its record (above), after the checks only the whole
--- model can answer: every dtype_except pattern names a parameter, trainer.mtp finds MTP layers.
+-- model can answer: the model file sets no key its family does not read, every dtype_except pattern
+-- names a parameter, trainer.mtp finds MTP layers.
 function F.build(plan)
   local m = plan.__model
   local b = {
-    plan = plan, m = m, tr = plan.trainer,
+    plan = plan, m = m, tr = plan.trainer, declared = {},
     srcs = {}, src_by_name = {}, specs = {}, kept = {}, has_mtp = false,
     expert_views = {}, -- ["prefix.e.part"] = view of one expert's rows
     except_used = {}, layer = nil, in_mtp = false,
@@ -251,6 +264,10 @@ function F.build(plan)
   end
   local ok, err = pcall(m.__family.build, m, T, plan.engine)
   if not ok then error(err, 0) end
+  local known = {}
+  for _, e in ipairs(Keys.model) do known[#known + 1] = e[1] end
+  for _, k in ipairs(b.declared) do known[#known + 1] = k end
+  Schema.unknown(m, known, m.__site, {}, ("model '%s' (family %s): "):format(m.name, m.family))
   for k, e in ipairs(b.tr.dtype_except) do
     if not b.except_used[k] then
       U.fail(e.site, "plan '%s': trainer.dtype_except[%d] pattern '%s' matches no tensor of model '%s'", plan.name, k,

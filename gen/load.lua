@@ -1,5 +1,8 @@
--- load.lua: read model, family and plan descriptions (Lua data) with located errors.
+-- load.lua: read model, family and plan descriptions (Lua data) with located errors. Plans and the
+-- keys every model has are checked against gen/plan_schema.lua, which also gives every default.
 local U = require("util")
+local Schema = require("schema")
+local Keys = require("plan_schema")
 local Engine = require("engine")
 local M = { files = {} } -- every description file read, for the depfile
 
@@ -46,7 +49,7 @@ local function run_file(path, what)
   if type(res) == "table" and res.__kind then
     local at = text:find(res.__kind .. "%s*{") or 1
     local _, line = text:sub(1, at):gsub("\n", "")
-    res.__site = { file = path, line = line + 1, text = text }
+    res.__site = { file = path, line = line + 1, text = text, kind = res.__kind }
   end
   return res
 end
@@ -65,34 +68,6 @@ function M.family(name)
   return families[name]
 end
 
--- Check that t has every field in list, of the right type ("number" fields must be integers > 0
--- unless listed in zero_ok).
--- Where field `name` is set in a description (its declaration when not found).
-local function field_site(site, name)
-  if not site or not site.text then return site end
-  local at = site.text:find("[%s{,]" .. name .. "%s*=")
-  if not at then return site end
-  local _, line = site.text:sub(1, at):gsub("\n", "")
-  return { file = site.file, line = line + 1 }
-end
-
-function M.need(t, spec)
-  for _, f in ipairs(spec) do
-    local name, ty = f[1], f[2]
-    local v = t[name]
-    if v == nil then U.fail(t.__site, "%s '%s': missing field '%s'", t.__kind, t.name or "?", name) end
-    local site = field_site(t.__site, name)
-    if ty == "int" then
-      if math.type(v) ~= "integer" or v < (f.min or 1) then
-        U.fail(site, "%s '%s': field '%s' must be an integer >= %d, got %s",
-          t.__kind, t.name or "?", name, f.min or 1, tostring(v))
-      end
-    elseif type(v) ~= ty then
-      U.fail(site, "%s '%s': field '%s' must be a %s, got %s", t.__kind, t.name or "?", name, ty, type(v))
-    end
-  end
-end
-
 function M.model(name, from)
   local path = find(name .. ".lua")
   local f = io.open(path, "rb")
@@ -104,109 +79,32 @@ function M.model(name, from)
   if type(m) ~= "table" or m.__kind ~= "model" then
     U.fail({ file = path, line = 1 }, "must return model { ... }")
   end
-  M.need(m, { { "name", "string" }, { "family", "string" } })
+  -- the keys every model has; those its family reads are checked when it is built (gen/family.lua)
+  Schema.check(m, Keys.model, m.__site, {}, true)
   if m.name ~= name then U.fail(m.__site, "model name '%s' does not match its file name '%s'", m.name, name) end
   m.__family = M.family(m.family)
   return m
 end
 
--- The trainer section beyond its ranks: what the trainer's modules hold. Defaults are those of
--- FSDP2 over transformers >= 5 with fp32 master weights: fp32 parameters, fused 3-D experts, no
--- MTP layers (transformers does not load them).
-local TRAINER_FIELDS = { "fsdp", "dp_replicate", "dtype", "dtype_except", "experts", "mtp" }
-local function one_of(t, name, allowed)
-  local v = t[name]
-  for _, a in ipairs(allowed) do if v == a then return end end
-  U.fail(field_site(t.__site, name), "%s '%s': field '%s' must be '%s', got %s", t.__kind, t.name, name,
-    table.concat(allowed, "' or '"), type(v) == "string" and ("'" .. v .. "'") or tostring(v))
-end
-
-function M.trainer(t)
-  for _, k in ipairs(U.sorted_keys(t)) do
-    local known = type(k) ~= "string" or k:sub(1, 2) == "__" or k == "name"
-    for _, f in ipairs(TRAINER_FIELDS) do known = known or k == f end
-    if not known then
-      U.fail(field_site(t.__site, k), "%s '%s': unknown field '%s' (known: %s)", t.__kind, t.name, k,
-        table.concat(TRAINER_FIELDS, ", "))
-    end
-  end
-  t.dtype = t.dtype or "fp32"
-  t.experts = t.experts or "fused"
-  if t.mtp == nil then t.mtp = false end
-  t.dtype_except = t.dtype_except or {}
-  one_of(t, "dtype", { "fp32", "bf16" })
-  one_of(t, "experts", { "fused", "per_expert" })
-  if type(t.mtp) ~= "boolean" then
-    U.fail(field_site(t.__site, "mtp"), "%s '%s': field 'mtp' must be a boolean, got %s", t.__kind, t.name, type(t.mtp))
-  end
-  local site = field_site(t.__site, "dtype_except")
-  if type(t.dtype_except) ~= "table" then
-    U.fail(site, "%s '%s': field 'dtype_except' must be a list of { pattern, dtype }", t.__kind, t.name)
-  end
-  for k, e in ipairs(t.dtype_except) do
-    if type(e) ~= "table" or type(e[1]) ~= "string" or (e[2] ~= "fp32" and e[2] ~= "bf16") or #e ~= 2 then
-      U.fail(site, "%s '%s': dtype_except[%d] must be { pattern, 'fp32' or 'bf16' }", t.__kind, t.name, k)
-    end
-    e.site = site
-  end
-end
-
--- delta = { budget = B }: each (receiver, trainer) pair gets a patch area of B bytes per dense byte
--- (plus 48 per write), 0 < B <= 1, kept as parts per million (gen/delta.lua)
-function M.delta(p)
-  local d = p.delta
-  if d == nil then return end
-  local site = field_site(p.__site, "delta")
-  if type(d) ~= "table" then
-    U.fail(site, "plan '%s': delta must be a table { budget = B }, got %s", p.name, type(d))
-  end
-  for _, k in ipairs(U.sorted_keys(d)) do
-    if k ~= "budget" then U.fail(field_site(p.__site, tostring(k)), "plan '%s': delta: unknown field '%s' (known: budget)", p.name, tostring(k)) end
-  end
-  local b = d.budget
-  if type(b) ~= "number" or b ~= b or b <= 0 or b > 1 or math.floor(b * 1e6 + 0.5) < 1 then
-    U.fail(field_site(p.__site, "budget"), "plan '%s': delta.budget must be a number in (0, 1] (patch area bytes per "
-      .. "dense byte, at least 1e-6), got %s", p.name, tostring(b))
-  end
-  d.ppm = math.floor(b * 1e6 + 0.5)
-end
-
+-- A plan: its keys against gen/plan_schema.lua (which sets every default), then the checks across
+-- keys, its model, and the engine profile's refusals (gen/engine.lua).
 function M.plan(path)
   local p = run_file(path, "plan")
   if type(p) ~= "table" or p.__kind ~= "plan" then U.fail({ file = path, line = 1 }, "must return plan { ... }") end
-  M.need(p, { { "name", "string" }, { "model", "string" }, { "trainer", "table" }, { "inference", "table" } })
+  Schema.check(p, Keys.plan, p.__site)
   local base = path:match("([^/]+)%.lua$")
   if p.name ~= base then U.fail(p.__site, "plan name '%s' does not match its file name '%s'", p.name, base) end
-  local t, i = p.trainer, p.inference
-  t.__kind, t.__site, t.name = "plan", p.__site, p.name .. ".trainer"
-  i.__kind, i.__site, i.name = "plan", p.__site, p.name .. ".inference"
-  t.dp_replicate = t.dp_replicate or 1
-  i.ep = i.ep or 1
-  M.need(t, { { "fsdp", "int" }, { "dp_replicate", "int" } })
-  M.trainer(t)
-  M.need(i, { { "tp", "int" }, { "ep", "int" }, { "replicas", "int" } })
+  local i = p.inference
   -- ep 1: experts split by TP; ep = tp: whole experts per TP rank; ep = k*tp: data-parallel
   -- attention over k groups of tp GPUs, experts spread over all ep GPUs of the replica.
   if i.ep ~= 1 and i.ep % i.tp ~= 0 then
-    U.fail(p.__site, "plan '%s': ep %d must be 1 (experts split by TP) or a multiple of tp %d", p.name, i.ep, i.tp)
+    U.fail(Schema.site(p.__site, { "inference", "ep" }), "plan '%s': ep %d must be 1 (experts split by TP) or a "
+      .. "multiple of tp %d", p.name, i.ep, i.tp)
   end
   i.size = math.max(i.tp, i.ep)
-  p.quant = p.quant or {}
-  local q = p.quant
-  q.fp8 = q.fp8 or false
-  q.scale_fmt = q.scale_fmt or "fp32"
-  if q.scale_fmt ~= "fp32" and q.scale_fmt ~= "ue8m0" then
-    U.fail(p.__site, "plan '%s': quant.scale_fmt '%s' is not fp32 or ue8m0", p.name, tostring(q.scale_fmt))
-  end
-  q.exclude = q.exclude or {}
-  q.unaligned = q.unaligned or "gather"
-  if q.unaligned ~= "gather" and q.unaligned ~= "error" then
-    U.fail(p.__site, "plan '%s': quant.unaligned must be 'gather' or 'error'", p.name)
-  end
-  p.gather_below = p.gather_below or 2 * 1024 * 1024 -- smaller tensors are gathered on one shard
-  p.shard_min_piece = p.shard_min_piece or 1024 * 1024 -- and so are those whose shard pieces are smaller
-  p.imbalance_warn = p.imbalance_warn or 1.10
-  M.delta(p)
+  local except_site = Schema.site(p.__site, { "trainer", "dtype_except" })
+  for _, e in ipairs(p.trainer.dtype_except) do e.site = except_site end
+  if p.delta then p.delta.ppm = math.floor(p.delta.budget * 1e6 + 0.5) end
   p.__model = M.model(p.model, p.__site)
   Engine.check(p)
   return p

@@ -48,9 +48,7 @@ end
 
 function F.common(m, T)
   T.need(m, { "hidden", "layers", "heads", "kv_heads", "head_dim", "vocab" })
-  if m.tie_word_embeddings ~= nil and type(m.tie_word_embeddings) ~= "boolean" then
-    T.fail("field 'tie_word_embeddings' must be a boolean")
-  end
+  T.optional(m, "tie_word_embeddings", "boolean")
 end
 
 function F.build(m, T)

@@ -1,7 +1,7 @@
 -- A family whose model picks which mistake it makes.
 local F = {}
 function F.build(m, T)
-  T.need(m, { "hidden" })
+  T.need(m, { "hidden" }); T.optional(m, "mistake", "string") -- the model picks the mistake
   T.layer(0)
   if m.mistake == "dtype" then
     T.src("model.layers.0.norm.weight", { m.hidden }, { dtype = "fp16" })
