@@ -1,12 +1,12 @@
 -- engine.lua: the inference engine a plan writes into (plan.engine), checked against the profiles
 -- the generator knows. A profile fixes how the engine holds its weights after loading: names,
 -- aliases, vocabulary padding, derived-tensor layouts (families ask it through engine.*).
--- The engine section's keys, types and defaults are in gen/plan_schema.lua (name, version, w13, mtp,
+-- The engine section's keys, types and defaults are in gen/plan_keys.lua (name, version, w13, mtp,
 -- indexer_fusion, moe_backend, sm, eplb, expert_placement, sleep_mode). Settings that make the
 -- engine move or repack weights after loading are refused here, naming the setting: a static table
 -- cannot follow them.
 local U = require("util")
-local Schema = require("schema")
+local Schema = require("keys")
 local M = {}
 
 -- Versions each profile covers: [lo, hi) as {major, minor, patch}; the evidence is the parameter
@@ -58,7 +58,7 @@ local function refuse(plan, setting, fmt, ...)
   U.fail(Schema.site(plan.__site, { "engine", setting }), "plan '%s': engine.%s: " .. fmt, plan.name, setting, ...)
 end
 
--- plan.engine as gen/plan_schema.lua checked it and filled it in
+-- plan.engine as gen/plan_keys.lua checked it and filled it in
 function M.check(plan)
   local e = plan.engine
   local prof = PROFILES[e.name]

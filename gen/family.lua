@@ -1,6 +1,6 @@
 -- family.lua: the API a model family (models/families/*.lua) describes a model with, and the record
 -- it leaves for gen/derive.lua. A family is a table with build(m, T, engine): m the model file's
--- table, engine the plan's engine section (gen/plan_schema.lua: w13, mtp, indexer_fusion, ...), T
+-- table, engine the plan's engine section (gen/plan_keys.lua: w13, mtp, indexer_fusion, ...), T
 -- the functions below. Every error names the family line that made the call.
 --
 --   T.need(m, fields, min)   model fields (names) that must be integers >= min (default 1); they
@@ -37,8 +37,8 @@
 -- src_by_name, specs (the destinations to derive, in declaration order), kept (destinations reading
 -- an MTP layer the trainer lacks: left as the engine has them), has_mtp.
 local U = require("util")
-local Schema = require("schema")
-local Keys = require("plan_schema")
+local Schema = require("keys")
+local Keys = require("plan_keys")
 local F = {}
 
 function F.check_shape(site, name, shape, max_dims)

@@ -1,8 +1,8 @@
 -- load.lua: read model, family and plan descriptions (Lua data) with located errors. Plans and the
--- keys every model has are checked against gen/plan_schema.lua, which also gives every default.
+-- keys every model has are checked against gen/plan_keys.lua, which also gives every default.
 local U = require("util")
-local Schema = require("schema")
-local Keys = require("plan_schema")
+local Schema = require("keys")
+local Keys = require("plan_keys")
 local Engine = require("engine")
 local M = { files = {} } -- every description file read, for the depfile
 
@@ -86,7 +86,7 @@ function M.model(name, from)
   return m
 end
 
--- A plan: its keys against gen/plan_schema.lua (which sets every default), then the checks across
+-- A plan: its keys against gen/plan_keys.lua (which sets every default), then the checks across
 -- keys, its model, and the engine profile's refusals (gen/engine.lua).
 function M.plan(path)
   local p = run_file(path, "plan")

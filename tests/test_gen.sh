@@ -121,7 +121,7 @@ expect engine_placement "engine.expert_placement: 'round_robin' needs the model'
 expect engine_sm "engine.sm: 100: the vllm profile covers SM90 (H100/H200); on SM100 DeepGEMM repacks FP8 scales into UE8M0 int32"
 expect engine_sleep "engine.sleep_mode: sleep mode frees and re-maps the weights (CUDA virtual memory)"
 expect engine_w13 "tests/gen_bad/plans/engine_w13.lua:1: key 'engine.w13' must be 'gate_up' or 'up_gate', got 'gate'"
-# plan keys (gen/plan_schema.lua): a misspelt key in any section, a wrong type; and model keys the
+# plan keys (gen/plan_keys.lua): a misspelt key in any section, a wrong type; and model keys the
 # family does not read. Each of these generated with exit 0 (or failed elsewhere) before keys were checked.
 expect key_gather_bellow "tests/gen_bad/plans/key_gather_bellow.lua:4: unknown key 'gather_bellow' (did you mean 'gather_below'?)"
 expect key_quant_ "tests/gen_bad/plans/key_quant_.lua:4: unknown key 'quant_' (did you mean 'quant'?)"

@@ -1,4 +1,4 @@
--- schema.lua: check a description table against a key schema (gen/plan_schema.lua holds the data),
+-- keys.lua: check a description table against a key schema (gen/plan_keys.lua holds the data),
 -- fill in its defaults, and place every error on the line of the description file that set the key.
 --
 -- A schema is an ordered list of entries, one per key: { key, type, ... } with

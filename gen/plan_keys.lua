@@ -1,7 +1,7 @@
--- plan_schema.lua: every key a plan file (models/plans/*.lua) may set, section by section, with its
+-- plan_keys.lua: every key a plan file (models/plans/*.lua) may set, section by section, with its
 -- type, default and allowed values; and the keys every model file may set beyond those its family
 -- reads (a family declares its own through T.need / T.optional, gen/family.lua). The only place
--- defaults are set: gen/load.lua applies these with gen/schema.lua (entry format there), so a
+-- defaults are set: gen/load.lua applies these with gen/keys.lua (entry format there), so a
 -- misspelt key is an error naming its line and the nearest key, never a silent default.
 -- Checks across keys (ep against tp, the engine profile's refusals) follow in load.lua and engine.lua.
 local M = {}
