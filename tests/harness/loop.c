@@ -1,4 +1,4 @@
-/* loop.c (tests/): see loop.h. The coordinating process never touches UCX: it forks receivers (which
+/* loop.c (tests/harness/): see loop.h. The coordinating process never touches UCX: it forks receivers (which
  * report their ports), then trainers, and drives versions through pipes. Children write fixed-size
  * records (< PIPE_BUF, so atomic) to one shared pipe. */
 #include <errno.h>
