@@ -1,5 +1,5 @@
 /* bench_delta.c: delta pushes against dense pushes of the same plan, in one run (issue 16, item 5).
- * The same sparse versions (tests/loop.c's step mode: each version moves every K-th source element
+ * The same sparse versions (tests/harness/loop.c's step mode: each version moves every K-th source element
  * by one bf16 ulp, K = 30 by default: 3.3% of the values, issue 16's bf16 figure; FP8 codes and
  * scales then change far less) are pushed once by dense trainers (staged slots, rf_config.delta off)
  * and once by delta trainers, over host memory or, with --cuda, GPU -> GPU in RF_MEM_CUDA mode

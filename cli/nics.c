@@ -2,9 +2,11 @@
  * distance class, rate and state, then every other RDMA port and why it was not chosen.
  * Exit 0 when every GPU got an answer, 1 when sysfs could not be read or a choice failed (message
  * on stderr naming the file or NIC), 2 on bad arguments. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "refit_nic.h"
@@ -93,6 +95,13 @@ int rf_cmd_nics(int argc, char **argv)
     }
   }
 
+  /* a root that is not there reads as a machine without GPUs or NICs: say so instead */
+  struct stat st;
+  int bad_root = stat(root, &st) != 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+  if (bad_root) {
+    fprintf(stderr, "refit nics: --sysfs %s: %s\n", root, strerror(bad_root));
+    return 1;
+  }
   static rf_nic_result r; /* ~40 KiB */
   static char gpus[RF_NIC_MAX][32];
   char err[256];

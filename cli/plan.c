@@ -6,22 +6,32 @@
 #include "cli.h"
 #include "plans.h"
 
-static int usage(void)
+static int usage(FILE *f, int rc)
 {
-  fprintf(stderr, "usage: refit plan <plan> [--nic-gbps N] [--nics-per-gpu N] [--write-overhead-us U] [--rtt-us U]\n"
+  fprintf(f, "usage: refit plan <plan> [--nic-gbps N] [--nics-per-gpu N] [--write-overhead-us U] [--rtt-us U]\n"
                   "                  [--mem-gbs N] [--encode-gbs N] [--density D | --density fp8=D,bf16=D,fp32=D]\n"
                   "       refit plan --list\n"
                   "  --density: fraction of changed elements per version for the delta prediction (default: issue\n"
                   "  16's step at lr 1e-6, fp8=0.0034,bf16=0.033,fp32=0.004); one number sets all three\n");
-  return 2;
+  return rc;
 }
 
-static int number(const char *flag, const char *s, double *out)
+enum { NONNEG, POSITIVE, COUNT }; /* what number() accepts: >= 0, > 0, a whole number >= 1 */
+
+/* the value s given after flag as a number of that kind; prints why not (s NULL: flag came last) */
+static int number(const char *flag, const char *s, int kind, double *out)
 {
+  static const char *const want[] = {"a non-negative number", "a positive number", "a whole number >= 1"};
   char *end;
   double v = s ? strtod(s, &end) : 0;
-  if (!s || *end || v < 0) {
-    fprintf(stderr, "refit plan: %s needs a non-negative number, got '%s'\n", flag, s ? s : "");
+  if (!s) {
+    fprintf(stderr, "refit plan: %s needs a value\n", flag);
+    return 0;
+  }
+  int bad = end == s || *end || !(v >= 0) || (kind == POSITIVE && v == 0) ||
+            (kind == COUNT && (v < 1 || v > 4294967295.0 || v != (double)(unsigned)v));
+  if (bad) {
+    fprintf(stderr, "refit plan: %s needs %s, got '%s'\n", flag, want[kind], s);
     return 0;
   }
   *out = v;
@@ -65,38 +75,50 @@ int rf_cmd_plan(int argc, char **argv)
       for (uint32_t k = 0; k < rf_plan_count(); k++)
         printf("%s\n", rf_plan_at(k)->name);
       return 0;
+    } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      return usage(stdout, 0);
     } else if (strcmp(a, "--nic-gbps") == 0) {
-      if (!number(a, i + 1 < argc ? argv[++i] : NULL, &v) || v == 0) return usage();
+      if (!number(a, i + 1 < argc ? argv[++i] : NULL, POSITIVE, &v)) return usage(stderr, 2);
       m.nic_gbps = v;
     } else if (strcmp(a, "--nics-per-gpu") == 0) {
-      if (!number(a, i + 1 < argc ? argv[++i] : NULL, &v) || v < 1) return usage();
+      if (!number(a, i + 1 < argc ? argv[++i] : NULL, COUNT, &v)) return usage(stderr, 2);
       m.nics_per_gpu = (unsigned)v;
     } else if (strcmp(a, "--write-overhead-us") == 0) {
-      if (!number(a, i + 1 < argc ? argv[++i] : NULL, &v)) return usage();
+      if (!number(a, i + 1 < argc ? argv[++i] : NULL, NONNEG, &v)) return usage(stderr, 2);
       m.write_overhead_us = v;
     } else if (strcmp(a, "--rtt-us") == 0) {
-      if (!number(a, i + 1 < argc ? argv[++i] : NULL, &v)) return usage();
+      if (!number(a, i + 1 < argc ? argv[++i] : NULL, NONNEG, &v)) return usage(stderr, 2);
       m.done_rtt_us = v;
     } else if (strcmp(a, "--mem-gbs") == 0) {
-      if (!number(a, i + 1 < argc ? argv[++i] : NULL, &v) || v == 0) return usage();
+      if (!number(a, i + 1 < argc ? argv[++i] : NULL, POSITIVE, &v)) return usage(stderr, 2);
       m.mem_gbs = v;
     } else if (strcmp(a, "--encode-gbs") == 0) {
-      if (!number(a, i + 1 < argc ? argv[++i] : NULL, &v) || v == 0) return usage();
+      if (!number(a, i + 1 < argc ? argv[++i] : NULL, POSITIVE, &v)) return usage(stderr, 2);
       m.encode_gbs = v;
     } else if (strcmp(a, "--density") == 0) {
       const char *d = i + 1 < argc ? argv[++i] : NULL;
-      if (!density(d, &dn)) {
-        fprintf(stderr, "refit plan: --density needs D or fp8=D,bf16=D,fp32=D with 0 <= D <= 1, got '%s'\n", d ? d : "");
-        return usage();
+      if (!d || !density(d, &dn)) {
+        if (!d)
+          fprintf(stderr, "refit plan: --density needs a value\n");
+        else
+          fprintf(stderr, "refit plan: --density needs D or fp8=D,bf16=D,fp32=D with 0 <= D <= 1, got '%s'\n", d);
+        return usage(stderr, 2);
       }
       dn_given = 1;
     } else if (a[0] != '-' && !name) {
       name = a;
     } else {
-      return usage();
+      if (a[0] == '-')
+        fprintf(stderr, "refit plan: unknown option '%s'\n", a);
+      else
+        fprintf(stderr, "refit plan: one plan at a time: '%s' after '%s'\n", a, name);
+      return usage(stderr, 2);
     }
   }
-  if (!name) return usage();
+  if (!name) {
+    fprintf(stderr, "refit plan: which plan? (refit plan --list)\n");
+    return usage(stderr, 2);
+  }
   const rf_plan *p = rf_plan_find(name);
   if (!p) {
     fprintf(stderr, "refit plan: no plan '%s' (refit plan --list)\n", name);

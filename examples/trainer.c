@@ -26,7 +26,7 @@ static int fail(rf_engine *e, const char *what, rf_status s)
 /* made-up weights of version v: finite bf16 / fp32 values */
 static void fill(void *buf, const rf_tensor_info *t, uint64_t v)
 {
-  size_t n = t->bytes / (t->dtype == RF_FP32 ? 4 : 2);
+  size_t n = t->bytes / rf_dtype_size(t->dtype);
   for (size_t i = 0; i < n; i++) {
     float x = (float)((i * 2654435761u + v * 40503u) % 2001) / 1000.0f - 1.0f;
     if (t->dtype == RF_FP32) ((float *)buf)[i] = x;

@@ -12,6 +12,7 @@ build build/gen/$p.c build/gen/$p.h build/gen/${p}_check.c build/gen/$p.txt buil
   dep = build/gen/$p.d
 build build/obj/gen/$p.o: cc_table build/gen/$p.c
 build build/san/gen/${p}_check.o: cc_san build/gen/${p}_check.c
+  cflags = \$cflags -Itests
 build build/gen/${p}_check: link_san build/san/gen/${p}_check.o build/obj/gen/$p.o build/san/tests/selfcheck.o $
     build/san/runtime/plan.o
 build models/reports/$p.txt: copy build/gen/$p.txt

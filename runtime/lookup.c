@@ -11,8 +11,6 @@
 
 uint32_t rf_abi_version(void) { return RF_ABI_VERSION; }
 
-static size_t dtype_size(int dt) { return dt == RF_FP32 ? 4 : dt == RF_BF16 ? 2 : 1; }
-
 /* row-major contiguous strides over shape[0..ndim-1] */
 static void row_major(const int64_t *shape, int ndim, int64_t *st)
 {
@@ -47,17 +45,13 @@ static void src_info(const rf_plan *p, uint32_t rank, uint32_t id, int reads, rf
                         .travel = s->travel, .owner = s->travel == RF_TRAVEL_SHARD ? RF_NONE : s->shard,
                         .aliases = "", .storage = RF_NONE, .view_of = RF_NONE};
   memcpy(t->shape, s->shape, sizeof t->shape);
-  /* 2-D rows [a, b) of the view, then dim-0 indices: every dim-0 index is `inner` rows of the view */
-  int64_t a = 0, b = s->rows, inner = s->rows / s->shape[0];
-  if (s->travel == RF_TRAVEL_SHARD) {
-    a = (int64_t)p->ranks[rank].shard * s->shard_rows;
-    b = a + s->shard_rows < s->rows ? a + s->shard_rows : s->rows;
-    if (b < a) b = a;
-  }
-  if (reads && b > a) {
+  /* view rows [a, a + n), then dim-0 indices: every dim-0 index is `inner` rows of the view */
+  int64_t a, n, inner = s->rows / s->shape[0];
+  rf_src_rows(s, p->ranks[rank].shard, &a, &n);
+  if (reads && n > 0) {
     t->row0 = a / inner;
-    t->rows = (b - a) / inner;
-    t->bytes = (uint64_t)(b - a) * (uint64_t)s->cols * dtype_size(s->dtype);
+    t->rows = n / inner;
+    t->bytes = (uint64_t)n * (uint64_t)s->cols * rf_dtype_size(s->dtype);
   }
   int64_t bound[3] = {t->rows, s->shape[1], s->shape[2]};
   row_major(bound, s->ndim, t->stride);
@@ -348,7 +342,7 @@ rf_status rf_bind(rf_engine *e, int side, uint32_t id, const rf_tensor *t, char 
     return fail(err, errlen, RF_OK, "tensor '%s' (derived %u): nothing to bind, it lies in the storage bound through "
                 "'%s' (derived %u)", ti.name, id, p->derived[ti.storage].name, ti.storage);
   }
-  void *base = (char *)t->data - ti.offset * (int64_t)dtype_size(ti.dtype); /* a derived view's storage */
+  void *base = (char *)t->data - ti.offset * (int64_t)rf_dtype_size(ti.dtype); /* a derived view's storage */
   s = side == RF_SIDE_SRC ? rf_bind_src(e, id, t->data, ti.bytes)
     : side == RF_SIDE_DST ? rf_bind_dst(e, id, t->data, ti.bytes)
                           : rf_bind_derived(e, id, base, ti.bytes);

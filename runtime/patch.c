@@ -16,7 +16,6 @@
 #include "internal.h"
 
 static uint64_t rd64(const uint8_t *b) { uint64_t v; memcpy(&v, b, 8); return v; }
-static int esize(uint8_t dt) { return dt == RF_FP32 ? 4 : dt == RF_BF16 ? 2 : 1; }
 
 rf_status rf__patch_open(rf_engine *e)
 {
@@ -54,7 +53,7 @@ rf_status rf__patch_open(rf_engine *e)
       e->pa.w[at] = i;
       e->pa.peer[at] = k;
       e->pa.span[at] = (rfk_delta_span){dst, w->len};
-      e->pa.tgt[at++] = (rfk_delta_target){.patch = NULL, .dst = dst, .n = w->len, .esize = esize(d->dtype)};
+      e->pa.tgt[at++] = (rfk_delta_target){.patch = NULL, .dst = dst, .n = w->len, .esize = (int)rf_dtype_size(d->dtype)};
     }
     if (at - e->pa.first[k] != q->writes)
       return rf__fail(e, RF_ERR_ARG, "plan %s: trainer rank %u has %u writes to receiver %u, its peer row says %u", p->name,

@@ -1,10 +1,40 @@
-/* plan.c: the layout hash of a plan, recomputed from its tables, and the time model's predictions
- * (see refit_plan.h). */
+/* plan.c: small facts about the tables (dtype sizes, FSDP shard rows, FP8 scale bytes), the layout
+ * hash of a plan, recomputed from its tables, and the time model's predictions (see refit_plan.h). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "refit_plan.h"
+
+size_t rf_dtype_size(int dt) { return dt == RF_BF16 ? 2 : dt == RF_FP32 ? 4 : dt == RF_FP8 ? 1 : 0; }
+
+/* piece i of `rows` rows cut into pieces of `chunk` rows, the last short: [*first, *first + *count) */
+static void chunk_rows(int64_t rows, int64_t chunk, uint32_t i, int64_t *first, int64_t *count)
+{
+  if (rows <= 0 || chunk <= 0 || (int64_t)i >= (rows + chunk - 1) / chunk) { /* past the end: empty */
+    *first = rows > 0 ? rows : 0;
+    *count = 0;
+    return;
+  }
+  *first = (int64_t)i * chunk;
+  *count = rows - *first < chunk ? rows - *first : chunk;
+}
+
+void rf_shard_rows(int64_t rows, uint32_t shards, uint32_t shard, int64_t *first, int64_t *count)
+{
+  chunk_rows(rows, shards && shard < shards ? (rows + shards - 1) / shards : 0, shard, first, count);
+}
+
+void rf_src_rows(const rf_src_tensor *s, uint32_t shard, int64_t *first, int64_t *count)
+{
+  if (s->travel == RF_TRAVEL_SHARD) chunk_rows(s->rows, s->shard_rows, shard, first, count);
+  else *first = 0, *count = s->rows;
+}
+
+uint64_t rf_fp8_scale_bytes(int64_t rows, int64_t cols)
+{
+  return (uint64_t)((rows + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK) * (uint64_t)((cols + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK) * 4;
+}
 
 #define MIX(h, w) ((h) = ((h) ^ (uint64_t)(w)) * 0x100000001b3ull)
 
@@ -143,8 +173,6 @@ static double estimate(uint64_t n, uint64_t e, double d)
   return size;
 }
 
-static uint64_t esize(uint8_t dt) { return dt == RF_FP32 ? 4 : dt == RF_BF16 ? 2 : 1; }
-
 void rf_plan_predict_delta(const rf_plan *p, const rf_time_model *m, const rf_density *dn, rf_delta_prediction *out)
 {
   double rate = m->nic_gbps * m->nics_per_gpu * 1e9 / 8, mem = m->mem_gbs * 1e9;
@@ -162,7 +190,7 @@ void rf_plan_predict_delta(const rf_plan *p, const rf_time_model *m, const rf_de
       const rf_write *w = &p->writes[i];
       if (!prev || prev->slot != w->slot || prev->len != w->len) { /* a new region */
         uint8_t dt = p->dst[w->dst].dtype;
-        double est = estimate(w->len, esize(dt), dt == RF_FP8 ? dn->fp8 : dt == RF_BF16 ? dn->bf16 : dn->fp32);
+        double est = estimate(w->len, rf_dtype_size(dt), dt == RF_FP8 ? dn->fp8 : dt == RF_BF16 ? dn->bf16 : dn->fp32);
         double cap = (double)(w->patch_cap ? w->patch_cap : w->len);
         if (est <= cap) b = est, apply = 2 * est + (double)w->len; /* a patch */
         else b = (double)w->len, apply = (double)w->len;           /* or the region dense */
@@ -177,10 +205,9 @@ void rf_plan_predict_delta(const rf_plan *p, const rf_time_model *m, const rf_de
     double moved = 0, enc = 0; /* staging: sources read, the encoding written; encode: it and the old read */
     for (uint32_t o = rk->op_first; o < rk->op_first + rk->op_count; o++) {
       const rf_op *op = &p->ops[o];
-      uint64_t cells = (uint64_t)(op->rows * op->cols), outb = cells * esize(op->dst_dtype);
-      if (op->kind == RF_OP_FP8)
-        outb = cells + (uint64_t)((op->rows + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK) * (uint64_t)((op->cols + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK) * 4;
-      moved = moved + (double)(op->count * (cells * esize(op->src_dtype) + outb));
+      uint64_t cells = (uint64_t)(op->rows * op->cols), outb = cells * rf_dtype_size(op->dst_dtype);
+      if (op->kind == RF_OP_FP8) outb = cells + rf_fp8_scale_bytes(op->rows, op->cols);
+      moved = moved + (double)(op->count * (cells * rf_dtype_size(op->src_dtype) + outb));
       enc = enc + (double)(op->count * 2 * outb);
     }
     double stage = moved / mem + enc / (m->encode_gbs * 1e9);

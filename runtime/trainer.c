@@ -58,25 +58,21 @@ struct rf__target {
   uint64_t patch_sent;     /* this push: patch bytes put to it */
 };
 
-static size_t dtype_size(int dt) { return dt == RF_FP32 ? 4 : dt == RF_BF16 ? 2 : 1; }
-
 /* rows of source s this trainer holds: its FSDP chunk (SHARD) or the whole tensor (owner) */
 static int64_t src_first_row(const rf_engine *e, const rf_src_tensor *s)
 {
-  return s->travel == RF_TRAVEL_SHARD ? (int64_t)e->rk->shard * s->shard_rows : 0;
+  int64_t first, rows;
+  rf_src_rows(s, e->rk->shard, &first, &rows);
+  return first;
 }
 
 size_t rf__trainer_src_bytes(const rf_engine *e, uint32_t id)
 {
   if (id >= e->p->n_src || !e->src_need[id]) return 0;
   const rf_src_tensor *s = &e->p->src[id];
-  int64_t rows = s->rows;
-  if (s->travel == RF_TRAVEL_SHARD) {
-    int64_t a = src_first_row(e, s), b = a + s->shard_rows;
-    if (b > s->rows) b = s->rows;
-    rows = b > a ? b - a : 0;
-  }
-  return (size_t)rows * (size_t)s->cols * dtype_size(s->dtype);
+  int64_t first, rows;
+  rf_src_rows(s, e->rk->shard, &first, &rows);
+  return (size_t)rows * (size_t)s->cols * rf_dtype_size(s->dtype);
 }
 
 /* ---------------------------------- staging ----------------------------------------------- */
@@ -96,7 +92,7 @@ static void op_items(rf_engine *e, const rf_op *o, rfk_shape *sh, uint8_t *dest,
     const rf_src_tensor *s = &p->src[sid];
     int64_t row = o->row0 + (int64_t)i * o->row_step - src_first_row(e, s);
     int64_t col = o->col0 + (int64_t)i * o->col_step;
-    e->items[i].src = (const uint8_t *)e->src_ptr[sid] + ((size_t)row * (size_t)s->cols + (size_t)col) * dtype_size(s->dtype);
+    e->items[i].src = (const uint8_t *)e->src_ptr[sid] + ((size_t)row * (size_t)s->cols + (size_t)col) * rf_dtype_size(s->dtype);
     e->items[i].out = dest + (o->out + (uint64_t)i * o->out_step - lo);
     e->items[i].scale = o->kind == RF_OP_FP8 ? (float *)(dest + (o->scale + (uint64_t)i * o->scale_step - lo)) : NULL;
   }
@@ -238,8 +234,8 @@ static rf_status delta_open(rf_engine *e)
     /* every op of the group stages inside its scratch image */
     for (uint32_t j = g->op_first; j < g->op_first + g->op_count; j++) {
       const rf_op *o = &p->ops[j];
-      uint64_t es = o->kind == RF_OP_FP8 ? 1 : o->dst_dtype == RF_FP32 ? 4 : 2, cells = (uint64_t)(o->rows * o->cols);
-      uint64_t sc = (uint64_t)((o->rows + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK * ((o->cols + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK)) * 4;
+      uint64_t es = o->kind == RF_OP_FP8 ? 1 : rf_dtype_size(o->dst_dtype), cells = (uint64_t)(o->rows * o->cols);
+      uint64_t sc = rf_fp8_scale_bytes(o->rows, o->cols);
       for (uint32_t c = 0; c < o->count; c++) {
         uint64_t out = o->out + (uint64_t)c * o->out_step, scale = o->scale + (uint64_t)c * o->scale_step;
         if (out < lo || out + cells * es > hi || (o->kind == RF_OP_FP8 && (scale < lo || scale + sc > hi)))
@@ -255,7 +251,7 @@ static rf_status delta_open(rf_engine *e)
       if (!prev || prev->slot != w->slot || prev->len != w->len) { /* a new region */
         uint8_t dt = p->dst[w->dst].dtype;
         e->dt.reg[n] = (rfk_delta_region){.next = e->dt.scratch + (w->slot - lo), .old = e->arena + w->slot, .n = w->len,
-                                          .esize = dt == RF_FP32 ? 4 : dt == RF_BF16 ? 2 : 1, .patch = e->dt.patch + at,
+                                          .esize = (int)rf_dtype_size(dt), .patch = e->dt.patch + at,
                                           .cap = w->patch_cap};
         at += w->patch_cap;
         n++;
@@ -412,7 +408,7 @@ rf_status rf__trainer_bind(rf_engine *e, uint32_t id, const void *ptr, size_t by
   if (!ptr) return rf__fail(e, RF_ERR_ARG, "tensor '%s': NULL pointer", s->name);
   if (bytes != want)
     return rf__fail(e, RF_ERR_SIZE, "tensor '%s' (source %u): bound %zu bytes, rank %u holds %zu (%lld rows x %lld %s)",
-                    s->name, id, bytes, e->cfg.rank, want, (long long)(want / ((size_t)s->cols * dtype_size(s->dtype))),
+                    s->name, id, bytes, e->cfg.rank, want, (long long)(want / ((size_t)s->cols * rf_dtype_size(s->dtype))),
                     (long long)s->cols, s->dtype == RF_FP32 ? "fp32" : "bf16");
   if (e->cfg.mem == RF_MEM_CUDA) RF_CHECK(rf__cuda_check_memory(e, ptr, bytes, s->name));
   e->src_ptr[id] = ptr;

@@ -1,4 +1,4 @@
-/* campaign.c: a random fault campaign against a live loopback cluster (tests/loop.c): 4 trainer
+/* campaign.c: a random fault campaign against a live loopback cluster (tests/harness/loop.c): 4 trainer
  * and 4 receiver processes of glm_tiny_demo over UCX/TCP push version after version while faults
  * hit them: SIGKILL of a trainer or a receiver mid-push (restarted afterwards), SIGSTOP past every
  * timeout and resume, a second process for a trainer rank while the first is frozen mid-push
@@ -7,7 +7,7 @@
  * floods). Every receiver verifies every byte of each version it reports complete (derived tensors
  * included); a wrong complete, or memory that changed after a complete version, counts as wrong.
  * With --delta the trainers push as patches (rf_config.delta) versions that change about 1% of the
- * values (tests/loop.c's sparse mode, with bursts that overflow the patch slots), so faults hit
+ * values (tests/harness/loop.c's sparse mode, with bursts that overflow the patch slots), so faults hit
  * delta pushes, dense fallbacks and their mixes; every complete version must still be exact.
  *   campaign [--seconds S] [--seed N] [--delta]   prints "campaign: N faults, N versions complete, N wrong" */
 #include <signal.h>

@@ -24,7 +24,6 @@ static void report(const char *what, long bad)
   shown = 0;
 }
 
-static uint64_t dsize(uint8_t dt) { return dt == RF_BF16 ? 2 : dt == RF_FP32 ? 4 : dt == RF_FP8 ? 1 : 0; }
 static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 typedef struct { uint64_t a, b; uint32_t key, key2, op; uint8_t dtype; } span;
@@ -43,7 +42,7 @@ static void check_counts(const rf_plan *p, const rf_expect *e)
   long bad = 0;
   uint64_t hf = 0, dst_bytes = 0;
   for (uint32_t i = 0; i < p->n_src; i++)
-    hf += (uint64_t)(p->src[i].rows * p->src[i].cols) * dsize(p->src[i].dtype);
+    hf += (uint64_t)(p->src[i].rows * p->src[i].cols) * rf_dtype_size(p->src[i].dtype);
   for (uint32_t i = 0; i < p->n_dst; i++)
     dst_bytes += p->dst[i].bytes;
   if (rf_plan_hash(p) != p->layout_hash) BAD("layout hash of the tables %016" PRIx64 " != emitted %016" PRIx64, rf_plan_hash(p), p->layout_hash);
@@ -71,7 +70,7 @@ static void check_dst_shapes(const rf_plan *p)
     uint64_t n = 1;
     for (int k = 0; k < d->ndim; k++)
       n *= (uint64_t)d->shape[k];
-    if (d->ndim < 1 || d->ndim > 3 || n * dsize(d->dtype) != d->bytes)
+    if (d->ndim < 1 || d->ndim > 3 || n * rf_dtype_size(d->dtype) != d->bytes)
       BAD("dst %u '%s': dtype x shape != %" PRIu64 " bytes", i, d->name, d->bytes);
     int64_t st = 1; /* the writes assume row-major contiguous tensors */
     for (int k = d->ndim - 1; k >= 0 && k < 3; k--) {
@@ -203,7 +202,7 @@ static void check_slots(const rf_plan *p)
       for (uint32_t j = 0; j < op->count; j++) {
         if (n + 2 > cap) o = realloc(o, sizeof *o * (cap *= 2));
         uint64_t out = op->out + j * op->out_step;
-        o[n++] = (span){out, out + (uint64_t)(op->rows * op->cols) * dsize(op->dst_dtype), 0, 0, i, op->dst_dtype};
+        o[n++] = (span){out, out + (uint64_t)(op->rows * op->cols) * rf_dtype_size(op->dst_dtype), 0, 0, i, op->dst_dtype};
         if (op->kind == RF_OP_FP8) {
           uint64_t sc = op->scale + j * op->scale_step;
           o[n++] = (span){sc, sc + (uint64_t)(cdiv(op->rows, RF_FP8_BLOCK) * cdiv(op->cols, RF_FP8_BLOCK)) * 4, 0, 0, i, RF_FP32};

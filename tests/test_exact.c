@@ -1,5 +1,5 @@
 /* test_exact.c: delta pushes are exact (issue 16 item 3). Real trainer and receiver processes over
- * UCX loopback (tests/loop.c) push versions that change about 1% of the values each (sparse mode,
+ * UCX loopback (tests/harness/loop.c) push versions that change about 1% of the values each (sparse mode,
  * with bursts that change whole tensors so their patches overflow), with rf_config.delta; every
  * receiver compares every byte it holds, derived tensors included, with what a dense push of the same
  * version writes (the C reference staging of that version's sources). The sequences include torn

@@ -1,5 +1,5 @@
 /* test_faults.c: the version protocol under faults (issue "Versions that cannot lie"). Each test
- * runs real receiver and trainer processes over UCX on loopback (tests/loop.c's cluster), injects
+ * runs real receiver and trainer processes over UCX on loopback (tests/harness/loop.c's cluster), injects
  * one fault, and checks what every receiver reported: a version reported complete must be every
  * byte (each receiver verifies its memory, derived tensors included), and a fenced process must not
  * change a byte after it resumes (receivers verify again). Test names follow the findings:

@@ -38,7 +38,7 @@ static void run(const char *name, int versions, int tdev, int rdev, int kill)
   run_opt(name, versions, tdev, rdev, kill, 0, 0);
 }
 
-/* delta: sparse versions (tests/loop.c) pushed as patches from version 2 on, v4 overflowing */
+/* delta: sparse versions (tests/harness/loop.c) pushed as patches from version 2 on, v4 overflowing */
 static void run_opt(const char *name, int versions, int tdev, int rdev, int kill, int direct, int delta)
 {
   const rf_plan *p = rf_plan_find(name);

@@ -223,7 +223,55 @@ static void test_derived(void)
   rf_close(e);
 }
 
+/* rf_dtype_size, rf_shard_rows (torch.chunk's cut, values worked out by hand), rf_fp8_scale_bytes, and
+ * rf_src_rows against the FSDP2 chunk of each source's dim 0 computed here from its shape */
+static void test_small_facts(void)
+{
+  EXPECT(rf_dtype_size(RF_BF16) == 2 && rf_dtype_size(RF_FP32) == 4 && rf_dtype_size(RF_FP8) == 1 &&
+             rf_dtype_size(0) == 0 && rf_dtype_size(9) == 0,
+         "rf_dtype_size: bf16 %zu fp32 %zu fp8 %zu, 0: %zu, 9: %zu", rf_dtype_size(RF_BF16), rf_dtype_size(RF_FP32),
+         rf_dtype_size(RF_FP8), rf_dtype_size(0), rf_dtype_size(9));
+  static const struct { int64_t rows; uint32_t shards, shard; int64_t first, count; } cut[] = {
+    {5, 4, 0, 0, 2}, {5, 4, 1, 2, 2}, {5, 4, 2, 4, 1}, {5, 4, 3, 5, 0}, {5, 4, 4, 5, 0}, {8, 3, 0, 0, 3},
+    {8, 3, 1, 3, 3}, {8, 3, 2, 6, 2}, {3, 4, 2, 2, 1}, {3, 4, 3, 3, 0}, {6, 4, 2, 4, 2}, {6, 4, 3, 6, 0},
+    {7, 1, 0, 0, 7}, {0, 2, 1, 0, 0}, {5, 0, 0, 5, 0}, {151936, 8, 7, 132944, 18992},
+  };
+  for (size_t i = 0; i < sizeof cut / sizeof cut[0]; i++) {
+    int64_t first = -1, count = -1;
+    rf_shard_rows(cut[i].rows, cut[i].shards, cut[i].shard, &first, &count);
+    EXPECT(first == cut[i].first && count == cut[i].count, "rf_shard_rows(%lld, %u, %u): [%lld, +%lld), want [%lld, +%lld)",
+           (long long)cut[i].rows, cut[i].shards, cut[i].shard, (long long)first, (long long)count,
+           (long long)cut[i].first, (long long)cut[i].count);
+  }
+  EXPECT(rf_fp8_scale_bytes(1, 1) == 4 && rf_fp8_scale_bytes(128, 128) == 4 && rf_fp8_scale_bytes(129, 128) == 8 &&
+             rf_fp8_scale_bytes(129, 257) == 24 && rf_fp8_scale_bytes(0, 5) == 0,
+         "rf_fp8_scale_bytes: %llu %llu %llu %llu %llu", (unsigned long long)rf_fp8_scale_bytes(1, 1),
+         (unsigned long long)rf_fp8_scale_bytes(128, 128), (unsigned long long)rf_fp8_scale_bytes(129, 128),
+         (unsigned long long)rf_fp8_scale_bytes(129, 257), (unsigned long long)rf_fp8_scale_bytes(0, 5));
+  int shards_seen = 0;
+  for (size_t k = 0; k < sizeof small / sizeof small[0]; k++) {
+    const rf_plan *p = rf_plan_find(small[k]);
+    if (!p) continue;
+    for (uint32_t i = 0; i < p->n_src; i++) {
+      const rf_src_tensor *s = &p->src[i];
+      int64_t d0 = s->shape[0], inner = s->rows / d0, c = (d0 + p->fsdp - 1) / p->fsdp;
+      for (uint32_t sh = 0; sh < p->fsdp; sh++) {
+        int64_t a = (int64_t)sh * c < d0 ? (int64_t)sh * c : d0, b = a + c < d0 ? a + c : d0, first = -1, count = -1;
+        int64_t want_first = s->travel == RF_TRAVEL_SHARD ? a * inner : 0;
+        int64_t want_count = s->travel == RF_TRAVEL_SHARD ? (b - a) * inner : s->rows;
+        rf_src_rows(s, sh, &first, &count);
+        shards_seen += s->travel == RF_TRAVEL_SHARD;
+        EXPECT(first == want_first && count == want_count, "%s '%s' shard %u of %u: rf_src_rows [%lld, +%lld), want "
+               "[%lld, +%lld)", p->name, s->name, sh, p->fsdp, (long long)first, (long long)count,
+               (long long)want_first, (long long)want_count);
+      }
+    }
+  }
+  EXPECT(shards_seen > 0, "no sharded source in the small plans");
+}
+
 static const expect_test tests[] = {
+  {"rf_dtype_size, rf_shard_rows, rf_src_rows, rf_fp8_scale_bytes", test_small_facts},
   {"rf_list and rf_describe equal the engine's rf_src_bytes (small plans, every rank)", test_lists_match_engine},
   {"rf_bind refusals and acceptance", test_bind},
   {"source shapes, destination strides, aliases and padding as the tables say (every plan)", test_shapes},

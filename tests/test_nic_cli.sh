@@ -88,6 +88,12 @@ run escape_link 1 --sysfs $F/escape_link
 has escape_link err "refit nics: GPU 0000:03:00.0: $F/escape_link/class/infiniband/mlx5_0/device: link leads outside the sysfs root"
 run no_gpu 1 --sysfs $F/dgx8 --gpu 0000:77:00.0
 has no_gpu err "refit nics: GPU 0000:77:00.0: $F/dgx8/bus/pci/devices/0000:77:00.0: no such PCI device (GPU 0000:77:00.0)"
+# a root that is not there (or not a folder) is an error, not a machine without GPUs and NICs
+run no_root 1 --sysfs /nonexistent/sysfs
+has no_root err "refit nics: --sysfs /nonexistent/sysfs: No such file or directory"
+[ -s "$tmp/no_root.out" ] && { bad "no_root: output on stdout:"; cat "$tmp/no_root.out"; } || ok "no_root: nothing on stdout"
+run file_root 1 --sysfs tests/fixtures/mksysfs.sh
+has file_root err "refit nics: --sysfs tests/fixtures/mksysfs.sh: Not a directory"
 
 # 5. arguments
 run bad_rate_arg 2 --min-gbps fast

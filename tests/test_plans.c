@@ -20,7 +20,6 @@ static int passed, failed;
 
 #include "expect.h"
 
-static uint64_t dsize(uint8_t dt) { return dt == RF_BF16 ? 2 : dt == RF_FP32 ? 4 : 1; }
 static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 static uint32_t find_dst(const rf_plan *p, const char *name, uint32_t tp_rank)
@@ -56,10 +55,10 @@ static int produced_by(const rf_plan *p, uint32_t rcv, uint32_t d, uint64_t at, 
     for (uint32_t i = rk->op_first; i < rk->op_first + rk->op_count; i++) {
       const rf_op *op = &p->ops[i];
       for (uint32_t j = 0; j < op->count; j++) {
-        uint64_t o = op->out + j * op->out_step, n = (uint64_t)(op->rows * op->cols) * dsize(op->dst_dtype);
+        uint64_t o = op->out + j * op->out_step, n = (uint64_t)(op->rows * op->cols) * rf_dtype_size(op->dst_dtype);
         uint64_t s = op->scale + j * op->scale_step, sn = (uint64_t)(cdiv(op->rows, 128) * cdiv(op->cols, 128)) * 4;
         if (slot >= o && slot < o + n) {
-          *out = (producer){op, j, op->src + j * op->src_step, t, 0, (int64_t)((slot - o) / (op->cols * dsize(op->dst_dtype)))};
+          *out = (producer){op, j, op->src + j * op->src_step, t, 0, (int64_t)((slot - o) / (op->cols * rf_dtype_size(op->dst_dtype)))};
           return 1;
         }
         if (op->kind == RF_OP_FP8 && slot >= s && slot < s + sn) {
@@ -147,7 +146,7 @@ static void fused_per_rank(const rf_plan *p, const char *dst, const char *const 
       int64_t part_rows = 0;
       /* walk the rows this part fills on rank r: they must be a contiguous slice of the part */
       producer pr;
-      int ok = produced_by(p, r, d, (uint64_t)(at_row * cols) * dsize(p->dst[d].dtype), &pr) && pr.src == s && !pr.scale;
+      int ok = produced_by(p, r, d, (uint64_t)(at_row * cols) * rf_dtype_size(p->dst[d].dtype), &pr) && pr.src == s && !pr.scale;
       EXPECT(ok, "'%s' rank %u row %lld: not from '%s'", dst, r, (long long)at_row, parts[k]);
       if (!ok) return;
       int64_t first = pr.op->row0 + pr.item * pr.op->row_step + pr.row;
@@ -155,7 +154,7 @@ static void fused_per_rank(const rf_plan *p, const char *dst, const char *const 
       /* the slice of rank r: heads or rows split evenly, or a replicated KV head */
       int64_t per = 0;
       while (at_row + per < p->dst[d].shape[0] &&
-             produced_by(p, r, d, (uint64_t)((at_row + per) * cols) * dsize(p->dst[d].dtype), &pr) && pr.src == s)
+             produced_by(p, r, d, (uint64_t)((at_row + per) * cols) * rf_dtype_size(p->dst[d].dtype), &pr) && pr.src == s)
         per++;
       part_rows = per;
       EXPECT(first % part_rows == 0 && (first / part_rows == r || total / part_rows < p->tp),
@@ -299,7 +298,7 @@ static void fused_experts(const rf_plan *p, unsigned layer, int64_t E, int64_t I
     EXPECT(a != RF_NONE && b != RF_NONE, "no expert tensors on receiver %u", q);
     if (a == RF_NONE || b == RF_NONE) return;
     int64_t local = p->dst[a].shape[0], first = q * (E / ep) + (q < E % ep ? q : E % ep);
-    uint64_t es = dsize(p->dst[a].dtype);
+    uint64_t es = rf_dtype_size(p->dst[a].dtype);
     for (int64_t j = 0; j < local; j++) {
       int64_t e = first + j;
       const int64_t rows13[] = {0, I - 1, I, 2 * I - 1}, rows2[] = {0, H - 1};

@@ -188,12 +188,37 @@ def test_library():
     syms = subprocess.run(["nm", "-D", "--defined-only", so], capture_output=True, text=True, check=True).stdout.split()
     exported = {s for s in syms[2::3]}
     declared = set(re.findall(r"\b(rf_\w+)\(", open(f"{ROOT}/runtime/include/refit.h").read()))
-    declared |= set(re.findall(r"\b(rf_plan_\w+)\(", open(f"{ROOT}/runtime/include/refit_plan.h").read()))
+    declared |= set(re.findall(r"\b(rf_\w+)\(", open(f"{ROOT}/runtime/include/refit_plan.h").read()))
     assert declared - exported == set(), f"declared, not exported: {sorted(declared - exported)}"
     bad = sorted(s for s in exported if not s.startswith("rf_") or s.startswith("rf__"))
     assert not bad, f"exported beyond rf_*: {bad[:10]}"
     for p in refit.plans():
         assert f"rf_plan_{p}" in exported
+
+
+def test_small_facts():
+    """dtype sizes and FSDP2 shard rows come from the library (rf_dtype_size, rf_shard_rows): torch.chunk's
+    cut, ceil(rows / shards) each, the trailing shards short or empty; a plan's sharded sources bind that"""
+    assert [refit._itemsize(n) for n in ("bfloat16", "float32", "float8_e4m3fn")] == [2, 4, 1]
+    cuts = {(5, 4): [(0, 2), (2, 2), (4, 1), (5, 0)], (8, 3): [(0, 3), (3, 3), (6, 2)],
+            (6, 4): [(0, 2), (2, 2), (4, 2), (6, 0)], (0, 2): [(0, 0), (0, 0)], (7, 1): [(0, 7)]}
+    for (rows, n), want in cuts.items():
+        got = [refit._refit.shard_rows(rows, n, s) for s in range(n + 1)]
+        assert got == want + [(rows, 0)], f"shard_rows({rows}, {n}, 0..{n}): {got}, want {want + [(rows, 0)]}"
+    expect_raises(ValueError, lambda: refit._refit.shard_rows(5, 0, 0), "shard_rows(5, 0, 0): want rows >= 0, "
+                  "1 <= shards < 2^32, 0 <= shard < 2^32 (a shard past the last is empty)")
+    expect_raises(ValueError, lambda: refit._refit.dtype_size(7), "dtype 7 is none of refit's (bf16 1, fp32 2, fp8 3)")
+    seen = 0
+    for name in ("glm_tiny_demo", "qwen3_moe_tiny_ep2", "glm_tiny_rep2"):
+        p = refit.Plan(name)
+        for rank in range(p.trainers):
+            shard = p._p.trainer(rank)[0]
+            for n, i in p.sources(rank).items():
+                if i.travel == "shard" and i.bytes:
+                    seen += 1
+                    want = refit._refit.shard_rows(i.shape[0], p.fsdp, shard)
+                    assert (i.row0, i.rows) == want, f"{name} rank {rank} '{n}': binds {(i.row0, i.rows)}, want {want}"
+    assert seen > 100, seen
 
 
 def test_source_lookups():
@@ -1022,6 +1047,7 @@ def test_vllm_loopback_qwen3moe():
 
 TESTS = [
     test_library,
+    test_small_facts,
     test_source_lookups,
     test_ranks,
     test_binding_plan,

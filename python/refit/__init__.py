@@ -36,6 +36,7 @@ __all__ = ["Plan", "Trainer", "Receiver", "TensorInfo", "VersionState", "Error",
 ABI_VERSION = _refit.ABI_VERSION
 _SRC, _DST, _DERIVED = _refit.SIDE_SRC, _refit.SIDE_DST, _refit.SIDE_DERIVED
 _DTYPE = {1: "bfloat16", 2: "float32", 3: "float8_e4m3fn"}
+_DTYPE_ID = {name: i for i, name in _DTYPE.items()}
 _TRAVEL = {0: None, 1: "expert", 2: "shard", 3: "gather"}
 _SIDE = {_SRC: "source", _DST: "destination", _DERIVED: "derived"}
 _MEM = {"host": _refit.MEM_HOST, "cuda": _refit.MEM_CUDA}
@@ -92,7 +93,9 @@ def _np_dtype(name):
     return np.dtype(getattr(ml_dtypes, name))
 
 
-_ITEMSIZE = {"bfloat16": 2, "float32": 4, "float8_e4m3fn": 1}
+def _itemsize(dtype):
+    """bytes per element of a plan dtype by name (rf_dtype_size)"""
+    return _refit.dtype_size(_DTYPE_ID[dtype])
 
 
 def _flat(n, dtype, device):
@@ -197,7 +200,7 @@ class Plan:
             elif i.storage in storages:
                 base = storages[i.storage]
             else:
-                n = first[i.storage].bytes // _ITEMSIZE[i.dtype]
+                n = first[i.storage].bytes // _itemsize(i.dtype)
                 base = storages[i.storage] = _flat(n, i.dtype, device)
             out[i.name] = _view(base, i)
         return out
@@ -393,15 +396,7 @@ def _dtensor_local(t, name):
                         f"(Shard(0) over one mesh dim, Replicate over the others)")
     d = shard_dims[0]
     n, c, rows = t.device_mesh.size(d), t.device_mesh.get_local_rank(d), t.shape[0]
-    chunk = -(-rows // n)
-    return t.to_local(), min(c * chunk, rows), d
-
-
-def _chunk(rows, n, s):
-    """torch.chunk's s-th of n pieces of dim 0 (FSDP2's shard s): (first row, row count)."""
-    chunk = -(-rows // n)
-    a = min(s * chunk, rows)
-    return a, min(rows, a + chunk) - a
+    return t.to_local(), _refit.shard_rows(rows, n, c)[0], d
 
 
 class _Engine:
@@ -527,7 +522,7 @@ class Receiver(_Engine):
             info = self._by_id[key]
             if info.side != _DERIVED:
                 continue
-            size = _ITEMSIZE[info.dtype]
+            size = _itemsize(info.dtype)
             at = desc[0] - desc[10] * size
             if info.view_of is not None:
                 dst = self._by_id[(_DST, info.view_of)]
@@ -550,7 +545,7 @@ class Receiver(_Engine):
                                 f"is {st[1]} bytes at {st[0]:#x}, the view's storage start {at:#x}")
             groups.setdefault(info.storage, []).append((name, at))
         for sid, views in groups.items():
-            prev = [(n, d[0] - d[10] * _ITEMSIZE[self._by_id[(_DERIVED, k[1])].dtype])
+            prev = [(n, d[0] - d[10] * _itemsize(self._by_id[(_DERIVED, k[1])].dtype))
                     for k, (n, d) in self._bound.items() if k[0] == _DERIVED and self._by_id[k].storage == sid]
             views = prev + views
             for name, at in views[1:]:
@@ -624,7 +619,7 @@ def _binding_plan(plan, replicate, shapes):
             if info is None:
                 continue
             want = (info.row0, info.rows)
-            have = (0, rows) if n is None else _chunk(rows, n, s)
+            have = (0, rows) if n is None else _refit.shard_rows(rows, n, s)
             if have == want or n is None:
                 direct.setdefault(s, []).append(name)
             elif want == (0, rows):

@@ -724,8 +724,34 @@ static PyObject *strerror_(PyObject *mod, PyObject *args)
   return PyUnicode_FromString(rf_strerror((rf_status)s));
 }
 
+static PyObject *dtype_size(PyObject *mod, PyObject *args)
+{
+  (void)mod;
+  int dt;
+  if (!PyArg_ParseTuple(args, "i", &dt)) return NULL;
+  size_t n = rf_dtype_size(dt);
+  if (!n) return PyErr_Format(PyExc_ValueError, "dtype %d is none of refit's (bf16 1, fp32 2, fp8 3)", dt);
+  return PyLong_FromSize_t(n);
+}
+
+static PyObject *shard_rows(PyObject *mod, PyObject *args)
+{
+  (void)mod;
+  long long rows, shards, shard;
+  if (!PyArg_ParseTuple(args, "LLL", &rows, &shards, &shard)) return NULL;
+  if (rows < 0 || shards < 1 || shards > UINT32_MAX || shard < 0 || shard > UINT32_MAX)
+    return PyErr_Format(PyExc_ValueError, "shard_rows(%lld, %lld, %lld): want rows >= 0, 1 <= shards < 2^32, "
+                        "0 <= shard < 2^32 (a shard past the last is empty)", rows, shards, shard);
+  int64_t first, count;
+  rf_shard_rows(rows, (uint32_t)shards, (uint32_t)shard, &first, &count);
+  return Py_BuildValue("(LL)", (long long)first, (long long)count);
+}
+
 static PyMethodDef module_methods[] = {
   {"plans", plans, METH_NOARGS, "names of the plans in this librefit.so"},
+  {"dtype_size", dtype_size, METH_VARARGS, "dtype_size(dtype id) -> bytes per element (rf_dtype_size)"},
+  {"shard_rows", shard_rows, METH_VARARGS,
+   "shard_rows(rows, shards, shard) -> (first row, row count) of FSDP2's dim-0 shard (rf_shard_rows)"},
   {"dlpack", dlpack, METH_O, "dlpack(capsule) -> description tuple"},
   {"strerror", strerror_, METH_VARARGS, "strerror(status) -> text"},
   {NULL, NULL, 0, NULL},

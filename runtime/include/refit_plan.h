@@ -32,6 +32,7 @@
 #ifndef REFIT_PLAN_H
 #define REFIT_PLAN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define RF_NONE UINT32_MAX
@@ -72,6 +73,20 @@ typedef struct rf_src_tensor {
   uint8_t ndim;        /* dims of shape */
   int64_t shape[3];    /* the parameter's full shape, as the trainer's module holds it */
 } rf_src_tensor;
+
+/* Small facts every user of the tables needs, written once (runtime/plan.c; Python: refit._refit):
+ * rf_dtype_size: bytes per element of enum rf_dtype dt (bf16 2, fp32 4, fp8 1), 0 for no dtype.
+ * rf_shard_rows: FSDP2's shard `shard` of `shards` along a dim 0 of `rows` rows, as torch.chunk cuts
+ *   it: ceil(rows / shards) rows each, the trailing shards short or empty; its first row and row count
+ *   (an empty shard, or shard >= shards: first = rows, count 0).
+ * rf_src_rows: the view rows [first, first + count) of source s that FSDP shard `shard` holds: its
+ *   chunk of s->shard_rows rows (RF_TRAVEL_SHARD, as rf_shard_rows over dim 0), else the whole tensor.
+ * rf_fp8_scale_bytes: the fp32 scales block FP8 writes for [rows, cols] elements,
+ *   ceil(rows / 128) x ceil(cols / 128) x 4 bytes. */
+size_t rf_dtype_size(int dt);
+void rf_shard_rows(int64_t rows, uint32_t shards, uint32_t shard, int64_t *first, int64_t *count);
+void rf_src_rows(const rf_src_tensor *s, uint32_t shard, int64_t *first, int64_t *count);
+uint64_t rf_fp8_scale_bytes(int64_t rows, int64_t cols);
 
 /* A destination tensor as the engine holds it after loading (its engine profile, plan.engine):
  * bind the engine's tensor of this name, or of any of its aliases (the same tensor). */

@@ -1,4 +1,4 @@
-/* loop.c (tests/): see loop.h. The coordinating process never touches UCX: it forks receivers (which
+/* loop.c (tests/harness/): see loop.h. The coordinating process never touches UCX: it forks receivers (which
  * report their ports), then trainers, and drives versions through pipes. Children write fixed-size
  * records (< PIPE_BUF, so atomic) to one shared pipe. */
 #include <errno.h>
@@ -54,8 +54,6 @@ static uint64_t now_ns(void)
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static size_t esize(int dt) { return dt == RF_FP32 ? 4 : dt == RF_BF16 ? 2 : 1; }
-
 /* ---------------------------------- data ------------------------------------------------- */
 
 static uint64_t mix(uint64_t x)
@@ -66,17 +64,19 @@ static uint64_t mix(uint64_t x)
   return x ^ (x >> 31);
 }
 
+/* the view rows of source s that trainer `rank` holds (refit_plan.h rf_src_rows): first, count */
 static int64_t first_row(const rf_plan *p, uint32_t rank, const rf_src_tensor *s)
 {
-  return s->travel == RF_TRAVEL_SHARD ? (int64_t)p->ranks[rank].shard * s->shard_rows : 0;
+  int64_t first, rows;
+  rf_src_rows(s, p->ranks[rank].shard, &first, &rows);
+  return first;
 }
 
 static int64_t held_rows(const rf_plan *p, uint32_t rank, const rf_src_tensor *s)
 {
-  if (s->travel != RF_TRAVEL_SHARD) return s->rows;
-  int64_t a = first_row(p, rank, s), b = a + s->shard_rows;
-  if (b > s->rows) b = s->rows;
-  return b > a ? b - a : 0;
+  int64_t first, rows;
+  rf_src_rows(s, p->ranks[rank].shard, &first, &rows);
+  return rows;
 }
 
 /* sparse mode: the version whose value element (row gr, col c) of source id holds at version v.
@@ -133,7 +133,7 @@ void rf_loop_fill(const rf_loop_opts *o, uint32_t rank, uint32_t id, uint64_t v,
  * bf16 ulp flipped (bit 0 of a bf16, bit 16 of an fp32) in elements v*7919 mod step, + step, ... */
 static void step_fill(const rf_loop_opts *o, uint8_t dtype, uint64_t v, void *buf, size_t bytes)
 {
-  size_t n = bytes / esize(dtype);
+  size_t n = bytes / rf_dtype_size(dtype);
   if (v == 0) {
     for (size_t k = 0; k < n; k++) {
       uint64_t h = mix(o->seed ^ k);
@@ -212,12 +212,12 @@ static int expected(const rf_loop_opts *o, uint32_t me, uint64_t v, uint8_t **wa
         uint32_t sid = op->src + j * op->src_step;
         const rf_src_tensor *s = &p->src[sid];
         if (!src[sid]) {
-          src[sid] = malloc((size_t)held_rows(p, t, s) * (size_t)s->cols * esize(s->dtype) + 1);
+          src[sid] = malloc((size_t)held_rows(p, t, s) * (size_t)s->cols * rf_dtype_size(s->dtype) + 1);
           rf_loop_fill(o, t, sid, v, src[sid]);
         }
         int64_t row = op->row0 + (int64_t)j * op->row_step - first_row(p, t, s);
         int64_t col = op->col0 + (int64_t)j * op->col_step;
-        items[j].src = (uint8_t *)src[sid] + ((size_t)row * (size_t)s->cols + (size_t)col) * esize(s->dtype);
+        items[j].src = (uint8_t *)src[sid] + ((size_t)row * (size_t)s->cols + (size_t)col) * rf_dtype_size(s->dtype);
         items[j].out = arena + op->out + (uint64_t)j * op->out_step;
         items[j].scale = op->kind == RF_OP_FP8 ? (float *)(arena + op->scale + (uint64_t)j * op->scale_step) : NULL;
       }

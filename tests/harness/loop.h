@@ -1,6 +1,7 @@
-/* loop.h (tests/): a plan run end to end on this machine as real processes over UCX loopback: one process
- * per trainer rank and per receiver, coordinated by the caller's process through pipes. Used by
- * `refit demo`, the loopback tests and the host benchmark.
+/* loop.h (tests/harness/): a plan run end to end on this machine as real processes over UCX loopback: one
+ * process per trainer rank and per receiver, coordinated by the caller's process through pipes. Used by
+ * build/refit-demo (`refit demo`), the loopback tests and the benchmarks; never linked into build/refit
+ * or librefit (tests/test_layers.sh checks).
  *
  * Source data is a pure function of (seed, version, source id, row, col), so every trainer shard,
  * gathered copy and receiver-side check agree; magnitudes change per 128x128 block so FP8 scales
