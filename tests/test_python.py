@@ -908,6 +908,25 @@ def test_close_wakes_wait():
         rx.close()
 
 
+def test_numpy_missing_error():
+    """without numpy (or ml_dtypes), Plan.engine_tensors raises an ImportError that names the
+    missing module, what needs it and how to install it (it was a bare ModuleNotFoundError)"""
+    plan = refit.Plan("qwen3_tiny_tp2")
+    for missing in ("numpy", "ml_dtypes"):
+        saved = sys.modules[missing]
+        sys.modules[missing] = None  # import fails as if it were not installed
+        try:
+            e = expect_raises(ImportError, lambda: plan.engine_tensors(0), None)
+        finally:
+            sys.modules[missing] = saved
+        assert e.name == missing and str(e).startswith(
+            f"refit: host tensors (Plan.engine_tensors, TensorInfo.empty without device=) are numpy arrays, bfloat16 "
+            f"and float8_e4m3fn ones from ml_dtypes, and {missing} cannot be imported (") and str(e).endswith(
+            "): pip install numpy ml_dtypes (or pip install '.[numpy]' from refit's source tree), or pass device= for "
+            "torch tensors"), (e.name, str(e))
+    assert sorted(plan.engine_tensors(0)) == sorted(n for i in plan.destinations(0).values() for n in (i.name,) + i.aliases)
+
+
 def test_trainer_wait_timeout():
     """a trainer's wait runs in slices (so that close() can end it) and still gives the push up at
     its own timeout, named in the caller's milliseconds (the receivers never arm)"""
@@ -1152,6 +1171,7 @@ TESTS = [
     test_version_and_token_range,
     test_close_wakes_wait,
     test_trainer_wait_timeout,
+    test_numpy_missing_error,
     test_vllm_bind_every_dump,
     test_vllm_refusals,
     test_vllm_driver,
