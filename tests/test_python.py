@@ -846,6 +846,9 @@ def test_version_and_token_range():
     tr.close()
 
 
+CLOSED = "the engine was closed while it waited (close() from another thread or a signal handler)"
+
+
 def test_close_wakes_wait():
     """close() from another thread while a receiver's wait or a trainer's wait blocks: the wait
     raises refit.Error saying the engine was closed (it got 'no engine (rf_open got no output
@@ -888,8 +891,7 @@ def test_close_wakes_wait():
     th.join(60)
     assert not th.is_alive(), "the receiver's wait still blocks after close()"
     assert isinstance(out[0], refit.Error) and out[0].status_name == "RF_ERR_STATE", out
-    assert str(out[0]) in ("wait for version 1: the engine was closed (close() from another thread)",
-                           "the engine is closed"), str(out[0])
+    assert str(out[0]) in (f"wait for version 1: {CLOSED}", "the engine is closed"), str(out[0])
     expect_raises(refit.Error, lambda: rx0.poll(), "the engine is closed", "RF_ERR_STATE")
     # a trainer waiting for receivers that never arm (a push of version 1 under way)
     tr.push(1)
@@ -901,8 +903,7 @@ def test_close_wakes_wait():
     th.join(60)
     assert not th.is_alive(), "the trainer's wait still blocks after close()"
     assert isinstance(out[0], refit.Error) and out[0].status_name == "RF_ERR_STATE", out
-    assert str(out[0]) in ("wait for the push: the engine was closed (close() from another thread)",
-                           "the engine is closed"), str(out[0])
+    assert str(out[0]) in (f"wait for the push: {CLOSED}", "the engine is closed"), str(out[0])
     expect_raises(refit.Error, lambda: tr.push(2), "the engine is closed", "RF_ERR_STATE")
     for _, rx, _ in rxs[1:]:
         rx.close()
@@ -924,7 +925,25 @@ def test_numpy_missing_error():
             f"and float8_e4m3fn ones from ml_dtypes, and {missing} cannot be imported (") and str(e).endswith(
             "): pip install numpy ml_dtypes (or pip install '.[numpy]' from refit's source tree), or pass device= for "
             "torch tensors"), (e.name, str(e))
-    assert sorted(plan.engine_tensors(0)) == sorted(n for i in plan.destinations(0).values() for n in (i.name,) + i.aliases)
+    names = sorted(n for i in plan.destinations(0).values() for n in (i.name,) + i.aliases)
+    assert sorted(plan.engine_tensors(0)) == names
+
+
+def test_close_from_signal_handler():
+    """close() from a signal handler, which Python runs on the main thread between the slices of
+    the wait it interrupts: no deadlock (close cannot wait for its own caller); the wait raises
+    'closed' and the engine is closed right after"""
+    plan = refit.Plan("qwen3_tiny_tp2")
+    rx = refit.Receiver(plan, 0, token=TOKEN, ucx_tls="tcp")
+    rx.bind(plan.engine_tensors(0))
+    rx.listen("127.0.0.1")
+    rx.arm(1)
+    signal.signal(signal.SIGUSR1, lambda *_: rx.close())
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+    expect_raises(refit.Error, lambda: rx.wait(1, timeout=120),
+                  f"wait for version 1: {CLOSED}", "RF_ERR_STATE")
+    expect_raises(refit.Error, lambda: rx.poll(), "the engine is closed", "RF_ERR_STATE")
+    rx.close()  # again: nothing to do
 
 
 def test_trainer_wait_timeout():
@@ -1171,6 +1190,7 @@ TESTS = [
     test_version_and_token_range,
     test_close_wakes_wait,
     test_trainer_wait_timeout,
+    test_close_from_signal_handler,
     test_numpy_missing_error,
     test_vllm_bind_every_dump,
     test_vllm_refusals,

@@ -188,7 +188,8 @@ static server serve_arming(const rf_plan *p, uint32_t me, uint64_t token, uint32
     close(pp[0]);
     close(dp[1]);
     close(ip[0]);
-    rf_config cfg = {.plan = p, .role = RF_RECEIVER, .rank = me, .token = token, .ucx_tls = "tcp", .timeout_ms = HANG_MS};
+    rf_config cfg = {.plan = p, .role = RF_RECEIVER, .rank = me, .token = token, .ucx_tls = "tcp",
+                     .timeout_ms = HANG_MS};
     rf_engine *e;
     if (rf_open(&cfg, &e) != RF_OK) _exit(10);
     const rf_receiver *rv = &p->recv[me];

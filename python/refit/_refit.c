@@ -9,9 +9,9 @@
  * rf_last_error() before it lets go of the lock. Calls in flight are counted (`busy`, under the GIL):
  * close() marks the engine closing, waits until none is left and only then calls rf_close, so no
  * call runs on a closed engine; waits run in slices of at most 100 ms and between slices a waiter
- * that finds the engine closing raises refit.Error "... the engine was closed ...". Errors raise refit.Error or its subclasses
- * BindError, TornError and TimeoutError, with .status (the rf_status number), .status_name,
- * .version and .reason. */
+ * that finds the engine closing raises refit.Error "... the engine was closed while it waited ...".
+ * Errors raise refit.Error or its subclasses BindError, TornError and TimeoutError, with .status
+ * (the rf_status number), .status_name, .version and .reason. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <pythread.h>
@@ -296,7 +296,7 @@ typedef struct {
   PyThread_type_lock lock;
   PyObject *plan, *keep; /* the Plan (its tables outlive the engine) and the bound tensors' owners */
   int role, progress_thread;
-  int busy, closing; /* calls in flight; close() under way (both read and written with the GIL held) */
+  int busy, closing, closers; /* calls in flight; close() begun; close() calls waiting for them (all under the GIL) */
 } EngineObject;
 
 #define SLICE_MS 100 /* the longest a wait holds the engine's lock before it looks at `closing` and signals */
@@ -314,6 +314,12 @@ typedef struct {
     Py_END_ALLOW_THREADS                                                        \
   } while (0)
 
+static void engine_close_now(EngineObject *self);
+
+/* Engine calls under way on this thread (of any engine): a close() from a signal handler that runs
+ * inside a wait's slice loop must not wait for that wait, which is its own caller */
+static _Thread_local int calls_here;
+
 /* a call starts: refused once close() began; else counted until leave() */
 static int enter(EngineObject *self)
 {
@@ -322,20 +328,25 @@ static int enter(EngineObject *self)
     return -1;
   }
   self->busy++;
+  calls_here++;
   return 0;
 }
 
-static void leave(EngineObject *self) { self->busy--; }
+/* a call ends; the last one out closes an engine whose close() was left to it */
+static void leave(EngineObject *self)
+{
+  self->busy--;
+  calls_here--;
+  if (self->closing && !self->busy && !self->closers && self->e) engine_close_now(self);
+}
 
 /* a wait between two slices that finds close() under way: for version v (0: the push under way) */
 static PyObject *closed_while_waiting(uint64_t v)
 {
-  char msg[160];
-  if (v)
-    snprintf(msg, sizeof msg, "wait for version %llu: the engine was closed (close() from another thread)",
-             (unsigned long long)v);
-  else
-    snprintf(msg, sizeof msg, "wait for the push: the engine was closed (close() from another thread)");
+  static const char why[] = "the engine was closed while it waited (close() from another thread or a signal handler)";
+  char msg[200];
+  if (v) snprintf(msg, sizeof msg, "wait for version %llu: %s", (unsigned long long)v, why);
+  else snprintf(msg, sizeof msg, "wait for the push: %s", why);
   return set_error(Error, RF_ERR_STATE, msg, v, NULL);
 }
 
@@ -415,6 +426,10 @@ static void engine_close_now(EngineObject *self)
 {
   if (!self->e) return;
   self->closing = 1;
+  /* called from inside a call on this thread (a signal handler run between a wait's slices): the
+   * engine closes when that call leaves, at once after the handler, raising "closed" */
+  if (self->busy && calls_here) return;
+  self->closers++;
   while (self->busy) { /* wait for the calls in flight: each leaves within a slice once it sees `closing` */
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(self->lock, WAIT_LOCK); /* free once the call's slice ended */
@@ -423,6 +438,7 @@ static void engine_close_now(EngineObject *self)
     nanosleep(&ts, NULL); /* and the call takes the GIL back to leave */
     Py_END_ALLOW_THREADS
   }
+  self->closers--;
   if (!self->e) return; /* another thread's close() got there first */
   rf_engine *e = self->e;
   self->e = NULL;
