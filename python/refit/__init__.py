@@ -780,7 +780,8 @@ class Trainer(_Engine):
         because they were down (skip_down=True), [] when none. Raises TornError / Error with the
         receiver and reason, or TimeoutError after timeout seconds (None: the engine's timeout_ms; a
         timed-out push is given up and its writes fenced)."""
-        return self._e.wait(self._timeout_ms if timeout is None else max(1, int(timeout * 1000)))
+        ms = self._timeout_ms if timeout is None else int(timeout * 1000)
+        return self._e.wait(min(max(1, ms), 2**32 - 1))  # milliseconds as rf_wait takes them (uint32)
 
     def progress(self):
         """Drive the push once without blocking; True while it is under way."""
