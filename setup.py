@@ -11,6 +11,9 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+# setuptools refuses an egg_base that does not exist, and a fresh clone has no build/pip: make it
+# before setup() reads the options (pip runs this file in the source tree, cwd = ROOT)
+os.makedirs(os.path.join(ROOT, "build", "pip"), exist_ok=True)
 
 
 class BuildExt(build_ext):

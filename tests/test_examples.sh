@@ -13,7 +13,7 @@ for r in $(seq 0 $((receivers - 1))); do
 done
 addrs=
 for r in $(seq 0 $((receivers - 1))); do
-  for i in $(seq 1 100); do grep -q listening "$tmp/r$r" && break; sleep 0.1; done
+  for i in $(seq 1 600); do grep -q listening "$tmp/r$r" && break; sleep 0.1; done # 60 s: only a hang
   port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\)/\1/p' "$tmp/r$r")
   addrs="$addrs $r=127.0.0.1:$port"
 done

@@ -81,16 +81,27 @@ class TensorInfo(namedtuple("TensorInfo", "name id side dtype shape row0 rows by
         if device is not None:
             torch = _torch()
             return torch.empty(self.bind_shape, dtype=getattr(torch, self.dtype), device=device)
-        import numpy as np
+        np = _numpy()
         return np.empty(self.bind_shape, dtype=_np_dtype(self.dtype))
 
 
+def _numpy(module="numpy"):
+    """numpy (or ml_dtypes) for host tensors, or an ImportError that says what needs it and how to
+    get it (refit itself imports neither: a CUDA-only user need not have them)"""
+    try:
+        return __import__(module)
+    except ImportError as e:
+        raise ImportError(f"refit: host tensors (Plan.engine_tensors, TensorInfo.empty without device=) are numpy "
+                          f"arrays, bfloat16 and float8_e4m3fn ones from ml_dtypes, and {module} cannot be imported "
+                          f"({e}): pip install numpy ml_dtypes (or pip install '.[numpy]' from refit's source tree), "
+                          f"or pass device= for torch tensors", name=module) from e
+
+
 def _np_dtype(name):
-    import numpy as np
+    np = _numpy()
     if name == "float32":
         return np.dtype(np.float32)
-    import ml_dtypes
-    return np.dtype(getattr(ml_dtypes, name))
+    return np.dtype(getattr(_numpy("ml_dtypes"), name))
 
 
 def _itemsize(dtype):
@@ -103,7 +114,7 @@ def _flat(n, dtype, device):
     if device is not None:
         torch = _torch()
         return torch.empty(n, dtype=getattr(torch, dtype), device=device)
-    import numpy as np
+    np = _numpy()
     return np.empty(n, dtype=_np_dtype(dtype))
 
 
@@ -764,7 +775,8 @@ class Trainer(_Engine):
         because they were down (skip_down=True), [] when none. Raises TornError / Error with the
         receiver and reason, or TimeoutError after timeout seconds (None: the engine's timeout_ms; a
         timed-out push is given up and its writes fenced)."""
-        return self._e.wait(self._timeout_ms if timeout is None else max(1, int(timeout * 1000)))
+        ms = self._timeout_ms if timeout is None else int(timeout * 1000)
+        return self._e.wait(min(max(1, ms), 2**32 - 1))  # milliseconds as rf_wait takes them (uint32)
 
     def progress(self):
         """Drive the push once without blocking; True while it is under way."""

@@ -6,12 +6,17 @@
  *
  * refit/__init__.py builds the user-facing classes on these. Every Engine call takes the engine's
  * lock with the GIL released (the engine is single-threaded; waits may take seconds), and copies
- * rf_last_error() before it lets go of the lock. Errors raise refit.Error or its subclasses
- * BindError, TornError and TimeoutError, with .status (the rf_status number), .status_name,
- * .version and .reason. */
+ * rf_last_error() before it lets go of the lock. Calls in flight are counted (`busy`, under the GIL):
+ * close() marks the engine closing, waits until none is left and only then calls rf_close, so no
+ * call runs on a closed engine; waits run in slices of at most 100 ms and between slices a waiter
+ * that finds the engine closing raises refit.Error "... the engine was closed while it waited ...".
+ * Errors raise refit.Error or its subclasses BindError, TornError and TimeoutError, with .status
+ * (the rf_status number), .status_name, .version and .reason. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <pythread.h>
+#include <string.h>
+#include <time.h>
 
 #include "refit.h"
 
@@ -43,6 +48,39 @@ static PyObject *set_error(PyObject *cls, rf_status s, const char *msg, uint64_t
   Py_DECREF(e);
   return NULL;
 }
+
+/* Python int `o` as a uint64_t in [lo, hi] into *out; else TypeError (not an int), OverflowError (outside
+ * 0 .. 2**64 - 1: PyArg's "K" would wrap it) or ValueError (a reserved value), each naming `what` */
+static int u64_arg(PyObject *o, const char *what, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+  PyObject *i = PyNumber_Index(o);
+  if (!i) {
+    PyErr_Format(PyExc_TypeError, "%s must be an int, not %.80s", what, Py_TYPE(o)->tp_name);
+    return -1;
+  }
+  unsigned long long v = PyLong_AsUnsignedLongLong(i);
+  if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+    PyErr_Clear();
+    PyErr_Format(PyExc_OverflowError, "%s %R is out of range: it must be %llu <= %s <= %llu", what, i,
+                 (unsigned long long)lo, what, (unsigned long long)hi);
+    Py_DECREF(i);
+    return -1;
+  }
+  if (v < lo || v > hi) {
+    PyErr_Format(PyExc_ValueError, "%s %llu is out of range: it must be %llu <= %s <= %llu", what, v,
+                 (unsigned long long)lo, what, (unsigned long long)hi);
+    Py_DECREF(i);
+    return -1;
+  }
+  Py_DECREF(i);
+  *out = v;
+  return 0;
+}
+
+/* versions: 0 means "none" (rf_version_state) and a receiver that completed 2**64 - 1 could never
+ * take another (its successor would wrap to 0), so both are refused */
+#define VERSION_MAX (UINT64_MAX - 1)
+static int version_arg(PyObject *o, uint64_t *out) { return u64_arg(o, "version", 1, VERSION_MAX, out); }
 
 /* ------------------------------------------ Plan ------------------------------------------ */
 
@@ -257,8 +295,11 @@ typedef struct {
   rf_engine *e;
   PyThread_type_lock lock;
   PyObject *plan, *keep; /* the Plan (its tables outlive the engine) and the bound tensors' owners */
-  int role;
+  int role, progress_thread;
+  int busy, closing, closers; /* calls in flight; close() begun; close() calls waiting for them (all under the GIL) */
 } EngineObject;
+
+#define SLICE_MS 100 /* the longest a wait holds the engine's lock before it looks at `closing` and signals */
 
 /* Run `call` under the engine's lock without the GIL; on failure copy the engine's last error into
  * err. `s` receives the status. */
@@ -273,11 +314,59 @@ typedef struct {
     Py_END_ALLOW_THREADS                                                        \
   } while (0)
 
-static int open_check(EngineObject *self)
+static void engine_close_now(EngineObject *self);
+
+/* Engine calls under way on this thread (of any engine): a close() from a signal handler that runs
+ * inside a wait's slice loop must not wait for that wait, which is its own caller */
+static _Thread_local int calls_here;
+
+/* a call starts: refused once close() began; else counted until leave() */
+static int enter(EngineObject *self)
 {
-  if (self->e) return 0;
-  set_error(Error, RF_ERR_STATE, "the engine is closed", 0, NULL);
-  return -1;
+  if (!self->e || self->closing) {
+    set_error(Error, RF_ERR_STATE, "the engine is closed", 0, NULL);
+    return -1;
+  }
+  self->busy++;
+  calls_here++;
+  return 0;
+}
+
+/* a call ends; the last one out closes an engine whose close() was left to it */
+static void leave(EngineObject *self)
+{
+  self->busy--;
+  calls_here--;
+  if (self->closing && !self->busy && !self->closers && self->e) engine_close_now(self);
+}
+
+/* a wait between two slices that finds close() under way: for version v (0: the push under way) */
+static PyObject *closed_while_waiting(uint64_t v)
+{
+  static const char why[] = "the engine was closed while it waited (close() from another thread or a signal handler)";
+  char msg[200];
+  if (v) snprintf(msg, sizeof msg, "wait for version %llu: %s", (unsigned long long)v, why);
+  else snprintf(msg, sizeof msg, "wait for the push: %s", why);
+  return set_error(Error, RF_ERR_STATE, msg, v, NULL);
+}
+
+/* Engine methods: `name` enters, runs name_impl (which may assume an open engine) and leaves */
+#define ENGINE_CALL(name)                                                \
+  static PyObject *name##_impl(EngineObject *self, PyObject *args);     \
+  static PyObject *name(EngineObject *self, PyObject *args)             \
+  {                                                                     \
+    if (enter(self)) return NULL;                                       \
+    PyObject *r = name##_impl(self, args);                              \
+    leave(self);                                                        \
+    return r;                                                           \
+  }                                                                     \
+  static PyObject *name##_impl(EngineObject *self, PyObject *args)
+
+static uint64_t mono_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static int engine_init(EngineObject *self, PyObject *args, PyObject *kw)
@@ -288,14 +377,16 @@ static int engine_init(EngineObject *self, PyObject *args, PyObject *kw)
   PyObject *plan;
   rf_config cfg = {0};
   unsigned rank, max_inflight = 0, timeout_ms = 0, handshake_ms = 0;
-  unsigned long long token;
+  PyObject *token_obj;
+  uint64_t token;
   int role, mem = RF_MEM_HOST, dev = 0, npe = 0, direct = 0, auto_arm = 0, skip_down = 0, prog = 0, delta = 0;
   const char *tls = NULL, *nic = NULL, *bdf = NULL, *sysfs = NULL;
   double min_gbps = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "O!iIK|iiIIzzzzdppIpppp", kws, &PlanType, &plan, &role, &rank, &token,
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "O!iIO|iiIIzzzzdppIpppp", kws, &PlanType, &plan, &role, &rank, &token_obj,
                                    &mem, &dev, &max_inflight, &timeout_ms, &tls, &nic, &bdf, &sysfs, &min_gbps, &npe,
                                    &direct, &handshake_ms, &auto_arm, &skip_down, &prog, &delta))
     return -1;
+  if (u64_arg(token_obj, "token", 0, UINT64_MAX, &token)) return -1;
   if (self->e) {
     PyErr_SetString(PyExc_RuntimeError, "Engine.__init__ called twice");
     return -1;
@@ -311,6 +402,7 @@ static int engine_init(EngineObject *self, PyObject *args, PyObject *kw)
   }
   self->plan = Py_NewRef(plan);
   self->role = role;
+  self->progress_thread = prog;
   rf_engine *e = NULL;
   rf_status s;
   char err[600] = "";
@@ -333,6 +425,21 @@ static int engine_init(EngineObject *self, PyObject *args, PyObject *kw)
 static void engine_close_now(EngineObject *self)
 {
   if (!self->e) return;
+  self->closing = 1;
+  /* called from inside a call on this thread (a signal handler run between a wait's slices): the
+   * engine closes when that call leaves, at once after the handler, raising "closed" */
+  if (self->busy && calls_here) return;
+  self->closers++;
+  while (self->busy) { /* wait for the calls in flight: each leaves within a slice once it sees `closing` */
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK); /* free once the call's slice ended */
+    PyThread_release_lock(self->lock);
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL); /* and the call takes the GIL back to leave */
+    Py_END_ALLOW_THREADS
+  }
+  self->closers--;
+  if (!self->e) return; /* another thread's close() got there first */
   rf_engine *e = self->e;
   self->e = NULL;
   Py_BEGIN_ALLOW_THREADS
@@ -360,12 +467,12 @@ static PyObject *engine_close(EngineObject *self, PyObject *noargs)
 
 /* bind(side, id, desc, keep) -> None, or why nothing was bound (a derived view whose storage is bound
  * elsewhere); keep (the tensor's owner) lives as long as the engine */
-static PyObject *engine_bind(EngineObject *self, PyObject *args)
+ENGINE_CALL(engine_bind)
 {
   int side;
   unsigned id;
   PyObject *desc, *keep;
-  if (!PyArg_ParseTuple(args, "iIO!O", &side, &id, &PyTuple_Type, &desc, &keep) || open_check(self)) return NULL;
+  if (!PyArg_ParseTuple(args, "iIO!O", &side, &id, &PyTuple_Type, &desc, &keep)) return NULL;
   tensor_buf b;
   if (parse_desc(desc, &b)) return NULL;
   char err[1024] = "";
@@ -381,11 +488,11 @@ static PyObject *engine_bind(EngineObject *self, PyObject *args)
   Py_RETURN_NONE;
 }
 
-static PyObject *engine_listen(EngineObject *self, PyObject *args)
+ENGINE_CALL(engine_listen)
 {
   const char *ip;
   unsigned port;
-  if (!PyArg_ParseTuple(args, "sI", &ip, &port) || open_check(self)) return NULL;
+  if (!PyArg_ParseTuple(args, "sI", &ip, &port)) return NULL;
   if (port > 65535) return set_error(Error, RF_ERR_ARG, "port out of range", 0, NULL);
   uint16_t got = 0;
   rf_status s;
@@ -395,10 +502,9 @@ static PyObject *engine_listen(EngineObject *self, PyObject *args)
   return PyLong_FromLong(got);
 }
 
-static PyObject *engine_export(EngineObject *self, PyObject *noargs)
+ENGINE_CALL(engine_export)
 {
-  (void)noargs;
-  if (open_check(self)) return NULL;
+  (void)args;
   size_t len = 0;
   rf_status s;
   char err[600];
@@ -414,11 +520,11 @@ static PyObject *engine_export(EngineObject *self, PyObject *noargs)
   return out;
 }
 
-static PyObject *engine_connect(EngineObject *self, PyObject *args)
+ENGINE_CALL(engine_connect)
 {
   unsigned recv, port;
   const char *ip;
-  if (!PyArg_ParseTuple(args, "IsI", &recv, &ip, &port) || open_check(self)) return NULL;
+  if (!PyArg_ParseTuple(args, "IsI", &recv, &ip, &port)) return NULL;
   if (port > 65535) return set_error(Error, RF_ERR_ARG, "port out of range", 0, NULL);
   rf_status s;
   char err[600];
@@ -427,14 +533,10 @@ static PyObject *engine_connect(EngineObject *self, PyObject *args)
   Py_RETURN_NONE;
 }
 
-static PyObject *engine_import(EngineObject *self, PyObject *args)
+ENGINE_CALL(engine_import)
 {
   Py_buffer blob;
   if (!PyArg_ParseTuple(args, "y*", &blob)) return NULL;
-  if (open_check(self)) {
-    PyBuffer_Release(&blob);
-    return NULL;
-  }
   rf_status s;
   char err[600];
   LOCKED(self, s, rf_import(self->e, blob.buf, (size_t)blob.len), err);
@@ -443,10 +545,12 @@ static PyObject *engine_import(EngineObject *self, PyObject *args)
   Py_RETURN_NONE;
 }
 
-static PyObject *engine_push(EngineObject *self, PyObject *args)
+ENGINE_CALL(engine_push)
 {
-  unsigned long long v, stream = 0;
-  if (!PyArg_ParseTuple(args, "K|K", &v, &stream) || open_check(self)) return NULL;
+  PyObject *vo;
+  uint64_t v;
+  unsigned long long stream = 0;
+  if (!PyArg_ParseTuple(args, "O|K", &vo, &stream) || version_arg(vo, &v)) return NULL;
   rf_status s;
   char err[600];
   LOCKED(self, s, rf_push(self->e, v, (void *)(uintptr_t)stream), err);
@@ -455,10 +559,9 @@ static PyObject *engine_push(EngineObject *self, PyObject *args)
 }
 
 /* progress() -> True while a push is under way */
-static PyObject *engine_progress(EngineObject *self, PyObject *noargs)
+ENGINE_CALL(engine_progress)
 {
-  (void)noargs;
-  if (open_check(self)) return NULL;
+  (void)args;
   rf_status s;
   char err[600];
   LOCKED(self, s, rf_progress(self->e), err);
@@ -467,15 +570,47 @@ static PyObject *engine_progress(EngineObject *self, PyObject *noargs)
   Py_RETURN_FALSE;
 }
 
-/* wait(timeout_ms) -> [receivers skipped because they were down]: one rf_wait (a timed-out rf_wait
- * gives the push up, so it is not sliced) */
-static PyObject *engine_wait(EngineObject *self, PyObject *args)
+/* wait(timeout_ms) -> [receivers skipped because they were down]. A timed-out rf_wait gives the push
+ * up, so the slices before the last drive the push with rf_progress (which never gives it up) and
+ * only the last, at most SLICE_MS before the deadline, is an rf_wait: its timeout is the push's (the
+ * error names the caller's milliseconds; rf_target_report's reason keeps the last slice's). */
+ENGINE_CALL(engine_wait)
 {
   unsigned ms;
-  if (!PyArg_ParseTuple(args, "I", &ms) || open_check(self)) return NULL;
+  if (!PyArg_ParseTuple(args, "I", &ms)) return NULL;
   rf_status s;
   char err[600];
-  LOCKED(self, s, rf_wait(self->e, ms), err);
+  const uint64_t deadline = mono_ms() + ms;
+  for (;;) {
+    uint64_t now = mono_ms(), left = deadline > now ? deadline - now : 0;
+    if (left <= SLICE_MS) { /* the last slice */
+      LOCKED(self, s, rf_wait(self->e, left ? (uint32_t)left : 1), err);
+      char *at = s == RF_ERR_TIMEOUT ? strstr(err, "not finished after ") : NULL, *unit = at ? strstr(at, " ms") : NULL;
+      if (unit) { /* the slice's milliseconds -> the caller's */
+        char tail[600];
+        snprintf(tail, sizeof tail, "%s", unit);
+        snprintf(at, sizeof err - (size_t)(at - err), "not finished after %u%s", ms, tail);
+      }
+      break;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    do {
+      s = rf_progress(self->e);
+      if (s == RF_AGAIN && self->progress_thread) { /* the engine's thread drives it: look again in 1 ms */
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+      }
+    } while (s == RF_AGAIN && mono_ms() < now + SLICE_MS);
+    /* ended: rf_wait gives its result (rf_progress reports it once only, maybe to an earlier call) */
+    if (s != RF_AGAIN) s = rf_wait(self->e, 1);
+    if (s != RF_OK && s != RF_AGAIN) snprintf(err, sizeof err, "%s", rf_last_error(self->e));
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS
+    if (s != RF_AGAIN) break;
+    if (self->closing) return closed_while_waiting(0);
+    if (PyErr_CheckSignals()) return NULL;
+  }
   if (s != RF_OK && s != RF_PARTIAL) return set_error(NULL, s, err, 0, NULL);
   PyObject *skipped = PyList_New(0);
   const rf_plan *p = ((PlanObject *)self->plan)->p;
@@ -490,10 +625,9 @@ static PyObject *engine_wait(EngineObject *self, PyObject *args)
 }
 
 /* resume_version() -> the version a (restarted) trainer pushes next */
-static PyObject *engine_resume_version(EngineObject *self, PyObject *noargs)
+ENGINE_CALL(engine_resume_version)
 {
-  (void)noargs;
-  if (open_check(self)) return NULL;
+  (void)args;
   uint64_t v;
   Py_BEGIN_ALLOW_THREADS
   PyThread_acquire_lock(self->lock, WAIT_LOCK);
@@ -504,10 +638,10 @@ static PyObject *engine_resume_version(EngineObject *self, PyObject *noargs)
 }
 
 /* target(receiver) -> (status name, receiver's complete version, where, reason) */
-static PyObject *engine_target(EngineObject *self, PyObject *args)
+ENGINE_CALL(engine_target)
 {
   unsigned r;
-  if (!PyArg_ParseTuple(args, "I", &r) || open_check(self)) return NULL;
+  if (!PyArg_ParseTuple(args, "I", &r)) return NULL;
   static const char *const names[] = {"down", "connecting", "idle", "waiting", "writing", "flushing", "complete",
                                       "failed", "skipped"};
   rf_target_state ts;
@@ -525,10 +659,9 @@ static PyObject *state_tuple(const rf_version_state *st)
                        (unsigned long long)st->armed, (unsigned long long)st->refused, st->torn_reason);
 }
 
-static PyObject *engine_poll(EngineObject *self, PyObject *noargs)
+ENGINE_CALL(engine_poll)
 {
-  (void)noargs;
-  if (open_check(self)) return NULL;
+  (void)args;
   rf_version_state st;
   rf_status s;
   char err[600];
@@ -539,16 +672,17 @@ static PyObject *engine_poll(EngineObject *self, PyObject *noargs)
 
 /* version_wait(v, timeout_ms or -1 = no limit) -> state tuple; in slices of 100 ms so that a
  * signal (Ctrl-C) is seen; raises TornError / TimeoutError */
-static PyObject *engine_version_wait(EngineObject *self, PyObject *args)
+ENGINE_CALL(engine_version_wait)
 {
-  unsigned long long v;
+  PyObject *vo;
+  uint64_t v;
   long long ms;
-  if (!PyArg_ParseTuple(args, "KL", &v, &ms) || open_check(self)) return NULL;
+  if (!PyArg_ParseTuple(args, "OL", &vo, &ms) || version_arg(vo, &v)) return NULL;
   rf_status s;
   rf_version_state st = {0};
   char err[600];
   for (long long left = ms;;) {
-    uint32_t slice = left >= 0 && left < 100 ? (uint32_t)left : 100;
+    uint32_t slice = left >= 0 && left < SLICE_MS ? (uint32_t)left : SLICE_MS;
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
     s = rf_version_wait(self->e, v, slice);
@@ -558,10 +692,11 @@ static PyObject *engine_version_wait(EngineObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     if (s != RF_ERR_TIMEOUT) break;
     if (left >= 0 && (left -= slice) <= 0) {
-      snprintf(err, sizeof err, "version %llu not complete after %lld ms (newest complete %llu)", v, ms,
-               (unsigned long long)st.complete);
+      snprintf(err, sizeof err, "version %llu not complete after %lld ms (newest complete %llu)",
+               (unsigned long long)v, ms, (unsigned long long)st.complete);
       break;
     }
+    if (self->closing) return closed_while_waiting(v);
     if (PyErr_CheckSignals()) return NULL;
   }
   if (s == RF_ERR_TORN) return set_error(TornError, s, err, st.torn, st.torn_reason);
@@ -569,10 +704,12 @@ static PyObject *engine_version_wait(EngineObject *self, PyObject *args)
   return state_tuple(&st);
 }
 
-static PyObject *engine_stream_wait(EngineObject *self, PyObject *args)
+ENGINE_CALL(engine_stream_wait)
 {
-  unsigned long long v, stream;
-  if (!PyArg_ParseTuple(args, "KK", &v, &stream) || open_check(self)) return NULL;
+  PyObject *vo;
+  uint64_t v;
+  unsigned long long stream;
+  if (!PyArg_ParseTuple(args, "OK", &vo, &stream) || version_arg(vo, &v)) return NULL;
   rf_status s;
   char err[600];
   LOCKED(self, s, rf_stream_wait(self->e, v, (void *)(uintptr_t)stream), err);
@@ -581,10 +718,11 @@ static PyObject *engine_stream_wait(EngineObject *self, PyObject *args)
 }
 
 /* arm(v): the receiver's engine has paused; trainers may write version v */
-static PyObject *engine_arm(EngineObject *self, PyObject *args)
+ENGINE_CALL(engine_arm)
 {
-  unsigned long long v;
-  if (!PyArg_ParseTuple(args, "K", &v) || open_check(self)) return NULL;
+  PyObject *vo;
+  uint64_t v;
+  if (!PyArg_ParseTuple(args, "O", &vo) || version_arg(vo, &v)) return NULL;
   rf_status s;
   char err[600];
   LOCKED(self, s, rf_arm(self->e, v), err);
@@ -592,10 +730,9 @@ static PyObject *engine_arm(EngineObject *self, PyObject *args)
   Py_RETURN_NONE;
 }
 
-static PyObject *engine_counters(EngineObject *self, PyObject *noargs)
+ENGINE_CALL(engine_counters)
 {
-  (void)noargs;
-  if (open_check(self)) return NULL;
+  (void)args;
   rf_counters c;
   Py_BEGIN_ALLOW_THREADS
   PyThread_acquire_lock(self->lock, WAIT_LOCK);
@@ -613,10 +750,10 @@ static PyObject *engine_counters(EngineObject *self, PyObject *noargs)
                        (unsigned long long)c.apply_ns);
 }
 
-static PyObject *engine_ucx_setting(EngineObject *self, PyObject *args)
+ENGINE_CALL(engine_ucx_setting)
 {
   const char *name;
-  if (!PyArg_ParseTuple(args, "s", &name) || open_check(self)) return NULL;
+  if (!PyArg_ParseTuple(args, "s", &name)) return NULL;
   char buf[512], err[600];
   rf_status s;
   LOCKED(self, s, rf_ucx_setting(self->e, name, buf, sizeof buf), err);

@@ -510,8 +510,8 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd, uint16
 
 /* ---------------------------------- trainer ---------------------------------------------- */
 
-/* connect to receiver r: at its port, or through the blob it exported */
-static rf_status reach(rf_engine *e, const rf_loop_opts *o, uint32_t r, uint16_t port)
+/* connect to receiver r once: at its port, or through the blob it exported */
+static rf_status reach_once(rf_engine *e, const rf_loop_opts *o, uint32_t r, uint16_t port)
 {
   if (!o->use_blob) return rf_connect(e, r, "127.0.0.1", port);
   char path[64];
@@ -526,6 +526,22 @@ static rf_status reach(rf_engine *e, const rf_loop_opts *o, uint32_t r, uint16_t
   fclose(f);
   rf_status s = rf_import(e, b, (size_t)len);
   free(b);
+  return s;
+}
+
+/* connect to receiver r, again while the handshake times out or the transport drops it, until 60 s
+ * passed: a loaded machine can keep a just-started receiver from answering HELLO within a test's
+ * short timeout_ms, or the trainer from answering the challenge within the receiver's handshake_ms
+ * (the receiver then closes the connection: "Connection reset by remote peer"). The harness sets up
+ * a cluster here; it does not test how long a connect takes. A refusal ("rejected") is final. */
+static rf_status reach(rf_engine *e, const rf_loop_opts *o, uint32_t r, uint16_t port)
+{
+  uint64_t t0 = now_ns();
+  rf_status s;
+  while (((s = reach_once(e, o, r, port)) == RF_ERR_TIMEOUT ||
+          (s == RF_ERR_PEER && !strstr(rf_last_error(e), "rejected"))) &&
+         now_ns() - t0 < 60000ull * 1000000u)
+    usleep(100000);
   return s;
 }
 
