@@ -16,6 +16,8 @@ local ROWS = {
   ranks = function(_, p) return p.ranks end, recv = function(_, p) return p.recv end,
   peers = function(_, p) return p.peers end, derived = function(model) return model.derived end,
   refresh = function(model) return model.refresh end,
+  recv_writes = function(_, p) return p.recv_writes end, targets = function(_, p) return p.targets end,
+  regions = function(_, p) return p.regions end,
 }
 local NAMED = {
   src = function(s)
@@ -38,27 +40,31 @@ local NAMED = {
   end,
   groups = function(g)
     return { op_first = g.op_first, op_count = g.op_count, write_first = g.write_first, write_count = g.write_count,
-      layer = g.layer < 0 and GLOBAL_LAYER or g.layer }
+      layer = g.layer < 0 and GLOBAL_LAYER or g.layer, region_first = g.region_first, region_count = g.region_count,
+      scratch_lo = g.scratch_lo }
   end,
   ranks = function(r)
     return { arena_bytes = r.arena, bytes_out = r.bytes_out, shard = r.shard, replicate = r.replicate,
       group_first = r.group_first, group_count = r.group_count, op_first = r.op_first, op_count = r.op_count,
       write_first = r.write_first, write_count = r.write_count, patch_bytes = r.patch_bytes,
-      scratch_bytes = r.scratch_bytes }
+      scratch_bytes = r.scratch_bytes, target_first = r.target_first, target_count = r.target_count,
+      region_first = r.region_first, region_count = r.region_count }
   end,
   recv = function(r)
     return { bytes = r.bytes, replica = r.replica, tp_rank = r.tp_rank, dst_first = r.dst_first,
-      dst_count = r.dst_count, peer_first = r.peer_first, peer_count = r.peer_count, patch_bytes = r.patch_bytes }
+      dst_count = r.dst_count, peer_first = r.peer_first, peer_count = r.peer_count, patch_bytes = r.patch_bytes,
+      write_first = r.write_first, write_count = r.write_count }
   end,
   peers = function(q)
     return { bytes = q.bytes, trainer = q.trainer, writes = q.writes, patch_off = q.patch_off,
-      patch_bytes = q.patch_bytes }
+      patch_bytes = q.patch_bytes, write_first = q.write_first }
   end,
   derived = function(d)
     return { name = d.name, shape = { d.shape[1], d.shape[2], d.shape[3] },
       stride = { d.stride[1], d.stride[2], d.stride[3] }, offset = d.offset, bytes = d.bytes, storage = d.storage,
       dst = d.dst and d.dst.id or NONE, tp_rank = d.tp_rank, ndim = 3, dtype = U.dtypes[d.dtype].id }
   end,
+  recv_writes = function(x) return x end, targets = function(x) return x end, regions = function(x) return x end,
   refresh = function(r)
     return { kind = r.kind, weight = r.weight.id, scale = r.scale and r.scale.id or NONE, out0 = r.uk.id,
       out1 = r.uv.id, heads = r.heads, qk_nope = r.qk_nope, v_head = r.v_head, kv_lora = r.kv_lora,

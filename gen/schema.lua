@@ -101,6 +101,9 @@ without pieces (or without direct writes) from its slot bytes.]],
       { "write_first", "uint32_t", "" },
       { "write_count", "uint32_t", "" },
       { "layer", "uint16_t", "" },
+      { "region_first", "uint32_t", "delta plans: its regions (regions[])" },
+      { "region_count", "uint32_t", "" },
+      { "scratch_lo", "uint64_t", "delta plans: the slot offset its scratch image starts at (its writes' lowest slot)" },
     } },
   { name = "ranks", ctype = "rf_rank", count = "trainers", fields = {
       { "arena_bytes", "uint64_t", "" },
@@ -115,6 +118,10 @@ without pieces (or without direct writes) from its slot bytes.]],
       { "write_count", "uint32_t", "" },
       { "patch_bytes", "uint64_t", "delta plans: its patch buffer (above)" },
       { "scratch_bytes", "uint64_t", "delta plans: its staging scratch (above)" },
+      { "target_first", "uint32_t", "the receivers it writes to (targets[])" },
+      { "target_count", "uint32_t", "" },
+      { "region_first", "uint32_t", "delta plans: its regions (regions[])" },
+      { "region_count", "uint32_t", "" },
     } },
   { name = "recv", ctype = "rf_receiver", count = "receivers", fields = {
       { "bytes", "uint64_t", "bytes it receives per version" },
@@ -125,6 +132,8 @@ without pieces (or without direct writes) from its slot bytes.]],
       { "peer_first", "uint32_t", "" },
       { "peer_count", "uint32_t", "" },
       { "patch_bytes", "uint64_t", "delta plans: its patch area" },
+      { "write_first", "uint32_t", "the writes it receives (recv_writes[]), one directory entry each" },
+      { "write_count", "uint32_t", "" },
     } },
   { name = "peers", ctype = "rf_peer", count = "n_peers", fields = {
       { "bytes", "uint64_t", "bytes this trainer writes to the receiver per version" },
@@ -132,6 +141,7 @@ without pieces (or without direct writes) from its slot bytes.]],
       { "writes", "uint32_t", "" },
       { "patch_off", "uint64_t", "delta plans: its part of the receiver's patch area" },
       { "patch_bytes", "uint64_t", "" },
+      { "write_first", "uint32_t", "its writes to the receiver in recv_writes[] (writes of them)" },
     } },
   { name = "derived", ctype = "rf_derived_tensor", count = "n_derived", doc = [[
 A tensor the engine derives from destination tensors at load time, as a strided view into a
@@ -175,6 +185,37 @@ first view. Two kinds:
       { "len", "uint64_t", "length" },
       { "src", "uint32_t", "" },
     } },
+  { name = "recv_writes", ctype = "rf_recv_write", count = "n_recv_writes", doc = [[
+Per receiver (recv[].write_first, write_count), the writes it receives: its peers in peer order,
+each peer's writes to it in table order. Its directory has one entry per row, in this order.]],
+    fields = {
+      { "write", "uint32_t", "writes[] id" },
+      { "peer", "uint32_t", "its peer: index among the receiver's peers (0 .. peer_count - 1)" },
+    } },
+  { name = "targets", ctype = "rf_target", count = "n_targets", doc = [[
+Per trainer rank (ranks[].target_first, target_count), the receivers it writes to, in receiver
+order; its writes to one are recv_writes[peers[peer].write_first, + peers[peer].writes).]],
+    fields = {
+      { "receiver", "uint32_t", "" },
+      { "peer", "uint32_t", "peers[] id of this rank in the receiver's peer list" },
+      { "dir_off", "uint64_t", "bytes: where this rank's part of the receiver's directory starts" },
+      { "dir_first", "uint32_t", "its first entry in the rank's own directory buffer (targets in this order, "
+        .. "each its writes in table order)" },
+    } },
+  { name = "regions", ctype = "rf_region", count = "n_regions", doc = [[
+Delta plans: per trainer rank (ranks[].region_first, region_count), its regions in table order,
+group by group (groups[].region_first, region_count): a region is one slot range of a group,
+sent by its consecutive writes write_first .. + write_count (to every replica and twin). The
+trainer encodes it once into its patch slot.]],
+    fields = {
+      { "slot", "uint64_t", "bytes: the slot range in the rank's arena" },
+      { "len", "uint64_t", "" },
+      { "patch_off", "uint64_t", "bytes: its patch slot in the rank's patch buffer" },
+      { "patch_cap", "uint64_t", "the patch_cap of each of its writes" },
+      { "write_first", "uint32_t", "writes[] id" },
+      { "write_count", "uint32_t", "" },
+      { "esize", "uint8_t", "bytes per element of its destination's dtype" },
+    } },
 }
 
 S.head = { ctype = "rf_plan", fields = {
@@ -211,6 +252,12 @@ S.head = { ctype = "rf_plan", fields = {
   { "refresh", "const rf_refresh *", "ordered by tp_rank, then layer", rows = "refresh" },
   { "n_pieces", "uint32_t", "", count = "pieces" },
   { "pieces", "const rf_piece *", "", rows = "pieces" },
+  { "n_recv_writes", "uint32_t", "", count = "recv_writes" },
+  { "n_targets", "uint32_t", "", count = "targets" },
+  { "n_regions", "uint32_t", "", count = "regions" },
+  { "recv_writes", "const rf_recv_write *", "", rows = "recv_writes" },
+  { "targets", "const rf_target *", "", rows = "targets" },
+  { "regions", "const rf_region *", "", rows = "regions" },
 } }
 
 -- name -> table, and per table: name -> column number (1-based, arrays take one column)

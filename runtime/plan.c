@@ -101,12 +101,10 @@ void rf_plan_predict_delta(const rf_plan *p, const rf_time_model *m, const rf_de
   *out = (rf_delta_prediction){0};
   double *r_in = calloc(p->receivers ? p->receivers : 1, sizeof *r_in);
   double *r_apply = calloc(p->receivers ? p->receivers : 1, sizeof *r_apply);
-  uint32_t *seen = calloc(p->receivers ? p->receivers : 1, sizeof *seen);
-  if (!r_in || !r_apply || !seen) goto out;
+  if (!r_in || !r_apply) goto out;
   for (uint32_t t = 0; t < p->trainers; t++) {
     const rf_rank *rk = &p->ranks[t];
     double sent = 0, b = 0, apply = 0;
-    uint32_t targets = 0;
     const rf_write *prev = NULL;
     for (uint32_t i = rk->write_first; i < rk->write_first + rk->write_count; i++) {
       const rf_write *w = &p->writes[i];
@@ -122,7 +120,6 @@ void rf_plan_predict_delta(const rf_plan *p, const rf_time_model *m, const rf_de
       r_in[w->receiver] = r_in[w->receiver] + b + 16; /* and its directory entry */
       r_apply[w->receiver] = r_apply[w->receiver] + apply;
       out->bytes = out->bytes + b + 16;
-      if (seen[w->receiver] != t + 1) seen[w->receiver] = t + 1, targets++;
     }
     double moved = 0, enc = 0; /* staging: sources read, the encoding written; encode: it and the old read */
     for (uint32_t o = rk->op_first; o < rk->op_first + rk->op_count; o++) {
@@ -134,7 +131,7 @@ void rf_plan_predict_delta(const rf_plan *p, const rf_time_model *m, const rf_de
       enc = enc + (double)(op->count * 2 * outb);
     }
     double stage = moved / mem + enc / (m->encode_gbs * 1e9);
-    double s = stage + (sent + 16.0 * rk->write_count) / rate + (double)(rk->write_count + targets) * m->write_overhead_us * 1e-6;
+    double s = stage + (sent + 16.0 * rk->write_count) / rate + (double)(rk->write_count + rk->target_count) * m->write_overhead_us * 1e-6;
     if (s > out->trainer_s) out->trainer_s = s, out->worst_trainer = t, out->stage_s = stage;
   }
   for (uint32_t r = 0; r < p->receivers; r++) {
@@ -146,5 +143,4 @@ void rf_plan_predict_delta(const rf_plan *p, const rf_time_model *m, const rf_de
 out:
   free(r_in);
   free(r_apply);
-  free(seen);
 }

@@ -15,6 +15,10 @@
  *   derived[] tensors the engine derives from destination tensors: strided views of a storage
  *            that refit rebuilds (bound by receivers) or of a destination tensor's memory
  *   refresh[] steps that rebuild derived tensors after a complete version, per receiver position
+ * Index tables the runtime reads at open (gen/index.lua derives them from the tables above):
+ *   recv_writes[] per receiver: the writes it receives, peer order then table order (its directory)
+ *   targets[] per trainer rank: the receivers it writes to, with where its directory parts start
+ *   regions[] delta plans, per trainer rank: its regions (below), group by group
  * All indices are absolute into the plan's arrays.
  *
  * Delta plans (plan option delta = { budget = B }, delta_ppm = B in parts per million; DESIGN.md 5c,

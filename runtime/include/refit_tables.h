@@ -98,6 +98,10 @@ typedef struct rf_group {
   uint32_t write_first;
   uint32_t write_count;
   uint16_t layer;
+  uint32_t region_first;                /* delta plans: its regions (regions[]) */
+  uint32_t region_count;
+  uint64_t scratch_lo;                  /* delta plans: the slot offset its scratch image starts at (its
+                                           writes' lowest slot) */
 } rf_group;
 
 typedef struct rf_rank {
@@ -113,6 +117,10 @@ typedef struct rf_rank {
   uint32_t write_count;
   uint64_t patch_bytes;                 /* delta plans: its patch buffer (above) */
   uint64_t scratch_bytes;               /* delta plans: its staging scratch (above) */
+  uint32_t target_first;                /* the receivers it writes to (targets[]) */
+  uint32_t target_count;
+  uint32_t region_first;                /* delta plans: its regions (regions[]) */
+  uint32_t region_count;
 } rf_rank;
 
 typedef struct rf_receiver {
@@ -124,6 +132,8 @@ typedef struct rf_receiver {
   uint32_t peer_first;
   uint32_t peer_count;
   uint64_t patch_bytes;                 /* delta plans: its patch area */
+  uint32_t write_first;                 /* the writes it receives (recv_writes[]), one directory entry each */
+  uint32_t write_count;
 } rf_receiver;
 
 typedef struct rf_peer {
@@ -132,6 +142,7 @@ typedef struct rf_peer {
   uint32_t writes;
   uint64_t patch_off;                   /* delta plans: its part of the receiver's patch area */
   uint64_t patch_bytes;
+  uint32_t write_first;                 /* its writes to the receiver in recv_writes[] (writes of them) */
 } rf_peer;
 
 /* A tensor the engine derives from destination tensors at load time, as a strided view into a
@@ -179,6 +190,37 @@ typedef struct rf_piece {
   uint32_t src;
 } rf_piece;
 
+/* Per receiver (recv[].write_first, write_count), the writes it receives: its peers in peer order,
+ * each peer's writes to it in table order. Its directory has one entry per row, in this order. */
+typedef struct rf_recv_write {
+  uint32_t write;                       /* writes[] id */
+  uint32_t peer;                        /* its peer: index among the receiver's peers (0 .. peer_count - 1) */
+} rf_recv_write;
+
+/* Per trainer rank (ranks[].target_first, target_count), the receivers it writes to, in receiver
+ * order; its writes to one are recv_writes[peers[peer].write_first, + peers[peer].writes). */
+typedef struct rf_target {
+  uint32_t receiver;
+  uint32_t peer;                        /* peers[] id of this rank in the receiver's peer list */
+  uint64_t dir_off;                     /* bytes: where this rank's part of the receiver's directory starts */
+  uint32_t dir_first;                   /* its first entry in the rank's own directory buffer (targets in this
+                                           order, each its writes in table order) */
+} rf_target;
+
+/* Delta plans: per trainer rank (ranks[].region_first, region_count), its regions in table order,
+ * group by group (groups[].region_first, region_count): a region is one slot range of a group,
+ * sent by its consecutive writes write_first .. + write_count (to every replica and twin). The
+ * trainer encodes it once into its patch slot. */
+typedef struct rf_region {
+  uint64_t slot;                        /* bytes: the slot range in the rank's arena */
+  uint64_t len;
+  uint64_t patch_off;                   /* bytes: its patch slot in the rank's patch buffer */
+  uint64_t patch_cap;                   /* the patch_cap of each of its writes */
+  uint32_t write_first;                 /* writes[] id */
+  uint32_t write_count;
+  uint8_t esize;                        /* bytes per element of its destination's dtype */
+} rf_region;
+
 typedef struct rf_plan {
   const char *name;
   const char *model;
@@ -213,6 +255,12 @@ typedef struct rf_plan {
   const rf_refresh *refresh;            /* ordered by tp_rank, then layer */
   uint32_t n_pieces;
   const rf_piece *pieces;
+  uint32_t n_recv_writes;
+  uint32_t n_targets;
+  uint32_t n_regions;
+  const rf_recv_write *recv_writes;
+  const rf_target *targets;
+  const rf_region *regions;
 } rf_plan;
 
 /* Each table's columns in declaration order, for code that walks them (runtime/plan.c's
@@ -229,22 +277,30 @@ typedef struct rf_plan {
   I(col0) I(rows) I(cols) I(row_step) I(col_step) I(out) I(out_step) I(scale) I(scale_step) I(direct)
 #define RF_COLUMNS_WRITES(S, I, A) I(slot) I(dst_off) I(len) I(receiver) I(dst) I(piece_first) \
   I(piece_count) I(patch_off) I(patch_cap)
-#define RF_COLUMNS_GROUPS(S, I, A) I(op_first) I(op_count) I(write_first) I(write_count) I(layer)
+#define RF_COLUMNS_GROUPS(S, I, A) I(op_first) I(op_count) I(write_first) I(write_count) I(layer) \
+  I(region_first) I(region_count) I(scratch_lo)
 #define RF_COLUMNS_RANKS(S, I, A) I(arena_bytes) I(bytes_out) I(shard) I(replicate) I(group_first) \
-  I(group_count) I(op_first) I(op_count) I(write_first) I(write_count) I(patch_bytes) I(scratch_bytes)
+  I(group_count) I(op_first) I(op_count) I(write_first) I(write_count) I(patch_bytes) I(scratch_bytes) \
+  I(target_first) I(target_count) I(region_first) I(region_count)
 #define RF_COLUMNS_RECV(S, I, A) I(bytes) I(replica) I(tp_rank) I(dst_first) I(dst_count) I(peer_first) \
-  I(peer_count) I(patch_bytes)
-#define RF_COLUMNS_PEERS(S, I, A) I(bytes) I(trainer) I(writes) I(patch_off) I(patch_bytes)
+  I(peer_count) I(patch_bytes) I(write_first) I(write_count)
+#define RF_COLUMNS_PEERS(S, I, A) I(bytes) I(trainer) I(writes) I(patch_off) I(patch_bytes) I(write_first)
 #define RF_COLUMNS_DERIVED(S, I, A) S(name) A(shape, 3) A(stride, 3) I(offset) I(bytes) I(storage) I(dst) \
   I(tp_rank) I(ndim) I(dtype)
 #define RF_COLUMNS_REFRESH(S, I, A) I(kind) I(weight) I(scale) I(out0) I(out1) I(heads) I(qk_nope) I(v_head) \
   I(kv_lora) I(tp_rank) I(layer)
 #define RF_COLUMNS_PIECES(S, I, A) I(src_off) I(off) I(len) I(src)
+#define RF_COLUMNS_RECV_WRITES(S, I, A) I(write) I(peer)
+#define RF_COLUMNS_TARGETS(S, I, A) I(receiver) I(peer) I(dir_off) I(dir_first)
+#define RF_COLUMNS_REGIONS(S, I, A) I(slot) I(len) I(patch_off) I(patch_cap) I(write_first) I(write_count) \
+  I(esize)
 #define RF_TABLES(T) T(rf_src_tensor, src, n_src, RF_COLUMNS_SRC) \
   T(rf_dst_tensor, dst, n_dst, RF_COLUMNS_DST) T(rf_op, ops, n_ops, RF_COLUMNS_OPS) \
   T(rf_write, writes, n_writes, RF_COLUMNS_WRITES) T(rf_group, groups, n_groups, RF_COLUMNS_GROUPS) \
   T(rf_rank, ranks, trainers, RF_COLUMNS_RANKS) T(rf_receiver, recv, receivers, RF_COLUMNS_RECV) \
   T(rf_peer, peers, n_peers, RF_COLUMNS_PEERS) T(rf_derived_tensor, derived, n_derived, RF_COLUMNS_DERIVED) \
-  T(rf_refresh, refresh, n_refresh, RF_COLUMNS_REFRESH) T(rf_piece, pieces, n_pieces, RF_COLUMNS_PIECES)
+  T(rf_refresh, refresh, n_refresh, RF_COLUMNS_REFRESH) T(rf_piece, pieces, n_pieces, RF_COLUMNS_PIECES) \
+  T(rf_recv_write, recv_writes, n_recv_writes, RF_COLUMNS_RECV_WRITES) \
+  T(rf_target, targets, n_targets, RF_COLUMNS_TARGETS) T(rf_region, regions, n_regions, RF_COLUMNS_REGIONS)
 
 #endif
