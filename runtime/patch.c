@@ -22,8 +22,8 @@ rf_status rf__patch_open(rf_engine *e)
 {
   const rf_plan *p = e->p;
   const rf_receiver *rv = e->rv;
-  uint64_t dir = rf__dir_bytes(p, e->cfg.rank);
-  uint32_t n = (uint32_t)(dir / 16), np = rv->peer_count;
+  uint64_t dir = rf__dir_bytes(p, e->cfg.rank); /* an entry per write it receives */
+  uint32_t n = rv->write_count, np = rv->peer_count;
   e->pa.n = n;
   e->pa.w = calloc(n ? n : 1, sizeof *e->pa.w);
   e->pa.peer = calloc(n ? n : 1, sizeof *e->pa.peer);
@@ -39,9 +39,9 @@ rf_status rf__patch_open(rf_engine *e)
     return rf__fail(e, RF_ERR_NOMEM, "patch area tables");
   /* the plan's list of them (recv_writes, gen/index.lua): peer order, then table order; each
    * checked to be a write to this receiver from that peer, with its patch slot inside the area */
-  if (n != rv->write_count || (uint64_t)rv->write_first + n > p->n_recv_writes)
+  if ((uint64_t)rv->write_first + n > p->n_recv_writes)
     return rf__fail(e, RF_ERR_ARG, "plan %s: receiver %u's %u writes lie outside the table of received writes", p->name,
-                    e->cfg.rank, rv->write_count);
+                    e->cfg.rank, n);
   const rf_recv_write *rw = &p->recv_writes[rv->write_first];
   for (uint32_t k = 0; k <= np; k++) {
     uint32_t f = k < np ? p->peers[rv->peer_first + k].write_first - rv->write_first : n;
