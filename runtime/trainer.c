@@ -252,7 +252,8 @@ static rf_status delta_open(rf_engine *e)
     next_region += g->region_count;
     for (uint32_t j = g->region_first; j < g->region_first + g->region_count; j++) {
       const rf_region *x = &p->regions[j];
-      if (x->write_first != next_write || (uint64_t)x->write_first + x->write_count > (uint64_t)rk->write_first + rk->write_count ||
+      if (x->write_first != next_write || !x->write_count ||
+          (uint64_t)x->write_first + x->write_count > (uint64_t)rk->write_first + rk->write_count ||
           x->slot < lo || x->slot + x->len - lo > rk->scratch_bytes || x->slot + x->len > rk->arena_bytes ||
           x->patch_off + x->patch_cap > rk->patch_bytes)
         return rf__fail(e, RF_ERR_ARG, "plan %s: region %u of rank %u lies outside its writes, slots, scratch or patch "
