@@ -136,8 +136,8 @@ end
 -- Tables whose rows carry their index as a comment.
 local INDEXED = { src = true, dst = true, ranks = true, recv = true, derived = true }
 
--- A table as C: a macro per table that turns its values, in schema order, into a designated
--- initializer (#define ROW_WRITES(a1, ...) {.slot = a1, ...}), then one macro call per row.
+-- A table as C: a macro R that turns its values, in schema order, into a designated initializer
+-- (#define R(a1, ...) {.slot = a1, ...}), then one call per row (R is short: a plan has millions).
 local function emit_table(c, tb, list)
   local params, inits, n = {}, {}, 0
   for _, f in ipairs(tb.fields) do
@@ -151,7 +151,7 @@ local function emit_table(c, tb, list)
       inits[#inits + 1] = (".%s = a%d"):format(f[1], n)
     end
   end
-  local m = "ROW_" .. tb.name:upper()
+  local m = "R"
   c[#c + 1] = ("#define %s(%s) {%s}\n"):format(m, table.concat(params, ", "), table.concat(inits, ", "))
   c[#c + 1] = ("static const %s %s[] = {\n"):format(tb.ctype, tb.name)
   if #list == 0 then c[#c + 1] = "  {0}\n" end
@@ -168,7 +168,7 @@ local function emit_table(c, tb, list)
     end
     c[#c + 1] = (INDEXED[tb.name] and ("  /* %d */ %s("):format(i - 1, m) or pre) .. table.concat(v, ", ") .. "),\n"
   end
-  c[#c + 1] = "};\n\n"
+  c[#c + 1] = "};\n#undef R\n\n"
 end
 
 function E.emit(plan, t, hash, header_line)
