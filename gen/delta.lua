@@ -11,10 +11,12 @@
 -- A trainer rank's patch buffer holds one patch per region (caps in table order); its staging
 -- scratch holds the new encoding of its largest group.
 --
--- Sets w[8], w[9] (patch_off, patch_cap) on every write row and patch_bytes / scratch_bytes on
+-- Sets patch_off and patch_cap on every write row and patch_bytes / scratch_bytes on
 -- ranks, patch_bytes on receivers, patch_off / patch_bytes on peers (all 0 without delta), and
 -- packed.delta_regions.
 local U = require("util")
+local S = require("schema")
+local WC = S.col.writes
 local M = {}
 
 local CHUNK, TILE, HEADER, ENTRY = 16384, 256, 32, 12
@@ -30,7 +32,7 @@ end
 function M.layout(plan, model, packed)
   local ppm = plan.delta and plan.delta.ppm or 0
   local W, dsts = packed.writes, model.dsts
-  for _, w in ipairs(W) do w[8], w[9] = 0, 0 end
+  for _, w in ipairs(W) do w[WC.patch_off], w[WC.patch_cap] = 0, 0 end
   for _, r in ipairs(packed.ranks) do r.patch_bytes, r.scratch_bytes = 0, 0 end
   for _, r in ipairs(packed.recv) do r.patch_bytes = 0 end
   for _, q in ipairs(packed.peers) do q.patch_off, q.patch_bytes = 0, 0 end
@@ -45,11 +47,11 @@ function M.layout(plan, model, packed)
       local lo, hi = math.huge, 0
       for i = G.write_first + 1, G.write_first + G.write_count do
         local w = W[i]
-        local slot, len = w[1], w[3]
-        if not prev or prev[1] ~= slot or prev[3] ~= len then
+        local slot, len = w[WC.slot], w[WC.len]
+        if not prev or prev[WC.slot] ~= slot or prev[WC.len] ~= len then
           if len >= 1 << 32 then
             U.fail(plan.__site, "plan '%s': delta: a write of %d bytes to '%s' is not below 2^32 bytes, the patch "
-              .. "format's largest region", plan.name, len, dsts[w[5] + 1].name)
+              .. "format's largest region", plan.name, len, dsts[w[WC.dst] + 1].name)
           end
           regions = regions + 1
           cap = M.cap(len, ppm)
@@ -58,9 +60,9 @@ function M.layout(plan, model, packed)
         prev = w
         if slot < lo then lo = slot end
         if slot + len > hi then hi = slot + len end
-        local key = w[4] * nt + (t - 1)
+        local key = w[WC.receiver] * nt + (t - 1)
         local at = part[key] or 0
-        w[8], w[9] = at, cap
+        w[WC.patch_off], w[WC.patch_cap] = at, cap
         part[key] = at + cap
       end
       if G.write_count > 0 and hi - lo > rk.scratch_bytes then rk.scratch_bytes = hi - lo end
@@ -83,7 +85,7 @@ function M.layout(plan, model, packed)
   for t, rk in ipairs(packed.ranks) do
     for i = rk.write_first + 1, rk.write_first + rk.write_count do
       local w = W[i]
-      w[8] = w[8] + base[w[4] * nt + (t - 1)]
+      w[WC.patch_off] = w[WC.patch_off] + base[w[WC.receiver] * nt + (t - 1)]
     end
   end
 end
@@ -142,18 +144,18 @@ function M.predict(plan, model, packed, m, density)
     local prev, b, apply
     for i = rk.write_first + 1, rk.write_first + rk.write_count do
       local w = W[i]
-      if not prev or prev[1] ~= w[1] or prev[3] ~= w[3] then
-        local dt = dsts[w[5] + 1].dtype
-        local key = w[3] * 4 + SIZE[dt]
+      if not prev or prev[WC.slot] ~= w[WC.slot] or prev[WC.len] ~= w[WC.len] then
+        local dt = dsts[w[WC.dst] + 1].dtype
+        local key = w[WC.len] * 4 + SIZE[dt]
         local est = cache[key]
-        if not est then est = M.estimate(w[3], SIZE[dt], density[dt]); cache[key] = est end
-        local cap = w[9] > 0 and w[9] or w[3]
-        if est <= cap then b, apply = est, 2 * est + w[3] -- a patch
-        else b, apply = w[3], w[3] end                  -- or the region dense
+        if not est then est = M.estimate(w[WC.len], SIZE[dt], density[dt]); cache[key] = est end
+        local cap = w[WC.patch_cap] > 0 and w[WC.patch_cap] or w[WC.len]
+        if est <= cap then b, apply = est, 2 * est + w[WC.len] -- a patch
+        else b, apply = w[WC.len], w[WC.len] end                  -- or the region dense
       end
       prev = w
       sent = sent + b
-      local r = w[4] + 1
+      local r = w[WC.receiver] + 1
       r_in[r] = r_in[r] + b + 16 -- and its directory entry
       r_apply[r] = r_apply[r] + apply
       bytes = bytes + b + 16

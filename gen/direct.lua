@@ -8,10 +8,13 @@
 -- nothing changes. A direct write becomes one piece per source range it covers: rows that follow
 -- on in the same source tensor join one piece; two tensors never share a piece.
 --
--- Sets op.direct (1: not staged under direct writes) and appends piece_first, piece_count to each
--- write row; returns the piece rows { src_off, off, len, src } (src_off: bytes from the start of the
--- rank's bound source, off: bytes from the start of the write).
+-- Sets op.direct (1: not staged under direct writes) and each write row's piece_first and
+-- piece_count; returns the piece rows (gen/schema.lua: src_off from the start of the rank's bound
+-- source, off from the start of the write).
 local U = require("util")
+local S = require("schema")
+local WC, PC = S.col.writes, S.col.pieces
+local piece = S.maker("pieces")
 local M = {}
 
 local function identity(o, srcs)
@@ -55,9 +58,9 @@ function M.decide(plan, model, packed)
     end
     local skip = {}
     for _, it in ipairs(items) do skip[it.op] = true end
-    -- whether items of skipped ops cover write w's slot range; k: item_at(w[1])
+    -- whether items of skipped ops cover write w's slot range; k: item_at(w[WC.slot])
     local function covered(w, k)
-      local at, stop = w[1], w[1] + w[3]
+      local at, stop = w[WC.slot], w[WC.slot] + w[WC.len]
       if not k then return false end
       while at < stop do
         local it = items[k]
@@ -76,12 +79,12 @@ function M.decide(plan, model, packed)
     for j = first, last do
       local w = writes[j]
       local t = {}
-      local k0 = item_at(w[1])
+      local k0 = item_at(w[WC.slot])
       at0[j] = k0
       local k = k0 or 1
-      while k <= #items and items[k].out < w[1] + w[3] do
+      while k <= #items and items[k].out < w[WC.slot] + w[WC.len] do
         local it = items[k]
-        if it.out + it.len > w[1] then
+        if it.out + it.len > w[WC.slot] then
           t[#t + 1] = it.op
           local l = by_op[it.op]
           if not l then l = {}; by_op[it.op] = l end
@@ -113,7 +116,7 @@ function M.decide(plan, model, packed)
       local w = writes[j]
       local p0 = #pieces
       if covered(w, at0[j]) then
-        local at, stop = w[1], w[1] + w[3]
+        local at, stop = w[WC.slot], w[WC.slot] + w[WC.len]
         local k = at0[j]
         while at < stop do
           local it = items[k]
@@ -125,16 +128,16 @@ function M.decide(plan, model, packed)
           local from = row * s.cols * es + (at - it.out)
           local e = math.min(it.out + it.len, stop)
           local prev = #pieces > p0 and pieces[#pieces] or nil
-          if prev and prev[4] == sid and prev[1] + prev[3] == from then
-            prev[3] = prev[3] + (e - at)
+          if prev and prev[PC.src] == sid and prev[PC.src_off] + prev[PC.len] == from then
+            prev[PC.len] = prev[PC.len] + (e - at)
           else
-            pieces[#pieces + 1] = { from, at - w[1], e - at, sid }
+            pieces[#pieces + 1] = piece({ src_off = from, off = at - w[WC.slot], len = e - at, src = sid })
           end
           at = e
           k = k + 1
         end
       end
-      w[6], w[7] = p0, #pieces - p0
+      w[WC.piece_first], w[WC.piece_count] = p0, #pieces - p0
     end
   end
   for o, skipped in pairs(done) do o.direct = skipped and 1 or 0 end

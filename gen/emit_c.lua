@@ -1,63 +1,92 @@
 -- emit_c.lua: the plan as C tables (build/gen/<plan>.{c,h}) and its self-check program.
 local U = require("util")
+local S = require("schema")
 local E = {}
 
 local NONE = 0xFFFFFFFF
 local GLOBAL_LAYER = 0xFFFF
 local TRAVEL = { shard = 2, gather = 3 }
 
--- Flatten the derived model and packed plan into the rows of every C table, in emission order.
-function E.tables(plan, model, packed)
-  local t = {}
-  t.src = {}
-  for i, s in ipairs(model.srcs) do
-    t.src[i] = { s.name, s.rows, s.cols, s.chunk, s.travel == "shard" and NONE or s.shard,
-      s.layer or GLOBAL_LAYER, U.dtypes[s.dtype].id, TRAVEL[s.travel], #s.shape, s.shape[1], s.shape[2] or 0,
-      s.shape[3] or 0 }
-  end
-  t.dst = {}
-  for i, d in ipairs(model.dsts) do
+-- Each table's rows by name, from the derived model and the packed plan (gen/schema.lua orders the
+-- columns). writes and pieces come positional from pack.lua / direct.lua / delta.lua, which build
+-- them through schema.col.
+local ROWS = {
+  src = function(model) return model.srcs end, dst = function(model) return model.dsts end,
+  ops = function(_, p) return p.ops end, groups = function(_, p) return p.groups end,
+  ranks = function(_, p) return p.ranks end, recv = function(_, p) return p.recv end,
+  peers = function(_, p) return p.peers end, derived = function(model) return model.derived end,
+  refresh = function(model) return model.refresh end,
+  recv_writes = function(_, p) return p.recv_writes end, targets = function(_, p) return p.targets end,
+  regions = function(_, p) return p.regions end,
+}
+local NAMED = {
+  src = function(s)
+    return { name = s.name, rows = s.rows, cols = s.cols, shard_rows = s.chunk,
+      shard = s.travel == "shard" and NONE or s.shard, layer = s.layer or GLOBAL_LAYER, dtype = U.dtypes[s.dtype].id,
+      travel = TRAVEL[s.travel], ndim = #s.shape, shape = { s.shape[1], s.shape[2] or 0, s.shape[3] or 0 } }
+  end,
+  dst = function(d)
     local st = E.contiguous(d.shape)
-    t.dst[i] = { d.name, table.concat(d.aliases, ","), d.shape[1] or 0, d.shape[2] or 0, d.shape[3] or 0,
-      st[1] or 0, st[2] or 0, st[3] or 0, d.pad_rows, d.bytes, d.weight and d.weight.id or NONE, d.tp_rank,
-      #d.shape, U.dtypes[d.dtype].id }
-  end
-  t.ops = {}
-  for i, o in ipairs(packed.ops) do
+    return { name = d.name, aliases = table.concat(d.aliases, ","), shape = { d.shape[1] or 0, d.shape[2] or 0,
+      d.shape[3] or 0 }, stride = { st[1] or 0, st[2] or 0, st[3] or 0 }, pad_rows = d.pad_rows, bytes = d.bytes,
+      weight = d.weight and d.weight.id or NONE, tp_rank = d.tp_rank, ndim = #d.shape, dtype = U.dtypes[d.dtype].id }
+  end,
+  ops = function(o)
     local st = o.steps
-    t.ops[i] = { o.src, o.count, st.src, o.kind, o.src_dtype, o.dst_dtype, o.row0, o.col0, o.rows, o.cols,
-      st.row, st.col, o.out, st.out, o.scale or 0, st.scale, o.direct or 0 }
-  end
-  t.writes = packed.writes
-  t.pieces = packed.pieces
-  t.groups = {}
-  for i, g in ipairs(packed.groups) do
-    t.groups[i] = { g.op_first, g.op_count, g.write_first, g.write_count, g.layer < 0 and GLOBAL_LAYER or g.layer }
-  end
-  t.ranks = {}
-  for i, r in ipairs(packed.ranks) do
-    t.ranks[i] = { r.arena, r.bytes_out, r.shard, r.replicate, r.group_first, r.group_count, r.op_first,
-      r.op_count, r.write_first, r.write_count, r.patch_bytes, r.scratch_bytes }
-  end
-  t.recv = {}
-  for i, r in ipairs(packed.recv) do
-    t.recv[i] = { r.bytes, r.replica, r.tp_rank, r.dst_first, r.dst_count, r.peer_first, r.peer_count, r.patch_bytes }
-  end
-  t.peers = {}
-  for i, p in ipairs(packed.peers) do t.peers[i] = { p.bytes, p.trainer, p.writes, p.patch_off, p.patch_bytes } end
-  t.derived = {}
-  for i, d in ipairs(model.derived) do
-    t.derived[i] = { d.name, d.shape[1], d.shape[2], d.shape[3], d.stride[1], d.stride[2], d.stride[3], d.offset,
-      d.bytes, d.storage, d.dst and d.dst.id or NONE, d.tp_rank, 3, U.dtypes[d.dtype].id }
-  end
-  t.refresh = {}
-  for i, r in ipairs(model.refresh) do
-    t.refresh[i] = { r.kind, r.weight.id, r.scale and r.scale.id or NONE, r.uk.id, r.uv.id, r.heads, r.qk_nope,
-      r.v_head, r.kv_lora, r.tp_rank, r.layer or GLOBAL_LAYER }
+    return { src = o.src, count = o.count, src_step = st.src, kind = o.kind, src_dtype = o.src_dtype,
+      dst_dtype = o.dst_dtype, row0 = o.row0, col0 = o.col0, rows = o.rows, cols = o.cols, row_step = st.row,
+      col_step = st.col, out = o.out, out_step = st.out, scale = o.scale or 0, scale_step = st.scale,
+      direct = o.direct or 0 }
+  end,
+  groups = function(g)
+    return { op_first = g.op_first, op_count = g.op_count, write_first = g.write_first, write_count = g.write_count,
+      layer = g.layer < 0 and GLOBAL_LAYER or g.layer, region_first = g.region_first, region_count = g.region_count,
+      scratch_lo = g.scratch_lo }
+  end,
+  ranks = function(r)
+    return { arena_bytes = r.arena, bytes_out = r.bytes_out, shard = r.shard, replicate = r.replicate,
+      group_first = r.group_first, group_count = r.group_count, op_first = r.op_first, op_count = r.op_count,
+      write_first = r.write_first, write_count = r.write_count, patch_bytes = r.patch_bytes,
+      scratch_bytes = r.scratch_bytes, target_first = r.target_first, target_count = r.target_count,
+      region_first = r.region_first, region_count = r.region_count }
+  end,
+  recv = function(r)
+    return { bytes = r.bytes, replica = r.replica, tp_rank = r.tp_rank, dst_first = r.dst_first,
+      dst_count = r.dst_count, peer_first = r.peer_first, peer_count = r.peer_count, patch_bytes = r.patch_bytes,
+      write_first = r.write_first, write_count = r.write_count }
+  end,
+  peers = function(q)
+    return { bytes = q.bytes, trainer = q.trainer, writes = q.writes, patch_off = q.patch_off,
+      patch_bytes = q.patch_bytes, write_first = q.write_first }
+  end,
+  derived = function(d)
+    return { name = d.name, shape = { d.shape[1], d.shape[2], d.shape[3] },
+      stride = { d.stride[1], d.stride[2], d.stride[3] }, offset = d.offset, bytes = d.bytes, storage = d.storage,
+      dst = d.dst and d.dst.id or NONE, tp_rank = d.tp_rank, ndim = 3, dtype = U.dtypes[d.dtype].id }
+  end,
+  recv_writes = function(x) return x end, targets = function(x) return x end, regions = function(x) return x end,
+  refresh = function(r)
+    return { kind = r.kind, weight = r.weight.id, scale = r.scale and r.scale.id or NONE, out0 = r.uk.id,
+      out1 = r.uv.id, heads = r.heads, qk_nope = r.qk_nope, v_head = r.v_head, kv_lora = r.kv_lora,
+      tp_rank = r.tp_rank, layer = r.layer or GLOBAL_LAYER }
+  end,
+}
+
+-- Every table's positional rows (schema order) and the head's values by name.
+function E.tables(plan, model, packed)
+  local t = { writes = packed.writes, pieces = packed.pieces }
+  for _, tb in ipairs(S.tables) do
+    if not t[tb.name] then
+      local list, named = {}, NAMED[tb.name]
+      for i, x in ipairs(ROWS[tb.name](model, packed)) do list[i] = S.row(tb.name, named(x)) end
+      t[tb.name] = list
+    end
   end
   local tr, inf = plan.trainer, plan.inference
-  t.head = { packed.total, tr.fsdp, tr.dp_replicate, tr.fsdp * tr.dp_replicate, inf.tp, inf.ep,
-    inf.replicas, inf.replicas * inf.size, plan.quant.scale_fmt == "ue8m0" and 1 or 0, plan.delta and plan.delta.ppm or 0 }
+  t.head = { name = plan.name, model = plan.model, total_bytes = packed.total, fsdp = tr.fsdp,
+    dp_replicate = tr.dp_replicate, trainers = tr.fsdp * tr.dp_replicate, tp = inf.tp, ep = inf.ep,
+    replicas = inf.replicas, receivers = inf.replicas * inf.size, scale_fmt = plan.quant.scale_fmt == "ue8m0" and 1 or 0,
+    delta_ppm = plan.delta and plan.delta.ppm or 0 }
   return t
 end
 
@@ -68,21 +97,31 @@ function E.contiguous(shape)
   return st
 end
 
--- rf_plan_hash() over the same rows (refit_plan.h documents the order): strings (names, aliases)
--- as strings, everything else as an integer.
+-- rf_plan_hash() over the same values (runtime/plan.c): the head's hashed values, then each table
+-- row by row, column by column as the schema lists them; strings as strings, arrays element-wise.
 function E.hash(t)
   local PRIME, mix_str = 0x100000001b3, U.mix_str
   local h = U.HASH0
-  for _, v in ipairs(t.head) do h = (h ~ v) * PRIME end
-  for _, name in ipairs({ "src", "dst", "ops", "writes", "groups", "ranks", "recv", "peers", "derived", "refresh",
-    "pieces" }) do
-    local list = t[name]
-    local strings = name == "src" or name == "dst" or name == "derived"
+  for _, f in ipairs(S.head.fields) do
+    if f.hash then h = (h ~ t.head[f[1]]) * PRIME end
+  end
+  for _, tb in ipairs(S.tables) do
+    local list, kinds, flat = t[tb.name], {}, true
+    for k, f in ipairs(tb.fields) do
+      kinds[k] = S.is_str(f) and "s" or f.n and "a" or "i"
+      if kinds[k] ~= "i" then flat = false end
+    end
     for i = 1, #list do
       local row = list[i]
-      for k = 1, #row do
-        local v = row[k]
-        if strings and type(v) == "string" then h = mix_str(h, v) else h = (h ~ v) * PRIME end
+      if flat then
+        for k = 1, #kinds do h = (h ~ row[k]) * PRIME end
+      else
+        for k = 1, #kinds do
+          local v, kd = row[k], kinds[k]
+          if kd == "s" then h = mix_str(h, v)
+          elseif kd == "a" then for j = 1, #v do h = (h ~ v[j]) * PRIME end
+          else h = (h ~ v) * PRIME end
+        end
       end
     end
   end
@@ -94,72 +133,59 @@ local function cstr(s)
   return '"' .. s .. '"'
 end
 
-local function rows(buf, tname, ctype, list, fmt_row)
-  buf[#buf + 1] = ("static const %s %s[] = {\n"):format(ctype, tname)
-  if #list == 0 then buf[#buf + 1] = "  {0}\n" end
-  for i, row in ipairs(list) do
-    buf[#buf + 1] = fmt_row(i - 1, row)
-  end
-  buf[#buf + 1] = "};\n\n"
-end
+-- Tables whose rows carry their index as a comment.
+local INDEXED = { src = true, dst = true, ranks = true, recv = true, derived = true }
 
-local function nums(row, from)
-  local s = {}
-  for i = from or 1, #row do s[#s + 1] = ("%d"):format(row[i]) end
-  return table.concat(s, ", ")
+-- A table as C: a macro R that turns its values, in schema order, into a designated initializer
+-- (#define R(a1, ...) {.slot = a1, ...}), then one call per row (R is short: a plan has millions).
+local function emit_table(c, tb, list)
+  local params, inits, n = {}, {}, 0
+  for _, f in ipairs(tb.fields) do
+    if f.n then
+      local el = {}
+      for _ = 1, f.n do n = n + 1; params[n] = "a" .. n; el[#el + 1] = "a" .. n end
+      inits[#inits + 1] = (".%s = {%s}"):format(f[1], table.concat(el, ", "))
+    else
+      n = n + 1
+      params[n] = "a" .. n
+      inits[#inits + 1] = (".%s = a%d"):format(f[1], n)
+    end
+  end
+  local m = "R"
+  c[#c + 1] = ("#define %s(%s) {%s}\n"):format(m, table.concat(params, ", "), table.concat(inits, ", "))
+  c[#c + 1] = ("static const %s %s[] = {\n"):format(tb.ctype, tb.name)
+  if #list == 0 then c[#c + 1] = "  {0}\n" end
+  local kinds = {}
+  for k, f in ipairs(tb.fields) do kinds[k] = S.is_str(f) and "s" or f.n and "a" or "i" end
+  local pre = "  " .. m .. "("
+  for i, row in ipairs(list) do
+    local v = {}
+    for k = 1, #kinds do
+      local x, kd = row[k], kinds[k]
+      if kd == "s" then v[#v + 1] = cstr(x)
+      elseif kd == "a" then for j = 1, #x do v[#v + 1] = ("%d"):format(x[j]) end
+      else v[#v + 1] = ("%d"):format(x) end
+    end
+    c[#c + 1] = (INDEXED[tb.name] and ("  /* %d */ %s("):format(i - 1, m) or pre) .. table.concat(v, ", ") .. "),\n"
+  end
+  c[#c + 1] = "};\n#undef R\n\n"
 end
 
 function E.emit(plan, t, hash, header_line)
   local id = plan.name
   local c = { header_line, ('#include "%s.h"\n\n'):format(id) }
-  rows(c, "src", "rf_src_tensor", t.src, function(i, r)
-    return ("  /* %d */ {%s, %d, %d, %d, %d, %d, %d, %d, %d, {%d, %d, %d}},\n"):format(i, cstr(r[1]), r[2], r[3], r[4],
-      r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12])
-  end)
-  c[#c + 1] = "/* name, aliases, shape, stride, pad_rows, bytes, weight, tp_rank, ndim, dtype */\n"
-  rows(c, "dst", "rf_dst_tensor", t.dst, function(i, r)
-    return ("  /* %d */ {%s, %s, {%d, %d, %d}, {%d, %d, %d}, %d, %d, %d, %d, %d, %d},\n"):format(i, cstr(r[1]),
-      cstr(r[2]), table.unpack(r, 3))
-  end)
-  c[#c + 1] = "/* src, count, src_step, kind, src_dtype, dst_dtype, row0, col0, rows, cols, row_step, col_step,\n"
-    .. "   out, out_step, scale, scale_step, direct */\n"
-  local f17 = "  {%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d},\n"
-  rows(c, "ops", "rf_op", t.ops, function(_, r) return f17:format(table.unpack(r)) end)
-  c[#c + 1] = "/* slot, dst_off, len, receiver, dst, piece_first, piece_count, patch_off, patch_cap */\n"
-  rows(c, "writes", "rf_write", t.writes, function(_, r)
-    return ("  {%d, %d, %d, %d, %d, %d, %d, %d, %d},\n"):format(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
-  end)
-  c[#c + 1] = "/* src_off, off, len, src */\n"
-  rows(c, "pieces", "rf_piece", t.pieces, function(_, r) return "  {" .. nums(r) .. "},\n" end)
-  c[#c + 1] = "/* op_first, op_count, write_first, write_count, layer */\n"
-  rows(c, "groups", "rf_group", t.groups, function(_, r) return "  {" .. nums(r) .. "},\n" end)
-  c[#c + 1] = "/* arena_bytes, bytes_out, shard, replicate, group_first, group_count, op_first, op_count,\n"
-    .. "   write_first, write_count, patch_bytes, scratch_bytes */\n"
-  rows(c, "ranks", "rf_rank", t.ranks, function(i, r) return ("  /* %d */ {%s},\n"):format(i, nums(r)) end)
-  c[#c + 1] = "/* bytes, replica, tp_rank, dst_first, dst_count, peer_first, peer_count, patch_bytes */\n"
-  rows(c, "recv", "rf_receiver", t.recv, function(i, r) return ("  /* %d */ {%s},\n"):format(i, nums(r)) end)
-  c[#c + 1] = "/* bytes, trainer, writes, patch_off, patch_bytes */\n"
-  rows(c, "peers", "rf_peer", t.peers, function(_, r) return "  {" .. nums(r) .. "},\n" end)
-  c[#c + 1] = "/* name, shape, stride, offset, bytes (of the storage), storage, dst, tp_rank, ndim, dtype */\n"
-  rows(c, "derived", "rf_derived_tensor", t.derived, function(i, r)
-    return ("  /* %d */ {%s, {%d, %d, %d}, {%d, %d, %d}, %d, %d, %d, %d, %d, %d, %d},\n"):format(i, cstr(r[1]),
-      table.unpack(r, 2))
-  end)
-  c[#c + 1] = "/* kind, weight, scale, out0, out1, heads, qk_nope, v_head, kv_lora, tp_rank, layer */\n"
-  rows(c, "refresh", "rf_refresh", t.refresh, function(_, r) return "  {" .. nums(r) .. "},\n" end)
-  local h = t.head
+  for _, tb in ipairs(S.tables) do emit_table(c, tb, t[tb.name]) end
   c[#c + 1] = ("const rf_plan rf_plan_%s = {\n"):format(id)
-  c[#c + 1] = ("  .name = %s,\n  .model = %s,\n  .layout_hash = 0x%016xull,\n  .total_bytes = %d,\n")
-    :format(cstr(id), cstr(plan.model), hash, h[1])
-  c[#c + 1] = ("  .fsdp = %d, .dp_replicate = %d, .trainers = %d, .tp = %d, .ep = %d, .replicas = %d, .receivers = %d,\n")
-    :format(h[2], h[3], h[4], h[5], h[6], h[7], h[8])
-  c[#c + 1] = ("  .n_src = %d, .n_dst = %d, .n_ops = %d, .n_writes = %d, .n_groups = %d, .n_peers = %d,\n")
-    :format(#t.src, #t.dst, #t.ops, #t.writes, #t.groups, #t.peers)
-  c[#c + 1] = ("  .scale_fmt = %s, .delta_ppm = %d,\n"):format(h[9] == 1 and "RF_SCALE_UE8M0" or "RF_SCALE_FP32", h[10])
-  c[#c + 1] = "  .src = src, .dst = dst, .ops = ops, .writes = writes, .groups = groups, .ranks = ranks,\n"
-  c[#c + 1] = ("  .recv = recv, .peers = peers,\n  .n_derived = %d, .n_refresh = %d, .derived = derived, .refresh = refresh,\n")
-    :format(#t.derived, #t.refresh)
-  c[#c + 1] = ("  .n_pieces = %d, .pieces = pieces,\n};\n"):format(#t.pieces)
+  for _, f in ipairs(S.head.fields) do
+    local name, v = f[1], nil
+    if f.rows then v = f.rows
+    elseif f.count then v = ("%d"):format(#t[f.count])
+    elseif name == "layout_hash" then v = ("0x%016xull"):format(hash)
+    elseif S.is_str(f) then v = cstr(t.head[name])
+    else v = ("%d"):format(t.head[name]) end
+    c[#c + 1] = ("  .%s = %s,\n"):format(name, v)
+  end
+  c[#c + 1] = "};\n"
 
   local guard = "REFIT_PLAN_" .. id:upper() .. "_H"
   local hdr = table.concat({ header_line, ("#ifndef %s\n#define %s\n\n#include \"refit_plan.h\"\n\n"):format(guard, guard),

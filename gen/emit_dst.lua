@@ -26,23 +26,23 @@ function M.listing(plan, model)
   for r = 0, size - 1 do
     out[#out + 1] = ("# rank %d/%d\n"):format(r, size)
     local lines, k = {}, 0
-    local function group(entries, nbytes) -- entries: { name, dtype, shape, stride, offset }
+    local function group(entries, nbytes) -- entries: torch views (name, dtype, shape, stride, offset)
       local names = {}
-      for i, x in ipairs(entries) do names[i] = x[1] end
+      for i, x in ipairs(entries) do names[i] = x.name end
       for i, x in ipairs(entries) do
         local others = {}
         for j, n in ipairs(names) do if j ~= i then others[#others + 1] = n end end
-        lines[#lines + 1] = ("param %s %s shape=%s stride=%s off=%d storage#%d nbytes=%d shared=%s\n"):format(x[1],
-          TORCH[x[2]], list(x[3]), list(x[4]), x[5], k, nbytes, #others > 0 and table.concat(others, ",") or "-")
+        lines[#lines + 1] = ("param %s %s shape=%s stride=%s off=%d storage#%d nbytes=%d shared=%s\n"):format(x.name,
+          TORCH[x.dtype], list(x.shape), list(x.stride), x.offset, k, nbytes, #others > 0 and table.concat(others, ",") or "-")
       end
       k = k + 1
     end
     for _, d in ipairs(model.dsts) do
       if d.tp_rank == r then
         local st = E.contiguous(d.shape)
-        local g = { { d.name, d.dtype, d.shape, st, 0 } }
-        for _, a in ipairs(d.aliases) do g[#g + 1] = { a, d.dtype, d.shape, st, 0 } end
-        for _, v in ipairs(views_of[d] or {}) do g[#g + 1] = { v.name, v.dtype, v.shape, v.stride, v.offset } end
+        local g = { { name = d.name, dtype = d.dtype, shape = d.shape, stride = st, offset = 0 } }
+        for _, a in ipairs(d.aliases) do g[#g + 1] = { name = a, dtype = d.dtype, shape = d.shape, stride = st, offset = 0 } end
+        for _, v in ipairs(views_of[d] or {}) do g[#g + 1] = v end
         group(g, d.bytes)
       end
     end
@@ -51,7 +51,7 @@ function M.listing(plan, model)
       if v.tp_rank == r and not v.dst then
         local g = by_storage[v.storage]
         if not g then g = { bytes = v.bytes }; by_storage[v.storage] = g; own[#own + 1] = g end
-        g[#g + 1] = { v.name, v.dtype, v.shape, v.stride, v.offset }
+        g[#g + 1] = v
       end
     end
     for _, g in ipairs(own) do group(g, g.bytes) end

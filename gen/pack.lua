@@ -2,6 +2,7 @@
 -- (longest-processing-time first), cut destinations into pieces per shard, pack each shard's slot
 -- arena, and list ops, writes, groups, ranks, receivers and peers.
 local U = require("util")
+local write = require("schema").maker("writes")
 local P = {}
 
 local BLOCK = U.BLOCK
@@ -283,7 +284,7 @@ function P.pack(plan, model)
         shard = s, replicate = g, arena = lay.arena, bytes_out = 0,
         group_first = #out.groups, op_first = #out.ops, write_first = #out.writes,
       }
-      local W = out.writes -- rows {slot, dst_off, len, receiver, dst}, as emitted
+      local W = out.writes -- rows as emitted (gen/schema.lua); direct.lua and delta.lua fill in the rest
       for _, grp in ipairs(lay.groups) do
         local G = { layer = grp.layer, op_first = #out.ops, write_first = #W }
         for _, o in ipairs(grp.ops) do out.ops[#out.ops + 1] = o end
@@ -294,7 +295,8 @@ function P.pack(plan, model)
            for _, d in ipairs(run.dst.twins) do
             local rcv = k * size + d.tp_rank
             nw = nw + 1
-            W[nw] = { slot, off, len, rcv, d.id }
+            W[nw] = write({ slot = slot, dst_off = off, len = len, receiver = rcv, dst = d.id, piece_first = 0,
+              piece_count = 0, patch_off = 0, patch_cap = 0 })
             rank.bytes_out = rank.bytes_out + len
             local rp = recv_peer[rcv]
             if not rp then rp = {}; recv_peer[rcv] = rp end

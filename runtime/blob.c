@@ -30,9 +30,7 @@ uint32_t rf__blob_areas(const rf_plan *p, uint32_t r) { return p->delta_ppm && p
 
 uint64_t rf__dir_bytes(const rf_plan *p, uint32_t r)
 {
-  uint64_t n = 0;
-  for (uint32_t k = 0; k < p->recv[r].peer_count; k++) n += p->peers[p->recv[r].peer_first + k].writes;
-  return 16 * n;
+  return 16 * (uint64_t)p->recv[r].write_count; /* an entry per write it receives */
 }
 
 size_t rf__blob_size(uint32_t worker_addr_len, uint32_t n, const uint32_t *rkey_len)

@@ -21,8 +21,8 @@ rf_status rf__patch_open(rf_engine *e)
 {
   const rf_plan *p = e->p;
   const rf_receiver *rv = e->rv;
-  uint64_t dir = rf__dir_bytes(p, e->cfg.rank);
-  uint32_t n = (uint32_t)(dir / 16), np = rv->peer_count;
+  uint64_t dir = rf__dir_bytes(p, e->cfg.rank); /* an entry per write it receives */
+  uint32_t n = rv->write_count, np = rv->peer_count;
   e->pa.n = n;
   e->pa.w = calloc(n ? n : 1, sizeof *e->pa.w);
   e->pa.peer = calloc(n ? n : 1, sizeof *e->pa.peer);
@@ -36,30 +36,35 @@ rf_status rf__patch_open(rf_engine *e)
   if (!e->pa.w || !e->pa.peer || !e->pa.first || !e->pa.tgt || !e->pa.vt || !e->pa.span || !e->pa.vs || !e->pa.vt_i ||
       !e->pa.vs_i)
     return rf__fail(e, RF_ERR_NOMEM, "patch area tables");
-  /* each peer's writes to this receiver, in table order */
-  uint32_t at = 0;
-  for (uint32_t k = 0; k < np; k++) {
-    const rf_peer *q = &p->peers[rv->peer_first + k];
-    const rf_rank *rk = &p->ranks[q->trainer];
-    e->pa.first[k] = at;
-    for (uint32_t i = rk->write_first; i < rk->write_first + rk->write_count; i++) {
-      const rf_write *w = &p->writes[i];
-      if (w->receiver != e->cfg.rank) continue;
-      if (at == n || w->patch_off + w->patch_cap > rv->patch_bytes)
-        return rf__fail(e, RF_ERR_ARG, "plan %s: write %u's patch slot lies outside receiver %u's patch area", p->name, i,
-                        e->cfg.rank);
-      const rf_dst_tensor *d = &p->dst[w->dst];
-      uint8_t *dst = (uint8_t *)e->dst_ptr[w->dst - rv->dst_first] + w->dst_off;
-      e->pa.w[at] = i;
-      e->pa.peer[at] = k;
-      e->pa.span[at] = (rfk_delta_span){dst, w->len};
-      e->pa.tgt[at++] = (rfk_delta_target){.patch = NULL, .dst = dst, .n = w->len, .esize = (int)rf_dtype_size(d->dtype)};
-    }
-    if (at - e->pa.first[k] != q->writes)
-      return rf__fail(e, RF_ERR_ARG, "plan %s: trainer rank %u has %u writes to receiver %u, its peer row says %u", p->name,
-                      q->trainer, at - e->pa.first[k], e->cfg.rank, q->writes);
+  /* the plan's list of them (recv_writes, gen/index.lua): peer order, then table order; each
+   * checked to be a write to this receiver from that peer, with its patch slot inside the area */
+  if ((uint64_t)rv->write_first + n > p->n_recv_writes)
+    return rf__fail(e, RF_ERR_ARG, "plan %s: receiver %u's %u writes lie outside the table of received writes", p->name,
+                    e->cfg.rank, n);
+  const rf_recv_write *rw = &p->recv_writes[rv->write_first];
+  for (uint32_t k = 0; k <= np; k++) {
+    uint32_t f = k < np ? p->peers[rv->peer_first + k].write_first - rv->write_first : n;
+    if (f > n || (k > 0 && f != e->pa.first[k - 1] + p->peers[rv->peer_first + k - 1].writes))
+      return rf__fail(e, RF_ERR_ARG, "plan %s: receiver %u's peer %u does not start where the previous one's writes end",
+                      p->name, e->cfg.rank, k);
+    e->pa.first[k] = f;
   }
-  e->pa.first[np] = at;
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t k = rw[i].peer, wi = rw[i].write;
+    const rf_write *w = wi < p->n_writes ? &p->writes[wi] : NULL;
+    const rf_rank *rk = k < np ? &p->ranks[p->peers[rv->peer_first + k].trainer] : NULL;
+    if (!w || !rk || i < e->pa.first[k] || i >= e->pa.first[k + 1] || w->receiver != e->cfg.rank || wi < rk->write_first ||
+        wi - rk->write_first >= rk->write_count || w->dst - rv->dst_first >= rv->dst_count ||
+        w->patch_off + w->patch_cap > rv->patch_bytes)
+      return rf__fail(e, RF_ERR_ARG, "plan %s: write %u listed for receiver %u is not its peer's write to it, or its patch "
+                      "slot lies outside the patch area", p->name, wi, e->cfg.rank);
+    const rf_dst_tensor *d = &p->dst[w->dst];
+    uint8_t *dst = (uint8_t *)e->dst_ptr[w->dst - rv->dst_first] + w->dst_off;
+    e->pa.w[i] = wi;
+    e->pa.peer[i] = k;
+    e->pa.span[i] = (rfk_delta_span){dst, w->len};
+    e->pa.tgt[i] = (rfk_delta_target){.patch = NULL, .dst = dst, .n = w->len, .esize = (int)rf_dtype_size(d->dtype)};
+  }
   if (e->cfg.mem == RF_MEM_CUDA) {
     RF_CHECK(rf__cuda_alloc(e, rv->patch_bytes, (void **)&e->pa.area, "patch area (cudaMalloc)"));
     RF_CHECK(rf__cuda_alloc(e, (size_t)n * sizeof *e->pa.st, (void **)&e->pa.st_dev, "patch statuses"));

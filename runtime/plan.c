@@ -52,78 +52,28 @@ static uint64_t mix_str(uint64_t h, const char *s)
   return h;
 }
 
+/* the head's values, then every table row by row, each column as gen/schema.lua lists it
+ * (refit_tables.h) */
 uint64_t rf_plan_hash(const rf_plan *p)
 {
   uint64_t h = 0xcbf29ce484222325ull;
-  MIX(h, p->total_bytes);
-  MIX(h, p->fsdp); MIX(h, p->dp_replicate); MIX(h, p->trainers); MIX(h, p->tp);
-  MIX(h, p->ep); MIX(h, p->replicas); MIX(h, p->receivers); MIX(h, p->scale_fmt); MIX(h, p->delta_ppm);
-  for (uint32_t i = 0; i < p->n_src; i++) {
-    const rf_src_tensor *t = &p->src[i];
-    h = mix_str(h, t->name);
-    MIX(h, t->rows); MIX(h, t->cols); MIX(h, t->shard_rows); MIX(h, t->shard);
-    MIX(h, t->layer); MIX(h, t->dtype); MIX(h, t->travel); MIX(h, t->ndim);
-    MIX(h, t->shape[0]); MIX(h, t->shape[1]); MIX(h, t->shape[2]);
+#define STR(f) h = mix_str(h, r->f);
+#define INT(f) MIX(h, r->f);
+#define ARR(f, n) for (int k = 0; k < (n); k++) MIX(h, r->f[k]);
+#define TABLE(type, rows, count, columns)        \
+  for (uint32_t i = 0; i < p->count; i++) {     \
+    const type *r = &p->rows[i];                \
+    columns(STR, INT, ARR)                      \
   }
-  for (uint32_t i = 0; i < p->n_dst; i++) {
-    const rf_dst_tensor *t = &p->dst[i];
-    h = mix_str(h, t->name);
-    h = mix_str(h, t->aliases);
-    MIX(h, t->shape[0]); MIX(h, t->shape[1]); MIX(h, t->shape[2]);
-    MIX(h, t->stride[0]); MIX(h, t->stride[1]); MIX(h, t->stride[2]); MIX(h, t->pad_rows);
-    MIX(h, t->bytes); MIX(h, t->weight); MIX(h, t->tp_rank); MIX(h, t->ndim); MIX(h, t->dtype);
+  {
+    const rf_plan *r = p;
+    RF_HEAD_COLUMNS(STR, INT, ARR)
   }
-  for (uint32_t i = 0; i < p->n_ops; i++) {
-    const rf_op *o = &p->ops[i];
-    MIX(h, o->src); MIX(h, o->count); MIX(h, o->src_step);
-    MIX(h, o->kind); MIX(h, o->src_dtype); MIX(h, o->dst_dtype);
-    MIX(h, o->row0); MIX(h, o->col0); MIX(h, o->rows); MIX(h, o->cols);
-    MIX(h, o->row_step); MIX(h, o->col_step);
-    MIX(h, o->out); MIX(h, o->out_step); MIX(h, o->scale); MIX(h, o->scale_step);
-    MIX(h, o->direct);
-  }
-  for (uint32_t i = 0; i < p->n_writes; i++) {
-    const rf_write *w = &p->writes[i];
-    MIX(h, w->slot); MIX(h, w->dst_off); MIX(h, w->len); MIX(h, w->receiver); MIX(h, w->dst);
-    MIX(h, w->piece_first); MIX(h, w->piece_count); MIX(h, w->patch_off); MIX(h, w->patch_cap);
-  }
-  for (uint32_t i = 0; i < p->n_groups; i++) {
-    const rf_group *g = &p->groups[i];
-    MIX(h, g->op_first); MIX(h, g->op_count); MIX(h, g->write_first); MIX(h, g->write_count);
-    MIX(h, g->layer);
-  }
-  for (uint32_t i = 0; i < p->trainers; i++) {
-    const rf_rank *r = &p->ranks[i];
-    MIX(h, r->arena_bytes); MIX(h, r->bytes_out); MIX(h, r->shard); MIX(h, r->replicate);
-    MIX(h, r->group_first); MIX(h, r->group_count); MIX(h, r->op_first); MIX(h, r->op_count);
-    MIX(h, r->write_first); MIX(h, r->write_count); MIX(h, r->patch_bytes); MIX(h, r->scratch_bytes);
-  }
-  for (uint32_t i = 0; i < p->receivers; i++) {
-    const rf_receiver *r = &p->recv[i];
-    MIX(h, r->bytes); MIX(h, r->replica); MIX(h, r->tp_rank); MIX(h, r->dst_first);
-    MIX(h, r->dst_count); MIX(h, r->peer_first); MIX(h, r->peer_count); MIX(h, r->patch_bytes);
-  }
-  for (uint32_t i = 0; i < p->n_peers; i++) {
-    const rf_peer *q = &p->peers[i];
-    MIX(h, q->bytes); MIX(h, q->trainer); MIX(h, q->writes); MIX(h, q->patch_off); MIX(h, q->patch_bytes);
-  }
-  for (uint32_t i = 0; i < p->n_derived; i++) {
-    const rf_derived_tensor *t = &p->derived[i];
-    h = mix_str(h, t->name);
-    MIX(h, t->shape[0]); MIX(h, t->shape[1]); MIX(h, t->shape[2]);
-    MIX(h, t->stride[0]); MIX(h, t->stride[1]); MIX(h, t->stride[2]); MIX(h, t->offset);
-    MIX(h, t->bytes); MIX(h, t->storage); MIX(h, t->dst); MIX(h, t->tp_rank); MIX(h, t->ndim); MIX(h, t->dtype);
-  }
-  for (uint32_t i = 0; i < p->n_refresh; i++) {
-    const rf_refresh *r = &p->refresh[i];
-    MIX(h, r->kind); MIX(h, r->weight); MIX(h, r->scale); MIX(h, r->out0); MIX(h, r->out1);
-    MIX(h, r->heads); MIX(h, r->qk_nope); MIX(h, r->v_head); MIX(h, r->kv_lora);
-    MIX(h, r->tp_rank); MIX(h, r->layer);
-  }
-  for (uint32_t i = 0; i < p->n_pieces; i++) {
-    const rf_piece *q = &p->pieces[i];
-    MIX(h, q->src_off); MIX(h, q->off); MIX(h, q->len); MIX(h, q->src);
-  }
+  RF_TABLES(TABLE)
+#undef TABLE
+#undef ARR
+#undef INT
+#undef STR
   return h;
 }
 
@@ -179,12 +129,10 @@ void rf_plan_predict_delta(const rf_plan *p, const rf_time_model *m, const rf_de
   *out = (rf_delta_prediction){0};
   double *r_in = calloc(p->receivers ? p->receivers : 1, sizeof *r_in);
   double *r_apply = calloc(p->receivers ? p->receivers : 1, sizeof *r_apply);
-  uint32_t *seen = calloc(p->receivers ? p->receivers : 1, sizeof *seen);
-  if (!r_in || !r_apply || !seen) goto out;
+  if (!r_in || !r_apply) goto out;
   for (uint32_t t = 0; t < p->trainers; t++) {
     const rf_rank *rk = &p->ranks[t];
     double sent = 0, b = 0, apply = 0;
-    uint32_t targets = 0;
     const rf_write *prev = NULL;
     for (uint32_t i = rk->write_first; i < rk->write_first + rk->write_count; i++) {
       const rf_write *w = &p->writes[i];
@@ -200,7 +148,6 @@ void rf_plan_predict_delta(const rf_plan *p, const rf_time_model *m, const rf_de
       r_in[w->receiver] = r_in[w->receiver] + b + 16; /* and its directory entry */
       r_apply[w->receiver] = r_apply[w->receiver] + apply;
       out->bytes = out->bytes + b + 16;
-      if (seen[w->receiver] != t + 1) seen[w->receiver] = t + 1, targets++;
     }
     double moved = 0, enc = 0; /* staging: sources read, the encoding written; encode: it and the old read */
     for (uint32_t o = rk->op_first; o < rk->op_first + rk->op_count; o++) {
@@ -211,7 +158,7 @@ void rf_plan_predict_delta(const rf_plan *p, const rf_time_model *m, const rf_de
       enc = enc + (double)(op->count * 2 * outb);
     }
     double stage = moved / mem + enc / (m->encode_gbs * 1e9);
-    double s = stage + (sent + 16.0 * rk->write_count) / rate + (double)(rk->write_count + targets) * m->write_overhead_us * 1e-6;
+    double s = stage + (sent + 16.0 * rk->write_count) / rate + (double)(rk->write_count + rk->target_count) * m->write_overhead_us * 1e-6;
     if (s > out->trainer_s) out->trainer_s = s, out->worst_trainer = t, out->stage_s = stage;
   }
   for (uint32_t r = 0; r < p->receivers; r++) {
@@ -223,5 +170,4 @@ void rf_plan_predict_delta(const rf_plan *p, const rf_time_model *m, const rf_de
 out:
   free(r_in);
   free(r_apply);
-  free(seen);
 }

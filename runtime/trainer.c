@@ -45,7 +45,8 @@ struct rf__target {
   uint64_t *raddr;         /* [dst_count] remote base address of each destination tensor */
   void **rkey;             /* [dst_count] */
   int have_keys;
-  uint32_t *wl, nw, wcur;  /* this rank's writes to this receiver (absolute ids, table order) */
+  const rf_recv_write *wl; /* this rank's writes to this receiver (the plan's, table order) */
+  uint32_t nw, wcur;
   rf_status st;
   int refused;             /* the receiver refused us (not a transport failure): do not retry */
   char why[256];
@@ -184,8 +185,8 @@ static int stager_idle(rf_engine *e)
 
 /* ---------------------------------- open / close ------------------------------------------ */
 
-/* delta: the rank's regions (distinct slot ranges, table order), each group's scratch image, the
- * patch buffer and the directory entries; checks that the tables agree with themselves */
+/* delta: the rank's regions (the plan's regions[], table order), each group's scratch image, the
+ * patch buffer and the directory entries */
 static rf_status delta_open(rf_engine *e)
 {
   const rf_plan *p = e->p;
@@ -197,11 +198,10 @@ static rf_status delta_open(rf_engine *e)
     return rf__fail(e, RF_ERR_ARG, "rf_config.delta and rf_config.direct exclude each other: delta keeps every region's "
                     "previous version in its slot, which direct writes do not stage");
   uint32_t nw = rk->write_count ? rk->write_count : 1, ng = rk->group_count;
-  e->dt.reg = calloc(nw, sizeof *e->dt.reg);
   e->dt.of_write = calloc(nw, sizeof *e->dt.of_write);
   e->dt.grp = calloc(ng + 1, sizeof *e->dt.grp);
   e->dt.lo = calloc(ng ? ng : 1, sizeof *e->dt.lo);
-  if (!e->dt.reg || !e->dt.of_write || !e->dt.grp || !e->dt.lo)
+  if (!e->dt.of_write || !e->dt.grp || !e->dt.lo)
     return rf__fail(e, RF_ERR_NOMEM, "delta tables");
   size_t pbytes = rk->patch_bytes ? rk->patch_bytes : 16, sbytes = rk->scratch_bytes ? rk->scratch_bytes : 16;
   if (e->cfg.mem == RF_MEM_CUDA) {
@@ -217,20 +217,19 @@ static rf_status delta_open(rf_engine *e)
     RF_CHECK(rf__ucx_alloc(e, pbytes, (void **)&e->dt.patch, &e->dt.patch_memh));
   }
   RF_CHECK(rf__ucx_alloc(e, 16 * (size_t)nw, (void **)&e->dt.dir, &e->dt.dir_memh));
-  uint32_t n = 0;
-  uint64_t at = 0;
+  /* the plan's regions (gen/index.lua), checked to lie inside the rank's writes, arena, patch
+   * buffer and each group's scratch image */
+  uint32_t r0 = rk->region_first, nr = rk->region_count, next_write = rk->write_first, next_region = r0;
+  if ((uint64_t)r0 + nr > p->n_regions)
+    return rf__fail(e, RF_ERR_ARG, "plan %s: rank %u's regions lie outside the region table", p->name, e->cfg.rank);
+  e->dt.reg = calloc(nr ? nr : 1, sizeof *e->dt.reg);
+  if (!e->dt.reg) return rf__fail(e, RF_ERR_NOMEM, "delta tables");
   for (uint32_t k = 0; k < ng; k++) {
     const rf_group *g = &p->groups[rk->group_first + k];
-    uint64_t lo = UINT64_MAX, hi = 0;
-    for (uint32_t i = g->write_first; i < g->write_first + g->write_count; i++) {
-      const rf_write *w = &p->writes[i];
-      if (w->slot < lo) lo = w->slot;
-      if (w->slot + w->len > hi) hi = w->slot + w->len;
-    }
-    if (!g->write_count) lo = hi = 0;
-    if (hi - lo > rk->scratch_bytes)
-      return rf__fail(e, RF_ERR_ARG, "plan %s: group %u of rank %u spans %llu slot bytes, its scratch holds %llu", p->name,
-                      rk->group_first + k, e->cfg.rank, (unsigned long long)(hi - lo), (unsigned long long)rk->scratch_bytes);
+    uint64_t lo = g->scratch_lo;
+    if (g->region_first != next_region || (uint64_t)g->region_first + g->region_count > (uint64_t)r0 + nr)
+      return rf__fail(e, RF_ERR_ARG, "plan %s: group %u's regions are not the next of rank %u's", p->name,
+                      rk->group_first + k, e->cfg.rank);
     /* every op of the group stages inside its scratch image */
     for (uint32_t j = g->op_first; j < g->op_first + g->op_count; j++) {
       const rf_op *o = &p->ops[j];
@@ -238,44 +237,32 @@ static rf_status delta_open(rf_engine *e)
       uint64_t sc = rf_fp8_scale_bytes(o->rows, o->cols);
       for (uint32_t c = 0; c < o->count; c++) {
         uint64_t out = o->out + (uint64_t)c * o->out_step, scale = o->scale + (uint64_t)c * o->scale_step;
-        if (out < lo || out + cells * es > hi || (o->kind == RF_OP_FP8 && (scale < lo || scale + sc > hi)))
-          return rf__fail(e, RF_ERR_ARG, "plan %s: op %u of rank %u writes outside its group's slot range", p->name, j,
+        if (out < lo || out + cells * es - lo > rk->scratch_bytes ||
+            (o->kind == RF_OP_FP8 && (scale < lo || scale + sc - lo > rk->scratch_bytes)))
+          return rf__fail(e, RF_ERR_ARG, "plan %s: op %u of rank %u writes outside its group's scratch image", p->name, j,
                           e->cfg.rank);
       }
     }
     e->dt.lo[k] = lo;
-    e->dt.grp[k] = n;
-    const rf_write *prev = NULL;
-    for (uint32_t i = g->write_first; i < g->write_first + g->write_count; i++) {
-      const rf_write *w = &p->writes[i];
-      if (!prev || prev->slot != w->slot || prev->len != w->len) { /* a new region */
-        uint8_t dt = p->dst[w->dst].dtype;
-        e->dt.reg[n] = (rfk_delta_region){.next = e->dt.scratch + (w->slot - lo), .old = e->arena + w->slot, .n = w->len,
-                                          .esize = (int)rf_dtype_size(dt), .patch = e->dt.patch + at,
-                                          .cap = w->patch_cap};
-        at += w->patch_cap;
-        n++;
-      } else if (w->patch_cap != e->dt.reg[n - 1].cap) {
-        return rf__fail(e, RF_ERR_ARG, "plan %s: writes %u and %u send one slot range with patch slots of %llu and %llu "
-                        "bytes", p->name, i - 1, i, (unsigned long long)e->dt.reg[n - 1].cap, (unsigned long long)w->patch_cap);
-      }
-      e->dt.of_write[i - rk->write_first] = n - 1;
-      prev = w;
+    e->dt.grp[k] = g->region_first - r0;
+    next_region += g->region_count;
+    for (uint32_t j = g->region_first; j < g->region_first + g->region_count; j++) {
+      const rf_region *x = &p->regions[j];
+      if (x->write_first != next_write || !x->write_count ||
+          (uint64_t)x->write_first + x->write_count > (uint64_t)rk->write_first + rk->write_count ||
+          x->slot < lo || x->slot + x->len - lo > rk->scratch_bytes || x->slot + x->len > rk->arena_bytes ||
+          x->patch_off + x->patch_cap > rk->patch_bytes)
+        return rf__fail(e, RF_ERR_ARG, "plan %s: region %u of rank %u lies outside its writes, slots, scratch or patch "
+                        "buffer", p->name, j, e->cfg.rank);
+      e->dt.reg[j - r0] = (rfk_delta_region){.next = e->dt.scratch + (x->slot - lo), .old = e->arena + x->slot, .n = x->len,
+                                             .esize = x->esize, .patch = e->dt.patch + x->patch_off, .cap = x->patch_cap};
+      for (uint32_t i = x->write_first; i < x->write_first + x->write_count; i++) e->dt.of_write[i - rk->write_first] = j - r0;
+      next_write += x->write_count;
     }
   }
-  e->dt.grp[ng] = e->dt.n_reg = n;
-  if (at != rk->patch_bytes)
-    return rf__fail(e, RF_ERR_ARG, "plan %s: rank %u's regions need %llu patch bytes, its patch buffer has %llu", p->name,
-                    e->cfg.rank, (unsigned long long)at, (unsigned long long)rk->patch_bytes);
-  /* each target's directory entries, and where its part of the receiver's directory starts */
-  uint32_t d = 0;
-  for (uint32_t i = 0; i < e->n_tg; i++) {
-    rf__target *t = &e->tg[i];
-    t->dir_first = d;
-    d += t->nw;
-    const rf_receiver *rv = &p->recv[t->recv];
-    for (uint32_t k = rv->peer_first; k < t->peer; k++) t->dir_off += 16 * (uint64_t)p->peers[k].writes;
-  }
+  e->dt.grp[ng] = e->dt.n_reg = nr;
+  if (next_region != r0 + nr || next_write != rk->write_first + rk->write_count)
+    return rf__fail(e, RF_ERR_ARG, "plan %s: rank %u's regions do not cover its writes", p->name, e->cfg.rank);
   return e->cfg.mem == RF_MEM_CUDA ? rf__cuda_delta_scratch(e, e->dt.reg, e->dt.grp, ng) : RF_OK;
 }
 
@@ -309,35 +296,47 @@ rf_status rf__trainer_open(rf_engine *e)
     for (uint32_t k = 0; k < w->piece_count; k++) e->src_need[p->pieces[w->piece_first + k].src] = 1;
   }
   e->items = calloc(max_count, sizeof *e->items);
-  for (uint32_t r = 0; r < p->receivers; r++) e->recv_tg[r] = RF_NONE;
-  for (uint32_t r = 0; r < p->receivers; r++)
-    for (uint32_t k = 0; k < p->recv[r].peer_count; k++)
-      if (p->peers[p->recv[r].peer_first + k].trainer == e->cfg.rank) e->n_tg++;
+  e->n_tg = e->rk->target_count;
   e->tg = calloc(e->n_tg ? e->n_tg : 1, sizeof *e->tg);
   if (!e->items || !e->tg) return rf__fail(e, RF_ERR_NOMEM, "trainer tables");
-  uint32_t n = 0;
-  for (uint32_t r = 0; r < p->receivers; r++)
-    for (uint32_t k = 0; k < p->recv[r].peer_count; k++)
-      if (p->peers[p->recv[r].peer_first + k].trainer == e->cfg.rank) {
-        rf__target *t = &e->tg[n];
-        t->recv = r;
-        t->peer = p->recv[r].peer_first + k;
-        uint32_t nd = p->recv[r].dst_count ? p->recv[r].dst_count : 1;
-        t->raddr = calloc(nd, sizeof *t->raddr);
-        t->rkey = calloc(nd, sizeof *t->rkey);
-        t->wl = calloc(p->peers[t->peer].writes ? p->peers[t->peer].writes : 1, sizeof *t->wl);
-        if (!t->raddr || !t->rkey || !t->wl) return rf__fail(e, RF_ERR_NOMEM, "trainer tables");
-        snprintf(t->where, sizeof t->where, "not connected");
-        e->recv_tg[r] = n++;
-      }
-  for (uint32_t i = 0; i < e->rk->write_count; i++) {
-    uint32_t w = e->rk->write_first + i;
-    uint32_t ti = e->recv_tg[p->writes[w].receiver];
-    if (ti == RF_NONE || e->tg[ti].nw == p->peers[e->tg[ti].peer].writes)
-      return rf__fail(e, RF_ERR_ARG, "plan %s: write %u of rank %u goes to receiver %u, which does not list it as a peer",
-                      p->name, w, e->cfg.rank, p->writes[w].receiver);
-    e->tg[ti].wl[e->tg[ti].nw++] = w;
+  if ((uint64_t)e->rk->target_first + e->n_tg > p->n_targets)
+    return rf__fail(e, RF_ERR_ARG, "plan %s: rank %u's targets lie outside the target table", p->name, e->cfg.rank);
+  for (uint32_t r = 0; r < p->receivers; r++) e->recv_tg[r] = RF_NONE;
+  /* the plan's targets (gen/index.lua), each checked to be a peer row of this rank whose writes
+   * are this rank's writes to that receiver */
+  uint32_t dir = 0;
+  for (uint32_t n = 0; n < e->n_tg; n++) {
+    const rf_target *x = &p->targets[e->rk->target_first + n];
+    const rf_peer *q = x->peer < p->n_peers ? &p->peers[x->peer] : NULL;
+    if (x->receiver >= p->receivers || e->recv_tg[x->receiver] != RF_NONE || !q || q->trainer != e->cfg.rank ||
+        x->peer - p->recv[x->receiver].peer_first >= p->recv[x->receiver].peer_count || x->dir_first != dir ||
+        (uint64_t)q->write_first + q->writes > p->n_recv_writes)
+      return rf__fail(e, RF_ERR_ARG, "plan %s: target %u of rank %u is not one of its peer rows", p->name,
+                      e->rk->target_first + n, e->cfg.rank);
+    rf__target *t = &e->tg[n];
+    t->recv = x->receiver;
+    t->peer = x->peer;
+    t->wl = &p->recv_writes[q->write_first];
+    t->nw = q->writes;
+    t->dir_off = x->dir_off;
+    t->dir_first = x->dir_first;
+    dir += t->nw;
+    for (uint32_t k = 0; k < t->nw; k++) {
+      uint32_t w = t->wl[k].write;
+      if (w < e->rk->write_first || w - e->rk->write_first >= e->rk->write_count || p->writes[w].receiver != t->recv)
+        return rf__fail(e, RF_ERR_ARG, "plan %s: write %u listed for receiver %u is not rank %u's write to it", p->name, w,
+                        t->recv, e->cfg.rank);
+    }
+    uint32_t nd = p->recv[t->recv].dst_count ? p->recv[t->recv].dst_count : 1;
+    t->raddr = calloc(nd, sizeof *t->raddr);
+    t->rkey = calloc(nd, sizeof *t->rkey);
+    if (!t->raddr || !t->rkey) return rf__fail(e, RF_ERR_NOMEM, "trainer tables");
+    snprintf(t->where, sizeof t->where, "not connected");
+    e->recv_tg[t->recv] = n;
   }
+  if (dir != e->rk->write_count)
+    return rf__fail(e, RF_ERR_ARG, "plan %s: rank %u's targets list %u writes, it has %u", p->name, e->cfg.rank, dir,
+                    e->rk->write_count);
   size_t bytes = e->rk->arena_bytes ? e->rk->arena_bytes : 256;
   RF_CHECK(rf__ucx_open(e, 2 * e->n_tg + 2)); /* per target one endpoint, and one closing */
   if (e->cfg.mem == RF_MEM_CUDA) {
@@ -373,7 +372,6 @@ void rf__trainer_close(rf_engine *e)
     if (e->ux && t->rkey) drop_keys(e, t);
     free(t->raddr);
     free(t->rkey);
-    free(t->wl);
     free(t->blob);
   }
   if (e->ux && e->arena_memh) rf__ucx_unmap(e, e->arena_memh);
@@ -892,7 +890,7 @@ static void post(rf_engine *e)
         if (rf__ucx_flush(e, t->ep, e->version) != RF_OK) down(e, t, RF_ERR_PEER, "flush: %s", e->err);
         continue;
       }
-      uint32_t wi = t->wl[t->wcur];
+      uint32_t wi = t->wl[t->wcur].write;
       if (wi >= ready_end || rf__ucx_ops_all(e) >= e->max_inflight) continue;
       uint64_t tp = rf__now_ns();
       rf_status s = put_write(e, t, wi);

@@ -495,6 +495,79 @@ static void check_patches(const rf_plan *p)
   report("delta patch slots: caps by the formula, parts tile each receiver's area, buffers and scratch sized", bad);
 }
 
+/* the index tables (gen/index.lua) are what the other tables give: each receiver's writes are its
+ * peers' writes to it, peer by peer in table order, its directory in that order; each rank's targets
+ * are the receivers it writes to, in receiver order, with where its directory parts start; each
+ * group's regions are its runs of writes of one slot range, with their patch slots in the rank's
+ * buffer in table order and the group's scratch image from its lowest slot (delta plans) */
+static void check_index(const rf_plan *p)
+{
+  long bad = 0;
+  uint32_t at = 0, tg = 0, rg = 0;
+  for (uint32_t r = 0; r < p->receivers; r++) {
+    const rf_receiver *rv = &p->recv[r];
+    if (rv->write_first != at) BAD("receiver %u: writes from %u, the previous end at %u", r, rv->write_first, at);
+    for (uint32_t k = 0; k < rv->peer_count; k++) {
+      const rf_peer *q = &p->peers[rv->peer_first + k];
+      const rf_rank *rk = &p->ranks[q->trainer];
+      if (q->write_first != at) BAD("receiver %u peer %u: writes from %u, expected %u", r, k, q->write_first, at);
+      for (uint32_t i = rk->write_first; i < rk->write_first + rk->write_count; i++) {
+        if (p->writes[i].receiver != r) continue;
+        if (at >= p->n_recv_writes || p->recv_writes[at].write != i || p->recv_writes[at].peer != k)
+          BAD("receiver %u: entry %u is not write %u of peer %u", r, at, i, k);
+        at++;
+      }
+    }
+    if (rv->write_count != at - rv->write_first) BAD("receiver %u: %u writes, it receives %u", r, rv->write_count, at - rv->write_first);
+  }
+  if (at != p->n_recv_writes) BAD("%u received writes listed, %u received", p->n_recv_writes, at);
+  for (uint32_t t = 0; t < p->trainers; t++) {
+    const rf_rank *rk = &p->ranks[t];
+    uint32_t dir = 0, n = 0;
+    if (rk->target_first != tg) BAD("rank %u: targets from %u, expected %u", t, rk->target_first, tg);
+    for (uint32_t r = 0; r < p->receivers; r++)
+      for (uint32_t k = p->recv[r].peer_first; k < p->recv[r].peer_first + p->recv[r].peer_count; k++) {
+        if (p->peers[k].trainer != t) continue;
+        const rf_target *x = tg < p->n_targets ? &p->targets[tg] : NULL;
+        if (!x || x->receiver != r || x->peer != k || x->dir_first != dir ||
+            x->dir_off != 16 * (uint64_t)(p->peers[k].write_first - p->recv[r].write_first))
+          BAD("rank %u: target %u is not receiver %u (peer %u, directory at %u)", t, tg, r, k, dir);
+        dir += p->peers[k].writes;
+        tg++, n++;
+      }
+    if (rk->target_count != n) BAD("rank %u: %u targets, it writes to %u receivers", t, rk->target_count, n);
+    if (rk->region_first != rg) BAD("rank %u: regions from %u, expected %u", t, rk->region_first, rg);
+    uint64_t off = 0;
+    for (uint32_t g = rk->group_first; g < rk->group_first + rk->group_count; g++) {
+      const rf_group *G = &p->groups[g];
+      uint64_t lo = G->write_count && p->delta_ppm ? UINT64_MAX : 0;
+      uint32_t first = rg;
+      const rf_write *prev = NULL;
+      for (uint32_t i = G->write_first; p->delta_ppm && i < G->write_first + G->write_count; i++) {
+        const rf_write *w = &p->writes[i];
+        if (w->slot < lo) lo = w->slot;
+        if (!prev || prev->slot != w->slot || prev->len != w->len) {
+          const rf_region *x = rg < p->n_regions ? &p->regions[rg] : NULL;
+          uint32_t cnt = 1;
+          while (i + cnt < G->write_first + G->write_count && p->writes[i + cnt].slot == w->slot && p->writes[i + cnt].len == w->len) cnt++;
+          if (!x || x->slot != w->slot || x->len != w->len || x->patch_off != off || x->patch_cap != w->patch_cap ||
+              x->write_first != i || x->write_count != cnt || x->esize != dsize(p->dst[w->dst].dtype))
+            BAD("rank %u group %u: region %u is not writes %u..+%u", t, g, rg, i, cnt);
+          off += w->patch_cap;
+          rg++;
+        }
+        prev = w;
+      }
+      if (G->region_first != first || G->region_count != rg - first || G->scratch_lo != lo)
+        BAD("group %u: regions %u+%u, scratch at %" PRIu64 "; expected %u+%u at %" PRIu64, g, G->region_first,
+            G->region_count, G->scratch_lo, first, rg - first, lo);
+    }
+    if (rk->region_count != rg - rk->region_first) BAD("rank %u: %u regions, its groups have %u", t, rk->region_count, rg - rk->region_first);
+  }
+  if (tg != p->n_targets || rg != p->n_regions) BAD("%u targets and %u regions listed, the ranks have %u and %u", p->n_targets, p->n_regions, tg, rg);
+  report("index tables: received writes, targets and regions are what the tables give", bad);
+}
+
 int rf_selfcheck(const rf_plan *p, const rf_expect *e)
 {
   printf("self-check %s (%s): %u trainers -> %u receivers, %u writes\n", p->name, p->model, p->trainers, p->receivers, p->n_writes);
@@ -507,6 +580,7 @@ int rf_selfcheck(const rf_plan *p, const rf_expect *e)
   check_names(p);
   check_refresh(p);
   check_patches(p);
+  check_index(p);
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
 }

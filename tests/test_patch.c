@@ -247,6 +247,82 @@ static void test_only_delta_peers(void)
   wr64(entry(i), 0), wr64(entry(i) + 8, 0);
 }
 
+/* The index tables are read, not rebuilt, at open: an entry that points at another receiver's or
+ * rank's rows is refused there, naming it (a copy of the plan with one entry changed) */
+static void test_bad_recv_writes(void)
+{
+  rf_plan q = *p;
+  rf_recv_write *rw = malloc(p->n_recv_writes * sizeof *rw);
+  memcpy(rw, p->recv_writes, p->n_recv_writes * sizeof *rw);
+  const rf_receiver *r1 = &p->recv[1];
+  rw[p->recv[0].write_first + 1].write = rw[r1->write_first].write; /* a write to receiver 1 */
+  q.recv_writes = rw;
+  q.layout_hash = rf_plan_hash(&q); /* as its generator would have emitted it */
+  rf_config cfg = {.plan = &q, .role = RF_RECEIVER, .rank = 0, .token = 7, .ucx_tls = "tcp"};
+  rf_engine *r = NULL;
+  rf_status st = rf_open(&cfg, &r);
+  EXPECT(st == RF_OK, "open: %s", rf_last_error(r));
+  if (st != RF_OK) {
+    rf_close(r);
+    free(rw);
+    return;
+  }
+  for (uint32_t i = 0; i < p->recv[0].dst_count; i++)
+    rf_bind_dst(r, p->recv[0].dst_first + i, mem[i], p->dst[p->recv[0].dst_first + i].bytes);
+  uint16_t port;
+  char want[160];
+  snprintf(want, sizeof want, "plan qwen3_tiny_tp2: write %u listed for receiver 0 is not its peer's write to it",
+           rw[r1->write_first].write);
+  st = rf_listen(r, "127.0.0.1", 0, &port);
+  EXPECT(st == RF_ERR_ARG && strstr(rf_last_error(r), want), "listen: %s '%s'", rf_strerror(st), rf_last_error(r));
+  rf_close(r);
+  free(rw);
+}
+
+static void test_bad_targets(void)
+{
+  rf_plan q = *p;
+  rf_target *tg = malloc(p->n_targets * sizeof *tg);
+  memcpy(tg, p->targets, p->n_targets * sizeof *tg);
+  const rf_rank *r0 = &p->ranks[0], *r1 = &p->ranks[1];
+  tg[r0->target_first].peer = tg[r1->target_first].peer; /* rank 1's peer row */
+  q.targets = tg;
+  q.layout_hash = rf_plan_hash(&q); /* as its generator would have emitted it */
+  rf_config cfg = {.plan = &q, .role = RF_TRAINER, .rank = 0, .token = 7, .ucx_tls = "tcp", .delta = 1};
+  rf_engine *t = NULL;
+  char want[160];
+  snprintf(want, sizeof want, "plan qwen3_tiny_tp2: target %u of rank 0 is not one of its peer rows", r0->target_first);
+  rf_status st = rf_open(&cfg, &t);
+  EXPECT(st == RF_ERR_ARG && strstr(rf_last_error(t), want), "open: %s '%s'", rf_strerror(st), rf_last_error(t));
+  rf_close(t);
+  free(tg);
+}
+
+static void test_bad_regions(void)
+{
+  rf_plan q = *p;
+  rf_region *rg = malloc(p->n_regions * sizeof *rg);
+  memcpy(rg, p->regions, p->n_regions * sizeof *rg);
+  const rf_rank *r0 = &p->ranks[0];
+  rg[r0->region_first].patch_off = r0->patch_bytes; /* past the patch buffer */
+  q.regions = rg;
+  q.layout_hash = rf_plan_hash(&q); /* as its generator would have emitted it */
+  rf_config cfg = {.plan = &q, .role = RF_TRAINER, .rank = 0, .token = 7, .ucx_tls = "tcp", .delta = 1};
+  rf_engine *t = NULL;
+  char want[160];
+  snprintf(want, sizeof want, "plan qwen3_tiny_tp2: region %u of rank 0 lies outside its writes, slots, scratch or "
+           "patch buffer", r0->region_first);
+  rf_status st = rf_open(&cfg, &t);
+  EXPECT(st == RF_ERR_ARG && strstr(rf_last_error(t), want), "open: %s '%s'", rf_strerror(st), rf_last_error(t));
+  rf_close(t);
+  free(rg);
+  /* and the plan itself opens */
+  cfg.plan = p;
+  st = rf_open(&cfg, &t);
+  EXPECT(st == RF_OK, "open of the plan itself: %s '%s'", rf_strerror(st), rf_last_error(t));
+  rf_close(t);
+}
+
 static const struct {
   const char *name;
   void (*fn)(void);
@@ -261,6 +337,9 @@ static const struct {
   {"a region sent dense: checked by its digest", test_apply_dense_region},
   {"a directory part the trainer did not write: every region fails its digest", test_unwritten_directory},
   {"peers that sent dense are not read", test_only_delta_peers},
+  {"a receiver's list of writes naming another receiver's write: refused at listen", test_bad_recv_writes},
+  {"a trainer's target naming another rank's peer row: refused at open", test_bad_targets},
+  {"a region whose patch slot lies past the patch buffer: refused at open", test_bad_regions},
 };
 
 int main(void)

@@ -279,9 +279,9 @@ rf_status rf_ucx_setting(const rf_engine *e, const char *name, char *buf, size_t
 
 /* Bumped when a declaration or a struct of refit.h or refit_plan.h changes incompatibly; code
  * built against another RF_ABI_VERSION must not use this library (the Python module checks). */
-#define RF_ABI_VERSION 4 /* 2: version protocol v2 (rf_arm, ...); 3: rf_tensor.offset, rf_tensor_info strides,
+#define RF_ABI_VERSION 5 /* 2: version protocol v2 (rf_arm, ...); 3: rf_tensor.offset, rf_tensor_info strides,
                             aliases, padding and derived storages; delta pushes (tables, config, counters);
-                            4: rf_time_model.encode_gbs */
+                            4: rf_time_model.encode_gbs; 5: the index tables (recv_writes, targets, regions) */
 uint32_t rf_abi_version(void);
 
 /* The plans linked into this library: librefit.so holds the set ./configure --plans chose; a
