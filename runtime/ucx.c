@@ -1,5 +1,5 @@
 /* ucx.c: the only file that speaks UCX. One context and one worker per engine, configured per engine
- * (TLS, NET_DEVICES, MAX_RNDV_RAILS and MAX_RMA_RAILS through ucp_config_modify; the process
+ * (TLS, NET_DEVICES, MAX_RNDV_RAILS, MAX_RMA_RAILS and CM_REUSEADDR through ucp_config_modify; the process
  * environment is never changed). Calls used exist in UCX 1.13 through 1.22.
  *
  * It owns every endpoint, in a table of slots named by (generation, slot): a slot is reused only
@@ -220,6 +220,11 @@ rf_status rf__ucx_open(rf_engine *e, uint32_t n_eps)
   ucs_status_t s = ucp_config_read(NULL, NULL, &u->config);
   if (s != UCS_OK) return rf__fail(e, RF_ERR_UCX, "ucp_config_read: %s", ustr(s));
   if (e->cfg.ucx_tls) RF_CHECK(modify(e, "TLS", e->cfg.ucx_tls));
+  /* a restarted receiver takes its port back at once, past the TIME_WAIT sockets of its dead
+   * predecessor's connections (else bind fails for about 60 s). The connection managers' setting:
+   * the name relative to their table, which 1.13 and 1.22 both apply (UCX_TCP_CM_REUSEADDR in the
+   * environment) */
+  if (e->cfg.role == RF_RECEIVER) RF_CHECK(modify(e, "CM_REUSEADDR", "y"));
   RF_CHECK(apply_nics(e));
   ucp_params_t params = {.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME,
                          .features = UCP_FEATURE_RMA | UCP_FEATURE_AM |

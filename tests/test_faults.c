@@ -450,6 +450,32 @@ static void receiver_restart(int skip_down)
 static void test_f8_receiver_restart(void) { receiver_restart(0); }
 static void test_f8_receiver_restart_skip(void) { receiver_restart(1); }
 
+/* ---- f8: a receiver killed (SIGKILL) comes back on its port at once, and the next push reaches it
+ * without being told: its old port was held for about 60 s by its dead connections (bind: address
+ * in use), and the first push after the restart gave up on it (its stale connection failed on
+ * BEGIN) ---- */
+static void test_f8_receiver_same_port(void)
+{
+  rf_loop_opts o = opts("glm_tiny_demo");
+  const rf_plan *p = o.plan;
+  rf_cluster *c = start(&o);
+  for (int round = 0; round < 2; round++) {
+    uint64_t v = 1 + 2 * (uint64_t)round;
+    outcome a = version(c, p, v, NULL, 0, 10000, NULL, NULL);
+    all_complete(p, &a, v);
+    int port = rf_cl_port(c, 0);
+    char err[256];
+    EXPECT(rf_cl_respawn_receiver(c, 0, err, sizeof err) >= 0, "round %d: restart of receiver 0: %s", round, err);
+    EXPECT(rf_cl_port(c, 0) == port, "round %d: receiver 0 restarted on port %d, not its port %d", round,
+           rf_cl_port(c, 0), port);
+    outcome b = version(c, p, v + 1, NULL, 0, 10000, NULL, NULL);
+    EXPECT(b.complete == (int)p->receivers && b.wrong == 0 && b.pushed_ok == (int)p->trainers,
+           "round %d: v%llu after the restart: %d of %u receivers complete, %d of %u pushes ok (%s)", round,
+           (unsigned long long)(v + 1), b.complete, p->receivers, b.pushed_ok, p->trainers, b.push_error);
+  }
+  rf_cl_end(c);
+}
+
 static void test_f8_blob_shm_restarts(void)
 {
   rf_loop_opts o = opts("glm_tiny_demo");
@@ -551,6 +577,7 @@ static const expect_test tests[] = {
   {"f7 receivers close right after complete: every push ends RF_OK", test_f7_receiver_closes_after_complete},
   {"f8 dead receiver fails only itself; restarted one reconnected", test_f8_receiver_restart},
   {"f8 same with skip_down: RF_PARTIAL", test_f8_receiver_restart_skip},
+  {"f8 killed receiver back on its port; the next push reaches it", test_f8_receiver_same_port},
   {"f8 blob mode over shared memory: 12 trainer restarts", test_f8_blob_shm_restarts},
   {"f10 refresh steps of different shapes; unknown refresh kind", test_f10_refresh_shapes},
   {"cluster: 100 trainer restarts, more than its process table holds", test_cluster_reuses_slots},
