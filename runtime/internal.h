@@ -94,6 +94,9 @@ typedef struct rf__blob_view {
 rf_status rf__blob_parse(const rf_plan *p, const rf__key *k, const void *buf, size_t len, rf__blob_view *v,
                          char *err, size_t errlen);
 void rf__blob_entry_at(const rf__blob_view *v, uint32_t i, rf__blob_entry *out); /* i < n + n_areas */
+/* 0 when a worker address has a header UCX 1.13..1.22 could have packed (UCX asserts on others);
+ * else -1 with the reason. rf__blob_parse checks the blob's; the receiver checks a trainer's. */
+int rf__addr_check(const uint8_t *a, uint32_t len, char *err, size_t errlen);
 /* areas of receiver r's blob: 2 in delta plans (patch area, directory), else 0; the directory's bytes */
 uint32_t rf__blob_areas(const rf_plan *p, uint32_t r);
 uint64_t rf__dir_bytes(const rf_plan *p, uint32_t r);
