@@ -49,7 +49,10 @@ rf__key rf__session_key(const rf__key *token_key, uint64_t nonce_t, uint64_t non
  * knows it reached the right receiver), REJECT (no reason: the peer is not authenticated), WELCOME
  * (payload: metadata blob; value = newest complete version, version = armed version), GRANT v,
  * REFUSE v (value = newest complete version; payload: reason), ACK v (value = 1 complete, 0 torn;
- * payload: torn reason). After AUTH every message carries a mac keyed by the connection's key. */
+ * payload: torn reason). After AUTH every message carries a mac keyed by the connection's key.
+ * Blob mode (receiver.c): the CHALLENGE's version is the time its nonce was issued (ms, the
+ * receiver's clock), which AUTH echoes along with the trainer's worker address as payload; the
+ * receiver keeps nothing between the two. */
 #define RF__MAGIC 0x54494652u /* "RFIT" */
 #define RF__MSG_MAX 4096      /* a control message from a peer, header included; more is refused */
 enum rf__msg_type {
@@ -163,6 +166,13 @@ rf_status rf__ucx_send_ref(rf_engine *e, rf__ep ep, const rf__hdr *h, const void
 rf_status rf__ucx_put(rf_engine *e, rf__ep ep, const void *local, size_t len, uint64_t raddr, void *rkey);
 rf_status rf__ucx_flush(rf_engine *e, rf__ep ep, uint64_t tag); /* RF__EV_FLUSHED when done */
 rf_status rf__ucx_setting(const rf_engine *e, const char *name, char *buf, size_t len);
+/* messages on endpoints this engine does not own (blob mode): fn runs inside the UCX callback with
+ * the whole message; it may read the engine and count, never call UCX. It returns what to do: drop,
+ * send the header it wrote to *reply on the endpoint the message came on, or queue the message as
+ * an event with ep = 0. Without a hook (trainers) such messages are dropped. */
+enum { RF__STRANGER_DROP = 0, RF__STRANGER_REPLY, RF__STRANGER_QUEUE };
+typedef int (*rf__stranger_fn)(rf_engine *e, const rf__hdr *h, const void *payload, rf__hdr *reply);
+void rf__ucx_strangers(rf_engine *e, rf__stranger_fn fn);
 
 /* ------------------------------------- cuda.c ------------------------------------------- */
 rf_status rf__cuda_open(rf_engine *e);   /* sets the calling thread's current device */
@@ -294,6 +304,7 @@ struct rf_engine {
   uint64_t refused;          /* connections refused (wrong token, plan, rank, receiver) */
   char torn_reason[256];
   char refuse_reason[256];   /* the newest refusal, for the receiver's own log */
+  struct rf__cookie *ck;     /* blob-mode handshakes without state (receiver.c) */
   int listening;
   uint8_t *peer_delta;       /* [peer_count] the armed version's DONE from k came with patches */
   /* the patch area (patch.c), in delta plans */

@@ -591,12 +591,19 @@ static void on_msg(rf_engine *e, rf__target *t, const rf__hdr *h, const uint8_t 
                   e->p->name);
     t->nonce_r = h->nonce;
     t->key = rf__session_key(&e->token_key, t->nonce_t, t->nonce_r);
-    rf__hdr a = {.magic = RF__MAGIC, .type = RF__AUTH, .session = t->session, .value = t->nonce_t,
-                 .nonce = t->nonce_r, .hash = e->p->layout_hash, .rank = e->cfg.rank, .recv = t->recv};
-    a.mac = rf__msg_mac(&e->token_key, &a, NULL);
+    /* blob mode: the receiver kept nothing of our HELLO, so AUTH brings back what its nonce covers
+     * (the issue time in version) and our worker address, for the endpoint it makes once we proved
+     * the token over its nonce */
+    const void *addr = NULL;
+    size_t alen = 0;
+    if (t->blob) rf__ucx_worker_address(e, &addr, &alen);
+    rf__hdr a = {.magic = RF__MAGIC, .type = RF__AUTH, .session = t->session, .version = h->version,
+                 .value = t->nonce_t, .nonce = t->nonce_r, .hash = e->p->layout_hash, .rank = e->cfg.rank,
+                 .recv = t->recv, .len = (uint32_t)alen};
+    a.mac = rf__msg_mac(&e->token_key, &a, addr);
     a.hash = 0;
     t->conn = T_AUTH;
-    if (rf__ucx_send(e, t->ep, &a, NULL) != RF_OK) down(e, t, RF_ERR_PEER, "sending AUTH: %s", e->err);
+    if (rf__ucx_send(e, t->ep, &a, addr) != RF_OK) down(e, t, RF_ERR_PEER, "sending AUTH: %s", e->err);
     return;
   }
   if (h->type == RF__REJECT && t->conn == T_AUTH) {

@@ -457,6 +457,7 @@ static void test_f8_receiver_restart_skip(void) { receiver_restart(1); }
 static void test_f8_receiver_same_port(void)
 {
   rf_loop_opts o = opts("glm_tiny_demo");
+  o.timeout_ms = 10000; /* a restarted process on a loaded machine: only hangs should fail */
   const rf_plan *p = o.plan;
   rf_cluster *c = start(&o);
   for (int round = 0; round < 2; round++) {
@@ -473,6 +474,57 @@ static void test_f8_receiver_same_port(void)
            "round %d: v%llu after the restart: %d of %u receivers complete, %d of %u pushes ok (%s)", round,
            (unsigned long long)(v + 1), b.complete, p->receivers, b.pushed_ok, p->trainers, b.push_error);
   }
+  rf_cl_end(c);
+}
+
+/* ---- f11: a captured blob-mode HELLO, replayed through the blob's worker address, locked a
+ * restarting trainer out: each copy held a connection slot and an endpoint for handshake_ms and,
+ * with all 2*peers+16 taken, the trainer's HELLO was dropped unseen (no answer to HELLO, the version
+ * torn everywhere, ignored=0 refused=0). Receivers now answer a blob-mode HELLO without keeping
+ * anything, and only an AUTH over their nonce gets a slot. ---- */
+static void test_f11_hello_replay(void)
+{
+  rf_loop_opts o = opts("glm_tiny_demo");
+  o.use_blob = 1;
+  o.timeout_ms = 10000; /* connecting beside four flooders on a loaded machine: only hangs should fail
+                           (a HELLO the old code dropped is never answered, however long it waits) */
+  const rf_plan *p = o.plan;
+  rf_cluster *c = start(&o);
+  outcome a = version(c, p, 1, NULL, 0, 10000, NULL, NULL);
+  all_complete(p, &a, 1);
+  /* one replayer per receiver, each a HELLO of a trainer rank that writes to it, for 6 s */
+  char cmdline[256], out[64];
+  for (uint32_t r = 0; r < p->receivers; r++) {
+    snprintf(out, sizeof out, "/tmp/refit-replay-%d-%u", (int)getpid(), r);
+    snprintf(cmdline, sizeof cmdline, "./build/stranger replay /tmp/refit-blob-%d-%u %llu %u 6000 > %s 2>&1 &",
+             (int)getpid(), r, (unsigned long long)o.token, p->peers[p->recv[r].peer_first].trainer, out);
+    EXPECT(system(cmdline) == 0, "replayer for receiver %u did not start", r);
+  }
+  usleep(1500000); /* the copies are arriving (the old code's slots were all taken within this) */
+  rf_cl_signal(c, rf_cl_trainer(c, 0), SIGKILL);
+  char err[256];
+  int fresh = rf_cl_spawn_trainer(c, 0, err, sizeof err);
+  EXPECT(fresh >= 0, "the restarted trainer rank 0 could not connect through the replayed HELLOs: %s", err);
+  for (uint32_t r = 0; r < p->receivers; r++) { /* each replayer ran to its end, answered with CHALLENGEs */
+    snprintf(out, sizeof out, "/tmp/refit-replay-%d-%u", (int)getpid(), r);
+    char line[256] = "";
+    for (int i = 0; i < 600 && !strstr(line, "stranger:"); i++) {
+      FILE *f = fopen(out, "r");
+      if (f && !fgets(line, sizeof line, f)) line[0] = 0;
+      if (f) fclose(f);
+      if (!strstr(line, "stranger:")) usleep(100000);
+    }
+    unsigned long sent = 0, answers = 0, type = 0;
+    EXPECT(sscanf(line, "stranger: replayed one HELLO %lu times, %lu answer(s), first type %lu", &sent, &answers,
+                  &type) == 3 && sent > 100 && answers > 0 && type == 2 /* CHALLENGE */,
+           "replayer of receiver %u: '%s'", r, line);
+    if (r == 0) printf("  receiver 0: %s", line);
+    unlink(out);
+  }
+  /* the version goes once the replayers are done (on a loaded machine they take the CPU a push needs
+   * within the receivers' timeout): it must complete, the restarted trainer's part included */
+  outcome b = version(c, p, 2, NULL, 0, 10000, NULL, NULL);
+  all_complete(p, &b, 2);
   rf_cl_end(c);
 }
 
@@ -580,6 +632,7 @@ static const expect_test tests[] = {
   {"f8 killed receiver back on its port; the next push reaches it", test_f8_receiver_same_port},
   {"f8 blob mode over shared memory: 12 trainer restarts", test_f8_blob_shm_restarts},
   {"f10 refresh steps of different shapes; unknown refresh kind", test_f10_refresh_shapes},
+  {"f11 a replayed blob-mode HELLO does not lock a restarting trainer out", test_f11_hello_replay},
   {"cluster: 100 trainer restarts, more than its process table holds", test_cluster_reuses_slots},
 };
 
