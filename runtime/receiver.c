@@ -106,6 +106,7 @@ rf_status rf__receiver_open(rf_engine *e)
 
 void rf__receiver_close(rf_engine *e)
 {
+  if (e->ux) rf__ucx_strangers(e, NULL); /* rf__ucx_close still progresses: nothing of ours is read then */
   rf__patch_close(e);
   if (e->ux) {
     for (uint32_t i = 0; e->dst_memh && i < e->rv->dst_count; i++) {
