@@ -127,6 +127,7 @@ typedef struct rf__ev {
   uint32_t len;            /* RF__EV_MSG: bytes in msg (or in big) */
   uint8_t *big;            /* a message larger than RF__MSG_MAX (trainer side, WELCOME): freed by
                               rf__ucx_next on the next call */
+  const void *from;        /* ep = 0: the UCX endpoint it came on, to compare (rf__ucx_connect_peer) */
   char why[128];
   _Alignas(8) uint8_t msg[RF__MSG_MAX];
 } rf__ev;
@@ -152,6 +153,11 @@ rf_status rf__ucx_listen(rf_engine *e, const char *ip, uint16_t port, uint16_t *
 /* start an endpoint to a listener (ip:port) or a worker address; completes in the background */
 rf_status rf__ucx_connect(rf_engine *e, const char *ip, uint16_t port, rf__ep *out);
 rf_status rf__ucx_connect_addr(rf_engine *e, const void *addr, size_t len, rf__ep *out);
+/* our endpoint to the worker address of a peer whose message came on UCX's endpoint `from` (an
+ * event's from): UCX pairs an endpoint we make with one the peer made, in the order both were made;
+ * an endpoint that pairs with an older one of the peer's (it gave up a handshake this side never
+ * finished) is closed and the next made, a few times at most */
+rf_status rf__ucx_connect_peer(rf_engine *e, const void *addr, size_t len, const void *from, rf__ep *out);
 /* close an endpoint (force: cancel what is in flight); its slot is freed once drained */
 void rf__ucx_close_ep(rf_engine *e, rf__ep ep);
 int rf__ucx_ep_alive(rf_engine *e, rf__ep ep);

@@ -688,7 +688,7 @@ put:
 
 /* an AUTH that stranger() queued: checked again (a copy of it may have been queued twice), then a
  * slot, an endpoint to the address it carries, and the connection of its rank */
-static void on_blob_auth(rf_engine *e, const rf__hdr *h, const uint8_t *payload)
+static void on_blob_auth(rf_engine *e, const rf__hdr *h, const uint8_t *payload, const void *from)
 {
   char why[160];
   if (!blob_auth_ok(e, h, payload)) {
@@ -707,7 +707,7 @@ static void on_blob_auth(rf_engine *e, const rf__hdr *h, const uint8_t *payload)
     if (e->conns[i].state == C_FREE) c = &e->conns[i];
   rf__ep ep = 0;
   if (!c) return refused(e, "trainer rank %u (blob): all %u connection slots are taken", h->rank, e->n_conns);
-  if (rf__ucx_connect_addr(e, payload, h->len, &ep) != RF_OK) {
+  if (rf__ucx_connect_peer(e, payload, h->len, from, &ep) != RF_OK) {
     snprintf(why, sizeof why, "%.159s", e->err);
     return refused(e, "trainer rank %u (blob): %s", h->rank, why);
   }
@@ -767,7 +767,7 @@ static void on_msg(rf_engine *e, const rf__ev *ev)
   memcpy(&h, ev->msg, sizeof h);
   const uint8_t *payload = ev->msg + sizeof h;
   rf__conn *c = conn_of(e, ev->ep);
-  if (!ev->ep && h.type == RF__AUTH) return on_blob_auth(e, &h, payload);
+  if (!ev->ep && h.type == RF__AUTH) return on_blob_auth(e, &h, payload, ev->from);
   if (h.type == RF__HELLO) return on_hello(e, c, &h, payload, ev->ep);
   if (!c) return;
   if (h.type == RF__AUTH) return on_auth(e, c, &h);

@@ -38,7 +38,8 @@ enum { PENDING_PER_EP = 8 };   /* messages an endpoint may have waiting in the r
 enum { STRANGER_EVENTS = 8 };  /* HELLOs from endpoints we do not own, waiting in the ring */
 enum { CONN_REQS = 16 };       /* listener requests taken in one progress call */
 enum { REPLIES = 32 };
-enum { PROGRESS_ROUNDS = 64 }; /* ucp_worker_progress calls per rf__ucx_progress at most */         /* stateless replies to strangers in flight; more are dropped */
+enum { PROGRESS_ROUNDS = 64 };
+enum { PAIR_TRIES = 8 };       /* endpoints made to pair with a stranger's (rf__ucx_connect_peer) */ /* ucp_worker_progress calls per rf__ucx_progress at most */         /* stateless replies to strangers in flight; more are dropped */
 #define BIG_MAX (256u << 20)   /* largest message a trainer accepts (a receiver's metadata) */
 #define RF__CLOSE_DRAIN_MS 1000 /* rf_close waits this long at most for messages and puts in flight */
 
@@ -130,6 +131,7 @@ static rf__ev *ev_new(struct rf__ucx *u, slot *s, uint32_t kind)
   ev->tag = 0;
   ev->len = 0;
   ev->big = NULL;
+  ev->from = NULL;
   ev->why[0] = 0;
   u->tail++;
   if (s) s->pending++;
@@ -399,6 +401,17 @@ rf_status rf__ucx_connect_addr(rf_engine *e, const void *addr, size_t len, rf__e
   (void)len; /* the address was authenticated (blob MAC or the handshake) before it gets here */
   ucp_ep_params_t p = {.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS, .address = addr};
   return create_ep(e, &p, out, "connecting to a worker address");
+}
+
+rf_status rf__ucx_connect_peer(rf_engine *e, const void *addr, size_t len, const void *from, rf__ep *out)
+{
+  for (int i = 0; i < PAIR_TRIES; i++) {
+    RF_CHECK(rf__ucx_connect_addr(e, addr, len, out));
+    if (slot_of(e->ux, *out)->h == from) return RF_OK;
+    rf__ucx_close_ep(e, *out);
+  }
+  *out = 0;
+  return rf__fail(e, RF_ERR_PEER, "our endpoint did not pair with the peer's in %d tries", PAIR_TRIES);
 }
 
 void rf__ucx_close_ep(rf_engine *e, rf__ep ep)
@@ -675,6 +688,7 @@ static ucs_status_t on_msg(void *arg, const void *header, size_t header_length, 
     memcpy(ev->msg, &h, sizeof h);
     memcpy(ev->msg + sizeof h, data, length);
     ev->len = (uint32_t)(sizeof h + length);
+    if (!s) ev->from = param->reply_ep;
     return UCS_OK;
   }
   /* large: only a trainer takes one (a receiver's metadata), on an endpoint it owns */

@@ -528,6 +528,36 @@ static void test_f11_hello_replay(void)
   rf_cl_end(c);
 }
 
+/* ---- f11: a blob-mode handshake the receiver never finished (it was stopped; the trainer gave
+ * up) leaves an endpoint of the trainer's that UCX pairs with the receiver's next one: the
+ * receiver must make its endpoint pair with the trainer's current one, or the trainer never hears
+ * WELCOME again ---- */
+static void test_f11_blob_handshake_abandoned(void)
+{
+  rf_loop_opts o = opts("glm_tiny_demo");
+  o.use_blob = 1;
+  const rf_plan *p = o.plan;
+  rf_cluster *c = start(&o);
+  outcome a = version(c, p, 1, NULL, 0, 10000, NULL, NULL);
+  all_complete(p, &a, 1);
+  int rp = rf_cl_receiver(c, 0), tp = -1;
+  for (uint32_t t = 0; t < p->trainers && tp < 0; t++)
+    if (p->peers[p->recv[0].peer_first].trainer == t) tp = rf_cl_trainer(c, t);
+  char text[320];
+  rf_cl_signal(c, rp, SIGSTOP);
+  int st = rf_cl_reconnect(c, tp, 0, text, sizeof text);
+  EXPECT(st == RF_ERR_TIMEOUT && strstr(text, "no answer to HELLO"), "reconnect to a stopped receiver: %d '%s'", st, text);
+  rf_cl_signal(c, rp, SIGCONT);
+  usleep(300000);
+  for (int i = 0; i < 2; i++) {
+    st = rf_cl_reconnect(c, tp, 0, text, sizeof text);
+    EXPECT(st == RF_OK, "reconnect %d after the receiver resumed: %d '%s'", i + 1, st, text);
+  }
+  outcome b = version(c, p, 2, NULL, 0, 10000, NULL, NULL);
+  all_complete(p, &b, 2);
+  rf_cl_end(c);
+}
+
 static void test_f8_blob_shm_restarts(void)
 {
   rf_loop_opts o = opts("glm_tiny_demo");
@@ -633,6 +663,7 @@ static const expect_test tests[] = {
   {"f8 blob mode over shared memory: 12 trainer restarts", test_f8_blob_shm_restarts},
   {"f10 refresh steps of different shapes; unknown refresh kind", test_f10_refresh_shapes},
   {"f11 a replayed blob-mode HELLO does not lock a restarting trainer out", test_f11_hello_replay},
+  {"f11 blob mode: a handshake the receiver never finished does not break the next", test_f11_blob_handshake_abandoned},
   {"cluster: 100 trainer restarts, more than its process table holds", test_cluster_reuses_slots},
 };
 
