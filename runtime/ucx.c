@@ -38,7 +38,7 @@ enum { PENDING_PER_EP = 8 };   /* messages an endpoint may have waiting in the r
 enum { STRANGER_EVENTS = 8 };  /* HELLOs from endpoints we do not own, waiting in the ring */
 enum { CONN_REQS = 16 };       /* listener requests taken in one progress call */
 enum { REPLIES = 32 };
-enum { PROGRESS_ROUNDS = 64 };
+enum { PROGRESS_MS = 2 };      /* rf__ucx_progress returns after this long even while UCX is busy */
 enum { PAIR_TRIES = 8 };       /* endpoints made to pair with a stranger's (rf__ucx_connect_peer) */ /* ucp_worker_progress calls per rf__ucx_progress at most */         /* stateless replies to strangers in flight; more are dropped */
 #define BIG_MAX (256u << 20)   /* largest message a trainer accepts (a receiver's metadata) */
 #define RF__CLOSE_DRAIN_MS 1000 /* rf_close waits this long at most for messages and puts in flight */
@@ -480,9 +480,10 @@ static void service(struct rf__ucx *u)
 
 void rf__ucx_progress(rf_engine *e)
 {
-  /* bounded: a peer that sends without pause (a stranger's flood) cannot keep the engine from the
-   * events already in the ring; the caller comes back for the rest */
-  for (int i = 0; i < PROGRESS_ROUNDS && ucp_worker_progress(e->ux->worker); i++) {
+  /* until idle, for PROGRESS_MS at most: a peer that sends without pause (a stranger's flood) cannot
+   * keep the engine from its events and deadlines; the caller comes back for the rest */
+  uint64_t t0 = rf__now_ns();
+  while (ucp_worker_progress(e->ux->worker) && rf__now_ns() - t0 < PROGRESS_MS * 1000000ull) {
   }
   service(e->ux);
 }
