@@ -71,6 +71,26 @@ size_t rf__blob_write(uint8_t *buf, const rf_plan *p, const rf__key *k, uint32_t
 
 #define BAD(...) do { snprintf(err, errlen, __VA_ARGS__); return RF_ERR_BLOB; } while (0)
 
+/* UCX's address parser trusts its input (ucp_address_unpack asserts on the version nibble and reads
+ * lengths without bounds), so what UCX 1.13..1.22 could have packed is checked here first. Byte 0:
+ * low nibble the format, 0 (v1: flags in the high nibble) or 1 (v2: release version in the high
+ * nibble, flags in byte 1, of which 4 bits are defined); then the worker uuid (v1: always; v2: flag
+ * bit 1), the client id (flag bit 2) and at least one device byte. */
+int rf__addr_check(const uint8_t *a, uint32_t len, char *err, size_t errlen)
+{
+  if (len < 2) return snprintf(err, errlen, "worker address of %u bytes is too short", len), -1;
+  uint32_t format = a[0] & 15u, flags = format == 0 ? a[0] >> 4 : a[1];
+  if (format > 1)
+    return snprintf(err, errlen, "worker address format %u (byte 0 = 0x%02x): UCX packs format 0 or 1", format, a[0]), -1;
+  if (flags > 15u)
+    return snprintf(err, errlen, "worker address flags 0x%02x (byte 1): UCX defines 4 flag bits", flags), -1;
+  uint32_t need = (format == 0 ? 1 : 2) + (format == 0 || (flags & 2u) ? 8 : 0) + ((flags & 4u) ? 8 : 0) + 1;
+  if (len < need)
+    return snprintf(err, errlen, "worker address of %u bytes, its header (format %u, flags 0x%x) needs %u", len, format,
+                    flags, need), -1;
+  return 0;
+}
+
 rf_status rf__blob_parse(const rf_plan *p, const rf__key *k, const void *data, size_t len, rf__blob_view *v, char *err,
                          size_t errlen)
 {
@@ -92,6 +112,8 @@ rf_status rf__blob_parse(const rf_plan *p, const rf__key *k, const void *data, s
   if (rd32(b + 28) != 0) BAD("reserved field at offset 28 is not zero");
   size_t end = len - 8, o = HEADER;
   if (alen == 0 || alen > end - o || pad8(alen) > end - o) BAD("worker address of %u bytes overruns the blob", alen);
+  char why[160];
+  if (rf__addr_check(b + o, alen, why, sizeof why)) BAD("receiver %u: %s", recv, why);
   v->recv = recv;
   v->worker_addr = b + o;
   v->worker_addr_len = alen;

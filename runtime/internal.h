@@ -49,7 +49,10 @@ rf__key rf__session_key(const rf__key *token_key, uint64_t nonce_t, uint64_t non
  * knows it reached the right receiver), REJECT (no reason: the peer is not authenticated), WELCOME
  * (payload: metadata blob; value = newest complete version, version = armed version), GRANT v,
  * REFUSE v (value = newest complete version; payload: reason), ACK v (value = 1 complete, 0 torn;
- * payload: torn reason). After AUTH every message carries a mac keyed by the connection's key. */
+ * payload: torn reason). After AUTH every message carries a mac keyed by the connection's key.
+ * Blob mode (receiver.c): the CHALLENGE's version is the time its nonce was issued (ms, the
+ * receiver's clock), which AUTH echoes along with the trainer's worker address as payload; the
+ * receiver keeps nothing between the two. */
 #define RF__MAGIC 0x54494652u /* "RFIT" */
 #define RF__MSG_MAX 4096      /* a control message from a peer, header included; more is refused */
 enum rf__msg_type {
@@ -94,6 +97,9 @@ typedef struct rf__blob_view {
 rf_status rf__blob_parse(const rf_plan *p, const rf__key *k, const void *buf, size_t len, rf__blob_view *v,
                          char *err, size_t errlen);
 void rf__blob_entry_at(const rf__blob_view *v, uint32_t i, rf__blob_entry *out); /* i < n + n_areas */
+/* 0 when a worker address has a header UCX 1.13..1.22 could have packed (UCX asserts on others);
+ * else -1 with the reason. rf__blob_parse checks the blob's; the receiver checks a trainer's. */
+int rf__addr_check(const uint8_t *a, uint32_t len, char *err, size_t errlen);
 /* areas of receiver r's blob: 2 in delta plans (patch area, directory), else 0; the directory's bytes */
 uint32_t rf__blob_areas(const rf_plan *p, uint32_t r);
 uint64_t rf__dir_bytes(const rf_plan *p, uint32_t r);
@@ -121,6 +127,7 @@ typedef struct rf__ev {
   uint32_t len;            /* RF__EV_MSG: bytes in msg (or in big) */
   uint8_t *big;            /* a message larger than RF__MSG_MAX (trainer side, WELCOME): freed by
                               rf__ucx_next on the next call */
+  const void *from;        /* ep = 0: the UCX endpoint it came on, to compare (rf__ucx_connect_peer) */
   char why[128];
   _Alignas(8) uint8_t msg[RF__MSG_MAX];
 } rf__ev;
@@ -146,6 +153,11 @@ rf_status rf__ucx_listen(rf_engine *e, const char *ip, uint16_t port, uint16_t *
 /* start an endpoint to a listener (ip:port) or a worker address; completes in the background */
 rf_status rf__ucx_connect(rf_engine *e, const char *ip, uint16_t port, rf__ep *out);
 rf_status rf__ucx_connect_addr(rf_engine *e, const void *addr, size_t len, rf__ep *out);
+/* our endpoint to the worker address of a peer whose message came on UCX's endpoint `from` (an
+ * event's from): UCX pairs an endpoint we make with one the peer made, in the order both were made;
+ * an endpoint that pairs with an older one of the peer's (it gave up a handshake this side never
+ * finished) is closed and the next made, a few times at most */
+rf_status rf__ucx_connect_peer(rf_engine *e, const void *addr, size_t len, const void *from, rf__ep *out);
 /* close an endpoint (force: cancel what is in flight); its slot is freed once drained */
 void rf__ucx_close_ep(rf_engine *e, rf__ep ep);
 int rf__ucx_ep_alive(rf_engine *e, rf__ep ep);
@@ -160,6 +172,13 @@ rf_status rf__ucx_send_ref(rf_engine *e, rf__ep ep, const rf__hdr *h, const void
 rf_status rf__ucx_put(rf_engine *e, rf__ep ep, const void *local, size_t len, uint64_t raddr, void *rkey);
 rf_status rf__ucx_flush(rf_engine *e, rf__ep ep, uint64_t tag); /* RF__EV_FLUSHED when done */
 rf_status rf__ucx_setting(const rf_engine *e, const char *name, char *buf, size_t len);
+/* messages on endpoints this engine does not own (blob mode): fn runs inside the UCX callback with
+ * the whole message; it may read the engine and count, never call UCX. It returns what to do: drop,
+ * send the header it wrote to *reply on the endpoint the message came on, or queue the message as
+ * an event with ep = 0. Without a hook (trainers) such messages are dropped. */
+enum { RF__STRANGER_DROP = 0, RF__STRANGER_REPLY, RF__STRANGER_QUEUE };
+typedef int (*rf__stranger_fn)(rf_engine *e, const rf__hdr *h, const void *payload, rf__hdr *reply);
+void rf__ucx_strangers(rf_engine *e, rf__stranger_fn fn);
 
 /* ------------------------------------- cuda.c ------------------------------------------- */
 rf_status rf__cuda_open(rf_engine *e);   /* sets the calling thread's current device */
@@ -291,6 +310,7 @@ struct rf_engine {
   uint64_t refused;          /* connections refused (wrong token, plan, rank, receiver) */
   char torn_reason[256];
   char refuse_reason[256];   /* the newest refusal, for the receiver's own log */
+  struct rf__cookie *ck;     /* blob-mode handshakes without state (receiver.c) */
   int listening;
   uint8_t *peer_delta;       /* [peer_count] the armed version's DONE from k came with patches */
   /* the patch area (patch.c), in delta plans */

@@ -1,9 +1,16 @@
 /* receiver.c: the receiver's state machine (DESIGN.md section 3, version protocol v2).
  *
- * Connections: accepted (listener) or made to the worker address a blob-mode HELLO carries, each
- * in one of HELLO_WAIT -> CHALLENGED -> AUTHED, or REJECTED (REJECT sent, closing). A connection
- * that has not authenticated within handshake_ms is closed. A newer authenticated connection for a
- * trainer rank replaces (closes) the older one.
+ * Connections: accepted by the listener, each in one of HELLO_WAIT -> CHALLENGED -> AUTHED, or
+ * REJECTED (REJECT sent, closing); a connection that has not authenticated within handshake_ms is
+ * closed. Blob mode (a trainer that reached the worker address: its messages come on an endpoint
+ * UCX made, not ours) keeps nothing before the trainer proves the token and this receiver's nonce:
+ * a HELLO is answered from inside the UCX callback (stranger()) with a CHALLENGE whose nonce is a
+ * MAC, under a secret of this receiver, of the HELLO's session, nonce, rank and the time it was
+ * issued (sent along, covered by the token MAC). Only an AUTH that proves the token over that nonce,
+ * issued within handshake_ms, for a session not seen before, gets a connection slot and an endpoint
+ * (to the address it carries) and is AUTHED at once. A replayed or forged HELLO or AUTH costs a
+ * header at most and is counted (ignored). A newer authenticated connection for a trainer rank
+ * replaces (closes) the older one.
  *
  * Versions: nothing armed -> rf_arm(v) (or a BEGIN v with auto_arm) -> each peer that asks for v
  * (BEGIN v) is granted it -> DONE from every peer with the table's byte count (or, from a peer that
@@ -22,6 +29,16 @@
 enum { C_FREE = 0, C_HELLO_WAIT, C_CHALLENGED, C_AUTHED, C_REJECTED };
 #define REJECT_GRACE_MS 200
 
+/* blob-mode handshakes (stranger(), on_blob_auth): the secret of the CHALLENGE nonces, and the
+ * sessions that got a connection, so a replayed AUTH gets nothing. A full table evicts its oldest
+ * entry and from then on refuses every nonce issued before it (floor). */
+enum { SEEN = 64 };
+struct rf__cookie {
+  rf__key secret;
+  uint64_t seen[SEEN], seen_ms[SEEN]; /* session, the issue time of its nonce (ms) */
+  uint64_t floor_ms;
+};
+
 struct rf__conn {
   rf__ep ep;
   int state;
@@ -30,6 +47,8 @@ struct rf__conn {
   rf__key key;             /* AUTHED: the connection's MAC key */
   uint32_t rank, peer;     /* claimed rank; peer index into this receiver's peers, or RF_NONE */
 };
+
+static int stranger(rf_engine *e, const rf__hdr *h, const void *payload, rf__hdr *reply);
 
 static const rf_peer *peer_row(const rf_engine *e, uint32_t k) { return &e->p->peers[e->rv->peer_first + k]; }
 
@@ -76,13 +95,18 @@ rf_status rf__receiver_open(rf_engine *e)
   }
   e->absorb = calloc(e->ref_count ? e->ref_count : 1, sizeof *e->absorb);
   e->layout = calloc(e->ref_count ? e->ref_count : 1, sizeof *e->layout);
-  if (!e->absorb || !e->layout) return rf__fail(e, RF_ERR_NOMEM, "receiver tables");
+  e->ck = calloc(1, sizeof *e->ck);
+  if (!e->absorb || !e->layout || !e->ck) return rf__fail(e, RF_ERR_NOMEM, "receiver tables");
+  e->ck->secret = (rf__key){rf__random64(), rf__random64()};
   /* one endpoint per connection, and as many again closing */
-  return rf__ucx_open(e, 2 * e->n_conns);
+  RF_CHECK(rf__ucx_open(e, 2 * e->n_conns));
+  rf__ucx_strangers(e, stranger);
+  return RF_OK;
 }
 
 void rf__receiver_close(rf_engine *e)
 {
+  if (e->ux) rf__ucx_strangers(e, NULL); /* rf__ucx_close still progresses: nothing of ours is read then */
   rf__patch_close(e);
   if (e->ux) {
     for (uint32_t i = 0; e->dst_memh && i < e->rv->dst_count; i++) {
@@ -104,6 +128,7 @@ void rf__receiver_close(rf_engine *e)
   free(e->absorb);
   free(e->layout);
   free(e->blob);
+  free(e->ck);
 }
 
 /* ---------------------------------- binding ----------------------------------------------- */
@@ -322,15 +347,30 @@ static void close_conn(rf_engine *e, rf__conn *c)
   memset(c, 0, sizeof *c);
 }
 
+static void note_refusal(rf_engine *e, const char *fmt, va_list ap)
+{
+  vsnprintf(e->refuse_reason, sizeof e->refuse_reason, fmt, ap);
+  snprintf(e->err, sizeof e->err, "refused a connection: %s", e->refuse_reason);
+  e->refused++;
+}
+
+/* a refusal with no connection to answer on (blob mode): only the receiver's record */
+static void refused(rf_engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void refused(rf_engine *e, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  note_refusal(e, fmt, ap);
+  va_end(ap);
+}
+
 static void refuse(rf_engine *e, rf__conn *c, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void refuse(rf_engine *e, rf__conn *c, const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(e->refuse_reason, sizeof e->refuse_reason, fmt, ap);
+  note_refusal(e, fmt, ap);
   va_end(ap);
-  snprintf(e->err, sizeof e->err, "refused a connection: %s", e->refuse_reason);
-  e->refused++;
   /* the peer learns nothing about this receiver: an unkeyed REJECT, then the connection closes */
   rf__hdr h = {.magic = RF__MAGIC, .type = RF__REJECT, .session = c->session};
   rf__ucx_send(e, c->ep, &h, NULL);
@@ -496,19 +536,7 @@ static void on_hello(rf_engine *e, rf__conn *c, const rf__hdr *h, const uint8_t 
   /* HELLO carries a mac keyed by the token: nothing of a stranger's HELLO is used, above all not
    * the worker address it may carry, which UCX would parse */
   int mac_ok = h->mac == rf__msg_mac(&e->token_key, h, payload);
-  if (!c) { /* blob mode: the trainer's endpoint is UCX's; make ours to the address it sent */
-    if (!mac_ok || !h->len) {
-      e->ctr.ignored++;
-      return;
-    }
-    rf__ep ep;
-    if (rf__ucx_connect_addr(e, payload, h->len, &ep) != RF_OK) return;
-    c = new_conn(e, ep);
-    if (!c) {
-      rf__ucx_close_ep(e, ep);
-      return;
-    }
-  } else if (c->state != C_HELLO_WAIT || from != c->ep) {
+  if (!c || c->state != C_HELLO_WAIT || from != c->ep) { /* blob-mode HELLOs are stranger()'s */
     e->ctr.ignored++;
     return;
   }
@@ -536,13 +564,21 @@ static void on_hello(rf_engine *e, rf__conn *c, const rf__hdr *h, const uint8_t 
   rf__ucx_send(e, c->ep, &r, NULL);
 }
 
+static void authed(rf_engine *e, rf__conn *c);
+
 static void on_auth(rf_engine *e, rf__conn *c, const rf__hdr *h)
 {
   if (c->state != C_CHALLENGED || h->session != c->session) return;
   rf__hdr want = {.magic = RF__MAGIC, .type = RF__AUTH, .session = c->session, .value = c->nonce_t,
                   .nonce = c->nonce_r, .hash = e->p->layout_hash, .rank = c->rank, .recv = e->cfg.rank};
-  if (h->len || h->mac != rf__msg_mac(&e->token_key, &want, NULL))
+  if (h->len || h->version || h->mac != rf__msg_mac(&e->token_key, &want, NULL))
     return refuse(e, c, "trainer rank %u did not prove the token (wrong token)", c->rank);
+  authed(e, c);
+}
+
+/* c proved the token over this receiver's nonce: it becomes the connection of its rank */
+static void authed(rf_engine *e, rf__conn *c)
+{
   c->key = rf__session_key(&e->token_key, c->nonce_t, c->nonce_r);
   c->state = C_AUTHED;
   uint32_t k = c->peer, old = e->peer_conn[k];
@@ -563,6 +599,125 @@ static void on_auth(rf_engine *e, rf__conn *c, const rf__hdr *h)
                .value = e->v_complete, .rank = c->rank, .recv = e->cfg.rank, .len = (uint32_t)e->blob_len};
   w.mac = rf__msg_mac(&c->key, &w, e->blob);
   rf__ucx_send_ref(e, c->ep, &w, e->blob);
+}
+
+/* ---------------------------------- blob-mode handshake ----------------------------------- */
+
+static uint64_t now_ms(void) { return rf__now_ns() / 1000000u; }
+
+/* the CHALLENGE nonce of a blob-mode HELLO: nothing is kept, the AUTH brings it all back */
+static uint64_t cookie(const rf_engine *e, const rf__hdr *h, uint64_t issued_ms)
+{
+  uint64_t in[6] = {h->session, h->value, h->rank, h->recv, issued_ms, e->p->layout_hash};
+  if (h->type == RF__HELLO) in[1] = h->nonce; /* HELLO: nonce_t in nonce; AUTH: in value */
+  return rf__mac(&e->ck->secret, in, sizeof in);
+}
+
+static int session_seen(const rf_engine *e, uint64_t session)
+{
+  for (uint32_t i = 0; i < e->n_conns; i++)
+    if (e->conns[i].state != C_FREE && e->conns[i].session == session) return 1;
+  for (uint32_t i = 0; i < SEEN; i++)
+    if (e->ck->seen[i] == session) return 1;
+  return 0;
+}
+
+/* an AUTH on an endpoint UCX made (blob mode): 1 when it proves the token over a nonce this receiver
+ * issued within handshake_ms (and after floor_ms) for a session that has no connection yet */
+static int blob_auth_ok(rf_engine *e, const rf__hdr *h, const void *payload)
+{
+  rf__hdr want = *h;
+  want.hash = e->p->layout_hash;
+  want.mac = 0;
+  uint64_t now = now_ms();
+  return h->mac == rf__msg_mac(&e->token_key, &want, payload) && h->recv == e->cfg.rank &&
+         h->nonce == cookie(e, h, h->version) && h->version <= now && now - h->version <= e->handshake_ms &&
+         h->version > e->ck->floor_ms && !session_seen(e, h->session);
+}
+
+/* the stranger hook (ucx.c, inside its callback): HELLO and AUTH from trainers that connected with a
+ * blob; anything else, or anything that fails its checks, is dropped and counted */
+static int stranger(rf_engine *e, const rf__hdr *h, const void *payload, rf__hdr *r)
+{
+  if (h->type == RF__AUTH) {
+    if (blob_auth_ok(e, h, payload)) return RF__STRANGER_QUEUE;
+    e->ctr.ignored++;
+    return RF__STRANGER_DROP;
+  }
+  if (h->type != RF__HELLO || h->mac != rf__msg_mac(&e->token_key, h, payload) || session_seen(e, h->session)) {
+    e->ctr.ignored++;
+    return RF__STRANGER_DROP;
+  }
+  *r = (rf__hdr){.magic = RF__MAGIC, .session = h->session};
+  const char *why = h->recv != e->cfg.rank ? "asked for another receiver" : h->hash != e->p->layout_hash
+                    ? "has another layout hash" : peer_of_rank(e, h->rank) == RF_NONE ? "does not write to it" : NULL;
+  if (why) { /* the peer holds the token, so the refusal is its mistake: the receiver keeps the reason */
+    refused(e, "trainer rank %u (blob, receiver %u, layout hash %016llx) %s: this is receiver %u of plan %s, layout hash "
+            "%016llx", h->rank, h->recv, (unsigned long long)h->hash, why, e->cfg.rank, e->p->name,
+            (unsigned long long)e->p->layout_hash);
+    r->type = RF__REJECT;
+    return RF__STRANGER_REPLY;
+  }
+  uint64_t issued = now_ms();
+  *r = (rf__hdr){.magic = RF__MAGIC, .type = RF__CHALLENGE, .session = h->session, .version = issued,
+                 .value = h->nonce, .nonce = cookie(e, h, issued), .hash = e->p->layout_hash, .rank = h->rank,
+                 .recv = e->cfg.rank};
+  r->mac = rf__msg_mac(&e->token_key, r, NULL);
+  r->hash = 0;
+  e->ctr.challenged++;
+  return RF__STRANGER_REPLY;
+}
+
+/* remember a session that got a connection until its nonce expires; a full table raises the floor */
+static void seen_add(rf_engine *e, uint64_t session, uint64_t issued_ms)
+{
+  struct rf__cookie *k = e->ck;
+  uint32_t at = 0;
+  for (uint32_t i = 0; i < SEEN; i++) {
+    if (!k->seen[i] || now_ms() - k->seen_ms[i] > e->handshake_ms) { /* free or expired: no floor needed */
+      at = i;
+      goto put;
+    }
+    if (k->seen_ms[i] < k->seen_ms[at]) at = i;
+  }
+  if (k->seen_ms[at] > k->floor_ms) k->floor_ms = k->seen_ms[at];
+put:
+  k->seen[at] = session;
+  k->seen_ms[at] = issued_ms;
+}
+
+/* an AUTH that stranger() queued: checked again (a copy of it may have been queued twice), then a
+ * slot, an endpoint to the address it carries, and the connection of its rank */
+static void on_blob_auth(rf_engine *e, const rf__hdr *h, const uint8_t *payload, const void *from)
+{
+  char why[160];
+  if (!blob_auth_ok(e, h, payload)) {
+    e->ctr.ignored++;
+    return;
+  }
+  uint32_t k = peer_of_rank(e, h->rank);
+  if (k == RF_NONE) { /* a CHALLENGE never went to it */
+    e->ctr.ignored++;
+    return;
+  }
+  seen_add(e, h->session, h->version);
+  if (rf__addr_check(payload, h->len, why, sizeof why)) return refused(e, "trainer rank %u (blob): %s", h->rank, why);
+  rf__conn *c = NULL;
+  for (uint32_t i = 0; !c && i < e->n_conns; i++)
+    if (e->conns[i].state == C_FREE) c = &e->conns[i];
+  rf__ep ep = 0;
+  if (!c) return refused(e, "trainer rank %u (blob): all %u connection slots are taken", h->rank, e->n_conns);
+  if (rf__ucx_connect_peer(e, payload, h->len, from, &ep) != RF_OK) {
+    snprintf(why, sizeof why, "%.159s", e->err);
+    return refused(e, "trainer rank %u (blob): %s", h->rank, why);
+  }
+  c = new_conn(e, ep);
+  c->session = h->session;
+  c->nonce_t = h->value;
+  c->nonce_r = h->nonce;
+  c->rank = h->rank;
+  c->peer = k;
+  authed(e, c);
 }
 
 static void on_begin(rf_engine *e, uint32_t k, uint64_t v)
@@ -612,6 +767,7 @@ static void on_msg(rf_engine *e, const rf__ev *ev)
   memcpy(&h, ev->msg, sizeof h);
   const uint8_t *payload = ev->msg + sizeof h;
   rf__conn *c = conn_of(e, ev->ep);
+  if (!ev->ep && h.type == RF__AUTH) return on_blob_auth(e, &h, payload, ev->from);
   if (h.type == RF__HELLO) return on_hello(e, c, &h, payload, ev->ep);
   if (!c) return;
   if (h.type == RF__AUTH) return on_auth(e, c, &h);

@@ -49,6 +49,7 @@ struct rf__target {
   uint32_t nw, wcur;
   rf_status st;
   int refused;             /* the receiver refused us (not a transport failure): do not retry */
+  int redialed;            /* this push dialed it again after its connection failed (redial) */
   char why[256];
   /* delta: the receiver's patch area and directory (from WELCOME), and this push's mode */
   uint64_t area_raddr, dir_raddr;
@@ -427,6 +428,21 @@ static void set_why(rf__target *t, rf_status st, const char *fmt, ...)
 
 static int active(const rf__target *t) { return t->push >= P_WAITING && t->push <= P_DONE_SENT; }
 
+static rf_status start_connect(rf_engine *e, rf__target *t);
+
+/* a push whose connection to t failed before t granted it anything (a receiver restarted since the
+ * last push: its old connection fails on BEGIN) dials it again, once, before t counts as down; 1
+ * when the new connection is on its way */
+static int redial(rf_engine *e, rf__target *t, rf_status st)
+{
+  if (!e->pushing || t->redialed || t->refused || st != RF_ERR_PEER || (t->push != P_IDLE && t->push != P_WAITING) ||
+      (!t->blob && !t->ip[0]))
+    return 0;
+  t->redialed = 1;
+  t->push = P_IDLE; /* asks for the version again once WELCOME comes */
+  return start_connect(e, t) == RF_OK;
+}
+
 /* the connection is gone: close it; a push to it fails (its writes, if any, are fenced) */
 static void down(rf_engine *e, rf__target *t, rf_status st, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static void down(rf_engine *e, rf__target *t, rf_status st, const char *fmt, ...)
@@ -442,6 +458,7 @@ static void down(rf_engine *e, rf__target *t, rf_status st, const char *fmt, ...
     t->ep = 0;
   }
   t->conn = T_DOWN;
+  if (redial(e, t, st)) return;
   if (active(t) || (e->pushing && t->push == P_IDLE)) {
     t->push = e->cfg.skip_down && t->push <= P_WAITING ? P_SKIPPED : P_FAILED;
     set_why(t, st, "receiver %u (%s): %s", t->recv, t->where, why);
@@ -568,12 +585,19 @@ static void on_msg(rf_engine *e, rf__target *t, const rf__hdr *h, const uint8_t 
                   e->p->name);
     t->nonce_r = h->nonce;
     t->key = rf__session_key(&e->token_key, t->nonce_t, t->nonce_r);
-    rf__hdr a = {.magic = RF__MAGIC, .type = RF__AUTH, .session = t->session, .value = t->nonce_t,
-                 .nonce = t->nonce_r, .hash = e->p->layout_hash, .rank = e->cfg.rank, .recv = t->recv};
-    a.mac = rf__msg_mac(&e->token_key, &a, NULL);
+    /* blob mode: the receiver kept nothing of our HELLO, so AUTH brings back what its nonce covers
+     * (the issue time in version) and our worker address, for the endpoint it makes once we proved
+     * the token over its nonce */
+    const void *addr = NULL;
+    size_t alen = 0;
+    if (t->blob) rf__ucx_worker_address(e, &addr, &alen);
+    rf__hdr a = {.magic = RF__MAGIC, .type = RF__AUTH, .session = t->session, .version = h->version,
+                 .value = t->nonce_t, .nonce = t->nonce_r, .hash = e->p->layout_hash, .rank = e->cfg.rank,
+                 .recv = t->recv, .len = (uint32_t)alen};
+    a.mac = rf__msg_mac(&e->token_key, &a, addr);
     a.hash = 0;
     t->conn = T_AUTH;
-    if (rf__ucx_send(e, t->ep, &a, NULL) != RF_OK) down(e, t, RF_ERR_PEER, "sending AUTH: %s", e->err);
+    if (rf__ucx_send(e, t->ep, &a, addr) != RF_OK) down(e, t, RF_ERR_PEER, "sending AUTH: %s", e->err);
     return;
   }
   if (h->type == RF__REJECT && t->conn == T_AUTH) {
@@ -788,6 +812,7 @@ rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream)
     t->push = P_IDLE;
     t->patch_sent = 0;
     t->dir_posted = 0;
+    t->redialed = 0;
     t->delta = e->dt.base && t->complete == e->dt.base; /* decided again if it connects during the push */
     if (t->conn == T_UP) {
       t->push = P_WAITING;

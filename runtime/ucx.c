@@ -1,5 +1,5 @@
 /* ucx.c: the only file that speaks UCX. One context and one worker per engine, configured per engine
- * (TLS, NET_DEVICES, MAX_RNDV_RAILS and MAX_RMA_RAILS through ucp_config_modify; the process
+ * (TLS, NET_DEVICES, MAX_RNDV_RAILS, MAX_RMA_RAILS and CM_REUSEADDR through ucp_config_modify; the process
  * environment is never changed). Calls used exist in UCX 1.13 through 1.22.
  *
  * It owns every endpoint, in a table of slots named by (generation, slot): a slot is reused only
@@ -12,9 +12,12 @@
  *
  * Messages are active messages on one id: the 72-byte rf__hdr as the AM header, the payload as
  * data, always with the reply flag so the peer's handler knows the endpoint. Messages that arrive
- * on an endpoint this engine does not own are dropped unless they are a HELLO (a trainer that
- * connected with a blob: the receiver then makes its own endpoint to the address the HELLO carries,
- * which UCX pairs with the trainer's). Nothing an endpoint sends is queued beyond a few events: an
+ * on an endpoint this engine does not own (a trainer that connected with a blob) go to the engine's
+ * stranger hook (rf__ucx_strangers) inside the callback: it answers without state (a reply header
+ * sent on the endpoint the message came on, from a small pool, nothing kept per peer), queues the
+ * message as an event (an AUTH that proved the token and the receiver's nonce: the receiver then
+ * makes its own endpoint to the address it carries, which UCX pairs with the trainer's), or drops
+ * it. Without a hook they are dropped. Nothing an endpoint sends is queued beyond a few events: an
  * endpoint with more pending is failed as flooding. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -34,6 +37,9 @@ enum { SENDBUFS = 8 };         /* control messages in flight per endpoint */
 enum { PENDING_PER_EP = 8 };   /* messages an endpoint may have waiting in the ring */
 enum { STRANGER_EVENTS = 8 };  /* HELLOs from endpoints we do not own, waiting in the ring */
 enum { CONN_REQS = 16 };       /* listener requests taken in one progress call */
+enum { REPLIES = 32 };
+enum { PROGRESS_MS = 2 };      /* rf__ucx_progress returns after this long even while UCX is busy */
+enum { PAIR_TRIES = 8 };       /* endpoints made to pair with a stranger's (rf__ucx_connect_peer) */ /* ucp_worker_progress calls per rf__ucx_progress at most */         /* stateless replies to strangers in flight; more are dropped */
 #define BIG_MAX (256u << 20)   /* largest message a trainer accepts (a receiver's metadata) */
 #define RF__CLOSE_DRAIN_MS 1000 /* rf_close waits this long at most for messages and puts in flight */
 
@@ -61,6 +67,13 @@ struct slot {
   struct rf__ucx *u;       /* error handler context */
 };
 
+typedef struct reply_ctx {   /* a stateless reply in flight (its header buffer) */
+  struct rf__ucx *u;
+  void *req;
+  ucp_ep_h ep;               /* compared, never used: one reply in flight per endpoint */
+  rf__hdr h;
+} reply_ctx;
+
 typedef struct big_ctx {   /* a large message being received (rendezvous) */
   struct rf__ucx *u;
   rf__ep ep;
@@ -87,6 +100,9 @@ struct rf__ucx {
   int efd;
   int n_rails;
   char net_devices[512];
+  rf__stranger_fn stranger;
+  reply_ctx replies[REPLIES];
+  uint32_t replies_used;   /* bitmask of replies */
 };
 
 static const char *ustr(ucs_status_t s) { return ucs_status_string(s); }
@@ -115,6 +131,7 @@ static rf__ev *ev_new(struct rf__ucx *u, slot *s, uint32_t kind)
   ev->tag = 0;
   ev->len = 0;
   ev->big = NULL;
+  ev->from = NULL;
   ev->why[0] = 0;
   u->tail++;
   if (s) s->pending++;
@@ -220,6 +237,11 @@ rf_status rf__ucx_open(rf_engine *e, uint32_t n_eps)
   ucs_status_t s = ucp_config_read(NULL, NULL, &u->config);
   if (s != UCS_OK) return rf__fail(e, RF_ERR_UCX, "ucp_config_read: %s", ustr(s));
   if (e->cfg.ucx_tls) RF_CHECK(modify(e, "TLS", e->cfg.ucx_tls));
+  /* a restarted receiver takes its port back at once, past the TIME_WAIT sockets of its dead
+   * predecessor's connections (else bind fails for about 60 s). The connection managers' setting:
+   * the name relative to their table, which 1.13 and 1.22 both apply (UCX_TCP_CM_REUSEADDR in the
+   * environment) */
+  if (e->cfg.role == RF_RECEIVER) RF_CHECK(modify(e, "CM_REUSEADDR", "y"));
   RF_CHECK(apply_nics(e));
   ucp_params_t params = {.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME,
                          .features = UCP_FEATURE_RMA | UCP_FEATURE_AM |
@@ -296,6 +318,11 @@ void rf__ucx_close(rf_engine *e)
         wait_req(u, u->slots[i].close_req, 1000);
         u->slots[i].close_req = NULL;
       }
+    /* stateless replies still in flight: their buffers live in u */
+    for (uint64_t t0 = rf__now_ns(); u->replies_used && !rf__past(t0, 1000);) ucp_worker_progress(u->worker);
+    for (uint32_t k = 0; k < REPLIES; k++)
+      if (u->replies_used >> k & 1) ucp_request_cancel(u->worker, u->replies[k].req);
+    for (uint64_t t0 = rf__now_ns(); u->replies_used && !rf__past(t0, 1000);) ucp_worker_progress(u->worker);
     if (u->listener) ucp_listener_destroy(u->listener);
     if (u->addr) ucp_worker_release_address(u->worker, u->addr);
     ucp_worker_destroy(u->worker);
@@ -376,6 +403,17 @@ rf_status rf__ucx_connect_addr(rf_engine *e, const void *addr, size_t len, rf__e
   return create_ep(e, &p, out, "connecting to a worker address");
 }
 
+rf_status rf__ucx_connect_peer(rf_engine *e, const void *addr, size_t len, const void *from, rf__ep *out)
+{
+  for (int i = 0; i < PAIR_TRIES; i++) {
+    RF_CHECK(rf__ucx_connect_addr(e, addr, len, out));
+    if (slot_of(e->ux, *out)->h == from) return RF_OK;
+    rf__ucx_close_ep(e, *out);
+  }
+  *out = 0;
+  return rf__fail(e, RF_ERR_PEER, "our endpoint did not pair with the peer's in %d tries", PAIR_TRIES);
+}
+
 void rf__ucx_close_ep(rf_engine *e, rf__ep ep)
 {
   struct rf__ucx *u = e->ux;
@@ -442,7 +480,10 @@ static void service(struct rf__ucx *u)
 
 void rf__ucx_progress(rf_engine *e)
 {
-  while (ucp_worker_progress(e->ux->worker)) {
+  /* until idle, for PROGRESS_MS at most: a peer that sends without pause (a stranger's flood) cannot
+   * keep the engine from its events and deadlines; the caller comes back for the rest */
+  uint64_t t0 = rf__now_ns();
+  while (ucp_worker_progress(e->ux->worker) && rf__now_ns() - t0 < PROGRESS_MS * 1000000ull) {
   }
   service(e->ux);
 }
@@ -557,10 +598,11 @@ rf_status rf__ucx_listen(rf_engine *e, const char *ip, uint16_t port, uint16_t *
 
 /* ------------------------------------ messages ----------------------------------------- */
 
+/* the slot of an endpoint handle (open or closing), or NULL: not ours */
 static slot *slot_by_handle(struct rf__ucx *u, ucp_ep_h h)
 {
   for (uint32_t i = 0; h && i < u->n_slots; i++)
-    if (u->slots[i].h == h && u->slots[i].state == SLOT_OPEN) return &u->slots[i];
+    if (u->slots[i].h == h && u->slots[i].state != SLOT_FREE) return &u->slots[i];
   return NULL;
 }
 
@@ -583,6 +625,41 @@ static void big_done(void *req, ucs_status_t status, size_t length, void *user)
   if (req) ucp_request_free(req);
 }
 
+void rf__ucx_strangers(rf_engine *e, rf__stranger_fn fn) { e->ux->stranger = fn; }
+
+static void reply_done(void *req, ucs_status_t status, void *user)
+{
+  (void)status;
+  reply_ctx *r = user;
+  r->u->replies_used &= ~(1u << (uint32_t)(r - r->u->replies));
+  ucp_request_free(req);
+}
+
+/* a header-only reply on an endpoint this engine does not own (inside the callback: the endpoint is
+ * UCX's and valid only there); dropped when one to the same endpoint is still in flight (a peer that
+ * floods and does not read holds one buffer, not the pool) or REPLIES are */
+static void reply(struct rf__ucx *u, ucp_ep_h ep, const rf__hdr *h)
+{
+  uint32_t k = REPLIES;
+  for (uint32_t i = 0; i < REPLIES; i++) {
+    if (!(u->replies_used >> i & 1)) k = k == REPLIES ? i : k;
+    else if (u->replies[i].ep == ep) return;
+  }
+  if (k == REPLIES) return;
+  reply_ctx *r = &u->replies[k];
+  r->u = u;
+  r->ep = ep;
+  r->h = *h;
+  ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                                           UCP_OP_ATTR_FIELD_FLAGS,
+                           .cb.send = reply_done, .user_data = r,
+                           .flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER};
+  ucs_status_ptr_t q = ucp_am_send_nbx(ep, AM_ID, &r->h, sizeof r->h, NULL, 0, &p);
+  if (!UCS_PTR_IS_PTR(q)) return; /* sent, or failed: nothing in flight */
+  r->req = q;
+  u->replies_used |= 1u << k;
+}
+
 static ucs_status_t on_msg(void *arg, const void *header, size_t header_length, void *data, size_t length,
                            const ucp_am_recv_param_t *param)
 {
@@ -592,10 +669,17 @@ static ucs_status_t on_msg(void *arg, const void *header, size_t header_length, 
   memcpy(&h, header, sizeof h);
   if (h.magic != RF__MAGIC || h.len != length) return UCS_OK;
   slot *s = (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) ? slot_by_handle(u, param->reply_ep) : NULL;
-  if (s && s->failed) return UCS_OK;
-  if (!s && h.type != RF__HELLO) return UCS_OK; /* not a peer of ours */
-  if (s) s->said = 0;
+  if (s && (s->failed || s->state != SLOT_OPEN)) return UCS_OK; /* ours, closing: nothing more of it counts */
   int rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
+  if (!s) { /* not a peer of ours: the stranger hook decides, with the whole message at hand */
+    if (!u->stranger || rndv || sizeof h + length > RF__MSG_MAX || !(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP))
+      return UCS_OK;
+    rf__hdr r;
+    int what = u->stranger(u->e, &h, data, &r);
+    if (what == RF__STRANGER_REPLY) reply(u, param->reply_ep, &r);
+    if (what != RF__STRANGER_QUEUE) return UCS_OK;
+  }
+  if (s) s->said = 0;
   if (sizeof h + length <= RF__MSG_MAX && !rndv) {
     rf__ev *ev = ev_new(u, s, RF__EV_MSG);
     if (!ev) {
@@ -605,6 +689,7 @@ static ucs_status_t on_msg(void *arg, const void *header, size_t header_length, 
     memcpy(ev->msg, &h, sizeof h);
     memcpy(ev->msg + sizeof h, data, length);
     ev->len = (uint32_t)(sizeof h + length);
+    if (!s) ev->from = param->reply_ep;
     return UCS_OK;
   }
   /* large: only a trainer takes one (a receiver's metadata), on an endpoint it owns */

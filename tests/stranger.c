@@ -7,6 +7,12 @@
  *                                   rank in RANKS (comma list) with BYTES bytes each, with made-up
  *                                   sessions and MACs
  *   stranger garbage PORT N         N raw TCP clients (no UCX) that each send 64 bytes: zeros, ones, random
+ *   stranger replay BLOB TOKEN RANK MS
+ *                                   through the blob's worker address: one HELLO of trainer RANK as a
+ *                                   trainer with the token sends it (MAC, layout hash, receiver, this
+ *                                   worker's address), captured once and sent again and again for MS
+ *                                   ms (the token only makes the message a capture would hold; it
+ *                                   never answers a CHALLENGE)
  * Prints one line "stranger: ..." and exits 0 when it could do what it was asked (a refusal by the
  * receiver is not a failure of the stranger). */
 #include <arpa/inet.h>
@@ -166,6 +172,50 @@ int main(int argc, char **argv)
              (unsigned long long)a.nonce, a.len, (unsigned long long)a.mac);
     }
     printf("\n");
+    return 0;
+  }
+  if (strcmp(mode, "replay") == 0 && argc > 5) {
+    FILE *f = fopen(argv[2], "rb");
+    if (!f) return 1;
+    static uint8_t blob[1 << 20];
+    size_t len = fread(blob, 1, sizeof blob, f);
+    fclose(f);
+    uint32_t alen, recv;
+    uint64_t hash;
+    if (len < 40) return 1;
+    memcpy(&alen, blob + 24, 4); /* blob.c: layout hash at 8, receiver at 16, worker address at 32 */
+    memcpy(&recv, blob + 16, 4);
+    memcpy(&hash, blob + 8, 8);
+    if (alen == 0 || 32 + (size_t)alen > len) return 1;
+    ucp_ep_params_t p = {.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS, .address = (ucp_address_t *)(blob + 32)};
+    ucp_ep_h ep;
+    if (ucp_ep_create(worker, &p, &ep) != UCS_OK) return 1;
+    ucp_address_t *mine;
+    size_t mlen;
+    if (ucp_worker_get_address(worker, &mine, &mlen) != UCS_OK) return 1;
+    rf__key tk = rf__token_key(strtoull(argv[3], NULL, 0));
+    static uint8_t msg[4096];
+    rf__hdr h = {.magic = RF__MAGIC, .type = RF__HELLO, .session = rnd() | 1, .nonce = rnd(), .hash = hash,
+                 .rank = (uint32_t)atoi(argv[4]), .recv = recv, .len = (uint32_t)mlen};
+    h.mac = rf__msg_mac(&tk, &h, mine);
+    memcpy(msg, &h, sizeof h);
+    memcpy(msg + sizeof h, mine, mlen);
+    uint64_t t0 = now_ms(), ms = strtoull(argv[5], NULL, 10);
+    int sent = 0;
+    rf__hdr first = {0};
+    ucp_request_param_t rp = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS, .flags = UCP_AM_SEND_FLAG_REPLY};
+    while (now_ms() - t0 < ms) {
+      void *r = ucp_am_send_nbx(ep, 17, msg, sizeof h, msg + sizeof h, mlen, &rp);
+      if (UCS_PTR_IS_PTR(r)) {
+        while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(worker);
+        ucp_request_free(r);
+      }
+      sent++;
+      for (int k = 0; k < 4; k++) ucp_worker_progress(worker);
+      if (answers && !first.magic) memcpy(&first, answer, sizeof first);
+    }
+    spin(300);
+    printf("stranger: replayed one HELLO %d times, %d answer(s), first type %u\n", sent, answers, first.type);
     return 0;
   }
   if (strcmp(mode, "done") == 0 && argc > 4) {

@@ -458,6 +458,114 @@ static void receiver_restart(int skip_down)
 static void test_f8_receiver_restart(void) { receiver_restart(0); }
 static void test_f8_receiver_restart_skip(void) { receiver_restart(1); }
 
+/* ---- f8: a receiver killed (SIGKILL) comes back on its port at once, and the next push reaches it
+ * without being told: its old port was held for about 60 s by its dead connections (bind: address
+ * in use), and the first push after the restart gave up on it (its stale connection failed on
+ * BEGIN) ---- */
+static void test_f8_receiver_same_port(void)
+{
+  rf_loop_opts o = opts("glm_tiny_demo");
+  o.timeout_ms = 10000; /* a restarted process on a loaded machine: only hangs should fail */
+  const rf_plan *p = o.plan;
+  rf_cluster *c = start(&o);
+  for (int round = 0; round < 2; round++) {
+    uint64_t v = 1 + 2 * (uint64_t)round;
+    outcome a = version(c, p, v, NULL, 0, 10000, NULL, NULL);
+    all_complete(p, &a, v);
+    int port = rf_cl_port(c, 0);
+    char err[256];
+    EXPECT(rf_cl_respawn_receiver(c, 0, err, sizeof err) >= 0, "round %d: restart of receiver 0: %s", round, err);
+    EXPECT(rf_cl_port(c, 0) == port, "round %d: receiver 0 restarted on port %d, not its port %d", round,
+           rf_cl_port(c, 0), port);
+    outcome b = version(c, p, v + 1, NULL, 0, 10000, NULL, NULL);
+    EXPECT(b.complete == (int)p->receivers && b.wrong == 0 && b.pushed_ok == (int)p->trainers,
+           "round %d: v%llu after the restart: %d of %u receivers complete, %d of %u pushes ok (%s)", round,
+           (unsigned long long)(v + 1), b.complete, p->receivers, b.pushed_ok, p->trainers, b.push_error);
+  }
+  rf_cl_end(c);
+}
+
+/* ---- f11: a captured blob-mode HELLO, replayed through the blob's worker address, locked a
+ * restarting trainer out: each copy held a connection slot and an endpoint for handshake_ms and,
+ * with all 2*peers+16 taken, the trainer's HELLO was dropped unseen (no answer to HELLO, the version
+ * torn everywhere, ignored=0 refused=0). Receivers now answer a blob-mode HELLO without keeping
+ * anything, and only an AUTH over their nonce gets a slot. ---- */
+static void test_f11_hello_replay(void)
+{
+  rf_loop_opts o = opts("glm_tiny_demo");
+  o.use_blob = 1;
+  o.timeout_ms = 10000; /* connecting beside four flooders on a loaded machine: only hangs should fail
+                           (a HELLO the old code dropped is never answered, however long it waits) */
+  const rf_plan *p = o.plan;
+  rf_cluster *c = start(&o);
+  outcome a = version(c, p, 1, NULL, 0, 10000, NULL, NULL);
+  all_complete(p, &a, 1);
+  /* one replayer per receiver, each a HELLO of a trainer rank that writes to it, for 6 s */
+  char cmdline[256], out[64];
+  for (uint32_t r = 0; r < p->receivers; r++) {
+    snprintf(out, sizeof out, "/tmp/refit-replay-%d-%u", (int)getpid(), r);
+    snprintf(cmdline, sizeof cmdline, "./build/stranger replay /tmp/refit-blob-%d-%u %llu %u 6000 > %s 2>&1 &",
+             (int)getpid(), r, (unsigned long long)o.token, p->peers[p->recv[r].peer_first].trainer, out);
+    EXPECT(system(cmdline) == 0, "replayer for receiver %u did not start", r);
+  }
+  usleep(1500000); /* the copies are arriving (the old code's slots were all taken within this) */
+  rf_cl_signal(c, rf_cl_trainer(c, 0), SIGKILL);
+  char err[256];
+  int fresh = rf_cl_spawn_trainer(c, 0, err, sizeof err);
+  EXPECT(fresh >= 0, "the restarted trainer rank 0 could not connect through the replayed HELLOs: %s", err);
+  for (uint32_t r = 0; r < p->receivers; r++) { /* each replayer ran to its end, answered with CHALLENGEs */
+    snprintf(out, sizeof out, "/tmp/refit-replay-%d-%u", (int)getpid(), r);
+    char line[256] = "";
+    for (int i = 0; i < 600 && !strstr(line, "stranger:"); i++) {
+      FILE *f = fopen(out, "r");
+      if (f && !fgets(line, sizeof line, f)) line[0] = 0;
+      if (f) fclose(f);
+      if (!strstr(line, "stranger:")) usleep(100000);
+    }
+    unsigned long sent = 0, answers = 0, type = 0;
+    EXPECT(sscanf(line, "stranger: replayed one HELLO %lu times, %lu answer(s), first type %lu", &sent, &answers,
+                  &type) == 3 && sent > 100 && answers > 0 && type == 2 /* CHALLENGE */,
+           "replayer of receiver %u: '%s'", r, line);
+    if (r == 0) printf("  receiver 0: %s", line);
+    unlink(out);
+  }
+  /* the version goes once the replayers are done (on a loaded machine they take the CPU a push needs
+   * within the receivers' timeout): it must complete, the restarted trainer's part included */
+  outcome b = version(c, p, 2, NULL, 0, 10000, NULL, NULL);
+  all_complete(p, &b, 2);
+  rf_cl_end(c);
+}
+
+/* ---- f11: a blob-mode handshake the receiver never finished (it was stopped; the trainer gave
+ * up) leaves an endpoint of the trainer's that UCX pairs with the receiver's next one: the
+ * receiver must make its endpoint pair with the trainer's current one, or the trainer never hears
+ * WELCOME again ---- */
+static void test_f11_blob_handshake_abandoned(void)
+{
+  rf_loop_opts o = opts("glm_tiny_demo");
+  o.use_blob = 1;
+  const rf_plan *p = o.plan;
+  rf_cluster *c = start(&o);
+  outcome a = version(c, p, 1, NULL, 0, 10000, NULL, NULL);
+  all_complete(p, &a, 1);
+  int rp = rf_cl_receiver(c, 0), tp = -1;
+  for (uint32_t t = 0; t < p->trainers && tp < 0; t++)
+    if (p->peers[p->recv[0].peer_first].trainer == t) tp = rf_cl_trainer(c, t);
+  char text[320];
+  rf_cl_signal(c, rp, SIGSTOP);
+  int st = rf_cl_reconnect(c, tp, 0, text, sizeof text);
+  EXPECT(st == RF_ERR_TIMEOUT && strstr(text, "no answer to HELLO"), "reconnect to a stopped receiver: %d '%s'", st, text);
+  rf_cl_signal(c, rp, SIGCONT);
+  usleep(300000);
+  for (int i = 0; i < 2; i++) {
+    st = rf_cl_reconnect(c, tp, 0, text, sizeof text);
+    EXPECT(st == RF_OK, "reconnect %d after the receiver resumed: %d '%s'", i + 1, st, text);
+  }
+  outcome b = version(c, p, 2, NULL, 0, 10000, NULL, NULL);
+  all_complete(p, &b, 2);
+  rf_cl_end(c);
+}
+
 static void test_f8_blob_shm_restarts(void)
 {
   rf_loop_opts o = opts("glm_tiny_demo");
@@ -559,8 +667,11 @@ static const expect_test tests[] = {
   {"f7 receivers close right after complete: every push ends RF_OK", test_f7_receiver_closes_after_complete},
   {"f8 dead receiver fails only itself; restarted one reconnected", test_f8_receiver_restart},
   {"f8 same with skip_down: RF_PARTIAL", test_f8_receiver_restart_skip},
+  {"f8 killed receiver back on its port; the next push reaches it", test_f8_receiver_same_port},
   {"f8 blob mode over shared memory: 12 trainer restarts", test_f8_blob_shm_restarts},
   {"f10 refresh steps of different shapes; unknown refresh kind", test_f10_refresh_shapes},
+  {"f11 a replayed blob-mode HELLO does not lock a restarting trainer out", test_f11_hello_replay},
+  {"f11 blob mode: a handshake the receiver never finished does not break the next", test_f11_blob_handshake_abandoned},
   {"cluster: 100 trainer restarts, more than its process table holds", test_cluster_reuses_slots},
 };
 

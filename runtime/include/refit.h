@@ -28,8 +28,10 @@
  * Peers authenticate with a challenge and a MAC keyed by the shared token (the token never crosses
  * the wire); a connection that has not authenticated within handshake_ms is closed, nothing it sends
  * is queued, and a refusal tells it only "rejected" (the receiver keeps the reason: rf_last_error,
- * rf_version_state.refused). Exported blobs carry a MAC keyed by the token; a forged or corrupted
- * blob is refused before any of it is parsed.
+ * rf_version_state.refused). A trainer that came through a blob gets no connection slot before it
+ * proved the token over the receiver's nonce (replayed HELLOs: rf_counters.challenged). Exported
+ * blobs carry a MAC keyed by the token; a forged or corrupted blob is refused before any of it is
+ * parsed, and a worker address UCX could not have packed is refused even under a valid MAC.
  *
  * Memory and threads:
  *   - Everything that allocates happens in rf_open, rf_bind_*, rf_alloc, rf_listen, rf_export,
@@ -265,6 +267,9 @@ typedef struct rf_counters {
   uint64_t patch_bytes;  /* patch bytes put (trainer) or applied in complete versions (receiver) */
   uint64_t overflows;    /* trainer: regions of delta pushes whose patch overflowed its slot, sent dense */
   uint64_t apply_ns;     /* receiver: applying patches and checking digests */
+  uint64_t challenged;   /* receiver: blob-mode HELLOs answered with a CHALLENGE and nothing kept (a
+                            replayed HELLO counts here; its AUTH never comes, or comes again and is
+                            ignored) */
 } rf_counters;
 
 void rf_get_counters(const rf_engine *e, rf_counters *c);

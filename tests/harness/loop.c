@@ -1125,12 +1125,27 @@ static void cl_connect(rf_cluster *c, int i, uint32_t r)
   if (write(c->proc[i].cmd, &m, sizeof m) != (ssize_t)sizeof m) c->proc[i].alive = 0;
 }
 
-int rf_cl_restart_receiver(rf_cluster *c, uint32_t r, char *err, size_t errlen)
+int rf_cl_reconnect(rf_cluster *c, int t, uint32_t r, char *text, size_t n)
+{
+  if (t < 0 || t >= c->n || !c->proc[t].alive || !c->proc[t].trainer) return -1;
+  cl_connect(c, t, r);
+  rec m;
+  if (cl_await(c, c->proc[t].pid, REC_READY, &m, 60000)) return snprintf(text, n, "no answer"), -1;
+  snprintf(text, n, "%s", m.text);
+  return m.status;
+}
+
+int rf_cl_respawn_receiver(rf_cluster *c, uint32_t r, char *err, size_t errlen)
 {
   int old = c->rproc[r];
   if (c->proc[old].alive) rf_cl_signal(c, old, SIGKILL);
   c->proc[old].pid = 0;
-  int i = cl_spawn_receiver(c, r, err, errlen);
+  return cl_spawn_receiver(c, r, err, errlen);
+}
+
+int rf_cl_restart_receiver(rf_cluster *c, uint32_t r, char *err, size_t errlen)
+{
+  int i = rf_cl_respawn_receiver(c, r, err, errlen);
   if (i < 0) return -1;
   for (int t = 0; t < c->n; t++) {
     if (!c->proc[t].alive || !c->proc[t].trainer || !writes_to(c->o.plan, c->proc[t].idx, r)) continue;

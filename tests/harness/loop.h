@@ -131,7 +131,13 @@ int rf_cl_alive(const rf_cluster *c, int proc);
 /* a new process for trainer rank (a restart, or a second process with the same rank while the first
  * lives); it connects to every receiver it writes to; returns its process or -1 */
 int rf_cl_spawn_trainer(rf_cluster *c, uint32_t rank, char *err, size_t errlen);
-/* kill receiver r's process, start a new one (same port if it can), reconnect live trainers */
+/* trainer process t connects to receiver r again (rf_connect / rf_import): its rf_status (0 = RF_OK),
+ * -1 when it did not answer; text: the error */
+int rf_cl_reconnect(rf_cluster *c, int t, uint32_t r, char *text, size_t n);
+/* kill receiver r's process and start a new one (same port if it can: rf_cl_port says which); the
+ * trainers are not told */
+int rf_cl_respawn_receiver(rf_cluster *c, uint32_t r, char *err, size_t errlen);
+/* the same, then every live trainer that writes to it reconnects (rf_connect / rf_import again) */
 int rf_cl_restart_receiver(rf_cluster *c, uint32_t r, char *err, size_t errlen);
 /* SIGKILL (reaped, dead), SIGSTOP, SIGCONT (a trainer that missed reconnects is told now) */
 void rf_cl_signal(rf_cluster *c, int proc, int sig);
