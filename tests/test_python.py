@@ -1029,6 +1029,8 @@ def receiver_proc(plan_name, index, versions, use_blob, conn, dump=None, sparse=
                 st = rx.wait(v, timeout=60)
             bad, compared, written, first = compare(reference(plan, index, v, sparse=sparse), tensors)
             c = rx.counters()
+            if (c["challenged"] > 0) != bool(use_blob):  # blob-mode HELLOs are answered statelessly, counted
+                raise AssertionError(f"receiver {index}: challenged = {c['challenged']} with use_blob = {use_blob}")
             conn.send(("result", index, v, st.complete, bad, written, first, c["versions"], c["bytes"], c["deltas"]))
         rx.close()
     except Exception:

@@ -739,7 +739,7 @@ ENGINE_CALL(engine_counters)
   rf_get_counters(self->e, &c);
   PyThread_release_lock(self->lock);
   Py_END_ALLOW_THREADS
-  return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "versions", (unsigned long long)c.versions, "torn",
+  return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "versions", (unsigned long long)c.versions, "torn",
                        (unsigned long long)c.torn, "bytes", (unsigned long long)c.bytes, "writes",
                        (unsigned long long)c.writes, "direct_writes", (unsigned long long)c.direct_writes, "stage_ns",
                        (unsigned long long)c.stage_ns, "post_ns", (unsigned long long)c.post_ns, "push_ns",
@@ -747,7 +747,7 @@ ENGINE_CALL(engine_counters)
                        (unsigned long long)c.last_push_ns, "fenced", (unsigned long long)c.fenced, "ignored",
                        (unsigned long long)c.ignored, "deltas", (unsigned long long)c.deltas, "patch_bytes",
                        (unsigned long long)c.patch_bytes, "overflows", (unsigned long long)c.overflows, "apply_ns",
-                       (unsigned long long)c.apply_ns);
+                       (unsigned long long)c.apply_ns, "challenged", (unsigned long long)c.challenged);
 }
 
 ENGINE_CALL(engine_ucx_setting)
