@@ -856,6 +856,9 @@ def test_sglang_refusals():
     refused("shared experts fusion", "1 shared expert(s) appended to the routed experts' w13_weight / w2_weight; the "
             "tables hold them as mlp.shared_experts (serve with --disable-shared-experts-fusion)",
             plan=D, shared_experts_fused=1)
+    # a dense model runs no MoE kernel: any backend setting binds
+    refit.sglang.Binding("sglang_qwen3_fp8_tp1", sglang_view("sglang_qwen3_fp8_tp1", 0, moe_runner_backend="auto"),
+                         token=TOKEN, ucx_tls="tcp").close()
     refused("weight_cache_mode", "'host': SGLang refuses in-place updates with a weight cache", weight_cache_mode="host")
     refused("enable_memory_saver", "release/resume_memory_occupation frees and re-maps the weights: bound addresses "
             "do not survive it", memory_saver=True)

@@ -77,7 +77,7 @@ class EngineView:
     dp_size: int = 1
     enable_eplb: bool = False
     ep_num_redundant_experts: int = 0
-    moe_runner_backend: str = "triton"
+    moe_runner_backend: str = "triton"  # read only for models with experts ("auto" is refused: say triton)
     deepgemm_scale_ue8m0: bool = False
     shared_experts_fused: int = 0  # shared experts SGLang appended to the routed experts' tensors
     repacking: dict = dataclasses.field(default_factory=dict)
@@ -90,9 +90,8 @@ class EngineView:
         """The view of the model inside a live SGLang (0.5.23) TP worker (worker_call's model)."""
         import torch
         import sglang
-        from sglang.srt.distributed import parallel_state as ps
-        from sglang.srt.server_args import get_global_server_args
-        sa = get_global_server_args()
+        from sglang.srt.runtime_context import get_parallel, get_server_args
+        par, sa = get_parallel(), get_server_args()
         tensors = dict(model.named_parameters(remove_duplicate=False))
         derived, repack = [], {}
         for name, m in model.named_modules():
@@ -104,19 +103,15 @@ class EngineView:
             if restore is not None and getattr(restore, "__qualname__", "").split(".")[0] not in (
                     "QuantizeMethodBase", "LinearMethodBase", "FusedMoEMethodBase"):
                 repack[name] = type(qm).__name__
-        try:
-            from sglang.srt.layers import deep_gemm_wrapper
-            ue8m0 = bool(deep_gemm_wrapper.DEEPGEMM_SCALE_UE8M0)
-        except ImportError:
-            ue8m0 = False
+        from sglang.srt.layers import deep_gemm_wrapper
+        ue8m0 = bool(deep_gemm_wrapper.DEEPGEMM_SCALE_UE8M0)
         dev = next(iter(tensors.values())).device
-        ep = int(getattr(sa, "ep_size", 1) or 1)
         return cls(
             tensors=tensors, version=sglang.__version__,
             device_capability=tuple(torch.cuda.get_device_capability(dev)) if dev.type == "cuda" else None,
-            device=str(dev), tp_size=ps.get_tensor_model_parallel_world_size(),
-            tp_rank=ps.get_tensor_model_parallel_rank(), ep_size=ep,
-            ep_rank=ps.get_tensor_model_parallel_rank() % ep, dp_size=int(getattr(sa, "dp_size", 1) or 1),
+            device=str(dev), tp_size=par.tp_size, tp_rank=par.tp_rank, ep_size=par.moe_ep_size,
+            ep_rank=par.moe_ep_rank,
+            dp_size=int(sa.dp_size),
             enable_eplb=bool(getattr(sa, "enable_eplb", False)),
             ep_num_redundant_experts=int(getattr(sa, "ep_num_redundant_experts", 0) or 0),
             moe_runner_backend=str(getattr(sa, "moe_runner_backend", "auto")), deepgemm_scale_ue8m0=ue8m0,
@@ -146,7 +141,8 @@ def check_engine(plan, view):
     if plan.scale_fmt != "fp32":
         raise Refused("DeepGEMM UE8M0 scales", f"the engine keeps fp32 block scales as loaded; plan '{plan.name}' "
                       f"writes {plan.scale_fmt} scales (use a plan with scale_fmt = \"fp32\")")
-    if view.moe_runner_backend != PROFILE["moe_runner_backend"]:
+    moe = any(".mlp.experts." in n for n in view.tensors)
+    if moe and view.moe_runner_backend != PROFILE["moe_runner_backend"]:
         raise Refused("moe_runner_backend", f"'{view.moe_runner_backend}': the tables hold the experts as the triton "
                       "runner does (w13_weight / w2_weight as loaded); other backends may repack them (serve with "
                       "--moe-runner-backend triton)")
