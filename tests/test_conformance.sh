@@ -40,6 +40,12 @@ qwen3_bf16_tp1_sm90          sglang_qwen3_bf16_tp1
 qwen3_fp8_tp1_sm90           sglang_qwen3_fp8_tp1
 qwen3moe_bf16_tp1_sm90       sglang_qwen3moe_bf16_tp1
 qwen3moe_fp8_tp1_sm90        sglang_qwen3moe_fp8_tp1
+qwen3_bf16_tp2_sm90          sglang_qwen3_bf16_tp2
+qwen3moe_bf16_tp2_sm90       sglang_qwen3moe_bf16_tp2
+qwen3moe_bf16_tp2_ep2_sm90   sglang_qwen3moe_bf16_tp2_ep2
+dsv3_bf16_tp2_sm90           sglang_dsv3_bf16_tp2
+dsv3_fp8_tp2_sm90            sglang_dsv3_fp8_tp2
+glm5_bf16_tp2_sm90           sglang_glm5_bf16_tp2
 '
 # check ENGINE PAIRS: every dump of tests/ENGINE/dumps listed, every listed pair compared
 check() {

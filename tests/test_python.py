@@ -823,9 +823,10 @@ def test_sglang_bind_every_dump():
             assert set(b.rx.tensors) <= set(view.tensors), name
             b.close()
             n += 1
-    assert n == 8, n
-    assert sorted(mla) == ["sglang_dsv3_bf16_tp1", "sglang_dsv3_fp8_tp1", "sglang_glm5_bf16_tp1",
-                           "sglang_glm5_fp8_tp1"], mla
+    assert n == 20, n  # 8 TP1 dumps, 6 TP2 ones (one with EP2) of 2 ranks
+    assert sorted(set(mla)) == ["sglang_dsv3_bf16_tp1", "sglang_dsv3_bf16_tp2", "sglang_dsv3_fp8_tp1",
+                                "sglang_dsv3_fp8_tp2", "sglang_glm5_bf16_tp1", "sglang_glm5_bf16_tp2",
+                                "sglang_glm5_fp8_tp1"], mla
 
 
 def test_sglang_refusals():
@@ -1124,6 +1125,7 @@ def loopback(plan_name, versions=2, mode="shard", dumps=False):
         for r in range(plan.receivers):
             a, b = ctx.Pipe()
             dump = standins.dump_of(plan_name, f"{ROOT}/tests/{plan_name.split('_')[0]}/dumps") if dumps else None
+            assert dump or not dumps, f"{plan_name}: no dump in tests/{plan_name.split('_')[0]}/dumps"
             procs.append(ctx.Process(target=receiver_proc,
                                      args=(plan_name, r, versions, mode == "blob", b, dump, mode == "delta")))
             procs[-1].start()
@@ -1261,6 +1263,13 @@ def test_sglang_loopback_glm5_bf16():
     loopback("sglang_glm5_bf16_tp1", dumps=True, mode="blob")
 
 
+def test_sglang_loopback_tp2_ep2():
+    """SGLang's Qwen3-MoE at TP2 with expert parallelism (two whole experts per rank, the vocabulary
+    split), and DeepSeek-V3 FP8 at TP2, bound through refit.sglang"""
+    loopback("sglang_qwen3moe_bf16_tp2_ep2", dumps=True)
+    loopback("sglang_dsv3_fp8_tp2", dumps=True, mode="blob")
+
+
 TESTS = [
     test_library,
     test_source_lookups,
@@ -1295,6 +1304,7 @@ TESTS = [
     test_sglang_loopback_qwen3moe_fp8,
     test_sglang_loopback_dsv3_fp8,
     test_sglang_loopback_glm5_bf16,
+    test_sglang_loopback_tp2_ep2,
 ]
 
 

@@ -13,6 +13,7 @@ else torch tensors on that device. settings: EngineView fields the dump records 
 GPU's capability, TP size and rank, the MoE kernels chosen; for SGLang the MoE runner backend and
 MLA's derived attributes w_kc / w_vc), and "engine": "vllm" or "sglang".
 """
+import os
 import re
 
 import numpy as np
@@ -128,6 +129,9 @@ def load(path, rank, device=None):
         out[name] = _view(storages[k], dtype, shape, stride, off, device)
     # the dumps' vLLM and SGLang (tests/vllm/README.md, tests/sglang/README.md)
     settings["version"] = "0.5.23" if settings["engine"] == "sglang" else "0.33.0"
+    ep = re.search(r"_ep(\d+)_", os.path.basename(path))  # SGLang's header does not record it: the file name does
+    if ep and settings["engine"] == "sglang":  # ep = tp: EP rank = TP rank
+        settings.update(ep_size=int(ep.group(1)), ep_rank=settings["tp_rank"])
     return out, settings
 
 
@@ -153,9 +157,10 @@ def dump_of(plan_name, dumps):
     import glob
     import os
     engine = os.path.basename(os.path.dirname(os.path.abspath(dumps)))  # tests/<engine>/dumps
-    m = re.fullmatch(engine + r"_(\w+?)_(bf16|fp8)_tp(\d+)", plan_name)
+    m = re.fullmatch(engine + r"_(\w+?)_(bf16|fp8)_tp(\d+)(_ep\d+)?", plan_name)
     if not m:
         return None
-    model = m.group(1).replace("_", "")
-    hits = sorted(glob.glob(os.path.join(dumps, f"{model}_{m.group(2)}_tp{m.group(3)}*_sm90.txt")))
+    model, ep = m.group(1).replace("_", ""), m.group(4) or ""
+    hits = sorted(h for h in glob.glob(os.path.join(dumps, f"{model}_{m.group(2)}_tp{m.group(3)}{ep}*_sm90.txt"))
+                  if ("_ep" in os.path.basename(h)) == bool(ep))  # an EP dump only for an EP plan
     return hits[0] if hits else None
