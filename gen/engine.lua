@@ -10,9 +10,11 @@ local Schema = require("keys")
 local M = {}
 
 -- Versions each profile covers: [lo, hi) as {major, minor, patch}; the evidence is the parameter
--- dumps of vLLM 0.33.0 on SM90 (tests/vllm/dumps).
+-- dumps of vLLM 0.33.0 on SM90 (tests/vllm/dumps) and of SGLang 0.5.23 on SM90 (tests/sglang/dumps).
+-- moe_flag: the engine's flag that picks the MoE kernel.
 local PROFILES = {
-  vllm = { lo = { 0, 33, 0 }, hi = { 0, 34, 0 }, covers = "0.33.x" },
+  vllm = { lo = { 0, 33, 0 }, hi = { 0, 34, 0 }, covers = "0.33.x", moe_flag = "--moe-backend" },
+  sglang = { lo = { 0, 5, 23 }, hi = { 0, 5, 24 }, covers = "0.5.23", moe_flag = "--moe-runner-backend" },
 }
 
 -- vLLM's --moe-backend (KernelConfig.moe_backend): the dumps show TritonExperts keeping w13/w2
@@ -63,7 +65,7 @@ function M.check(plan)
   local e = plan.engine
   local prof = PROFILES[e.name]
   if not prof then
-    refuse(plan, "name", "'%s' has no profile (known: vllm)", e.name)
+    refuse(plan, "name", "'%s' has no profile (known: sglang, vllm)", e.name)
   end
   local lo, hi = parse_range(e.version)
   if not lo then refuse(plan, "version", "'%s' is not a version range like \">=0.33,<0.34\"", e.version) end
@@ -72,8 +74,8 @@ function M.check(plan)
     refuse(plan, "version", "'%s' admits versions the %s profile does not cover (%s)", e.version, e.name, prof.covers)
   end
   if MOE_REPACK[e.moe_backend] then
-    refuse(plan, "moe_backend", "'%s' %s; a static table cannot follow (serve with --moe-backend triton)",
-      e.moe_backend, MOE_REPACK[e.moe_backend])
+    refuse(plan, "moe_backend", "'%s' %s; a static table cannot follow (serve with %s triton)",
+      e.moe_backend, MOE_REPACK[e.moe_backend], prof.moe_flag)
   elseif not MOE_KEEP[e.moe_backend] then
     refuse(plan, "moe_backend", "'%s': no parameter dump shows how it holds the weights after loading (the %s "
       .. "profile verifies triton on SM90)", e.moe_backend, e.name)
@@ -86,9 +88,21 @@ function M.check(plan)
     refuse(plan, "eplb", "EPLB adds redundant experts and moves experts between ranks at run time; a static "
       .. "table cannot follow (serve with enable_eplb off)")
   end
+  local m = plan.__model
+  if e.name == "sglang" then
+    -- SGLang places experts contiguously (E/ep per rank) and builds MTP/NextN layers in a separate
+    -- draft worker that no parameter dump covers (its distributed update path skipped them too,
+    -- sglang#27718)
+    if e.expert_placement ~= "linear" then
+      refuse(plan, "expert_placement", "'%s': SGLang places experts contiguously (linear)", e.expert_placement)
+    end
+    if e.mtp and (m.mtp_layers or 0) > 0 then
+      refuse(plan, "mtp", "SGLang holds the MTP (NextN) layers of model '%s' in a separate draft worker that the "
+        .. "sglang profile does not cover; set engine.mtp = false", m.name)
+    end
+  end
   -- round_robin: rank r holds experts r, r+ep, ... (vLLM determine_expert_map), which vLLM applies
   -- only to models with expert groups
-  local m = plan.__model
   if e.expert_placement == "round_robin" and m.expert_groups <= 1 then
     refuse(plan, "expert_placement", "'round_robin' needs the model's expert_groups > 1 (vLLM falls back to "
       .. "linear placement for model '%s', which has %d)", m.name, m.expert_groups)

@@ -34,13 +34,15 @@ M.inference = {
 -- engine: the inference engine the tables write into, checked against its profile (gen/engine.lua),
 -- which refuses the settings that make the engine move or repack weights after loading.
 M.engine = {
-  { "name", "string" },                   -- the profile: vllm
-  { "version", "string" },                -- a range the profile covers: ">=0.33,<0.34", "0.33", "0.33.1"
+  { "name", "string" },                   -- the profile: vllm or sglang
+  -- a range the profile covers: ">=0.33,<0.34", "0.33", "0.33.1" (vllm); "0.5.23" (sglang)
+  { "version", "string" },
   -- FusedMoE w13 halves: gate_up (vLLM's loader) or up_gate
   { "w13", "string", default = "gate_up", values = { "gate_up", "up_gate" } },
   { "mtp", "boolean", default = true },   -- send MTP layers into the engine's drafter (false: leave them out)
-  { "indexer_fusion", "boolean", default = true }, -- DSA indexer [wk; weights_proj] fused (vLLM >= 0.33)
-  { "moe_backend", "string", default = "triton" }, -- vLLM --moe-backend
+  -- DSA indexer [wk; weights_proj] fused (vLLM >= 0.33; the sglang profile keeps them apart)
+  { "indexer_fusion", "boolean", default = true },
+  { "moe_backend", "string", default = "triton" }, -- vLLM --moe-backend, SGLang --moe-runner-backend
   { "sm", "int", default = 90 },          -- the GPUs' compute capability
   { "eplb", "boolean", default = false }, -- expert-parallel load balancing
   -- linear: E//ep experts per rank, the remainder to the first ones; round_robin: rank r holds experts

@@ -120,7 +120,7 @@ def plan_options(path):
     lua = re.sub(r"--[^\n]*", "", open(path).read())
     tr, quant, eng = lua_table(lua, "trainer"), lua_table(lua, "quant"), lua_table(lua, "engine")
     dt = re.search(r'\bdtype\s*=\s*"(\w+)"', tr)
-    engine = {}
+    engine = {"name": re.search(r'\bname\s*=\s*"(\w+)"', eng).group(1)}
     if re.search(r"\bmtp\s*=\s*false", eng):
         engine["mtp"] = False
     if re.search(r"\bindexer_fusion\s*=\s*false", eng):
@@ -259,7 +259,9 @@ def checkpoint_view(sd):
 
 
 # ------------------------------------------------------------------------------------------------
-# the engine side: what vLLM 0.33 holds on one GPU
+# the engine side: what vLLM 0.33 holds on one GPU, or SGLang 0.5.23 (engine name "sglang": routed
+# experts under mlp.experts, no name registered twice, DeepSeek's fused_qkv_a_proj_with_mqa, a bf16
+# router, the DSA indexer's tensors apart; MLA's w_kc / w_vc are SGLang's own copies, not refit's)
 
 class EngineRank(dict):
     """{name: array} of one engine GPU; aliases share the array object. pad_rows: {name: trailing rows
@@ -421,7 +423,10 @@ def _qwen3(m, c, tp, ep, q, moe, engine):
         for n in (a + "q_norm.weight", a + "k_norm.weight", p + "input_layernorm.weight",
                   p + "post_attention_layernorm.weight"):
             m.norm(n, n)
-        if moe:  # the router: a replicated linear built with the quant config, registered again in mlp.experts
+        if moe and engine.get("name") == "sglang":  # a bf16 router, the experts under mlp.experts
+            m.norm(p + "mlp.gate.weight", p + "mlp.gate.weight")
+            _experts(m, p, p + "mlp.experts.", c["experts"], tp, ep, q, engine)
+        elif moe:  # the router: a replicated linear built with the quant config, registered again in mlp.experts
             m.weight_put(p + "mlp.gate.weight", [_rep(m, p + "mlp.gate.weight")], aliases=[p + "mlp.experts.gate.weight"])
             _experts(m, p, p + "mlp.experts.routed_experts.", c["experts"], tp, ep, q, engine)
         else:
@@ -457,6 +462,8 @@ def _mla(m, c, tp, ep, q, family, engine):
     nope, v, lora = c["qk_nope_head_dim"], c["v_head_dim"], c["kv_lora_rank"]
     dsv3, layers, M = family == "deepseek_v3", c["layers"], _mtp_layers(family, c)
     drafter = M > 0 and engine.get("mtp") is not False  # vLLM builds the MTP drafter
+    sgl = engine.get("name") == "sglang"
+    assert not (sgl and drafter), "the sglang profile covers no drafter"
     m.vocab("model.embed_tokens.weight", "model.embed_tokens.weight", r, tp,
             aliases=["drafter.model.embed_tokens.weight"] if drafter else ())
     for l in range(layers + M):
@@ -469,11 +476,11 @@ def _mla(m, c, tp, ep, q, family, engine):
         da = dp + "self_attn."
 
         def al(n):  # vLLM's DeepseekV2 attention registers its tensors again under mla_attn
-            if not dsv3:
+            if not dsv3 or sgl:
                 return ()
             return [da + "mla_attn." + n] + ([da + "mla_attn.mla_attn." + n] if n == "kv_b_proj.weight" else [])
 
-        m.weight_put(da + "fused_qkv_a_proj.weight", [_rep(m, a + "q_a_proj.weight"),
+        m.weight_put(da + ("fused_qkv_a_proj_with_mqa.weight" if sgl else "fused_qkv_a_proj.weight"), [_rep(m, a + "q_a_proj.weight"),
                                                       _rep(m, a + "kv_a_proj_with_mqa.weight")],
                      aliases=al("fused_qkv_a_proj.weight"))
         m.norm(da + "q_a_layernorm.weight", a + "q_a_layernorm.weight", aliases=al("q_a_layernorm.weight"))
@@ -482,12 +489,13 @@ def _mla(m, c, tp, ep, q, family, engine):
         kv_b, kv_s = m.weight(da + "kv_b_proj.weight", [_col(m, a + "kv_b_proj.weight", r, tp, N)])
         kv_b = m.put(da + "kv_b_proj.weight", kv_b, kv_s, aliases=al("kv_b_proj.weight"))
         x = da + "mla_attn.mla_attn." if dsv3 else da
-        _mla_views(m, x + "W_UK_T", x + "W_UV", kv_b, kv_s, N // tp, nope, v, lora, da + "kv_b_proj.weight")
+        if not sgl:
+            _mla_views(m, x + "W_UK_T", x + "W_UV", kv_b, kv_s, N // tp, nope, v, lora, da + "kv_b_proj.weight")
         m.weight_put(da + "o_proj.weight", [_row(m, a + "o_proj.weight", r, tp)], aliases=al("o_proj.weight"))
         if family == "glm_moe_dsa":
             x, dx = a + "indexer.", da + "indexer."
             m.weight_put(dx + "wq_b.weight", [_rep(m, x + "wq_b.weight")])
-            if engine.get("indexer_fusion") is False:
+            if engine.get("indexer_fusion") is False or sgl:
                 m.weight_put(dx + "wk.weight", [_rep(m, x + "wk.weight")])
                 m.norm(dx + "weights_proj.weight", x + "weights_proj.weight")
             else:  # vLLM >= 0.33: [wk; weights_proj], one bf16 tensor
@@ -502,17 +510,20 @@ def _mla(m, c, tp, ep, q, family, engine):
                                                           _col(m, p + "mlp.up_proj.weight", r, tp)])
             m.weight_put(dp + "mlp.down_proj.weight", [_row(m, p + "mlp.down_proj.weight", r, tp)])
         else:  # vLLM 0.33's MoE layer registers the router and the shared experts again inside mlp.experts
-            m.norm(dp + "mlp.gate.weight", p + "mlp.gate.weight", aliases=[dp + "mlp.experts.gate.weight"])
+            def again(*names):
+                return () if sgl else list(names)
+            m.norm(dp + "mlp.gate.weight", p + "mlp.gate.weight", aliases=again(dp + "mlp.experts.gate.weight"))
             m.norm(dp + "mlp.gate.e_score_correction_bias", p + "mlp.gate.e_score_correction_bias", np.float32,
-                   aliases=[dp + "mlp.experts.gate.e_score_correction_bias",
-                            dp + "mlp.experts.routed_experts.e_score_correction_bias"])
-            _experts(m, p, dp + "mlp.experts.routed_experts.", c["experts"], tp, ep, q, engine)
+                   aliases=again(dp + "mlp.experts.gate.e_score_correction_bias",
+                                 dp + "mlp.experts.routed_experts.e_score_correction_bias"))
+            _experts(m, p, dp + ("mlp.experts." if sgl else "mlp.experts.routed_experts."), c["experts"], tp, ep, q,
+                     engine)
             s, ds = p + "mlp.shared_experts.", dp + "mlp.shared_experts."
             m.weight_put(ds + "gate_up_proj.weight", [_col(m, s + "gate_proj.weight", r, tp),
                                                       _col(m, s + "up_proj.weight", r, tp)],
-                         aliases=[dp + "mlp.experts._shared_experts._layer.gate_up_proj.weight"])
+                         aliases=again(dp + "mlp.experts._shared_experts._layer.gate_up_proj.weight"))
             m.weight_put(ds + "down_proj.weight", [_row(m, s + "down_proj.weight", r, tp)],
-                         aliases=[dp + "mlp.experts._shared_experts._layer.down_proj.weight"])
+                         aliases=again(dp + "mlp.experts._shared_experts._layer.down_proj.weight"))
         if mtp:
             m.put(dh + "eh_proj.weight", m.cast(p + "eh_proj.weight", BF16))
             for n in ("enorm.weight", "hnorm.weight", "shared_head.norm.weight"):
@@ -524,8 +535,8 @@ def _mla(m, c, tp, ep, q, family, engine):
 
 
 def engine_format(family, cfg, sd, *, tp, ep, position, fp8, ue8m0=False, engine=None, exclude=()):
-    """EngineRank of engine GPU `position` (see the module docstring). engine: the vLLM profile's
-    options (mtp, w13, indexer_fusion, expert_placement); exclude: regexes of destination names kept
+    """EngineRank of engine GPU `position` (see the module docstring). engine: the profile's name
+    (vllm, sglang) and options (mtp, w13, indexer_fusion, expert_placement); exclude: regexes of destination names kept
     bf16 in an FP8 plan."""
     m = _Model(sd, fp8, ue8m0, exclude)
     engine = engine or {}

@@ -1,5 +1,6 @@
 #!/bin/sh
-# test_conformance.sh: every dump of real vLLM in tests/vllm/dumps against the plan for its config,
+# test_conformance.sh: every dump of real vLLM in tests/vllm/dumps and of real SGLang in
+# tests/sglang/dumps against the plan for its config,
 # quantization and TP size: each rank's destinations (build/gen/<plan>.dst) must equal the engine's
 # parameters (names, dtypes, shapes, strides, offsets, storage sizes, shared storage); the first
 # differences are listed. A dump with no plan below fails, so that a new dump is not skipped.
@@ -29,25 +30,46 @@ qwen3moe_bf16_tp1_sm90       vllm_qwen3moe_bf16_tp1
 qwen3moe_fp8_tp1_sm90        vllm_qwen3moe_fp8_tp1
 qwen3moe_bf16_tp2_sm90       vllm_qwen3moe_bf16_tp2
 '
-listed=" $(echo "$pairs" | awk 'NF { printf "%s ", $1 }')"
-for f in tests/vllm/dumps/*.txt; do
-  n=$(basename "$f" .txt)
-  case $listed in *" $n "*) ;; *) bad "dump $n has no plan in tests/test_conformance.sh" ;; esac
-done
-echo "$pairs" | while read -r dump plan rest; do
-  [ -n "$dump" ] || continue
-  if [ "$plan" = "refused:" ]; then
-    echo "skip $dump: refused by the generator: $rest"
-    continue
-  fi
-  if [ ! -f "tests/vllm/dumps/$dump.txt" ]; then echo "FAIL $dump: tests/vllm/dumps/$dump.txt missing"; continue; fi
-  if out=$($lua tests/vllm/conform.lua "tests/vllm/dumps/$dump.txt" "build/gen/$plan.dst" 2>&1); then
-    echo "ok   $plan conforms to $dump: $(echo "$out" | sed -n 's/.*(\(.*\))$/\1/p')"
-  else
-    echo "FAIL $plan vs $dump"
-    echo "$out"
-  fi
-done > "${TMPDIR:-/tmp}/conformance.$$"
+# SGLang 0.5.23 on SM90 (tests/sglang/README.md); same columns
+sglang_pairs='
+dsv3_bf16_tp1_sm90           sglang_dsv3_bf16_tp1
+dsv3_fp8_tp1_sm90            sglang_dsv3_fp8_tp1
+glm5_bf16_tp1_sm90           sglang_glm5_bf16_tp1
+glm5_fp8_tp1_sm90            sglang_glm5_fp8_tp1
+qwen3_bf16_tp1_sm90          sglang_qwen3_bf16_tp1
+qwen3_fp8_tp1_sm90           sglang_qwen3_fp8_tp1
+qwen3moe_bf16_tp1_sm90       sglang_qwen3moe_bf16_tp1
+qwen3moe_fp8_tp1_sm90        sglang_qwen3moe_fp8_tp1
+qwen3_bf16_tp2_sm90          sglang_qwen3_bf16_tp2
+qwen3moe_bf16_tp2_sm90       sglang_qwen3moe_bf16_tp2
+qwen3moe_bf16_tp2_ep2_sm90   sglang_qwen3moe_bf16_tp2_ep2
+dsv3_bf16_tp2_sm90           sglang_dsv3_bf16_tp2
+dsv3_fp8_tp2_sm90            sglang_dsv3_fp8_tp2
+glm5_bf16_tp2_sm90           sglang_glm5_bf16_tp2
+'
+# check ENGINE PAIRS: every dump of tests/ENGINE/dumps listed, every listed pair compared
+check() {
+  listed=" $(echo "$2" | awk 'NF { printf "%s ", $1 }')"
+  for f in tests/$1/dumps/*.txt; do
+    n=$(basename "$f" .txt)
+    case $listed in *" $n "*) ;; *) echo "FAIL $1 dump $n has no plan in tests/test_conformance.sh" ;; esac
+  done
+  echo "$2" | while read -r dump plan rest; do
+    [ -n "$dump" ] || continue
+    if [ "$plan" = "refused:" ]; then
+      echo "skip $1 $dump: refused by the generator: $rest"
+      continue
+    fi
+    if [ ! -f "tests/$1/dumps/$dump.txt" ]; then echo "FAIL $1 $dump: tests/$1/dumps/$dump.txt missing"; continue; fi
+    if out=$($lua tests/vllm/conform.lua "tests/$1/dumps/$dump.txt" "build/gen/$plan.dst" 2>&1); then
+      echo "ok   $plan conforms to $1 $dump: $(echo "$out" | sed -n 's/.*(\(.*\))$/\1/p')"
+    else
+      echo "FAIL $plan vs $1 $dump"
+      echo "$out"
+    fi
+  done
+}
+{ check vllm "$pairs"; check sglang "$sglang_pairs"; } > "${TMPDIR:-/tmp}/conformance.$$"
 cat "${TMPDIR:-/tmp}/conformance.$$"
 passed=$((passed + $(grep -c '^ok ' "${TMPDIR:-/tmp}/conformance.$$")))
 failed=$((failed + $(grep -c '^FAIL ' "${TMPDIR:-/tmp}/conformance.$$")))
@@ -66,6 +88,22 @@ if [ $rc -ne 0 ] && printf '%s' "$out" | grep -qF "rank 0: 'model.layers.0.self_
   ok "the checker reports a changed stride and a missing alias"
 else
   bad "the checker missed a changed stride or a missing alias (exit $rc): $out"
+fi
+
+# and in an SGLang dump: a dropped expert scale and a KV-cache scale that is not a scalar are differences
+tmp=$(mktemp)
+dump=$(mktemp)
+sed '/^param model.layers.1.mlp.experts.w13_weight_scale_inv /d' build/gen/sglang_dsv3_fp8_tp1.dst > "$tmp"
+sed 's/^\(param model.layers.0.self_attn.attn_mqa.k_scale float32\) shape=\[\] stride=\[\]/\1 shape=[1] stride=[1]/' \
+  tests/sglang/dumps/dsv3_fp8_tp1_sm90.txt > "$dump"
+out=$($lua tests/vllm/conform.lua "$dump" "$tmp" 2>&1)
+rc=$?
+rm -f "$tmp" "$dump"
+if [ $rc -ne 0 ] && printf '%s' "$out" | grep -qF "rank 0: 'model.layers.1.mlp.experts.w13_weight_scale_inv' (float32 [4, 4, 2]) is in the engine, not in the plan" &&
+   printf '%s' "$out" | grep -qF "rank 0: 'model.layers.0.self_attn.attn_mqa.k_scale' (float32 [1]) is in the engine, not in the plan"; then
+  ok "the checker reports a missing sglang expert scale and skips only scalar KV-cache scales"
+else
+  bad "the checker missed a missing sglang expert scale or a non-scalar KV-cache scale (exit $rc): $out"
 fi
 
 echo "$passed passed, $failed failed"

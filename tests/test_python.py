@@ -8,6 +8,7 @@ tests/test_python.sh (PYTHONPATH=build/python); prints one ok/FAIL line per test
 'N passed, N failed'.
 """
 import importlib.util
+import json
 import multiprocessing as mp
 import os
 import re
@@ -23,6 +24,7 @@ import ml_dtypes
 import numpy as np
 
 import refit
+import refit.sglang
 import refit.vllm
 
 
@@ -609,6 +611,7 @@ DUMPS = f"{ROOT}/tests/vllm/dumps"
 def standin_view(plan_name, rank, **changes):
     """EngineView of worker `rank` as the dump of plan_name's config records it, with changes"""
     tensors, settings = standins.load(standins.dump_of(plan_name, DUMPS), rank)
+    assert settings.pop("engine") == "vllm"
     settings.update(changes)
     return refit.vllm.EngineView(tensors=tensors, device="cpu", **settings)
 
@@ -811,6 +814,215 @@ def test_vllm_driver():
         w.refit_close()
 
 
+# ------------------------------------------------------------------------------------------------
+# the SGLang plug-in (refit.sglang) on stand-ins of SGLang's TP workers built from tests/sglang/dumps
+
+SGL_DUMPS = f"{ROOT}/tests/sglang/dumps"
+
+
+def sglang_view(plan_name, rank, **changes):
+    """EngineView of SGLang TP worker `rank` as the dump of plan_name's config records it, with changes"""
+    tensors, settings = standins.load(standins.dump_of(plan_name, SGL_DUMPS), rank)
+    assert settings.pop("engine") == "sglang"
+    settings.update(changes)
+    return refit.sglang.EngineView(tensors=tensors, device="cpu", **settings)
+
+
+def test_sglang_bind_every_dump():
+    """every rank of every SGLang dump with a plan binds through refit.sglang by the model's own
+    parameter names; MLA models (w_kc / w_vc in the dump) only with a finalize step"""
+    n, mla = 0, []
+    for name in refit.plans():
+        dump = standins.dump_of(name, SGL_DUMPS)
+        if not dump:
+            continue
+        p = refit.Plan(name)
+        for r in range(p.receivers):
+            view = sglang_view(name, r)
+            if view.mla_derived:
+                mla.append(name)
+            b = refit.sglang.Binding(p, view, token=TOKEN, host="127.0.0.1", ucx_tls="tcp",
+                                     finalize=(lambda: None) if view.mla_derived else None)
+            info = b.info()
+            assert info["index"] == r and info["port"] > 0 and len(info["blob"]) > 100 and b.rx.unbound == [], info
+            assert set(b.rx.tensors) <= set(view.tensors), name
+            b.close()
+            n += 1
+    assert n == 20, n  # 8 TP1 dumps, 6 TP2 ones (one with EP2) of 2 ranks
+    assert sorted(set(mla)) == ["sglang_dsv3_bf16_tp1", "sglang_dsv3_bf16_tp2", "sglang_dsv3_fp8_tp1",
+                                "sglang_dsv3_fp8_tp2", "sglang_glm5_bf16_tp1", "sglang_glm5_bf16_tp2",
+                                "sglang_glm5_fp8_tp1"], mla
+
+
+def test_sglang_refusals():
+    """what a static table cannot follow in SGLang is refused at bind, naming the setting"""
+    Q, D, R = "sglang_qwen3moe_fp8_tp1", "sglang_dsv3_fp8_tp1", refit.sglang.Refused
+
+    def refused(setting, message, plan=Q, finalize=None, **changes):
+        e = expect_raises(R, lambda: refit.sglang.Binding(plan, sglang_view(plan, 0, **changes), token=TOKEN,
+                                                          ucx_tls="tcp", finalize=finalize),
+                          f"SGLang {setting}: {message}")
+        assert e.setting == setting
+    refused("version", "0.5.24; the tables of plan 'sglang_qwen3moe_fp8_tp1' follow the sglang profile, which covers "
+            "0.5.23 (parameter dumps of SGLang 0.5.23 on SM90)", version="0.5.24")
+    refused("device capability", "SM100 (cpu); the sglang profile covers SM90 (H100/H200): elsewhere SGLang picks other "
+            "kernels and layouts (on SM100 DeepGEMM requantizes FP8 scales to UE8M0 in place)", device_capability=(10, 0))
+    refused("DeepGEMM UE8M0 scales", "SGLang requantizes block-FP8 scales to UE8M0 in place after loading "
+            "(DEEPGEMM_SCALE_UE8M0); the tables write the fp32 scales as loaded", deepgemm_scale_ue8m0=True)
+    refused("moe_runner_backend", "'flashinfer_trtllm': the tables hold the experts as the triton runner does "
+            "(w13_weight / w2_weight as loaded); other backends may repack them (serve with --moe-runner-backend "
+            "triton)", moe_runner_backend="flashinfer_trtllm")
+    refused("quantization backend", "'model.layers.0.mlp.experts' runs CompressedTensorsW4A4MoEMethod, which repacks "
+            "its weights after loading and restores them for an update; the tables write the loaded layout into the "
+            "packed memory", repacking={"model.layers.0.mlp.experts": "CompressedTensorsW4A4MoEMethod"})
+    refused("enable_eplb", "EPLB moves experts between ranks at run time; the tables place them statically (serve "
+            "with enable_eplb off)", enable_eplb=True)
+    refused("ep_num_redundant_experts", "2 redundant experts; the tables hold each expert once",
+            ep_num_redundant_experts=2)
+    refused("shared experts fusion", "1 shared expert(s) appended to the routed experts' w13_weight / w2_weight; the "
+            "tables hold them as mlp.shared_experts (serve with --disable-shared-experts-fusion)",
+            plan=D, shared_experts_fused=1)
+    # a dense model runs no MoE kernel: any backend setting binds
+    refit.sglang.Binding("sglang_qwen3_fp8_tp1", sglang_view("sglang_qwen3_fp8_tp1", 0, moe_runner_backend="auto"),
+                         token=TOKEN, ucx_tls="tcp").close()
+    refused("weight_cache_mode", "'host': SGLang refuses in-place updates with a weight cache", weight_cache_mode="host")
+    refused("enable_memory_saver", "release/resume_memory_occupation frees and re-maps the weights: bound addresses "
+            "do not survive it", memory_saver=True)
+    refused("dp_size", "2; the sglang profile covers one data-parallel rank per engine (SGLang's own distributed "
+            "update requires dp_size 1)", dp_size=2)
+    refused("tp_size", "2; plan 'sglang_qwen3moe_fp8_tp1' has tp 1", tp_size=2)
+    refused("ep_size", "2; plan 'sglang_qwen3moe_fp8_tp1' has ep 1 (experts split by TP)", ep_size=2)
+    refused("post_load_weights", "the model derives model.layers.0.self_attn.w_kc, model.layers.0.self_attn.w_vc ... "
+            "from kv_b_proj after loading; the tables do not write them, so a binding needs the model's "
+            "post_load_weights as its finalize step", plan=D)
+    # a vLLM plan's names are not SGLang's
+    v = sglang_view(Q, 0)
+    expect_raises(refit.BindError, lambda: refit.sglang.Binding("vllm_qwen3moe_fp8_tp1", v, token=TOKEN, ucx_tls="tcp"),
+                  "10 tensor(s) of plan 'vllm_qwen3moe_fp8_tp1' (receiver 0) not among the engine's parameters, e.g. "
+                  "'model.layers.0.mlp.gate.weight_scale_inv', 'model.layers.0.mlp.experts.routed_experts.w13_weight', "
+                  "'model.layers.0.mlp.experts.routed_experts.w13_weight_scale_inv' (close: "
+                  "'model.layers.0.mlp.experts.w2_weight_scale_inv')")
+
+
+class FakeSGLang:
+    """what refit.sglang.bind / update call of an sglang.Engine: the weight-update session (begin /
+    end, update_weights_from_tensor only inside it, as SGLang 0.5.23 checks), pause / continue, and
+    the custom weight loader run in every TP worker (a thread each, as SGLang's workers are processes)"""
+
+    def __init__(self, models):
+        self.models, self.calls, self.open = models, [], False
+
+    def begin_weight_update(self):
+        self.calls.append("begin")
+        if self.open:
+            return False, "a weight update session is already open"
+        self.open = True
+        return True, "Success"
+
+    def end_weight_update(self):
+        self.calls.append("end")
+        ok, self.open = self.open, False
+        return ok, "Success" if ok else "no weight update session is open"
+
+    def pause_generation(self, mode):
+        self.calls.append("pause " + mode)
+
+    def continue_generation(self):
+        self.calls.append("continue")
+
+    def update_weights_from_tensor(self, named_tensors, load_format=None):
+        self.calls.append("tensor " + json.loads(named_tensors[0][0].partition(":")[2])["op"])
+        if not self.open:
+            return False, "update_weights_from_tensor must run between begin_weight_update() and end_weight_update()"
+        assert load_format == refit.sglang.HOOK, load_format
+        errs = []
+
+        def run(m):
+            try:
+                refit.sglang.worker_call(m, named_tensors)
+            except Exception as e:  # noqa: BLE001
+                errs.append(e)
+        ths = [threading.Thread(target=run, args=(m,)) for m in self.models]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join()
+        return (False, str(errs[0])) if errs else (True, "Success")
+
+
+class StandInModel:
+    """an SGLang model in a TP worker: its view (the dump's parameters) and post_load_weights, which
+    records the receiver's newest complete version when it runs"""
+
+    def __init__(self, plan_name, rank):
+        self.view = sglang_view(plan_name, rank)
+        self.post_loads = []
+
+    def refit_view(self):
+        return self.view
+
+    def post_load_weights(self):
+        self.post_loads.append(refit.sglang._binding.rx.poll().complete)
+
+
+def test_sglang_driver():
+    """refit.sglang.bind / update through SGLang's calls, without SGLang: bind inside a session, trainers
+    import the blobs and push; update pauses generation, opens the session, every worker arms, waits and
+    runs post_load_weights (MLA's w_kc / w_vc) once the version is complete, ends the session and
+    continues; a version nobody pushes times out named, generation left paused; refusals come back by
+    name; import refit.sglang needs no SGLang"""
+    assert "sglang" not in sys.modules
+    refit.sglang._command_tensor = lambda: None  # no torch here: the fake engine reads only the name
+    name = "sglang_dsv3_fp8_tp1"
+    plan = refit.Plan(name)
+    model = StandInModel(name, 0)
+    eng = FakeSGLang([model])
+    tmp = f"/tmp/refit_sglang_{os.getpid()}"
+    os.makedirs(tmp, exist_ok=True)
+    bad = StandInModel(name, 0)
+    bad.view.moe_runner_backend = "deep_gemm"
+    e = expect_raises(refit.sglang.Refused, lambda: refit.sglang.bind(FakeSGLang([bad]), name, TOKEN, info_dir=tmp,
+                                                                      tp_size=1, ucx_tls="tcp"), None)
+    assert e.setting == "moe_runner_backend" and str(e).startswith("TP worker 0: Refused: SGLang moe_runner_backend: "
+                                                                    "'deep_gemm': the tables hold"), str(e)
+    infos = refit.sglang.bind(eng, name, TOKEN, info_dir=tmp, tp_size=1, host="127.0.0.1", ucx_tls="tcp",
+                              timeout_ms=15000)
+    assert eng.calls == ["begin", "tensor bind", "end"] and [i["index"] for i in infos] == [0], (eng.calls, infos)
+    poison(model.view.tensors)
+    ctx = mp.get_context("fork")
+    conns, procs = [], []
+    addrs = {i["index"]: (i["port"], i["blob"]) for i in infos}
+    for t in range(plan.trainers):
+        a, b = ctx.Pipe()
+        procs.append(ctx.Process(target=trainer_proc, args=(name, t, addrs, 1, "blob", b)))
+        procs[-1].start()
+        conns.append(a)
+    try:
+        for c in conns:
+            c.send(("push", 1))
+        eng.calls.clear()
+        res = refit.sglang.update(eng, 1, info_dir=tmp, tp_size=1, timeout=60)
+        assert [(r["index"], r["complete"], r["torn"]) for r in res] == [(0, 1, None)], res
+        assert eng.calls == ["pause retract", "begin", "tensor update", "end", "continue"], eng.calls
+        assert model.post_loads == [1], model.post_loads
+        for c in conns:
+            assert c.poll(60) and c.recv()[:3] == ("pushed", conns.index(c), 1)
+            c.send(("quit",))
+        bad_bytes, _, written, first = compare(reference(plan, 0, 1), model.view.tensors)
+        assert bad_bytes == 0 and written == plan._p.receiver(0)[2], (bad_bytes, first)
+        eng.calls.clear()
+        e = expect_raises(refit.TimeoutError, lambda: refit.sglang.update(eng, 2, info_dir=tmp, tp_size=1, timeout=0.3),
+                          "version 2 not complete on receiver(s) 0: version 2 not complete after 300 ms (newest "
+                          "complete 1)")
+        assert e.version == 2 and model.post_loads == [1], model.post_loads
+        assert eng.calls == ["pause retract", "begin", "tensor update", "end"], eng.calls
+    finally:
+        for pr in procs:
+            pr.join(20)
+        refit.sglang.worker_call(model, [(refit.sglang._CMD + json.dumps({"op": "close", "info_dir": tmp}), None)])
+    assert refit.sglang._binding is None and "sglang" not in sys.modules
+
+
 def test_wait_releases_gil():
     rx = refit.Receiver(refit.Plan("qwen3_tiny_tp2"), 0, token=TOKEN, ucx_tls="tcp")
     rx.bind({n: i.empty() for n, i in rx.tensors.items()})
@@ -1005,10 +1217,16 @@ def receiver_proc(plan_name, index, versions, use_blob, conn, dump=None, sparse=
     try:
         plan = refit.Plan(plan_name)
         opts = dict(token=TOKEN, ucx_tls="tcp", timeout_ms=15000)
+        finals = []
         if dump:
             tensors, settings = standins.load(dump, plan._p.receiver(index)[1])
-            binding = refit.vllm.Binding(plan, refit.vllm.EngineView(tensors=tensors, device="cpu", **settings),
-                                         host="127.0.0.1", **opts)
+            if settings.pop("engine") == "sglang":  # the model's post_load_weights runs once v is complete
+                binding = refit.sglang.Binding(plan, refit.sglang.EngineView(tensors=tensors, device="cpu", **settings),
+                                               host="127.0.0.1", finalize=lambda: finals.append(rx.poll().complete),
+                                               **opts)
+            else:
+                binding = refit.vllm.Binding(plan, refit.vllm.EngineView(tensors=tensors, device="cpu", **settings),
+                                             host="127.0.0.1", **opts)
             rx, port = binding.rx, binding.port
             assert binding.index == index, (binding.index, index)
             poison(tensors)
@@ -1023,6 +1241,8 @@ def receiver_proc(plan_name, index, versions, use_blob, conn, dump=None, sparse=
             if dump:  # the plug-in's update: arm, then wait
                 conn.send(("ready", index, v))
                 st = binding.update(v, timeout=60)
+                final = getattr(binding, "finalize", None)
+                assert finals == (list(range(1, v + 1)) if final else []), (finals, v)
             else:
                 rx.arm(v)  # the engine stopped reading: trainers may write v
                 conn.send(("ready", index, v))
@@ -1088,7 +1308,8 @@ def loopback(plan_name, versions=2, mode="shard", dumps=False):
     try:
         for r in range(plan.receivers):
             a, b = ctx.Pipe()
-            dump = standins.dump_of(plan_name, f"{ROOT}/tests/vllm/dumps") if dumps else None
+            dump = standins.dump_of(plan_name, f"{ROOT}/tests/{plan_name.split('_')[0]}/dumps") if dumps else None
+            assert dump or not dumps, f"{plan_name}: no dump in tests/{plan_name.split('_')[0]}/dumps"
             procs.append(ctx.Process(target=receiver_proc,
                                      args=(plan_name, r, versions, mode == "blob", b, dump, mode == "delta")))
             procs[-1].start()
@@ -1204,6 +1425,35 @@ def test_vllm_loopback_qwen3moe():
     loopback("vllm_qwen3moe_bf16_tp2", dumps=True, mode="direct")
 
 
+def test_sglang_loopback_qwen3_fp8():
+    """into stand-ins of SGLang's Qwen3 (block FP8: qkv_proj, gate_up_proj, weight_scale_inv), bound
+    through refit.sglang"""
+    loopback("sglang_qwen3_fp8_tp1", dumps=True)
+
+
+def test_sglang_loopback_qwen3moe_fp8():
+    """SGLang's Qwen3-MoE: mlp.experts.w13_weight / w2_weight with their scales, the bf16 router"""
+    loopback("sglang_qwen3moe_fp8_tp1", dumps=True, mode="direct")
+
+
+def test_sglang_loopback_dsv3_fp8():
+    """SGLang's DeepSeek-V3: fused_qkv_a_proj_with_mqa, FP8 experts and shared experts; the finalize step
+    (post_load_weights: w_kc / w_vc) runs once per complete version"""
+    loopback("sglang_dsv3_fp8_tp1", dumps=True)
+
+
+def test_sglang_loopback_glm5_bf16():
+    """SGLang's GLM-5: MLA and the DSA indexer (wq_b, wk, weights_proj, fp32 k_norm) apart"""
+    loopback("sglang_glm5_bf16_tp1", dumps=True, mode="blob")
+
+
+def test_sglang_loopback_tp2_ep2():
+    """SGLang's Qwen3-MoE at TP2 with expert parallelism (two whole experts per rank, the vocabulary
+    split), and DeepSeek-V3 FP8 at TP2, bound through refit.sglang"""
+    loopback("sglang_qwen3moe_bf16_tp2_ep2", dumps=True)
+    loopback("sglang_dsv3_fp8_tp2", dumps=True, mode="blob")
+
+
 TESTS = [
     test_library,
     test_small_facts,
@@ -1237,6 +1487,14 @@ TESTS = [
     test_vllm_loopback_glm5_bf16,
     test_vllm_loopback_qwen3_padded_vocab,
     test_vllm_loopback_qwen3moe,
+    test_sglang_bind_every_dump,
+    test_sglang_refusals,
+    test_sglang_driver,
+    test_sglang_loopback_qwen3_fp8,
+    test_sglang_loopback_qwen3moe_fp8,
+    test_sglang_loopback_dsv3_fp8,
+    test_sglang_loopback_glm5_bf16,
+    test_sglang_loopback_tp2_ep2,
 ]
 
 

@@ -8,6 +8,13 @@
 -- deepseek_v3 (DeepSeek-V3, Kimi-K2): F.build(..., true), no indexer, MTP embed_tokens +
 -- shared_head.head; vLLM's DeepseekV2 attention there also registers its tensors under
 -- self_attn.mla_attn.
+-- SGLang 0.5.23 (engine profile sglang, tests/sglang/dumps): [q_a; kv_a] is
+-- fused_qkv_a_proj_with_mqa, no aliases (no mla_attn, router and shared experts once), routed
+-- experts under mlp.experts, the indexer's wk / weights_proj apart, no drafter (engine.mtp = false,
+-- gen/engine.lua). Its MLA w_kc / w_vc are copies in storages of their own that SGLang's
+-- post_load_weights rebuilds from kv_b_proj when the weight-update session ends (refit.sglang
+-- ends it); refit's MLA refresh writes both views into one storage, so it cannot rebuild them and
+-- the tables leave them out.
 local F = {}
 
 function F.build(m, T, engine, deepseek_v3)
@@ -19,7 +26,8 @@ function F.build(m, T, engine, deepseek_v3)
   T.need(m, { "mtp_layers" }, 0)
   local H, N = m.hidden, m.heads
   local fp8 = { fp8 = true }
-  local mla_attn = deepseek_v3 -- vLLM's DeepseekV2 attention (DeepSeek-V3, Kimi-K2): an mla_attn wrapper
+  local sgl = engine.name == "sglang"
+  local mla_attn = deepseek_v3 and not sgl -- vLLM's DeepseekV2 attention (DeepSeek-V3, Kimi-K2): an mla_attn wrapper
   local drafter = m.mtp_layers > 0 and engine.mtp ~= false
   local w13 = engine.w13 == "up_gate" and { "up_proj.weight", "gate_proj.weight" }
     or { "gate_proj.weight", "up_proj.weight" } -- FusedMoE w13 halves, as the engine profile orders them
@@ -89,7 +97,7 @@ function F.build(m, T, engine, deepseek_v3)
 
     if send then
       -- [q_a; kv_a] along dim 0, replicated; kv_a's rows need not fill its last 128-row block.
-      T.dst(da .. "fused_qkv_a_proj.weight", { split = "rep", dtype = "weight", aliases = mla("fused_qkv_a_proj.weight"),
+      T.dst(da .. (sgl and "fused_qkv_a_proj_with_mqa.weight" or "fused_qkv_a_proj.weight"), { split = "rep", dtype = "weight", aliases = mla("fused_qkv_a_proj.weight"),
         parts = { a .. "q_a_proj.weight", a .. "kv_a_proj_with_mqa.weight" } })
       T.dst(da .. "q_a_layernorm.weight", { split = "rep", dtype = "bf16", aliases = mla("q_a_layernorm.weight"),
         parts = { a .. "q_a_layernorm.weight" } })
@@ -100,13 +108,13 @@ function F.build(m, T, engine, deepseek_v3)
       T.dst(da .. "kv_b_proj.weight", { split = "col", dtype = "weight", aliases = mla("kv_b_proj.weight"),
         parts = { { src = a .. "kv_b_proj.weight", heads = N } },
         -- the engine keeps W_UK_T / W_UV derived from kv_b_proj: views (bf16) or rebuilt after every update (fp8)
-        derived = { kind = "mla_absorb", prefix = mla_attn and da .. "mla_attn.mla_attn." or da,
+        derived = (not sgl or nil) and { kind = "mla_absorb", prefix = mla_attn and da .. "mla_attn.mla_attn." or da,
           qk_nope = m.qk_nope_head_dim, v_head = m.v_head_dim, kv_lora = m.kv_lora_rank } })
       T.dst(da .. "o_proj.weight", { split = "row", dtype = "weight", aliases = mla("o_proj.weight"),
         parts = { a .. "o_proj.weight" } })
       if not indexer then
         -- no DSA indexer
-      elseif engine.indexer_fusion ~= false then
+      elseif engine.indexer_fusion ~= false and not sgl then
         T.dst(da .. "indexer.wq_b.weight", { split = "rep", dtype = "weight", parts = { a .. "indexer.wq_b.weight" } })
         -- newer vLLM: [wk; weights_proj] as one unquantized bf16 tensor
         T.dst(da .. "indexer.wk_weights_proj.weight", { split = "rep", dtype = "bf16",
@@ -131,20 +139,22 @@ function F.build(m, T, engine, deepseek_v3)
         T.dst(dp .. "mlp.down_proj.weight", { split = "row", dtype = "weight", parts = { p .. "mlp.down_proj.weight" } })
       else
         -- vLLM 0.33's MoE layer registers the router and shared experts again inside mlp.experts
-        T.dst(dp .. "mlp.gate.weight", { split = "rep", dtype = "bf16", aliases = { dp .. "mlp.experts.gate.weight" },
+        local function again(...) if not sgl then return { ... } end end
+        local experts = sgl and dp .. "mlp.experts." or dp .. "mlp.experts.routed_experts."
+        T.dst(dp .. "mlp.gate.weight", { split = "rep", dtype = "bf16", aliases = again(dp .. "mlp.experts.gate.weight"),
           parts = { p .. "mlp.gate.weight" } })
         T.dst(dp .. "mlp.gate.e_score_correction_bias", { split = "rep", dtype = "fp32",
-          aliases = { dp .. "mlp.experts.gate.e_score_correction_bias", dp .. "mlp.experts.routed_experts.e_score_correction_bias" },
+          aliases = again(dp .. "mlp.experts.gate.e_score_correction_bias", dp .. "mlp.experts.routed_experts.e_score_correction_bias"),
           parts = { p .. "mlp.gate.e_score_correction_bias" } })
-        T.expert_dst(dp .. "mlp.experts.routed_experts.w13_weight", p .. "mlp.experts", m.experts,
+        T.expert_dst(experts .. "w13_weight", p .. "mlp.experts", m.experts,
           { split = "col", dtype = "weight", parts = w13 })
-        T.expert_dst(dp .. "mlp.experts.routed_experts.w2_weight", p .. "mlp.experts", m.experts,
+        T.expert_dst(experts .. "w2_weight", p .. "mlp.experts", m.experts,
           { split = "row", dtype = "weight", parts = { "down_proj.weight" } })
         T.dst(dp .. "mlp.shared_experts.gate_up_proj.weight", { split = "col", dtype = "weight",
-          aliases = { dp .. "mlp.experts._shared_experts._layer.gate_up_proj.weight" },
+          aliases = again(dp .. "mlp.experts._shared_experts._layer.gate_up_proj.weight"),
           parts = { p .. "mlp.shared_experts.gate_proj.weight", p .. "mlp.shared_experts.up_proj.weight" } })
         T.dst(dp .. "mlp.shared_experts.down_proj.weight", { split = "row", dtype = "weight",
-          aliases = { dp .. "mlp.experts._shared_experts._layer.down_proj.weight" },
+          aliases = again(dp .. "mlp.experts._shared_experts._layer.down_proj.weight"),
           parts = { p .. "mlp.shared_experts.down_proj.weight" } })
       end
       if mtp then

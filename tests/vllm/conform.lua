@@ -1,5 +1,6 @@
 -- conform.lua: compare a plan's destination list (build/gen/<plan>.dst, gen/emit_dst.lua) with a
--- parameter dump of the real engine (tests/vllm/dumps/*.txt, line format in tests/vllm/README.md),
+-- parameter dump of the real engine (tests/vllm/dumps/*.txt, tests/sglang/dumps/*.txt: line format
+-- in tests/vllm/README.md),
 -- rank by rank: names, dtypes, shapes, strides, storage offsets, storage sizes and which names
 -- share a storage. Prints the first differences and "conforms" or "differs".
 --
@@ -7,12 +8,15 @@
 -- Counted from a dump: every `param` line (weights, under every name the engine registers them);
 -- buffers (rotary caches, kv-cache scales) and plain attributes (caches, index buffers) are not
 -- weights and are skipped. A drafter section (`# ===== MTP draft model`) numbers its storages anew;
--- its `shared-with-target A == B` lines join the drafter's name with the target's.
+-- its `shared-with-target A == B` lines join the drafter's name with the target's. In SGLang dumps
+-- the FP8 KV-cache scales (self_attn.attn_mqa/attn_mha.k_scale/v_scale, fp32 scalars that no
+-- checkpoint tensor sets: the engine keeps them at 1.0) are parameters; they are not weights and
+-- are skipped too.
 
 local function parse(path, is_dump)
   local f = assert(io.open(path, "rb"), "cannot open " .. path)
   local ranks, n_ranks = {}, nil
-  local rank, section
+  local rank, section, engine
   local parent = {}
   local function find(x)
     while parent[x] ~= x do parent[x] = parent[parent[x]]; x = parent[x] end
@@ -25,15 +29,16 @@ local function parse(path, is_dump)
   local lineno = 0
   for line in f:lines() do
     lineno = lineno + 1
-    local r, n = line:match("^# vllm model dump rank=(%d+)/(%d+)")
-    if not r then r, n = line:match("^# rank (%d+)/(%d+)$") end
+    local e, r, n = line:match("^# (%a+) model dump rank=(%d+)/(%d+)")
+    if e then engine = e else r, n = line:match("^# rank (%d+)/(%d+)$") end
     if r then
       rank = { tensors = {}, order = {}, id = tonumber(r) }
       ranks[#ranks + 1] = rank
       n_ranks, section = tonumber(n), "target"
     elseif line:match("^# ===== MTP draft model") then
       section = "drafter"
-    elseif line:match("^param ") then
+    elseif line:match("^param ") and not (is_dump and engine == "sglang"
+        and line:match("^param %S+%.attn_m[qh]a%.[kv]_scale float32 shape=%[%] ")) then
       local name, dtype, shape, stride, off, st, nbytes =
         line:match("^param (%S+) (%S+) shape=(%b[]) stride=(%b[]) off=(%d+) storage#(%d+) nbytes=(%d+)")
       if not name then error(("%s:%d: unreadable line: %s"):format(path, lineno, line)) end

@@ -1,16 +1,19 @@
-"""standins.py: a vLLM worker's parameters as the dumps record them, for the plug-in's tests.
+"""standins.py: a vLLM or SGLang worker's parameters as the dumps record them, for the plug-ins' tests.
 
     tensors, settings = load(DUMP, rank, device=None)
 
-tensors maps every `param` name of rank `rank` in a dump (tests/vllm/dumps, README.md there) to a
+tensors maps every `param` name of rank `rank` in a dump (tests/vllm/dumps, README.md there;
+tests/sglang/dumps) to a
 tensor laid out as vLLM holds it: one fresh storage per storage#K of the dump (of its nbytes), each
 parameter a view of it at the dump's dtype, shape, stride and offset, so that a Parameter registered
 twice, MLA's W_UK_T / W_UV and the drafter's tensors shared with the target (`shared-with-target`)
 share memory exactly as in the engine. device None: numpy views wrapped in StandIn (the torch.Tensor
 calls the plug-in makes: data_ptr, shape, stride, dtype, device, storage_offset, untyped_storage);
 else torch tensors on that device. settings: EngineView fields the dump records (vLLM version, the
-GPU's capability, TP size and rank, the MoE kernels chosen).
+GPU's capability, TP size and rank, the MoE kernels chosen; for SGLang the MoE runner backend and
+MLA's derived attributes w_kc / w_vc), and "engine": "vllm" or "sglang".
 """
+import os
 import re
 
 import numpy as np
@@ -80,11 +83,13 @@ def parse(path, rank):
     name}, settings) of rank `rank` in a dump"""
     params, shared, settings, cur, section = [], {}, {}, None, "target"
     for line in open(path):
-        m = re.match(r"# vllm model dump rank=(\d+)/(\d+) .*cap=DeviceCapability\(major=(\d+), minor=(\d+)\)", line)
+        m = re.match(r"# vllm model dump rank=(\d+)/(\d+) .*cap=DeviceCapability\(major=(\d+), minor=(\d+)\)", line) \
+            or re.match(r"# sglang model dump rank=(\d+)/(\d+) .*fake_cuda_cap=(\d+)\.(\d+) ", line)
         if m:
             cur, section = int(m.group(1)), "target"
             if cur == rank:
-                settings = dict(tp_size=int(m.group(2)), tp_rank=rank, device_capability=(int(m.group(3)), int(m.group(4))))
+                settings = dict(tp_size=int(m.group(2)), tp_rank=rank, device_capability=(int(m.group(3)), int(m.group(4))),
+                                engine=line.split()[1])
             continue
         if cur != rank:
             continue
@@ -93,6 +98,10 @@ def parse(path, rank):
         elif line.startswith("shared-with-target "):
             a, b = line.split()[1::2]
             shared[a] = b
+        elif line.startswith("attr ") and re.match(r"attr \S+\.w_[kv]c ", line):
+            settings["mla_derived"] = settings.get("mla_derived", ()) + (line.split()[1],)
+        elif line.startswith("module ") and "moe_runner_backend=" in line:
+            settings["moe_runner_backend"] = line.split("moe_runner_backend=")[1].split()[0]
         elif line.startswith("module ") and "moe_kernel.fused_experts=" in line:
             settings.setdefault("moe_kernels", {})[line.split()[1]] = line.split("moe_kernel.fused_experts=")[1].split()[0]
         else:
@@ -118,7 +127,11 @@ def load(path, rank, device=None):
             nb = by_name[shared[name]][6] if name in shared else nbytes
             storages[k] = _alloc(nb, device)
         out[name] = _view(storages[k], dtype, shape, stride, off, device)
-    settings["version"] = "0.33.0"  # the dumps' vLLM (tests/vllm/README.md)
+    # the dumps' vLLM and SGLang (tests/vllm/README.md, tests/sglang/README.md)
+    settings["version"] = "0.5.23" if settings["engine"] == "sglang" else "0.33.0"
+    ep = re.search(r"_ep(\d+)_", os.path.basename(path))  # SGLang's header does not record it: the file name does
+    if ep and settings["engine"] == "sglang":  # ep = tp: EP rank = TP rank
+        settings.update(ep_size=int(ep.group(1)), ep_rank=settings["tp_rank"])
     return out, settings
 
 
@@ -139,12 +152,15 @@ def _view(st, dtype, shape, stride, off, device):
 
 
 def dump_of(plan_name, dumps):
-    """the dump file of a vllm_* conformance plan (tests/test_conformance.sh pairs them the same way)"""
+    """the dump file in tests/<engine>/dumps of an <engine>_* conformance plan (tests/test_conformance.sh
+    pairs them the same way)"""
     import glob
     import os
-    m = re.fullmatch(r"vllm_(\w+?)_(bf16|fp8)_tp(\d+)", plan_name)
+    engine = os.path.basename(os.path.dirname(os.path.abspath(dumps)))  # tests/<engine>/dumps
+    m = re.fullmatch(engine + r"_(\w+?)_(bf16|fp8)_tp(\d+)(_ep\d+)?", plan_name)
     if not m:
         return None
-    model = m.group(1).replace("_", "")
-    hits = sorted(glob.glob(os.path.join(dumps, f"{model}_{m.group(2)}_tp{m.group(3)}*_sm90.txt")))
+    model, ep = m.group(1).replace("_", ""), m.group(4) or ""
+    hits = sorted(h for h in glob.glob(os.path.join(dumps, f"{model}_{m.group(2)}_tp{m.group(3)}{ep}*_sm90.txt"))
+                  if ("_ep" in os.path.basename(h)) == bool(ep))  # an EP dump only for an EP plan
     return hits[0] if hits else None

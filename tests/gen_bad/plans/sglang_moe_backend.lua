@@ -1,0 +1,1 @@
+return plan { name = "sglang_moe_backend", model = "qwen3_moe_tiny", trainer = { fsdp = 2 }, inference = { tp = 1, replicas = 1 }, engine = { name = "sglang", version = "0.5.23", moe_backend = "flashinfer_trtllm" } }

@@ -1,0 +1,1 @@
+return plan { name = "sglang_placement", model = "qwen3_moe_tiny", trainer = { fsdp = 2 }, inference = { tp = 1, ep = 2, replicas = 1 }, engine = { name = "sglang", version = "0.5.23", expert_placement = "round_robin" } }
