@@ -134,8 +134,11 @@ void rf__ucx_close(rf_engine *e);                      /* closes every endpoint,
 void rf__ucx_progress(rf_engine *e);
 /* the next event, or 0; e->ux owns ev's storage until the next call */
 int rf__ucx_next(rf_engine *e, const rf__ev **ev);
-/* wait up to ms for UCX activity (the progress thread); returns at once when events are pending */
-void rf__ucx_sleep(rf_engine *e, uint32_t ms);
+/* the progress thread's sleep, in two halves: rf__ucx_arm (lock held) arms the worker and returns 1
+ * when nothing is pending; then rf__ucx_wait_fd (lock released, no worker call) polls its event fd
+ * for up to ms */
+int rf__ucx_arm(rf_engine *e);
+void rf__ucx_wait_fd(rf_engine *e, uint32_t ms);
 rf_status rf__ucx_map(rf_engine *e, void *ptr, size_t len, void **memh);
 rf_status rf__ucx_alloc(rf_engine *e, size_t len, void **ptr, void **memh);
 void rf__ucx_unmap(rf_engine *e, void *memh);
@@ -160,6 +163,18 @@ rf_status rf__ucx_send_ref(rf_engine *e, rf__ep ep, const rf__hdr *h, const void
 rf_status rf__ucx_put(rf_engine *e, rf__ep ep, const void *local, size_t len, uint64_t raddr, void *rkey);
 rf_status rf__ucx_flush(rf_engine *e, rf__ep ep, uint64_t tag); /* RF__EV_FLUSHED when done */
 rf_status rf__ucx_setting(const rf_engine *e, const char *name, char *buf, size_t len);
+
+/* ------------------------------------- drive.c ------------------------------------------ */
+void rf__lock(rf_engine *e);   /* no-ops without a progress thread */
+void rf__unlock(rf_engine *e); /* wakes the waiters when the holder called rf__changed */
+/* the one wait: drive (no progress thread: e->step; else sleep on e->changed, lock released)
+ * until done(e, arg) or ms pass; the caller holds the lock. 1 when done held. */
+int rf__drive_until(rf_engine *e, int (*done)(rf_engine *, uint64_t), uint64_t arg, uint32_t ms);
+rf_status rf__progress_start(rf_engine *e);
+void rf__progress_stop(rf_engine *e);
+/* tests: the waits' wakeups and the lock misses so far */
+uint64_t rf__wakeups(rf_engine *e);
+uint64_t rf__lock_misses(const rf_engine *e);
 
 /* ------------------------------------- cuda.c ------------------------------------------- */
 rf_status rf__cuda_open(rf_engine *e);   /* sets the calling thread's current device */
@@ -212,11 +227,16 @@ struct rf_engine {
   rf__key token_key;
   uint32_t max_inflight, timeout_ms, handshake_ms;
   char tls[256], nic_mode[256], gpu_bdf[32], sysfs[256];
-  /* progress thread (cfg.progress_thread): it and every entry point hold mu */
+  /* threading (drive.c; the rule is at the top of this file) */
+  rf_status (*step)(rf_engine *e); /* the role's step: what a wait or the progress thread drives */
   pthread_t prog;
   pthread_mutex_t mu;
-  pthread_cond_t changed;    /* a version completed or tore, a push ended */
+  pthread_cond_t changed;    /* CLOCK_MONOTONIC: broadcast when a holder lets mu go after rf__changed */
   int prog_on, prog_quit;
+  _Atomic uintptr_t owner;   /* the thread holding mu (rf__self), 0 when none */
+  uint64_t changes, changes_told; /* rf__changed count; the count the waiters were last woken for */
+  uint64_t wakeups;          /* times a wait woke up (tests: a waiter must sleep, not spin) */
+  _Atomic uint64_t lock_misses; /* calls that touched the worker or role state without holding mu (tests) */
 
   /* ---- trainer (trainer.c) ---- */
   const rf_rank *rk;
@@ -314,6 +334,20 @@ struct rf_engine {
   } pa;
 };
 
+/* drive.c's helpers every file uses (inline: ucx.c sits below drive.c) */
+static inline uintptr_t rf__self(void) { return (uintptr_t)pthread_self(); }
+/* 1 when the caller may touch the worker and role state (no progress thread, or it holds the
+ * lock); else counts a lock miss (tests read them: rf__lock_misses) and returns 0 */
+static inline int rf__held(rf_engine *e, const char *what)
+{
+  (void)what;
+  if (!e->prog_on || atomic_load(&e->owner) == rf__self()) return 1;
+  atomic_fetch_add(&e->lock_misses, 1);
+  return 0;
+}
+/* a role's state changed in a way a wait may be waiting for: the lock's release wakes the waiters */
+static inline void rf__changed(rf_engine *e) { e->changes++; }
+
 /* trainer.c */
 rf_status rf__trainer_open(rf_engine *e);
 void rf__trainer_close(rf_engine *e);
@@ -324,7 +358,9 @@ rf_status rf__trainer_connect(rf_engine *e, uint32_t recv, const char *ip, uint1
 rf_status rf__trainer_import(rf_engine *e, const void *blob, size_t len);
 rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream);
 rf_status rf__trainer_abort(rf_engine *e, const char *why); /* fence: close what is in flight */
-uint64_t rf__trainer_resume(const rf_engine *e);
+uint64_t rf__trainer_resume(rf_engine *e);
+rf_status rf__trainer_progress(rf_engine *e); /* rf_progress: RF_AGAIN while pushing, then its result once */
+rf_status rf__trainer_wait(rf_engine *e, uint32_t ms); /* rf_wait */
 rf_status rf__trainer_report(const rf_engine *e, uint32_t recv, rf_target_state *out);
 
 /* patch.c (receiver): the patch area is allocated and registered by rf__patch_open (at rf_listen,
@@ -341,7 +377,11 @@ int rf__patch_apply(rf_engine *e, uint64_t version, uint32_t *bad, char *why, si
 /* receiver.c */
 rf_status rf__receiver_open(rf_engine *e);
 void rf__receiver_close(rf_engine *e);
-void rf__receiver_step(rf_engine *e);
+rf_status rf__receiver_step(rf_engine *e);  /* messages, then completing a version whose DONEs are in */
+void rf__receiver_events(rf_engine *e);     /* messages only (rf_progress: never blocks) */
+rf_status rf__receiver_export(rf_engine *e, void *buf, size_t cap, size_t *len);
+rf_status rf__receiver_wait(rf_engine *e, uint64_t v, uint32_t ms); /* rf_version_wait */
+int rf__receiver_settled(rf_engine *e); /* tests: every DONE in, the version not yet completed */
 rf_status rf__receiver_bind(rf_engine *e, uint32_t id, void *ptr, size_t bytes);
 rf_status rf__receiver_bind_derived(rf_engine *e, uint32_t id, void *ptr, size_t bytes);
 rf_status rf__receiver_alloc(rf_engine *e, size_t bytes, void **ptr);

@@ -350,6 +350,7 @@ static void tear(rf_engine *e, const char *fmt, ...)
   va_end(ap);
   e->v_torn = e->v_torn_since_arm = e->v_armed;
   e->ctr.torn++;
+  rf__changed(e);
   for (uint32_t k = 0; k < e->rv->peer_count; k++) {
     uint32_t ci = e->peer_conn[k];
     if (ci == RF_NONE) continue;
@@ -442,6 +443,7 @@ static void complete(rf_engine *e)
   e->ctr.refresh_ns += rf__now_ns() - t0;
   e->v_complete = e->v_armed;
   e->v_armed = 0;
+  rf__changed(e);
   e->ctr.versions++;
   e->ctr.bytes += e->rv->bytes;
   if (e->cfg.mem == RF_MEM_CUDA) rf__cuda_publish(e, e->v_complete);
@@ -603,8 +605,11 @@ static void on_done(rf_engine *e, uint32_t k, const rf__hdr *h)
   }
   e->peer_delta[k] = h->mode == RF__DONE_DELTA;
   e->peer_done[k] = 1;
-  if (++e->peers_done == e->rv->peer_count) complete(e);
+  e->peers_done++; /* all in: the version completes in the next rf__receiver_step (not in rf_progress) */
 }
+
+/* every peer's DONE is in and checked: apply, refresh, complete */
+static int settled(const rf_engine *e) { return e->v_armed && e->rv->peer_count && e->peers_done == e->rv->peer_count; }
 
 static void on_msg(rf_engine *e, const rf__ev *ev)
 {
@@ -626,11 +631,12 @@ static void on_msg(rf_engine *e, const rf__ev *ev)
   else e->ctr.ignored++;
 }
 
-void rf__receiver_step(rf_engine *e)
+void rf__receiver_events(rf_engine *e)
 {
   rf__ucx_progress(e);
   const rf__ev *ev;
   while (rf__ucx_next(e, &ev)) {
+    rf__changed(e);
     if (ev->kind == RF__EV_CONN) {
       if (!new_conn(e, ev->ep)) rf__ucx_close_ep(e, ev->ep);
     } else if (ev->kind == RF__EV_MSG) {
@@ -649,7 +655,7 @@ void rf__receiver_step(rf_engine *e)
     uint32_t grace = e->handshake_ms < REJECT_GRACE_MS ? e->handshake_ms : REJECT_GRACE_MS;
     if (rf__past(c->t0, c->state == C_REJECTED ? grace : e->handshake_ms)) close_conn(e, c);
   }
-  if (e->v_armed && e->v_first_grant && rf__past(e->v_first_grant, e->timeout_ms)) {
+  if (e->v_armed && !settled(e) && e->v_first_grant && rf__past(e->v_first_grant, e->timeout_ms)) {
     char missing[128] = "";
     size_t n = 0;
     for (uint32_t k = 0; k < e->rv->peer_count && n + 12 < sizeof missing; k++)
@@ -657,6 +663,42 @@ void rf__receiver_step(rf_engine *e)
         n += (size_t)snprintf(missing + n, sizeof missing - n, "%s%u", n ? "," : "", peer_row(e, k)->trainer);
     tear(e, "no DONE from trainer rank(s) %s within %u ms of the first grant", missing, e->timeout_ms);
   }
+}
+
+rf_status rf__receiver_step(rf_engine *e)
+{
+  rf__receiver_events(e);
+  if (settled(e)) complete(e);
+  return RF_OK;
+}
+
+int rf__receiver_settled(rf_engine *e)
+{
+  rf__lock(e);
+  int s = settled(e);
+  rf__unlock(e);
+  return s;
+}
+
+static int version_settled(rf_engine *e, uint64_t v) { return e->v_complete >= v || e->v_torn_since_arm >= v; }
+
+rf_status rf__receiver_wait(rf_engine *e, uint64_t v, uint32_t ms)
+{
+  if (!rf__drive_until(e, version_settled, v, ms))
+    return rf__fail(e, RF_ERR_TIMEOUT, "version %llu not complete after %u ms (newest complete %llu, armed %llu)",
+                    (unsigned long long)v, ms, (unsigned long long)e->v_complete, (unsigned long long)e->v_armed);
+  if (e->v_complete < v) return rf__fail(e, RF_ERR_TORN, "%s", e->torn_reason);
+  return RF_OK;
+}
+
+rf_status rf__receiver_export(rf_engine *e, void *buf, size_t cap, size_t *len)
+{
+  rf__held(e, "rf_export");
+  if (!e->blob) return rf__fail(e, RF_ERR_STATE, "rf_export before rf_listen");
+  *len = e->blob_len;
+  if (!buf || cap < e->blob_len) return rf__fail(e, RF_ERR_SIZE, "blob needs %zu bytes", e->blob_len);
+  memcpy(buf, e->blob, e->blob_len);
+  return RF_OK;
 }
 
 void rf__receiver_state(const rf_engine *e, rf_version_state *st)

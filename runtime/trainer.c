@@ -442,6 +442,7 @@ static void down(rf_engine *e, rf__target *t, rf_status st, const char *fmt, ...
   va_start(ap, fmt);
   vsnprintf(why, sizeof why, fmt, ap);
   va_end(ap);
+  rf__changed(e);
   if (t->ep) {
     if (t->have_keys) drop_keys(e, t);
     rf__ucx_close_ep(e, t->ep);
@@ -516,6 +517,7 @@ static void take_welcome(rf_engine *e, rf__target *t, const rf__hdr *h, const ui
   if (rf__blob_parse(e->p, &e->token_key, payload, h->len, &v, why, sizeof why) != RF_OK)
     return down(e, t, RF_ERR_BLOB, "its metadata was rejected: %s", why);
   if (v.recv != t->recv) return down(e, t, RF_ERR_BLOB, "its metadata is for receiver %u", v.recv);
+  t->have_keys = 1; /* from the first key on: a failure part way destroys the keys unpacked so far */
   for (uint32_t i = 0; i < v.n; i++) {
     rf__blob_entry en;
     rf__blob_entry_at(&v, i, &en);
@@ -523,7 +525,6 @@ static void take_welcome(rf_engine *e, rf__target *t, const rf__hdr *h, const ui
     if (rf__ucx_rkey(e, t->ep, en.rkey, &t->rkey[i]) != RF_OK)
       return down(e, t, RF_ERR_BLOB, "remote key of '%s': %s", e->p->dst[en.id].name, e->err);
   }
-  t->have_keys = 1;
   for (uint32_t i = v.n; i < v.n + v.n_areas; i++) { /* delta plans: the patch area, then the directory */
     rf__blob_entry en;
     rf__blob_entry_at(&v, i, &en);
@@ -627,6 +628,7 @@ static void events(rf_engine *e)
   while (rf__ucx_next(e, &ev)) {
     rf__target *t = target_of_ep(e, ev->ep);
     if (!t) continue; /* a closed endpoint's late news */
+    rf__changed(e);
     if (ev->kind == RF__EV_FAILED) {
       down(e, t, RF_ERR_PEER, "%s", ev->why);
     } else if (ev->kind == RF__EV_MSG && ev->len >= sizeof(rf__hdr)) {
@@ -650,17 +652,23 @@ static void events(rf_engine *e)
 /* connect and authenticate within timeout_ms. A connection the transport drops before the
  * handshake ends (the listener was full: strangers hold a slot until their handshake deadline) is
  * tried again; a receiver that refused us is not. */
+static int handshake_over(rf_engine *e, uint64_t i) { return e->tg[i].conn != T_HELLO && e->tg[i].conn != T_AUTH; }
+static int never(rf_engine *e, uint64_t unused) { return (void)e, (void)unused, 0; }
+
 static rf_status connect_wait(rf_engine *e, rf__target *t)
 {
   uint64_t t0 = rf__now_ns();
   for (;;) {
     t->refused = 0;
     RF_CHECK(start_connect(e, t));
-    while (t->conn == T_HELLO || t->conn == T_AUTH) events(e);
+    /* the lock is let go while this waits (other threads' calls go on); the HELLO deadline
+     * (events) bounds it */
+    while (!rf__drive_until(e, handshake_over, (uint64_t)(t - e->tg), e->timeout_ms)) {
+    }
     if (t->conn == T_UP) return RF_OK;
     if (t->refused || t->st == RF_ERR_TIMEOUT || rf__past(t0, e->timeout_ms))
       return rf__fail(e, t->st ? t->st : RF_ERR_PEER, "%s", t->why);
-    for (uint64_t w = rf__now_ns(); !rf__past(w, 50);) events(e); /* let the failed endpoint drain */
+    rf__drive_until(e, never, 0, 50); /* let the failed endpoint drain */
   }
 }
 
@@ -701,8 +709,9 @@ rf_status rf__trainer_import(rf_engine *e, const void *blob, size_t len)
   return connect_wait(e, t);
 }
 
-uint64_t rf__trainer_resume(const rf_engine *e)
+uint64_t rf__trainer_resume(rf_engine *e)
 {
+  rf__held(e, "rf_resume_version");
   uint64_t v = e->last_attempt;
   for (uint32_t i = 0; i < e->n_tg; i++)
     if (e->tg[i].complete > v) v = e->tg[i].complete;
@@ -710,6 +719,18 @@ uint64_t rf__trainer_resume(const rf_engine *e)
 }
 
 /* ---------------------------------- push ---------------------------------------------------- */
+
+/* no request of an earlier push in flight, its staging ended */
+static int quiet(rf_engine *e, uint64_t unused) { return (void)unused, !rf__ucx_ops_all(e) && stager_idle(e); }
+
+/* staging could not start: the push ended before any write, and rf_wait / rf_progress say why */
+static rf_status stage_failed(rf_engine *e, rf_status s)
+{
+  e->pushing = 0;
+  e->push_status = s;
+  rf__changed(e);
+  return s;
+}
 
 rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream)
 {
@@ -730,13 +751,9 @@ rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream)
       return rf__fail(e, RF_ERR_UNBOUND, "tensor '%s' (source %u) is not bound on trainer rank %u", p->src[i].name, i,
                       e->cfg.rank);
   /* the slot arena is reused only once no request of an earlier push can still read it */
-  uint64_t t0 = rf__now_ns();
-  while (rf__ucx_ops_all(e) || !stager_idle(e)) {
-    events(e);
-    if (rf__past(t0, e->timeout_ms))
-      return rf__fail(e, RF_ERR_TIMEOUT, "version %llu: %u operations of an abandoned push still outstanding after %u ms",
-                      (unsigned long long)version, rf__ucx_ops_all(e), e->timeout_ms);
-  }
+  if (!rf__drive_until(e, quiet, 0, e->timeout_ms))
+    return rf__fail(e, RF_ERR_TIMEOUT, "version %llu: %u operations of an abandoned push still outstanding after %u ms",
+                    (unsigned long long)version, rf__ucx_ops_all(e), e->timeout_ms);
   char err[300];
   if (e->cfg.delta && e->cfg.mem == RF_MEM_CUDA && rf__cuda_idle(e, e->timeout_ms, err, sizeof err))
     return rf__fail(e, RF_ERR_TIMEOUT, "version %llu: %s", (unsigned long long)version, err);
@@ -764,19 +781,14 @@ rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream)
         rfk_shape sh;
         op_items(e, o, &sh, dest, lo);
         rf_status s = rf__cuda_stage_op(e, &sh, e->items, (int)o->count, stream, p->src[o->src].name);
-        if (s == RF_OK) continue;
-        e->pushing = 0;
-        return s;
+        if (s != RF_OK) return stage_failed(e, s);
       }
       rf_status s = RF_OK;
       if (encoding(e) && e->dt.grp[k + 1] > e->dt.grp[k])
         s = rf__cuda_delta_encode(e, e->dt.reg + e->dt.grp[k], e->dt.grp[k + 1] - e->dt.grp[k],
                                   (rfk_delta_out *)e->dt.out_dev + e->dt.grp[k], stream);
       if (s == RF_OK) s = rf__cuda_group_done(e, k, stream);
-      if (s != RF_OK) {
-        e->pushing = 0;
-        return s;
-      }
+      if (s != RF_OK) return stage_failed(e, s);
     }
   } else {
     pthread_mutex_lock(&e->smu);
@@ -939,6 +951,7 @@ static void finish(rf_engine *e)
   }
   uint64_t dt = rf__now_ns() - e->push_t0;
   e->pushing = 0;
+  rf__changed(e);
   if (st != RF_OK) {
     e->push_status = rf__fail(e, st, "version %llu: %s", (unsigned long long)e->version, why);
     return;
@@ -971,6 +984,8 @@ rf_status rf__trainer_step(rf_engine *e)
     fence_active(e, s, why);
     atomic_store(&e->stage_failed, 1);
     finish(e);
+    /* the staging error is the push's result, whatever the targets say (all skipped: not PARTIAL) */
+    e->push_status = rf__fail(e, s, "%s", why);
     return e->push_status;
   }
   post(e);
@@ -988,6 +1003,31 @@ rf_status rf__trainer_abort(rf_engine *e, const char *why)
   finish(e);
   e->push_status = rf__fail(e, RF_ERR_TIMEOUT, "version %llu: %s", (unsigned long long)e->version, why);
   return e->push_status;
+}
+
+rf_status rf__trainer_progress(rf_engine *e)
+{
+  if (!e->prog_on) rf__trainer_step(e);
+  if (e->pushing) return RF_AGAIN;
+  if (e->push_reported) return RF_OK;
+  e->push_reported = 1; /* the push's result, once */
+  return e->push_status;
+}
+
+static int push_ended(rf_engine *e, uint64_t unused) { return (void)unused, !e->pushing; }
+
+rf_status rf__trainer_wait(rf_engine *e, uint32_t ms)
+{
+  rf_status s;
+  if (!e->pushing || rf__drive_until(e, push_ended, 0, ms)) {
+    s = e->push_status; /* ended: its result (again) */
+  } else {
+    char why[128];
+    snprintf(why, sizeof why, "push not finished after %u ms: abandoned, endpoints with writes in flight closed", ms);
+    s = rf__trainer_abort(e, why);
+  }
+  e->push_reported = 1;
+  return s;
 }
 
 rf_status rf__trainer_report(const rf_engine *e, uint32_t recv, rf_target_state *out)

@@ -207,7 +207,8 @@ static server serve_arming(const rf_plan *p, uint32_t me, uint64_t token, uint32
       clock_gettime(CLOCK_MONOTONIC, &now);
       long ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
       if (arm_after_ms && !armed && ms >= (long)arm_after_ms) armed = rf_arm(e, 1) == RF_OK;
-      rf_progress(e);
+      rf_version_state vs; /* rf_progress takes messages only; the poll completes a version */
+      rf_version_poll(e, &vs);
       struct timespec ts = {0, 50000};
       nanosleep(&ts, NULL);
       char c;
