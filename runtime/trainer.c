@@ -991,6 +991,8 @@ rf_status rf__trainer_step(rf_engine *e)
   post(e);
   for (uint32_t i = 0; i < e->n_tg; i++)
     if (active(&e->tg[i]) || (e->tg[i].push == P_IDLE && e->tg[i].conn != T_DOWN)) return RF_AGAIN;
+  /* no target is left, but the push ends with its staging: a staging error is its result */
+  if (e->g_ready < e->rk->group_first + e->rk->group_count) return RF_AGAIN;
   finish(e);
   return e->push_status;
 }
