@@ -34,6 +34,13 @@ typedef struct side {
   uint32_t n_mem;
 } side;
 
+static uint64_t now_ms(void)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
 static void *zeros(side *s, size_t n)
 {
   void *m = calloc(1, n ? n : 1);
@@ -96,17 +103,21 @@ static void test_waits_sleep(void)
   const rf_plan *p = rf_loop_plan(PLAN);
   side s = {0};
   open_all(&s, p);
-  uint64_t w0 = rf__wakeups(s.r);
+  uint64_t w0 = rf__wakeups(s.r), t0 = now_ms();
   rf_status st = rf_version_wait(s.r, 1, 300); /* nothing armed, nothing pushed */
-  uint64_t woke = rf__wakeups(s.r) - w0;
+  uint64_t woke = rf__wakeups(s.r) - w0, took = now_ms() - t0;
+  EXPECT(took >= 300, "rf_version_wait(300 ms) returned after %llu ms", (unsigned long long)took);
   EXPECT(st == RF_ERR_TIMEOUT && strstr(rf_last_error(s.r), "version 1 not complete after 300 ms"),
          "rf_version_wait: %s '%s'", rf_strerror(st), rf_last_error(s.r));
   EXPECT(woke >= 1 && woke < 40, "rf_version_wait of 300 ms woke %llu times", (unsigned long long)woke);
   /* a push the receiver never grants (nothing armed): rf_wait sleeps until its timeout */
   EXPECT(rf_push(s.t[0], 1, NULL) == RF_OK, "push: %s", rf_last_error(s.t[0]));
   w0 = rf__wakeups(s.t[0]);
+  t0 = now_ms();
   st = rf_wait(s.t[0], 300);
   woke = rf__wakeups(s.t[0]) - w0;
+  took = now_ms() - t0;
+  EXPECT(took >= 300, "rf_wait(300 ms) returned after %llu ms", (unsigned long long)took);
   EXPECT(st == RF_ERR_TIMEOUT && strstr(rf_last_error(s.t[0]), "push not finished after 300 ms"), "rf_wait: %s '%s'",
          rf_strerror(st), rf_last_error(s.t[0]));
   EXPECT(woke >= 1 && woke < 40, "rf_wait of 300 ms woke %llu times", (unsigned long long)woke);
