@@ -53,7 +53,8 @@ rf_status rf_open(const rf_config *cfg, rf_engine **out)
   e->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 10000;
   e->handshake_ms = cfg->handshake_ms ? cfg->handshake_ms : 2000;
   e->token_key = rf__token_key(cfg->token);
-  if (cfg->mem == RF_MEM_CUDA) RF_CHECK(rf__cuda_open(e));
+  e->mem = cfg->mem == RF_MEM_CUDA ? &rf__mem_cuda : &rf__mem_host;
+  if (e->mem->device) RF_CHECK(rf__cuda_open(e));
   e->step = cfg->role == RF_TRAINER ? rf__trainer_step : rf__receiver_step;
   RF_CHECK(cfg->role == RF_TRAINER ? rf__trainer_open(e) : rf__receiver_open(e));
   return cfg->progress_thread ? rf__progress_start(e) : RF_OK;
@@ -67,7 +68,7 @@ void rf_close(rf_engine *e)
   if (e->cfg.role == RF_TRAINER) rf__trainer_close(e);
   else if (e->cfg.role == RF_RECEIVER) rf__receiver_close(e);
   rf__ucx_close(e);                                    /* endpoints, listener, worker, context */
-  if (e->cfg.mem == RF_MEM_CUDA) rf__cuda_close(e);    /* frees a device arena */
+  if (e->mem && e->mem->device) rf__cuda_close(e);   /* what cuda.c allocated for itself */
   free(e);
 }
 
@@ -77,7 +78,7 @@ void rf_get_counters(const rf_engine *e, rf_counters *c)
   rf_engine *m = (rf_engine *)e;
   lock(m);
   *c = e->ctr;
-  c->stage_ns += atomic_load(&m->stage_ns);
+  if (e->cfg.role == RF_TRAINER) rf__trainer_counters(m, c);
   unlock(m);
 }
 
@@ -169,7 +170,7 @@ rf_status rf_version_wait(rf_engine *e, uint64_t v, uint32_t timeout_ms)
 rf_status rf_stream_wait(rf_engine *e, uint64_t v, void *stream)
 {
   ROLE(e, RF_RECEIVER, "rf_stream_wait");
-  if (e->cfg.mem != RF_MEM_CUDA) return rf__fail(e, RF_ERR_STATE, "rf_stream_wait needs a receiver in RF_MEM_CUDA mode");
+  if (!e->mem->device) return rf__fail(e, RF_ERR_STATE, "rf_stream_wait needs a receiver in RF_MEM_CUDA mode");
   return rf__cuda_stream_wait(e, v, stream);
 }
 
