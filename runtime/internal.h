@@ -301,6 +301,23 @@ static inline int rf__held(rf_engine *e, const char *what)
 /* a role's state changed in a way a wait may be waiting for: the lock's release wakes the waiters */
 static inline void rf__changed(rf_engine *e) { e->changes++; }
 
+/* delta_push.c (trainer, cfg.delta): d is NULL in engines without delta, and then encodes nothing */
+typedef struct rf__delta rf__delta;
+rf_status rf__delta_open(rf_engine *e, const rf_rank *rk, uint8_t *arena, rf__delta **dp);
+void rf__delta_close(rf_engine *e, rf__delta *d);
+uint64_t rf__delta_begin(rf__delta *d);          /* a push starts: its base (0: it goes dense) */
+uint64_t rf__delta_base(const rf__delta *d);     /* this push's base */
+void rf__delta_staged(rf__delta *d, uint64_t v); /* every group staged: the slots hold v */
+/* where group k (relative to the rank) stages while this push encodes (its scratch image, slot
+ * offset *lo at its start); NULL: the slot arena */
+uint8_t *rf__delta_dest(const rf__delta *d, uint32_t k, uint64_t *lo);
+int rf__delta_encode_host(rf__delta *d, uint32_t k); /* group k's encode (reference): an rfk status */
+rf_status rf__delta_encode_cuda(rf_engine *e, rf__delta *d, uint32_t k, void *stream, uint64_t version);
+/* write w (relative to the rank) into directory entry `entry`: 1 and its patch when it goes as a
+ * patch, 0 when its patch overflowed (entry size 0: the region goes dense) */
+int rf__delta_patch(rf__delta *d, uint32_t w, uint32_t entry, const void **patch, uint64_t *size);
+const uint8_t *rf__delta_dir(const rf__delta *d, uint32_t entry); /* 16 bytes per entry */
+
 /* trainer.c */
 rf_status rf__trainer_open(rf_engine *e);
 void rf__trainer_close(rf_engine *e);

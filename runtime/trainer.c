@@ -54,7 +54,7 @@ struct rf__target {
   uint64_t area_raddr, dir_raddr;
   void *area_rkey, *dir_rkey;
   uint64_t dir_off;        /* this rank's part of the receiver's directory (bytes) */
-  uint32_t dir_first;      /* its entries in e->tr->dt.dir, 16 bytes each, in wl order */
+  uint32_t dir_first;      /* its first directory entry (delta_push.c), in wl order */
   int delta, dir_posted;   /* this push goes as patches; its directory part was put */
   uint64_t patch_sent;     /* this push: patch bytes put to it */
 };
@@ -98,28 +98,8 @@ struct rf__trainer {
   _Atomic uint64_t stage_ns;
   char stage_err[512];
 
-  /* delta pushes (cfg.delta, trainer.c): every slot keeps its region's previous encoding; staging
-   * writes a group's new encoding to the scratch, the encode makes the region's patch and updates
-   * the slot. Regions are the rank's distinct slot ranges (refit_plan.h), in table order. */
-  struct {
-    uint8_t *scratch;          /* [rk->scratch_bytes] host or device */
-    uint8_t *patch;            /* [rk->patch_bytes] host or device, registered: one patch slot per region */
-    void *patch_memh;
-    uint8_t *dir;              /* [16 x write_count] host, registered: the directory entries each target puts */
-    void *dir_memh;
-    rfk_delta_region *reg;     /* [n_reg]: next (in the scratch), old (the slot), its patch slot, cap (patch_cap) */
-    uint32_t n_reg;
-    uint32_t *of_write;        /* [write_count] region of each write of the rank */
-    uint32_t *grp;             /* [group_count + 1] first region of each group */
-    uint64_t *lo;              /* [group_count] slot offset of each group's scratch image */
-    rfk_delta_out *out;        /* [n_reg] host (CUDA: mapped); a group's are valid once it is ready */
-    void *out_dev;             /* CUDA: out as the device sees it */
-    uint64_t slots_version;    /* the version every slot holds: 0 when unknown (none staged whole yet, or
-                                  the last push's staging did not finish) */
-    uint64_t base;             /* this push: slots_version at its start; nonzero: its groups stage into the
-                                  scratch and are encoded, and targets whose complete version it is get patches */
-    uint64_t push_bytes;       /* this push: bytes put (patches, dense writes, directories) */
-  } dt;
+  rf__delta *dt;             /* delta_push.c, with cfg.delta; else NULL */
+  uint64_t push_bytes;       /* this push: bytes put (patches, dense writes, directories) */
 
 };
 
@@ -171,13 +151,15 @@ static int skip_op(const rf_engine *e, const rf_op *o) { return e->cfg.direct &&
 
 /* delta pushes with a base encode: their groups stage into the scratch, and the encode makes the
  * patches and updates the slots. Without a base every target goes dense: staging writes the slots. */
-static int encoding(const rf_engine *e) { return e->cfg.delta && e->tr->dt.base; }
+static int encoding(const rf_engine *e) { return rf__delta_base(e->tr->dt) != 0; }
 
 /* where group k (relative to the rank) stages: the arena, or its scratch image when encoding */
 static uint8_t *stage_dest(rf_engine *e, uint32_t k, uint64_t *lo)
 {
-  *lo = encoding(e) ? e->tr->dt.lo[k] : 0;
-  return encoding(e) ? e->tr->dt.scratch : e->tr->arena;
+  uint8_t *d = rf__delta_dest(e->tr->dt, k, lo);
+  if (d) return d;
+  *lo = 0;
+  return e->tr->arena;
 }
 
 /* the staging thread: for each push, every group of this rank in order; errors stop it */
@@ -205,8 +187,7 @@ static void *stager_main(void *arg)
                    o->count > 1 ? " (or another of its group)" : "", (unsigned long long)e->tr->stage_version,
                    rfk_strerror(rc));
       }
-      uint32_t r0 = encoding(e) ? e->tr->dt.grp[i] : 0, nr = encoding(e) ? e->tr->dt.grp[i + 1] - r0 : 0;
-      if (!rc && nr && (rc = rfk_ref_delta_encode(e->tr->dt.reg + r0, (int)nr, e->tr->dt.out + r0)))
+      if (!rc && (rc = rf__delta_encode_host(e->tr->dt, i)))
         snprintf(e->tr->stage_err, sizeof e->tr->stage_err, "delta encode of group %u for version %llu: %s",
                  e->tr->rk->group_first + i, (unsigned long long)e->tr->stage_version, rfk_strerror(rc));
       atomic_fetch_add(&e->tr->stage_ns, rf__now_ns() - t0);
@@ -301,9 +282,7 @@ static rf_status cuda_start(rf_engine *e, void *stream)
       op_items(e, o, &sh, dest, lo);
       RF_CHECK(rf__cuda_stage_op(e, &sh, tr->items, (int)o->count, stream, p->src[o->src].name, tr->version));
     }
-    if (encoding(e) && tr->dt.grp[k + 1] > tr->dt.grp[k])
-      RF_CHECK(rf__cuda_delta_encode(e, tr->dt.reg + tr->dt.grp[k], tr->dt.grp[k + 1] - tr->dt.grp[k],
-                                     (rfk_delta_out *)tr->dt.out_dev + tr->dt.grp[k], stream, tr->version));
+    RF_CHECK(rf__delta_encode_cuda(e, tr->dt, k, stream, tr->version));
     RF_CHECK(rf__cuda_group_done(e, k, stream));
   }
   return RF_OK;
@@ -329,94 +308,6 @@ static const stager stage_cuda = {.open = cuda_open, .settle = cuda_settle, .sta
                                   .idle = cuda_idle};
 
 /* ---------------------------------- open / close ------------------------------------------ */
-
-/* delta: the rank's regions (distinct slot ranges, table order), each group's scratch image, the
- * patch buffer and the directory entries; checks that the tables agree with themselves */
-static rf_status delta_open(rf_engine *e)
-{
-  const rf_plan *p = e->p;
-  const rf_rank *rk = e->tr->rk;
-  if (!p->delta_ppm)
-    return rf__fail(e, RF_ERR_ARG, "rf_config.delta: plan %s has no patch areas (its plan file sets no delta = { budget = B })",
-                    p->name);
-  if (e->cfg.direct)
-    return rf__fail(e, RF_ERR_ARG, "rf_config.delta and rf_config.direct exclude each other: delta keeps every region's "
-                    "previous version in its slot, which direct writes do not stage");
-  uint32_t nw = rk->write_count ? rk->write_count : 1, ng = rk->group_count;
-  e->tr->dt.reg = calloc(nw, sizeof *e->tr->dt.reg);
-  e->tr->dt.of_write = calloc(nw, sizeof *e->tr->dt.of_write);
-  e->tr->dt.grp = calloc(ng + 1, sizeof *e->tr->dt.grp);
-  e->tr->dt.lo = calloc(ng ? ng : 1, sizeof *e->tr->dt.lo);
-  if (!e->tr->dt.reg || !e->tr->dt.of_write || !e->tr->dt.grp || !e->tr->dt.lo)
-    return rf__fail(e, RF_ERR_NOMEM, "delta tables");
-  size_t pbytes = rk->patch_bytes ? rk->patch_bytes : 16, sbytes = rk->scratch_bytes ? rk->scratch_bytes : 16;
-  const rf__mem *m = e->mem;
-  RF_CHECK(m->alloc(e, sbytes, (void **)&e->tr->dt.scratch, "delta staging scratch"));
-  RF_CHECK(m->alloc_reg(e, pbytes, (void **)&e->tr->dt.patch, &e->tr->dt.patch_memh, "delta patch buffer"));
-  RF_CHECK(m->alloc_shared(e, nw * sizeof *e->tr->dt.out, (void **)&e->tr->dt.out, &e->tr->dt.out_dev, "delta encode results"));
-  RF_CHECK(m->warm(e, NULL, NULL, NULL, NULL));
-  RF_CHECK(rf__ucx_alloc(e, 16 * (size_t)nw, (void **)&e->tr->dt.dir, &e->tr->dt.dir_memh));
-  uint32_t n = 0;
-  uint64_t at = 0;
-  for (uint32_t k = 0; k < ng; k++) {
-    const rf_group *g = &p->groups[rk->group_first + k];
-    uint64_t lo = UINT64_MAX, hi = 0;
-    for (uint32_t i = g->write_first; i < g->write_first + g->write_count; i++) {
-      const rf_write *w = &p->writes[i];
-      if (w->slot < lo) lo = w->slot;
-      if (w->slot + w->len > hi) hi = w->slot + w->len;
-    }
-    if (!g->write_count) lo = hi = 0;
-    if (hi - lo > rk->scratch_bytes)
-      return rf__fail(e, RF_ERR_ARG, "plan %s: group %u of rank %u spans %llu slot bytes, its scratch holds %llu", p->name,
-                      rk->group_first + k, e->cfg.rank, (unsigned long long)(hi - lo), (unsigned long long)rk->scratch_bytes);
-    /* every op of the group stages inside its scratch image */
-    for (uint32_t j = g->op_first; j < g->op_first + g->op_count; j++) {
-      const rf_op *o = &p->ops[j];
-      uint64_t es = o->kind == RF_OP_FP8 ? 1 : o->dst_dtype == RF_FP32 ? 4 : 2, cells = (uint64_t)(o->rows * o->cols);
-      uint64_t sc = (uint64_t)((o->rows + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK * ((o->cols + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK)) * 4;
-      for (uint32_t c = 0; c < o->count; c++) {
-        uint64_t out = o->out + (uint64_t)c * o->out_step, scale = o->scale + (uint64_t)c * o->scale_step;
-        if (out < lo || out + cells * es > hi || (o->kind == RF_OP_FP8 && (scale < lo || scale + sc > hi)))
-          return rf__fail(e, RF_ERR_ARG, "plan %s: op %u of rank %u writes outside its group's slot range", p->name, j,
-                          e->cfg.rank);
-      }
-    }
-    e->tr->dt.lo[k] = lo;
-    e->tr->dt.grp[k] = n;
-    const rf_write *prev = NULL;
-    for (uint32_t i = g->write_first; i < g->write_first + g->write_count; i++) {
-      const rf_write *w = &p->writes[i];
-      if (!prev || prev->slot != w->slot || prev->len != w->len) { /* a new region */
-        uint8_t dt = p->dst[w->dst].dtype;
-        e->tr->dt.reg[n] = (rfk_delta_region){.next = e->tr->dt.scratch + (w->slot - lo), .old = e->tr->arena + w->slot, .n = w->len,
-                                          .esize = dt == RF_FP32 ? 4 : dt == RF_BF16 ? 2 : 1, .patch = e->tr->dt.patch + at,
-                                          .cap = w->patch_cap};
-        at += w->patch_cap;
-        n++;
-      } else if (w->patch_cap != e->tr->dt.reg[n - 1].cap) {
-        return rf__fail(e, RF_ERR_ARG, "plan %s: writes %u and %u send one slot range with patch slots of %llu and %llu "
-                        "bytes", p->name, i - 1, i, (unsigned long long)e->tr->dt.reg[n - 1].cap, (unsigned long long)w->patch_cap);
-      }
-      e->tr->dt.of_write[i - rk->write_first] = n - 1;
-      prev = w;
-    }
-  }
-  e->tr->dt.grp[ng] = e->tr->dt.n_reg = n;
-  if (at != rk->patch_bytes)
-    return rf__fail(e, RF_ERR_ARG, "plan %s: rank %u's regions need %llu patch bytes, its patch buffer has %llu", p->name,
-                    e->cfg.rank, (unsigned long long)at, (unsigned long long)rk->patch_bytes);
-  /* each target's directory entries, and where its part of the receiver's directory starts */
-  uint32_t d = 0;
-  for (uint32_t i = 0; i < e->tr->n_tg; i++) {
-    rf__target *t = &e->tr->tg[i];
-    t->dir_first = d;
-    d += t->nw;
-    const rf_receiver *rv = &p->recv[t->recv];
-    for (uint32_t k = rv->peer_first; k < t->peer; k++) t->dir_off += 16 * (uint64_t)p->peers[k].writes;
-  }
-  return m->device ? rf__cuda_delta_scratch(e, e->tr->dt.reg, e->tr->dt.grp, ng) : RF_OK;
-}
 
 rf_status rf__trainer_open(rf_engine *e)
 {
@@ -482,7 +373,18 @@ rf_status rf__trainer_open(rf_engine *e)
   RF_CHECK(rf__ucx_open(e, 2 * e->tr->n_tg + 2)); /* per target one endpoint, and one closing */
   RF_CHECK(e->mem->alloc(e, bytes, (void **)&e->tr->arena, "slot arena"));
   RF_CHECK(rf__ucx_map(e, e->tr->arena, bytes, &e->tr->arena_memh));
-  if (e->cfg.delta) RF_CHECK(delta_open(e));
+  if (e->cfg.delta) {
+    RF_CHECK(rf__delta_open(e, e->tr->rk, e->tr->arena, &e->tr->dt));
+    /* each target's directory entries, and where its part of the receiver's directory starts */
+    uint32_t d = 0;
+    for (uint32_t i = 0; i < e->tr->n_tg; i++) {
+      rf__target *t = &e->tr->tg[i];
+      t->dir_first = d;
+      d += t->nw;
+      const rf_receiver *rv = &p->recv[t->recv];
+      for (uint32_t k = rv->peer_first; k < t->peer; k++) t->dir_off += 16 * (uint64_t)p->peers[k].writes;
+    }
+  }
   e->tr->stg = e->mem->device ? &stage_cuda : &stage_host;
   return e->tr->stg->open(e);
 }
@@ -514,14 +416,7 @@ void rf__trainer_close(rf_engine *e)
   }
   if (e->ux && e->tr->arena_memh) rf__ucx_unmap(e, e->tr->arena_memh);
   e->mem->free(e, e->tr->arena);
-  if (e->ux && e->tr->dt.patch) e->mem->free_reg(e, e->tr->dt.patch, e->tr->dt.patch_memh);
-  if (e->ux && e->tr->dt.dir_memh) rf__ucx_unmap(e, e->tr->dt.dir_memh); /* frees the directory too */
-  e->mem->free(e, e->tr->dt.scratch);
-  e->mem->free_shared(e, e->tr->dt.out);
-  free(e->tr->dt.reg);
-  free(e->tr->dt.of_write);
-  free(e->tr->dt.grp);
-  free(e->tr->dt.lo);
+  rf__delta_close(e, e->tr->dt);
   free(e->tr->tg);
   free(e->tr->recv_tg);
   free(e->tr->items);
@@ -601,7 +496,7 @@ static void send_msg(rf_engine *e, rf__target *t, uint32_t type, uint64_t versio
 static void send_done_delta(rf_engine *e, rf__target *t)
 {
   rf__hdr h = {.magic = RF__MAGIC, .type = RF__DONE, .session = t->session, .version = e->tr->version,
-               .value = t->patch_sent, .hash = e->tr->dt.base, .rank = e->cfg.rank, .recv = t->recv, .mode = RF__DONE_DELTA};
+               .value = t->patch_sent, .hash = rf__delta_base(e->tr->dt), .rank = e->cfg.rank, .recv = t->recv, .mode = RF__DONE_DELTA};
   h.mac = rf__msg_mac(&t->key, &h, NULL);
   if (rf__ucx_send(e, t->ep, &h, NULL) != RF_OK) down(e, t, RF_ERR_PEER, "sending DONE failed: %s", e->err);
 }
@@ -678,7 +573,7 @@ static void take_welcome(rf_engine *e, rf__target *t, const rf__hdr *h, const ui
       return;
     }
     t->push = P_WAITING;
-    t->delta = e->tr->dt.base && t->complete == e->tr->dt.base;
+    t->delta = encoding(e) && t->complete == rf__delta_base(e->tr->dt);
     send_msg(e, t, RF__BEGIN, e->tr->version, 0);
   }
 }
@@ -894,10 +789,9 @@ rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream)
   e->tr->push_status = RF_OK;
   e->tr->push_t0 = rf__now_ns();
   e->tr->g_ready = e->tr->rk->group_first;
-  e->tr->dt.push_bytes = 0;
+  e->tr->push_bytes = 0;
   if (e->cfg.delta) { /* the slots are a base only until this push starts rewriting them */
-    e->tr->dt.base = e->tr->dt.slots_version;
-    e->tr->dt.slots_version = 0;
+    rf__delta_begin(e->tr->dt);
   }
   rf_status st = e->tr->stg->start(e, stream);
   if (st != RF_OK) return stage_failed(e, st); /* nothing was written: the push ends here */
@@ -909,7 +803,7 @@ rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream)
     t->push = P_IDLE;
     t->patch_sent = 0;
     t->dir_posted = 0;
-    t->delta = e->tr->dt.base && t->complete == e->tr->dt.base; /* decided again if it connects during the push */
+    t->delta = encoding(e) && t->complete == rf__delta_base(e->tr->dt); /* decided again if it connects during the push */
     if (t->conn == T_UP) {
       t->push = P_WAITING;
       send_msg(e, t, RF__BEGIN, version, 0);
@@ -933,11 +827,9 @@ static rf_status advance_staging(rf_engine *e)
 {
   uint32_t end = e->tr->rk->group_first + e->tr->rk->group_count;
   RF_CHECK(e->tr->stg->poll(e));
-  if (e->tr->g_ready == end) e->tr->dt.slots_version = e->tr->version;
+  if (e->tr->g_ready == end) rf__delta_staged(e->tr->dt, e->tr->version);
   return RF_OK;
 }
-
-static void wr64(uint8_t *b, uint64_t v) { memcpy(b, &v, 8); }
 
 /* one write of t: its slot bytes (or, with direct writes, its source pieces) into the tensor; when t
  * goes as patches, the region's patch into the write's patch slot instead unless it overflowed, and
@@ -948,19 +840,15 @@ static rf_status put_write(rf_engine *e, rf__target *t, uint32_t wi)
   const rf_write *w = &p->writes[wi];
   uint32_t di = w->dst - p->recv[t->recv].dst_first;
   if (t->delta) {
-    uint32_t r = e->tr->dt.of_write[wi - e->tr->rk->write_first];
-    const rfk_delta_out *o = &e->tr->dt.out[r];
-    uint8_t *entry = e->tr->dt.dir + 16 * (size_t)(t->dir_first + t->wcur);
-    wr64(entry + 8, o->digest);
-    if (o->status == RFK_OK) {
-      wr64(entry, o->size);
-      t->patch_sent += o->size;
-      e->tr->dt.push_bytes += o->size;
-      e->ctr.patch_bytes += o->size;
-      return rf__ucx_put(e, t->ep, e->tr->dt.reg[r].patch, o->size, t->area_raddr + w->patch_off, t->area_rkey);
+    const void *patch;
+    uint64_t size;
+    if (rf__delta_patch(e->tr->dt, wi - e->tr->rk->write_first, t->dir_first + t->wcur, &patch, &size)) {
+      t->patch_sent += size;
+      e->tr->push_bytes += size;
+      e->ctr.patch_bytes += size;
+      return rf__ucx_put(e, t->ep, patch, size, t->area_raddr + w->patch_off, t->area_rkey);
     }
-    wr64(entry, 0); /* overflowed its slot: the region goes dense */
-    e->ctr.overflows++;
+    e->ctr.overflows++; /* overflowed its slot: the region goes dense */
   } else if (e->cfg.direct && w->piece_count) {
     rf_status s = RF_OK;
     for (uint32_t k = 0; k < w->piece_count && s == RF_OK; k++) { /* from the sources: one put per range */
@@ -969,10 +857,10 @@ static rf_status put_write(rf_engine *e, rf__target *t, uint32_t wi)
                       t->raddr[di] + w->dst_off + pc->off, t->rkey[di]);
     }
     e->ctr.direct_writes++;
-    e->tr->dt.push_bytes += w->len;
+    e->tr->push_bytes += w->len;
     return s;
   }
-  e->tr->dt.push_bytes += w->len;
+  e->tr->push_bytes += w->len;
   return rf__ucx_put(e, t->ep, e->tr->arena + w->slot, w->len, t->raddr[di] + w->dst_off, t->rkey[di]);
 }
 
@@ -992,8 +880,8 @@ static void post(rf_engine *e)
         if (rf__ucx_ops_all(e) >= e->max_inflight) continue;
         size_t n = 16 * (size_t)t->nw;
         t->dir_posted = 1;
-        e->tr->dt.push_bytes += n;
-        if (rf__ucx_put(e, t->ep, e->tr->dt.dir + 16 * (size_t)t->dir_first, n, t->dir_raddr + t->dir_off, t->dir_rkey) != RF_OK)
+        e->tr->push_bytes += n;
+        if (rf__ucx_put(e, t->ep, rf__delta_dir(e->tr->dt, t->dir_first), n, t->dir_raddr + t->dir_off, t->dir_rkey) != RF_OK)
           down(e, t, RF_ERR_PEER, "the directory of version %llu failed: %s", (unsigned long long)e->tr->version, e->err);
         progress = 1;
         continue;
@@ -1054,7 +942,7 @@ static void finish(rf_engine *e)
   e->ctr.versions++;
   e->ctr.push_ns += dt;
   e->ctr.last_push_ns = dt;
-  e->ctr.bytes += e->tr->dt.push_bytes;
+  e->ctr.bytes += e->tr->push_bytes;
   for (uint32_t i = 0; i < e->tr->n_tg; i++) e->ctr.deltas += e->tr->tg[i].push == P_COMPLETE && e->tr->tg[i].delta;
   if (skipped) {
     char list[160] = "";

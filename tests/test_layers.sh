@@ -38,7 +38,8 @@ def strip(text):  # comments and strings out: only code is checked
     text = re.sub(r"//[^\n]*", " ", text)
     return re.sub(r'"(\\.|[^"\\])*"', '""', text)
 files = {f: strip(open(os.path.join(src, f)).read()) for f in sorted(os.listdir(src)) if f.endswith((".c", ".h"))}
-owners = {"rf__trainer": "trainer.c", "rf__receiver": "receiver.c", "rf__patch": "patch.c", "rf__ucx": "ucx.c",
+owners = {"rf__trainer": "trainer.c", "rf__receiver": "receiver.c", "rf__patch": "patch.c", "rf__delta": "delta_push.c",
+          "rf__ucx": "ucx.c",
           "rf__cuda": "cuda.c"}
 def body(text, name):  # the field declarations of `struct name { ... }`, nested braces included
     m = re.search(r"\bstruct\s+%s\s*\{" % name, text)
