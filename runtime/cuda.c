@@ -27,7 +27,8 @@ struct rf__cuda {
   ptr_attr_fn ptr_attr;
   addr_range_fn addr_range;
   wait32_fn wait32;
-  cudaEvent_t *ev;             /* trainer: one per group of this rank */
+  cudaEvent_t *ev;             /* trainer: one per group of this rank (n_ev) */
+  uint32_t n_ev;
   cudaEvent_t t0;
   int timed, timed_start;
   volatile int *flag_h;        /* trainer: set by kernels on non-finite input (host-mapped) */
@@ -35,8 +36,8 @@ struct rf__cuda {
   volatile uint32_t *ver_h;    /* receiver: newest complete version (host-mapped) */
   CUdeviceptr ver_d;
   cudaStream_t rstream;        /* receiver: refresh, delta apply and digest */
-  void *dev[16];               /* rf__cuda_alloc */
-  void *host[16];              /* rf__cuda_alloc_mapped */
+  void *dev[16];               /* device buffers (alloc); what their owners did not free goes at close */
+  void *host[16];              /* pinned mapped host buffers (alloc_shared) */
   int n_dev, n_host;
   void *dscratch;              /* trainer, delta: the encode kernels' scratch */
   uint64_t dscratch_bytes;
@@ -95,17 +96,17 @@ rf_status rf__cuda_open(rf_engine *e)
 void rf__cuda_close(rf_engine *e)
 {
   struct rf__cuda *cu = e->cu;
-  if (e->arena) cudaFree(e->arena);
-  e->arena = NULL;
   if (!cu) return;
   if (cu->ev) {
-    for (uint32_t i = 0; e->rk && i < e->rk->group_count; i++)
+    for (uint32_t i = 0; i < cu->n_ev; i++)
       if (cu->ev[i]) cudaEventDestroy(cu->ev[i]);
     free(cu->ev);
   }
   if (cu->t0) cudaEventDestroy(cu->t0);
-  for (int i = 0; i < cu->n_dev; i++) cudaFree(cu->dev[i]);
-  for (int i = 0; i < cu->n_host; i++) cudaFreeHost(cu->host[i]);
+  for (int i = 0; i < cu->n_dev; i++)
+    if (cu->dev[i]) cudaFree(cu->dev[i]);
+  for (int i = 0; i < cu->n_host; i++)
+    if (cu->host[i]) cudaFreeHost(cu->host[i]);
   if (cu->flag_h) cudaFreeHost((void *)cu->flag_h);
   if (cu->ver_h) cudaFreeHost((void *)cu->ver_h);
   if (cu->rstream) cudaStreamDestroy(cu->rstream);
@@ -113,21 +114,20 @@ void rf__cuda_close(rf_engine *e)
   e->cu = NULL;
 }
 
-rf_status rf__cuda_alloc_arena(rf_engine *e, size_t bytes, uint8_t **out)
+rf_status rf__cuda_groups(rf_engine *e, uint32_t groups)
 {
   struct rf__cuda *cu = e->cu;
-  CU_TRY(e, cudaMalloc((void **)out, bytes), "slot arena (cudaMalloc)");
-  CU_TRY(e, cudaMemset(*out, 0, bytes), "slot arena (cudaMemset)");
-  cu->ev = calloc(e->rk->group_count ? e->rk->group_count : 1, sizeof *cu->ev);
+  cu->ev = calloc(groups ? groups : 1, sizeof *cu->ev);
   if (!cu->ev) return rf__fail(e, RF_ERR_NOMEM, "group events");
-  for (uint32_t i = 0; i < e->rk->group_count; i++)
-    CU_TRY(e, cudaEventCreateWithFlags(&cu->ev[i], i + 1 == e->rk->group_count ? cudaEventDefault : cudaEventDisableTiming),
+  cu->n_ev = groups;
+  for (uint32_t i = 0; i < groups; i++)
+    CU_TRY(e, cudaEventCreateWithFlags(&cu->ev[i], i + 1 == groups ? cudaEventDefault : cudaEventDisableTiming),
            "group event");
   CU_TRY(e, cudaEventCreate(&cu->t0), "timing event");
   return RF_OK;
 }
 
-rf_status rf__cuda_check_memory(rf_engine *e, const void *ptr, size_t bytes, const char *what)
+static rf_status check_memory(rf_engine *e, const void *ptr, size_t bytes, const char *what)
 {
   struct rf__cuda *cu = e->cu;
   struct cudaPointerAttributes a;
@@ -158,7 +158,7 @@ rf_status rf__cuda_check_memory(rf_engine *e, const void *ptr, size_t bytes, con
 }
 
 rf_status rf__cuda_stage_op(rf_engine *e, const rfk_shape *sh, const rfk_item *items, int count, void *stream,
-                            const char *what)
+                            const char *what, uint64_t version)
 {
   struct rf__cuda *cu = e->cu;
   if (!cu->timed_start) {
@@ -170,45 +170,41 @@ rf_status rf__cuda_stage_op(rf_engine *e, const rfk_shape *sh, const rfk_item *i
   int rc = rfk_cuda_run(sh, items, count, cu->flag_d, stream);
   if (rc == RFK_ERR_CUDA)
     return rf__fail(e, RF_ERR_CUDA, "staging '%s' for version %llu: kernel launch failed: %s", what,
-                    (unsigned long long)e->version, rfk_cuda_last_error());
-  if (rc) return rf__fail(e, RF_ERR_KERNEL, "staging '%s' for version %llu: %s", what, (unsigned long long)e->version, rfk_strerror(rc));
+                    (unsigned long long)version, rfk_cuda_last_error());
+  if (rc) return rf__fail(e, RF_ERR_KERNEL, "staging '%s' for version %llu: %s", what, (unsigned long long)version, rfk_strerror(rc));
   return RF_OK;
 }
 
 rf_status rf__cuda_group_done(rf_engine *e, uint32_t k, void *stream)
 {
   CU_TRY(e, cudaEventRecord(e->cu->ev[k], (cudaStream_t)stream), "cudaEventRecord");
-  if (k + 1 == e->rk->group_count) e->cu->timed_start = 0;
+  if (k + 1 == e->cu->n_ev) e->cu->timed_start = 0;
   return RF_OK;
 }
 
-int rf__cuda_group_ready(rf_engine *e, uint32_t k, char *err, size_t errlen)
+int rf__cuda_group_ready(rf_engine *e, uint32_t k, uint32_t gid, uint32_t layer, char *err, size_t errlen, uint64_t *stage_ns)
 {
   struct rf__cuda *cu = e->cu;
   cudaError_t c = cudaEventQuery(cu->ev[k]);
   if (c == cudaErrorNotReady) return 0;
   if (c != cudaSuccess) {
-    snprintf(err, errlen, "staging group %u: %s", e->rk->group_first + k, cudaGetErrorString(c));
+    snprintf(err, errlen, "staging group %u: %s", gid, cudaGetErrorString(c));
     return -1;
   }
   if (*cu->flag_h) {
     snprintf(err, errlen, "non-finite values (inf/NaN) in the tensors of group %u (layer %u); nothing of this version "
-             "is reported complete", e->rk->group_first + k, e->p->groups[e->rk->group_first + k].layer);
+             "is reported complete", gid, layer);
     return -1;
   }
-  if (k + 1 == e->rk->group_count && !cu->timed) {
+  if (k + 1 == cu->n_ev && !cu->timed) {
     float ms = 0;
-    if (cudaEventElapsedTime(&ms, cu->t0, cu->ev[k]) == cudaSuccess) e->ctr.stage_ns += (uint64_t)(ms * 1e6);
+    if (cudaEventElapsedTime(&ms, cu->t0, cu->ev[k]) == cudaSuccess) *stage_ns += (uint64_t)(ms * 1e6);
     cu->timed = 1;
   }
   return 1;
 }
 
-rf_status rf__cuda_publish(rf_engine *e, uint64_t v)
-{
-  __atomic_store_n(e->cu->ver_h, (uint32_t)v, __ATOMIC_RELEASE);
-  return RF_OK;
-}
+static void publish(rf_engine *e, uint64_t v) { __atomic_store_n(e->cu->ver_h, (uint32_t)v, __ATOMIC_RELEASE); }
 
 rf_status rf__cuda_stream_wait(rf_engine *e, uint64_t v, void *stream)
 {
@@ -219,7 +215,7 @@ rf_status rf__cuda_stream_wait(rf_engine *e, uint64_t v, void *stream)
   return RF_OK;
 }
 
-rf_status rf__cuda_refresh(rf_engine *e, const rf_refresh *st, const rfk_mla_absorb *items, const rfk_mla_layout *y,
+static rf_status refresh(rf_engine *e, const rf_refresh *st, const rfk_mla_absorb *items, const rfk_mla_layout *y,
                            uint32_t n)
 {
   /* one launch per run of steps with the same layout */
@@ -235,26 +231,58 @@ rf_status rf__cuda_refresh(rf_engine *e, const rf_refresh *st, const rfk_mla_abs
   return RF_OK;
 }
 
-rf_status rf__cuda_alloc(rf_engine *e, size_t bytes, void **dev, const char *what)
+static rf_status alloc(rf_engine *e, size_t bytes, void **dev, const char *what)
 {
   struct rf__cuda *cu = e->cu;
-  if (cu->n_dev == (int)(sizeof cu->dev / sizeof cu->dev[0])) return rf__fail(e, RF_ERR_NOMEM, "%s: too many device buffers", what);
+  int i = 0;
+  while (i < cu->n_dev && cu->dev[i]) i++;
+  if (i == (int)(sizeof cu->dev / sizeof cu->dev[0])) return rf__fail(e, RF_ERR_NOMEM, "%s: too many device buffers", what);
   CU_TRY(e, cudaMalloc(dev, bytes ? bytes : 16), what);
-  cu->dev[cu->n_dev++] = *dev;
+  cu->dev[i] = *dev;
+  if (i == cu->n_dev) cu->n_dev++;
   CU_TRY(e, cudaMemset(*dev, 0, bytes ? bytes : 16), what);
   return RF_OK;
 }
 
-rf_status rf__cuda_alloc_mapped(rf_engine *e, size_t bytes, void **host, void **dev, const char *what)
+static void release(void **list, int n, void *p, int host)
+{
+  for (int i = 0; p && i < n; i++)
+    if (list[i] == p) {
+      if (host) cudaFreeHost(p);
+      else cudaFree(p);
+      list[i] = NULL;
+    }
+}
+
+static void free_dev(rf_engine *e, void *ptr) { release(e->cu->dev, e->cu->n_dev, ptr, 0); }
+
+static rf_status alloc_reg(rf_engine *e, size_t bytes, void **ptr, void **memh, const char *what)
+{
+  RF_CHECK(alloc(e, bytes, ptr, what));
+  return rf__ucx_map(e, *ptr, bytes ? bytes : 16, memh);
+}
+
+static void free_reg(rf_engine *e, void *ptr, void *memh)
+{
+  if (memh) rf__ucx_unmap(e, memh);
+  free_dev(e, ptr);
+}
+
+static rf_status alloc_shared(rf_engine *e, size_t bytes, void **host, void **dev, const char *what)
 {
   struct rf__cuda *cu = e->cu;
-  if (cu->n_host == (int)(sizeof cu->host / sizeof cu->host[0])) return rf__fail(e, RF_ERR_NOMEM, "%s: too many host buffers", what);
+  int i = 0;
+  while (i < cu->n_host && cu->host[i]) i++;
+  if (i == (int)(sizeof cu->host / sizeof cu->host[0])) return rf__fail(e, RF_ERR_NOMEM, "%s: too many host buffers", what);
   CU_TRY(e, cudaHostAlloc(host, bytes ? bytes : 16, cudaHostAllocMapped | cudaHostAllocPortable), what);
-  cu->host[cu->n_host++] = *host;
+  cu->host[i] = *host;
+  if (i == cu->n_host) cu->n_host++;
   memset(*host, 0, bytes ? bytes : 16);
   if (dev) CU_TRY(e, cudaHostGetDevicePointer(dev, *host, 0), what);
   return RF_OK;
 }
+
+static void free_shared(rf_engine *e, void *host) { release(e->cu->host, e->cu->n_host, host, 1); }
 
 rf_status rf__cuda_delta_scratch(rf_engine *e, const rfk_delta_region *r, const uint32_t *first, uint32_t groups)
 {
@@ -264,21 +292,22 @@ rf_status rf__cuda_delta_scratch(rf_engine *e, const rfk_delta_region *r, const 
     if (b > most) most = b;
   }
   e->cu->dscratch_bytes = most;
-  return rf__cuda_alloc(e, most, &e->cu->dscratch, "delta encode scratch");
+  return alloc(e, most, &e->cu->dscratch, "delta encode scratch");
 }
 
-rf_status rf__cuda_delta_encode(rf_engine *e, const rfk_delta_region *r, uint32_t n, rfk_delta_out *out, void *stream)
+rf_status rf__cuda_delta_encode(rf_engine *e, const rfk_delta_region *r, uint32_t n, rfk_delta_out *out, void *stream,
+                                uint64_t version)
 {
   struct rf__cuda *cu = e->cu;
   int rc = rfk_cuda_delta_encode(r, (int)n, out, cu->dscratch, cu->dscratch_bytes, stream);
   if (rc == RFK_ERR_CUDA)
-    return rf__fail(e, RF_ERR_CUDA, "delta encode for version %llu: kernel launch failed: %s", (unsigned long long)e->version,
+    return rf__fail(e, RF_ERR_CUDA, "delta encode for version %llu: kernel launch failed: %s", (unsigned long long)version,
                     rfk_cuda_last_error());
-  if (rc) return rf__fail(e, RF_ERR_KERNEL, "delta encode for version %llu: %s", (unsigned long long)e->version, rfk_strerror(rc));
+  if (rc) return rf__fail(e, RF_ERR_KERNEL, "delta encode for version %llu: %s", (unsigned long long)version, rfk_strerror(rc));
   return RF_OK;
 }
 
-rf_status rf__cuda_delta_apply(rf_engine *e, const rfk_delta_target *t, uint32_t nt, rfk_delta_status *st_d,
+static rf_status apply(rf_engine *e, const rfk_delta_target *t, uint32_t nt, rfk_delta_status *st_d,
                                rfk_delta_status *st_h, const rfk_delta_span *s, uint32_t ns, uint64_t *dg_d,
                                uint64_t *dg_h)
 {
@@ -294,7 +323,7 @@ rf_status rf__cuda_delta_apply(rf_engine *e, const rfk_delta_target *t, uint32_t
   return RF_OK;
 }
 
-rf_status rf__cuda_delta_warm(rf_engine *e, rfk_delta_status *st_d, rfk_delta_status *st_h, uint64_t *dg_d,
+static rf_status warm(rf_engine *e, rfk_delta_status *st_d, rfk_delta_status *st_h, uint64_t *dg_d,
                               uint64_t *dg_h)
 {
   if (rfk_cuda_delta_load() != RFK_OK)
@@ -309,11 +338,11 @@ rf_status rf__cuda_delta_warm(rf_engine *e, rfk_delta_status *st_d, rfk_delta_st
   if (rfk_ref_delta_encode(&r, 1, &o) != RFK_OK || o.status != RFK_OK)
     return rf__fail(e, RF_ERR_KERNEL, "the delta kernels' self-check: the reference encode failed");
   uint8_t *dev;
-  RF_CHECK(rf__cuda_alloc(e, 16 + sizeof patch, (void **)&dev, "delta self-check buffer")); /* zeroed: old */
+  RF_CHECK(alloc(e, 16 + sizeof patch, (void **)&dev, "delta self-check buffer")); /* zeroed: old */
   CU_TRY(e, cudaMemcpy(dev + 16, patch, o.size, cudaMemcpyHostToDevice), "delta self-check");
   rfk_delta_target t = {.patch = dev + 16, .len = o.size, .dst = dev, .n = 16, .esize = 1};
   rfk_delta_span sp = {dev, 16};
-  RF_CHECK(rf__cuda_delta_apply(e, &t, 1, st_d, st_h, &sp, 1, dg_d, dg_h));
+  RF_CHECK(apply(e, &t, 1, st_d, st_h, &sp, 1, dg_d, dg_h));
   CU_TRY(e, cudaMemcpy(got, dev, 16, cudaMemcpyDeviceToHost), "delta self-check");
   if (st_h[0].code != RFK_OK || dg_h[0] != o.digest || memcmp(got, next, 16))
     return rf__fail(e, RF_ERR_KERNEL, "the delta kernels' self-check on this GPU failed: status %d, digest %016llx "
@@ -325,10 +354,10 @@ rf_status rf__cuda_delta_warm(rf_engine *e, rfk_delta_status *st_d, rfk_delta_st
 int rf__cuda_idle(rf_engine *e, uint32_t ms, char *err, size_t errlen)
 {
   struct rf__cuda *cu = e->cu;
-  if (!cu->ev || !e->rk->group_count) return 0;
+  if (!cu->ev || !cu->n_ev) return 0;
   uint64_t t0 = rf__now_ns();
   for (;;) {
-    cudaError_t c = cudaEventQuery(cu->ev[e->rk->group_count - 1]);
+    cudaError_t c = cudaEventQuery(cu->ev[cu->n_ev - 1]);
     if (c == cudaSuccess) return 0;
     if (c != cudaErrorNotReady) {
       snprintf(err, errlen, "the last push's staging: %s", cudaGetErrorString(c));
@@ -340,3 +369,7 @@ int rf__cuda_idle(rf_engine *e, uint32_t ms, char *err, size_t errlen)
     }
   }
 }
+
+const rf__mem rf__mem_cuda = {.device = 1, .alloc = alloc, .free = free_dev, .alloc_reg = alloc_reg, .free_reg = free_reg,
+                              .alloc_shared = alloc_shared, .free_shared = free_shared, .check = check_memory,
+                              .refresh = refresh, .apply = apply, .warm = warm, .publish = publish};

@@ -2,9 +2,8 @@
  * its optional progress thread, and hands each call to the role's state machine (trainer.c,
  * receiver.c). Nothing below calls back into this file.
  *
- * With cfg.progress_thread, one thread drives the transport (sleeping on UCX's event fd between
- * events) and every entry point takes the engine lock, so calls are thread-safe and waits sleep on
- * a condition variable that the thread signals whenever a version or a push changes state. */
+ * Every entry point holds the engine lock (drive.c; a no-op without cfg.progress_thread) and every
+ * wait is rf__drive_until (internal.h states the threading rule). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,41 +11,8 @@
 
 #include "internal.h"
 
-static void lock(rf_engine *e)
-{
-  if (e->prog_on) pthread_mutex_lock(&e->mu);
-}
-static void unlock(rf_engine *e)
-{
-  if (e->prog_on) pthread_mutex_unlock(&e->mu);
-}
-
-/* one step of the role's state machine; returns the trainer's push status */
-static rf_status step(rf_engine *e)
-{
-  if (e->cfg.role == RF_RECEIVER) {
-    rf__receiver_step(e);
-    return RF_OK;
-  }
-  return rf__trainer_step(e);
-}
-
-static void *progress_main(void *arg)
-{
-  rf_engine *e = arg;
-  pthread_mutex_lock(&e->mu);
-  while (!e->prog_quit) {
-    uint64_t before = e->v_complete + e->v_torn + e->ctr.versions + (uint64_t)e->pushing;
-    step(e);
-    if (e->v_complete + e->v_torn + e->ctr.versions + (uint64_t)e->pushing != before || !e->pushing)
-      pthread_cond_broadcast(&e->changed);
-    pthread_mutex_unlock(&e->mu);
-    rf__ucx_sleep(e, 1); /* wakes on UCX activity; 1 ms bounds handshake and version deadlines */
-    pthread_mutex_lock(&e->mu);
-  }
-  pthread_mutex_unlock(&e->mu);
-  return NULL;
-}
+#define lock rf__lock
+#define unlock rf__unlock
 
 static rf_status copy_str(rf_engine *e, char *dst, size_t cap, const char *src, const char *what)
 {
@@ -87,37 +53,22 @@ rf_status rf_open(const rf_config *cfg, rf_engine **out)
   e->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 10000;
   e->handshake_ms = cfg->handshake_ms ? cfg->handshake_ms : 2000;
   e->token_key = rf__token_key(cfg->token);
-  if (cfg->mem == RF_MEM_CUDA) RF_CHECK(rf__cuda_open(e));
+  e->mem = cfg->mem == RF_MEM_CUDA ? &rf__mem_cuda : &rf__mem_host;
+  if (e->mem->device) RF_CHECK(rf__cuda_open(e));
+  e->step = cfg->role == RF_TRAINER ? rf__trainer_step : rf__receiver_step;
   RF_CHECK(cfg->role == RF_TRAINER ? rf__trainer_open(e) : rf__receiver_open(e));
-  if (cfg->progress_thread) {
-    if (pthread_mutex_init(&e->mu, NULL) || pthread_cond_init(&e->changed, NULL))
-      return rf__fail(e, RF_ERR_NOMEM, "progress thread: mutex");
-    e->prog_on = 1;
-    if (pthread_create(&e->prog, NULL, progress_main, e)) {
-      e->prog_on = 0;
-      return rf__fail(e, RF_ERR_NOMEM, "progress thread");
-    }
-  }
-  return RF_OK;
+  return cfg->progress_thread ? rf__progress_start(e) : RF_OK;
 }
 
 void rf_close(rf_engine *e)
 {
   if (!e) return;
-  if (e->prog_on) {
-    pthread_mutex_lock(&e->mu);
-    e->prog_quit = 1;
-    pthread_mutex_unlock(&e->mu);
-    pthread_join(e->prog, NULL);
-    pthread_cond_destroy(&e->changed);
-    pthread_mutex_destroy(&e->mu);
-    e->prog_on = 0;
-  }
+  rf__progress_stop(e);
   rf__ucx_drain(e);                                    /* what was handed to UCX goes out first */
   if (e->cfg.role == RF_TRAINER) rf__trainer_close(e);
   else if (e->cfg.role == RF_RECEIVER) rf__receiver_close(e);
   rf__ucx_close(e);                                    /* endpoints, listener, worker, context */
-  if (e->cfg.mem == RF_MEM_CUDA) rf__cuda_close(e);    /* frees a device arena */
+  if (e->mem && e->mem->device) rf__cuda_close(e);   /* what cuda.c allocated for itself */
   free(e);
 }
 
@@ -127,7 +78,7 @@ void rf_get_counters(const rf_engine *e, rf_counters *c)
   rf_engine *m = (rf_engine *)e;
   lock(m);
   *c = e->ctr;
-  c->stage_ns += atomic_load(&m->stage_ns);
+  if (e->cfg.role == RF_TRAINER) rf__trainer_counters(m, c);
   unlock(m);
 }
 
@@ -186,11 +137,7 @@ rf_status rf_export(rf_engine *e, void *buf, size_t cap, size_t *len)
 {
   ROLE(e, RF_RECEIVER, "rf_export");
   if (!len) return rf__fail(e, RF_ERR_ARG, "rf_export: no length output");
-  if (!e->blob) return rf__fail(e, RF_ERR_STATE, "rf_export before rf_listen");
-  *len = e->blob_len;
-  if (!buf || cap < e->blob_len) return rf__fail(e, RF_ERR_SIZE, "blob needs %zu bytes", e->blob_len);
-  memcpy(buf, e->blob, e->blob_len);
-  return RF_OK;
+  LOCKED(e, rf__receiver_export(e, buf, cap, len));
 }
 
 rf_status rf_arm(rf_engine *e, uint64_t v)
@@ -204,49 +151,18 @@ rf_status rf_version_poll(rf_engine *e, rf_version_state *st)
   ROLE(e, RF_RECEIVER, "rf_version_poll");
   if (!st) return rf__fail(e, RF_ERR_ARG, "rf_version_poll: no output");
   lock(e);
-  if (!e->prog_on) rf__receiver_step(e);
+  if (!e->prog_on) rf__receiver_step(e); /* messages, then a version whose DONEs are all in completes */
   rf__receiver_state(e, st);
   unlock(e);
   return RF_OK;
 }
 
-static void add_ms(struct timespec *ts, uint32_t ms)
-{
-  clock_gettime(CLOCK_MONOTONIC, ts);
-  ts->tv_sec += ms / 1000;
-  ts->tv_nsec += (long)(ms % 1000) * 1000000;
-  if (ts->tv_nsec >= 1000000000) ts->tv_sec++, ts->tv_nsec -= 1000000000;
-}
-
-/* block until done(e) is nonzero or ms pass; the progress thread or this one drives the engine */
-static int wait_until(rf_engine *e, uint32_t ms, int (*done)(rf_engine *, uint64_t), uint64_t arg)
-{
-  uint64_t t0 = rf__now_ns();
-  for (;;) {
-    if (!e->prog_on) step(e);
-    if (done(e, arg)) return 1;
-    if (rf__past(t0, ms)) return 0;
-    if (e->prog_on) {
-      struct timespec ts;
-      add_ms(&ts, 5);
-      pthread_cond_timedwait(&e->changed, &e->mu, &ts);
-    }
-  }
-}
-
-static int version_settled(rf_engine *e, uint64_t v) { return e->v_complete >= v || e->v_torn_since_arm >= v; }
 
 rf_status rf_version_wait(rf_engine *e, uint64_t v, uint32_t timeout_ms)
 {
   ROLE(e, RF_RECEIVER, "rf_version_wait");
   lock(e);
-  rf_status s = RF_OK;
-  if (!wait_until(e, timeout_ms ? timeout_ms : e->timeout_ms, version_settled, v))
-    s = rf__fail(e, RF_ERR_TIMEOUT, "version %llu not complete after %u ms (newest complete %llu, armed %llu)",
-                 (unsigned long long)v, timeout_ms ? timeout_ms : e->timeout_ms, (unsigned long long)e->v_complete,
-                 (unsigned long long)e->v_armed);
-  else if (e->v_complete < v)
-    s = rf__fail(e, RF_ERR_TORN, "%s", e->torn_reason);
+  rf_status s = rf__receiver_wait(e, v, timeout_ms ? timeout_ms : e->timeout_ms);
   unlock(e);
   return s;
 }
@@ -254,7 +170,7 @@ rf_status rf_version_wait(rf_engine *e, uint64_t v, uint32_t timeout_ms)
 rf_status rf_stream_wait(rf_engine *e, uint64_t v, void *stream)
 {
   ROLE(e, RF_RECEIVER, "rf_stream_wait");
-  if (e->cfg.mem != RF_MEM_CUDA) return rf__fail(e, RF_ERR_STATE, "rf_stream_wait needs a receiver in RF_MEM_CUDA mode");
+  if (!e->mem->device) return rf__fail(e, RF_ERR_STATE, "rf_stream_wait needs a receiver in RF_MEM_CUDA mode");
   return rf__cuda_stream_wait(e, v, stream);
 }
 
@@ -287,7 +203,11 @@ rf_status rf_import(rf_engine *e, const void *blob, size_t len)
 uint64_t rf_resume_version(const rf_engine *e)
 {
   if (!e || e->cfg.role != RF_TRAINER) return 0;
-  return rf__trainer_resume(e);
+  rf_engine *m = (rf_engine *)e;
+  lock(m);
+  uint64_t v = rf__trainer_resume(m);
+  unlock(m);
+  return v;
 }
 
 rf_status rf_push(rf_engine *e, uint64_t version, void *stream)
@@ -302,39 +222,19 @@ rf_status rf_progress(rf_engine *e)
   lock(e);
   rf_status s = RF_OK;
   if (e->cfg.role == RF_RECEIVER) {
-    if (!e->prog_on) rf__receiver_step(e);
+    if (!e->prog_on) rf__receiver_events(e); /* messages only: completing a version is the waits' work */
   } else {
-    if (!e->prog_on) rf__trainer_step(e);
-    if (e->pushing) s = RF_AGAIN;
-    else if (!e->push_reported) { /* the push's result, once */
-      e->push_reported = 1;
-      s = e->push_status;
-    }
+    s = rf__trainer_progress(e);
   }
   unlock(e);
   return s;
-}
-
-static int push_ended(rf_engine *e, uint64_t unused)
-{
-  (void)unused;
-  return !e->pushing;
 }
 
 rf_status rf_wait(rf_engine *e, uint32_t timeout_ms)
 {
   ROLE(e, RF_TRAINER, "rf_wait");
   lock(e);
-  uint32_t ms = timeout_ms ? timeout_ms : e->timeout_ms;
-  rf_status s;
-  if (!e->pushing) s = e->push_status; /* ended already: its result (again) */
-  else if (wait_until(e, ms, push_ended, 0)) s = e->push_status;
-  else {
-    char why[128];
-    snprintf(why, sizeof why, "push not finished after %u ms: abandoned, endpoints with writes in flight closed", ms);
-    s = rf__trainer_abort(e, why);
-  }
-  e->push_reported = 1;
+  rf_status s = rf__trainer_wait(e, timeout_ms ? timeout_ms : e->timeout_ms);
   unlock(e);
   return s;
 }

@@ -8,6 +8,29 @@
  *          -> blob.c (metadata blob)   nic.c (NIC selection, called by ucx.c)   plan.c (layout hash)
  *               -> util.c (errors, clock, MAC, random)
  *
+ * drive.c (the engine lock, the progress thread, the one wait) and host.c / cuda.c (the memory
+ * backend, internal.h rf__mem) sit beside them; drive.c calls the role only through e->step.
+ *
+ * State: struct rf_engine is the common head every file may read (config, plan, counters, the UCX
+ * and CUDA handles, the lock); e->tr (struct rf__trainer, trainer.c) and e->rx (struct rf__receiver,
+ * receiver.c) are private to their file, the patch area (struct rf__patch) to patch.c, UCX's state to
+ * ucx.c, CUDA's to cuda.c. Other files ask through functions (rf__trainer_*, rf__receiver_*).
+ *
+ * Threads (the one rule; refit.h states it for callers):
+ *   - Only the thread holding the engine lock touches the UCX worker or a role's state. Without
+ *     cfg.progress_thread the lock is a no-op: the caller's one thread holds it by definition.
+ *   - Every entry point takes the lock (rf__lock) for its whole call; a wait inside one (rf_wait,
+ *     rf_version_wait, rf_connect, rf_import, rf_push's wait for an abandoned push) is
+ *     rf__drive_until(pred, ms): without a progress thread it steps the role itself; with one it
+ *     sleeps on e->changed (CLOCK_MONOTONIC, the clock of its deadline) with the lock released.
+ *   - The progress thread steps the role and arms the worker under the lock, then polls the worker's
+ *     event fd without it (ucx.c: rf__ucx_arm, rf__ucx_wait_fd).
+ *   - A holder that changes what a wait may be waiting for calls rf__changed; releasing the lock
+ *     then wakes the waiters. rf__held checks the rule where the worker is touched (tests count
+ *     misses).
+ *   - The host staging thread (trainer.c) touches neither: it reads the bound sources and writes the
+ *     slots of the push it was given, and reports through atomics.
+ *
  * Public names are rf_, internal ones rf__. Wire formats are little-endian. */
 #ifndef REFIT_INTERNAL_H
 #define REFIT_INTERNAL_H
@@ -141,8 +164,11 @@ void rf__ucx_close(rf_engine *e);                      /* closes every endpoint,
 void rf__ucx_progress(rf_engine *e);
 /* the next event, or 0; e->ux owns ev's storage until the next call */
 int rf__ucx_next(rf_engine *e, const rf__ev **ev);
-/* wait up to ms for UCX activity (the progress thread); returns at once when events are pending */
-void rf__ucx_sleep(rf_engine *e, uint32_t ms);
+/* the progress thread's sleep, in two halves: rf__ucx_arm (lock held) arms the worker and returns 1
+ * when nothing is pending; then rf__ucx_wait_fd (lock released, no worker call) polls its event fd
+ * for up to ms */
+int rf__ucx_arm(rf_engine *e);
+void rf__ucx_wait_fd(rf_engine *e, uint32_t ms);
 rf_status rf__ucx_map(rf_engine *e, void *ptr, size_t len, void **memh);
 rf_status rf__ucx_alloc(rf_engine *e, size_t len, void **ptr, void **memh);
 void rf__ucx_unmap(rf_engine *e, void *memh);
@@ -180,44 +206,76 @@ enum { RF__STRANGER_DROP = 0, RF__STRANGER_REPLY, RF__STRANGER_QUEUE };
 typedef int (*rf__stranger_fn)(rf_engine *e, const rf__hdr *h, const void *payload, rf__hdr *reply);
 void rf__ucx_strangers(rf_engine *e, rf__stranger_fn fn);
 
+/* ------------------------------------- drive.c ------------------------------------------ */
+void rf__lock(rf_engine *e);   /* no-ops without a progress thread */
+void rf__unlock(rf_engine *e); /* wakes the waiters when the holder called rf__changed */
+/* the one wait: drive (no progress thread: e->step; else sleep on e->changed, lock released)
+ * until done(e, arg) or ms pass; the caller holds the lock. 1 when done held. */
+int rf__drive_until(rf_engine *e, int (*done)(rf_engine *, uint64_t), uint64_t arg, uint32_t ms);
+rf_status rf__progress_start(rf_engine *e);
+void rf__progress_stop(rf_engine *e);
+/* tests: the waits' wakeups and the lock misses so far */
+uint64_t rf__wakeups(rf_engine *e);
+uint64_t rf__lock_misses(const rf_engine *e);
+
+/* ------------------------------ memory backend (host.c, cuda.c) ---------------------------- */
+/* What differs between RF_MEM_HOST and RF_MEM_CUDA engines, chosen once at rf_open (e->mem): where
+ * the engine's own buffers live, what a bound pointer must be, and how a receiver applies patches,
+ * rebuilds derived tensors and publishes a complete version. Whoever allocates through it frees
+ * through it (the trainer its arena and delta buffers, patch.c its area). */
+typedef struct rf__mem {
+  int device; /* 1: the engine's buffers and bound tensors are device memory */
+  /* a zeroed buffer of the engine's own (slot arena, delta scratch): aligned host memory or cudaMalloc */
+  rf_status (*alloc)(rf_engine *e, size_t bytes, void **ptr, const char *what);
+  void (*free)(rf_engine *e, void *ptr);
+  /* the same, registered with UCX for peers to reach (patch buffers and areas): UCX-allocated host
+   * memory, or cudaMalloc registered */
+  rf_status (*alloc_reg)(rf_engine *e, size_t bytes, void **ptr, void **memh, const char *what);
+  void (*free_reg)(rf_engine *e, void *ptr, void *memh);
+  /* results kernels write and the host reads: *dev is the kernels' address (host: *host) */
+  rf_status (*alloc_shared)(rf_engine *e, size_t bytes, void **host, void **dev, const char *what);
+  void (*free_shared)(rf_engine *e, void *host);
+  rf_status (*check)(rf_engine *e, const void *ptr, size_t bytes, const char *what); /* a bound tensor */
+  /* receiver: rebuild derived storages, n steps with their items and layouts (runs of equal layouts:
+   * one call); returns when done */
+  rf_status (*refresh)(rf_engine *e, const rf_refresh *steps, const rfk_mla_absorb *items, const rfk_mla_layout *layouts,
+                       uint32_t n);
+  /* receiver, delta: apply nt patches, then digest ns spans; statuses and digests land in st_h, dg_h
+   * (the device writes st_d, dg_d first); returns when done */
+  rf_status (*apply)(rf_engine *e, const rfk_delta_target *t, uint32_t nt, rfk_delta_status *st_d, rfk_delta_status *st_h,
+                     const rfk_delta_span *s, uint32_t ns, uint64_t *dg_d, uint64_t *dg_h);
+  /* delta, at open: the kernels loaded; a receiver runs one patch through apply and digest (st/dg:
+   * one entry each) and checks them against the reference (CUDA loads lazily: a load behind a
+   * stream that waits on the host never ends) */
+  rf_status (*warm)(rf_engine *e, rfk_delta_status *st_d, rfk_delta_status *st_h, uint64_t *dg_d, uint64_t *dg_h);
+  void (*publish)(rf_engine *e, uint64_t v); /* receiver: v is the newest complete version */
+} rf__mem;
+extern const rf__mem rf__mem_host; /* host.c: the C reference kernels */
+extern const rf__mem rf__mem_cuda; /* cuda.c (cuda_none.c: refused at open) */
+
 /* ------------------------------------- cuda.c ------------------------------------------- */
 rf_status rf__cuda_open(rf_engine *e);   /* sets the calling thread's current device */
-void rf__cuda_close(rf_engine *e);
-rf_status rf__cuda_alloc_arena(rf_engine *e, size_t bytes, uint8_t **out);
-rf_status rf__cuda_check_memory(rf_engine *e, const void *ptr, size_t bytes, const char *what);
+void rf__cuda_close(rf_engine *e);       /* frees what cuda.c allocated for itself */
+/* trainer staging: one event per group of the rank */
+rf_status rf__cuda_groups(rf_engine *e, uint32_t groups);
 /* launch one op's kernels (items already point at device memory) on stream */
 rf_status rf__cuda_stage_op(rf_engine *e, const rfk_shape *sh, const rfk_item *items, int count, void *stream,
-                            const char *what);
+                            const char *what, uint64_t version);
 rf_status rf__cuda_group_done(rf_engine *e, uint32_t k, void *stream); /* record group k's event */
-int rf__cuda_group_ready(rf_engine *e, uint32_t k, char *err, size_t errlen); /* 1 done, 0 not yet, -1 err */
-rf_status rf__cuda_publish(rf_engine *e, uint64_t v);
+/* 1 done, 0 not yet, -1 err (gid, layer: the group's table index and layer, for the message); the
+ * last group adds the staging time to *stage_ns */
+int rf__cuda_group_ready(rf_engine *e, uint32_t k, uint32_t gid, uint32_t layer, char *err, size_t errlen,
+                         uint64_t *stage_ns);
 rf_status rf__cuda_stream_wait(rf_engine *e, uint64_t v, void *stream);
-/* device memory and pinned host memory (mapped into the device), freed by rf__cuda_close */
-rf_status rf__cuda_alloc(rf_engine *e, size_t bytes, void **dev, const char *what);
-rf_status rf__cuda_alloc_mapped(rf_engine *e, size_t bytes, void **host, void **dev, const char *what);
 /* delta, trainer: the encode of n regions (device pointers) on stream, out in mapped memory; scratch
  * for the largest of the calls is allocated once by rf__cuda_delta_scratch */
 rf_status rf__cuda_delta_scratch(rf_engine *e, const rfk_delta_region *r, const uint32_t *first, uint32_t groups);
-rf_status rf__cuda_delta_encode(rf_engine *e, const rfk_delta_region *r, uint32_t n, rfk_delta_out *out, void *stream);
-/* delta, receiver: apply nt patches, then digest ns spans, on the refresh stream; statuses and
- * digests land in host memory (st_h, dg_h) through device buffers (st_d, dg_d); returns when done */
-rf_status rf__cuda_delta_apply(rf_engine *e, const rfk_delta_target *t, uint32_t nt, rfk_delta_status *st_d,
-                               rfk_delta_status *st_h, const rfk_delta_span *s, uint32_t ns, uint64_t *dg_d,
-                               uint64_t *dg_h);
-/* delta, at open: every delta kernel loaded (CUDA loads lazily; a load behind a stream that waits on
- * the host never ends); a receiver also runs one patch through apply and digest (st/dg: one entry
- * each) and checks its bytes and digest against the reference */
-rf_status rf__cuda_delta_warm(rf_engine *e, rfk_delta_status *st_d, rfk_delta_status *st_h, uint64_t *dg_d,
-                              uint64_t *dg_h);
+rf_status rf__cuda_delta_encode(rf_engine *e, const rfk_delta_region *r, uint32_t n, rfk_delta_out *out, void *stream,
+                                uint64_t version);
 /* wait (up to ms) until the stream work of the last push is done: 0, or -1 with err */
 int rf__cuda_idle(rf_engine *e, uint32_t ms, char *err, size_t errlen);
-/* rebuild derived storages: n steps, each with its items and layout (runs of equal layouts: one launch) */
-rf_status rf__cuda_refresh(rf_engine *e, const rf_refresh *steps, const rfk_mla_absorb *items, const rfk_mla_layout *layouts,
-                           uint32_t n);
 
 /* ------------------------------------- engine state ------------------------------------- */
-typedef struct rf__target rf__target;   /* trainer.c */
-typedef struct rf__conn rf__conn;       /* receiver.c */
 struct rf__ucx;
 struct rf__cuda;
 
@@ -228,111 +286,56 @@ struct rf_engine {
   rf_counters ctr;
   struct rf__ucx *ux;
   struct rf__cuda *cu;
+  const rf__mem *mem;        /* host or CUDA backend, chosen at rf_open */
   rf__key token_key;
   uint32_t max_inflight, timeout_ms, handshake_ms;
   char tls[256], nic_mode[256], gpu_bdf[32], sysfs[256];
-  /* progress thread (cfg.progress_thread): it and every entry point hold mu */
+  /* threading (drive.c; the rule is at the top of this file) */
+  rf_status (*step)(rf_engine *e); /* the role's step: what a wait or the progress thread drives */
   pthread_t prog;
   pthread_mutex_t mu;
-  pthread_cond_t changed;    /* a version completed or tore, a push ended */
+  pthread_cond_t changed;    /* CLOCK_MONOTONIC: broadcast when a holder lets mu go after rf__changed */
   int prog_on, prog_quit;
+  _Atomic uintptr_t owner;   /* the thread holding mu (rf__self), 0 when none */
+  uint64_t changes, changes_told; /* rf__changed count; the count the waiters were last woken for */
+  uint64_t wakeups;          /* times a wait woke up (tests: a waiter must sleep, not spin) */
+  _Atomic uint64_t lock_misses; /* calls that touched the worker or role state without holding mu (tests) */
 
-  /* ---- trainer (trainer.c) ---- */
-  const rf_rank *rk;
-  uint8_t *arena;            /* slot arena (host or device), arena_bytes */
-  void *arena_memh;
-  const void **src_ptr;      /* [n_src] bound source pointers */
-  uint8_t *src_need;         /* [n_src] 1 when this rank's ops read it */
-  rfk_item *items;           /* [max op count] scratch for one staged op */
-  rf__target *tg;            /* [n_tg] */
-  uint32_t n_tg;
-  uint32_t *recv_tg;         /* [receivers] index into tg, or RF_NONE */
-  int pushing, push_reported;  /* push_reported: its result went to rf_progress or rf_wait */
-  rf_status push_status;
-  uint64_t version, last_attempt, push_t0;
-  uint32_t g_ready;          /* groups of this push whose slots are ready (absolute index bound) */
-  /* host mode: a staging thread runs the reference kernels group by group while this thread posts
-   * the writes of groups already staged (DESIGN.md section 3, step 2) */
-  pthread_t stager;
-  pthread_mutex_t smu;
-  pthread_cond_t scv;
-  int stager_on, stager_quit;
-  uint64_t stage_version;    /* version the stager works on (0 = idle) */
-  _Atomic uint32_t g_staged; /* groups of this push staged so far */
-  _Atomic int stage_failed;
-  _Atomic uint64_t stage_ns;
-  char stage_err[512];
-
-  /* delta pushes (cfg.delta, trainer.c): every slot keeps its region's previous encoding; staging
-   * writes a group's new encoding to the scratch, the encode makes the region's patch and updates
-   * the slot. Regions are the rank's distinct slot ranges (refit_plan.h), in table order. */
-  struct {
-    uint8_t *scratch;          /* [rk->scratch_bytes] host or device */
-    uint8_t *patch;            /* [rk->patch_bytes] host or device, registered: one patch slot per region */
-    void *patch_memh;
-    uint8_t *dir;              /* [16 x write_count] host, registered: the directory entries each target puts */
-    void *dir_memh;
-    rfk_delta_region *reg;     /* [n_reg]: next (in the scratch), old (the slot), its patch slot, cap (patch_cap) */
-    uint32_t n_reg;
-    uint32_t *of_write;        /* [write_count] region of each write of the rank */
-    uint32_t *grp;             /* [group_count + 1] first region of each group */
-    uint64_t *lo;              /* [group_count] slot offset of each group's scratch image */
-    rfk_delta_out *out;        /* [n_reg] host (CUDA: mapped); a group's are valid once it is ready */
-    void *out_dev;             /* CUDA: out as the device sees it */
-    uint64_t slots_version;    /* the version every slot holds: 0 when unknown (none staged whole yet, or
-                                  the last push's staging did not finish) */
-    uint64_t base;             /* this push: slots_version at its start; nonzero: its groups stage into the
-                                  scratch and are encoded, and targets whose complete version it is get patches */
-    uint64_t push_bytes;       /* this push: bytes put (patches, dense writes, directories) */
-  } dt;
-
-  /* ---- receiver (receiver.c) ---- */
-  const rf_receiver *rv;
-  uint32_t pos;              /* position in the replica (rv->tp_rank) */
-  void **dst_ptr;            /* [dst_count] */
-  void **dst_memh;           /* [dst_count] */
-  struct { uint8_t *ptr; size_t bytes; void *memh; } region[16]; /* rf_alloc */
-  uint32_t n_regions;
-  void **der_ptr;            /* [n_derived] (only this position's are used) */
-  uint32_t ref_first, ref_count; /* refresh steps of this position */
-  rfk_mla_absorb *absorb;    /* [ref_count] */
-  rfk_mla_layout *layout;    /* [ref_count] the views each refresh step writes */
-  uint8_t *blob;             /* exported metadata */
-  size_t blob_len;
-  rf__conn *conns;
-  uint32_t n_conns;
-  uint64_t conn_seq;         /* authentication order */
-  uint32_t *peer_conn;       /* [peer_count] the current connection of each peer, or RF_NONE */
-  uint64_t *peer_begun;      /* [peer_count] the version each peer asked for (BEGIN), 0 = none */
-  uint8_t *peer_granted, *peer_done; /* [peer_count] for the armed version */
-  uint32_t peers_done;
-  uint64_t v_complete, v_armed, v_torn, v_torn_since_arm, v_first_grant;
-  uint64_t refused;          /* connections refused (wrong token, plan, rank, receiver) */
-  char torn_reason[256];
-  char refuse_reason[256];   /* the newest refusal, for the receiver's own log */
-  struct rf__cookie *ck;     /* blob-mode handshakes without state (receiver.c) */
-  int listening;
-  uint8_t *peer_delta;       /* [peer_count] the armed version's DONE from k came with patches */
-  /* the patch area (patch.c), in delta plans */
-  struct {
-    uint8_t *area;             /* [rv->patch_bytes] host or device, registered */
-    void *area_memh;
-    uint8_t *dir;              /* [16 x n] host, registered: per write u64 patch bytes, u64 digest */
-    void *dir_memh;
-    uint32_t n;                /* writes this receiver gets, in peer order then table order */
-    uint32_t *w;               /* [n] absolute write ids */
-    uint32_t *peer;            /* [n] peer index of each */
-    uint32_t *first;           /* [peer_count + 1] each peer's first */
-    rfk_delta_target *tgt;     /* [n] patch, dst, n, esize fixed at listen; len per version */
-    rfk_delta_span *span;      /* [n] the destination ranges */
-    rfk_delta_target *vt;      /* [n] this version's patches (len > 0) */
-    rfk_delta_span *vs;        /* [n] this version's digested ranges */
-    uint32_t *vt_i, *vs_i;     /* [n] their index into w */
-    rfk_delta_status *st, *st_dev; /* [n] apply statuses (host; CUDA: and device) */
-    uint64_t *dg, *dg_dev;     /* [n] digests */
-    uint64_t bytes;            /* patch bytes of the last rf__patch_apply */
-  } pa;
+  /* the role's state: defined and written only by trainer.c / receiver.c (one of them is set) */
+  struct rf__trainer *tr;
+  struct rf__receiver *rx;
 };
+
+/* drive.c's helpers every file uses (inline: ucx.c sits below drive.c) */
+static inline uintptr_t rf__self(void) { return (uintptr_t)pthread_self(); }
+/* 1 when the caller may touch the worker and role state (no progress thread, or it holds the
+ * lock); else counts a lock miss (tests read them: rf__lock_misses) and returns 0 */
+static inline int rf__held(rf_engine *e, const char *what)
+{
+  (void)what;
+  if (!e->prog_on || atomic_load(&e->owner) == rf__self()) return 1;
+  atomic_fetch_add(&e->lock_misses, 1);
+  return 0;
+}
+/* a role's state changed in a way a wait may be waiting for: the lock's release wakes the waiters */
+static inline void rf__changed(rf_engine *e) { e->changes++; }
+
+/* delta_push.c (trainer, cfg.delta): d is NULL in engines without delta, and then encodes nothing */
+typedef struct rf__delta rf__delta;
+rf_status rf__delta_open(rf_engine *e, const rf_rank *rk, uint8_t *arena, rf__delta **dp);
+void rf__delta_close(rf_engine *e, rf__delta *d);
+uint64_t rf__delta_begin(rf__delta *d);          /* a push starts: its base (0: it goes dense) */
+uint64_t rf__delta_base(const rf__delta *d);     /* this push's base */
+void rf__delta_staged(rf__delta *d, uint64_t v); /* every group staged: the slots hold v */
+/* where group k (relative to the rank) stages while this push encodes (its scratch image, slot
+ * offset *lo at its start); NULL: the slot arena */
+uint8_t *rf__delta_dest(const rf__delta *d, uint32_t k, uint64_t *lo);
+int rf__delta_encode_host(rf__delta *d, uint32_t k); /* group k's encode (reference): an rfk status */
+rf_status rf__delta_encode_cuda(rf_engine *e, rf__delta *d, uint32_t k, void *stream, uint64_t version);
+/* write w (relative to the rank) into directory entry `entry`: 1 and its patch when it goes as a
+ * patch, 0 when its patch overflowed (entry size 0: the region goes dense) */
+int rf__delta_patch(rf__delta *d, uint32_t w, uint32_t entry, const void **patch, uint64_t *size);
+const uint8_t *rf__delta_dir(const rf__delta *d, uint32_t entry); /* 16 bytes per entry */
 
 /* trainer.c */
 rf_status rf__trainer_open(rf_engine *e);
@@ -344,24 +347,44 @@ rf_status rf__trainer_connect(rf_engine *e, uint32_t recv, const char *ip, uint1
 rf_status rf__trainer_import(rf_engine *e, const void *blob, size_t len);
 rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream);
 rf_status rf__trainer_abort(rf_engine *e, const char *why); /* fence: close what is in flight */
-uint64_t rf__trainer_resume(const rf_engine *e);
+uint64_t rf__trainer_resume(rf_engine *e);
+void rf__trainer_counters(rf_engine *e, rf_counters *c); /* adds what the staging thread counts */
+rf_status rf__trainer_progress(rf_engine *e); /* rf_progress: RF_AGAIN while pushing, then its result once */
+rf_status rf__trainer_wait(rf_engine *e, uint32_t ms); /* rf_wait */
 rf_status rf__trainer_report(const rf_engine *e, uint32_t recv, rf_target_state *out);
 
 /* patch.c (receiver): the patch area is allocated and registered by rf__patch_open (at rf_listen,
  * after the tensors are registered); rf__patch_close undoes it. rf__patch_done checks peer k's
  * delta DONE (base, the directory's sizes against the slots and the DONE's total) and
- * rf__patch_apply applies the patches of every peer with e->peer_delta set, then compares each of
+ * rf__patch_apply applies the patches of every peer with peer_delta set, then compares each of
  * their regions' digests with the directory's. Both return 0, or -1 with the reason in why (naming
  * trainer rank, tensor, write and version) and *bad the peer at fault. */
-rf_status rf__patch_open(rf_engine *e);
-void rf__patch_close(rf_engine *e);
-int rf__patch_done(rf_engine *e, uint32_t k, uint64_t version, uint64_t total, uint64_t base, char *why, size_t n);
-int rf__patch_apply(rf_engine *e, uint64_t version, uint32_t *bad, char *why, size_t n);
+typedef struct rf__patch rf__patch;
+rf_status rf__patch_open(rf_engine *e, const rf_receiver *rv, void *const *dst_ptr, rf__patch **out);
+void rf__patch_close(rf_engine *e, rf__patch *pa); /* NULL: nothing */
+void rf__patch_arm(rf__patch *pa); /* a new version: every directory entry 0 */
+/* the blob entries of the area and the directory (addr, bytes) and their registrations */
+void rf__patch_areas(const rf__patch *pa, rf__blob_entry *area, void **area_memh, rf__blob_entry *dir, void **dir_memh);
+/* tests: entry i's absolute write id, peer k's first entry, the area's and the directory's base */
+uint32_t rf__patch_write(const rf__patch *pa, uint32_t i);
+uint32_t rf__patch_first(const rf__patch *pa, uint32_t k);
+uint8_t *rf__patch_base(const rf__patch *pa);
+uint8_t *rf__patch_dir(const rf__patch *pa);
+/* pa NULL: the plan has no patch areas; complete: the receiver's complete version */
+int rf__patch_done(rf_engine *e, const rf__patch *pa, const rf_receiver *rv, uint32_t k, uint64_t version, uint64_t total,
+                   uint64_t base, uint64_t complete, char *why, size_t n);
+/* peer_delta[k]: peer k's DONE came with patches; *bytes: the patch bytes applied */
+int rf__patch_apply(rf_engine *e, rf__patch *pa, const uint8_t *peer_delta, uint64_t version, uint64_t *bytes,
+                    uint32_t *bad, char *why, size_t n);
 
 /* receiver.c */
 rf_status rf__receiver_open(rf_engine *e);
 void rf__receiver_close(rf_engine *e);
-void rf__receiver_step(rf_engine *e);
+rf_status rf__receiver_step(rf_engine *e);  /* messages, then completing a version whose DONEs are in */
+void rf__receiver_events(rf_engine *e);     /* messages only (rf_progress: never blocks) */
+rf_status rf__receiver_export(rf_engine *e, void *buf, size_t cap, size_t *len);
+rf_status rf__receiver_wait(rf_engine *e, uint64_t v, uint32_t ms); /* rf_version_wait */
+int rf__receiver_settled(rf_engine *e); /* tests: every DONE in, the version not yet completed */
 rf_status rf__receiver_bind(rf_engine *e, uint32_t id, void *ptr, size_t bytes);
 rf_status rf__receiver_bind_derived(rf_engine *e, uint32_t id, void *ptr, size_t bytes);
 rf_status rf__receiver_alloc(rf_engine *e, size_t bytes, void **ptr);

@@ -39,6 +39,7 @@ struct rf__cookie {
   uint64_t floor_ms;
 };
 
+typedef struct rf__conn rf__conn;
 struct rf__conn {
   rf__ep ep;
   int state;
@@ -50,11 +51,42 @@ struct rf__conn {
 
 static int stranger(rf_engine *e, const rf__hdr *h, const void *payload, rf__hdr *reply);
 
-static const rf_peer *peer_row(const rf_engine *e, uint32_t k) { return &e->p->peers[e->rv->peer_first + k]; }
+/* the receiver's state (rf_engine.rx): only this file reads or writes it */
+struct rf__receiver {
+  const rf_receiver *rv;
+  uint32_t pos;              /* position in the replica (rv->tp_rank) */
+  void **dst_ptr;            /* [dst_count] */
+  void **dst_memh;           /* [dst_count] */
+  struct { uint8_t *ptr; size_t bytes; void *memh; } region[16]; /* rf_alloc */
+  uint32_t n_regions;
+  void **der_ptr;            /* [n_derived] (only this position's are used) */
+  uint32_t ref_first, ref_count; /* refresh steps of this position */
+  rfk_mla_absorb *absorb;    /* [ref_count] */
+  rfk_mla_layout *layout;    /* [ref_count] the views each refresh step writes */
+  uint8_t *blob;             /* exported metadata */
+  size_t blob_len;
+  rf__conn *conns;
+  uint32_t n_conns;
+  uint64_t conn_seq;         /* authentication order */
+  uint32_t *peer_conn;       /* [peer_count] the current connection of each peer, or RF_NONE */
+  uint64_t *peer_begun;      /* [peer_count] the version each peer asked for (BEGIN), 0 = none */
+  uint8_t *peer_granted, *peer_done; /* [peer_count] for the armed version */
+  uint32_t peers_done;
+  uint64_t v_complete, v_armed, v_torn, v_torn_since_arm, v_first_grant;
+  uint64_t refused;          /* connections refused (wrong token, plan, rank, receiver) */
+  char torn_reason[256];
+  char refuse_reason[256];   /* the newest refusal, for the receiver's own log */
+  struct rf__cookie *ck;     /* blob-mode handshakes without state */
+  int listening;
+  uint8_t *peer_delta;       /* [peer_count] the armed version's DONE from k came with patches */
+  struct rf__patch *pa;      /* the patch area (patch.c), in delta plans once listening; else NULL */
+};
+
+static const rf_peer *peer_row(const rf_engine *e, uint32_t k) { return &e->p->peers[e->rx->rv->peer_first + k]; }
 
 static uint32_t peer_of_rank(const rf_engine *e, uint32_t rank)
 {
-  for (uint32_t k = 0; k < e->rv->peer_count; k++)
+  for (uint32_t k = 0; k < e->rx->rv->peer_count; k++)
     if (peer_row(e, k)->trainer == rank) return k;
   return RF_NONE;
 }
@@ -65,41 +97,42 @@ rf_status rf__receiver_open(rf_engine *e)
   if (e->cfg.rank >= p->receivers)
     return rf__fail(e, RF_ERR_ARG, "receiver %u out of range (plan %s has %u receivers)", e->cfg.rank, p->name,
                     p->receivers);
-  e->rv = &p->recv[e->cfg.rank];
-  e->pos = e->rv->tp_rank;
-  uint32_t n = e->rv->dst_count ? e->rv->dst_count : 1, np = e->rv->peer_count ? e->rv->peer_count : 1;
-  e->dst_ptr = calloc(n, sizeof *e->dst_ptr);
-  e->dst_memh = calloc(n, sizeof *e->dst_memh);
-  e->der_ptr = calloc(p->n_derived ? p->n_derived : 1, sizeof *e->der_ptr);
-  e->n_conns = 2 * e->rv->peer_count + 16;
-  e->conns = calloc(e->n_conns, sizeof *e->conns);
-  e->peer_conn = malloc(np * sizeof *e->peer_conn);
-  e->peer_begun = calloc(np, sizeof *e->peer_begun);
-  e->peer_granted = calloc(np, 1);
-  e->peer_done = calloc(np, 1);
-  e->peer_delta = calloc(np, 1);
-  if (!e->dst_ptr || !e->dst_memh || !e->der_ptr || !e->conns || !e->peer_conn || !e->peer_begun ||
-      !e->peer_granted || !e->peer_done || !e->peer_delta)
+  if (!(e->rx = calloc(1, sizeof *e->rx))) return rf__fail(e, RF_ERR_NOMEM, "receiver state");
+  e->rx->rv = &p->recv[e->cfg.rank];
+  e->rx->pos = e->rx->rv->tp_rank;
+  uint32_t n = e->rx->rv->dst_count ? e->rx->rv->dst_count : 1, np = e->rx->rv->peer_count ? e->rx->rv->peer_count : 1;
+  e->rx->dst_ptr = calloc(n, sizeof *e->rx->dst_ptr);
+  e->rx->dst_memh = calloc(n, sizeof *e->rx->dst_memh);
+  e->rx->der_ptr = calloc(p->n_derived ? p->n_derived : 1, sizeof *e->rx->der_ptr);
+  e->rx->n_conns = 2 * e->rx->rv->peer_count + 16;
+  e->rx->conns = calloc(e->rx->n_conns, sizeof *e->rx->conns);
+  e->rx->peer_conn = malloc(np * sizeof *e->rx->peer_conn);
+  e->rx->peer_begun = calloc(np, sizeof *e->rx->peer_begun);
+  e->rx->peer_granted = calloc(np, 1);
+  e->rx->peer_done = calloc(np, 1);
+  e->rx->peer_delta = calloc(np, 1);
+  if (!e->rx->dst_ptr || !e->rx->dst_memh || !e->rx->der_ptr || !e->rx->conns || !e->rx->peer_conn || !e->rx->peer_begun ||
+      !e->rx->peer_granted || !e->rx->peer_done || !e->rx->peer_delta)
     return rf__fail(e, RF_ERR_NOMEM, "receiver tables");
-  for (uint32_t k = 0; k < np; k++) e->peer_conn[k] = RF_NONE;
-  e->ref_first = p->n_refresh;
+  for (uint32_t k = 0; k < np; k++) e->rx->peer_conn[k] = RF_NONE;
+  e->rx->ref_first = p->n_refresh;
   for (uint32_t i = 0; i < p->n_refresh; i++) {
-    if (p->refresh[i].tp_rank != e->pos) continue;
+    if (p->refresh[i].tp_rank != e->rx->pos) continue;
     if (p->refresh[i].kind != RF_REFRESH_MLA_ABSORB)
       return rf__fail(e, RF_ERR_ARG, "plan %s: refresh step %u has kind %u, which this library does not know", p->name,
                       i, p->refresh[i].kind);
-    if (e->ref_count && e->ref_first + e->ref_count != i)
-      return rf__fail(e, RF_ERR_ARG, "plan %s: refresh steps of position %u are not contiguous", p->name, e->pos);
-    if (e->ref_count == 0) e->ref_first = i;
-    e->ref_count++;
+    if (e->rx->ref_count && e->rx->ref_first + e->rx->ref_count != i)
+      return rf__fail(e, RF_ERR_ARG, "plan %s: refresh steps of position %u are not contiguous", p->name, e->rx->pos);
+    if (e->rx->ref_count == 0) e->rx->ref_first = i;
+    e->rx->ref_count++;
   }
-  e->absorb = calloc(e->ref_count ? e->ref_count : 1, sizeof *e->absorb);
-  e->layout = calloc(e->ref_count ? e->ref_count : 1, sizeof *e->layout);
-  e->ck = calloc(1, sizeof *e->ck);
-  if (!e->absorb || !e->layout || !e->ck) return rf__fail(e, RF_ERR_NOMEM, "receiver tables");
-  e->ck->secret = (rf__key){rf__random64(), rf__random64()};
+  e->rx->absorb = calloc(e->rx->ref_count ? e->rx->ref_count : 1, sizeof *e->rx->absorb);
+  e->rx->layout = calloc(e->rx->ref_count ? e->rx->ref_count : 1, sizeof *e->rx->layout);
+  e->rx->ck = calloc(1, sizeof *e->rx->ck);
+  if (!e->rx->absorb || !e->rx->layout || !e->rx->ck) return rf__fail(e, RF_ERR_NOMEM, "receiver tables");
+  e->rx->ck->secret = (rf__key){rf__random64(), rf__random64()};
   /* one endpoint per connection, and as many again closing */
-  RF_CHECK(rf__ucx_open(e, 2 * e->n_conns));
+  RF_CHECK(rf__ucx_open(e, 2 * e->rx->n_conns));
   rf__ucx_strangers(e, stranger);
   return RF_OK;
 }
@@ -107,46 +140,49 @@ rf_status rf__receiver_open(rf_engine *e)
 void rf__receiver_close(rf_engine *e)
 {
   if (e->ux) rf__ucx_strangers(e, NULL); /* rf__ucx_close still progresses: nothing of ours is read then */
-  rf__patch_close(e);
+  if (!e->rx) return;
+  rf__patch_close(e, e->rx->pa);
   if (e->ux) {
-    for (uint32_t i = 0; e->dst_memh && i < e->rv->dst_count; i++) {
+    for (uint32_t i = 0; e->rx->dst_memh && i < e->rx->rv->dst_count; i++) {
       int shared = 0;
-      for (uint32_t k = 0; k < e->n_regions; k++) shared |= e->dst_memh[i] == e->region[k].memh;
-      if (e->dst_memh[i] && !shared) rf__ucx_unmap(e, e->dst_memh[i]);
+      for (uint32_t k = 0; k < e->rx->n_regions; k++) shared |= e->rx->dst_memh[i] == e->rx->region[k].memh;
+      if (e->rx->dst_memh[i] && !shared) rf__ucx_unmap(e, e->rx->dst_memh[i]);
     }
-    for (uint32_t k = 0; k < e->n_regions; k++) rf__ucx_unmap(e, e->region[k].memh);
+    for (uint32_t k = 0; k < e->rx->n_regions; k++) rf__ucx_unmap(e, e->rx->region[k].memh);
   }
-  free(e->dst_ptr);
-  free(e->dst_memh);
-  free(e->der_ptr);
-  free(e->conns);
-  free(e->peer_conn);
-  free(e->peer_begun);
-  free(e->peer_granted);
-  free(e->peer_done);
-  free(e->peer_delta);
-  free(e->absorb);
-  free(e->layout);
-  free(e->blob);
-  free(e->ck);
+  free(e->rx->dst_ptr);
+  free(e->rx->dst_memh);
+  free(e->rx->der_ptr);
+  free(e->rx->conns);
+  free(e->rx->peer_conn);
+  free(e->rx->peer_begun);
+  free(e->rx->peer_granted);
+  free(e->rx->peer_done);
+  free(e->rx->peer_delta);
+  free(e->rx->absorb);
+  free(e->rx->layout);
+  free(e->rx->blob);
+  free(e->rx->ck);
+  free(e->rx);
+  e->rx = NULL;
 }
 
 /* ---------------------------------- binding ----------------------------------------------- */
 
 rf_status rf__receiver_bind(rf_engine *e, uint32_t id, void *ptr, size_t bytes)
 {
-  if (e->listening) return rf__fail(e, RF_ERR_STATE, "rf_bind_dst after rf_listen");
+  if (e->rx->listening) return rf__fail(e, RF_ERR_STATE, "rf_bind_dst after rf_listen");
   const rf_plan *p = e->p;
-  if (id < e->rv->dst_first || id >= e->rv->dst_first + e->rv->dst_count)
+  if (id < e->rx->rv->dst_first || id >= e->rx->rv->dst_first + e->rx->rv->dst_count)
     return rf__fail(e, RF_ERR_ARG, "dst %u is not a tensor of receiver %u (its ids are %u..%u)", id, e->cfg.rank,
-                    e->rv->dst_first, e->rv->dst_first + e->rv->dst_count - 1);
+                    e->rx->rv->dst_first, e->rx->rv->dst_first + e->rx->rv->dst_count - 1);
   const rf_dst_tensor *d = &p->dst[id];
   if (!ptr) return rf__fail(e, RF_ERR_ARG, "tensor '%s': NULL pointer", d->name);
   if (bytes != d->bytes)
     return rf__fail(e, RF_ERR_SIZE, "tensor '%s' (dst %u): bound %zu bytes, the table says %llu", d->name, id, bytes,
                     (unsigned long long)d->bytes);
-  if (e->cfg.mem == RF_MEM_CUDA) RF_CHECK(rf__cuda_check_memory(e, ptr, bytes, d->name));
-  e->dst_ptr[id - e->rv->dst_first] = ptr;
+  RF_CHECK(e->mem->check(e, ptr, bytes, d->name));
+  e->rx->dst_ptr[id - e->rx->rv->dst_first] = ptr;
   return RF_OK;
 }
 
@@ -155,9 +191,9 @@ static int owned_storage(const rf_derived_tensor *d, uint32_t id) { return d->st
 
 rf_status rf__receiver_bind_derived(rf_engine *e, uint32_t id, void *ptr, size_t bytes)
 {
-  if (e->listening) return rf__fail(e, RF_ERR_STATE, "rf_bind_derived after rf_listen");
+  if (e->rx->listening) return rf__fail(e, RF_ERR_STATE, "rf_bind_derived after rf_listen");
   const rf_plan *p = e->p;
-  if (id >= p->n_derived || p->derived[id].tp_rank != e->pos)
+  if (id >= p->n_derived || p->derived[id].tp_rank != e->rx->pos)
     return rf__fail(e, RF_ERR_ARG, "derived %u is not a tensor of receiver %u", id, e->cfg.rank);
   const rf_derived_tensor *d = &p->derived[id];
   if (d->dst != RF_NONE)
@@ -171,21 +207,21 @@ rf_status rf__receiver_bind_derived(rf_engine *e, uint32_t id, void *ptr, size_t
   if (bytes != d->bytes)
     return rf__fail(e, RF_ERR_SIZE, "derived storage of '%s' (derived %u): bound %zu bytes, the table says %llu", d->name,
                     id, bytes, (unsigned long long)d->bytes);
-  if (e->cfg.mem == RF_MEM_CUDA) RF_CHECK(rf__cuda_check_memory(e, ptr, bytes, d->name));
-  e->der_ptr[id] = ptr;
+  RF_CHECK(e->mem->check(e, ptr, bytes, d->name));
+  e->rx->der_ptr[id] = ptr;
   return RF_OK;
 }
 
 rf_status rf__receiver_alloc(rf_engine *e, size_t bytes, void **ptr)
 {
-  if (e->cfg.mem != RF_MEM_HOST) return rf__fail(e, RF_ERR_STATE, "rf_alloc: host engines only (bind cudaMalloc memory)");
-  if (e->n_regions == sizeof e->region / sizeof e->region[0])
-    return rf__fail(e, RF_ERR_NOMEM, "rf_alloc: at most %zu regions per engine", sizeof e->region / sizeof e->region[0]);
+  if (e->mem->device) return rf__fail(e, RF_ERR_STATE, "rf_alloc: host engines only (bind cudaMalloc memory)");
+  if (e->rx->n_regions == sizeof e->rx->region / sizeof e->rx->region[0])
+    return rf__fail(e, RF_ERR_NOMEM, "rf_alloc: at most %zu regions per engine", sizeof e->rx->region / sizeof e->rx->region[0]);
   void *memh;
   RF_CHECK(rf__ucx_alloc(e, bytes, ptr, &memh));
-  e->region[e->n_regions].ptr = *ptr;
-  e->region[e->n_regions].bytes = bytes;
-  e->region[e->n_regions++].memh = memh;
+  e->rx->region[e->rx->n_regions].ptr = *ptr;
+  e->rx->region[e->rx->n_regions].bytes = bytes;
+  e->rx->region[e->rx->n_regions++].memh = memh;
   return RF_OK;
 }
 
@@ -193,26 +229,26 @@ static rf_status prepare_refresh(rf_engine *e)
 {
   const rf_plan *p = e->p;
   for (uint32_t i = 0; i < p->n_derived; i++)
-    if (p->derived[i].tp_rank == e->pos && owned_storage(&p->derived[i], i) && !e->der_ptr[i])
+    if (p->derived[i].tp_rank == e->rx->pos && owned_storage(&p->derived[i], i) && !e->rx->der_ptr[i])
       return rf__fail(e, RF_ERR_UNBOUND,
                       "derived tensor '%s' (derived %u) is not bound: the receiver rebuilds its storage after every "
                       "version, bind the engine's storage with rf_bind_derived",
                       p->derived[i].name, i);
-  for (uint32_t k = 0; k < e->ref_count; k++) {
-    const rf_refresh *r = &p->refresh[e->ref_first + k];
+  for (uint32_t k = 0; k < e->rx->ref_count; k++) {
+    const rf_refresh *r = &p->refresh[e->rx->ref_first + k];
     const rf_derived_tensor *uk = &p->derived[r->out0], *uv = &p->derived[r->out1];
     /* both views in the storage refit rebuilds, each element written once */
-    e->layout[k] = (rfk_mla_layout){(int)r->heads, (int)r->qk_nope, (int)r->v_head, (int)r->kv_lora,
+    e->rx->layout[k] = (rfk_mla_layout){(int)r->heads, (int)r->qk_nope, (int)r->v_head, (int)r->kv_lora,
                                     (int64_t)(uk->bytes / 2), uk->offset, {uk->stride[0], uk->stride[1], uk->stride[2]},
                                     uv->offset, {uv->stride[0], uv->stride[1], uv->stride[2]}};
     if (uk->storage != r->out0 || uv->storage != r->out0 || !owned_storage(uk, r->out0) ||
-        rfk_mla_layout_check(&e->layout[k]) != 0)
+        rfk_mla_layout_check(&e->rx->layout[k]) != 0)
       return rf__fail(e, RF_ERR_ARG, "refresh of '%s': the views '%s' and '%s' do not lie in one storage refit rebuilds, "
                       "or leave or overlap it", p->dst[r->weight].name, uk->name, uv->name);
-    rfk_mla_absorb *a = &e->absorb[k];
-    a->kv_b = e->dst_ptr[r->weight - e->rv->dst_first];
-    a->scale = r->scale == RF_NONE ? NULL : e->dst_ptr[r->scale - e->rv->dst_first];
-    a->out = e->der_ptr[r->out0];
+    rfk_mla_absorb *a = &e->rx->absorb[k];
+    a->kv_b = e->rx->dst_ptr[r->weight - e->rx->rv->dst_first];
+    a->scale = r->scale == RF_NONE ? NULL : e->rx->dst_ptr[r->scale - e->rx->rv->dst_first];
+    a->out = e->rx->der_ptr[r->out0];
   }
   return RF_OK;
 }
@@ -221,26 +257,16 @@ static rf_status prepare_refresh(rf_engine *e)
  * with the same layout go in one call) */
 static rf_status refresh(rf_engine *e)
 {
-  const rf_refresh *s = &e->p->refresh[e->ref_first];
-  if (e->cfg.mem == RF_MEM_CUDA) return rf__cuda_refresh(e, s, e->absorb, e->layout, e->ref_count);
-  for (uint32_t i = 0, j; i < e->ref_count; i = j) {
-    for (j = i + 1; j < e->ref_count && !memcmp(&e->layout[j], &e->layout[i], sizeof e->layout[i]) &&
-                    (s[j].scale == RF_NONE) == (s[i].scale == RF_NONE);
-         j++) {
-    }
-    int rc = rfk_ref_mla_absorb(e->absorb + i, (int)(j - i), s[i].scale != RF_NONE, &e->layout[i]);
-    if (rc) return rf__fail(e, RF_ERR_KERNEL, "refresh of layer %u's derived tensors: %s", s[i].layer, rfk_strerror(rc));
-  }
-  return RF_OK;
+  return e->mem->refresh(e, &e->p->refresh[e->rx->ref_first], e->rx->absorb, e->rx->layout, e->rx->ref_count);
 }
 
 static void unmap_all(rf_engine *e)
 {
-  for (uint32_t i = 0; i < e->rv->dst_count; i++) {
+  for (uint32_t i = 0; i < e->rx->rv->dst_count; i++) {
     int shared = 0;
-    for (uint32_t k = 0; k < e->n_regions; k++) shared |= e->dst_memh[i] == e->region[k].memh;
-    if (e->dst_memh[i] && !shared) rf__ucx_unmap(e, e->dst_memh[i]);
-    e->dst_memh[i] = NULL;
+    for (uint32_t k = 0; k < e->rx->n_regions; k++) shared |= e->rx->dst_memh[i] == e->rx->region[k].memh;
+    if (e->rx->dst_memh[i] && !shared) rf__ucx_unmap(e, e->rx->dst_memh[i]);
+    e->rx->dst_memh[i] = NULL;
   }
 }
 
@@ -249,7 +275,7 @@ static void unmap_all(rf_engine *e)
 static rf_status build_blob(rf_engine *e)
 {
   const rf_plan *p = e->p;
-  uint32_t nd = e->rv->dst_count, n = nd + rf__blob_areas(p, e->cfg.rank);
+  uint32_t nd = e->rx->rv->dst_count, n = nd + rf__blob_areas(p, e->cfg.rank);
   const void *addr;
   size_t alen;
   RF_CHECK(rf__ucx_worker_address(e, &addr, &alen));
@@ -258,30 +284,31 @@ static rf_status build_blob(rf_engine *e)
   uint32_t *klen = calloc(n ? n : 1, sizeof *klen);
   rf_status st = RF_OK;
   if (!en || !keys || !klen) st = rf__fail(e, RF_ERR_NOMEM, "metadata blob");
+  rf__blob_entry area = {.id = RF__AREA_PATCH}, dir = {.id = RF__AREA_DIR};
+  void *area_memh = NULL, *dir_memh = NULL;
+  if (e->rx->pa) rf__patch_areas(e->rx->pa, &area, &area_memh, &dir, &dir_memh);
   for (uint32_t i = 0; i < n && st == RF_OK; i++) {
     size_t kl;
-    void *memh = i < nd ? e->dst_memh[i] : i == nd ? e->pa.area_memh : e->pa.dir_memh;
+    void *memh = i < nd ? e->rx->dst_memh[i] : i == nd ? area_memh : dir_memh;
     if ((st = rf__ucx_pack_key(e, memh, &keys[i], &kl)) != RF_OK) {
-      st = rf__fail(e, st, "packing the key of '%s': %s", i < nd ? p->dst[e->rv->dst_first + i].name : "the patch area",
+      st = rf__fail(e, st, "packing the key of '%s': %s", i < nd ? p->dst[e->rx->rv->dst_first + i].name : "the patch area",
                     e->err);
       break;
     }
     klen[i] = (uint32_t)kl;
     if (i < nd)
-      en[i] = (rf__blob_entry){.id = e->rv->dst_first + i, .addr = (uint64_t)(uintptr_t)e->dst_ptr[i],
-                               .bytes = p->dst[e->rv->dst_first + i].bytes, .rkey = keys[i], .rkey_len = klen[i]};
-    else if (i == nd)
-      en[i] = (rf__blob_entry){.id = RF__AREA_PATCH, .addr = (uint64_t)(uintptr_t)e->pa.area, .bytes = e->rv->patch_bytes,
-                               .rkey = keys[i], .rkey_len = klen[i]};
+      en[i] = (rf__blob_entry){.id = e->rx->rv->dst_first + i, .addr = (uint64_t)(uintptr_t)e->rx->dst_ptr[i],
+                               .bytes = p->dst[e->rx->rv->dst_first + i].bytes, .rkey = keys[i], .rkey_len = klen[i]};
     else
-      en[i] = (rf__blob_entry){.id = RF__AREA_DIR, .addr = (uint64_t)(uintptr_t)e->pa.dir,
-                               .bytes = rf__dir_bytes(p, e->cfg.rank), .rkey = keys[i], .rkey_len = klen[i]};
+      en[i] = i == nd ? area : dir;
+    en[i].rkey = keys[i];
+    en[i].rkey_len = klen[i];
   }
   if (st == RF_OK) {
-    e->blob_len = rf__blob_size((uint32_t)alen, n, klen);
-    e->blob = malloc(e->blob_len);
-    if (!e->blob) st = rf__fail(e, RF_ERR_NOMEM, "metadata blob of %zu bytes", e->blob_len);
-    else rf__blob_write(e->blob, p, &e->token_key, e->cfg.rank, addr, (uint32_t)alen, n, en);
+    e->rx->blob_len = rf__blob_size((uint32_t)alen, n, klen);
+    e->rx->blob = malloc(e->rx->blob_len);
+    if (!e->rx->blob) st = rf__fail(e, RF_ERR_NOMEM, "metadata blob of %zu bytes", e->rx->blob_len);
+    else rf__blob_write(e->rx->blob, p, &e->token_key, e->cfg.rank, addr, (uint32_t)alen, n, en);
   }
   for (uint32_t i = 0; keys && i < n; i++)
     if (keys[i]) rf__ucx_release_key(keys[i]);
@@ -293,38 +320,39 @@ static rf_status build_blob(rf_engine *e)
 
 rf_status rf__receiver_listen(rf_engine *e, const char *ip, uint16_t port, uint16_t *port_out)
 {
-  if (e->listening) return rf__fail(e, RF_ERR_STATE, "rf_listen called twice");
+  if (e->rx->listening) return rf__fail(e, RF_ERR_STATE, "rf_listen called twice");
   const rf_plan *p = e->p;
-  for (uint32_t i = 0; i < e->rv->dst_count; i++)
-    if (!e->dst_ptr[i])
+  for (uint32_t i = 0; i < e->rx->rv->dst_count; i++)
+    if (!e->rx->dst_ptr[i])
       return rf__fail(e, RF_ERR_UNBOUND, "tensor '%s' (dst %u) of receiver %u is not bound",
-                      p->dst[e->rv->dst_first + i].name, e->rv->dst_first + i, e->cfg.rank);
+                      p->dst[e->rx->rv->dst_first + i].name, e->rx->rv->dst_first + i, e->cfg.rank);
   RF_CHECK(prepare_refresh(e));
   /* CUDA: run the refresh once now, from the tensors as bound: it loads the refresh kernels while no
    * stream waits on a version (lazy module loading behind a stream wait can stall the context) */
-  if (e->cfg.mem == RF_MEM_CUDA && e->ref_count) RF_CHECK(refresh(e));
+  if (e->mem->device && e->rx->ref_count) RF_CHECK(refresh(e));
   rf_status st = RF_OK;
-  for (uint32_t i = 0; i < e->rv->dst_count && st == RF_OK; i++) {
-    uint8_t *ptr = e->dst_ptr[i];
-    uint64_t n = p->dst[e->rv->dst_first + i].bytes;
+  for (uint32_t i = 0; i < e->rx->rv->dst_count && st == RF_OK; i++) {
+    uint8_t *ptr = e->rx->dst_ptr[i];
+    uint64_t n = p->dst[e->rx->rv->dst_first + i].bytes;
     void *shared = NULL; /* inside an rf_alloc region: its registration covers the tensor */
-    for (uint32_t k = 0; k < e->n_regions && !shared; k++)
-      if (ptr >= e->region[k].ptr && ptr + n <= e->region[k].ptr + e->region[k].bytes) shared = e->region[k].memh;
-    if (shared) e->dst_memh[i] = shared;
-    else st = rf__ucx_map(e, ptr, n, &e->dst_memh[i]);
+    for (uint32_t k = 0; k < e->rx->n_regions && !shared; k++)
+      if (ptr >= e->rx->region[k].ptr && ptr + n <= e->rx->region[k].ptr + e->rx->region[k].bytes) shared = e->rx->region[k].memh;
+    if (shared) e->rx->dst_memh[i] = shared;
+    else st = rf__ucx_map(e, ptr, n, &e->rx->dst_memh[i]);
   }
-  if (st == RF_OK && rf__blob_areas(p, e->cfg.rank)) st = rf__patch_open(e);
+  if (st == RF_OK && rf__blob_areas(p, e->cfg.rank)) st = rf__patch_open(e, e->rx->rv, e->rx->dst_ptr, &e->rx->pa);
   if (st == RF_OK) st = build_blob(e);
   if (st == RF_OK) st = rf__ucx_listen(e, ip, port, port_out);
   if (st != RF_OK) { /* leave nothing registered: rf_listen may be called again */
     unmap_all(e);
-    rf__patch_close(e);
-    free(e->blob);
-    e->blob = NULL;
-    e->blob_len = 0;
+    rf__patch_close(e, e->rx->pa);
+    e->rx->pa = NULL;
+    free(e->rx->blob);
+    e->rx->blob = NULL;
+    e->rx->blob_len = 0;
     return st;
   }
-  e->listening = 1;
+  e->rx->listening = 1;
   return RF_OK;
 }
 
@@ -341,17 +369,17 @@ static void send_msg(rf_engine *e, rf__conn *c, uint32_t type, uint64_t version,
 static void close_conn(rf_engine *e, rf__conn *c)
 {
   if (c->state == C_FREE) return;
-  if (c->state == C_AUTHED && c->peer != RF_NONE && e->peer_conn[c->peer] == (uint32_t)(c - e->conns))
-    e->peer_conn[c->peer] = RF_NONE;
+  if (c->state == C_AUTHED && c->peer != RF_NONE && e->rx->peer_conn[c->peer] == (uint32_t)(c - e->rx->conns))
+    e->rx->peer_conn[c->peer] = RF_NONE;
   rf__ucx_close_ep(e, c->ep);
   memset(c, 0, sizeof *c);
 }
 
 static void note_refusal(rf_engine *e, const char *fmt, va_list ap)
 {
-  vsnprintf(e->refuse_reason, sizeof e->refuse_reason, fmt, ap);
-  snprintf(e->err, sizeof e->err, "refused a connection: %s", e->refuse_reason);
-  e->refused++;
+  vsnprintf(e->rx->refuse_reason, sizeof e->rx->refuse_reason, fmt, ap);
+  snprintf(e->err, sizeof e->err, "refused a connection: %s", e->rx->refuse_reason);
+  e->rx->refused++;
 }
 
 /* a refusal with no connection to answer on (blob mode): only the receiver's record */
@@ -382,87 +410,89 @@ static void refuse(rf_engine *e, rf__conn *c, const char *fmt, ...)
 static void tear(rf_engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void tear(rf_engine *e, const char *fmt, ...)
 {
-  if (!e->v_armed) return;
+  if (!e->rx->v_armed) return;
   va_list ap;
   va_start(ap, fmt);
-  int n = snprintf(e->torn_reason, sizeof e->torn_reason, "version %llu torn: ", (unsigned long long)e->v_armed);
-  vsnprintf(e->torn_reason + n, sizeof e->torn_reason - (size_t)n, fmt, ap);
+  int n = snprintf(e->rx->torn_reason, sizeof e->rx->torn_reason, "version %llu torn: ", (unsigned long long)e->rx->v_armed);
+  vsnprintf(e->rx->torn_reason + n, sizeof e->rx->torn_reason - (size_t)n, fmt, ap);
   va_end(ap);
-  e->v_torn = e->v_torn_since_arm = e->v_armed;
+  e->rx->v_torn = e->rx->v_torn_since_arm = e->rx->v_armed;
   e->ctr.torn++;
-  for (uint32_t k = 0; k < e->rv->peer_count; k++) {
-    uint32_t ci = e->peer_conn[k];
+  rf__changed(e);
+  for (uint32_t k = 0; k < e->rx->rv->peer_count; k++) {
+    uint32_t ci = e->rx->peer_conn[k];
     if (ci == RF_NONE) continue;
-    if (e->peer_granted[k] && !e->peer_done[k]) { /* may still be writing: fence */
-      close_conn(e, &e->conns[ci]);
+    if (e->rx->peer_granted[k] && !e->rx->peer_done[k]) { /* may still be writing: fence */
+      close_conn(e, &e->rx->conns[ci]);
       e->ctr.fenced++;
-    } else if (e->peer_done[k]) {
-      send_msg(e, &e->conns[ci], RF__ACK, e->v_armed, 0, e->torn_reason);
+    } else if (e->rx->peer_done[k]) {
+      send_msg(e, &e->rx->conns[ci], RF__ACK, e->rx->v_armed, 0, e->rx->torn_reason);
     }
   }
-  e->v_armed = 0;
-  if (e->cfg.mem == RF_MEM_CUDA) rf__cuda_publish(e, e->v_complete); /* unchanged: waits stay held */
+  e->rx->v_armed = 0;
+  e->mem->publish(e, e->rx->v_complete); /* unchanged: waits stay held */
 }
 
 static void grant(rf_engine *e, uint32_t k)
 {
-  e->peer_granted[k] = 1;
-  if (!e->v_first_grant) e->v_first_grant = rf__now_ns();
-  send_msg(e, &e->conns[e->peer_conn[k]], RF__GRANT, e->v_armed, 0, NULL);
+  e->rx->peer_granted[k] = 1;
+  if (!e->rx->v_first_grant) e->rx->v_first_grant = rf__now_ns();
+  send_msg(e, &e->rx->conns[e->rx->peer_conn[k]], RF__GRANT, e->rx->v_armed, 0, NULL);
 }
 
 static void refuse_version(rf_engine *e, uint32_t k, uint64_t v, const char *why)
 {
   char text[200];
   snprintf(text, sizeof text, "receiver %u refuses version %llu: %s", e->cfg.rank, (unsigned long long)v, why);
-  e->peer_begun[k] = 0;
-  send_msg(e, &e->conns[e->peer_conn[k]], RF__REFUSE, v, e->v_complete, text);
+  e->rx->peer_begun[k] = 0;
+  send_msg(e, &e->rx->conns[e->rx->peer_conn[k]], RF__REFUSE, v, e->rx->v_complete, text);
 }
 
 static void arm(rf_engine *e, uint64_t v)
 {
-  if (e->v_armed && e->v_armed != v) {
+  if (e->rx->v_armed && e->rx->v_armed != v) {
     int writing = 0;
-    for (uint32_t k = 0; k < e->rv->peer_count; k++) writing |= e->peer_granted[k];
+    for (uint32_t k = 0; k < e->rx->rv->peer_count; k++) writing |= e->rx->peer_granted[k];
     if (writing) tear(e, "superseded: version %llu was armed", (unsigned long long)v);
   }
-  e->v_armed = v;
-  e->v_torn_since_arm = 0;
-  e->v_first_grant = 0;
-  e->peers_done = 0;
-  memset(e->peer_granted, 0, e->rv->peer_count);
-  memset(e->peer_done, 0, e->rv->peer_count);
-  memset(e->peer_delta, 0, e->rv->peer_count);
+  e->rx->v_armed = v;
+  e->rx->v_torn_since_arm = 0;
+  e->rx->v_first_grant = 0;
+  e->rx->peers_done = 0;
+  memset(e->rx->peer_granted, 0, e->rx->rv->peer_count);
+  memset(e->rx->peer_done, 0, e->rx->rv->peer_count);
+  memset(e->rx->peer_delta, 0, e->rx->rv->peer_count);
   /* no trainer writes before its grant: a directory entry this version does not write reads 0 bytes
    * with digest 0, which no region has (so nothing of an older version passes for this one) */
-  if (e->pa.dir) memset(e->pa.dir, 0, 16 * (size_t)e->pa.n);
-  for (uint32_t k = 0; k < e->rv->peer_count; k++) {
-    if (e->peer_conn[k] == RF_NONE || !e->peer_begun[k]) continue;
-    if (e->peer_begun[k] == v) grant(e, k);
-    else if (e->peer_begun[k] < v) refuse_version(e, k, e->peer_begun[k], "a newer version is armed");
+  rf__patch_arm(e->rx->pa);
+  for (uint32_t k = 0; k < e->rx->rv->peer_count; k++) {
+    if (e->rx->peer_conn[k] == RF_NONE || !e->rx->peer_begun[k]) continue;
+    if (e->rx->peer_begun[k] == v) grant(e, k);
+    else if (e->rx->peer_begun[k] < v) refuse_version(e, k, e->rx->peer_begun[k], "a newer version is armed");
   }
 }
 
 rf_status rf__receiver_arm(rf_engine *e, uint64_t v)
 {
-  if (!e->listening) return rf__fail(e, RF_ERR_STATE, "rf_arm before rf_listen");
-  if (v <= e->v_complete)
+  if (!e->rx->listening) return rf__fail(e, RF_ERR_STATE, "rf_arm before rf_listen");
+  if (v <= e->rx->v_complete)
     return rf__fail(e, RF_ERR_STALE, "rf_arm(%llu): not newer than the complete version %llu",
-                    (unsigned long long)v, (unsigned long long)e->v_complete);
-  if (v != e->v_armed) arm(e, v);
+                    (unsigned long long)v, (unsigned long long)e->rx->v_complete);
+  if (v != e->rx->v_armed) arm(e, v);
   return RF_OK;
 }
 
 static void complete(rf_engine *e)
 {
   uint64_t t0 = rf__now_ns(), deltas = 0;
-  for (uint32_t k = 0; k < e->rv->peer_count; k++) deltas += e->peer_delta[k];
+  for (uint32_t k = 0; k < e->rx->rv->peer_count; k++) deltas += e->rx->peer_delta[k];
   if (deltas) { /* every DONE is in: apply the patches, then every patched region's digest must match */
     char why[480];
     uint32_t bad = RF_NONE;
-    if (rf__patch_apply(e, e->v_armed, &bad, why, sizeof why) != 0) {
-      if (bad != RF_NONE && e->peer_conn[bad] != RF_NONE) { /* the peer at fault is out of protocol: fence it */
-        close_conn(e, &e->conns[e->peer_conn[bad]]);
+    uint64_t bytes = 0;
+    if (rf__patch_apply(e, e->rx->pa, e->rx->peer_delta, e->rx->v_armed, &bytes, &bad, why, sizeof why) != 0) {
+      if (bad != RF_NONE && e->rx->peer_conn[bad] != RF_NONE) { /* the peer at fault is out of protocol: fence it */
+        close_conn(e, &e->rx->conns[e->rx->peer_conn[bad]]);
         e->ctr.fenced++;
       }
       tear(e, "%s", why);
@@ -470,32 +500,33 @@ static void complete(rf_engine *e)
     }
     e->ctr.apply_ns += rf__now_ns() - t0;
     e->ctr.deltas += deltas;
-    e->ctr.patch_bytes += e->pa.bytes;
+    e->ctr.patch_bytes += bytes;
     t0 = rf__now_ns();
   }
-  if (e->ref_count && refresh(e) != RF_OK) {
+  if (e->rx->ref_count && refresh(e) != RF_OK) {
     char why[200];
     snprintf(why, sizeof why, "%.199s", e->err);
     tear(e, "rebuilding derived tensors failed: %s", why);
     return;
   }
   e->ctr.refresh_ns += rf__now_ns() - t0;
-  e->v_complete = e->v_armed;
-  e->v_armed = 0;
+  e->rx->v_complete = e->rx->v_armed;
+  e->rx->v_armed = 0;
+  rf__changed(e);
   e->ctr.versions++;
-  e->ctr.bytes += e->rv->bytes;
-  if (e->cfg.mem == RF_MEM_CUDA) rf__cuda_publish(e, e->v_complete);
-  for (uint32_t k = 0; k < e->rv->peer_count; k++) {
-    e->peer_begun[k] = 0;
-    if (e->peer_conn[k] != RF_NONE) send_msg(e, &e->conns[e->peer_conn[k]], RF__ACK, e->v_complete, 1, NULL);
+  e->ctr.bytes += e->rx->rv->bytes;
+  e->mem->publish(e, e->rx->v_complete);
+  for (uint32_t k = 0; k < e->rx->rv->peer_count; k++) {
+    e->rx->peer_begun[k] = 0;
+    if (e->rx->peer_conn[k] != RF_NONE) send_msg(e, &e->rx->conns[e->rx->peer_conn[k]], RF__ACK, e->rx->v_complete, 1, NULL);
   }
 }
 
 static rf__conn *new_conn(rf_engine *e, rf__ep ep)
 {
-  for (uint32_t i = 0; i < e->n_conns; i++)
-    if (e->conns[i].state == C_FREE) {
-      rf__conn *c = &e->conns[i];
+  for (uint32_t i = 0; i < e->rx->n_conns; i++)
+    if (e->rx->conns[i].state == C_FREE) {
+      rf__conn *c = &e->rx->conns[i];
       memset(c, 0, sizeof *c);
       c->ep = ep;
       c->state = C_HELLO_WAIT;
@@ -508,17 +539,17 @@ static rf__conn *new_conn(rf_engine *e, rf__ep ep)
 
 static rf__conn *conn_of(rf_engine *e, rf__ep ep)
 {
-  for (uint32_t i = 0; ep && i < e->n_conns; i++)
-    if (e->conns[i].state != C_FREE && e->conns[i].ep == ep) return &e->conns[i];
+  for (uint32_t i = 0; ep && i < e->rx->n_conns; i++)
+    if (e->rx->conns[i].state != C_FREE && e->rx->conns[i].ep == ep) return &e->rx->conns[i];
   return NULL;
 }
 
 /* a connection went away (failed, or closed by us): if its peer was writing, the version is torn */
 static void lost(rf_engine *e, rf__conn *c, const char *why)
 {
-  if (c->state == C_AUTHED && c->peer != RF_NONE && e->peer_conn[c->peer] == (uint32_t)(c - e->conns)) {
+  if (c->state == C_AUTHED && c->peer != RF_NONE && e->rx->peer_conn[c->peer] == (uint32_t)(c - e->rx->conns)) {
     uint32_t k = c->peer;
-    if (e->v_armed && e->peer_granted[k] && !e->peer_done[k]) {
+    if (e->rx->v_armed && e->rx->peer_granted[k] && !e->rx->peer_done[k]) {
       char w[160];
       snprintf(w, sizeof w, "%s", why);
       close_conn(e, c);
@@ -526,7 +557,7 @@ static void lost(rf_engine *e, rf__conn *c, const char *why)
       tear(e, "trainer rank %u disconnected before DONE (%s)", peer_row(e, k)->trainer, w);
       return;
     }
-    e->peer_begun[k] = 0;
+    e->rx->peer_begun[k] = 0;
   }
   close_conn(e, c);
 }
@@ -581,24 +612,24 @@ static void authed(rf_engine *e, rf__conn *c)
 {
   c->key = rf__session_key(&e->token_key, c->nonce_t, c->nonce_r);
   c->state = C_AUTHED;
-  uint32_t k = c->peer, old = e->peer_conn[k];
+  uint32_t k = c->peer, old = e->rx->peer_conn[k];
   if (old != RF_NONE) { /* a newer connection replaces the older one, which can never write again */
-    rf__conn *o = &e->conns[old];
-    int writing = e->v_armed && e->peer_granted[k] && !e->peer_done[k];
+    rf__conn *o = &e->rx->conns[old];
+    int writing = e->rx->v_armed && e->rx->peer_granted[k] && !e->rx->peer_done[k];
     close_conn(e, o);
     e->ctr.fenced++;
     if (writing) tear(e, "trainer rank %u was replaced by a newer connection while writing", c->rank);
   }
-  e->peer_conn[k] = (uint32_t)(c - e->conns);
-  e->peer_begun[k] = 0;
-  if (e->v_armed) { /* the new connection writes its part of the armed version afresh */
-    if (e->peer_done[k]) e->peers_done--;
-    e->peer_granted[k] = e->peer_done[k] = e->peer_delta[k] = 0;
+  e->rx->peer_conn[k] = (uint32_t)(c - e->rx->conns);
+  e->rx->peer_begun[k] = 0;
+  if (e->rx->v_armed) { /* the new connection writes its part of the armed version afresh */
+    if (e->rx->peer_done[k]) e->rx->peers_done--;
+    e->rx->peer_granted[k] = e->rx->peer_done[k] = e->rx->peer_delta[k] = 0;
   }
-  rf__hdr w = {.magic = RF__MAGIC, .type = RF__WELCOME, .session = c->session, .version = e->v_armed,
-               .value = e->v_complete, .rank = c->rank, .recv = e->cfg.rank, .len = (uint32_t)e->blob_len};
-  w.mac = rf__msg_mac(&c->key, &w, e->blob);
-  rf__ucx_send_ref(e, c->ep, &w, e->blob);
+  rf__hdr w = {.magic = RF__MAGIC, .type = RF__WELCOME, .session = c->session, .version = e->rx->v_armed,
+               .value = e->rx->v_complete, .rank = c->rank, .recv = e->cfg.rank, .len = (uint32_t)e->rx->blob_len};
+  w.mac = rf__msg_mac(&c->key, &w, e->rx->blob);
+  rf__ucx_send_ref(e, c->ep, &w, e->rx->blob);
 }
 
 /* ---------------------------------- blob-mode handshake ----------------------------------- */
@@ -610,15 +641,15 @@ static uint64_t cookie(const rf_engine *e, const rf__hdr *h, uint64_t issued_ms)
 {
   uint64_t in[6] = {h->session, h->value, h->rank, h->recv, issued_ms, e->p->layout_hash};
   if (h->type == RF__HELLO) in[1] = h->nonce; /* HELLO: nonce_t in nonce; AUTH: in value */
-  return rf__mac(&e->ck->secret, in, sizeof in);
+  return rf__mac(&e->rx->ck->secret, in, sizeof in);
 }
 
 static int session_seen(const rf_engine *e, uint64_t session)
 {
-  for (uint32_t i = 0; i < e->n_conns; i++)
-    if (e->conns[i].state != C_FREE && e->conns[i].session == session) return 1;
+  for (uint32_t i = 0; i < e->rx->n_conns; i++)
+    if (e->rx->conns[i].state != C_FREE && e->rx->conns[i].session == session) return 1;
   for (uint32_t i = 0; i < SEEN; i++)
-    if (e->ck->seen[i] == session) return 1;
+    if (e->rx->ck->seen[i] == session) return 1;
   return 0;
 }
 
@@ -632,7 +663,7 @@ static int blob_auth_ok(rf_engine *e, const rf__hdr *h, const void *payload)
   uint64_t now = now_ms();
   return h->mac == rf__msg_mac(&e->token_key, &want, payload) && h->recv == e->cfg.rank &&
          h->nonce == cookie(e, h, h->version) && h->version <= now && now - h->version <= e->handshake_ms &&
-         h->version > e->ck->floor_ms && !session_seen(e, h->session);
+         h->version > e->rx->ck->floor_ms && !session_seen(e, h->session);
 }
 
 /* the stranger hook (ucx.c, inside its callback): HELLO and AUTH from trainers that connected with a
@@ -671,7 +702,7 @@ static int stranger(rf_engine *e, const rf__hdr *h, const void *payload, rf__hdr
 /* remember a session that got a connection until its nonce expires; a full table raises the floor */
 static void seen_add(rf_engine *e, uint64_t session, uint64_t issued_ms)
 {
-  struct rf__cookie *k = e->ck;
+  struct rf__cookie *k = e->rx->ck;
   uint32_t at = 0;
   for (uint32_t i = 0; i < SEEN; i++) {
     if (!k->seen[i] || now_ms() - k->seen_ms[i] > e->handshake_ms) { /* free or expired: no floor needed */
@@ -703,10 +734,10 @@ static void on_blob_auth(rf_engine *e, const rf__hdr *h, const uint8_t *payload,
   seen_add(e, h->session, h->version);
   if (rf__addr_check(payload, h->len, why, sizeof why)) return refused(e, "trainer rank %u (blob): %s", h->rank, why);
   rf__conn *c = NULL;
-  for (uint32_t i = 0; !c && i < e->n_conns; i++)
-    if (e->conns[i].state == C_FREE) c = &e->conns[i];
+  for (uint32_t i = 0; !c && i < e->rx->n_conns; i++)
+    if (e->rx->conns[i].state == C_FREE) c = &e->rx->conns[i];
   rf__ep ep = 0;
-  if (!c) return refused(e, "trainer rank %u (blob): all %u connection slots are taken", h->rank, e->n_conns);
+  if (!c) return refused(e, "trainer rank %u (blob): all %u connection slots are taken", h->rank, e->rx->n_conns);
   if (rf__ucx_connect_peer(e, payload, h->len, from, &ep) != RF_OK) {
     snprintf(why, sizeof why, "%.159s", e->err);
     return refused(e, "trainer rank %u (blob): %s", h->rank, why);
@@ -722,12 +753,12 @@ static void on_blob_auth(rf_engine *e, const rf__hdr *h, const uint8_t *payload,
 
 static void on_begin(rf_engine *e, uint32_t k, uint64_t v)
 {
-  if (v <= e->v_complete) return refuse_version(e, k, v, "not newer than the complete version");
-  e->peer_begun[k] = v;
-  if (e->cfg.auto_arm && v > e->v_armed) arm(e, v);
-  if (v == e->v_armed) {
-    if (!e->peer_granted[k]) grant(e, k);
-  } else if (e->v_armed && v < e->v_armed) {
+  if (v <= e->rx->v_complete) return refuse_version(e, k, v, "not newer than the complete version");
+  e->rx->peer_begun[k] = v;
+  if (e->cfg.auto_arm && v > e->rx->v_armed) arm(e, v);
+  if (v == e->rx->v_armed) {
+    if (!e->rx->peer_granted[k]) grant(e, k);
+  } else if (e->rx->v_armed && v < e->rx->v_armed) {
     refuse_version(e, k, v, "older than the armed version");
   } /* newer than armed: held until the engine arms it */
 }
@@ -735,8 +766,8 @@ static void on_begin(rf_engine *e, uint32_t k, uint64_t v)
 static void on_done(rf_engine *e, uint32_t k, const rf__hdr *h)
 {
   uint32_t rank = peer_row(e, k)->trainer;
-  rf__conn *c = &e->conns[e->peer_conn[k]];
-  if (!e->v_armed || h->version != e->v_armed || !e->peer_granted[k] || e->peer_done[k]) {
+  rf__conn *c = &e->rx->conns[e->rx->peer_conn[k]];
+  if (!e->rx->v_armed || h->version != e->rx->v_armed || !e->rx->peer_granted[k] || e->rx->peer_done[k]) {
     /* a DONE this receiver did not ask for: the peer is out of protocol */
     uint64_t v = h->version;
     close_conn(e, c);
@@ -745,7 +776,8 @@ static void on_done(rf_engine *e, uint32_t k, const rf__hdr *h)
     return;
   }
   char why[480] = "";
-  if (h->mode == RF__DONE_DELTA) rf__patch_done(e, k, h->version, h->value, h->hash, why, sizeof why);
+  if (h->mode == RF__DONE_DELTA)
+    rf__patch_done(e, e->rx->pa, e->rx->rv, k, h->version, h->value, h->hash, e->rx->v_complete, why, sizeof why);
   else if (h->mode != RF__DONE_DENSE) snprintf(why, sizeof why, "trainer rank %u sent DONE with mode %u", rank, h->mode);
   else if (h->value != peer_row(e, k)->bytes)
     snprintf(why, sizeof why, "trainer rank %u wrote %llu bytes, the table says %llu", rank, (unsigned long long)h->value,
@@ -756,10 +788,13 @@ static void on_done(rf_engine *e, uint32_t k, const rf__hdr *h)
     tear(e, "%s", why);
     return;
   }
-  e->peer_delta[k] = h->mode == RF__DONE_DELTA;
-  e->peer_done[k] = 1;
-  if (++e->peers_done == e->rv->peer_count) complete(e);
+  e->rx->peer_delta[k] = h->mode == RF__DONE_DELTA;
+  e->rx->peer_done[k] = 1;
+  e->rx->peers_done++; /* all in: the version completes in the next rf__receiver_step (not in rf_progress) */
 }
+
+/* every peer's DONE is in and checked: apply, refresh, complete */
+static int settled(const rf_engine *e) { return e->rx->v_armed && e->rx->rv->peer_count && e->rx->peers_done == e->rx->rv->peer_count; }
 
 static void on_msg(rf_engine *e, const rf__ev *ev)
 {
@@ -771,8 +806,8 @@ static void on_msg(rf_engine *e, const rf__ev *ev)
   if (h.type == RF__HELLO) return on_hello(e, c, &h, payload, ev->ep);
   if (!c) return;
   if (h.type == RF__AUTH) return on_auth(e, c, &h);
-  uint32_t ci = (uint32_t)(c - e->conns);
-  if (c->state != C_AUTHED || e->peer_conn[c->peer] != ci || h.session != c->session ||
+  uint32_t ci = (uint32_t)(c - e->rx->conns);
+  if (c->state != C_AUTHED || e->rx->peer_conn[c->peer] != ci || h.session != c->session ||
       h.mac != rf__msg_mac(&c->key, &h, payload)) {
     e->ctr.ignored++;
     return;
@@ -782,11 +817,12 @@ static void on_msg(rf_engine *e, const rf__ev *ev)
   else e->ctr.ignored++;
 }
 
-void rf__receiver_step(rf_engine *e)
+void rf__receiver_events(rf_engine *e)
 {
   rf__ucx_progress(e);
   const rf__ev *ev;
   while (rf__ucx_next(e, &ev)) {
+    rf__changed(e);
     if (ev->kind == RF__EV_CONN) {
       if (!new_conn(e, ev->ep)) rf__ucx_close_ep(e, ev->ep);
     } else if (ev->kind == RF__EV_MSG) {
@@ -797,29 +833,65 @@ void rf__receiver_step(rf_engine *e)
       else rf__ucx_close_ep(e, ev->ep);
     }
   }
-  for (uint32_t i = 0; i < e->n_conns; i++) {
-    rf__conn *c = &e->conns[i];
+  for (uint32_t i = 0; i < e->rx->n_conns; i++) {
+    rf__conn *c = &e->rx->conns[i];
     if (c->state == C_FREE || c->state == C_AUTHED) continue;
     /* handshakes end in handshake_ms; a REJECT gets a moment to reach the peer first (the close
      * that follows cancels what is still in flight, and a local completion says nothing of that) */
     uint32_t grace = e->handshake_ms < REJECT_GRACE_MS ? e->handshake_ms : REJECT_GRACE_MS;
     if (rf__past(c->t0, c->state == C_REJECTED ? grace : e->handshake_ms)) close_conn(e, c);
   }
-  if (e->v_armed && e->v_first_grant && rf__past(e->v_first_grant, e->timeout_ms)) {
+  if (e->rx->v_armed && !settled(e) && e->rx->v_first_grant && rf__past(e->rx->v_first_grant, e->timeout_ms)) {
     char missing[128] = "";
     size_t n = 0;
-    for (uint32_t k = 0; k < e->rv->peer_count && n + 12 < sizeof missing; k++)
-      if (!e->peer_done[k])
+    for (uint32_t k = 0; k < e->rx->rv->peer_count && n + 12 < sizeof missing; k++)
+      if (!e->rx->peer_done[k])
         n += (size_t)snprintf(missing + n, sizeof missing - n, "%s%u", n ? "," : "", peer_row(e, k)->trainer);
     tear(e, "no DONE from trainer rank(s) %s within %u ms of the first grant", missing, e->timeout_ms);
   }
 }
 
+rf_status rf__receiver_step(rf_engine *e)
+{
+  rf__receiver_events(e);
+  if (settled(e)) complete(e);
+  return RF_OK;
+}
+
+int rf__receiver_settled(rf_engine *e)
+{
+  rf__lock(e);
+  int s = settled(e);
+  rf__unlock(e);
+  return s;
+}
+
+static int version_settled(rf_engine *e, uint64_t v) { return e->rx->v_complete >= v || e->rx->v_torn_since_arm >= v; }
+
+rf_status rf__receiver_wait(rf_engine *e, uint64_t v, uint32_t ms)
+{
+  if (!rf__drive_until(e, version_settled, v, ms))
+    return rf__fail(e, RF_ERR_TIMEOUT, "version %llu not complete after %u ms (newest complete %llu, armed %llu)",
+                    (unsigned long long)v, ms, (unsigned long long)e->rx->v_complete, (unsigned long long)e->rx->v_armed);
+  if (e->rx->v_complete < v) return rf__fail(e, RF_ERR_TORN, "%s", e->rx->torn_reason);
+  return RF_OK;
+}
+
+rf_status rf__receiver_export(rf_engine *e, void *buf, size_t cap, size_t *len)
+{
+  rf__held(e, "rf_export");
+  if (!e->rx->blob) return rf__fail(e, RF_ERR_STATE, "rf_export before rf_listen");
+  *len = e->rx->blob_len;
+  if (!buf || cap < e->rx->blob_len) return rf__fail(e, RF_ERR_SIZE, "blob needs %zu bytes", e->rx->blob_len);
+  memcpy(buf, e->rx->blob, e->rx->blob_len);
+  return RF_OK;
+}
+
 void rf__receiver_state(const rf_engine *e, rf_version_state *st)
 {
-  st->complete = e->v_complete;
-  st->torn = e->v_torn;
-  st->armed = e->v_armed;
-  st->refused = e->refused;
-  memcpy(st->torn_reason, e->torn_reason, sizeof st->torn_reason);
+  st->complete = e->rx->v_complete;
+  st->torn = e->rx->v_torn;
+  st->armed = e->rx->v_armed;
+  st->refused = e->rx->refused;
+  memcpy(st->torn_reason, e->rx->torn_reason, sizeof st->torn_reason);
 }

@@ -29,6 +29,7 @@
 enum { T_DOWN = 0, T_HELLO, T_AUTH, T_UP };                             /* connection */
 enum { P_IDLE = 0, P_WAITING, P_WRITING, P_FLUSHING, P_DONE_SENT, P_COMPLETE, P_FAILED, P_SKIPPED }; /* push */
 
+typedef struct rf__target rf__target;
 struct rf__target {
   uint32_t recv, peer;     /* receiver index; index into plan->peers */
   int conn, push;
@@ -55,31 +56,75 @@ struct rf__target {
   uint64_t area_raddr, dir_raddr;
   void *area_rkey, *dir_rkey;
   uint64_t dir_off;        /* this rank's part of the receiver's directory (bytes) */
-  uint32_t dir_first;      /* its entries in e->dt.dir, 16 bytes each, in wl order */
+  uint32_t dir_first;      /* its first directory entry (delta_push.c), in wl order */
   int delta, dir_posted;   /* this push goes as patches; its directory part was put */
   uint64_t patch_sent;     /* this push: patch bytes put to it */
+};
+
+/* staging, chosen at open (rf__trainer_open): the host staging thread running the reference
+ * kernels group by group, or every group's kernels on the caller's CUDA stream with an event each */
+typedef struct stager {
+  rf_status (*open)(rf_engine *e);
+  rf_status (*settle)(rf_engine *e, uint64_t version); /* before a push: the last push's staging ended */
+  rf_status (*start)(rf_engine *e, void *stream);       /* this push's groups */
+  rf_status (*poll)(rf_engine *e);                      /* g_ready: groups whose slots are ready */
+  int (*idle)(rf_engine *e);                            /* nothing of an earlier push stages */
+} stager;
+
+/* the trainer's state (rf_engine.tr): only this file reads or writes it */
+typedef struct rf__trainer rf__trainer;
+struct rf__trainer {
+  const stager *stg;
+  const rf_rank *rk;
+  uint8_t *arena;            /* slot arena (host or device), arena_bytes */
+  void *arena_memh;
+  const void **src_ptr;      /* [n_src] bound source pointers */
+  uint8_t *src_need;         /* [n_src] 1 when this rank's ops read it */
+  rfk_item *items;           /* [max op count] scratch for one staged op */
+  rf__target *tg;            /* [n_tg] */
+  uint32_t n_tg;
+  uint32_t *recv_tg;         /* [receivers] index into tg, or RF_NONE */
+  int pushing, push_reported;  /* push_reported: its result went to rf_progress or rf_wait */
+  rf_status push_status;
+  uint64_t version, last_attempt, push_t0;
+  uint32_t g_ready;          /* groups of this push whose slots are ready (absolute index bound) */
+  /* host mode: a staging thread runs the reference kernels group by group while this thread posts
+   * the writes of groups already staged (DESIGN.md section 3, step 2) */
+  pthread_t stager;
+  pthread_mutex_t smu;
+  pthread_cond_t scv;
+  int stager_on, stager_quit;
+  uint64_t stage_version;    /* version the stager works on (0 = idle) */
+  _Atomic uint32_t g_staged; /* groups of this push staged so far */
+  _Atomic int stage_failed;
+  _Atomic uint64_t stage_ns;
+  char stage_err[512];
+
+  rf__delta *dt;             /* delta_push.c, with cfg.delta; else NULL */
+  uint64_t push_bytes;       /* this push: bytes put (patches, dense writes, directories) */
+
 };
 
 /* rows of source s this trainer holds: its FSDP chunk (SHARD) or the whole tensor (owner) */
 static int64_t src_first_row(const rf_engine *e, const rf_src_tensor *s)
 {
   int64_t first, rows;
-  rf_src_rows(s, e->rk->shard, &first, &rows);
+  rf_src_rows(s, e->tr->rk->shard, &first, &rows);
   return first;
 }
 
 size_t rf__trainer_src_bytes(const rf_engine *e, uint32_t id)
 {
-  if (id >= e->p->n_src || !e->src_need[id]) return 0;
+  if (id >= e->p->n_src || !e->tr->src_need[id]) return 0;
   const rf_src_tensor *s = &e->p->src[id];
   int64_t first, rows;
-  rf_src_rows(s, e->rk->shard, &first, &rows);
+  rf_src_rows(s, e->tr->rk->shard, &first, &rows);
   return (size_t)rows * (size_t)s->cols * rf_dtype_size(s->dtype);
 }
 
 /* ---------------------------------- staging ----------------------------------------------- */
 
-/* kernel shape and e->items of op o: pointers into the bound sources and into `dest`, which holds
+/* kernel shape and e->tr->items of op o: pointers into the bound sources and into `dest`, which holds
  * the slot bytes from slot offset lo on (the arena from 0, or with delta the scratch image of o's
  * group) */
 static void op_items(rf_engine *e, const rf_op *o, rfk_shape *sh, uint8_t *dest, uint64_t lo)
@@ -94,9 +139,9 @@ static void op_items(rf_engine *e, const rf_op *o, rfk_shape *sh, uint8_t *dest,
     const rf_src_tensor *s = &p->src[sid];
     int64_t row = o->row0 + (int64_t)i * o->row_step - src_first_row(e, s);
     int64_t col = o->col0 + (int64_t)i * o->col_step;
-    e->items[i].src = (const uint8_t *)e->src_ptr[sid] + ((size_t)row * (size_t)s->cols + (size_t)col) * rf_dtype_size(s->dtype);
-    e->items[i].out = dest + (o->out + (uint64_t)i * o->out_step - lo);
-    e->items[i].scale = o->kind == RF_OP_FP8 ? (float *)(dest + (o->scale + (uint64_t)i * o->scale_step - lo)) : NULL;
+    e->tr->items[i].src = (const uint8_t *)e->tr->src_ptr[sid] + ((size_t)row * (size_t)s->cols + (size_t)col) * rf_dtype_size(s->dtype);
+    e->tr->items[i].out = dest + (o->out + (uint64_t)i * o->out_step - lo);
+    e->tr->items[i].scale = o->kind == RF_OP_FP8 ? (float *)(dest + (o->scale + (uint64_t)i * o->scale_step - lo)) : NULL;
   }
 }
 
@@ -104,13 +149,15 @@ static int skip_op(const rf_engine *e, const rf_op *o) { return e->cfg.direct &&
 
 /* delta pushes with a base encode: their groups stage into the scratch, and the encode makes the
  * patches and updates the slots. Without a base every target goes dense: staging writes the slots. */
-static int encoding(const rf_engine *e) { return e->cfg.delta && e->dt.base; }
+static int encoding(const rf_engine *e) { return rf__delta_base(e->tr->dt) != 0; }
 
 /* where group k (relative to the rank) stages: the arena, or its scratch image when encoding */
 static uint8_t *stage_dest(rf_engine *e, uint32_t k, uint64_t *lo)
 {
-  *lo = encoding(e) ? e->dt.lo[k] : 0;
-  return encoding(e) ? e->dt.scratch : e->arena;
+  uint8_t *d = rf__delta_dest(e->tr->dt, k, lo);
+  if (d) return d;
+  *lo = 0;
+  return e->tr->arena;
 }
 
 /* the staging thread: for each push, every group of this rank in order; errors stop it */
@@ -118,13 +165,13 @@ static void *stager_main(void *arg)
 {
   rf_engine *e = arg;
   const rf_plan *p = e->p;
-  pthread_mutex_lock(&e->smu);
+  pthread_mutex_lock(&e->tr->smu);
   for (;;) {
-    while (!e->stager_quit && e->stage_version == 0) pthread_cond_wait(&e->scv, &e->smu);
-    if (e->stager_quit) break;
-    pthread_mutex_unlock(&e->smu);
-    for (uint32_t i = 0; i < e->rk->group_count && !atomic_load(&e->stage_failed); i++) {
-      const rf_group *gr = &p->groups[e->rk->group_first + i];
+    while (!e->tr->stager_quit && e->tr->stage_version == 0) pthread_cond_wait(&e->tr->scv, &e->tr->smu);
+    if (e->tr->stager_quit) break;
+    pthread_mutex_unlock(&e->tr->smu);
+    for (uint32_t i = 0; i < e->tr->rk->group_count && !atomic_load(&e->tr->stage_failed); i++) {
+      const rf_group *gr = &p->groups[e->tr->rk->group_first + i];
       uint64_t t0 = rf__now_ns(), lo;
       uint8_t *dest = stage_dest(e, i, &lo);
       int rc = 0;
@@ -133,139 +180,132 @@ static void *stager_main(void *arg)
         if (skip_op(e, o)) continue;
         rfk_shape sh;
         op_items(e, o, &sh, dest, lo);
-        if ((rc = rfk_ref_run(&sh, e->items, (int)o->count)))
-          snprintf(e->stage_err, sizeof e->stage_err, "staging tensor '%s'%s for version %llu: %s", p->src[o->src].name,
-                   o->count > 1 ? " (or another of its group)" : "", (unsigned long long)e->stage_version,
+        if ((rc = rfk_ref_run(&sh, e->tr->items, (int)o->count)))
+          snprintf(e->tr->stage_err, sizeof e->tr->stage_err, "staging tensor '%s'%s for version %llu: %s", p->src[o->src].name,
+                   o->count > 1 ? " (or another of its group)" : "", (unsigned long long)e->tr->stage_version,
                    rfk_strerror(rc));
       }
-      uint32_t r0 = encoding(e) ? e->dt.grp[i] : 0, nr = encoding(e) ? e->dt.grp[i + 1] - r0 : 0;
-      if (!rc && nr && (rc = rfk_ref_delta_encode(e->dt.reg + r0, (int)nr, e->dt.out + r0)))
-        snprintf(e->stage_err, sizeof e->stage_err, "delta encode of group %u for version %llu: %s",
-                 e->rk->group_first + i, (unsigned long long)e->stage_version, rfk_strerror(rc));
-      atomic_fetch_add(&e->stage_ns, rf__now_ns() - t0);
-      if (rc) atomic_store(&e->stage_failed, 1);
-      else atomic_store(&e->g_staged, i + 1);
+      if (!rc && (rc = rf__delta_encode_host(e->tr->dt, i)))
+        snprintf(e->tr->stage_err, sizeof e->tr->stage_err, "delta encode of group %u for version %llu: %s",
+                 e->tr->rk->group_first + i, (unsigned long long)e->tr->stage_version, rfk_strerror(rc));
+      atomic_fetch_add(&e->tr->stage_ns, rf__now_ns() - t0);
+      if (rc) atomic_store(&e->tr->stage_failed, 1);
+      else atomic_store(&e->tr->g_staged, i + 1);
     }
-    pthread_mutex_lock(&e->smu);
-    e->stage_version = 0;
+    pthread_mutex_lock(&e->tr->smu);
+    e->tr->stage_version = 0;
   }
-  pthread_mutex_unlock(&e->smu);
+  pthread_mutex_unlock(&e->tr->smu);
   return NULL;
 }
 
 static rf_status start_stager(rf_engine *e)
 {
-  if (pthread_mutex_init(&e->smu, NULL) || pthread_cond_init(&e->scv, NULL))
+  if (pthread_mutex_init(&e->tr->smu, NULL) || pthread_cond_init(&e->tr->scv, NULL))
     return rf__fail(e, RF_ERR_NOMEM, "staging thread: mutex");
-  if (pthread_create(&e->stager, NULL, stager_main, e)) return rf__fail(e, RF_ERR_NOMEM, "staging thread");
-  e->stager_on = 1;
+  if (pthread_create(&e->tr->stager, NULL, stager_main, e)) return rf__fail(e, RF_ERR_NOMEM, "staging thread");
+  e->tr->stager_on = 1;
   return RF_OK;
 }
 
 static void stop_stager(rf_engine *e)
 {
-  if (!e->stager_on) return;
-  pthread_mutex_lock(&e->smu);
-  e->stager_quit = 1;
-  pthread_cond_signal(&e->scv);
-  pthread_mutex_unlock(&e->smu);
-  pthread_join(e->stager, NULL);
-  pthread_cond_destroy(&e->scv);
-  pthread_mutex_destroy(&e->smu);
-  e->stager_on = 0;
+  if (!e->tr->stager_on) return;
+  pthread_mutex_lock(&e->tr->smu);
+  e->tr->stager_quit = 1;
+  pthread_cond_signal(&e->tr->scv);
+  pthread_mutex_unlock(&e->tr->smu);
+  pthread_join(e->tr->stager, NULL);
+  pthread_cond_destroy(&e->tr->scv);
+  pthread_mutex_destroy(&e->tr->smu);
+  e->tr->stager_on = 0;
 }
 
 static int stager_idle(rf_engine *e)
 {
-  if (!e->stager_on) return 1;
-  pthread_mutex_lock(&e->smu);
-  int idle = e->stage_version == 0;
-  pthread_mutex_unlock(&e->smu);
+  if (!e->tr->stager_on) return 1;
+  pthread_mutex_lock(&e->tr->smu);
+  int idle = e->tr->stage_version == 0;
+  pthread_mutex_unlock(&e->tr->smu);
   return idle;
 }
 
-/* ---------------------------------- open / close ------------------------------------------ */
+static rf_status host_start(rf_engine *e, void *stream)
+{
+  (void)stream;
+  pthread_mutex_lock(&e->tr->smu);
+  atomic_store(&e->tr->g_staged, 0);
+  atomic_store(&e->tr->stage_failed, 0);
+  e->tr->stage_version = e->tr->version;
+  pthread_cond_signal(&e->tr->scv);
+  pthread_mutex_unlock(&e->tr->smu);
+  return RF_OK;
+}
 
-/* delta: the rank's regions (the plan's regions[], table order), each group's scratch image, the
- * patch buffer and the directory entries */
-static rf_status delta_open(rf_engine *e)
+static rf_status host_poll(rf_engine *e)
+{
+  if (atomic_load(&e->tr->stage_failed)) return rf__fail(e, RF_ERR_KERNEL, "%s", e->tr->stage_err);
+  e->tr->g_ready = e->tr->rk->group_first + atomic_load(&e->tr->g_staged);
+  return RF_OK;
+}
+
+static rf_status host_settle(rf_engine *e, uint64_t version) { return (void)e, (void)version, RF_OK; }
+
+static const stager stage_host = {.open = start_stager, .settle = host_settle, .start = host_start, .poll = host_poll,
+                                  .idle = stager_idle};
+
+static rf_status cuda_open(rf_engine *e) { return rf__cuda_groups(e, e->tr->rk->group_count); }
+
+static rf_status cuda_settle(rf_engine *e, uint64_t version)
+{
+  char err[300];
+  if (e->cfg.delta && rf__cuda_idle(e, e->timeout_ms, err, sizeof err))
+    return rf__fail(e, RF_ERR_TIMEOUT, "version %llu: %s", (unsigned long long)version, err);
+  return RF_OK;
+}
+
+/* every group goes onto the caller's stream at once; writes go out as their events complete */
+static rf_status cuda_start(rf_engine *e, void *stream)
 {
   const rf_plan *p = e->p;
-  const rf_rank *rk = e->rk;
-  if (!p->delta_ppm)
-    return rf__fail(e, RF_ERR_ARG, "rf_config.delta: plan %s has no patch areas (its plan file sets no delta = { budget = B })",
-                    p->name);
-  if (e->cfg.direct)
-    return rf__fail(e, RF_ERR_ARG, "rf_config.delta and rf_config.direct exclude each other: delta keeps every region's "
-                    "previous version in its slot, which direct writes do not stage");
-  uint32_t nw = rk->write_count ? rk->write_count : 1, ng = rk->group_count;
-  e->dt.of_write = calloc(nw, sizeof *e->dt.of_write);
-  e->dt.grp = calloc(ng + 1, sizeof *e->dt.grp);
-  e->dt.lo = calloc(ng ? ng : 1, sizeof *e->dt.lo);
-  if (!e->dt.of_write || !e->dt.grp || !e->dt.lo)
-    return rf__fail(e, RF_ERR_NOMEM, "delta tables");
-  size_t pbytes = rk->patch_bytes ? rk->patch_bytes : 16, sbytes = rk->scratch_bytes ? rk->scratch_bytes : 16;
-  if (e->cfg.mem == RF_MEM_CUDA) {
-    RF_CHECK(rf__cuda_alloc(e, sbytes, (void **)&e->dt.scratch, "delta staging scratch (cudaMalloc)"));
-    RF_CHECK(rf__cuda_alloc(e, pbytes, (void **)&e->dt.patch, "delta patch buffer (cudaMalloc)"));
-    RF_CHECK(rf__cuda_alloc_mapped(e, nw * sizeof *e->dt.out, (void **)&e->dt.out, &e->dt.out_dev, "delta encode results"));
-    RF_CHECK(rf__ucx_map(e, e->dt.patch, pbytes, &e->dt.patch_memh));
-    RF_CHECK(rf__cuda_delta_warm(e, NULL, NULL, NULL, NULL));
-  } else {
-    e->dt.scratch = aligned_alloc(4096, (sbytes + 4095) / 4096 * 4096);
-    e->dt.out = calloc(nw, sizeof *e->dt.out);
-    if (!e->dt.scratch || !e->dt.out) return rf__fail(e, RF_ERR_NOMEM, "delta staging scratch of %zu bytes", sbytes);
-    RF_CHECK(rf__ucx_alloc(e, pbytes, (void **)&e->dt.patch, &e->dt.patch_memh));
-  }
-  RF_CHECK(rf__ucx_alloc(e, 16 * (size_t)nw, (void **)&e->dt.dir, &e->dt.dir_memh));
-  /* the plan's regions (gen/index.lua), checked to lie inside the rank's writes, arena, patch
-   * buffer and each group's scratch image */
-  uint32_t r0 = rk->region_first, nr = rk->region_count, next_write = rk->write_first, next_region = r0;
-  if ((uint64_t)r0 + nr > p->n_regions)
-    return rf__fail(e, RF_ERR_ARG, "plan %s: rank %u's regions lie outside the region table", p->name, e->cfg.rank);
-  e->dt.reg = calloc(nr ? nr : 1, sizeof *e->dt.reg);
-  if (!e->dt.reg) return rf__fail(e, RF_ERR_NOMEM, "delta tables");
-  for (uint32_t k = 0; k < ng; k++) {
-    const rf_group *g = &p->groups[rk->group_first + k];
-    uint64_t lo = g->scratch_lo;
-    if (g->region_first != next_region || (uint64_t)g->region_first + g->region_count > (uint64_t)r0 + nr)
-      return rf__fail(e, RF_ERR_ARG, "plan %s: group %u's regions are not the next of rank %u's", p->name,
-                      rk->group_first + k, e->cfg.rank);
-    /* every op of the group stages inside its scratch image */
-    for (uint32_t j = g->op_first; j < g->op_first + g->op_count; j++) {
-      const rf_op *o = &p->ops[j];
-      uint64_t es = o->kind == RF_OP_FP8 ? 1 : rf_dtype_size(o->dst_dtype), cells = (uint64_t)(o->rows * o->cols);
-      uint64_t sc = rf_fp8_scale_bytes(o->rows, o->cols);
-      for (uint32_t c = 0; c < o->count; c++) {
-        uint64_t out = o->out + (uint64_t)c * o->out_step, scale = o->scale + (uint64_t)c * o->scale_step;
-        if (out < lo || out + cells * es - lo > rk->scratch_bytes ||
-            (o->kind == RF_OP_FP8 && (scale < lo || scale + sc - lo > rk->scratch_bytes)))
-          return rf__fail(e, RF_ERR_ARG, "plan %s: op %u of rank %u writes outside its group's scratch image", p->name, j,
-                          e->cfg.rank);
-      }
+  rf__trainer *tr = e->tr;
+  for (uint32_t k = 0; k < tr->rk->group_count; k++) {
+    const rf_group *gr = &p->groups[tr->rk->group_first + k];
+    uint64_t lo;
+    uint8_t *dest = stage_dest(e, k, &lo);
+    for (uint32_t i = 0; i < gr->op_count; i++) {
+      const rf_op *o = &p->ops[gr->op_first + i];
+      if (skip_op(e, o)) continue;
+      rfk_shape sh;
+      op_items(e, o, &sh, dest, lo);
+      RF_CHECK(rf__cuda_stage_op(e, &sh, tr->items, (int)o->count, stream, p->src[o->src].name, tr->version));
     }
-    e->dt.lo[k] = lo;
-    e->dt.grp[k] = g->region_first - r0;
-    next_region += g->region_count;
-    for (uint32_t j = g->region_first; j < g->region_first + g->region_count; j++) {
-      const rf_region *x = &p->regions[j];
-      if (x->write_first != next_write || !x->write_count ||
-          (uint64_t)x->write_first + x->write_count > (uint64_t)rk->write_first + rk->write_count ||
-          x->slot < lo || x->slot + x->len - lo > rk->scratch_bytes || x->slot + x->len > rk->arena_bytes ||
-          x->patch_off + x->patch_cap > rk->patch_bytes)
-        return rf__fail(e, RF_ERR_ARG, "plan %s: region %u of rank %u lies outside its writes, slots, scratch or patch "
-                        "buffer", p->name, j, e->cfg.rank);
-      e->dt.reg[j - r0] = (rfk_delta_region){.next = e->dt.scratch + (x->slot - lo), .old = e->arena + x->slot, .n = x->len,
-                                             .esize = x->esize, .patch = e->dt.patch + x->patch_off, .cap = x->patch_cap};
-      for (uint32_t i = x->write_first; i < x->write_first + x->write_count; i++) e->dt.of_write[i - rk->write_first] = j - r0;
-      next_write += x->write_count;
-    }
+    RF_CHECK(rf__delta_encode_cuda(e, tr->dt, k, stream, tr->version));
+    RF_CHECK(rf__cuda_group_done(e, k, stream));
   }
-  e->dt.grp[ng] = e->dt.n_reg = nr;
-  if (next_region != r0 + nr || next_write != rk->write_first + rk->write_count)
-    return rf__fail(e, RF_ERR_ARG, "plan %s: rank %u's regions do not cover its writes", p->name, e->cfg.rank);
-  return e->cfg.mem == RF_MEM_CUDA ? rf__cuda_delta_scratch(e, e->dt.reg, e->dt.grp, ng) : RF_OK;
+  return RF_OK;
 }
+
+static rf_status cuda_poll(rf_engine *e)
+{
+  rf__trainer *tr = e->tr;
+  uint32_t end = tr->rk->group_first + tr->rk->group_count;
+  char err[300];
+  for (int r; tr->g_ready < end; tr->g_ready++) {
+    r = rf__cuda_group_ready(e, tr->g_ready - tr->rk->group_first, tr->g_ready, e->p->groups[tr->g_ready].layer, err,
+                             sizeof err, &e->ctr.stage_ns);
+    if (r == 0) break;
+    if (r < 0) return rf__fail(e, RF_ERR_KERNEL, "version %llu: %s", (unsigned long long)tr->version, err);
+  }
+  return RF_OK;
+}
+
+static int cuda_idle(rf_engine *e) { return (void)e, 1; }
+
+static const stager stage_cuda = {.open = cuda_open, .settle = cuda_settle, .start = cuda_start, .poll = cuda_poll,
+                                  .idle = cuda_idle};
+
+/* ---------------------------------- open / close ------------------------------------------ */
 
 rf_status rf__trainer_open(rf_engine *e)
 {
@@ -273,48 +313,49 @@ rf_status rf__trainer_open(rf_engine *e)
   if (e->cfg.rank >= p->trainers)
     return rf__fail(e, RF_ERR_ARG, "trainer rank %u out of range (plan %s has %u trainers)", e->cfg.rank, p->name,
                     p->trainers);
-  e->rk = &p->ranks[e->cfg.rank];
-  e->src_ptr = calloc(p->n_src ? p->n_src : 1, sizeof *e->src_ptr);
-  e->src_need = calloc(p->n_src ? p->n_src : 1, 1);
-  e->recv_tg = malloc((p->receivers ? p->receivers : 1) * sizeof *e->recv_tg);
-  if (!e->src_ptr || !e->src_need || !e->recv_tg) return rf__fail(e, RF_ERR_NOMEM, "trainer tables");
+  if (!(e->tr = calloc(1, sizeof *e->tr))) return rf__fail(e, RF_ERR_NOMEM, "trainer state");
+  e->tr->rk = &p->ranks[e->cfg.rank];
+  e->tr->src_ptr = calloc(p->n_src ? p->n_src : 1, sizeof *e->tr->src_ptr);
+  e->tr->src_need = calloc(p->n_src ? p->n_src : 1, 1);
+  e->tr->recv_tg = malloc((p->receivers ? p->receivers : 1) * sizeof *e->tr->recv_tg);
+  if (!e->tr->src_ptr || !e->tr->src_need || !e->tr->recv_tg) return rf__fail(e, RF_ERR_NOMEM, "trainer tables");
   uint32_t max_count = 1;
-  for (uint32_t i = 0; i < e->rk->op_count; i++) {
-    const rf_op *o = &p->ops[e->rk->op_first + i];
+  for (uint32_t i = 0; i < e->tr->rk->op_count; i++) {
+    const rf_op *o = &p->ops[e->tr->rk->op_first + i];
     for (uint32_t k = 0; k < o->count; k++) {
       const rf_src_tensor *s = &p->src[o->src + k * o->src_step];
       /* one kernel call per op: every item must share the row pitch and dtype of the first */
       if (s->cols != p->src[o->src].cols || s->dtype != o->src_dtype)
         return rf__fail(e, RF_ERR_ARG, "plan %s: op %u mixes sources of different shape or dtype ('%s', '%s')", p->name,
-                        e->rk->op_first + i, p->src[o->src].name, s->name);
+                        e->tr->rk->op_first + i, p->src[o->src].name, s->name);
       /* sources read only by direct writes must be bound too: the writes read them */
-      e->src_need[o->src + k * o->src_step] = 1;
+      e->tr->src_need[o->src + k * o->src_step] = 1;
     }
     if (o->count > max_count) max_count = o->count;
   }
-  for (uint32_t i = 0; i < e->rk->write_count; i++) {
-    const rf_write *w = &p->writes[e->rk->write_first + i];
-    for (uint32_t k = 0; k < w->piece_count; k++) e->src_need[p->pieces[w->piece_first + k].src] = 1;
+  for (uint32_t i = 0; i < e->tr->rk->write_count; i++) {
+    const rf_write *w = &p->writes[e->tr->rk->write_first + i];
+    for (uint32_t k = 0; k < w->piece_count; k++) e->tr->src_need[p->pieces[w->piece_first + k].src] = 1;
   }
-  e->items = calloc(max_count, sizeof *e->items);
-  e->n_tg = e->rk->target_count;
-  e->tg = calloc(e->n_tg ? e->n_tg : 1, sizeof *e->tg);
-  if (!e->items || !e->tg) return rf__fail(e, RF_ERR_NOMEM, "trainer tables");
-  if ((uint64_t)e->rk->target_first + e->n_tg > p->n_targets)
+  e->tr->items = calloc(max_count, sizeof *e->tr->items);
+  e->tr->n_tg = e->tr->rk->target_count;
+  e->tr->tg = calloc(e->tr->n_tg ? e->tr->n_tg : 1, sizeof *e->tr->tg);
+  if (!e->tr->items || !e->tr->tg) return rf__fail(e, RF_ERR_NOMEM, "trainer tables");
+  if ((uint64_t)e->tr->rk->target_first + e->tr->n_tg > p->n_targets)
     return rf__fail(e, RF_ERR_ARG, "plan %s: rank %u's targets lie outside the target table", p->name, e->cfg.rank);
-  for (uint32_t r = 0; r < p->receivers; r++) e->recv_tg[r] = RF_NONE;
+  for (uint32_t r = 0; r < p->receivers; r++) e->tr->recv_tg[r] = RF_NONE;
   /* the plan's targets (gen/index.lua), each checked to be a peer row of this rank whose writes
    * are this rank's writes to that receiver */
   uint32_t dir = 0;
-  for (uint32_t n = 0; n < e->n_tg; n++) {
-    const rf_target *x = &p->targets[e->rk->target_first + n];
+  for (uint32_t n = 0; n < e->tr->n_tg; n++) {
+    const rf_target *x = &p->targets[e->tr->rk->target_first + n];
     const rf_peer *q = x->peer < p->n_peers ? &p->peers[x->peer] : NULL;
-    if (x->receiver >= p->receivers || e->recv_tg[x->receiver] != RF_NONE || !q || q->trainer != e->cfg.rank ||
+    if (x->receiver >= p->receivers || e->tr->recv_tg[x->receiver] != RF_NONE || !q || q->trainer != e->cfg.rank ||
         x->peer - p->recv[x->receiver].peer_first >= p->recv[x->receiver].peer_count || x->dir_first != dir ||
         (uint64_t)q->write_first + q->writes > p->n_recv_writes)
       return rf__fail(e, RF_ERR_ARG, "plan %s: target %u of rank %u is not one of its peer rows", p->name,
-                      e->rk->target_first + n, e->cfg.rank);
-    rf__target *t = &e->tg[n];
+                      e->tr->rk->target_first + n, e->cfg.rank);
+    rf__target *t = &e->tr->tg[n];
     t->recv = x->receiver;
     t->peer = x->peer;
     t->wl = &p->recv_writes[q->write_first];
@@ -324,7 +365,8 @@ rf_status rf__trainer_open(rf_engine *e)
     dir += t->nw;
     for (uint32_t k = 0; k < t->nw; k++) {
       uint32_t w = t->wl[k].write;
-      if (w < e->rk->write_first || w - e->rk->write_first >= e->rk->write_count || p->writes[w].receiver != t->recv)
+      if (w < e->tr->rk->write_first || w - e->tr->rk->write_first >= e->tr->rk->write_count ||
+          p->writes[w].receiver != t->recv)
         return rf__fail(e, RF_ERR_ARG, "plan %s: write %u listed for receiver %u is not rank %u's write to it", p->name, w,
                         t->recv, e->cfg.rank);
     }
@@ -333,23 +375,20 @@ rf_status rf__trainer_open(rf_engine *e)
     t->rkey = calloc(nd, sizeof *t->rkey);
     if (!t->raddr || !t->rkey) return rf__fail(e, RF_ERR_NOMEM, "trainer tables");
     snprintf(t->where, sizeof t->where, "not connected");
-    e->recv_tg[t->recv] = n;
+    e->tr->recv_tg[t->recv] = n;
   }
-  if (dir != e->rk->write_count)
+  if (dir != e->tr->rk->write_count)
     return rf__fail(e, RF_ERR_ARG, "plan %s: rank %u's targets list %u writes, it has %u", p->name, e->cfg.rank, dir,
-                    e->rk->write_count);
-  size_t bytes = e->rk->arena_bytes ? e->rk->arena_bytes : 256;
-  RF_CHECK(rf__ucx_open(e, 2 * e->n_tg + 2)); /* per target one endpoint, and one closing */
-  if (e->cfg.mem == RF_MEM_CUDA) {
-    RF_CHECK(rf__cuda_alloc_arena(e, bytes, &e->arena));
-  } else {
-    e->arena = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
-    if (!e->arena) return rf__fail(e, RF_ERR_NOMEM, "slot arena of %zu bytes", bytes);
-    memset(e->arena, 0, bytes);
+                    e->tr->rk->write_count);
+  size_t bytes = e->tr->rk->arena_bytes ? e->tr->rk->arena_bytes : 256;
+  RF_CHECK(rf__ucx_open(e, 2 * e->tr->n_tg + 2)); /* per target one endpoint, and one closing */
+  RF_CHECK(e->mem->alloc(e, bytes, (void **)&e->tr->arena, "slot arena"));
+  RF_CHECK(rf__ucx_map(e, e->tr->arena, bytes, &e->tr->arena_memh));
+  if (e->cfg.delta) {
+    RF_CHECK(rf__delta_open(e, e->tr->rk, e->tr->arena, &e->tr->dt));
   }
-  RF_CHECK(rf__ucx_map(e, e->arena, bytes, &e->arena_memh));
-  if (e->cfg.delta) RF_CHECK(delta_open(e));
-  return e->cfg.mem == RF_MEM_HOST ? start_stager(e) : RF_OK;
+  e->tr->stg = e->mem->device ? &stage_cuda : &stage_host;
+  return e->tr->stg->open(e);
 }
 
 static void drop_keys(rf_engine *e, rf__target *t)
@@ -367,40 +406,34 @@ static void drop_keys(rf_engine *e, rf__target *t)
 
 void rf__trainer_close(rf_engine *e)
 {
+  if (!e->tr) return;
   stop_stager(e);
-  for (uint32_t i = 0; e->tg && i < e->n_tg; i++) {
-    rf__target *t = &e->tg[i];
+  for (uint32_t i = 0; e->tr->tg && i < e->tr->n_tg; i++) {
+    rf__target *t = &e->tr->tg[i];
     if (e->ux && t->rkey) drop_keys(e, t);
     free(t->raddr);
     free(t->rkey);
     free(t->blob);
   }
-  if (e->ux && e->arena_memh) rf__ucx_unmap(e, e->arena_memh);
-  if (e->cfg.mem != RF_MEM_CUDA) free(e->arena); /* cuda.c frees a device arena */
-  if (e->ux && e->dt.patch_memh) rf__ucx_unmap(e, e->dt.patch_memh); /* host: frees the buffer too */
-  if (e->ux && e->dt.dir_memh) rf__ucx_unmap(e, e->dt.dir_memh);
-  if (e->cfg.mem != RF_MEM_CUDA) { /* cuda.c frees its buffers */
-    free(e->dt.scratch);
-    free(e->dt.out);
-  }
-  free(e->dt.reg);
-  free(e->dt.of_write);
-  free(e->dt.grp);
-  free(e->dt.lo);
-  free(e->tg);
-  free(e->recv_tg);
-  free(e->items);
-  free(e->src_ptr);
-  free(e->src_need);
+  if (e->ux && e->tr->arena_memh) rf__ucx_unmap(e, e->tr->arena_memh);
+  e->mem->free(e, e->tr->arena);
+  rf__delta_close(e, e->tr->dt);
+  free(e->tr->tg);
+  free(e->tr->recv_tg);
+  free(e->tr->items);
+  free(e->tr->src_ptr);
+  free(e->tr->src_need);
+  free(e->tr);
+  e->tr = NULL;
 }
 
 rf_status rf__trainer_bind(rf_engine *e, uint32_t id, const void *ptr, size_t bytes)
 {
   const rf_plan *p = e->p;
-  if (e->pushing) return rf__fail(e, RF_ERR_STATE, "rf_bind_src during the push of version %llu", (unsigned long long)e->version);
+  if (e->tr->pushing) return rf__fail(e, RF_ERR_STATE, "rf_bind_src during the push of version %llu", (unsigned long long)e->tr->version);
   if (id >= p->n_src) return rf__fail(e, RF_ERR_ARG, "source %u out of range (%u sources)", id, p->n_src);
   const rf_src_tensor *s = &p->src[id];
-  if (!e->src_need[id])
+  if (!e->tr->src_need[id])
     return rf__fail(e, RF_ERR_ARG, "tensor '%s': trainer rank %u reads nothing of it (owner shard %d)", s->name,
                     e->cfg.rank, s->shard == RF_NONE ? -1 : (int)s->shard);
   size_t want = rf__trainer_src_bytes(e, id);
@@ -409,8 +442,8 @@ rf_status rf__trainer_bind(rf_engine *e, uint32_t id, const void *ptr, size_t by
     return rf__fail(e, RF_ERR_SIZE, "tensor '%s' (source %u): bound %zu bytes, rank %u holds %zu (%lld rows x %lld %s)",
                     s->name, id, bytes, e->cfg.rank, want, (long long)(want / ((size_t)s->cols * rf_dtype_size(s->dtype))),
                     (long long)s->cols, s->dtype == RF_FP32 ? "fp32" : "bf16");
-  if (e->cfg.mem == RF_MEM_CUDA) RF_CHECK(rf__cuda_check_memory(e, ptr, bytes, s->name));
-  e->src_ptr[id] = ptr;
+  RF_CHECK(e->mem->check(e, ptr, bytes, s->name));
+  e->tr->src_ptr[id] = ptr;
   return RF_OK;
 }
 
@@ -435,7 +468,7 @@ static rf_status start_connect(rf_engine *e, rf__target *t);
  * when the new connection is on its way */
 static int redial(rf_engine *e, rf__target *t, rf_status st)
 {
-  if (!e->pushing || t->redialed || t->refused || st != RF_ERR_PEER || (t->push != P_IDLE && t->push != P_WAITING) ||
+  if (!e->tr->pushing || t->redialed || t->refused || st != RF_ERR_PEER || (t->push != P_IDLE && t->push != P_WAITING) ||
       (!t->blob && !t->ip[0]))
     return 0;
   t->redialed = 1;
@@ -452,6 +485,7 @@ static void down(rf_engine *e, rf__target *t, rf_status st, const char *fmt, ...
   va_start(ap, fmt);
   vsnprintf(why, sizeof why, fmt, ap);
   va_end(ap);
+  rf__changed(e);
   if (t->ep) {
     if (t->have_keys) drop_keys(e, t);
     rf__ucx_close_ep(e, t->ep);
@@ -459,7 +493,7 @@ static void down(rf_engine *e, rf__target *t, rf_status st, const char *fmt, ...
   }
   t->conn = T_DOWN;
   if (redial(e, t, st)) return;
-  if (active(t) || (e->pushing && t->push == P_IDLE)) {
+  if (active(t) || (e->tr->pushing && t->push == P_IDLE)) {
     t->push = e->cfg.skip_down && t->push <= P_WAITING ? P_SKIPPED : P_FAILED;
     set_why(t, st, "receiver %u (%s): %s", t->recv, t->where, why);
   } else {
@@ -478,8 +512,8 @@ static void send_msg(rf_engine *e, rf__target *t, uint32_t type, uint64_t versio
 /* DONE of a push that went as patches: their bytes and the version they apply to */
 static void send_done_delta(rf_engine *e, rf__target *t)
 {
-  rf__hdr h = {.magic = RF__MAGIC, .type = RF__DONE, .session = t->session, .version = e->version,
-               .value = t->patch_sent, .hash = e->dt.base, .rank = e->cfg.rank, .recv = t->recv, .mode = RF__DONE_DELTA};
+  rf__hdr h = {.magic = RF__MAGIC, .type = RF__DONE, .session = t->session, .version = e->tr->version,
+               .value = t->patch_sent, .hash = rf__delta_base(e->tr->dt), .rank = e->cfg.rank, .recv = t->recv, .mode = RF__DONE_DELTA};
   h.mac = rf__msg_mac(&t->key, &h, NULL);
   if (rf__ucx_send(e, t->ep, &h, NULL) != RF_OK) down(e, t, RF_ERR_PEER, "sending DONE failed: %s", e->err);
 }
@@ -527,6 +561,7 @@ static void take_welcome(rf_engine *e, rf__target *t, const rf__hdr *h, const ui
   if (rf__blob_parse(e->p, &e->token_key, payload, h->len, &v, why, sizeof why) != RF_OK)
     return down(e, t, RF_ERR_BLOB, "its metadata was rejected: %s", why);
   if (v.recv != t->recv) return down(e, t, RF_ERR_BLOB, "its metadata is for receiver %u", v.recv);
+  t->have_keys = 1; /* from the first key on: a failure part way destroys the keys unpacked so far */
   for (uint32_t i = 0; i < v.n; i++) {
     rf__blob_entry en;
     rf__blob_entry_at(&v, i, &en);
@@ -534,7 +569,6 @@ static void take_welcome(rf_engine *e, rf__target *t, const rf__hdr *h, const ui
     if (rf__ucx_rkey(e, t->ep, en.rkey, &t->rkey[i]) != RF_OK)
       return down(e, t, RF_ERR_BLOB, "remote key of '%s': %s", e->p->dst[en.id].name, e->err);
   }
-  t->have_keys = 1;
   for (uint32_t i = v.n; i < v.n + v.n_areas; i++) { /* delta plans: the patch area, then the directory */
     rf__blob_entry en;
     rf__blob_entry_at(&v, i, &en);
@@ -548,16 +582,16 @@ static void take_welcome(rf_engine *e, rf__target *t, const rf__hdr *h, const ui
   t->why[0] = 0;
   t->st = RF_OK;
   /* a push under way asks for its version now */
-  if (e->pushing && t->push == P_IDLE) {
-    if (e->version <= t->complete) {
+  if (e->tr->pushing && t->push == P_IDLE) {
+    if (e->tr->version <= t->complete) {
       t->push = P_FAILED;
       set_why(t, RF_ERR_STALE, "receiver %u (%s): version %llu is not newer than its complete version %llu", t->recv,
-              t->where, (unsigned long long)e->version, (unsigned long long)t->complete);
+              t->where, (unsigned long long)e->tr->version, (unsigned long long)t->complete);
       return;
     }
     t->push = P_WAITING;
-    t->delta = e->dt.base && t->complete == e->dt.base;
-    send_msg(e, t, RF__BEGIN, e->version, 0);
+    t->delta = encoding(e) && t->complete == rf__delta_base(e->tr->dt);
+    send_msg(e, t, RF__BEGIN, e->tr->version, 0);
   }
 }
 
@@ -619,7 +653,7 @@ static void on_msg(rf_engine *e, rf__target *t, const rf__hdr *h, const uint8_t 
       if (h->type == RF__REFUSE && h->value > t->complete) t->complete = h->value;
       if (h->type == RF__ACK && h->value == 1 && h->version > t->complete) t->complete = h->version;
     }
-    if (!e->pushing || h->version != e->version || !active(t)) return; /* about another version */
+    if (!e->tr->pushing || h->version != e->tr->version || !active(t)) return; /* about another version */
     if (h->type == RF__GRANT && t->push == P_WAITING) t->push = P_WRITING;
     else if (h->type == RF__REFUSE) {
       t->push = P_FAILED;
@@ -633,8 +667,8 @@ static void on_msg(rf_engine *e, rf__target *t, const rf__hdr *h, const uint8_t 
 
 static rf__target *target_of_ep(rf_engine *e, rf__ep ep)
 {
-  for (uint32_t i = 0; ep && i < e->n_tg; i++)
-    if (e->tg[i].ep == ep) return &e->tg[i];
+  for (uint32_t i = 0; ep && i < e->tr->n_tg; i++)
+    if (e->tr->tg[i].ep == ep) return &e->tr->tg[i];
   return NULL;
 }
 
@@ -645,21 +679,22 @@ static void events(rf_engine *e)
   while (rf__ucx_next(e, &ev)) {
     rf__target *t = target_of_ep(e, ev->ep);
     if (!t) continue; /* a closed endpoint's late news */
+    rf__changed(e);
     if (ev->kind == RF__EV_FAILED) {
       down(e, t, RF_ERR_PEER, "%s", ev->why);
     } else if (ev->kind == RF__EV_MSG && ev->len >= sizeof(rf__hdr)) {
       rf__hdr h;
       memcpy(&h, ev->msg, sizeof h);
       on_msg(e, t, &h, ev->big ? ev->big : ev->msg + sizeof h);
-    } else if (ev->kind == RF__EV_FLUSHED && t->push == P_FLUSHING && ev->tag == e->version) {
+    } else if (ev->kind == RF__EV_FLUSHED && t->push == P_FLUSHING && ev->tag == e->tr->version) {
       /* every write of this version to t is in the receiver's memory: tell it */
       t->push = P_DONE_SENT;
       if (t->delta) send_done_delta(e, t);
-      else send_msg(e, t, RF__DONE, e->version, e->p->peers[t->peer].bytes);
+      else send_msg(e, t, RF__DONE, e->tr->version, e->p->peers[t->peer].bytes);
     }
   }
-  for (uint32_t i = 0; i < e->n_tg; i++) {
-    rf__target *t = &e->tg[i];
+  for (uint32_t i = 0; i < e->tr->n_tg; i++) {
+    rf__target *t = &e->tr->tg[i];
     if ((t->conn == T_HELLO || t->conn == T_AUTH) && rf__past(t->t0, e->timeout_ms))
       down(e, t, RF_ERR_TIMEOUT, "no answer to %s within %u ms", t->conn == T_HELLO ? "HELLO" : "AUTH", e->timeout_ms);
   }
@@ -668,27 +703,33 @@ static void events(rf_engine *e)
 /* connect and authenticate within timeout_ms. A connection the transport drops before the
  * handshake ends (the listener was full: strangers hold a slot until their handshake deadline) is
  * tried again; a receiver that refused us is not. */
+static int handshake_over(rf_engine *e, uint64_t i) { return e->tr->tg[i].conn != T_HELLO && e->tr->tg[i].conn != T_AUTH; }
+static int never(rf_engine *e, uint64_t unused) { return (void)e, (void)unused, 0; }
+
 static rf_status connect_wait(rf_engine *e, rf__target *t)
 {
   uint64_t t0 = rf__now_ns();
   for (;;) {
     t->refused = 0;
     RF_CHECK(start_connect(e, t));
-    while (t->conn == T_HELLO || t->conn == T_AUTH) events(e);
+    /* the lock is let go while this waits (other threads' calls go on); the HELLO deadline
+     * (events) bounds it */
+    while (!rf__drive_until(e, handshake_over, (uint64_t)(t - e->tr->tg), e->timeout_ms)) {
+    }
     if (t->conn == T_UP) return RF_OK;
     if (t->refused || t->st == RF_ERR_TIMEOUT || rf__past(t0, e->timeout_ms))
       return rf__fail(e, t->st ? t->st : RF_ERR_PEER, "%s", t->why);
-    for (uint64_t w = rf__now_ns(); !rf__past(w, 50);) events(e); /* let the failed endpoint drain */
+    rf__drive_until(e, never, 0, 50); /* let the failed endpoint drain */
   }
 }
 
 rf_status rf__trainer_connect(rf_engine *e, uint32_t recv, const char *ip, uint16_t port)
 {
-  if (e->pushing) return rf__fail(e, RF_ERR_STATE, "rf_connect during a push");
-  if (recv >= e->p->receivers || e->recv_tg[recv] == RF_NONE)
+  if (e->tr->pushing) return rf__fail(e, RF_ERR_STATE, "rf_connect during a push");
+  if (recv >= e->p->receivers || e->tr->recv_tg[recv] == RF_NONE)
     return rf__fail(e, RF_ERR_ARG, "trainer rank %u does not write to receiver %u", e->cfg.rank, recv);
   if (!ip) return rf__fail(e, RF_ERR_ARG, "rf_connect: no address for receiver %u", recv);
-  rf__target *t = &e->tg[e->recv_tg[recv]];
+  rf__target *t = &e->tr->tg[e->tr->recv_tg[recv]];
   if (strlen(ip) >= sizeof t->ip) return rf__fail(e, RF_ERR_ARG, "rf_connect: address '%s' too long", ip);
   free(t->blob);
   t->blob = NULL;
@@ -700,15 +741,15 @@ rf_status rf__trainer_connect(rf_engine *e, uint32_t recv, const char *ip, uint1
 
 rf_status rf__trainer_import(rf_engine *e, const void *blob, size_t len)
 {
-  if (e->pushing) return rf__fail(e, RF_ERR_STATE, "rf_import during a push");
+  if (e->tr->pushing) return rf__fail(e, RF_ERR_STATE, "rf_import during a push");
   rf__blob_view v;
   char why[200];
   if (!blob || rf__blob_parse(e->p, &e->token_key, blob, len, &v, why, sizeof why) != RF_OK)
     return rf__fail(e, RF_ERR_BLOB, "metadata blob rejected: %s", blob ? why : "NULL");
-  if (e->recv_tg[v.recv] == RF_NONE)
+  if (e->tr->recv_tg[v.recv] == RF_NONE)
     return rf__fail(e, RF_ERR_ARG, "metadata blob is for receiver %u, which trainer rank %u does not write to", v.recv,
                     e->cfg.rank);
-  rf__target *t = &e->tg[e->recv_tg[v.recv]];
+  rf__target *t = &e->tr->tg[e->tr->recv_tg[v.recv]];
   uint8_t *copy = malloc(len);
   if (!copy) return rf__fail(e, RF_ERR_NOMEM, "metadata blob copy");
   memcpy(copy, blob, len);
@@ -719,93 +760,67 @@ rf_status rf__trainer_import(rf_engine *e, const void *blob, size_t len)
   return connect_wait(e, t);
 }
 
-uint64_t rf__trainer_resume(const rf_engine *e)
+uint64_t rf__trainer_resume(rf_engine *e)
 {
-  uint64_t v = e->last_attempt;
-  for (uint32_t i = 0; i < e->n_tg; i++)
-    if (e->tg[i].complete > v) v = e->tg[i].complete;
+  rf__held(e, "rf_resume_version");
+  uint64_t v = e->tr->last_attempt;
+  for (uint32_t i = 0; i < e->tr->n_tg; i++)
+    if (e->tr->tg[i].complete > v) v = e->tr->tg[i].complete;
   return v + 1;
 }
 
 /* ---------------------------------- push ---------------------------------------------------- */
 
+/* no request of an earlier push in flight, its staging ended */
+static int quiet(rf_engine *e, uint64_t unused) { return (void)unused, !rf__ucx_ops_all(e) && e->tr->stg->idle(e); }
+
+/* staging could not start: the push ended before any write, and rf_wait / rf_progress say why */
+static rf_status stage_failed(rf_engine *e, rf_status s)
+{
+  e->tr->pushing = 0;
+  e->tr->push_status = s;
+  rf__changed(e);
+  return s;
+}
+
 rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream)
 {
   const rf_plan *p = e->p;
-  if (e->pushing)
-    return rf__fail(e, RF_ERR_STATE, "rf_push while version %llu is still being pushed", (unsigned long long)e->version);
-  if (version == 0 || version < e->last_attempt)
+  if (e->tr->pushing)
+    return rf__fail(e, RF_ERR_STATE, "rf_push while version %llu is still being pushed", (unsigned long long)e->tr->version);
+  if (version == 0 || version < e->tr->last_attempt)
     return rf__fail(e, RF_ERR_STALE, "version %llu is older than the last one pushed (%llu)", (unsigned long long)version,
-                    (unsigned long long)e->last_attempt);
-  for (uint32_t i = 0; i < e->n_tg; i++)
-    if (e->tg[i].conn == T_UP && version <= e->tg[i].complete)
+                    (unsigned long long)e->tr->last_attempt);
+  for (uint32_t i = 0; i < e->tr->n_tg; i++)
+    if (e->tr->tg[i].conn == T_UP && version <= e->tr->tg[i].complete)
       return rf__fail(e, RF_ERR_STALE,
                       "version %llu is not newer than receiver %u's complete version %llu (rf_resume_version says %llu)",
-                      (unsigned long long)version, e->tg[i].recv, (unsigned long long)e->tg[i].complete,
+                      (unsigned long long)version, e->tr->tg[i].recv, (unsigned long long)e->tr->tg[i].complete,
                       (unsigned long long)rf__trainer_resume(e));
   for (uint32_t i = 0; i < p->n_src; i++)
-    if (e->src_need[i] && !e->src_ptr[i])
+    if (e->tr->src_need[i] && !e->tr->src_ptr[i])
       return rf__fail(e, RF_ERR_UNBOUND, "tensor '%s' (source %u) is not bound on trainer rank %u", p->src[i].name, i,
                       e->cfg.rank);
   /* the slot arena is reused only once no request of an earlier push can still read it */
-  uint64_t t0 = rf__now_ns();
-  while (rf__ucx_ops_all(e) || !stager_idle(e)) {
-    events(e);
-    if (rf__past(t0, e->timeout_ms))
-      return rf__fail(e, RF_ERR_TIMEOUT, "version %llu: %u operations of an abandoned push still outstanding after %u ms",
-                      (unsigned long long)version, rf__ucx_ops_all(e), e->timeout_ms);
-  }
-  char err[300];
-  if (e->cfg.delta && e->cfg.mem == RF_MEM_CUDA && rf__cuda_idle(e, e->timeout_ms, err, sizeof err))
-    return rf__fail(e, RF_ERR_TIMEOUT, "version %llu: %s", (unsigned long long)version, err);
-  e->version = version;
-  e->last_attempt = version;
-  e->pushing = 1;
-  e->push_reported = 0;
-  e->push_status = RF_OK;
-  e->push_t0 = rf__now_ns();
-  e->g_ready = e->rk->group_first;
-  e->dt.push_bytes = 0;
+  if (!rf__drive_until(e, quiet, 0, e->timeout_ms))
+    return rf__fail(e, RF_ERR_TIMEOUT, "version %llu: %u operations of an abandoned push still outstanding after %u ms",
+                    (unsigned long long)version, rf__ucx_ops_all(e), e->timeout_ms);
+  RF_CHECK(e->tr->stg->settle(e, version));
+  e->tr->version = version;
+  e->tr->last_attempt = version;
+  e->tr->pushing = 1;
+  e->tr->push_reported = 0;
+  e->tr->push_status = RF_OK;
+  e->tr->push_t0 = rf__now_ns();
+  e->tr->g_ready = e->tr->rk->group_first;
+  e->tr->push_bytes = 0;
   if (e->cfg.delta) { /* the slots are a base only until this push starts rewriting them */
-    e->dt.base = e->dt.slots_version;
-    e->dt.slots_version = 0;
+    rf__delta_begin(e->tr->dt);
   }
-  if (e->cfg.mem == RF_MEM_CUDA) {
-    /* every group goes onto the caller's stream at once; writes go out as their events complete */
-    for (uint32_t k = 0; k < e->rk->group_count; k++) {
-      const rf_group *gr = &p->groups[e->rk->group_first + k];
-      uint64_t lo;
-      uint8_t *dest = stage_dest(e, k, &lo);
-      for (uint32_t i = 0; i < gr->op_count; i++) {
-        const rf_op *o = &p->ops[gr->op_first + i];
-        if (skip_op(e, o)) continue;
-        rfk_shape sh;
-        op_items(e, o, &sh, dest, lo);
-        rf_status s = rf__cuda_stage_op(e, &sh, e->items, (int)o->count, stream, p->src[o->src].name);
-        if (s == RF_OK) continue;
-        e->pushing = 0;
-        return s;
-      }
-      rf_status s = RF_OK;
-      if (encoding(e) && e->dt.grp[k + 1] > e->dt.grp[k])
-        s = rf__cuda_delta_encode(e, e->dt.reg + e->dt.grp[k], e->dt.grp[k + 1] - e->dt.grp[k],
-                                  (rfk_delta_out *)e->dt.out_dev + e->dt.grp[k], stream);
-      if (s == RF_OK) s = rf__cuda_group_done(e, k, stream);
-      if (s != RF_OK) {
-        e->pushing = 0;
-        return s;
-      }
-    }
-  } else {
-    pthread_mutex_lock(&e->smu);
-    atomic_store(&e->g_staged, 0);
-    atomic_store(&e->stage_failed, 0);
-    e->stage_version = version;
-    pthread_cond_signal(&e->scv);
-    pthread_mutex_unlock(&e->smu);
-  }
-  for (uint32_t i = 0; i < e->n_tg; i++) {
-    rf__target *t = &e->tg[i];
+  rf_status st = e->tr->stg->start(e, stream);
+  if (st != RF_OK) return stage_failed(e, st); /* nothing was written: the push ends here */
+  for (uint32_t i = 0; i < e->tr->n_tg; i++) {
+    rf__target *t = &e->tr->tg[i];
     t->wcur = 0;
     t->why[0] = 0;
     t->st = RF_OK;
@@ -813,7 +828,7 @@ rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream)
     t->patch_sent = 0;
     t->dir_posted = 0;
     t->redialed = 0;
-    t->delta = e->dt.base && t->complete == e->dt.base; /* decided again if it connects during the push */
+    t->delta = encoding(e) && t->complete == rf__delta_base(e->tr->dt); /* decided again if it connects during the push */
     if (t->conn == T_UP) {
       t->push = P_WAITING;
       send_msg(e, t, RF__BEGIN, version, 0);
@@ -835,21 +850,11 @@ rf_status rf__trainer_push(rf_engine *e, uint64_t version, void *stream)
  * is, the slots hold this version (delta: the next push's base). */
 static rf_status advance_staging(rf_engine *e)
 {
-  uint32_t end = e->rk->group_first + e->rk->group_count;
-  if (e->cfg.mem == RF_MEM_CUDA) {
-    char err[300];
-    for (int r; e->g_ready < end && (r = rf__cuda_group_ready(e, e->g_ready - e->rk->group_first, err, sizeof err)) != 0;
-         e->g_ready++)
-      if (r < 0) return rf__fail(e, RF_ERR_KERNEL, "version %llu: %s", (unsigned long long)e->version, err);
-  } else {
-    if (atomic_load(&e->stage_failed)) return rf__fail(e, RF_ERR_KERNEL, "%s", e->stage_err);
-    e->g_ready = e->rk->group_first + atomic_load(&e->g_staged);
-  }
-  if (e->g_ready == end) e->dt.slots_version = e->version;
+  uint32_t end = e->tr->rk->group_first + e->tr->rk->group_count;
+  RF_CHECK(e->tr->stg->poll(e));
+  if (e->tr->g_ready == end) rf__delta_staged(e->tr->dt, e->tr->version);
   return RF_OK;
 }
-
-static void wr64(uint8_t *b, uint64_t v) { memcpy(b, &v, 8); }
 
 /* one write of t: its slot bytes (or, with direct writes, its source pieces) into the tensor; when t
  * goes as patches, the region's patch into the write's patch slot instead unless it overflowed, and
@@ -860,32 +865,28 @@ static rf_status put_write(rf_engine *e, rf__target *t, uint32_t wi)
   const rf_write *w = &p->writes[wi];
   uint32_t di = w->dst - p->recv[t->recv].dst_first;
   if (t->delta) {
-    uint32_t r = e->dt.of_write[wi - e->rk->write_first];
-    const rfk_delta_out *o = &e->dt.out[r];
-    uint8_t *entry = e->dt.dir + 16 * (size_t)(t->dir_first + t->wcur);
-    wr64(entry + 8, o->digest);
-    if (o->status == RFK_OK) {
-      wr64(entry, o->size);
-      t->patch_sent += o->size;
-      e->dt.push_bytes += o->size;
-      e->ctr.patch_bytes += o->size;
-      return rf__ucx_put(e, t->ep, e->dt.reg[r].patch, o->size, t->area_raddr + w->patch_off, t->area_rkey);
+    const void *patch;
+    uint64_t size;
+    if (rf__delta_patch(e->tr->dt, wi - e->tr->rk->write_first, t->dir_first + t->wcur, &patch, &size)) {
+      t->patch_sent += size;
+      e->tr->push_bytes += size;
+      e->ctr.patch_bytes += size;
+      return rf__ucx_put(e, t->ep, patch, size, t->area_raddr + w->patch_off, t->area_rkey);
     }
-    wr64(entry, 0); /* overflowed its slot: the region goes dense */
-    e->ctr.overflows++;
+    e->ctr.overflows++; /* overflowed its slot: the region goes dense */
   } else if (e->cfg.direct && w->piece_count) {
     rf_status s = RF_OK;
     for (uint32_t k = 0; k < w->piece_count && s == RF_OK; k++) { /* from the sources: one put per range */
       const rf_piece *pc = &p->pieces[w->piece_first + k];
-      s = rf__ucx_put(e, t->ep, (const uint8_t *)e->src_ptr[pc->src] + pc->src_off, pc->len,
+      s = rf__ucx_put(e, t->ep, (const uint8_t *)e->tr->src_ptr[pc->src] + pc->src_off, pc->len,
                       t->raddr[di] + w->dst_off + pc->off, t->rkey[di]);
     }
     e->ctr.direct_writes++;
-    e->dt.push_bytes += w->len;
+    e->tr->push_bytes += w->len;
     return s;
   }
-  e->dt.push_bytes += w->len;
-  return rf__ucx_put(e, t->ep, e->arena + w->slot, w->len, t->raddr[di] + w->dst_off, t->rkey[di]);
+  e->tr->push_bytes += w->len;
+  return rf__ucx_put(e, t->ep, e->tr->arena + w->slot, w->len, t->raddr[di] + w->dst_off, t->rkey[di]);
 }
 
 /* writes of staged groups to granted receivers, round robin, a bounded number in flight; a target
@@ -893,26 +894,26 @@ static rf_status put_write(rf_engine *e, rf__target *t, uint32_t wi)
 static void post(rf_engine *e)
 {
   const rf_plan *p = e->p;
-  uint32_t ready_end = e->g_ready < e->rk->group_first + e->rk->group_count ? p->groups[e->g_ready].write_first
-                                                                             : e->rk->write_first + e->rk->write_count;
+  uint32_t ready_end = e->tr->g_ready < e->tr->rk->group_first + e->tr->rk->group_count ? p->groups[e->tr->g_ready].write_first
+                                                                             : e->tr->rk->write_first + e->tr->rk->write_count;
   for (int progress = 1; progress;) {
     progress = 0;
-    for (uint32_t i = 0; i < e->n_tg; i++) {
-      rf__target *t = &e->tg[i];
+    for (uint32_t i = 0; i < e->tr->n_tg; i++) {
+      rf__target *t = &e->tr->tg[i];
       if (t->push != P_WRITING) continue;
       if (t->wcur == t->nw && t->delta && !t->dir_posted) {
         if (rf__ucx_ops_all(e) >= e->max_inflight) continue;
         size_t n = 16 * (size_t)t->nw;
         t->dir_posted = 1;
-        e->dt.push_bytes += n;
-        if (rf__ucx_put(e, t->ep, e->dt.dir + 16 * (size_t)t->dir_first, n, t->dir_raddr + t->dir_off, t->dir_rkey) != RF_OK)
-          down(e, t, RF_ERR_PEER, "the directory of version %llu failed: %s", (unsigned long long)e->version, e->err);
+        e->tr->push_bytes += n;
+        if (rf__ucx_put(e, t->ep, rf__delta_dir(e->tr->dt, t->dir_first), n, t->dir_raddr + t->dir_off, t->dir_rkey) != RF_OK)
+          down(e, t, RF_ERR_PEER, "the directory of version %llu failed: %s", (unsigned long long)e->tr->version, e->err);
         progress = 1;
         continue;
       }
       if (t->wcur == t->nw) {
         t->push = P_FLUSHING;
-        if (rf__ucx_flush(e, t->ep, e->version) != RF_OK) down(e, t, RF_ERR_PEER, "flush: %s", e->err);
+        if (rf__ucx_flush(e, t->ep, e->tr->version) != RF_OK) down(e, t, RF_ERR_PEER, "flush: %s", e->err);
         continue;
       }
       uint32_t wi = t->wl[t->wcur].write;
@@ -922,7 +923,7 @@ static void post(rf_engine *e)
       e->ctr.post_ns += rf__now_ns() - tp;
       e->ctr.writes++;
       if (s != RF_OK) {
-        down(e, t, RF_ERR_PEER, "a write of version %llu failed: %s", (unsigned long long)e->version, e->err);
+        down(e, t, RF_ERR_PEER, "a write of version %llu failed: %s", (unsigned long long)e->tr->version, e->err);
         continue;
       }
       t->wcur++;
@@ -934,8 +935,8 @@ static void post(rf_engine *e)
 /* fence: close every endpoint of this push that may have writes in flight */
 static void fence_active(rf_engine *e, rf_status st, const char *why)
 {
-  for (uint32_t i = 0; i < e->n_tg; i++) {
-    rf__target *t = &e->tg[i];
+  for (uint32_t i = 0; i < e->tr->n_tg; i++) {
+    rf__target *t = &e->tr->tg[i];
     if (!active(t) && !(t->push == P_IDLE && t->conn != T_DOWN)) continue;
     e->ctr.fenced += t->push >= P_WRITING;
     down(e, t, st, "%s", why);
@@ -948,71 +949,106 @@ static void finish(rf_engine *e)
   rf_status st = RF_OK;
   const char *why = NULL;
   int skipped = 0;
-  for (uint32_t i = 0; i < e->n_tg; i++) {
-    const rf__target *t = &e->tg[i];
+  for (uint32_t i = 0; i < e->tr->n_tg; i++) {
+    const rf__target *t = &e->tr->tg[i];
     if (t->push == P_SKIPPED) skipped++;
     if (t->push == P_FAILED && st == RF_OK) {
       st = t->st ? t->st : RF_ERR_PEER;
       why = t->why;
     }
   }
-  uint64_t dt = rf__now_ns() - e->push_t0;
-  e->pushing = 0;
+  uint64_t dt = rf__now_ns() - e->tr->push_t0;
+  e->tr->pushing = 0;
+  rf__changed(e);
   if (st != RF_OK) {
-    e->push_status = rf__fail(e, st, "version %llu: %s", (unsigned long long)e->version, why);
+    e->tr->push_status = rf__fail(e, st, "version %llu: %s", (unsigned long long)e->tr->version, why);
     return;
   }
   e->ctr.versions++;
   e->ctr.push_ns += dt;
   e->ctr.last_push_ns = dt;
-  e->ctr.bytes += e->dt.push_bytes;
-  for (uint32_t i = 0; i < e->n_tg; i++) e->ctr.deltas += e->tg[i].push == P_COMPLETE && e->tg[i].delta;
+  e->ctr.bytes += e->tr->push_bytes;
+  for (uint32_t i = 0; i < e->tr->n_tg; i++) e->ctr.deltas += e->tr->tg[i].push == P_COMPLETE && e->tr->tg[i].delta;
   if (skipped) {
     char list[160] = "";
     size_t n = 0;
-    for (uint32_t i = 0; i < e->n_tg && n + 12 < sizeof list; i++)
-      if (e->tg[i].push == P_SKIPPED) n += (size_t)snprintf(list + n, sizeof list - n, "%s%u", n ? "," : "", e->tg[i].recv);
-    e->push_status = rf__fail(e, RF_PARTIAL, "version %llu: complete on every live receiver; skipped receiver(s) %s (down)",
-                              (unsigned long long)e->version, list);
+    for (uint32_t i = 0; i < e->tr->n_tg && n + 12 < sizeof list; i++)
+      if (e->tr->tg[i].push == P_SKIPPED) n += (size_t)snprintf(list + n, sizeof list - n, "%s%u", n ? "," : "", e->tr->tg[i].recv);
+    e->tr->push_status = rf__fail(e, RF_PARTIAL, "version %llu: complete on every live receiver; skipped receiver(s) %s (down)",
+                              (unsigned long long)e->tr->version, list);
     return;
   }
-  e->push_status = RF_OK;
+  e->tr->push_status = RF_OK;
 }
 
 rf_status rf__trainer_step(rf_engine *e)
 {
   events(e);
-  if (!e->pushing) return RF_OK;
+  if (!e->tr->pushing) return RF_OK;
   rf_status s = advance_staging(e);
   if (s != RF_OK) { /* nothing of this version may count: writers already out are fenced */
     char why[512];
     snprintf(why, sizeof why, "%s", e->err);
     fence_active(e, s, why);
-    atomic_store(&e->stage_failed, 1);
+    atomic_store(&e->tr->stage_failed, 1);
     finish(e);
-    return e->push_status;
+    /* the staging error is the push's result, whatever the targets say (all skipped: not PARTIAL) */
+    e->tr->push_status = rf__fail(e, s, "%s", why);
+    return e->tr->push_status;
   }
   post(e);
-  for (uint32_t i = 0; i < e->n_tg; i++)
-    if (active(&e->tg[i]) || (e->tg[i].push == P_IDLE && e->tg[i].conn != T_DOWN)) return RF_AGAIN;
+  for (uint32_t i = 0; i < e->tr->n_tg; i++)
+    if (active(&e->tr->tg[i]) || (e->tr->tg[i].push == P_IDLE && e->tr->tg[i].conn != T_DOWN)) return RF_AGAIN;
+  /* no target is left, but the push ends with its staging: a staging error is its result */
+  if (e->tr->g_ready < e->tr->rk->group_first + e->tr->rk->group_count) return RF_AGAIN;
   finish(e);
-  return e->push_status;
+  return e->tr->push_status;
 }
 
 rf_status rf__trainer_abort(rf_engine *e, const char *why)
 {
-  if (!e->pushing) return RF_OK;
+  if (!e->tr->pushing) return RF_OK;
   fence_active(e, RF_ERR_TIMEOUT, why);
-  atomic_store(&e->stage_failed, 1); /* stop staging; the next push waits for the thread */
+  atomic_store(&e->tr->stage_failed, 1); /* stop staging; the next push waits for the thread */
   finish(e);
-  e->push_status = rf__fail(e, RF_ERR_TIMEOUT, "version %llu: %s", (unsigned long long)e->version, why);
-  return e->push_status;
+  e->tr->push_status = rf__fail(e, RF_ERR_TIMEOUT, "version %llu: %s", (unsigned long long)e->tr->version, why);
+  return e->tr->push_status;
+}
+
+void rf__trainer_counters(rf_engine *e, rf_counters *c)
+{
+  if (e->tr) c->stage_ns += atomic_load(&e->tr->stage_ns); /* the staging thread's share */
+}
+
+rf_status rf__trainer_progress(rf_engine *e)
+{
+  if (!e->prog_on) rf__trainer_step(e);
+  if (e->tr->pushing) return RF_AGAIN;
+  if (e->tr->push_reported) return RF_OK;
+  e->tr->push_reported = 1; /* the push's result, once */
+  return e->tr->push_status;
+}
+
+static int push_ended(rf_engine *e, uint64_t unused) { return (void)unused, !e->tr->pushing; }
+
+rf_status rf__trainer_wait(rf_engine *e, uint32_t ms)
+{
+  rf_status s;
+  if (!e->tr->pushing || rf__drive_until(e, push_ended, 0, ms)) {
+    s = e->tr->push_status; /* ended: its result (again) */
+  } else {
+    char why[128];
+    snprintf(why, sizeof why, "push not finished after %u ms: abandoned, endpoints with writes in flight closed", ms);
+    s = rf__trainer_abort(e, why);
+  }
+  e->tr->push_reported = 1;
+  return s;
 }
 
 rf_status rf__trainer_report(const rf_engine *e, uint32_t recv, rf_target_state *out)
 {
-  if (recv >= e->p->receivers || e->recv_tg[recv] == RF_NONE) return RF_ERR_ARG;
-  const rf__target *t = &e->tg[e->recv_tg[recv]];
+  if (recv >= e->p->receivers || e->tr->recv_tg[recv] == RF_NONE) return RF_ERR_ARG;
+  const rf__target *t = &e->tr->tg[e->tr->recv_tg[recv]];
   static const int by_push[] = {[P_WAITING] = RF_TARGET_WAITING, [P_WRITING] = RF_TARGET_WRITING,
                                 [P_FLUSHING] = RF_TARGET_FLUSHING, [P_DONE_SENT] = RF_TARGET_FLUSHING,
                                 [P_COMPLETE] = RF_TARGET_COMPLETE, [P_FAILED] = RF_TARGET_FAILED,

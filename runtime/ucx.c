@@ -480,20 +480,30 @@ static void service(struct rf__ucx *u)
 
 void rf__ucx_progress(rf_engine *e)
 {
+  rf__held(e, "ucp_worker_progress");
   /* until idle, for PROGRESS_MS at most: a peer that sends without pause (a stranger's flood) cannot
    * keep the engine from its events and deadlines; the caller comes back for the rest */
+  int any = 0;
   uint64_t t0 = rf__now_ns();
-  while (ucp_worker_progress(e->ux->worker) && rf__now_ns() - t0 < PROGRESS_MS * 1000000ull) {
+  while (ucp_worker_progress(e->ux->worker)) {
+    any = 1;
+    if (rf__now_ns() - t0 >= PROGRESS_MS * 1000000ull) break;
   }
   service(e->ux);
+  if (any) rf__changed(e); /* requests completed: a wait for them may end */
 }
 
-void rf__ucx_sleep(rf_engine *e, uint32_t ms)
+int rf__ucx_arm(rf_engine *e)
 {
   struct rf__ucx *u = e->ux;
-  if (u->head != u->tail || u->n_reqs) return;
-  if (u->efd < 0 || ucp_worker_arm(u->worker) != UCS_OK) return; /* BUSY: events are pending */
-  struct pollfd pf = {.fd = u->efd, .events = POLLIN};
+  rf__held(e, "ucp_worker_arm");
+  if (u->head != u->tail || u->n_reqs || u->efd < 0) return 0;
+  return ucp_worker_arm(u->worker) == UCS_OK; /* BUSY: events are pending */
+}
+
+void rf__ucx_wait_fd(rf_engine *e, uint32_t ms)
+{
+  struct pollfd pf = {.fd = e->ux->efd, .events = POLLIN}; /* efd is fixed from rf__ucx_open on */
   poll(&pf, 1, (int)ms);
 }
 
@@ -772,6 +782,7 @@ static rf_status send_msg(rf_engine *e, rf__ep ep, const rf__hdr *h, const void 
 
 rf_status rf__ucx_send(rf_engine *e, rf__ep ep, const rf__hdr *h, const void *payload)
 {
+  rf__held(e, "rf__ucx_send");
   return send_msg(e, ep, h, payload, 0);
 }
 
@@ -814,6 +825,7 @@ static void flush_cb(void *req, ucs_status_t status, void *user)
 
 rf_status rf__ucx_put(rf_engine *e, rf__ep ep, const void *local, size_t len, uint64_t raddr, void *rkey)
 {
+  rf__held(e, "rf__ucx_put");
   struct rf__ucx *u = e->ux;
   slot *s = slot_of(u, ep);
   if (!s || s->state != SLOT_OPEN || s->failed) return rf__fail(e, RF_ERR_PEER, "write of %zu bytes: the connection is closed", len);
@@ -831,6 +843,7 @@ rf_status rf__ucx_put(rf_engine *e, rf__ep ep, const void *local, size_t len, ui
 
 rf_status rf__ucx_flush(rf_engine *e, rf__ep ep, uint64_t tag)
 {
+  rf__held(e, "rf__ucx_flush");
   struct rf__ucx *u = e->ux;
   slot *s = slot_of(u, ep);
   if (!s || s->state != SLOT_OPEN || s->failed) return rf__fail(e, RF_ERR_PEER, "flush: the connection is closed");

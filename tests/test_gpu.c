@@ -135,11 +135,46 @@ static void test_refused_memory(void)
   rf_close(e);
 }
 
+/* a staging failure in rf_push (here an op the kernels refuse: rows < 0) is the push's result:
+ * rf_push returns it and rf_wait reports it again (push_status was left RF_OK) */
+static rf_op bad_ops[4096];
+static void test_stage_failure(void)
+{
+  const rf_plan *p = rf_plan_find("qwen3_tiny_tp2");
+  if (!p || p->n_ops > sizeof bad_ops / sizeof bad_ops[0]) return;
+  rf_plan q = *p;
+  memcpy(bad_ops, p->ops, p->n_ops * sizeof *bad_ops);
+  bad_ops[p->ranks[0].op_first].rows = -1;
+  q.ops = bad_ops;
+  q.layout_hash = rf_plan_hash(&q);
+  rf_gpu_use(0);
+  rf_config c = {.plan = &q, .role = RF_TRAINER, .rank = 0, .token = 5, .ucx_tls = "tcp", .skip_down = 1,
+                 .mem = RF_MEM_CUDA};
+  rf_engine *t;
+  EXPECT(rf_open(&c, &t) == RF_OK, "open: %s", rf_last_error(t));
+  void *buf[1024] = {0};
+  for (uint32_t i = 0; i < p->n_src && i < 1024; i++) {
+    size_t n = rf_src_bytes(t, i);
+    if (n && !(buf[i] = rf_gpu_malloc(n))) EXPECT(0, "cudaMalloc of %zu bytes", n);
+    if (n) EXPECT(rf_bind_src(t, i, buf[i], n) == RF_OK, "bind: %s", rf_last_error(t));
+  }
+  void *stream = rf_gpu_stream();
+  const char *name = p->src[p->ops[p->ranks[0].op_first].src].name;
+  rf_status push = rf_push(t, 1, stream), w = rf_wait(t, 0), prog = rf_progress(t);
+  EXPECT(push == RF_ERR_KERNEL && w == RF_ERR_KERNEL && strstr(rf_last_error(t), name),
+         "push %s, then rf_wait %s (want the staging error twice), '%s'", rf_strerror(push), rf_strerror(w),
+         rf_last_error(t));
+  EXPECT(prog == RF_OK, "rf_progress after rf_wait reported the push: %s", rf_strerror(prog));
+  rf_close(t);
+  for (uint32_t i = 0; i < 1024; i++) rf_gpu_free(buf[i]);
+}
+
 static const struct {
   const char *name;
   void (*fn)(void);
   int gpus, big;
 } tests[] = {
+  {"a staging failure in rf_push is what rf_wait reports", test_stage_failure, 1, 0},
   {"glm_tiny_demo GPU -> GPU, one GPU, 3 versions", test_tiny_one_gpu, 1, 0},
   {"qwen3_tiny_fp8_tp4 GPU -> GPU, one GPU", test_fp8_tp4_one_gpu, 1, 0},
   {"glm_tiny_rep2 (dp_replicate 2) GPU -> GPU", test_rep2_one_gpu, 1, 0},

@@ -7,10 +7,18 @@
 #     anything under tests/: no input (`ninja -t inputs`), no compile flag naming tests/ (`ninja -t
 #     commands`), no source whose #includes reach a header under tests/, and none defines a global symbol
 #     of the test harness (nm of build/obj/libharness.a);
-#  3. no cycle of #includes between top-level folders (tests -> cli -> tests was one).
-# Each check first shows on a known-bad input that it can fail (a harness user; a tree with the old cycle).
-exec python3 - build/obj/runtime/*.o <<'PY'
+#  3. no cycle of #includes between top-level folders (tests -> cli -> tests was one);
+#  4. each runtime file's state is its own: a private struct (the roles', the patch area's, the delta
+#     encoder's, UCX's, CUDA's) is defined in its owner file only (elsewhere it is opaque, so the compiler
+#     refuses a read of its fields), only the owner follows the engine's pointer to it, and struct rf_engine
+#     (internal.h) declares none of their fields.
+# Checks 2 and 3 first show on a known-bad input that they can fail (a harness user; a tree with the old
+# cycle). Usage: tests/test_layers.sh [runtime dir]: check 4 reads that dir's sources (default runtime;
+# another dir, e.g. a copy with a role field moved back into rf_engine, to see check 4 fail).
+dir=${1:-runtime}
+exec python3 - "$dir" build/obj/runtime/*.o <<'PY'
 import glob, os, re, subprocess, sys, tempfile
+src, objs_in = sys.argv[1], sys.argv[2:]
 passed = failed = 0
 def ok(msg):
     global passed; passed += 1; print("ok   " + msg)
@@ -23,7 +31,7 @@ def run(*cmd):
 
 # ---- 1. runtime files call one way ----
 objs = {}
-for o in sys.argv[1:]:
+for o in objs_in:
     syms = [l.split() for l in run("nm", o).splitlines()]
     objs[o.split("/")[-1]] = ({s[2] for s in syms if len(s) == 3 and s[1] in "TDRB"},
                               {s[1] for s in syms if len(s) == 2 and s[0] == "U"})
@@ -135,6 +143,53 @@ found = first_cycle(folders)
 if found: bad("a cycle of includes between folders: " + ", ".join(why(tree, a, b) for a, b in zip(found, found[1:])))
 elif len(tree) < 50: bad(f"only {len(tree)} source files found")
 else: ok(f"{len(tree)} source files in {len(folders)} folders include one way (no cycle)")
+
+# ---- 4. each runtime file's state is its own ----
+def result(good, text):
+    (ok if good else bad)(text)
+def strip(text):  # comments and strings out: only code is checked
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    text = re.sub(r"//[^\n]*", " ", text)
+    return re.sub(r'"(\\.|[^"\\])*"', '""', text)
+files = {f: strip(open(os.path.join(src, f)).read()) for f in sorted(os.listdir(src)) if f.endswith((".c", ".h"))}
+owners = {"rf__trainer": "trainer.c", "rf__receiver": "receiver.c", "rf__patch": "patch.c", "rf__delta": "delta_push.c",
+          "rf__ucx": "ucx.c",
+          "rf__cuda": "cuda.c"}
+def body(text, name):  # the field declarations of `struct name { ... }`, nested braces included
+    m = re.search(r"\bstruct\s+%s\s*\{" % name, text)
+    if not m: return None
+    depth, i = 1, m.end()
+    while depth and i < len(text):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        i += 1
+    return text[m.end():i - 1]
+def fields(decls):  # names declared at the top level of a struct body, `int a, *b[4];` and `int (*f)(...)` too
+    flat = re.sub(r"\{[^{}]*\}", " ", re.sub(r"\{[^{}]*\}", " ", decls))
+    names = set()
+    for d in flat.split(";"):
+        fp = re.search(r"\(\s*\*\s*(\w+)\s*\)\s*\(", d)
+        if fp:
+            names.add(fp.group(1))
+            continue
+        for piece in re.sub(r"\[[^\]]*\]", "", d).split(","):
+            m = re.search(r"(\w+)\s*$", piece.strip())
+            if m: names.add(m.group(1))
+    return names
+private = {}
+for name, owner in owners.items():
+    where = [f for f, t in files.items() if body(t, name) is not None]
+    if owner in files: result(where == [owner], f"struct {name} is defined in {owner} only" + (f" (also: {', '.join(w for w in where if w != owner)})" if where != [owner] else ""))
+    b = body(files.get(owner, ""), name)
+    if b: private[name] = fields(b)
+for ptr, owner in (("tr", "trainer.c"), ("rx", "receiver.c")):
+    users = [f for f, t in files.items() if f != owner and re.search(r"->\s*%s\b" % ptr, t)]
+    result(not users, f"only {owner} follows rf_engine.{ptr}" + (f" (also: {', '.join(users)})" if users else ""))
+head = fields(body(files.get("internal.h", ""), "rf_engine") or "")
+common = {"cfg", "p", "err", "ctr", "ux", "cu", "mem", "step", "prog", "mu", "changed", "owner"}
+leaked = sorted((head - common) & set().union(*private.values())) if private else []
+result(not leaked and "tr" in head and "rx" in head,
+       f"struct rf_engine (internal.h) holds the common head and the role pointers, {len(head)} fields" +
+       (f"; role fields in it: {', '.join(leaked)}" if leaked else ""))
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
 PY

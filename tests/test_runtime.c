@@ -213,7 +213,8 @@ static server serve_arming(const rf_plan *p, uint32_t me, uint64_t token, uint32
       clock_gettime(CLOCK_MONOTONIC, &now);
       long ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
       if (arm_after_ms && !armed && ms >= (long)arm_after_ms) armed = rf_arm(e, 1) == RF_OK;
-      rf_progress(e);
+      rf_version_state vs; /* rf_progress takes messages only; the poll completes a version */
+      rf_version_poll(e, &vs);
       struct timespec ts = {0, 50000};
       nanosleep(&ts, NULL);
       char c;
@@ -700,7 +701,9 @@ static rf_engine *bound_trainer(const rf_plan *p, uint32_t rank, uint16_t port, 
 static void test_f9_wait_zero_and_bind_during_push(void)
 {
   const rf_plan *p = rf_loop_plan("qwen3_tiny_tp2"); /* 2 trainer ranks, both write to receivers 0 and 1 */
-  server s = serve_arming(p, 0, 9, 700);     /* receiver 0 only; it arms version 1 after 700 ms */
+  /* receiver 0 only; it arms version 1 2.5 s after it listens (the two trainers open and connect
+   * first: 700 ms was not enough on a loaded machine) */
+  server s = serve_arming(p, 0, 9, 2500);
   uint8_t *buf0[256] = {0}, *buf1[256] = {0};
   if (p->n_src > 256 || p->trainers != 2) return;
   rf_engine *t0 = bound_trainer(p, 0, s.port, 0, buf0), *t1 = bound_trainer(p, 1, s.port, 1, buf1);
@@ -715,7 +718,7 @@ static void test_f9_wait_zero_and_bind_during_push(void)
   clock_gettime(CLOCK_MONOTONIC, &start);
   rf_status w = rf_wait(t0, 0);
   uint64_t took = ms_since(&start);
-  /* receiver 1 is not connected: skipped; receiver 0 armed after 700 ms and completed, so the wait
+  /* receiver 1 is not connected: skipped; receiver 0 armed after 2.5 s and completed, so the wait
    * lasted until then (no lower bound on `took`: under load the receiver may arm before the wait) */
   EXPECT(w == RF_PARTIAL, "rf_wait(e, 0): %s after %llu ms '%s'", rf_strerror(w), (unsigned long long)took,
          rf_last_error(t0));

@@ -40,9 +40,15 @@
  *   - rf_open with RF_MEM_CUDA sets the calling thread's current CUDA device to cfg.cuda_device. A
  *     host-mode trainer starts one staging thread in rf_open; cfg.progress_thread starts one more.
  *   - rf_wait, rf_version_wait, rf_connect and rf_import spin a core polling the transport unless
- *     cfg.progress_thread is set (then waits sleep on a condition variable).
+ *     cfg.progress_thread is set (then they sleep until the engine's state changes, with the engine
+ *     lock released, so other threads' calls go on meanwhile).
  *   - Without cfg.progress_thread the engine is single-threaded: call it from one thread at a time.
- *     With it, every call is thread-safe (an engine-wide lock).
+ *     With it, every call is thread-safe: each holds an engine-wide lock, and only its holder (a
+ *     caller, or the progress thread) touches the transport. rf_last_error reads the newest error
+ *     without the lock: read it from the thread whose call failed, before another call fails.
+ *   - rf_progress never blocks. On a receiver it takes messages only; a version whose DONEs are all
+ *     in (patches applied, derived tensors rebuilt, the trainers acknowledged) completes in
+ *     rf_version_poll, rf_version_wait or the progress thread.
  *   - A failed rf_open may still return an engine (with the reason in rf_last_error): rf_close it.
  *   - Memory bound to an engine must stay allocated and registered memory must not move until
  *     rf_close returns.
@@ -185,6 +191,8 @@ typedef struct rf_version_state {
   char torn_reason[256]; /* peer and reason for `torn` */
 } rf_version_state;
 
+/* The version state, after taking messages and completing a version whose DONEs are all in (its
+ * patch apply and refresh run here, or in the progress thread). */
 rf_status rf_version_poll(rf_engine *e, rf_version_state *st);
 /* Progress until version >= v is complete (RF_OK), v is torn since it was last armed (RF_ERR_TORN,
  * reason in rf_last_error) or timeout_ms passes (RF_ERR_TIMEOUT; 0 = the engine's timeout). */
@@ -217,8 +225,8 @@ uint64_t rf_resume_version(const rf_engine *e);
  * reconnected in the background when their address is known. Returns at once; rf_progress/rf_wait
  * drive it. */
 rf_status rf_push(rf_engine *e, uint64_t version, void *stream);
-/* Drive transfers and control messages; never blocks. RF_AGAIN while a push is under way, then the
- * push's result once (as rf_wait). */
+/* Drive transfers and control messages; never blocks. Trainer: RF_AGAIN while a push is under way,
+ * then the push's result once (as rf_wait). Receiver: takes messages only (see "Memory and threads"). */
 rf_status rf_progress(rf_engine *e);
 /* Progress until the push ended: RF_OK when every receiver acknowledged it complete, RF_PARTIAL
  * when every live one did and cfg.skip_down skipped others, RF_ERR_TORN / RF_ERR_PEER /
