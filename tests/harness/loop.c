@@ -21,6 +21,7 @@ volatile uint64_t rf_loop_alloc_count, rf_loop_alloc_ucx;
 
 enum { CMD_PUSH = RF_CL_PUSH, CMD_WAIT = RF_CL_WAIT, CMD_DIE = 3, CMD_QUIT = 4, CMD_CONNECT = 5,
        CMD_VERIFY = RF_CL_VERIFY, CMD_CORRUPT = RF_CL_CORRUPT };
+enum { CONNECT_ONCE = 1 }; /* CMD_CONNECT: one rf_connect / rf_import, its result as it is (rf_cl_reconnect) */
 enum { REC_PORT = RF_CL_PORT, REC_READY = RF_CL_READY, REC_PUSHED = RF_CL_PUSHED, REC_RESULT = RF_CL_RESULT,
        REC_FATAL = RF_CL_FATAL, REC_ARMED = RF_CL_ARMED, REC_VERIFIED = RF_CL_VERIFIED };
 
@@ -29,7 +30,8 @@ typedef struct cmd {
   uint64_t version;
   uint32_t timeout_ms;   /* CMD_WAIT: give up waiting after this (0: until complete or torn);
                             CMD_PUSH: rf_wait's timeout (0: drive rf_progress until it ends) */
-  uint32_t flags;        /* CMD_PUSH: RF_CL_EXIT_AFTER, RF_CL_DIE_HALF; CMD_WAIT: RF_CL_CLOSE_AFTER */
+  uint32_t flags;        /* CMD_PUSH: RF_CL_EXIT_AFTER, RF_CL_DIE_HALF; CMD_WAIT: RF_CL_CLOSE_AFTER;
+                            CMD_CONNECT: CONNECT_ONCE */
   uint16_t port;
 } cmd;
 
@@ -603,7 +605,7 @@ static void trainer_main(const rf_loop_opts *o, uint32_t me, const uint16_t *por
     if (c.kind == CMD_QUIT) break;
     if (c.kind == CMD_CONNECT) { /* a receiver restarted: replace its connection */
       rec done = {.kind = REC_READY, .who = me, .is_trainer = 1};
-      rf_status cs = reach(e, o, c.recv, c.port);
+      rf_status cs = c.flags & CONNECT_ONCE ? reach_once(e, o, c.recv, c.port) : reach(e, o, c.recv, c.port);
       if (cs != RF_OK) {
         done.status = cs;
         snprintf(done.text, sizeof done.text, "%s: %s", rf_strerror(cs), rf_last_error(e));
@@ -1119,16 +1121,16 @@ int rf_cl_port(const rf_cluster *c, uint32_t r) { return c->ports[r]; }
 int rf_cl_pid(const rf_cluster *c, int proc) { return proc >= 0 && proc < c->n ? c->proc[proc].pid : -1; }
 int rf_cl_alive(const rf_cluster *c, int proc) { return proc >= 0 && proc < c->n && c->proc[proc].alive; }
 
-static void cl_connect(rf_cluster *c, int i, uint32_t r)
+static void cl_connect(rf_cluster *c, int i, uint32_t r, uint32_t flags)
 {
-  cmd m = {.kind = CMD_CONNECT, .recv = r, .port = c->ports[r]};
+  cmd m = {.kind = CMD_CONNECT, .recv = r, .port = c->ports[r], .flags = flags};
   if (write(c->proc[i].cmd, &m, sizeof m) != (ssize_t)sizeof m) c->proc[i].alive = 0;
 }
 
 int rf_cl_reconnect(rf_cluster *c, int t, uint32_t r, char *text, size_t n)
 {
   if (t < 0 || t >= c->n || !c->proc[t].alive || !c->proc[t].trainer) return -1;
-  cl_connect(c, t, r);
+  cl_connect(c, t, r, CONNECT_ONCE);
   rec m;
   if (cl_await(c, c->proc[t].pid, REC_READY, &m, 60000)) return snprintf(text, n, "no answer"), -1;
   snprintf(text, n, "%s", m.text);
@@ -1153,7 +1155,7 @@ int rf_cl_restart_receiver(rf_cluster *c, uint32_t r, char *err, size_t errlen)
       c->proc[t].reconnect[r] = 1;
       continue;
     }
-    cl_connect(c, t, r);
+    cl_connect(c, t, r, 0);
     rec m;
     if (cl_await(c, c->proc[t].pid, REC_READY, &m, 30000)) {
       snprintf(err, errlen, "trainer rank %u did not reconnect to receiver %u", c->proc[t].idx, r);
@@ -1181,7 +1183,7 @@ void rf_cl_signal(rf_cluster *c, int i, int sig)
     for (uint32_t r = 0; r < c->o.plan->receivers; r++)
       if (c->proc[i].reconnect[r]) {
         c->proc[i].reconnect[r] = 0;
-        cl_connect(c, i, r);
+        cl_connect(c, i, r, 0);
       }
   }
 }

@@ -131,7 +131,8 @@ int rf_cl_alive(const rf_cluster *c, int proc);
 /* a new process for trainer rank (a restart, or a second process with the same rank while the first
  * lives); it connects to every receiver it writes to; returns its process or -1 */
 int rf_cl_spawn_trainer(rf_cluster *c, uint32_t rank, char *err, size_t errlen);
-/* trainer process t connects to receiver r again (rf_connect / rf_import): its rf_status (0 = RF_OK),
+/* trainer process t connects to receiver r again, one rf_connect / rf_import (no retry, unlike the
+ * harness's own connects): its rf_status (0 = RF_OK),
  * -1 when it did not answer; text: the error */
 int rf_cl_reconnect(rf_cluster *c, int t, uint32_t r, char *text, size_t n);
 /* kill receiver r's process and start a new one (same port if it can: rf_cl_port says which); the
