@@ -191,6 +191,10 @@ uint32_t rf__ucx_ops(rf_engine *e, rf__ep ep);          /* requests in flight on
 uint32_t rf__ucx_ops_all(rf_engine *e);                 /* on every endpoint, closing ones included */
 rf_status rf__ucx_rkey(rf_engine *e, rf__ep ep, const void *buf, void **rkey);
 void rf__ucx_rkey_destroy(void *rkey);
+/* tests: the k-th remote-key unpack from now fails (0: none; set before the engine connects, on an
+ * engine without a progress thread); the remote keys unpacked and not yet destroyed in this process */
+void rf__ucx_fail_rkey(rf_engine *e, uint32_t k);
+int64_t rf__ucx_live_rkeys(void);
 /* a control message: header + payload are copied before this returns */
 rf_status rf__ucx_send(rf_engine *e, rf__ep ep, const rf__hdr *h, const void *payload);
 /* a large message whose payload stays valid and unchanged while the endpoint lives (the blob) */

@@ -103,7 +103,11 @@ struct rf__ucx {
   rf__stranger_fn stranger;
   reply_ctx replies[REPLIES];
   uint32_t replies_used;   /* bitmask of replies */
+  uint32_t fail_rkey;      /* tests (rf__ucx_fail_rkey): the fail_rkey-th remote-key unpack from now fails */
 };
+
+/* tests (rf__ucx_live_rkeys): remote keys unpacked and not yet destroyed, in this process */
+static _Atomic int64_t live_rkeys;
 
 static const char *ustr(ucs_status_t s) { return ucs_status_string(s); }
 static rf__ep ep_id(const struct rf__ucx *u, uint32_t i) { return (uint64_t)u->slots[i].gen << 32 | i; }
@@ -561,14 +565,24 @@ rf_status rf__ucx_rkey(rf_engine *e, rf__ep ep, const void *buf, void **rkey)
 {
   slot *s = slot_of(e->ux, ep);
   if (!s) return rf__fail(e, RF_ERR_STATE, "unpacking a remote key on a closed endpoint");
+  if (e->ux->fail_rkey && --e->ux->fail_rkey == 0)
+    return rf__fail(e, RF_ERR_BLOB, "remote key rejected: failed by the test hook rf__ucx_fail_rkey");
   ucp_rkey_h k;
   ucs_status_t st = ucp_ep_rkey_unpack(s->h, buf, &k);
   if (st != UCS_OK) return rf__fail(e, RF_ERR_BLOB, "remote key rejected: %s", ustr(st));
   *rkey = k;
+  atomic_fetch_add(&live_rkeys, 1);
   return RF_OK;
 }
 
-void rf__ucx_rkey_destroy(void *rkey) { ucp_rkey_destroy(rkey); }
+void rf__ucx_rkey_destroy(void *rkey)
+{
+  ucp_rkey_destroy(rkey);
+  atomic_fetch_sub(&live_rkeys, 1);
+}
+
+void rf__ucx_fail_rkey(rf_engine *e, uint32_t k) { e->ux->fail_rkey = k; }
+int64_t rf__ucx_live_rkeys(void) { return atomic_load(&live_rkeys); }
 
 /* ------------------------------------ listener ----------------------------------------- */
 

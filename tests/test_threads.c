@@ -2,9 +2,10 @@
  * receiver over TCP loopback: waits with a progress thread sleep (they wake for changes, not in a
  * loop); only the lock holder touches the UCX worker and the roles' state (rf_resume_version,
  * rf_export); rf_connect lets the lock go while it waits; a staging failure is what rf_wait reports;
- * rf_progress on a receiver takes messages only, the version completes in rf_version_poll. Counts
- * come from the engine's test hooks (internal.h: rf__wakeups, rf__lock_misses,
- * rf__receiver_settled). Each test runs in its own process. */
+ * rf_progress on a receiver takes messages only, the version completes in rf_version_poll; a WELCOME
+ * that fails part way leaves no remote key behind. Counts come from the engine's test hooks
+ * (internal.h: rf__wakeups, rf__lock_misses, rf__receiver_settled, rf__ucx_fail_rkey,
+ * rf__ucx_live_rkeys). Each test runs in its own process. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -301,11 +302,47 @@ static void test_progress_takes_messages_only(void)
   close_all(&s);
 }
 
+/* 5. the remote keys a WELCOME unpacked before one of its keys failed are destroyed with the endpoint
+ * (issue 22 item 5: have_keys was set after the loop, so down() kept them; the retried WELCOME then
+ * overwrote them and nothing destroyed them). The trainer's `fail_at`-th unpack fails; connect_wait
+ * tries again and the second WELCOME takes every key: one WELCOME's keys live, none after rf_close. */
+static void partial_welcome(uint32_t fail_at)
+{
+  const rf_plan *p = rf_loop_plan(PLAN);
+  side s = {0};
+  open_receiver(&s, p, 1);
+  uint32_t rank = p->peers[p->recv[0].peer_first].trainer;
+  int64_t keys = (int64_t)p->recv[0].dst_count + rf__blob_areas(p, 0), live0 = rf__ucx_live_rkeys();
+  EXPECT(fail_at >= 2 && fail_at <= keys, "fail unpack %u of %lld", fail_at, (long long)keys);
+  rf_engine *t = open_trainer(&s, p, rank, 0); /* no progress thread: this thread alone unpacks */
+  s.t[s.n_t++] = t;
+  rf__ucx_fail_rkey(t, fail_at);
+  rf_status st = rf_connect(t, 0, "127.0.0.1", s.port);
+  EXPECT(st == RF_OK, "connect after a failed WELCOME: %s '%s'", rf_strerror(st), rf_last_error(t));
+  int64_t live = rf__ucx_live_rkeys() - live0; /* this trainer's (an earlier case's leak left out) */
+  EXPECT(live == keys, "after a WELCOME that failed at key %u and one that succeeded: %lld remote keys live, one "
+         "WELCOME has %lld (%lld leaked)", fail_at, (long long)live, (long long)keys, (long long)(live - keys));
+  rf_close(t);
+  s.n_t = 0;
+  live = rf__ucx_live_rkeys() - live0;
+  EXPECT(live == 0, "after rf_close of the trainer: %lld remote keys live", (long long)live);
+  close_all(&s);
+}
+static void test_partial_welcome_keys(void)
+{
+  const rf_plan *p = rf_loop_plan(PLAN);
+  uint32_t tensors = p->recv[0].dst_count, areas = rf__blob_areas(p, 0);
+  partial_welcome(2);       /* one tensor's key unpacked before the failure */
+  partial_welcome(tensors); /* every tensor's key but the last */
+  if (areas) partial_welcome(tensors + areas); /* a delta plan: every key but the directory's */
+}
+
 static const expect_test tests[] = {
   {"waits with a progress thread sleep: a 300 ms wait wakes a handful of times", test_waits_sleep},
   {"only the lock holder touches the UCX worker and the roles' state", test_worker_only_under_lock},
   {"a staging failure is what rf_wait reports (host)", test_stage_failure_reported},
   {"rf_connect lets the lock go while it waits", test_connect_lets_lock_go},
+  {"a WELCOME that fails part way leaves no remote key behind", test_partial_welcome_keys},
   {"rf_progress on a receiver takes messages only; rf_version_poll completes", test_progress_takes_messages_only},
 };
 
