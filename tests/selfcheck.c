@@ -551,7 +551,7 @@ static void check_index(const rf_plan *p)
           uint32_t cnt = 1;
           while (i + cnt < G->write_first + G->write_count && p->writes[i + cnt].slot == w->slot && p->writes[i + cnt].len == w->len) cnt++;
           if (!x || x->slot != w->slot || x->len != w->len || x->patch_off != off || x->patch_cap != w->patch_cap ||
-              x->write_first != i || x->write_count != cnt || x->esize != dsize(p->dst[w->dst].dtype))
+              x->write_first != i || x->write_count != cnt || x->esize != (int)rf_dtype_size(p->dst[w->dst].dtype))
             BAD("rank %u group %u: region %u is not writes %u..+%u", t, g, rg, i, cnt);
           off += w->patch_cap;
           rg++;
