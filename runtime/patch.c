@@ -24,8 +24,7 @@ struct rf__patch {
   uint8_t *dir;              /* [16 x n] host, registered: per write u64 patch bytes, u64 digest */
   void *dir_memh;
   uint32_t n;                /* writes this receiver gets, in peer order then table order */
-  uint32_t *w;               /* [n] absolute write ids */
-  uint32_t *peer;            /* [n] peer index of each */
+  const rf_recv_write *rw;   /* [n] the plan's recv_writes rows of this receiver (write id, peer), checked at open */
   uint32_t *first;           /* [peer_count + 1] each peer's first */
   rfk_delta_target *tgt;     /* [n] patch, dst, n, esize fixed at listen; len per version */
   rfk_delta_span *span;      /* [n] the destination ranges */
@@ -49,8 +48,6 @@ rf_status rf__patch_open(rf_engine *e, const rf_receiver *rv, void *const *dst_p
   uint64_t dir = rf__dir_bytes(p, e->cfg.rank); /* an entry per write it receives */
   uint32_t n = rv->write_count, np = rv->peer_count;
   pa->n = n;
-  pa->w = calloc(n ? n : 1, sizeof *pa->w);
-  pa->peer = calloc(n ? n : 1, sizeof *pa->peer);
   pa->first = calloc(np + 1, sizeof *pa->first);
   pa->tgt = calloc(n ? n : 1, sizeof *pa->tgt);
   pa->vt = calloc(n ? n : 1, sizeof *pa->vt);
@@ -58,7 +55,7 @@ rf_status rf__patch_open(rf_engine *e, const rf_receiver *rv, void *const *dst_p
   pa->vs = calloc(n ? n : 1, sizeof *pa->vs);
   pa->vt_i = calloc(n ? n : 1, sizeof *pa->vt_i);
   pa->vs_i = calloc(n ? n : 1, sizeof *pa->vs_i);
-  if (!pa->w || !pa->peer || !pa->first || !pa->tgt || !pa->vt || !pa->span || !pa->vs || !pa->vt_i ||
+  if (!pa->first || !pa->tgt || !pa->vt || !pa->span || !pa->vs || !pa->vt_i ||
       !pa->vs_i)
     return rf__fail(e, RF_ERR_NOMEM, "patch area tables");
   /* the plan's list of them (recv_writes, gen/index.lua): peer order, then table order; each
@@ -66,7 +63,7 @@ rf_status rf__patch_open(rf_engine *e, const rf_receiver *rv, void *const *dst_p
   if ((uint64_t)rv->write_first + n > p->n_recv_writes)
     return rf__fail(e, RF_ERR_ARG, "plan %s: receiver %u's %u writes lie outside the table of received writes", p->name,
                     e->cfg.rank, n);
-  const rf_recv_write *rw = &p->recv_writes[rv->write_first];
+  const rf_recv_write *rw = pa->rw = &p->recv_writes[rv->write_first];
   for (uint32_t k = 0; k <= np; k++) {
     uint32_t f = k < np ? p->peers[rv->peer_first + k].write_first - rv->write_first : n;
     if (f > n || (k > 0 && f != pa->first[k - 1] + p->peers[rv->peer_first + k - 1].writes))
@@ -85,8 +82,6 @@ rf_status rf__patch_open(rf_engine *e, const rf_receiver *rv, void *const *dst_p
                       "slot lies outside the patch area", p->name, wi, e->cfg.rank);
     const rf_dst_tensor *d = &p->dst[w->dst];
     uint8_t *dst = (uint8_t *)dst_ptr[w->dst - rv->dst_first] + w->dst_off;
-    pa->w[i] = wi;
-    pa->peer[i] = k;
     pa->span[i] = (rfk_delta_span){dst, w->len};
     pa->tgt[i] = (rfk_delta_target){.patch = NULL, .dst = dst, .n = w->len, .esize = (int)rf_dtype_size(d->dtype)};
   }
@@ -98,7 +93,7 @@ rf_status rf__patch_open(rf_engine *e, const rf_receiver *rv, void *const *dst_p
   RF_CHECK(m->alloc_shared(e, ns, (void **)&pa->st, NULL, "patch statuses"));
   RF_CHECK(m->alloc_shared(e, nd, (void **)&pa->dg, NULL, "region digests"));
   if (n) RF_CHECK(m->warm(e, pa->st_dev, pa->st, pa->dg_dev, pa->dg));
-  for (uint32_t i = 0; i < n; i++) pa->tgt[i].patch = pa->area + p->writes[pa->w[i]].patch_off;
+  for (uint32_t i = 0; i < n; i++) pa->tgt[i].patch = pa->area + p->writes[pa->rw[i].write].patch_off;
   RF_CHECK(rf__ucx_alloc(e, dir ? dir : 16, (void **)&pa->dir, &pa->dir_memh));
   memset(pa->dir, 0, dir);
   return RF_OK;
@@ -113,8 +108,6 @@ void rf__patch_close(rf_engine *e, rf__patch *pa)
   pa->mem->free(e, pa->dg_dev);
   pa->mem->free_shared(e, pa->st);
   pa->mem->free_shared(e, pa->dg);
-  free(pa->w);
-  free(pa->peer);
   free(pa->first);
   free(pa->tgt);
   free(pa->vt);
@@ -130,7 +123,7 @@ void rf__patch_arm(rf__patch *pa)
   if (pa) memset(pa->dir, 0, 16 * (size_t)pa->n);
 }
 
-uint32_t rf__patch_write(const rf__patch *pa, uint32_t i) { return pa->w[i]; }
+uint32_t rf__patch_write(const rf__patch *pa, uint32_t i) { return pa->rw[i].write; }
 uint32_t rf__patch_first(const rf__patch *pa, uint32_t k) { return pa->first[k]; }
 uint8_t *rf__patch_base(const rf__patch *pa) { return pa->area; }
 uint8_t *rf__patch_dir(const rf__patch *pa) { return pa->dir; }
@@ -148,8 +141,8 @@ void rf__patch_areas(const rf__patch *pa, rf__blob_entry *area, void **area_memh
 /* "'name' (write 17, bytes [0, +4096))" */
 static int where(const rf_engine *e, const rf__patch *pa, uint32_t i, char *buf, size_t n)
 {
-  const rf_write *w = &e->p->writes[pa->w[i]];
-  return snprintf(buf, n, "'%s' (write %u, bytes [%llu, +%llu))", e->p->dst[w->dst].name, pa->w[i],
+  const rf_write *w = &e->p->writes[pa->rw[i].write];
+  return snprintf(buf, n, "'%s' (write %u, bytes [%llu, +%llu))", e->p->dst[w->dst].name, pa->rw[i].write,
                   (unsigned long long)w->dst_off, (unsigned long long)w->len);
 }
 
@@ -170,7 +163,7 @@ int rf__patch_done(rf_engine *e, const rf__patch *pa, const rf_receiver *rv, uin
   }
   uint64_t sum = 0;
   for (uint32_t i = pa->first[k]; i < pa->first[k + 1]; i++) {
-    uint64_t size = rd64(pa->dir + 16 * (size_t)i), cap = e->p->writes[pa->w[i]].patch_cap;
+    uint64_t size = rd64(pa->dir + 16 * (size_t)i), cap = e->p->writes[pa->rw[i].write].patch_cap;
     if (size && (size < RFK_DELTA_HEADER || size > cap)) {
       where(e, pa, i, at, sizeof at);
       snprintf(why, n, "trainer rank %u's patch of version %llu for %s is %llu bytes, its slot holds %llu (at least %u)",
@@ -194,7 +187,7 @@ int rf__patch_apply(rf_engine *e, rf__patch *pa, const uint8_t *peer_delta, uint
   uint32_t nt = 0, ns = 0;
   pa->bytes = 0;
   for (uint32_t i = 0; i < pa->n; i++) {
-    if (!peer_delta[pa->peer[i]]) continue;
+    if (!peer_delta[pa->rw[i].peer]) continue;
     uint64_t size = rd64(pa->dir + 16 * (size_t)i);
     if (size) { /* a patch; 0: the region came dense, its digest is checked all the same */
       pa->vt[nt] = pa->tgt[i];
@@ -215,7 +208,7 @@ int rf__patch_apply(rf_engine *e, rf__patch *pa, const uint8_t *peer_delta, uint
   for (uint32_t j = 0; j < nt; j++) {
     if (pa->st[j].code == RFK_OK) continue;
     uint32_t i = pa->vt_i[j];
-    *bad = pa->peer[i];
+    *bad = pa->rw[i].peer;
     where(e, pa, i, at, sizeof at);
     rfk_delta_format(&pa->st[j], text, sizeof text);
     snprintf(why, n, "trainer rank %u's patch of version %llu for %s is malformed: %s",
@@ -226,7 +219,7 @@ int rf__patch_apply(rf_engine *e, rf__patch *pa, const uint8_t *peer_delta, uint
     uint32_t i = pa->vs_i[j];
     uint64_t want = rd64(pa->dir + 16 * (size_t)i + 8);
     if (pa->dg[j] == want) continue;
-    *bad = pa->peer[i];
+    *bad = pa->rw[i].peer;
     where(e, pa, i, at, sizeof at);
     snprintf(why, n, "trainer rank %u's region %s of version %llu: digest %016llx after %s, the trainer's %016llx",
              p->peers[pa->rv->peer_first + *bad].trainer, at, (unsigned long long)version, (unsigned long long)pa->dg[j],
