@@ -509,6 +509,38 @@ static void test_ue8m0_codes(void)
         "ue8m0 pack bad arguments");
 }
 
+/* The identities the CUDA kernels rest on (refresh.cu), checked here where they can be:
+ * - rfk_cuda_ue8m0_pack computes a code as u >= 0x7f800000 ? 0xff : (u + 0x7fffff) >> 23; it must
+ *   equal rfk_ue8m0_code for every sign and exponent, at the mantissa edges and at random ones;
+ * - rfk_cuda_requant_ue8m0 (v2) takes a block's amax as fl(max|q| * |s|) from the largest 7-bit
+ *   code: that needs x -> fl(e4m3(c) * s) nondecreasing in c over 0x00..0x7e for every scale. */
+static void test_cuda_identities(void)
+{
+  long bad_code = 0, bad_mono = 0;
+  static const uint32_t mants[] = {0, 1, 2, 0x3fffff, 0x400000, 0x400001, 0x7ffffe, 0x7fffff};
+  for (uint32_t se = 0; se < 512; se++)
+    for (int k = 0; k < 16; k++) {
+      uint32_t u = se << 23 | (k < 8 ? mants[k] : rnd() & 0x7fffffu);
+      uint32_t cuda = u >= 0x7f800000u ? 0xffu : (u + 0x7fffffu) >> 23;
+      if (cuda != rfk_ue8m0_code(u2f(u)) && bad_code++ < 3)
+        printf("  code of %08x: formula %02x, rfk_ue8m0_code %02x\n", (unsigned)u, (unsigned)cuda,
+               rfk_ue8m0_code(u2f(u)));
+    }
+  CHECK(bad_code == 0, "the CUDA pack's code formula equals rfk_ue8m0_code on 8192 scales (%ld differ)", bad_code);
+  for (int i = 0; i < 20000; i++) {
+    /* positive scales over the whole range: subnormal to near overflow */
+    float sc = u2f(i < 254 ? (uint32_t)(i + 1) << 23 | (rnd() & 0x7fffffu) : 1u + rnd() % 0x7f7fffffu);
+    float prev = 0.0f;
+    for (int c = 0; c <= 0x7e; c++) {
+      float v = (float)e4m3_value(c) * sc; /* e4m3 values are exact in float; one fp32 rounding */
+      if (v < prev && bad_mono++ < 3)
+        printf("  scale %a: code %02x gives %a < %a\n", sc, c, v, prev);
+      prev = v;
+    }
+  }
+  CHECK(bad_mono == 0, "fl(e4m3(c) * s) is nondecreasing in the code for 20000 scales (%ld breaks)", bad_mono);
+}
+
 /* the LCG of ue8m0_vectors.py */
 static uint32_t lcg(uint64_t *st)
 {
@@ -646,6 +678,7 @@ int main(void)
   test_args();
   test_requant();
   test_ue8m0_codes();
+  test_cuda_identities();
   test_ue8m0_vllm(seed);
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
