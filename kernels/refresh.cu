@@ -11,7 +11,15 @@
  *   thread loads 4 x 16 fp8 codes, dequantizes with the old scale, the CTA reduces amax, then every
  *   thread re-quantizes its registers with the power-of-two scale. The whole block is in registers
  *   before anything is written, so q_out == q (in place) is safe.
+ * rfk_cuda_ue8m0_pack: a thread writes 4 MN-adjacent words of one (group, packed K column) at a
+ *   time, which lie in one 128-row block (mn and 128 are multiples of 4) and so are one word: one
+ *   float4 (or up to 4 scalar) scale loads, shared by the 32 threads of the block's rows through L1,
+ *   then one 16-byte store; a warp stores 512 contiguous bytes. It loops over RFK_PACK_QUADS such
+ *   quads, 1024 rows apart, so the per-(group, column) index math is paid once per 64 bytes. The op
+ *   writes ~32x the bytes it reads: it runs at the device's write rate if the instructions per
+ *   byte stay low (about 25 per warp and 512 bytes).
  * Test: build/test_kernels_gpu. */
+#include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -114,7 +122,19 @@ struct requant_params {
   rfk_requant items[RFK_CUDA_CHUNK];
 };
 
-/* 256 threads, 128x128 block: a thread owns a 16-byte vector (16 codes) in 4 rows (step 32) */
+/* two e4m3 codes (low 16 bits) -> fp32, exact: the hardware decode to f16 (every e4m3 value,
+ * subnormals included, is an f16) and f16 -> f32. NaN codes give some NaN; requant never uses them
+ * (their block is written as NaN). */
+__device__ __forceinline__ float2 e4m3x2_f32(uint32_t two)
+{
+  __half2 h = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(two & 0xffffu), __NV_E4M3);
+  return __half22float2(h);
+}
+
+/* 256 threads, 128x128 block: a thread owns a 16-byte vector (16 codes) in 4 rows (step 32).
+ * amax comes from the codes: e4m3 magnitudes order like their 7-bit codes (0x7f, NaN, on top) and
+ * x -> fl(x * s) is monotonic, so max |fl(q * s)| = fl(max|q| * |s|): a byte max (__vmaxu4) and one
+ * multiply per thread instead of a decode, a multiply and a max per code. */
 __global__ void __launch_bounds__(256) requant_kernel(const __grid_constant__ requant_params p)
 {
   const rfk_requant &it = p.items[blockIdx.y];
@@ -124,27 +144,31 @@ __global__ void __launch_bounds__(256) requant_kernel(const __grid_constant__ re
   const int64_t col = c0 + vc * 16;
   const bool full = p.aligned && r0 + 128 <= p.rows && c0 + 128 <= p.cols;
   const float s = it.scale[tr * scols + tc];
-  uint8_t code[4][16];
+  uint32_t code[4][4]; /* 4 rows x 16 codes, byte j of word i = code 4i + j; 0 outside the weight */
   for (int k = 0; k < 4; k++) {
     int64_t r = r0 + vr + 32 * k;
     if (full) {
-      *(uint4 *)code[k] = *(const uint4 *)(it.q + r * p.cols + col);
+      uint4 v = *(const uint4 *)(it.q + r * p.cols + col);
+      code[k][0] = v.x, code[k][1] = v.y, code[k][2] = v.z, code[k][3] = v.w;
     } else {
-      for (int j = 0; j < 16; j++)
-        code[k][j] = r < p.rows && col + j < p.cols ? it.q[r * p.cols + col + j] : 0;
+      for (int i = 0; i < 4; i++) {
+        uint32_t w = 0;
+        for (int j = 0; j < 4; j++)
+          if (r < p.rows && col + 4 * i + j < p.cols)
+            w |= (uint32_t)it.q[r * p.cols + col + 4 * i + j] << (8 * j);
+        code[k][i] = w;
+      }
     }
   }
-  uint32_t amax = 0, nan_code = 0;
-  float x[4][16];
+  uint32_t m4 = 0;
 #pragma unroll
   for (int k = 0; k < 4; k++)
 #pragma unroll
-    for (int j = 0; j < 16; j++) {
-      nan_code |= (code[k][j] & 0x7f) == 0x7f;
-      x[k][j] = __fmul_rn(e4m3_f32(code[k][j]), s);
-      amax = max(amax, __float_as_uint(x[k][j]) & 0x7fffffffu);
-    }
-  if (nan_code || !isfinite(s))
+    for (int i = 0; i < 4; i++)
+      m4 = __vmaxu4(m4, code[k][i] & 0x7f7f7f7fu);
+  const uint32_t mcode = max(max(m4 & 0xff, (m4 >> 8) & 0xff), max((m4 >> 16) & 0xff, m4 >> 24));
+  uint32_t amax = __float_as_uint(__fmul_rn(e4m3_f32(mcode), s)) & 0x7fffffffu;
+  if (mcode == 0x7f || !isfinite(s))
     amax = 0xffffffffu;
   __shared__ uint32_t red[8];
   amax = __reduce_max_sync(0xffffffffu, amax);
@@ -174,12 +198,14 @@ __global__ void __launch_bounds__(256) requant_kernel(const __grid_constant__ re
     int64_t r = r0 + vr + 32 * k;
     uint32_t w[4];
 #pragma unroll
-    for (int j = 0; j < 16; j += 4) {
-      uint32_t lo = __nv_cvt_float2_to_fp8x2(make_float2(__fmul_rn(x[k][j], mul), __fmul_rn(x[k][j + 1], mul)),
+    for (int i = 0; i < 4; i++) {
+      /* x = fl(q * s) (the dequantized weight), then fl(x * mul): two roundings, as the reference */
+      float2 a = e4m3x2_f32(code[k][i]), b = e4m3x2_f32(code[k][i] >> 16);
+      uint32_t lo = __nv_cvt_float2_to_fp8x2(make_float2(__fmul_rn(__fmul_rn(a.x, s), mul), __fmul_rn(__fmul_rn(a.y, s), mul)),
                                              __NV_SATFINITE, __NV_E4M3);
-      uint32_t hi = __nv_cvt_float2_to_fp8x2(make_float2(__fmul_rn(x[k][j + 2], mul), __fmul_rn(x[k][j + 3], mul)),
+      uint32_t hi = __nv_cvt_float2_to_fp8x2(make_float2(__fmul_rn(__fmul_rn(b.x, s), mul), __fmul_rn(__fmul_rn(b.y, s), mul)),
                                              __NV_SATFINITE, __NV_E4M3);
-      w[j / 4] = bad ? 0x7f7f7f7fu : lo | hi << 16;
+      w[i] = bad ? 0x7f7f7f7fu : lo | hi << 16;
     }
     uint8_t *dst = it.q_out + r * p.cols + col;
     if (full) {
@@ -188,6 +214,60 @@ __global__ void __launch_bounds__(256) requant_kernel(const __grid_constant__ re
       for (int j = 0; j < 16; j++)
         if (col + j < p.cols)
           dst[j] = (uint8_t)(w[j / 4] >> (8 * (j % 4)));
+    }
+  }
+}
+
+struct pack_params {
+  const float *scale;
+  uint32_t *out;
+  int *flag;
+  int64_t rows, mn;   /* mn = rows aligned to 4: the words of one packed K column */
+  int sk, sr, pk, gp; /* scale columns, scale rows, packed K columns, groups * pk */
+  int vec, f4;        /* out 16-byte aligned; scale rows loadable as float4 (sk % 4 == 0, aligned) */
+};
+
+/* rfk_ue8m0_code on the bits: sign/inf/NaN -> 0xff; else the exponent of the power-of-two ceiling
+ * (a mantissa bit carries into the exponent; > 2^127 carries into 0xff, a subnormal into 1) */
+__device__ __forceinline__ uint32_t ue8m0_code(uint32_t u)
+{
+  return u >= 0x7f800000u ? 0xffu : (u + 0x7fffffu) >> 23;
+}
+
+/* grid (x: MN quads / (256 * RFK_PACK_QUADS), y: group * packed K column, strided past 65535) */
+#define RFK_PACK_QUADS 4
+__global__ void __launch_bounds__(256) pack_kernel(const __grid_constant__ pack_params p)
+{
+  for (int gp = blockIdx.y; gp < p.gp; gp += gridDim.y) {
+    int g = gp / p.pk, k = gp - g * p.pk, n = p.sk - 4 * k < 4 ? p.sk - 4 * k : 4;
+    const float *sg = p.scale + (int64_t)g * p.sr * p.sk + 4 * k;
+    uint32_t *og = p.out + (int64_t)gp * p.mn;
+    for (int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4; r < p.mn;
+         r += (int64_t)gridDim.x * blockDim.x * 4) {
+      uint32_t w = 0;
+      if (r < p.rows) { /* rows r..r+3 lie in one 128-row block: one word */
+        const float *s = sg + (r >> 7) * p.sk;
+        uint32_t u[4];
+        if (p.f4) {
+          float4 v = __ldg((const float4 *)s);
+          u[0] = __float_as_uint(v.x), u[1] = __float_as_uint(v.y), u[2] = __float_as_uint(v.z), u[3] = __float_as_uint(v.w);
+        } else {
+          for (int j = 0; j < 4; j++) /* K blocks past sk are code 0 */
+            u[j] = j < n ? __float_as_uint(__ldg(s + j)) : 0u;
+        }
+        uint32_t c0 = ue8m0_code(u[0]), c1 = ue8m0_code(u[1]), c2 = ue8m0_code(u[2]), c3 = ue8m0_code(u[3]);
+        w = c0 | c1 << 8 | c2 << 16 | c3 << 24;
+        if ((c0 == 0xffu || c1 == 0xffu || c2 == 0xffu || c3 == 0xffu) && p.flag)
+          *p.flag = 1;
+      }
+      /* rows at or past `rows` are the TMA padding: word 0 */
+      uint32_t w1 = r + 1 < p.rows ? w : 0, w2 = r + 2 < p.rows ? w : 0, w3 = r + 3 < p.rows ? w : 0;
+      uint32_t *o = og + r;
+      if (p.vec) {
+        *(uint4 *)o = make_uint4(w, w1, w2, w3);
+      } else {
+        o[0] = w, o[1] = w1, o[2] = w2, o[3] = w3;
+      }
     }
   }
 }
@@ -248,5 +328,27 @@ extern "C" int rfk_cuda_requant_ue8m0(const rfk_requant *items, int n, int64_t r
     if (rfk__cuda_failed())
       return RFK_ERR_CUDA;
   }
+  return RFK_OK;
+}
+
+extern "C" int rfk_cuda_ue8m0_pack(const float *scale, int32_t *out, int64_t groups, int64_t rows, int64_t cols,
+                                   int *flag, void *stream)
+{
+  if (!scale || !out || groups < 0 || rows < 0 || cols < 0 || (uintptr_t)out % 4 || (uintptr_t)scale % 4)
+    return RFK_ERR_ARG;
+  if (groups == 0 || rows == 0 || cols == 0)
+    return RFK_OK;
+  int64_t sk = (cols + 127) / 128, sr = (rows + 127) / 128, pk = (sk + 3) / 4;
+  if (groups * pk > 0x7fffffff || groups * sr * sk > ((int64_t)1 << 40))
+    return RFK_ERR_ARG;
+  pack_params p;
+  p.scale = scale, p.out = (uint32_t *)out, p.flag = flag, p.rows = rows, p.mn = rfk_ue8m0_pack_mn(rows);
+  p.sk = (int)sk, p.sr = (int)sr, p.pk = (int)pk, p.gp = (int)(groups * pk);
+  p.vec = (uintptr_t)out % 16 == 0, p.f4 = sk % 4 == 0 && (uintptr_t)scale % 16 == 0;
+  int64_t bx = (p.mn / 4 + 256 * RFK_PACK_QUADS - 1) / (256 * RFK_PACK_QUADS);
+  unsigned by = p.gp < 65535 ? (unsigned)p.gp : 65535u;
+  pack_kernel<<<dim3((unsigned)(bx < 65535 ? bx : 65535), by), 256, 0, (cudaStream_t)stream>>>(p);
+  if (rfk__cuda_failed())
+    return RFK_ERR_CUDA;
   return RFK_OK;
 }
