@@ -17,7 +17,8 @@ loaders: this module's `layout` and refit's HOOK.
    and two refit.Trainer ranks in this process push version 1 = random fp32 masters through
    refit.sglang.update (pause, begin, arm/wait, end, continue); the engine then generates greedily.
    A fresh engine loaded from a checkpoint of the same masters (cast to bf16 as the tables cast,
-   round to nearest even) generates the same prompt: tokens and logprobs must be equal.
+   round to nearest even; experts per expert) generates the same prompt: tokens and logprobs must
+   be equal.
 Exits 0 when every step asked for did what it says, else 1.
 """
 import dataclasses
@@ -122,11 +123,31 @@ def generate(eng):
     return o["output_ids"], [lp[0] for lp in o["meta_info"]["output_token_logprobs"]]
 
 
+def checkpoint(sd):
+    """the masters as an HF checkpoint in bf16 (torch's cast rounds to nearest even, as the tables
+    do): transformers 5's fused experts (gate_up_proj [E, 2I, H], gate rows first; down_proj
+    [E, H, I]) as the per-expert tensors a checkpoint holds"""
+    import numpy as np
+    import torch
+    out = {}
+    for n, x in sd.items():
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(torch.bfloat16)
+        if n.endswith(".mlp.experts.gate_up_proj"):
+            half = t.shape[1] // 2
+            for e in range(t.shape[0]):
+                out[n[:-len("gate_up_proj")] + f"{e}.gate_proj.weight"] = t[e, :half].contiguous()
+                out[n[:-len("gate_up_proj")] + f"{e}.up_proj.weight"] = t[e, half:].contiguous()
+        elif n.endswith(".mlp.experts.down_proj"):
+            for e in range(t.shape[0]):
+                out[n[:-len("down_proj")] + f"{e}.down_proj.weight"] = t[e].contiguous()
+        else:
+            out[n] = t
+    return out
+
+
 def tokens_test(eng, ckpt, tmp):
     """bind (SM90 forced), push masters() as version 1, generate; then a fresh engine from a
     checkpoint of the same masters; (ok, message)"""
-    import numpy as np
-    import torch
     from safetensors.torch import save_file
     import refit
     import refit.sglang
@@ -168,8 +189,7 @@ def tokens_test(eng, ckpt, tmp):
         if f.endswith(".json"):
             with open(os.path.join(ckpt, f)) as a, open(os.path.join(fresh_dir, f), "w") as b:
                 b.write(a.read())
-    save_file({n: torch.from_numpy(np.ascontiguousarray(x)).to(torch.bfloat16) for n, x in sd.items()},
-              os.path.join(fresh_dir, "model.safetensors"))
+    save_file(checkpoint(sd), os.path.join(fresh_dir, "model.safetensors"))
     fresh = engine(fresh_dir)
     try:
         want = generate(fresh)
