@@ -13,7 +13,7 @@ full HF state dict of that version.
 
     PYTHONPATH=build/python python3 tests/gpu_e2e.py [--trainers cuda|cpu] [--receivers cuda|cpu]
         [--versions 2] [--ucx-tls TLS] [--all] [--delta] [--lr LR] [PLAN ...]
-    PYTHONPATH=build/python python3 tests/gpu_e2e.py --vllm [PLAN ...]
+    PYTHONPATH=build/python python3 tests/gpu_e2e.py --vllm|--sglang [--receivers cuda] [PLAN ...]
 
 Trainers: one process per rank, NCCL on one GPU each when there are as many GPUs, else gloo on the
 CPU. Receivers: CUDA engines (mem "cuda", every one on GPU index % count) when a GPU exists (needs a
@@ -22,8 +22,12 @@ transformers 5 trainers. --vllm: the plug-in on the GPU instead: each receiver i
 vLLM worker built from tests/vllm/dumps (torch tensors on the GPU with vLLM's names, strides and
 shared storages, tests/vllm/standins.py) bound through refit.vllm.Binding, so the MLA refresh writes
 the strided storage W_UK_T / W_UV view on the GPU; trainers bind a state dict (no torch.distributed;
-these plans' trainers hold the MTP layer, which transformers does not load). Needs torch (and
-transformers but for --vllm); skips with a message without them. Prints one ok/FAIL/skipped line per
+these plans' trainers hold the MTP layer, which transformers does not load). --sglang: the same with
+stand-ins of SGLang 0.5.23's TP workers built from tests/sglang/dumps, bound through
+refit.sglang.Binding (one sglang_* plan per family, TP1, TP2 and EP2), each worker's finalize step
+(its model's post_load_weights, which rebuilds MLA's w_kc / w_vc) counted once per complete version.
+--receivers cuda without a GPU skips (the CPU parts run with --receivers cpu). Needs torch (and
+transformers but for --vllm / --sglang); skips with a message without them. Prints one ok/FAIL/skipped line per
 plan and 'N passed, N failed'. --delta: trainers push with delta (version 1 dense, then patches against
 the version each receiver holds, real AdamW steps at --lr, default 1e-5 with --delta, 1e-2
 without); every byte is compared as before, and each version's line says what went as patches.
@@ -47,6 +51,8 @@ if HERE in sys.path:  # python puts the script's directory first; its vllm/ woul
     sys.path.remove(HERE)
 TOKEN = 0xE2E
 DEFAULT = ("qwen3_tiny_fp8_tp4", "qwen3_moe_tiny_ep2", "dsv3_tiny_fp8_tp2", "glm_tiny_rep2")
+SGLANG_DEFAULT = ("sglang_qwen3_fp8_tp1", "sglang_qwen3moe_bf16_tp2_ep2", "sglang_dsv3_fp8_tp2", "sglang_glm5_bf16_tp2",
+                  "sglang_glm5_fp8_tp1")
 VLLM_DEFAULT = ("vllm_dsv3_fp8_tp2", "vllm_glm5_bf16_tp2", "vllm_glm5_fp8_tp1", "vllm_qwen3_v1000_bf16_tp2",
                 "vllm_qwen3moe_fp8_tp1")
 # the HF config.json of each model (models/<model>.lua was imported from it, refit import-hf)
@@ -129,7 +135,7 @@ def reference(plan, index, sd):
 
 
 def random_state_dict(plan, version):
-    """the --vllm trainers' weights: every source of the reference's list, a function of (version, name)"""
+    """the --vllm / --sglang trainers' weights: every source of the reference's list, a function of (version, name)"""
     c, o = model_cfg(plan), options(plan)
     out = {}
     for n, (shape, dt) in engine_ref.hf_sources(c["family"], c, **o["trainer"]).items():
@@ -213,7 +219,7 @@ def trainer_proc(rank, a, conn):
 
 
 def dict_trainer_proc(rank, a, conn):
-    """--vllm: a trainer rank binding the state dict of each version (every rank computes it)"""
+    """--vllm / --sglang: a trainer rank binding the state dict of each version (every rank computes it)"""
     try:
         import refit
         plan = refit.Plan(a["plan"])
@@ -247,17 +253,22 @@ def receiver_proc(index, a, conn):
             torch.cuda.set_device(index % torch.cuda.device_count())
         dev = f"cuda:{torch.cuda.current_device()}" if cuda else "cpu"
         opts = dict(token=TOKEN, ucx_tls=a["ucx_tls"], timeout_ms=30000)
-        if a["vllm"]:  # a vLLM worker's stand-in, bound through the plug-in
-            import refit.vllm
+        finals = []  # --sglang: the versions complete when the worker's finalize step ran
+        if a["plugin"]:  # a vLLM / SGLang worker's stand-in, bound through the plug-in
+            import importlib
+            plugin = importlib.import_module(f"refit.{a['plugin']}")
             standins = _load("standins", f"{HERE}/vllm/standins.py")
-            tensors, settings = standins.load(standins.dump_of(plan.name, f"{HERE}/vllm/dumps"),
-                                              plan._p.receiver(index)[1], device=dev)
+            dump = standins.dump_of(plan.name, f"{HERE}/{a['plugin']}/dumps")
+            assert dump, f"no dump for plan '{plan.name}' in tests/{a['plugin']}/dumps"
+            tensors, settings = standins.load(dump, plan._p.receiver(index)[1], device=dev)
+            assert settings.pop("engine") == a["plugin"], dump
             for t in tensors.values():
                 t.untyped_storage().fill_(0xA5)  # poison: a byte never written shows
-            view = refit.vllm.EngineView(tensors=tensors, device=dev, **settings)
-            if not cuda:
-                view.device_capability = (9, 0)  # host receivers: the profile's GPU, for the test
-            b = refit.vllm.Binding(plan, view, host="127.0.0.1", **opts)
+            view = plugin.EngineView(tensors=tensors, device=dev, **settings)
+            # host receivers: the profile's GPU, for the test; CUDA ones: this GPU (refused by name unless SM90)
+            view.device_capability = tuple(torch.cuda.get_device_capability(dev)) if cuda else (9, 0)
+            extra = dict(finalize=lambda: finals.append(b.rx.poll().complete)) if a["plugin"] == "sglang" else {}
+            b = plugin.Binding(plan, view, host="127.0.0.1", **opts, **extra)
             rx, port = b.rx, b.port
         else:
             rx = refit.Receiver(plan, index, mem="cuda" if cuda else "host", **opts)
@@ -270,8 +281,10 @@ def receiver_proc(index, a, conn):
         c = model_cfg(plan)
         for v in range(1, a["versions"] + 1):
             conn.send(("ready", index, v))
-            if a["vllm"]:
+            if a["plugin"]:
                 b.update(v, timeout=300)
+                want = list(range(1, v + 1)) if getattr(b, "finalize", None) else []
+                assert finals == want, f"receiver {index}: finalize ran at versions {finals}, want {want}"
             else:
                 rx.arm(v)
                 rx.wait(v, timeout=300)
@@ -279,7 +292,7 @@ def receiver_proc(index, a, conn):
                 torch.cuda.synchronize()
             cmd = conn.recv()
             assert cmd[:2] == ("check", v), cmd
-            sd = random_state_dict(plan, v) if a["vllm"] else {n: to_numpy(t) for n, t in torch.load(cmd[2]).items()}
+            sd = random_state_dict(plan, v) if a["plugin"] else {n: to_numpy(t) for n, t in torch.load(cmd[2]).items()}
             bad, total, first = compare(reference(plan, index, sd), tensors)
             conn.send(("result", index, v, bad, total, first and f"receiver {index}: {first}"))
         rx.close()
@@ -300,13 +313,13 @@ def run_plan(name, args):
     import refit
     plan = refit.Plan(name)
     ngpu = torch.cuda.device_count()
-    a = dict(plan=name, versions=args.versions, ucx_tls=args.ucx_tls, port=free_port(), vllm=args.vllm,
+    a = dict(plan=name, versions=args.versions, ucx_tls=args.ucx_tls, port=free_port(), plugin=args.plugin,
              delta=args.delta, lr=args.lr if args.lr is not None else (1e-5 if args.delta else 1e-2),
-             trainers="cpu" if args.vllm else args.trainers or ("cuda" if ngpu >= plan.trainers else "cpu"),
+             trainers="cpu" if args.plugin else args.trainers or ("cuda" if ngpu >= plan.trainers else "cpu"),
              receivers=args.receivers or ("cuda" if ngpu else "cpu"))
     if a["trainers"] == "cuda" and ngpu < plan.trainers:
         return f"skipped: {name}: {plan.trainers} trainer ranks need as many GPUs for NCCL ({ngpu} here)"
-    if not args.vllm and not fits_transformers(plan):
+    if not args.plugin and not fits_transformers(plan):
         return f"skipped: {name}: its trainer section does not fit transformers 5 modules (per-expert or MTP layers)"
     ctx = mp.get_context("spawn")
     procs, rc, tc = [], [], []
@@ -331,7 +344,7 @@ def run_plan(name, args):
             a["ports"] = {m[1]: m[2] for m in (recv(c, "receiver") for c in rc)}
             for t in range(plan.trainers):
                 x, y = ctx.Pipe()
-                procs.append(ctx.Process(target=dict_trainer_proc if args.vllm else trainer_proc, args=(t, a, y)))
+                procs.append(ctx.Process(target=dict_trainer_proc if args.plugin else trainer_proc, args=(t, a, y)))
                 procs[-1].start()
                 tc.append(x)
             first = [recv(c, "trainer") for c in tc]
@@ -359,7 +372,8 @@ def run_plan(name, args):
                     assert bad == 0, f"{name} v{v}: {bad} bytes differ; first: {why}"
                     compared += total
             ok = True
-            what = "vLLM stand-ins through refit.vllm" if args.vllm else f"masters {options(plan)['trainer']['dtype']}"
+            what = f"{dict(vllm='vLLM', sglang='SGLang')[args.plugin]} stand-ins through refit.{args.plugin}" \
+                if args.plugin else f"masters {options(plan)['trainer']['dtype']}"
             return (f"ok   {name} ({model_cfg(plan)['family']}, {what}, trainers {a['trainers']}, receivers "
                     f"{a['receivers']}): {args.versions} versions, {plan.receivers} receivers, {compared} bytes equal, "
                     f"{first[0][2]} gathered sources" + (f"; delta, lr {a['lr']:g}: " + ", ".join(notes) if notes else ""))
@@ -380,20 +394,27 @@ def main():
     ap.add_argument("--ucx-tls", default=None)
     ap.add_argument("--all", action="store_true", help="every plan of this librefit.so that fits transformers 5")
     ap.add_argument("--vllm", action="store_true", help="receivers: vLLM stand-ins bound through refit.vllm")
+    ap.add_argument("--sglang", action="store_true", help="receivers: SGLang stand-ins bound through refit.sglang")
     ap.add_argument("--delta", action="store_true", help="trainers push with delta (patches after version 1)")
     ap.add_argument("--lr", type=float, default=None, help="AdamW learning rate (1e-5 with --delta, else 1e-2)")
     args = ap.parse_args()
+    if args.vllm and args.sglang:
+        ap.error("--vllm or --sglang, not both")
+    args.plugin = "vllm" if args.vllm else "sglang" if args.sglang else None
     try:
-        import torch  # noqa: F401
-        if not args.vllm:
+        import torch
+        if not args.plugin:
             import transformers  # noqa: F401
     except ImportError as e:
         print(f"skipped: {e} (run on the device machine)\n0 passed, 0 failed")
         return 0
+    if args.receivers == "cuda" and not torch.cuda.is_available():
+        print("skipped: --receivers cuda: no CUDA device here (torch.cuda.is_available() is False)\n0 passed, 0 failed")
+        return 0
     import refit
     plans = args.plans
-    if not plans and args.vllm:
-        plans = [p for p in VLLM_DEFAULT if p in refit.plans()]
+    if not plans and args.plugin:
+        plans = [p for p in (VLLM_DEFAULT if args.vllm else SGLANG_DEFAULT) if p in refit.plans()]
     elif not plans:
         plans = [p for p in refit.plans() if fits_transformers(refit.Plan(p))] if args.all else \
             [p for p in DEFAULT if p in refit.plans()]

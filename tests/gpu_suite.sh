@@ -4,7 +4,7 @@
 # PYTHONPATH the Python module, `ninja python`, for the Python parts). Each part has its own time
 # limit; the full log goes to OUT/gpu.log when OUT is given. PART: tests (kernels, runtime and delta
 # tests, kernel and delta benchmarks, the 8 GB plan last), python (gpu_e2e dense, delta and through
-# refit.vllm; measured delta density; the runtime benchmarks), or all (default: both and the kernel
+# refit.vllm and refit.sglang; measured delta density; the runtime benchmarks), or all (default: both and the kernel
 # benchmarks against PyTorch and Triton; about 20 minutes).
 set -u
 d=$1
@@ -33,6 +33,7 @@ if [ "$part" = python ] || [ "$part" = all ]; then
   run 200 e2e python3 tests/gpu_e2e.py
   run 200 e2e-delta python3 tests/gpu_e2e.py --delta --versions 4
   run 150 e2e-vllm python3 tests/gpu_e2e.py --vllm
+  run 150 e2e-sglang python3 tests/gpu_e2e.py --sglang --receivers cuda
   run 240 delta-density python3 bench/delta_density.py --steps 3 --lib "$d/libkernels_cuda.so"
   run 120 bench-bf16 "$d/bench_gpu" qwen3_4b_bf16_1to1 3 0 0 python3
   run 120 bench-fp8 "$d/bench_gpu" qwen3_4b_fp8_1to1 3 0 0 python3

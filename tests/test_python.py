@@ -904,6 +904,46 @@ def test_sglang_refusals():
                   "'model.layers.0.mlp.experts.w2_weight_scale_inv')")
 
 
+# quant method classes by SGLang 0.5.23's names (refit.sglang.repacking reads class names and qualnames)
+class QuantizeMethodBase:
+    def restore_weights_before_loading(self, layer):  # the base class's no-op
+        pass
+
+
+class UnquantizedLinearMethod(QuantizeMethodBase):
+    pass
+
+
+class UnquantizedFusedMoEMethod(QuantizeMethodBase):
+    def __init__(self, trtllm):
+        self.use_flashinfer_trtllm_moe = trtllm
+
+    def restore_weights_before_loading(self, layer):  # restores only with FlashInfer's TRT-LLM MoE
+        pass
+
+
+class CompressedTensorsMoEMethod(QuantizeMethodBase):
+    def restore_weights_before_loading(self, layer):  # always repacks
+        pass
+
+
+def test_sglang_repacking():
+    """which quant methods of a live SGLang worker count as repacking (EngineView.from_model; refused
+    at bind): SGLang's UnquantizedFusedMoEMethod, on every bf16 MoE layer, overrides
+    restore_weights_before_loading but repacks only with FlashInfer's TRT-LLM MoE, and every bf16 MoE
+    model was refused (seen on a live CPU engine, tests/sglang/live_probe.py)"""
+    class Module:
+        def __init__(self, qm):
+            self.quant_method = qm
+    mods = [("lm_head", Module(UnquantizedLinearMethod())), ("layers.0.mlp.experts", Module(UnquantizedFusedMoEMethod(False))),
+            ("layers.0.input_layernorm", Module(None)), ("model", object())]
+    assert refit.sglang.repacking(mods) == {}, refit.sglang.repacking(mods)
+    mods += [("layers.1.mlp.experts", Module(UnquantizedFusedMoEMethod(True))), ("layers.2.mlp.experts",
+                                                                                Module(CompressedTensorsMoEMethod()))]
+    assert refit.sglang.repacking(mods) == {"layers.1.mlp.experts": "UnquantizedFusedMoEMethod",
+                                            "layers.2.mlp.experts": "CompressedTensorsMoEMethod"}, refit.sglang.repacking(mods)
+
+
 class FakeSGLang:
     """what refit.sglang.bind / update call of an sglang.Engine: the weight-update session (begin /
     end, update_weights_from_tensor only inside it, as SGLang 0.5.23 checks), pause / continue, and
@@ -1489,6 +1529,7 @@ TESTS = [
     test_vllm_loopback_qwen3moe,
     test_sglang_bind_every_dump,
     test_sglang_refusals,
+    test_sglang_repacking,
     test_sglang_driver,
     test_sglang_loopback_qwen3_fp8,
     test_sglang_loopback_qwen3moe_fp8,

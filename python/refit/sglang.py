@@ -40,8 +40,8 @@ import re
 import refit
 from refit import BindError, TornError
 
-__all__ = ["EngineView", "Binding", "Refused", "bind", "update", "check_engine", "select", "worker_call", "HOOK",
-           "PROFILE"]
+__all__ = ["EngineView", "Binding", "Refused", "bind", "update", "check_engine", "select", "repacking", "worker_call",
+           "HOOK", "PROFILE"]
 
 # What the tables' sglang engine profile (gen/engine.lua) covers: the release and kernels whose parameter
 # dumps (tests/sglang/dumps, SGLang 0.5.23 on SM90) the destination tables were checked against.
@@ -93,16 +93,12 @@ class EngineView:
         from sglang.srt.runtime_context import get_parallel, get_server_args
         par, sa = get_parallel(), get_server_args()
         tensors = dict(model.named_parameters(remove_duplicate=False))
-        derived, repack = [], {}
+        derived = []
         for name, m in model.named_modules():
             for a in ("w_kc", "w_vc"):
                 if isinstance(getattr(m, a, None), torch.Tensor):
                     derived.append(f"{name}.{a}")
-            qm = getattr(m, "quant_method", None)
-            restore = getattr(type(qm), "restore_weights_before_loading", None)
-            if restore is not None and getattr(restore, "__qualname__", "").split(".")[0] not in (
-                    "QuantizeMethodBase", "LinearMethodBase", "FusedMoEMethodBase"):
-                repack[name] = type(qm).__name__
+        repack = repacking(model.named_modules())
         from sglang.srt.layers import deep_gemm_wrapper
         ue8m0 = bool(deep_gemm_wrapper.DEEPGEMM_SCALE_UE8M0)
         dev = next(iter(tensors.values())).device
@@ -118,6 +114,29 @@ class EngineView:
             shared_experts_fused=int(getattr(model, "num_fused_shared_experts", 0) or 0), repacking=repack,
             mla_derived=tuple(derived), weight_cache_mode=str(getattr(sa, "weight_cache_mode", "off") or "off"),
             memory_saver=bool(getattr(sa, "enable_memory_saver", False)))
+
+
+# Quant methods that override restore_weights_before_loading but repack only in one configuration:
+# {class name: the attribute that says so}. SGLang 0.5.23's UnquantizedFusedMoEMethod (every bf16 MoE
+# layer) restores only when it runs FlashInfer's TRT-LLM MoE (layers/quantization/unquant.py).
+_REPACKS_WHEN = {"UnquantizedFusedMoEMethod": "use_flashinfer_trtllm_moe"}
+
+
+def repacking(named_modules):
+    """{module name: quant method class name} of the modules whose quant method repacks its weights
+    after loading and restores them for an update (restore_weights_before_loading other than the
+    base classes' no-op; a method of _REPACKS_WHEN only when its attribute is true)"""
+    out = {}
+    for name, m in named_modules:
+        qm = getattr(m, "quant_method", None)
+        restore = getattr(type(qm), "restore_weights_before_loading", None)
+        if restore is None or getattr(restore, "__qualname__", "").split(".")[0] in (
+                "QuantizeMethodBase", "LinearMethodBase", "FusedMoEMethodBase"):
+            continue
+        flag = _REPACKS_WHEN.get(type(qm).__name__)
+        if flag is None or getattr(qm, flag, True):
+            out[name] = type(qm).__name__
+    return out
 
 
 def _version(s):
