@@ -115,7 +115,10 @@ function R.report(plan, model, packed, f, hash)
       and "fused (transformers >= 5: mlp.experts.gate_up_proj [E, 2I, H], down_proj [E, H, I]; FSDP2 shards whole experts)"
       or "per_expert (transformers 4.x: mlp.experts.<e>.*_proj.weight, FSDP2 shards each one row-wise)")
   end
-  if model.has_mtp then
+  if model.has_mtp and mg then
+    add("trainer_mtp: %s", tr.mtp and "yes (mtp.layers.K on the last pipeline stage)"
+      or "no (the trainer builds no MTP block): the engine's drafter keeps its weights, see kept")
+  elseif model.has_mtp then
     add("trainer_mtp: %s", tr.mtp and "yes (the trainer holds the MTP layers)"
       or (#model.kept > 0 and "no (transformers does not load MTP layers): the engine's drafter keeps its weights, see kept"
         or "no (transformers does not load MTP layers), nor has the engine"))

@@ -81,7 +81,6 @@ local function builder(plan, m, mg)
   local norm_dt = te and tr.dtype or "fp32"
   local mla = m.q_lora_rank ~= nil
   local L = m.layers
-  local per_stage = L // mg.pp
   local mts, by_key = {}, {}
   local B = {}
   function B.mt(key, t)
@@ -96,7 +95,8 @@ local function builder(plan, m, mg)
   -- where layer l lives and its local name prefix
   local function layer_at(l)
     if l >= L then return { where = "last", mtp = l - L, layer = l } end
-    return { where = "layer", stage = l // per_stage, layer = l, loc = l % per_stage }
+    local st = mg.stage_of[l]
+    return { where = "layer", stage = st, layer = l, loc = l - mg.stage_first[st] }
   end
   local function prefix(at, own) -- own: an MTP block's own module (enorm, eh_proj, ...)
     if at.mtp then return own and ("mtp.layers.%d."):format(at.mtp) or ("mtp.layers.%d.transformer_layer."):format(at.mtp) end
@@ -298,7 +298,27 @@ local function check_model(plan, m, mg, site_of)
     U.fail(site_of({ "trainer", "megatron", key }), "plan '%s': trainer.megatron." .. key .. ": " .. fmt, plan.name, ...)
   end
   local L = m.layers
-  if L % mg.pp ~= 0 then fail("pp", "pp %d does not divide the %d layers of model '%s'", mg.pp, L, m.name) end
+  -- layers per stage: first / last as given, the middle stages even
+  local first, last = mg.first_stage_layers, mg.last_stage_layers
+  if (first or last) and mg.pp == 1 then fail("pp", "first_stage_layers / last_stage_layers need pp > 1") end
+  local middle = L - (first or 0) - (last or 0)
+  local n_mid = mg.pp - (first and 1 or 0) - (last and 1 or 0)
+  if middle < 0 or (n_mid == 0 and middle ~= 0) or (n_mid > 0 and middle % n_mid ~= 0) then
+    if first or last then
+      fail("pp", "%d layers of model '%s' less first_stage_layers %d and last_stage_layers %d leave %d for %d middle "
+        .. "stages, not an even split", L, m.name, first or 0, last or 0, middle, n_mid)
+    end
+    fail("pp", "pp %d does not divide the %d layers of model '%s' (set first_stage_layers / last_stage_layers)",
+      mg.pp, L, m.name)
+  end
+  mg.stage_layers, mg.stage_first, mg.stage_of = {}, {}, {}
+  local at = 0
+  for st = 0, mg.pp - 1 do
+    local n = (st == 0 and first) or (st == mg.pp - 1 and last) or (n_mid > 0 and middle // n_mid) or 0
+    mg.stage_layers[st], mg.stage_first[st] = n, at
+    for l = at, at + n - 1 do mg.stage_of[l] = st end
+    at = at + n
+  end
   if m.heads % mg.tp ~= 0 then fail("tp", "tp %d does not divide the %d attention heads of model '%s'", mg.tp, m.heads, m.name) end
   if m.kv_heads and m.kv_heads % mg.tp ~= 0 and mg.tp % m.kv_heads ~= 0 then
     fail("tp", "tp %d does not divide the %d query groups (kv_heads) of model '%s', nor they it", mg.tp, m.kv_heads, m.name)
@@ -435,8 +455,7 @@ function M.retarget(plan, model, site_of)
   for _, x in ipairs(inst_list) do
     local t = x.t
     local shape, rows, cols = local_shape(mg, t)
-    local loc = t.layer and t.layer % (m.layers // mg.pp)
-    local name = t.name(loc)
+    local name = t.name()
     x.src = { name = name, shape = shape, rows = rows, cols = cols, dtype = t.dtype, layer = t.layer, id = #srcs,
       role = name:gsub("^decoder%.layers%.%d+%.", ""):gsub("^mtp%.layers%.%d+%.", "mtp."), holder = x.rank,
       expert = t.expert ~= nil, site = plan.__site, mg_shard = x.shard, mg_key = t.key }
@@ -463,9 +482,8 @@ function M.listing(plan, B, mg)
     for shard = 0, (t.group and g or 1) - 1 do
       for _, r in ipairs(holders(mg, t, shard)) do
         local shape = local_shape(mg, t)
-        local loc = t.layer and t.layer % (m.layers // mg.pp)
         local l = per[r]
-        l[#l + 1] = { kind = t.kind, name = t.name(loc), dtype = t.dtype, shape = shape }
+        l[#l + 1] = { kind = t.kind, name = t.name(), dtype = t.dtype, shape = shape }
       end
     end
   end

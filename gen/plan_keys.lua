@@ -17,6 +17,10 @@ M.megatron = {
   { "etp", "int", optional = true },      -- expert_tensor_parallel_size (default: tp)
   { "dp", "int", optional = true },       -- data-parallel size (default: the least that holds ep x etp)
   { "vpp", "int", default = 1 },          -- virtual pipeline stages (only 1 so far)
+  -- uneven pipelines (Megatron's decoder_first/last_pipeline_num_layers): the first / last stage's
+  -- layers; the others split the rest evenly
+  { "first_stage_layers", "int", optional = true },
+  { "last_stage_layers", "int", optional = true },
   -- local: get_gpt_layer_local_spec (separate norms, SequentialMLP local_experts.<j>); te: Transformer
   -- Engine spec (norms fused into linear_qkv / linear_fc1, TEGroupedMLP linear_fc1.weight<j>)
   { "spec", "string", default = "local", values = { "local", "te" } },
