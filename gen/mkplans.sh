@@ -31,7 +31,7 @@ printf '\n# ninja reports: copy the generated reports and pictures over the comm
 for p in $plans; do printf ' $\n    models/reports/%s.txt models/reports/%s.svg' "$p" "$p"; done
 printf '\nbuild build/log/gen.log: run_tests tests/test_gen.sh tests/test_import_hf.sh tests/test_conformance.sh tests/test_schema.sh tests/test_megatron.sh'
 for p in $plans; do printf ' $\n    build/gen/%s_check' "$p"; done
-printf ' $\n    build/test_plans | FORCE build/refit tests/run tests/gen_bad/models/families/bad_family.lua gen/import_hf.lua $\n    tests/vllm/conform.lua tests/megatron/conform.lua'
+printf ' $\n    build/test_plans | FORCE build/refit tests/run tests/gen_bad/models/families/bad_family.lua gen/import_hf.lua $\n    tests/vllm/conform.lua tests/megatron/conform.lua tests/megatron/values.lua'
 for p in $plans; do printf ' $\n    build/gen/%s.txt build/gen/%s.svg build/gen/%s.dst' "$p" "$p" "$p"; done
 printf '\n# ninja conformance (opt-in): regenerate tests/vllm/dumps with a real vLLM 0.33 (VLLM_PYTHON, see\n'
 printf '# tests/vllm/mkdumps.sh), then compare every plan of tests/test_conformance.sh with them\n'

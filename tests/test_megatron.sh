@@ -46,6 +46,17 @@ cat "$tmp/conf"
 passed=$((passed + $(grep -c '^ok ' "$tmp/conf")))
 failed=$((failed + $(grep -c '^FAIL ' "$tmp/conf")))
 
+# values: every destination row of each plan comes from the Megatron rank, row and columns that an
+# inverse conversion (tests/megatron/values.lua) maps to the HF row the FSDP2 derivation writes there
+for plan in $(echo "$pairs" | awk 'NF { print $2 }'); do
+  if out=$($lua tests/megatron/values.lua "models/plans/$plan.lua" 2>&1); then ok "megatron: $plan rows: $out"
+  else bad "megatron: $plan rows"; echo "$out"; fi
+done
+out=$($lua tests/megatron/values.lua models/plans/megatron_qwen3_moe_tiny_ep2.lua 2 strided 2>&1)
+if [ $? -ne 0 ] && printf '%s' "$out" | grep -qF "0 model.layers.0.mlp.experts.routed_experts.w13_weight row 256: megatron sends model.layers.0.mlp.experts.2.gate_proj.weight row 0 cols 0+256, want model.layers.0.mlp.experts.1.gate_proj.weight row 0"; then
+  ok "the row check tells the strided expert numbering from the contiguous one"
+else bad "the row check missed a strided expert numbering: $out"; fi
+
 # the checker finds what differs: a dump with one shape changed and one buffer dropped
 mkdir -p "$tmp/d"
 cp tests/megatron/dumps/dpashim_cpupatch_mla_w4_tp2_pp1_ep2/rank*.txt "$tmp/d/"
