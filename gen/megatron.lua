@@ -28,10 +28,13 @@
 --     mtp.layers.K.{enorm, hnorm, eh_proj [H, 2H] column-parallel, final_layernorm,
 --     transformer_layer.*}. The DSA indexer's names (core_attention.indexer.*) follow FIELD.md 1.3
 --     and are replicated; no dump checks them (megatron-core 0.16.1's local spec has no DSA).
+-- Row-parallel parameters (linear_proj, linear_fc2, expert fc2) into an engine slice wider than the
+-- trainer's shard (trainer tp 2 into engine tp 1): each destination row gets one piece per trainer
+-- rank, written row by row (gen/pack.lua: pieces narrower than their destination).
 -- Replicated pieces (norms, router, DP copies of anything) are sent by one of their holders, chosen
--- longest-first to balance bytes. FP8: a 128-row block of a destination that draws rows from two
--- Megatron shards cannot be quantized by either rank alone; it is refused naming the tensor (no
--- rank holds the whole tensor to gather it).
+-- longest-first to balance bytes. FP8: a 128x128 block of a destination that draws rows or columns
+-- from two Megatron shards cannot be quantized by either rank alone; it is refused naming the tensor
+-- (no rank holds the whole tensor to gather it, as FSDP2 plans do).
 local U = require("util")
 local M = {}
 
@@ -382,38 +385,51 @@ function M.retarget(plan, model, site_of)
           local mx = r.mt0 + (x - r.hf0)
           local shard, lrow, stop = map_row(mg, t, mx)
           local n = math.min(hi - x, stop - mx)
-          local scol0 = seg.scol0
+          -- column pieces: one, or for a row-parallel parameter (columns split over its group) one
+          -- per trainer shard the destination's columns span (its rows then arrive row by row)
+          local cps = { { shard = shard, scol0 = seg.scol0, scols = seg.scols, dcol0 = 0 } }
           if t.split == "row" then
             local per = t.cols // group_of(mg, t)
-            shard = seg.scol0 // per
-            if (seg.scol0 + seg.scols - 1) // per ~= shard then
-              U.fail(site_of({ "trainer", "megatron", "tp" }), "plan '%s': tensor '%s' on receiver position %d: "
-                .. "columns [%d, %d) of '%s' span Megatron %s ranks %d and %d (%d columns each); a destination row "
-                .. "drawing on two trainer ranks is not supported (give the engine at least the trainer's split)",
-                plan.name, d.name, d.tp_rank, seg.scol0, seg.scol0 + seg.scols, t.name(), t.group, shard,
-                (seg.scol0 + seg.scols - 1) // per, per)
+            cps = {}
+            local c, ce = seg.scol0, seg.scol0 + seg.scols
+            while c < ce do
+              local sh = c // per
+              local e2 = math.min(ce, (sh + 1) * per)
+              cps[#cps + 1] = { shard = sh, scol0 = c - sh * per, scols = e2 - c, dcol0 = c - seg.scol0 }
+              c = e2
             end
-            scol0 = seg.scol0 - shard * per
+            if #cps > 1 and d.dtype == "fp8" then
+              for _, cp in ipairs(cps) do
+                if cp.dcol0 % U.BLOCK ~= 0 or (cp.scols % U.BLOCK ~= 0 and cp.dcol0 + cp.scols ~= seg.scols) then
+                  U.fail(site_of({ "trainer", "megatron", t.group }), "plan '%s': tensor '%s' on receiver position %d: "
+                    .. "columns %d.. of its rows come from '%s' on Megatron %s rank %d, inside one 128-column FP8 "
+                    .. "block with another rank's; no rank holds both to quantize it", plan.name, d.name, d.tp_rank,
+                    cp.dcol0, t.name(), t.group, cp.shard)
+                end
+              end
+            end
           end
-          local x_inst = get_inst(t, shard)
-          x_inst.w = x_inst.w + n * seg.scols * es
-          new[#new + 1] = { inst = x_inst, srow0 = lrow, srows = n, scol0 = scol0, scols = seg.scols,
-            irow0 = seg.irow0 + (x - a), item = seg.item, name = t.key, hf = seg.src.name }
+          for _, cp in ipairs(cps) do
+            local x_inst = get_inst(t, cp.shard)
+            x_inst.w = x_inst.w + n * cp.scols * es
+            new[#new + 1] = { inst = x_inst, srow0 = lrow, srows = n, scol0 = cp.scol0, scols = cp.scols,
+              dcol0 = cp.dcol0, irow0 = seg.irow0 + (x - a), item = seg.item, name = t.key, hf = seg.src.name }
+          end
           x = x + n
         end
       end
-      table.sort(new, function(p, q) return p.irow0 < q.irow0 end)
+      table.sort(new, function(p, q) if p.irow0 ~= q.irow0 then return p.irow0 < q.irow0 end return p.dcol0 < q.dcol0 end)
       local covered = 0
-      for _, p in ipairs(new) do covered = covered + p.srows end
-      if covered ~= seg.srows then
+      for _, p in ipairs(new) do covered = covered + p.srows * p.scols end
+      if covered ~= seg.srows * seg.scols then
         U.fail(seg.src.site, "plan '%s': tensor '%s': %d of its rows [%d, %d) map to Megatron parameters, not %d",
-          plan.name, seg.src.name, covered, a, b, seg.srows)
+          plan.name, seg.src.name, covered // seg.scols, a, b, seg.srows)
       end
       -- FP8: a 128-row block of the destination must come from one Megatron shard
       if d.dtype == "fp8" then
         for k = 2, #new do
           local p, q = new[k - 1], new[k]
-          if p.inst ~= q.inst and q.irow0 % U.BLOCK ~= 0 then
+          if p.inst ~= q.inst and q.dcol0 == 0 and q.irow0 % U.BLOCK ~= 0 then
             U.fail(site_of({ "trainer", "megatron" }), "plan '%s': tensor '%s' on receiver position %d: rows %d.. come "
               .. "from '%s' (%s shard %d) and rows %d.. from '%s' (%s shard %d) inside one 128-row FP8 block; no "
               .. "Megatron rank holds both to quantize it (FSDP2 gathers such tensors on one rank; a Megatron trainer "

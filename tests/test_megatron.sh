@@ -48,12 +48,14 @@ failed=$((failed + $(grep -c '^FAIL ' "$tmp/conf")))
 
 # values: every destination row of each plan comes from the Megatron rank, row and columns that an
 # inverse conversion (tests/megatron/values.lua) maps to the HF row the FSDP2 derivation writes there
-for plan in $(echo "$pairs" | awk 'NF { print $2 }'); do
+# (every tiny Megatron plan: those of the dumps and those into wider engine slices, *_to_*)
+for f in models/plans/megatron_*tiny*.lua; do
+  plan=$(basename "$f" .lua)
   if out=$($lua tests/megatron/values.lua "models/plans/$plan.lua" 2>&1); then ok "megatron: $plan rows: $out"
   else bad "megatron: $plan rows"; echo "$out"; fi
 done
 out=$($lua tests/megatron/values.lua models/plans/megatron_qwen3_moe_tiny_ep2.lua 2 strided 2>&1)
-if [ $? -ne 0 ] && printf '%s' "$out" | grep -qF "0 model.layers.0.mlp.experts.routed_experts.w13_weight row 256: megatron sends model.layers.0.mlp.experts.2.gate_proj.weight row 0 cols 0+256, want model.layers.0.mlp.experts.1.gate_proj.weight row 0"; then
+if [ $? -ne 0 ] && printf '%s' "$out" | grep -qF "0 model.layers.0.mlp.experts.routed_experts.w13_weight row 256: megatron sends model.layers.0.mlp.experts.2.gate_proj.weight row 0 cols 0+256 at 0, want model.layers.0.mlp.experts.1.gate_proj.weight row 0"; then
   ok "the row check tells the strided expert numbering from the contiguous one"
 else bad "the row check missed a strided expert numbering: $out"; fi
 
@@ -94,7 +96,7 @@ expect mg_no_fsdp "tests/gen_bad/plans/mg_no_fsdp.lua:3: missing key 'trainer.fs
 expect mg_vpp "tests/gen_bad/plans/mg_vpp.lua:3: plan 'mg_vpp': trainer.megatron.vpp: virtual pipeline stages (vpp 2) are not supported yet"
 expect mg_spec "tests/gen_bad/plans/mg_spec.lua:3: key 'trainer.megatron.spec' must be 'local' or 'te', got 'transformer_engine'"
 expect mg_key "tests/gen_bad/plans/mg_key.lua:3: unknown key 'trainer.megatron.ppp' (did you mean 'pp'?)"
-expect mg_cols "tests/gen_bad/plans/mg_cols.lua:3: plan 'mg_cols': tensor 'model.layers.0.self_attn.o_proj.weight' on receiver position 0: columns [0, 256) of 'decoder.layers.0.self_attention.linear_proj.weight' span Megatron tp ranks 0 and 1 (128 columns each)"
+expect mg_cols "tests/gen_bad/plans/mg_cols.lua:3: plan 'mg_cols': tensor 'model.layers.0.self_attn.o_proj.weight' on receiver position 0: columns 0.. of its rows come from 'decoder.layers.0.self_attention.linear_proj.weight' on Megatron tp rank 0, inside one 128-column FP8 block with another rank's"
 expect mg_fp8_block "tests/gen_bad/plans/mg_fp8_block.lua:3: plan 'mg_fp8_block': tensor 'model.layers.0.self_attn.fused_qkv_a_proj.weight' on receiver position 0: rows 256.. come from 'decoder.layers.0.self_attention.linear_kv_down_proj.weight' (tp shard 0) and rows 544.. from 'decoder.layers.0.self_attention.linear_kv_down_proj.weight' (tp shard 1) inside one 128-row FP8 block"
 
 echo "$passed passed, $failed failed"

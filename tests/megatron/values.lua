@@ -123,7 +123,8 @@ local function to_hf(r, name, x, y)
   return nil
 end
 
--- Every row of every canonical destination: { [dst id] = { [item*rows + row] = "hf row col0 cols" } }.
+-- Every row of every canonical destination: { [dst] = { [item*rows + row] = "hf row col0+cols" } }, a
+-- row's column pieces (a row-parallel shard into a wider engine slice) joined where they continue.
 local function rows_of(model, describe)
   local out = {}
   for _, d in ipairs(model.dsts) do
@@ -133,23 +134,38 @@ local function rows_of(model, describe)
       for _, seg in ipairs(d.segs) do
         for k = 0, seg.srows - 1 do
           local key = seg.item * d.item_rows + seg.irow0 + k
-          t[key] = describe(seg, k)
+          local l = t[key] or {}
+          t[key] = l
+          local name, row, col = describe(seg, k)
+          l[#l + 1] = { dcol = seg.dcol0 or 0, name = name, row = row, col = col, cols = seg.scols }
         end
+      end
+      for key, l in pairs(t) do
+        table.sort(l, function(p, q) return p.dcol < q.dcol end)
+        local parts, cur = {}, nil
+        for _, x in ipairs(l) do
+          if cur and cur.name == x.name and cur.row == x.row and cur.col + cur.cols == x.col
+            and cur.dcol + cur.cols == x.dcol then cur.cols = cur.cols + x.cols
+          else cur = { dcol = x.dcol, name = x.name, row = x.row, col = x.col, cols = x.cols }; parts[#parts + 1] = cur end
+        end
+        local s2 = {}
+        for i, x in ipairs(parts) do
+          s2[i] = ("%s row %s cols %s+%d at %d"):format(tostring(x.name), tostring(x.row), tostring(x.col), x.cols, x.dcol)
+        end
+        t[key] = table.concat(s2, "; ")
       end
     end
   end
   return out
 end
 
-local want = rows_of(hfmodel, function(seg, k)
-  return ("%s row %d cols %d+%d"):format(seg.src.name, seg.srow0 + k, seg.scol0, seg.scols)
-end)
+local want = rows_of(hfmodel, function(seg, k) return seg.src.name, seg.srow0 + k, seg.scol0 end)
 local bad = 0
 local got = rows_of(mgmodel, function(seg, k)
   local s = seg.src
   local name, row, col = to_hf(s.holder, s.name, seg.srow0 + k, seg.scol0)
   if not name then bad = bad + 1; return ("(no HF tensor for rank %d's '%s')"):format(s.holder, s.name) end
-  return ("%s row %d cols %d+%d"):format(name, row, col, seg.scols)
+  return name, row, col
 end)
 local diffs, n = {}, 0
 for _, key in ipairs((function() local k = {} for x in pairs(want) do k[#k + 1] = x end table.sort(k) return k end)()) do
