@@ -6,6 +6,7 @@
 -- "conforms (...)" or "differs".
 --
 --   lua5.4 tests/megatron/conform.lua PLAN DUMPDIR [max_shown]
+--   lua5.4 tests/megatron/conform.lua PLAN --list      (each rank's listing, as the plan has it)
 package.path = "gen/?.lua;" .. package.path
 local L = require("load")
 local D = require("derive")
@@ -15,6 +16,10 @@ local plan_path, dir, max_shown = arg[1], arg[2], tonumber(arg[3] or "12")
 local ok, plan = pcall(L.plan, plan_path)
 if not ok then io.stderr:write(type(plan) == "table" and plan.refit or tostring(plan), "\n") os.exit(2) end
 local model = D.derive(plan)
+if dir == "--list" then -- what each rank holds, in the dumps' P/B line format
+  io.write(Mg.listing_text(plan, model))
+  os.exit(0)
+end
 local mg = plan.trainer.megatron
 local DT = { fp32 = "float32", bf16 = "bfloat16" }
 
