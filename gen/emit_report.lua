@@ -1,6 +1,7 @@
 -- emit_report.lua: the compact per-plan layout report that reviewers read in diffs.
 local U = require("util")
 local Dl = require("delta")
+local Mg = require("megatron")
 local R = {}
 
 local function shape_str(shape) return "[" .. table.concat(shape, ", ") .. "]" end
@@ -218,7 +219,7 @@ function R.report(plan, model, packed, f, hash)
     for r = 0, mg.world - 1 do held[r] = #model.mg_listing[r] end
     local items = {}
     for r = 0, mg.world - 1 do
-      local c = require("megatron").coords(mg, r)
+      local c = Mg.coords(mg, r)
       items[#items + 1] = ("%3d tp%d pp%d ep%d: %d of %d"):format(r, c.tp, c.pp, c.ep, sent[r], held[r])
     end
     add("  parameters sent of those held, per rank:")

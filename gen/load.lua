@@ -4,6 +4,7 @@ local U = require("util")
 local Schema = require("keys")
 local Keys = require("plan_keys")
 local Engine = require("engine")
+local Mg = require("megatron")
 local M = { files = {} } -- every description file read, for the depfile
 
 local roots = { "models" } -- searched in order for models, families and plans' models
@@ -102,7 +103,7 @@ function M.plan(path)
       U.fail(site_of({ "trainer", "dp_replicate" }), "plan '%s': trainer.dp_replicate: a Megatron trainer's replicas are "
         .. "trainer.megatron.dp", p.name)
     end
-    local mg = require("megatron").mesh(p, site_of)
+    local mg = Mg.mesh(p, site_of)
     -- the tables see one trainer rank per Megatron rank (shard = global rank), each sending what it holds
     tr.fsdp, tr.experts, p.__site_of = mg.world, "per_expert", site_of
   elseif not tr.fsdp then

@@ -26,8 +26,10 @@
 --   * MLA: linear_q_down_proj, linear_kv_down_proj (column-parallel in the local spec, replicated in
 --     the te spec), linear_q_up_proj, linear_kv_up_proj (per head, as HF q_b_proj / kv_b_proj);
 --     mtp.layers.K.{enorm, hnorm, eh_proj [H, 2H] column-parallel, final_layernorm,
---     transformer_layer.*}. The DSA indexer's names (core_attention.indexer.*) follow FIELD.md 1.3
---     and are replicated; no dump checks them (megatron-core 0.16.1's local spec has no DSA).
+--     transformer_layer.*}. The DSA indexer (self_attention.core_attention.indexer.linear_wq_b,
+--     linear_wk, k_norm (a LayerNorm: weight, bias), linear_weights_proj) is replicated: its linears
+--     are built with parallel_mode="duplicated" (DSAIndexer.__init__); no dump checks it (the local
+--     spec of megatron-core 0.16.1 has no DSA).
 -- Row-parallel parameters (linear_proj, linear_fc2, expert fc2) into an engine slice wider than the
 -- trainer's shard (trainer tp 2 into engine tp 1): each destination row gets one piece per trainer
 -- rank, written row by row (gen/pack.lua: pieces narrower than their destination).
