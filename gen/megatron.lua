@@ -283,18 +283,25 @@ local function map_row(mg, t, x)
   return nil, x, t.rows
 end
 
--- Ranks that hold shard `shard` of MT t.
+-- Ranks that hold shard `shard` of MT t (lists built once per mesh, by stage and group rank).
 local function holders(mg, t, shard)
-  local out = {}
   local stage = t.where == "first" and 0 or (t.where == "last" and mg.pp - 1) or t.stage
-  for r = 0, mg.world - 1 do
-    local c = coords(mg, r)
-    local ok = c.pp == stage
-    if ok and t.group == "tp" then ok = c.tp == shard end
-    if ok and t.group == "etp" then ok = c.etp == shard and c.ep == t.ep end
-    if ok then out[#out + 1] = r end
+  local by = mg.by_key
+  if not by then
+    by = {}
+    mg.by_key = by
+    for r = 0, mg.world - 1 do
+      local c = coords(mg, r)
+      for _, k in ipairs({ "s" .. c.pp, ("t%d/%d"):format(c.pp, c.tp), ("e%d/%d/%d"):format(c.pp, c.ep, c.etp) }) do
+        by[k] = by[k] or {}
+        local l = by[k]
+        l[#l + 1] = r
+      end
+    end
   end
-  return out
+  if t.group == "tp" then return by[("t%d/%d"):format(stage, shard)] end
+  if t.group == "etp" then return by[("e%d/%d/%d"):format(stage, t.ep, shard)] end
+  return by["s" .. stage]
 end
 
 -- Check the mesh against the model (clear errors), before any mapping.
