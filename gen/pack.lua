@@ -45,7 +45,10 @@ local function decide_travel(plan, srcs, uses)
   for _, s in ipairs(srcs) do
     s.chunk = U.ceil_div(s.shape[1], fsdp) * (s.rows // s.shape[1])
     s.bytes = s.rows * s.cols * U.dtypes[s.dtype].size
-    if s.bytes < plan.gather_below or fsdp == 1 or s.chunk * s.cols * U.dtypes[s.dtype].size < plan.shard_min_piece then
+    if s.holder then -- a Megatron rank's own parameter shard: sent whole by the rank that holds it
+      s.travel, s.why, s.shard = "gather", "rank", s.holder
+      counts.rank = (counts.rank or 0) + 1
+    elseif s.bytes < plan.gather_below or fsdp == 1 or s.chunk * s.cols * U.dtypes[s.dtype].size < plan.shard_min_piece then
       -- small tensors, and tensors whose per-shard pieces would be too small to be worth a write each
       s.travel, s.why = "gather", "small"
       counts.gather_small = counts.gather_small + 1
@@ -74,7 +77,7 @@ local function cut_segment(d, seg, fsdp, out)
   local function piece(shard, a, b)
     out[#out + 1] = {
       shard = shard, d = d, item = seg.item, irow0 = seg.irow0 + (a - seg.srow0), rows = b - a,
-      src = s, srow0 = a, scol0 = seg.scol0, cols = seg.scols,
+      src = s, srow0 = a, scol0 = seg.scol0, cols = seg.scols, dcol0 = seg.dcol0 or 0,
     }
   end
   if s.travel ~= "shard" then
@@ -91,8 +94,8 @@ end
 -- Bytes a piece puts on its trainer's NIC per replica served (its destination and twins).
 local function piece_bytes(p)
   local d = p.d
-  local b = p.rows * d.cols * U.dtypes[d.dtype].size
-  if d.scale then b = b + U.ceil_div(p.rows, BLOCK) * d.scale.cols * 4 end
+  local b = p.rows * p.cols * U.dtypes[d.dtype].size
+  if d.scale then b = b + U.ceil_div(p.rows, BLOCK) * U.ceil_div(p.cols, BLOCK) * 4 end
   return b * #d.twins
 end
 
@@ -104,12 +107,12 @@ local function balance(plan, srcs, pieces)
   for k = 0, fsdp - 1 do load[k] = 0 end
   for _, p in ipairs(pieces) do
     local s = p.src
-    if s.travel == "gather" then weight[s] = (weight[s] or 0) + piece_bytes(p)
+    if s.travel == "gather" and not s.holder then weight[s] = (weight[s] or 0) + piece_bytes(p)
     else load[p.shard] = load[p.shard] + piece_bytes(p) end
   end
   local gathered = {}
   for _, s in ipairs(srcs) do
-    if s.travel == "gather" then gathered[#gathered + 1] = { s = s, w = weight[s] or 0 } end
+    if s.travel == "gather" and not s.holder then gathered[#gathered + 1] = { s = s, w = weight[s] or 0 } end
   end
   -- the baseline the report compares with: gathered tensors dealt round-robin in checkpoint order
   local rr = {}
@@ -196,6 +199,21 @@ local function layout_shard(pieces)
     for _, p in ipairs(by_group[key]) do
       local d = p.d
       local es = U.dtypes[d.dtype].size
+      if p.cols < d.cols then
+        -- narrower than its destination (a Megatron row-parallel shard into a wider engine slice):
+        -- row by row, and so its scale rows
+        for k = 0, p.rows - 1 do
+          ranges[#ranges + 1] = { dst = d, off = ((p.item * d.item_rows + p.irow0 + k) * d.cols + p.dcol0) * es,
+            len = p.cols * es, piece = p, row = k }
+        end
+        if d.scale then
+          local s = d.scale
+          for k = 0, U.ceil_div(p.rows, BLOCK) - 1 do
+            ranges[#ranges + 1] = { dst = s, off = ((p.item * s.item_rows + p.irow0 // BLOCK + k) * s.cols
+              + p.dcol0 // BLOCK) * 4, len = U.ceil_div(p.cols, BLOCK) * 4, piece = p, is_scale = true, row = k }
+          end
+        end
+      else
       p.dst_off = ((p.item * d.item_rows + p.irow0) * d.cols) * es
       p.len = p.rows * d.cols * es
       ranges[#ranges + 1] = { dst = d, off = p.dst_off, len = p.len, piece = p }
@@ -204,6 +222,7 @@ local function layout_shard(pieces)
         local sr = U.ceil_div(p.rows, BLOCK)
         p.sdst_off = ((p.item * s.item_rows + p.irow0 // BLOCK) * s.cols) * 4
         ranges[#ranges + 1] = { dst = s, off = p.sdst_off, len = sr * s.cols * 4, piece = p, is_scale = true }
+      end
       end
     end
     -- pieces arrive in destination order (tensor id, then offset); scale tensors follow their
@@ -225,16 +244,24 @@ local function layout_shard(pieces)
     local runs = {}
     local run
     for _, r in ipairs(ranges) do
-      if run and run.dst == r.dst and run.off + run.len == r.off then
+      if r.row then -- one row of a narrow piece: its own run, the piece's rows contiguous in the slot
+        local key = r.is_scale and "scale_slot" or "slot"
+        if r.row == 0 then off = U.align(off, SLOT_ALIGN); r.piece[key] = off end
+        run = { dst = r.dst, off = r.off, len = r.len, slot = r.piece[key] + r.row * r.len, solo = true }
+        runs[#runs + 1] = run
+        off = run.slot + run.len
+      elseif run and not run.solo and run.dst == r.dst and run.off + run.len == r.off then
         run.len = run.len + r.len
       else
         off = U.align(off, SLOT_ALIGN)
         run = { dst = r.dst, off = r.off, len = r.len, slot = off }
         runs[#runs + 1] = run
       end
-      local at = run.slot + (r.off - run.off)
-      if r.is_scale then r.piece.scale_slot = at else r.piece.slot = at end
-      off = run.slot + run.len
+      if not r.row then
+        local at = run.slot + (r.off - run.off)
+        if r.is_scale then r.piece.scale_slot = at else r.piece.slot = at end
+        off = run.slot + run.len
+      end
     end
     local ops = {}
     for _, p in ipairs(by_group[key]) do
@@ -257,7 +284,7 @@ function P.pack(plan, model)
   local uses = uses_of(dsts)
   local travel = decide_travel(plan, srcs, uses)
   local all = {}
-  for _, s in ipairs(srcs) do if s.travel == "gather" then s.shard = 0 end end
+  for _, s in ipairs(srcs) do if s.travel == "gather" and not s.holder then s.shard = 0 end end
   for _, d in ipairs(dsts) do
     for _, seg in ipairs(d.segs) do cut_segment(d, seg, fsdp, all) end
   end

@@ -111,8 +111,15 @@ uint32_t rf_find(const rf_plan *p, int side, uint32_t rank, const char *name)
 {
   if (!rank_ok(p, side, rank) || !name) return RF_NONE;
   if (side == RF_SIDE_SRC) {
-    for (uint32_t i = 0; i < p->n_src; i++)
-      if (strcmp(p->src[i].name, name) == 0) return i;
+    /* Megatron plans list one name on several ranks (each its own shard, GATHER on its rank): the
+     * rank's own entry first, else the first of that name */
+    uint32_t first = RF_NONE;
+    for (uint32_t i = 0; i < p->n_src; i++) {
+      if (strcmp(p->src[i].name, name) != 0) continue;
+      if (p->src[i].travel != RF_TRAVEL_GATHER || p->src[i].shard == p->ranks[rank].shard) return i;
+      if (first == RF_NONE) first = i;
+    }
+    return first;
   } else if (side == RF_SIDE_DST) {
     const rf_receiver *rv = &p->recv[rank];
     for (uint32_t i = rv->dst_first; i < rv->dst_first + rv->dst_count; i++)

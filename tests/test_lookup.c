@@ -60,6 +60,18 @@ static void test_lists_match_engine(void)
     }
   }
   EXPECT(rf_find(rf_plan_find("qwen3_tiny_tp2"), RF_SIDE_SRC, 0, "nope") == RF_NONE, "unknown name");
+  /* a Megatron plan names decoder.layers.0.self_attention.linear_qkv.weight on both TP ranks: each
+   * rank finds its own shard */
+  const rf_plan *mp = rf_plan_find("megatron_qwen3_tiny_tp2");
+  EXPECT(mp != NULL, "megatron_qwen3_tiny_tp2 in the plan set");
+  uint32_t own = 0;
+  for (uint32_t i = 0; mp && i < mp->n_src; i++) {
+    uint32_t r = mp->src[i].shard;
+    EXPECT(rf_find(mp, RF_SIDE_SRC, r, mp->src[i].name) == i, "rank %u finds its own '%s' (src %u), got %u", r,
+           mp->src[i].name, i, rf_find(mp, RF_SIDE_SRC, r, mp->src[i].name));
+    own += r == 1 && strcmp(mp->src[i].name, "decoder.layers.0.self_attention.linear_qkv.weight") == 0;
+  }
+  EXPECT(own == 1, "rank 1 sends its own linear_qkv shard (%u)", own);
   EXPECT(rf_plan_find("nope") == NULL && rf_plan_at(rf_plan_count()) == NULL, "plan set bounds");
   EXPECT(rf_abi_version() == RF_ABI_VERSION, "ABI");
 }

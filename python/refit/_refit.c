@@ -96,7 +96,7 @@ static int plan_init(PlanObject *self, PyObject *args, PyObject *kw)
   if (!PyArg_ParseTupleAndKeywords(args, kw, "s", kws, &name)) return -1;
   self->p = rf_plan_find(name);
   if (self->p) return 0;
-  char msg[1024];
+  char msg[8192]; /* every plan's name: the default set has some 60 */
   size_t k = (size_t)snprintf(msg, sizeof msg, "no plan '%s' in this librefit.so (it has:", name);
   for (uint32_t i = 0; i < rf_plan_count() && k < sizeof msg; i++)
     k += (size_t)snprintf(msg + k, sizeof msg - k, " %s", rf_plan_at(i)->name);
