@@ -232,8 +232,11 @@ function D.derive(plan)
       end
     end
   end
-  return { srcs = b.srcs, dsts = dsts, specs = specs, src_by_name = b.src_by_name, derived = derived, refresh = refresh,
-    kept = b.kept, has_mtp = b.has_mtp }
+  local model = { srcs = b.srcs, dsts = dsts, specs = specs, src_by_name = b.src_by_name, derived = derived,
+    refresh = refresh, kept = b.kept, has_mtp = b.has_mtp }
+  -- a Megatron trainer: segments read the rank-local Megatron parameters instead (gen/megatron.lua)
+  if plan.trainer.megatron then require("megatron").retarget(plan, model, plan.__site_of) end
+  return model
 end
 
 return D

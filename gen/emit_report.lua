@@ -93,13 +93,24 @@ function R.report(plan, model, packed, f, hash)
   add("writes_total: %d", f.writes)
   add("trainer_bytes_max_over_mean: %.3f", f.trainer_imbalance)
   add("")
-  add("trainer: fsdp %d x dp_replicate %d = %d ranks", tr.fsdp, tr.dp_replicate, tr.fsdp * tr.dp_replicate)
+  local mg = tr.megatron
+  if mg then
+    add("trainer: megatron-core tp %d x pp %d x dp %d (ep %d, etp %d, expert dp %d; %s spec) = %d ranks", mg.tp, mg.pp,
+      mg.dp, mg.ep, mg.etp, mg.edp, mg.spec, mg.world)
+    add("trainer_vocab: %d padded to %d (a multiple of %d x tp %d); padding rows are never sent", m.vocab,
+      mg.padded_vocab, mg.vocab_divisible, mg.tp)
+  else
+    add("trainer: fsdp %d x dp_replicate %d = %d ranks", tr.fsdp, tr.dp_replicate, tr.fsdp * tr.dp_replicate)
+  end
   local except = {}
   for _, e in ipairs(tr.dtype_except) do except[#except + 1] = ("'%s' %s"):format(e[1], e[2]) end
   add("trainer_dtype: %s%s", tr.dtype, #except > 0 and (" (except " .. table.concat(except, ", ") .. ")") or "")
   local has_experts = false
   for _, s in ipairs(model.srcs) do has_experts = has_experts or s.expert or false end
-  if has_experts then
+  if has_experts and mg then
+    add("trainer_experts: %s", mg.spec == "te" and "TEGroupedMLP mlp.experts.linear_fc1.weight<j> (j local; global "
+      .. "ep_rank * E/ep + j)" or "SequentialMLP mlp.experts.local_experts.<j> (j local; global ep_rank * E/ep + j)")
+  elseif has_experts then
     add("trainer_experts: %s", tr.experts == "fused"
       and "fused (transformers >= 5: mlp.experts.gate_up_proj [E, 2I, H], down_proj [E, H, I]; FSDP2 shards whole experts)"
       or "per_expert (transformers 4.x: mlp.experts.<e>.*_proj.weight, FSDP2 shards each one row-wise)")
@@ -178,7 +189,7 @@ function R.report(plan, model, packed, f, hash)
     R.DEFAULT_MODEL.encode_gbs, dp.receiver_s, dp.worst_receiver)
 
   -- How sources travel, and which are gathered because a shard cut would split an FP8 block.
-  local by = { shard = { n = 0, b = 0 }, small = { n = 0, b = 0 }, unaligned = { n = 0, b = 0 } }
+  local by = { shard = { n = 0, b = 0 }, small = { n = 0, b = 0 }, unaligned = { n = 0, b = 0 }, rank = { n = 0, b = 0 } }
   local ex = { shard = { n = 0, b = 0 }, gather = { n = 0, b = 0 } }
   local unaligned_roles, role_order = {}, {}
   local gathered_on = {}
@@ -186,27 +197,44 @@ function R.report(plan, model, packed, f, hash)
   for _, s in ipairs(model.srcs) do
     local k = s.travel == "gather" and s.why or s.travel
     by[k].n, by[k].b = by[k].n + 1, by[k].b + s.bytes
-    if s.expert then ex[s.travel].n, ex[s.travel].b = ex[s.travel].n + 1, ex[s.travel].b + s.bytes end
-    if s.travel == "gather" then gathered_on[s.shard] = gathered_on[s.shard] + s.bytes end
+    if s.expert and not s.holder then ex[s.travel].n, ex[s.travel].b = ex[s.travel].n + 1, ex[s.travel].b + s.bytes end
+    if s.travel == "gather" and not s.holder then gathered_on[s.shard] = gathered_on[s.shard] + s.bytes end
     if s.why == "unaligned" then
       if not unaligned_roles[s.role] then unaligned_roles[s.role] = 0; role_order[#role_order + 1] = s.role end
       unaligned_roles[s.role] = unaligned_roles[s.role] + 1
     end
   end
   add("")
-  add("travel (source tensors, trainer bytes):")
-  add("  shard      %7d  %s", by.shard.n, U.human(by.shard.b))
-  add("  gathered   %7d  %s  (below gather_below or shard_min_piece)", by.small.n, U.human(by.small.b))
-  add("  gathered   %7d  %s  (shard cut inside an fp8 block)", by.unaligned.n, U.human(by.unaligned.b))
-  for _, role in ipairs(role_order) do add("    %s x%d", role, unaligned_roles[role]) end
-  if has_experts then
-    add("  experts: %d tensors shard by shard (%s), %d gathered (%s)", ex.shard.n, U.human(ex.shard.b), ex.gather.n,
-      U.human(ex.gather.b))
+  if mg then
+    -- every source is one rank's own Megatron parameter shard; nothing is gathered
+    add("travel (source tensors, trainer bytes): every rank sends its own parameter shards, nothing is gathered")
+    add("  rank-local %7d  %s  (Megatron parameter shards read by some destination)", by.rank.n, U.human(by.rank.b))
+    local held, sent = {}, {}
+    for r = 0, mg.world - 1 do held[r], sent[r] = 0, 0 end
+    for _, s in ipairs(model.srcs) do sent[s.holder] = sent[s.holder] + 1 end
+    for r = 0, mg.world - 1 do held[r] = #model.mg_listing[r] end
+    local items = {}
+    for r = 0, mg.world - 1 do
+      local c = require("megatron").coords(mg, r)
+      items[#items + 1] = ("%3d tp%d pp%d ep%d: %d of %d"):format(r, c.tp, c.pp, c.ep, sent[r], held[r])
+    end
+    add("  parameters sent of those held, per rank:")
+    for _, line in ipairs(per_line(items, 3, "  ")) do L[#L + 1] = line end
+  else
+    add("travel (source tensors, trainer bytes):")
+    add("  shard      %7d  %s", by.shard.n, U.human(by.shard.b))
+    add("  gathered   %7d  %s  (below gather_below or shard_min_piece)", by.small.n, U.human(by.small.b))
+    add("  gathered   %7d  %s  (shard cut inside an fp8 block)", by.unaligned.n, U.human(by.unaligned.b))
+    for _, role in ipairs(role_order) do add("    %s x%d", role, unaligned_roles[role]) end
+    if has_experts then
+      add("  experts: %d tensors shard by shard (%s), %d gathered (%s)", ex.shard.n, U.human(ex.shard.b), ex.gather.n,
+        U.human(ex.gather.b))
+    end
+    local most = 0
+    for k = 1, tr.fsdp - 1 do if gathered_on[k] > gathered_on[most] then most = k end end
+    add("gathered_bytes_per_version: %d (%s), assembled whole on their shard before each push; most on shard %d: %s",
+      by.small.b + by.unaligned.b, U.human(by.small.b + by.unaligned.b), most, U.human(gathered_on[most]))
   end
-  local most = 0
-  for k = 1, tr.fsdp - 1 do if gathered_on[k] > gathered_on[most] then most = k end end
-  add("gathered_bytes_per_version: %d (%s), assembled whole on their shard before each push; most on shard %d: %s",
-    by.small.b + by.unaligned.b, U.human(by.small.b + by.unaligned.b), most, U.human(gathered_on[most]))
 
   -- Destination tensors of TP rank 0 (other ranks differ only in their slices), layers collapsed.
   add("")

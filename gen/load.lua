@@ -94,6 +94,20 @@ function M.plan(path)
   Schema.check(p, Keys.plan, p.__site)
   local base = path:match("([^/]+)%.lua$")
   if p.name ~= base then U.fail(p.__site, "plan name '%s' does not match its file name '%s'", p.name, base) end
+  local tr = p.trainer
+  if tr.megatron then
+    local function site_of(path) return Schema.site(p.__site, path) end
+    if tr.fsdp then U.fail(site_of({ "trainer", "fsdp" }), "plan '%s': trainer.fsdp and trainer.megatron exclude each other", p.name) end
+    if tr.dp_replicate ~= 1 then
+      U.fail(site_of({ "trainer", "dp_replicate" }), "plan '%s': trainer.dp_replicate: a Megatron trainer's replicas are "
+        .. "trainer.megatron.dp", p.name)
+    end
+    local mg = require("megatron").mesh(p, site_of)
+    -- the tables see one trainer rank per Megatron rank (shard = global rank), each sending what it holds
+    tr.fsdp, tr.experts, p.__site_of = mg.world, "per_expert", site_of
+  elseif not tr.fsdp then
+    U.fail(Schema.site(p.__site, { "trainer" }), "missing key 'trainer.fsdp' (an FSDP2 trainer; or trainer.megatron)")
+  end
   local i = p.inference
   -- ep 1: experts split by TP; ep = tp: whole experts per TP rank; ep = k*tp: data-parallel
   -- attention over k groups of tp GPUs, experts spread over all ep GPUs of the replica.

@@ -45,7 +45,10 @@ local function decide_travel(plan, srcs, uses)
   for _, s in ipairs(srcs) do
     s.chunk = U.ceil_div(s.shape[1], fsdp) * (s.rows // s.shape[1])
     s.bytes = s.rows * s.cols * U.dtypes[s.dtype].size
-    if s.bytes < plan.gather_below or fsdp == 1 or s.chunk * s.cols * U.dtypes[s.dtype].size < plan.shard_min_piece then
+    if s.holder then -- a Megatron rank's own parameter shard: sent whole by the rank that holds it
+      s.travel, s.why, s.shard = "gather", "rank", s.holder
+      counts.rank = (counts.rank or 0) + 1
+    elseif s.bytes < plan.gather_below or fsdp == 1 or s.chunk * s.cols * U.dtypes[s.dtype].size < plan.shard_min_piece then
       -- small tensors, and tensors whose per-shard pieces would be too small to be worth a write each
       s.travel, s.why = "gather", "small"
       counts.gather_small = counts.gather_small + 1
@@ -104,12 +107,12 @@ local function balance(plan, srcs, pieces)
   for k = 0, fsdp - 1 do load[k] = 0 end
   for _, p in ipairs(pieces) do
     local s = p.src
-    if s.travel == "gather" then weight[s] = (weight[s] or 0) + piece_bytes(p)
+    if s.travel == "gather" and not s.holder then weight[s] = (weight[s] or 0) + piece_bytes(p)
     else load[p.shard] = load[p.shard] + piece_bytes(p) end
   end
   local gathered = {}
   for _, s in ipairs(srcs) do
-    if s.travel == "gather" then gathered[#gathered + 1] = { s = s, w = weight[s] or 0 } end
+    if s.travel == "gather" and not s.holder then gathered[#gathered + 1] = { s = s, w = weight[s] or 0 } end
   end
   -- the baseline the report compares with: gathered tensors dealt round-robin in checkpoint order
   local rr = {}
@@ -257,7 +260,7 @@ function P.pack(plan, model)
   local uses = uses_of(dsts)
   local travel = decide_travel(plan, srcs, uses)
   local all = {}
-  for _, s in ipairs(srcs) do if s.travel == "gather" then s.shard = 0 end end
+  for _, s in ipairs(srcs) do if s.travel == "gather" and not s.holder then s.shard = 0 end end
   for _, d in ipairs(dsts) do
     for _, seg in ipairs(d.segs) do cut_segment(d, seg, fsdp, all) end
   end

@@ -8,11 +8,28 @@ local M = {}
 
 local function pattern_ok(p) return type(p) == "string" and (pcall(string.find, "", p)) end
 
+-- trainer.megatron: a Megatron-core GPTModel's mesh (gen/megatron.lua). Ranks: tp*pp*dp, the expert
+-- grid (etp x ep x edp) over the tp*dp ranks of each pipeline stage.
+M.megatron = {
+  { "tp", "int", default = 1 },           -- tensor_model_parallel_size
+  { "pp", "int", default = 1 },           -- pipeline_model_parallel_size (layers split evenly)
+  { "ep", "int", default = 1 },           -- expert_model_parallel_size
+  { "etp", "int", optional = true },      -- expert_tensor_parallel_size (default: tp)
+  { "dp", "int", optional = true },       -- data-parallel size (default: the least that holds ep x etp)
+  { "vpp", "int", default = 1 },          -- virtual pipeline stages (only 1 so far)
+  -- local: get_gpt_layer_local_spec (separate norms, SequentialMLP local_experts.<j>); te: Transformer
+  -- Engine spec (norms fused into linear_qkv / linear_fc1, TEGroupedMLP linear_fc1.weight<j>)
+  { "spec", "string", default = "local", values = { "local", "te" } },
+  -- make_vocab_size_divisible_by: the vocabulary is padded to a multiple of it times tp
+  { "vocab_divisible", "int", default = 128 },
+}
+
 -- trainer: the trainer's ranks and what its modules hold. Defaults are those of FSDP2 over
 -- transformers >= 5 with fp32 master weights: fp32 parameters, fused 3-D experts, no MTP layers
 -- (transformers does not load them).
 M.trainer = {
-  { "fsdp", "int" },                      -- FSDP ranks: each parameter is sharded row-wise over them
+  -- FSDP ranks: each parameter is sharded row-wise over them (required unless megatron is set)
+  { "fsdp", "int", optional = true },
   { "dp_replicate", "int", default = 1 }, -- replicas of the FSDP group (HSDP)
   { "dtype", "string", default = "fp32", values = { "fp32", "bf16" } },
   -- { pattern, dtype }: parameters whose name matches the Lua pattern are held in that dtype
@@ -21,6 +38,8 @@ M.trainer = {
   -- fused: transformers >= 5, mlp.experts.gate_up_proj [E, 2I, H]; per_expert: transformers 4.x modules
   { "experts", "string", default = "fused", values = { "fused", "per_expert" } },
   { "mtp", "boolean", default = false },  -- the trainer holds the model's MTP layers
+  -- a Megatron-core trainer (gen/megatron.lua) instead of FSDP2: every rank sends its own shard
+  { "megatron", "table", optional = true, keys = M.megatron },
 }
 
 -- inference: one replica is max(tp, ep) GPUs. ep 1: experts split by TP; ep = tp: whole experts per TP
