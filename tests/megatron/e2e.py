@@ -20,6 +20,7 @@ import multiprocessing as mp
 import os
 import pickle
 import re
+import shutil
 import socket
 import sys
 import tempfile
@@ -302,10 +303,11 @@ def run(plan_name):
             if pr.is_alive():
                 pr.kill()
                 pr.join()
+        shutil.rmtree(tmp, ignore_errors=True)
     assert all(pr.exitcode == 0 for pr in procs), f"{plan_name}: exit codes {[pr.exitcode for pr in procs]}"
     how = f"; {bridged} tensors over the versions also exported by Megatron-Bridge, bit-equal" if bridged else \
-        "; HF weights by the test's own conversion" + (" (REFIT_MEGATRON_BRIDGE=0)" if bridge_on() else
-                                                        " (Megatron-Bridge 0.3.1 cannot export these)")
+        "; HF weights by the test's own conversion" + (" (Megatron-Bridge 0.3.1 cannot export these)" if bridge_on()
+                                                        else " (REFIT_MEGATRON_BRIDGE=0)")
     pushes = f"{len(DENSE)} dense versions, then {len(DELTA)} from a delta trainer" if lay["delta"] else \
         f"{len(DENSE)} dense versions; no delta pushes: the plan has no patch areas (delta = {{ budget = B }})"
     print(f"megatron: {plan_name} tp {lay['tp']} pp {lay['pp']} ep {lay['ep']}: {total} bytes equal ({pushes}{how})",
