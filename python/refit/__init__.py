@@ -155,6 +155,7 @@ class Plan:
 
     def __init__(self, name):
         self._p = name._p if isinstance(name, Plan) else _refit.Plan(name)
+        self._own = {}
         for k, v in self._p.attrs().items():
             setattr(self, k, v)
 
@@ -175,7 +176,14 @@ class Plan:
         return out
 
     def source(self, name, rank=0):
-        """TensorInfo of source `name` as trainer rank binds it (bytes 0: it binds nothing of it)."""
+        """TensorInfo of source `name` as trainer rank binds it (bytes 0: it binds nothing of it).
+        A Megatron plan has one source per holder under the same name (decoder.layers.0.* on every
+        stage): the one this rank binds."""
+        own = self._own.get(rank)
+        if own is None:  # a rank's sources by name, listed once (bind calls this per tensor)
+            own = self._own[rank] = {t[0]: t for t in self._p.list(_SRC, rank)}
+        if name in own:
+            return _info(own[name])
         i = self._p.find(_SRC, 0, name)
         if i is None:
             raise _unknown(self, "source", name, [self._p.describe(_SRC, 0, k)[0] for k in range(self.n_src)])
@@ -240,6 +248,32 @@ class Plan:
         if self._p.trainer(rank)[:2] != (shard, replicate):
             raise Error(f"plan '{self.name}': trainer rank {rank} is not shard {shard} of replicate group {replicate}")
         return rank
+
+    def megatron_rank(self):
+        """This process's trainer rank from megatron.core.parallel_state, numbered as Megatron
+        numbers global ranks by default (order tp-cp-ep-dp-pp, context parallel 1): pipeline stage
+        first, then the data-parallel rank, then the TP rank: pp * (trainers / PP) + dp * TP + tp.
+        The expert grid (expert-TP, EP, expert-DP ranks) must give the same rank within the stage."""
+        from megatron.core import parallel_state as ps
+        tp, tps = ps.get_tensor_model_parallel_rank(), ps.get_tensor_model_parallel_world_size()
+        pp, pps = ps.get_pipeline_model_parallel_rank(), ps.get_pipeline_model_parallel_world_size()
+        dp = ps.get_data_parallel_rank()
+        per_stage, cp = self.trainers // pps, ps.get_context_parallel_world_size()
+        if cp != 1 or self.trainers % pps or per_stage % tps:
+            raise Error(f"Megatron parallel state TP {tps} PP {pps} CP {cp} does not divide plan '{self.name}' "
+                        f"({self.trainers} trainer ranks)")
+        within = dp * tps + tp
+        etp, etps = ps.get_expert_tensor_parallel_rank(), ps.get_expert_tensor_parallel_world_size()
+        ep, eps = ps.get_expert_model_parallel_rank(), ps.get_expert_model_parallel_world_size()
+        edp = ps.get_expert_data_parallel_rank()
+        if (edp * eps + ep) * etps + etp != within:
+            raise Error(f"Megatron expert rank order: expert-TP {etp}/{etps}, EP {ep}/{eps}, expert-DP {edp} is not "
+                        f"rank {within} of its stage (TP {tp}/{tps}, DP {dp}): refit numbers ranks in the default "
+                        f"order tp-cp-ep-dp-pp")
+        if within >= per_stage:
+            raise Error(f"Megatron rank {within} of stage {pp} is past plan '{self.name}' ({per_stage} trainer "
+                        f"ranks per stage): the world is larger than the plan's trainers")
+        return pp * per_stage + within
 
     def receiver_index(self, replica=0, tp_rank=0, ep_rank=None):
         """The receiver index of one engine GPU: replica * size + position, size = max(tp, ep) GPUs
@@ -710,6 +744,40 @@ class Trainer(_Engine):
         for name, s in gathered:
             self._add_gather(name, named[name], s, self.plan.source(name, self.replicate * self.plan.fsdp + s))
         return [n for n, _ in gathered]
+
+    def bind_megatron(self, model):
+        """Bind every source this rank sends from a Megatron-core model, by the names it registers
+        (decoder.layers.N.self_attention.linear_qkv.weight, ..., layer and expert numbers local to
+        the rank): its parameters and persistent buffers (a router's expert_bias), each rank's own
+        shard as it holds it, nothing gathered. model: the GPTModel, or it inside Megatron's DDP /
+        Float16Module wrappers (their `module`), or a list of one such chunk. Rows the plan does not
+        send (Megatron's padded vocabulary) are never bound. The rank is the plan's for this
+        process's TP/PP/EP coordinates (Plan.megatron_rank). Returns [] (nothing is gathered)."""
+        chunks = model if isinstance(model, (list, tuple)) else [model]
+        if len(chunks) != 1:
+            raise Error(f"{len(chunks)} model chunks (virtual pipeline stages): plan '{self.plan.name}' "
+                        f"binds one Megatron model per rank")
+        m = chunks[0]
+        while not hasattr(m, "decoder") and hasattr(m, "module"):  # DDP, Float16Module
+            m = m.module
+        if self.rank != self.plan.megatron_rank():
+            raise Error(f"trainer rank {self.rank} of plan '{self.plan.name}' binding a Megatron model whose "
+                        f"parallel state gives rank {self.plan.megatron_rank()}")
+        named = {**dict(m.named_parameters()), **dict(m.named_buffers())}
+        srcs = self.sources  # this rank's own entries: other ranks hold other tensors under the same names
+        missing = [n for n in srcs if n not in named]
+        if missing:
+            close = difflib.get_close_matches(missing[0], list(named), n=1)
+            raise BindError(f"{len(missing)} source(s) of plan '{self.plan.name}' (trainer rank {self.rank}) not in "
+                            f"the Megatron model, e.g. {', '.join(repr(n) for n in missing[:5])}" +
+                            (f" (close to {close[0]!r})" if close else ""))
+        for name, info in sorted(srcs.items(), key=lambda kv: kv[1].id):
+            t = named[name]
+            if t.shape[0] != info.shape[0]:
+                raise BindError(f"tensor '{name}' (trainer rank {self.rank}): the model holds {tuple(t.shape)}, plan "
+                                f"'{self.plan.name}' {tuple(info.shape)}: the model is split unlike the plan")
+            self.bind(name, t if info.rows == t.shape[0] else t[info.row0:info.row0 + info.rows], row0=info.row0)
+        return []
 
     def _add_gather(self, name, t, owner, info):
         torch, dist = _torch(), _torch().distributed
