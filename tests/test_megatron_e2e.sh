@@ -10,7 +10,7 @@ set -u
 cd "$(dirname "$0")/.." || exit 1
 # TP2 x PP2 dense (with Megatron-Bridge), TP2 x EP2 MoE, PP2 x EP2 MLA + MoE + MTP: every kind of split
 # in a few minutes; REFIT_MEGATRON_PLANS=all: every megatron_* plan librefit.so carries
-plans=${REFIT_MEGATRON_PLANS:-megatron_qwen3_tiny_tp2_pp2 megatron_qwen3_moe_tiny_tp2_ep2 megatron_dsv3_tiny_pp2_ep2}
+plans=${REFIT_MEGATRON_PLANS:-megatron_qwen3_tiny_tp2_pp2 megatron_qwen3_moe_tiny_tp2_ep2 megatron_dsv3_tiny_pp2_ep2 megatron_qwen3_tiny_tp2_vocab_pad}
 [ "$plans" = all ] && plans=
 if ! vpy=$(sh tests/megatron_venv.sh); then
   if [ "${CI:-}" = true ]; then echo "FAIL no venv with megatron-core (tests/megatron_venv.sh)"; echo "0 passed, 1 failed"; exit 1; fi

@@ -4,5 +4,6 @@ return plan {
   name = "megatron_dsv3_tiny_pp2_ep2", model = "mg_dsv3_tiny",
   trainer = { megatron = { pp = 2, ep = 2 }, mtp = true },
   inference = { tp = 1, ep = 1, replicas = 1 },
+  delta = { budget = 0.125 },
   engine = { name = "vllm", version = ">=0.33,<0.34" },
 }
