@@ -3,8 +3,11 @@
 -- be compared with the dump of that rank (tests/vllm/conform.lua) and read in review:
 --   param NAME DTYPE shape=[..] stride=[..] off=ELEMENTS storage#K nbytes=B shared=OTHER,NAMES
 -- A tensor appears once per name it has (its aliases share its storage); derived views follow,
--- in their storage (refit's own, or the destination tensor they view).
+-- in their storage (refit's own, or the destination tensor they view). A destination with a
+-- finalize step (gen/engine.lua cpu_step) ends its lines with finalize=STEP: the engine transforms
+-- it after loading (conform.lua accepts the engine's freed `weight` there).
 local E = require("emit_c")
+local Engine = require("engine")
 local M = {}
 
 local TORCH = { bf16 = "bfloat16", fp32 = "float32", fp8 = "float8_e4m3fn" }
@@ -26,14 +29,15 @@ function M.listing(plan, model)
   for r = 0, size - 1 do
     out[#out + 1] = ("# rank %d/%d\n"):format(r, size)
     local lines, k = {}, 0
-    local function group(entries, nbytes) -- entries: torch views (name, dtype, shape, stride, offset)
+    local function group(entries, nbytes, fin) -- entries: torch views (name, dtype, shape, stride, offset)
       local names = {}
       for i, x in ipairs(entries) do names[i] = x.name end
       for i, x in ipairs(entries) do
         local others = {}
         for j, n in ipairs(names) do if j ~= i then others[#others + 1] = n end end
-        lines[#lines + 1] = ("param %s %s shape=%s stride=%s off=%d storage#%d nbytes=%d shared=%s\n"):format(x.name,
-          TORCH[x.dtype], list(x.shape), list(x.stride), x.offset, k, nbytes, #others > 0 and table.concat(others, ",") or "-")
+        lines[#lines + 1] = ("param %s %s shape=%s stride=%s off=%d storage#%d nbytes=%d shared=%s%s\n"):format(x.name,
+          TORCH[x.dtype], list(x.shape), list(x.stride), x.offset, k, nbytes, #others > 0 and table.concat(others, ",") or "-",
+          fin and " finalize=" .. fin.name or "")
       end
       k = k + 1
     end
@@ -43,7 +47,7 @@ function M.listing(plan, model)
         local g = { { name = d.name, dtype = d.dtype, shape = d.shape, stride = st, offset = 0 } }
         for _, a in ipairs(d.aliases) do g[#g + 1] = { name = a, dtype = d.dtype, shape = d.shape, stride = st, offset = 0 } end
         for _, v in ipairs(views_of[d] or {}) do g[#g + 1] = v end
-        group(g, d.bytes)
+        group(g, d.bytes, Engine.cpu_step(plan, d))
       end
     end
     local own, by_storage = {}, {} -- refit's own storages, in order, and by their first view's id

