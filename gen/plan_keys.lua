@@ -44,6 +44,9 @@ M.engine = {
   { "indexer_fusion", "boolean", default = true },
   { "moe_backend", "string", default = "triton" }, -- vLLM --moe-backend, SGLang --moe-runner-backend
   { "sm", "int", default = 90 },          -- the GPUs' compute capability
+  -- cpu: SGLang's CPU platform (SGLANG_USE_CPU_ENGINE=1, device "cpu") on a CPU without AMX; the sglang
+  -- profile allows it for bf16 TP1 models without MLA (gen/engine.lua), and sm is not read
+  { "device", "string", default = "cuda", values = { "cuda", "cpu" } },
   { "eplb", "boolean", default = false }, -- expert-parallel load balancing
   -- linear: E//ep experts per rank, the remainder to the first ones; round_robin: rank r holds experts
   -- r, r+ep, ... (models with expert_groups > 1)
