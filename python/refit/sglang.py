@@ -25,6 +25,9 @@ the version went through update_weights_from_tensor), then end_weight_update run
 process_weights_after_loading, as the session does for any writer. A torn version leaves the
 session ended and generation paused: the weights are undefined until a later version completes.
 
+SGLang's CPU platform (SGLANG_USE_CPU_ENGINE=1, device "cpu") binds bf16 TP1 plans without MLA on a
+CPU without AMX (check_cpu; plans with engine.device = "cpu", gen/engine.lua).
+
 The binding is SGLang-free: an EngineView says what a worker holds (name -> tensor with torch's
 data_ptr(), shape, stride(), dtype, device, storage_offset(), untyped_storage(), plus the settings
 that decide whether the tables can follow the engine); EngineView.from_model reads one inside a live
@@ -40,8 +43,8 @@ import re
 import refit
 from refit import BindError, TornError
 
-__all__ = ["EngineView", "Binding", "Refused", "bind", "update", "check_engine", "select", "repacking", "worker_call",
-           "HOOK", "PROFILE"]
+__all__ = ["EngineView", "Binding", "Refused", "bind", "update", "check_engine", "check_cpu", "select", "repacking",
+           "worker_call", "HOOK", "PROFILE"]
 
 # What the tables' sglang engine profile (gen/engine.lua) covers: the release and kernels whose parameter
 # dumps (tests/sglang/dumps, SGLang 0.5.23 on SM90) the destination tables were checked against; and
