@@ -130,8 +130,14 @@ function R.report(plan, model, packed, f, hash)
   add("quant: %s", q.fp8 and ("block fp8 e4m3 128x128, %s scales, unaligned shards %s"):format(q.scale_fmt,
     q.unaligned == "gather" and "gathered" or "are errors") or "none (bf16/fp32)")
   local eng = plan.engine
-  add("engine: %s %s (w13 %s, moe_backend %s, sm %d, mtp %s)", eng.name, eng.version, eng.w13, eng.moe_backend, eng.sm,
-    eng.mtp == false and "not sent" or "sent when the model has it")
+  if eng.device == "cpu" then
+    add("engine: %s %s on the CPU (%sw13 %s, moe_backend %s, mtp %s)", eng.name, eng.version,
+      eng.name == "sglang" and "no AMX; " or "", eng.w13,
+      eng.moe_backend, eng.mtp == false and "not sent" or "sent when the model has it")
+  else
+    add("engine: %s %s (w13 %s, moe_backend %s, sm %d, mtp %s)", eng.name, eng.version, eng.w13, eng.moe_backend,
+      eng.sm, eng.mtp == false and "not sent" or "sent when the model has it")
+  end
   add("gather_below: %d bytes; shard_min_piece: %d bytes", plan.gather_below, plan.shard_min_piece)
   add("bytes_per_version: %d (%s) in %d writes, %d stage ops", packed.total, U.human(packed.total), #packed.writes,
     #packed.ops)

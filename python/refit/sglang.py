@@ -25,6 +25,9 @@ the version went through update_weights_from_tensor), then end_weight_update run
 process_weights_after_loading, as the session does for any writer. A torn version leaves the
 session ended and generation paused: the weights are undefined until a later version completes.
 
+SGLang's CPU platform (SGLANG_USE_CPU_ENGINE=1, device "cpu") binds bf16 TP1 plans without MLA on a
+CPU without AMX (check_cpu; plans with engine.device = "cpu", gen/engine.lua).
+
 The binding is SGLang-free: an EngineView says what a worker holds (name -> tensor with torch's
 data_ptr(), shape, stride(), dtype, device, storage_offset(), untyped_storage(), plus the settings
 that decide whether the tables can follow the engine); EngineView.from_model reads one inside a live
@@ -40,11 +43,13 @@ import re
 import refit
 from refit import BindError, TornError
 
-__all__ = ["EngineView", "Binding", "Refused", "bind", "update", "check_engine", "select", "repacking", "worker_call",
-           "HOOK", "PROFILE"]
+__all__ = ["EngineView", "Binding", "Refused", "bind", "update", "check_engine", "check_cpu", "select", "repacking",
+           "worker_call", "HOOK", "PROFILE"]
 
 # What the tables' sglang engine profile (gen/engine.lua) covers: the release and kernels whose parameter
-# dumps (tests/sglang/dumps, SGLang 0.5.23 on SM90) the destination tables were checked against.
+# dumps (tests/sglang/dumps, SGLang 0.5.23 on SM90) the destination tables were checked against; and
+# SGLang's CPU platform (engine.device = "cpu") on a CPU without AMX, for bf16 TP1 plans without MLA,
+# where a real engine was seen to hold the weights as the tables do (tests/test_sglang_engine.sh).
 PROFILE = {"version": (0, 5, 23), "sm": 9, "moe_runner_backend": "triton"}
 
 HOOK = "refit.sglang.worker_call"  # --custom-weight-loader entry and load_format of every call
@@ -70,6 +75,8 @@ class EngineView:
     version: str = "0.5.23"
     device_capability: tuple = (9, 0)  # None: not a CUDA device
     device: str = "cuda:0"
+    platform: str = "cuda"  # "cpu": SGLang's CPU platform (SGLANG_USE_CPU_ENGINE=1, device "cpu")
+    cpu_amx: bool = False  # on the CPU platform: the CPU has AMX (SGLang's cpu_has_amx_support())
     tp_size: int = 1
     tp_rank: int = 0
     ep_size: int = 1  # 1: experts split by TP
@@ -102,10 +109,13 @@ class EngineView:
         from sglang.srt.layers import deep_gemm_wrapper
         ue8m0 = bool(deep_gemm_wrapper.DEEPGEMM_SCALE_UE8M0)
         dev = next(iter(tensors.values())).device
+        from sglang.srt.utils import common as sgl_common
+        platform = "cpu" if dev.type == "cpu" and sgl_common.is_cpu() else "cuda"
+        amx = platform == "cpu" and bool(sgl_common.cpu_has_amx_support())
         return cls(
             tensors=tensors, version=sglang.__version__,
             device_capability=tuple(torch.cuda.get_device_capability(dev)) if dev.type == "cuda" else None,
-            device=str(dev), tp_size=par.tp_size, tp_rank=par.tp_rank, ep_size=par.moe_ep_size,
+            device=str(dev), platform=platform, cpu_amx=amx, tp_size=par.tp_size, tp_rank=par.tp_rank, ep_size=par.moe_ep_size,
             ep_rank=par.moe_ep_rank,
             dp_size=int(sa.dp_size),
             enable_eplb=bool(getattr(sa, "enable_eplb", False)),
@@ -150,7 +160,9 @@ def check_engine(plan, view):
         raise Refused("version", f"{view.version}; the tables of plan '{plan.name}' follow the sglang profile, which "
                       f"covers {'.'.join(map(str, v))} (parameter dumps of SGLang {'.'.join(map(str, v))} on SM90)")
     cap = view.device_capability
-    if cap is None or cap[0] != PROFILE["sm"]:
+    if view.platform == "cpu":
+        check_cpu(plan, view)
+    elif cap is None or cap[0] != PROFILE["sm"]:
         raise Refused("device capability", f"{'no CUDA device' if cap is None else 'SM%d%d' % tuple(cap)} ({view.device}); "
                       "the sglang profile covers SM90 (H100/H200): elsewhere SGLang picks other kernels and layouts "
                       "(on SM100 DeepGEMM requantizes FP8 scales to UE8M0 in place)")
@@ -192,6 +204,31 @@ def check_engine(plan, view):
     if view.ep_size != plan.ep:
         raise Refused("ep_size", f"{view.ep_size}; plan '{plan.name}' has ep {plan.ep}"
                       + (" (experts split by TP)" if plan.ep == 1 else ""))
+
+
+def check_cpu(plan, view):
+    """Refuse, naming the setting, a worker on SGLang's CPU platform the tables cannot follow: a CPU
+    with AMX, and plans the sglang profile's CPU platform does not cover (gen/engine.lua, engine.device
+    = "cpu": bf16, TP1, no MLA). The plan's tables do not record its engine.device: a bf16 TP1 plan
+    without MLA for SGLang on SM90 holds the same tables and binds too."""
+    if view.cpu_amx:
+        raise Refused("CPU AMX", f"{view.device} has AMX: SGLang 0.5.23 repacks every bf16 linear and MoE weight after "
+                      "loading there (layers/quantization/unquant.py:569 and :874, _amx_process_weight_after_loading "
+                      "-> layers/amx_utils.py, a new Parameter from sgl_kernel.convert_weight_packed); the tables write "
+                      "the loaded layout (the sglang CPU platform covers CPUs without AMX)")
+    dsts = plan.destinations(0).values()
+    fp8 = [i.name for i in dsts if i.dtype.startswith("float8")]
+    if fp8:
+        raise Refused("device", f"cpu: plan '{plan.name}' writes FP8 ('{fp8[0]}', ...); SGLang's CPU FP8 linear needs "
+                      "AMX and repacks the weights (layers/quantization/fp8.py, Fp8LinearMethod): the sglang CPU "
+                      "platform covers bf16 plans")
+    mla = [i.name for i in dsts if "kv_a_proj_with_mqa" in i.name] or list(view.mla_derived)
+    if mla:
+        raise Refused("device", f"cpu: plan '{plan.name}' has MLA ('{mla[0]}', ...); SGLang 0.5.23's CPU attention "
+                      "(torch_native) fails on MLA's first prefill: the sglang CPU platform covers models without MLA")
+    if plan.tp != 1 or plan.ep != 1:
+        raise Refused("device", f"cpu: plan '{plan.name}' has tp {plan.tp} ep {plan.ep}; the sglang CPU platform "
+                      "covers TP1 (SGLang's CPU TP2 needs PyNccl disabled; no real engine ran it with refit)")
 
 
 def select(plan, index, tensors):

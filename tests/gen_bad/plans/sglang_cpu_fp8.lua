@@ -1,0 +1,1 @@
+return plan { name = "sglang_cpu_fp8", model = "vllm_qwen3", trainer = { fsdp = 2 }, inference = { tp = 1, replicas = 1 }, engine = { name = "sglang", version = "0.5.23", device = "cpu" }, quant = { fp8 = true } }

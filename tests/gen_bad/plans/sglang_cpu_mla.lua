@@ -1,0 +1,1 @@
+return plan { name = "sglang_cpu_mla", model = "vllm_dsv3", trainer = { fsdp = 2 }, inference = { tp = 1, replicas = 1 }, engine = { name = "sglang", version = "0.5.23", device = "cpu", mtp = false } }
