@@ -231,3 +231,34 @@ int rfk_ref_requant_ue8m0(const rfk_requant *items, int n, int64_t rows, int64_t
   }
   return bad ? RFK_ERR_NONFINITE : RFK_OK;
 }
+
+/* UE8M0 pack (refresh.h): per group, word (p, r) = the codes of scale[r / 128][4p .. 4p+3]. */
+uint8_t rfk_ue8m0_code(float s)
+{
+  uint32_t u = f2u(s);
+  if (u >= 0x7f800000u) /* inf, NaN, any sign bit */
+    return 0xff;
+  return (uint8_t)(f2u(rfk_ue8m0_ceil(s)) >> 23); /* > 2^127 rounds up to inf: 0xff */
+}
+
+int rfk_ref_ue8m0_pack(const float *scale, int32_t *out, int64_t groups, int64_t rows, int64_t cols)
+{
+  if (!scale || !out || groups < 0 || rows < 0 || cols < 0)
+    return RFK_ERR_ARG;
+  if (groups == 0 || rows == 0 || cols == 0)
+    return RFK_OK;
+  int64_t sk = (cols + 127) / 128, sr = (rows + 127) / 128, pk = (sk + 3) / 4, mn = rfk_ue8m0_pack_mn(rows);
+  int bad = 0;
+  for (int64_t g = 0; g < groups; g++)
+    for (int64_t p = 0; p < pk; p++)
+      for (int64_t r = 0; r < mn; r++) {
+        uint32_t w = 0;
+        for (int j = 0; j < 4 && r < rows && 4 * p + j < sk; j++) {
+          uint8_t c = rfk_ue8m0_code(scale[(g * sr + r / 128) * sk + 4 * p + j]);
+          bad |= c == 0xff;
+          w |= (uint32_t)c << (8 * j);
+        }
+        out[g * pk * mn + p * mn + r] = (int32_t)w;
+      }
+  return bad ? RFK_ERR_NONFINITE : RFK_OK;
+}

@@ -11,6 +11,11 @@
  *   thread loads 4 x 16 fp8 codes, dequantizes with the old scale, the CTA reduces amax, then every
  *   thread re-quantizes its registers with the power-of-two scale. The whole block is in registers
  *   before anything is written, so q_out == q (in place) is safe.
+ * rfk_cuda_ue8m0_pack: writes 16 output bytes per thread: 4 MN-adjacent words of one (group,
+ *   packed K column), which lie in one 128-row block (mn and 128 are multiples of 4) and so hold the
+ *   same word: 4 scale loads (L1 hits across the block's 32 threads), one 16-byte store. Grid:
+ *   x = quads of the MN extent, y = group * packed K columns (strided past 65535). The op writes
+ *   32x the bytes it reads: it runs at the device's write rate.
  * Test: build/test_kernels_gpu. */
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
@@ -192,6 +197,56 @@ __global__ void __launch_bounds__(256) requant_kernel(const __grid_constant__ re
   }
 }
 
+
+struct pack_params {
+  const float *scale;
+  uint32_t *out;
+  int *flag;
+  int64_t rows, sk, sr, pk, mn, gp; /* gp = groups * pk */
+  int vec;                           /* out is 16-byte aligned */
+};
+
+/* UE8M0 code of a scale (rfk_ue8m0_code): sign/inf/NaN -> 0xff, else the exponent of its ceiling */
+__device__ __forceinline__ uint32_t ue8m0_code(float s)
+{
+  uint32_t u = __float_as_uint(s);
+  if (u >= 0x7f800000u)
+    return 0xffu;
+  if (u & 0x7fffffu)
+    u = (u & 0x7f800000u) + 0x800000u;
+  return u >> 23;
+}
+
+__global__ void __launch_bounds__(256) pack_kernel(const __grid_constant__ pack_params p)
+{
+  int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
+  if (r >= p.mn)
+    return;
+  for (int64_t gp = blockIdx.y; gp < p.gp; gp += gridDim.y) {
+    int64_t g = gp / p.pk, k = gp % p.pk;
+    uint32_t w = 0;
+    if (r < p.rows) {
+      const float *s = p.scale + (g * p.sr + r / 128) * p.sk + 4 * k;
+      int n = p.sk - 4 * k < 4 ? (int)(p.sk - 4 * k) : 4, bad = 0;
+      for (int j = 0; j < n; j++) {
+        uint32_t c = ue8m0_code(__ldg(s + j));
+        bad |= c == 0xffu;
+        w |= c << (8 * j);
+      }
+      if (bad && p.flag)
+        *p.flag = 1;
+    }
+    /* rows r..r+3 share a 128-row block; those at or past `rows` are padding (word 0) */
+    uint32_t w1 = r + 1 < p.rows ? w : 0, w2 = r + 2 < p.rows ? w : 0, w3 = r + 3 < p.rows ? w : 0;
+    uint32_t *o = p.out + gp * p.mn + r;
+    if (p.vec) {
+      *(uint4 *)o = make_uint4(w, w1, w2, w3);
+    } else {
+      o[0] = w, o[1] = w1, o[2] = w2, o[3] = w3;
+    }
+  }
+}
+
 } /* namespace */
 
 extern "C" int rfk_cuda_mla_absorb(const rfk_mla_absorb *items, int n, int kv_b_is_fp8, const rfk_mla_layout *y,
@@ -248,5 +303,26 @@ extern "C" int rfk_cuda_requant_ue8m0(const rfk_requant *items, int n, int64_t r
     if (rfk__cuda_failed())
       return RFK_ERR_CUDA;
   }
+  return RFK_OK;
+}
+
+extern "C" int rfk_cuda_ue8m0_pack(const float *scale, int32_t *out, int64_t groups, int64_t rows, int64_t cols,
+                                   int *flag, void *stream)
+{
+  if (!scale || !out || groups < 0 || rows < 0 || cols < 0 || (uintptr_t)out % 4 || (uintptr_t)scale % 4)
+    return RFK_ERR_ARG;
+  if (groups == 0 || rows == 0 || cols == 0)
+    return RFK_OK;
+  pack_params p;
+  p.scale = scale, p.out = (uint32_t *)out, p.flag = flag, p.rows = rows;
+  p.sk = (cols + 127) / 128, p.sr = (rows + 127) / 128, p.pk = (p.sk + 3) / 4, p.mn = rfk_ue8m0_pack_mn(rows);
+  p.gp = groups * p.pk, p.vec = (uintptr_t)out % 16 == 0;
+  int64_t bx = (p.mn / 4 + 255) / 256;
+  if (bx > 0x7fffffff || p.gp > ((int64_t)1 << 40))
+    return RFK_ERR_ARG;
+  unsigned by = p.gp < 65535 ? (unsigned)p.gp : 65535u;
+  pack_kernel<<<dim3((unsigned)bx, by), 256, 0, (cudaStream_t)stream>>>(p);
+  if (rfk__cuda_failed())
+    return RFK_ERR_CUDA;
   return RFK_OK;
 }

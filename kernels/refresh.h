@@ -78,11 +78,41 @@ typedef struct rfk_requant {
 
 int rfk_ref_requant_ue8m0(const rfk_requant *items, int n, int64_t rows, int64_t cols);
 
+/* UE8M0 pack: DeepGEMM's weight-scale layout on SM100 (vLLM 0.33
+ * deepgemm_post_process_fp8_weight_block -> transform_sf_into_required_layout with recipe
+ * (1, 128, 128), is_sfa False, UE8M0 cast on; the step after rfk_*_requant_ue8m0 on Blackwell).
+ * In: `groups` contiguous fp32 block scales [groups, ceil(rows/128), ceil(cols/128)] of a weight
+ * [groups, rows, cols] (a linear: groups 1; a MoE w13/w2: groups = local experts).
+ * Out: int32, per group rfk_ue8m0_pack_words(rows, cols) words, groups contiguous; word
+ *   out[g*words + p*mn + r] (mn = rfk_ue8m0_pack_mn(rows), p < ceil(ceil(cols/128)/4), r < mn)
+ *   holds the UE8M0 codes of scale[g][r/128][4p+j] in bits 8j..8j+7 (j = 0..3, little end first);
+ *   a K block past ceil(cols/128) is code 0, a row r >= rows (TMA padding) is the word 0.
+ *   As a tensor: shape [groups, rows, ceil(ceil(cols/128)/4)], strides (words, 1, mn) int32:
+ *   every row of a 128-row block repeats its block's scales (MN-major, "broadcast" per row).
+ * Code of a scale s (rfk_ue8m0_code): the exponent byte of the smallest power of two >= s
+ *   (rfk_ue8m0_ceil), i.e. bits 23..30 of it: exact for the power-of-two scales vLLM packs (its
+ *   kernel traps on any other); +0 -> 0, a subnormal -> 1; a scale > 2^127, inf, NaN or with the
+ *   sign bit set -> 0xff (UE8M0 NaN) and the call returns RFK_ERR_NONFINITE (1), all else written.
+ * Returns RFK_ERR_ARG (2) on NULL pointers or negative sizes; groups, rows or cols 0 writes nothing.
+ * vLLM's kernel leaves the padding rows of its fresh tensor unwritten; its PyTorch path (and refit)
+ * zero them. */
+static inline int64_t rfk_ue8m0_pack_mn(int64_t rows) { return (rows + 3) / 4 * 4; }
+static inline int64_t rfk_ue8m0_pack_words(int64_t rows, int64_t cols)
+{
+  return ((cols + 127) / 128 + 3) / 4 * rfk_ue8m0_pack_mn(rows);
+}
+uint8_t rfk_ue8m0_code(float s);
+int rfk_ref_ue8m0_pack(const float *scale, int32_t *out, int64_t groups, int64_t rows, int64_t cols);
+
 /* CUDA versions (build/obj/libcuda.a, only when configure found nvcc). Device pointers inside the
  * items, items itself a HOST array (passed by value, all layers in one launch per 256 items);
  * stream is a cudaStream_t as void*. Bit-equal to the references. Return 0, 2 (bad argument) or
  * 3 (launch failed); requant sets *flag = 1 (device int) where the reference returns 1. */
 int rfk_cuda_mla_absorb(const rfk_mla_absorb *items, int n, int kv_b_is_fp8, const rfk_mla_layout *lay, void *stream);
 int rfk_cuda_requant_ue8m0(const rfk_requant *items, int n, int64_t rows, int64_t cols, int *flag, void *stream);
+/* one launch for all groups; scale and out 4-byte aligned device pointers (16-byte aligned out is
+ * written with 16-byte stores); *flag = 1 (flag may be NULL) where the reference returns 1 */
+int rfk_cuda_ue8m0_pack(const float *scale, int32_t *out, int64_t groups, int64_t rows, int64_t cols, int *flag,
+                        void *stream);
 
 #endif
