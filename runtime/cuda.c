@@ -235,11 +235,25 @@ static rf_status refresh(rf_engine *e, const rf_refresh *st, const rfk_mla_absor
   return RF_OK;
 }
 
-/* one finalize kernel on the refresh stream; a non-finite input is the flag's (mapped host word) */
+/* one finalize kernel on the refresh stream; a non-finite input is the flag's (mapped host word).
+ * out NULL (rf_listen): load the kernel now, into a scratch buffer, while no stream waits on a version
+ * (a lazy load behind such a wait can stall the context, as for the refresh) */
 static rf_status finalize(rf_engine *e, const rf_finalize *s, const void *in, void *out)
 {
   struct rf__cuda *cu = e->cu;
   int rc = RFK_ERR_ARG;
+  void *scratch = NULL;
+  if (!out && s->op == RF_FINOP_UE8M0_PACK) {
+    CU_TRY(e, cudaMalloc(&scratch, (size_t)(s->groups * rfk_ue8m0_pack_words(s->rows, s->cols) * 4) + 16),
+           "finalize kernel warm-up");
+    rc = rfk_cuda_ue8m0_pack(in, scratch, s->groups, s->rows, s->cols, NULL, cu->rstream);
+    cudaError_t c = cudaStreamSynchronize(cu->rstream);
+    cudaFree(scratch);
+    if (rc || c != cudaSuccess)
+      return rf__fail(e, RF_ERR_CUDA, "finalize kernel warm-up (op %u): %s", s->op,
+                      rc == RFK_ERR_CUDA ? rfk_cuda_last_error() : rc ? rfk_strerror(rc) : cudaGetErrorString(c));
+    return RF_OK;
+  }
   *cu->fin_flag_h = 0;
   if (s->op == RF_FINOP_UE8M0_PACK)
     rc = rfk_cuda_ue8m0_pack(in, out, s->groups, s->rows, s->cols, cu->fin_flag_d, cu->rstream);

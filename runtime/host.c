@@ -78,6 +78,7 @@ static rf_status warm(rf_engine *e, rfk_delta_status *st_d, rfk_delta_status *st
 
 static rf_status finalize(rf_engine *e, const rf_finalize *s, const void *in, void *out)
 {
+  if (!out) return RF_OK; /* the warm-up at rf_listen: nothing to load */
   int rc = RFK_ERR_ARG;
   if (s->op == RF_FINOP_UE8M0_PACK) rc = rfk_ref_ue8m0_pack(in, out, s->groups, s->rows, s->cols);
   if (rc) return rf__fail(e, RF_ERR_KERNEL, "kernel op %u over [%u, %lld, %lld]: %s", s->op, s->groups,

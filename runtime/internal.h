@@ -30,6 +30,10 @@
  *     misses).
  *   - The host staging thread (trainer.c) touches neither: it reads the bound sources and writes the
  *     slots of the push it was given, and reports through atomics.
+ *   - The receiver's finalize hook (rf_set_finalize) runs inside complete(), on whichever thread
+ *     completes the version, with the lock held and e->in_hook naming that thread: engine.c refuses
+ *     that thread's calls (RF_ERR_STATE) instead of letting it wait for itself; rf_get_counters
+ *     answers without taking the lock again.
  *
  * Public names are rf_, internal ones rf__. Wire formats are little-endian. */
 #ifndef REFIT_INTERNAL_H
@@ -253,7 +257,8 @@ typedef struct rf__mem {
    * stream that waits on the host never ends) */
   rf_status (*warm)(rf_engine *e, rfk_delta_status *st_d, rfk_delta_status *st_h, uint64_t *dg_d, uint64_t *dg_h);
   /* receiver: one RF_FIN_KERNEL finalize step, reading `in` (its dst tensor) and writing `out` (its
-   * derived storage); returns when done, RF_ERR_KERNEL / RF_ERR_CUDA with the reason otherwise */
+   * derived storage); returns when done, RF_ERR_KERNEL / RF_ERR_CUDA with the reason otherwise.
+   * out NULL (rf_listen): load the step's kernel without writing anything the engine reads */
   rf_status (*finalize)(rf_engine *e, const rf_finalize *s, const void *in, void *out);
   void (*publish)(rf_engine *e, uint64_t v); /* receiver: v is the newest complete version */
 } rf__mem;

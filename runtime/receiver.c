@@ -378,8 +378,12 @@ rf_status rf__receiver_listen(rf_engine *e, const char *ip, uint16_t port, uint1
                     p->dst[f->dst].name, e->rx->n_fin_engine - 1, e->cfg.rank);
   }
   /* CUDA: run the refresh once now, from the tensors as bound: it loads the refresh kernels while no
-   * stream waits on a version (lazy module loading behind a stream wait can stall the context) */
+   * stream waits on a version (lazy module loading behind a stream wait can stall the context); the
+   * finalize kernels likewise, into scratch memory */
   if (e->mem->device && e->rx->ref_count) RF_CHECK(refresh(e));
+  for (uint32_t i = e->rx->fin_first; e->mem->device && i < e->rx->fin_first + e->rx->fin_count; i++)
+    if (p->finalize[i].kind == RF_FIN_KERNEL)
+      RF_CHECK(e->mem->finalize(e, &p->finalize[i], e->rx->dst_ptr[p->finalize[i].dst - e->rx->rv->dst_first], NULL));
   rf_status st = RF_OK;
   for (uint32_t i = 0; i < e->rx->rv->dst_count && st == RF_OK; i++) {
     uint8_t *ptr = e->rx->dst_ptr[i];
