@@ -766,6 +766,10 @@ ENGINE_CALL(engine_arm)
 static int finalize_hook(void *ctx, uint64_t version, const uint32_t *steps, uint32_t n, char *why, size_t why_len)
 {
   EngineObject *self = ctx;
+  if (!Py_IsInitialized()) { /* the interpreter is gone (a progress thread at exit): no code to run */
+    snprintf(why, why_len, "the Python interpreter has shut down");
+    return -1;
+  }
   PyGILState_STATE g = PyGILState_Ensure();
   int rc = -1;
   const rf_plan *p = ((PlanObject *)self->plan)->p;
