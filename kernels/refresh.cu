@@ -11,11 +11,13 @@
  *   thread loads 4 x 16 fp8 codes, dequantizes with the old scale, the CTA reduces amax, then every
  *   thread re-quantizes its registers with the power-of-two scale. The whole block is in registers
  *   before anything is written, so q_out == q (in place) is safe.
- * rfk_cuda_ue8m0_pack: writes 16 output bytes per thread: 4 MN-adjacent words of one (group,
- *   packed K column), which lie in one 128-row block (mn and 128 are multiples of 4) and so hold the
- *   same word: 4 scale loads (L1 hits across the block's 32 threads), one 16-byte store. Grid:
- *   x = quads of the MN extent, y = group * packed K columns (strided past 65535). The op writes
- *   32x the bytes it reads: it runs at the device's write rate.
+ * rfk_cuda_ue8m0_pack: a thread writes 4 MN-adjacent words of one (group, packed K column) at a
+ *   time, which lie in one 128-row block (mn and 128 are multiples of 4) and so are one word: one
+ *   float4 (or up to 4 scalar) scale loads, shared by the 32 threads of the block's rows through L1,
+ *   then one 16-byte store; a warp stores 512 contiguous bytes. It loops over RFK_PACK_QUADS such
+ *   quads, 1024 rows apart, so the per-(group, column) index math is paid once per 64 bytes. The op
+ *   writes ~32x the bytes it reads: it runs at the device's write rate if the instructions per
+ *   byte stay low (about 25 per warp and 512 bytes).
  * Test: build/test_kernels_gpu. */
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
@@ -202,47 +204,52 @@ struct pack_params {
   const float *scale;
   uint32_t *out;
   int *flag;
-  int64_t rows, sk, sr, pk, mn, gp; /* gp = groups * pk */
-  int vec;                           /* out is 16-byte aligned */
+  int64_t rows, mn;   /* mn = rows aligned to 4: the words of one packed K column */
+  int sk, sr, pk, gp; /* scale columns, scale rows, packed K columns, groups * pk */
+  int vec, f4;        /* out 16-byte aligned; scale rows loadable as float4 (sk % 4 == 0, aligned) */
 };
 
-/* UE8M0 code of a scale (rfk_ue8m0_code): sign/inf/NaN -> 0xff, else the exponent of its ceiling */
-__device__ __forceinline__ uint32_t ue8m0_code(float s)
+/* rfk_ue8m0_code on the bits: sign/inf/NaN -> 0xff; else the exponent of the power-of-two ceiling
+ * (a mantissa bit carries into the exponent; > 2^127 carries into 0xff, a subnormal into 1) */
+__device__ __forceinline__ uint32_t ue8m0_code(uint32_t u)
 {
-  uint32_t u = __float_as_uint(s);
-  if (u >= 0x7f800000u)
-    return 0xffu;
-  if (u & 0x7fffffu)
-    u = (u & 0x7f800000u) + 0x800000u;
-  return u >> 23;
+  return u >= 0x7f800000u ? 0xffu : (u + 0x7fffffu) >> 23;
 }
 
+/* grid (x: MN quads / (256 * RFK_PACK_QUADS), y: group * packed K column, strided past 65535) */
+#define RFK_PACK_QUADS 4
 __global__ void __launch_bounds__(256) pack_kernel(const __grid_constant__ pack_params p)
 {
-  int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
-  if (r >= p.mn)
-    return;
-  for (int64_t gp = blockIdx.y; gp < p.gp; gp += gridDim.y) {
-    int64_t g = gp / p.pk, k = gp % p.pk;
-    uint32_t w = 0;
-    if (r < p.rows) {
-      const float *s = p.scale + (g * p.sr + r / 128) * p.sk + 4 * k;
-      int n = p.sk - 4 * k < 4 ? (int)(p.sk - 4 * k) : 4, bad = 0;
-      for (int j = 0; j < n; j++) {
-        uint32_t c = ue8m0_code(__ldg(s + j));
-        bad |= c == 0xffu;
-        w |= c << (8 * j);
+  for (int gp = blockIdx.y; gp < p.gp; gp += gridDim.y) {
+    int g = gp / p.pk, k = gp - g * p.pk, n = p.sk - 4 * k < 4 ? p.sk - 4 * k : 4;
+    const float *sg = p.scale + (int64_t)g * p.sr * p.sk + 4 * k;
+    uint32_t *og = p.out + (int64_t)gp * p.mn;
+    for (int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4; r < p.mn;
+         r += (int64_t)gridDim.x * blockDim.x * 4) {
+      uint32_t w = 0;
+      if (r < p.rows) { /* rows r..r+3 lie in one 128-row block: one word */
+        const float *s = sg + (r >> 7) * p.sk;
+        uint32_t u[4];
+        if (p.f4) {
+          float4 v = __ldg((const float4 *)s);
+          u[0] = __float_as_uint(v.x), u[1] = __float_as_uint(v.y), u[2] = __float_as_uint(v.z), u[3] = __float_as_uint(v.w);
+        } else {
+          for (int j = 0; j < 4; j++) /* K blocks past sk are code 0 */
+            u[j] = j < n ? __float_as_uint(__ldg(s + j)) : 0u;
+        }
+        uint32_t c0 = ue8m0_code(u[0]), c1 = ue8m0_code(u[1]), c2 = ue8m0_code(u[2]), c3 = ue8m0_code(u[3]);
+        w = c0 | c1 << 8 | c2 << 16 | c3 << 24;
+        if ((c0 == 0xffu || c1 == 0xffu || c2 == 0xffu || c3 == 0xffu) && p.flag)
+          *p.flag = 1;
       }
-      if (bad && p.flag)
-        *p.flag = 1;
-    }
-    /* rows r..r+3 share a 128-row block; those at or past `rows` are padding (word 0) */
-    uint32_t w1 = r + 1 < p.rows ? w : 0, w2 = r + 2 < p.rows ? w : 0, w3 = r + 3 < p.rows ? w : 0;
-    uint32_t *o = p.out + gp * p.mn + r;
-    if (p.vec) {
-      *(uint4 *)o = make_uint4(w, w1, w2, w3);
-    } else {
-      o[0] = w, o[1] = w1, o[2] = w2, o[3] = w3;
+      /* rows at or past `rows` are the TMA padding: word 0 */
+      uint32_t w1 = r + 1 < p.rows ? w : 0, w2 = r + 2 < p.rows ? w : 0, w3 = r + 3 < p.rows ? w : 0;
+      uint32_t *o = og + r;
+      if (p.vec) {
+        *(uint4 *)o = make_uint4(w, w1, w2, w3);
+      } else {
+        o[0] = w, o[1] = w1, o[2] = w2, o[3] = w3;
+      }
     }
   }
 }
@@ -313,15 +320,16 @@ extern "C" int rfk_cuda_ue8m0_pack(const float *scale, int32_t *out, int64_t gro
     return RFK_ERR_ARG;
   if (groups == 0 || rows == 0 || cols == 0)
     return RFK_OK;
-  pack_params p;
-  p.scale = scale, p.out = (uint32_t *)out, p.flag = flag, p.rows = rows;
-  p.sk = (cols + 127) / 128, p.sr = (rows + 127) / 128, p.pk = (p.sk + 3) / 4, p.mn = rfk_ue8m0_pack_mn(rows);
-  p.gp = groups * p.pk, p.vec = (uintptr_t)out % 16 == 0;
-  int64_t bx = (p.mn / 4 + 255) / 256;
-  if (bx > 0x7fffffff || p.gp > ((int64_t)1 << 40))
+  int64_t sk = (cols + 127) / 128, sr = (rows + 127) / 128, pk = (sk + 3) / 4;
+  if (groups * pk > 0x7fffffff || groups * sr * sk > ((int64_t)1 << 40))
     return RFK_ERR_ARG;
+  pack_params p;
+  p.scale = scale, p.out = (uint32_t *)out, p.flag = flag, p.rows = rows, p.mn = rfk_ue8m0_pack_mn(rows);
+  p.sk = (int)sk, p.sr = (int)sr, p.pk = (int)pk, p.gp = (int)(groups * pk);
+  p.vec = (uintptr_t)out % 16 == 0, p.f4 = sk % 4 == 0 && (uintptr_t)scale % 16 == 0;
+  int64_t bx = (p.mn / 4 + 256 * RFK_PACK_QUADS - 1) / (256 * RFK_PACK_QUADS);
   unsigned by = p.gp < 65535 ? (unsigned)p.gp : 65535u;
-  pack_kernel<<<dim3((unsigned)bx, by), 256, 0, (cudaStream_t)stream>>>(p);
+  pack_kernel<<<dim3((unsigned)(bx < 65535 ? bx : 65535), by), 256, 0, (cudaStream_t)stream>>>(p);
   if (rfk__cuda_failed())
     return RFK_ERR_CUDA;
   return RFK_OK;
