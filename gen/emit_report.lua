@@ -105,7 +105,7 @@ function R.finalize(model, inf, add)
     if st.tp_rank == 0 then
       local o = st.out
       local what = st.kind == 1 and ("kernel %s -> %s %s stride %s, %d bytes"):format(st.name,
-        o.dtype_id == 4 and "int32" or o.dtype, shape_str({ table.unpack(o.shape, 1, o.ndim) }),
+        o.dtype == "i32" and "int32" or o.dtype, shape_str({ table.unpack(o.shape, 1, o.ndim) }),
         shape_str({ table.unpack(o.stride, 1, o.ndim) }), st.bytes) or ("engine %s, %d bytes"):format(st.name, st.bytes)
       local key = short(st.dst.name) .. "\0" .. what
       if not groups[key] then groups[key] = { name = short(st.dst.name), what = what, layers = {} }; order[#order + 1] = key end

@@ -138,7 +138,7 @@ local FINOPS = {
       local w = d.weight
       local g, rows, cols = w.items, w.item_rows, w.cols
       local mn, kw = U.align(rows, 4), U.ceil_div(U.ceil_div(cols, 128), 4)
-      local t = { name = d.name .. "#ue8m0", dtype_id = 4, ndim = g > 1 and 3 or 2, offset = 0, bytes = g * mn * kw * 4 }
+      local t = { name = d.name .. "#ue8m0", dtype = "i32", dtype_id = 4, ndim = g > 1 and 3 or 2, offset = 0, bytes = g * mn * kw * 4 }
       if g > 1 then t.shape, t.stride = { g, rows, kw }, { mn * kw, 1, mn }
       else t.shape, t.stride = { rows, kw, 0 }, { 1, mn, 0 } end
       return t, g, rows, cols
