@@ -18,6 +18,7 @@ local ROWS = {
   refresh = function(model) return model.refresh end,
   recv_writes = function(_, p) return p.recv_writes end, targets = function(_, p) return p.targets end,
   regions = function(_, p) return p.regions end,
+  finalize = function(model) return model.finalize or {} end, fin_index = function(_, p) return p.fin_index end,
 }
 local NAMED = {
   src = function(s)
@@ -62,9 +63,14 @@ local NAMED = {
   derived = function(d)
     return { name = d.name, shape = { d.shape[1], d.shape[2], d.shape[3] },
       stride = { d.stride[1], d.stride[2], d.stride[3] }, offset = d.offset, bytes = d.bytes, storage = d.storage,
-      dst = d.dst and d.dst.id or NONE, tp_rank = d.tp_rank, ndim = 3, dtype = U.dtypes[d.dtype].id }
+      dst = d.dst and d.dst.id or NONE, tp_rank = d.tp_rank, ndim = d.ndim or 3, dtype = d.dtype_id or U.dtypes[d.dtype].id }
   end,
   recv_writes = function(x) return x end, targets = function(x) return x end, regions = function(x) return x end,
+  fin_index = function(x) return x end,
+  finalize = function(f)
+    return { name = f.name, dst = f.dst.id, out = f.out_id, rows = f.rows, cols = f.cols, groups = f.groups, bytes = f.bytes,
+      tp_rank = f.tp_rank, kind = f.kind, op = f.op }
+  end,
   refresh = function(r)
     return { kind = r.kind, weight = r.weight.id, scale = r.scale and r.scale.id or NONE, out0 = r.uk.id,
       out1 = r.uv.id, heads = r.heads, qk_nope = r.qk_nope, v_head = r.v_head, kv_lora = r.kv_lora,

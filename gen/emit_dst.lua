@@ -10,7 +10,7 @@ local E = require("emit_c")
 local Engine = require("engine")
 local M = {}
 
-local TORCH = { bf16 = "bfloat16", fp32 = "float32", fp8 = "float8_e4m3fn" }
+local TORCH = { bf16 = "bfloat16", fp32 = "float32", fp8 = "float8_e4m3fn", i32 = "int32" }
 
 local function list(t) return "[" .. table.concat(t, ", ") .. "]" end
 
@@ -36,8 +36,9 @@ function M.listing(plan, model)
         local others = {}
         for j, n in ipairs(names) do if j ~= i then others[#others + 1] = n end end
         lines[#lines + 1] = ("param %s %s shape=%s stride=%s off=%d storage#%d nbytes=%d shared=%s%s\n"):format(x.name,
-          TORCH[x.dtype], list(x.shape), list(x.stride), x.offset, k, nbytes, #others > 0 and table.concat(others, ",") or "-",
-          fin and " finalize=" .. fin.name or "")
+          TORCH[x.dtype], list({ table.unpack(x.shape, 1, x.ndim or #x.shape) }),
+          list({ table.unpack(x.stride, 1, x.ndim or #x.stride) }), x.offset, k, nbytes,
+          #others > 0 and table.concat(others, ",") or "-", fin and " finalize=" .. fin.name or "")
       end
       k = k + 1
     end

@@ -79,6 +79,52 @@ function R.predict(packed, m)
   return p
 end
 
+-- Finalize steps (gen/engine.lua M.finalize): per kind and name, on the busiest position, and the
+-- tensors of position 0; nothing for a plan without steps. Kernel steps are predicted at the device
+-- copy rate of their bytes read + written; engine steps run the engine's code (measured per version).
+function R.finalize(model, inf, add)
+  local steps = model.finalize or {}
+  if #steps == 0 then return end
+  local per_pos, busiest = {}, 0
+  for _, st in ipairs(steps) do
+    local q = per_pos[st.tp_rank] or { kernel = 0, engine = 0, n = 0 }
+    per_pos[st.tp_rank] = q
+    q[st.kind == 1 and "kernel" or "engine"] = q[st.kind == 1 and "kernel" or "engine"] + st.bytes
+    q.n = q.n + 1
+    if not per_pos[busiest] or q.kernel > per_pos[busiest].kernel then busiest = st.tp_rank end
+  end
+  local b = per_pos[busiest]
+  local mem = R.DEFAULT_MODEL.mem_gbs
+  add("")
+  add("finalize steps: %d over %d positions; position %d: %d steps, kernels %d bytes (%s), engine code %d bytes (%s)",
+    #steps, inf.size, busiest, b.n, b.kernel, U.human(b.kernel), b.engine, U.human(b.engine))
+  add("finalize_s: %.3e (kernel steps of position %d at %g GB/s, bytes read + written; engine steps: measured per "
+    .. "version)", b.kernel / (mem * 1e9), busiest, mem)
+  add("finalize on receiver position 0:")
+  local groups, order = {}, {} -- per tensor name and step: its layers, in the order of their first step
+  for _, st in ipairs(steps) do
+    if st.tp_rank == 0 then
+      local o = st.out
+      local what = st.kind == 1 and ("kernel %s -> %s %s stride %s, %d bytes"):format(st.name,
+        o.dtype == "i32" and "int32" or o.dtype, shape_str({ table.unpack(o.shape, 1, o.ndim) }),
+        shape_str({ table.unpack(o.stride, 1, o.ndim) }), st.bytes) or ("engine %s, %d bytes"):format(st.name, st.bytes)
+      local key = short(st.dst.name) .. "\0" .. what
+      if not groups[key] then groups[key] = { name = short(st.dst.name), what = what, layers = {} }; order[#order + 1] = key end
+      local l = groups[key].layers
+      l[#l + 1] = st.dst.layer or -1
+    end
+  end
+  for _, key in ipairs(order) do
+    local g = groups[key]
+    local l, where = g.layers, nil
+    if l[1] < 0 then where = "global"
+    elseif #l == 1 then where = ("layer %d"):format(l[1])
+    elseif l[#l] - l[1] + 1 == #l then where = ("layers %d-%d"):format(l[1], l[#l])
+    else where = "layers " .. table.concat(l, ",") end
+    add("  %s: %-40s %s", where, g.name, g.what)
+  end
+end
+
 function R.report(plan, model, packed, f, hash)
   local m, tr, inf, q = plan.__model, plan.trainer, plan.inference, plan.quant
   local L = {}
@@ -297,9 +343,11 @@ function R.report(plan, model, packed, f, hash)
     end
   end
 
-  if #model.derived > 0 then
+  local mla = {} -- the MLA views (finalize steps' storages are listed with their steps)
+  for _, t in ipairs(model.derived) do if not t.finalize then mla[#mla + 1] = t end end
+  if #mla > 0 then
     add("")
-    add("derived on receiver 0 (%d views, %d refresh steps over %d positions in all):", #model.derived,
+    add("derived on receiver 0 (%d views, %d refresh steps over %d positions in all):", #mla,
       #model.refresh, inf.size)
     local first, last, uk0, uv0
     local function flush()
@@ -311,8 +359,8 @@ function R.report(plan, model, packed, f, hash)
         add("    %-44s %-18s stride %s off %d", short(t.name), shape_str(t.shape), shape_str(t.stride), t.offset)
       end
     end
-    for i = 1, #model.derived, 2 do
-      local uk, uv = model.derived[i], model.derived[i + 1]
+    for i = 1, #mla, 2 do
+      local uk, uv = mla[i], mla[i + 1]
       if uk.tp_rank == 0 then
         if uk0 and uk.layer == last + 1 and (uk.dst == nil) == (uk0.dst == nil) then last = uk.layer
         else flush(); first, last, uk0, uv0 = uk.layer, uk.layer, uk, uv end
@@ -320,6 +368,7 @@ function R.report(plan, model, packed, f, hash)
     end
     flush()
   end
+  R.finalize(model, inf, add)
   add("")
   add("trainer ranks: bytes out per version (writes, arena):")
   local items = {}

@@ -173,4 +173,92 @@ function M.cpu_step(plan, d)
   return nil
 end
 
+-- the vllm-cpu profile's steps: the engine's own packing (kind "engine", run by refit.vllm's hook)
+PROFILES["vllm-cpu"].finalize = function(plan, d)
+  local s = M.cpu_step(plan, d)
+  return s and { step = "engine", name = s.name } or nil
+end
+
+---------------------------------------------------------------------------------------------------
+-- Finalize steps (DESIGN.md 5d): a destination the engine transforms after loading is written in the
+-- loader's format and then transformed by the receiver before the version is complete. A profile
+-- declares its steps with finalize(plan, d) -> nil | { step = "engine" | a kernel step, name = };
+-- the plan's engine.finalize list adds steps by name pattern. Kernel steps (FINOPS) know their
+-- geometry and the derived tensor they write.
+local NONE = 0xFFFFFFFF
+local KIND = { kernel = 1, engine = 2 }
+-- step name -> { op = enum rf_finop, applies = fn(d) -> nil | why not, out = fn(d) -> derived tensor, groups,
+-- rows, cols (the step's geometry) }
+local FINOPS = {
+  -- DeepGEMM's weight scales on SM100 (kernels/refresh.h rfk_*_ue8m0_pack): the fp32 block scales of a
+  -- weight [groups, rows, cols] -> int32 [groups, rows, ceil(ceil(cols/128)/4)], strides (words, 1, mn),
+  -- mn = align(rows, 4): what the engine holds under the scales' name after loading. The derived
+  -- tensor is named "<scales>#ue8m0" (names are unique per position); the dst, in the loader's
+  -- fp32 format, is a buffer the receiver keeps
+  ue8m0_pack = { op = 1,
+    applies = function(d)
+      if not d.weight or d.dtype ~= "fp32" then return "it is not the fp32 block scales of an fp8 weight" end
+    end,
+    out = function(d)
+      local w = d.weight
+      local g, rows, cols = w.items, w.item_rows, w.cols
+      local mn, kw = U.align(rows, 4), U.ceil_div(U.ceil_div(cols, 128), 4)
+      local t = { name = d.name .. "#ue8m0", dtype = "i32", dtype_id = 4, ndim = g > 1 and 3 or 2, offset = 0, bytes = g * mn * kw * 4 }
+      if g > 1 then t.shape, t.stride = { g, rows, kw }, { mn * kw, 1, mn }
+      else t.shape, t.stride = { rows, kw, 0 }, { 1, mn, 0 } end
+      return t, g, rows, cols
+    end },
+}
+
+-- Steps of every destination, in table order per position (tp_rank, then dst id); appends the
+-- derived tensors kernel steps write to model.derived. Returns the steps (model.finalize).
+function M.finalize(plan, model)
+  local prof, e = PROFILES[plan.engine.name], plan.engine
+  local used, steps = {}, {}
+  for _, d in ipairs(model.dsts) do
+    local st = prof.finalize and prof.finalize(plan, d) or nil
+    for i, f in ipairs(e.finalize) do
+      if d.name:find(f[1]) then
+        if st then
+          refuse(plan, "finalize", "[%d] '%s': tensor '%s' already has the finalize step '%s'", i, f[1], d.name, st.name)
+        end
+        st = { step = f[2], name = f[3] or f[2] }
+        used[i] = true
+      end
+    end
+    if st then
+      local row = { name = st.name, dst = d, tp_rank = d.tp_rank, rows = d.items * d.item_rows, cols = d.cols,
+        groups = 1, op = 0, out = nil }
+      if st.step == "engine" then
+        row.kind, row.bytes = KIND.engine, d.bytes
+      else
+        local k = FINOPS[st.step]
+        if not k then
+          refuse(plan, "finalize", "step '%s' of tensor '%s' is neither 'engine' nor a kernel step (known: %s)", st.step,
+            d.name, #U.sorted_keys(FINOPS) > 0 and table.concat(U.sorted_keys(FINOPS), ", ") or "none")
+        end
+        local why = k.applies(d)
+        if why then refuse(plan, "finalize", "step '%s' cannot run on tensor '%s': %s", st.step, d.name, why) end
+        local out
+        out, row.groups, row.rows, row.cols = k.out(d)
+        out.id, out.storage, out.tp_rank, out.layer, out.finalize = #model.derived, #model.derived, d.tp_rank, d.layer, true
+        model.derived[#model.derived + 1] = out
+        row.kind, row.op, row.out = KIND.kernel, k.op, out
+        row.bytes = d.bytes + out.bytes
+      end
+      steps[#steps + 1] = row
+    end
+  end
+  for i, f in ipairs(e.finalize) do
+    if not used[i] then refuse(plan, "finalize", "[%d] pattern '%s' matches no destination tensor", i, f[1]) end
+  end
+  table.sort(steps, function(a, b)
+    if a.tp_rank ~= b.tp_rank then return a.tp_rank < b.tp_rank end
+    return a.dst.id < b.dst.id
+  end)
+  for _, s in ipairs(steps) do s.out_id = s.out and s.out.id or NONE end
+  model.finalize = steps
+  return steps
+end
+
 return M

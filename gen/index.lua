@@ -5,6 +5,7 @@
 --                part starts in the receiver's directory and in the rank's own directory buffer
 --   regions      delta plans: each trainer rank's regions (distinct slot ranges of a group, in
 --                table order) with their patch slot in the rank's patch buffer
+--   fin_index    plans with finalize steps: each receiver position's steps (first, count)
 -- and the first/count columns that point into them (ranks, recv, peers, groups). Runs after
 -- pack.lua, direct.lua and delta.lua; checks that the tables agree with themselves.
 local U = require("util")
@@ -96,6 +97,24 @@ function M.build(plan, model, packed)
     end
   end
   packed.regions = rg
+  -- finalize steps (gen/engine.lua, ordered by position): each position's first/count, no rows
+  -- when the plan has no steps
+  local fi, steps = {}, model.finalize or {}
+  if #steps > 0 then
+    local n = {}
+    for i, st in ipairs(steps) do
+      if i > 1 and st.tp_rank < steps[i - 1].tp_rank then
+        U.fail(plan.__site, "plan '%s': finalize steps are not ordered by position", plan.name)
+      end
+      n[st.tp_rank] = (n[st.tp_rank] or 0) + 1
+    end
+    local at = 0
+    for q = 0, plan.inference.size - 1 do
+      fi[q + 1] = { first = at, count = n[q] or 0 }
+      at = at + (n[q] or 0)
+    end
+  end
+  packed.fin_index = fi
 end
 
 return M

@@ -76,6 +76,16 @@ M.engine = {
   -- r, r+ep, ... (models with expert_groups > 1)
   { "expert_placement", "string", default = "linear", values = { "linear", "round_robin" } },
   { "sleep_mode", "boolean", default = false },
+  -- finalize steps the plan adds to the profile's (DESIGN.md 5d, gen/engine.lua M.finalize):
+  -- { pattern, step [, name] }: every destination whose name matches the Lua pattern gets the step,
+  -- "engine" (the engine's post-load code, through the receiver's finalize hook) or a refit kernel
+  -- ("ue8m0_pack"); name: the step's name in the report and the hook (default: the step)
+  { "finalize", "list", default = {}, must = "a list of { pattern, step [, name] }", item = {
+    must = "{ pattern, 'engine' or a kernel step [, name] }",
+    ok = function(e)
+      return type(e) == "table" and (#e == 2 or #e == 3) and pattern_ok(e[1]) and type(e[2]) == "string"
+        and (e[3] == nil or type(e[3]) == "string" and e[3]:match("^[%w_.:-]+$") ~= nil)
+    end } },
 }
 
 -- quant: what the engine gets. fp8: 128x128 block FP8 (e4m3) with one scale per block.

@@ -179,6 +179,37 @@ first view. Two kinds:
       { "tp_rank", "uint16_t", "" },
       { "layer", "uint16_t", "" },
     } },
+  { name = "finalize", ctype = "rf_finalize", count = "n_finalize", doc = [[
+Finalize steps (DESIGN.md 5d): per receiver position, in the order the receiver runs them (by
+tp_rank, then dst), after every byte of a version is in, its patches applied and its derived
+tensors rebuilt, and before it is reported complete. Step i reads dst tensor `dst` (what refit
+wrote, in the format the engine's loader produced) and
+  kind RF_FIN_KERNEL: runs kernel `op` (enum rf_finop) over [rows, cols], writing the storage of
+    derived tensor `out` (a storage refit writes: dst RF_NONE, bound with rf_bind_derived);
+  kind RF_FIN_ENGINE: the engine's own post-load code for this tensor, through the receiver's
+    finalize hook (rf_set_finalize); out is RF_NONE, op 0.
+A step that fails tears the version.]],
+    fields = {
+      { "name", "const char *", "the step as the report names it, e.g. \"ue8m0_pack\"" },
+      { "dst", "uint32_t", "dst id it reads" },
+      { "out", "uint32_t", "derived id of the storage it writes (RF_FIN_KERNEL); RF_NONE" },
+      { "rows", "int64_t", "the geometry the op needs: RF_FINOP_UE8M0_PACK, the weight [groups, rows, cols] whose "
+        .. "scales dst holds; engine steps, dst's 2-D view (groups 1)" },
+      { "cols", "int64_t", "" },
+      { "groups", "uint32_t", "" },
+      { "bytes", "uint64_t", "bytes read + written (RF_FIN_ENGINE: the bytes of dst)" },
+      { "tp_rank", "uint16_t", "receiver position" },
+      { "kind", "uint8_t", "enum rf_fin_kind" },
+      { "op", "uint8_t", "enum rf_finop; 0 for RF_FIN_ENGINE" },
+    } },
+  { name = "fin_index", ctype = "rf_fin_index", count = "n_fin_index", doc = [[
+Plans with finalize steps: one row per receiver position p (row p), its steps
+finalize[first, first + count). Plans without steps have no rows (so their layout hash is what it
+was before finalize steps existed).]],
+    fields = {
+      { "first", "uint32_t", "" },
+      { "count", "uint32_t", "" },
+    } },
   { name = "pieces", ctype = "rf_piece", count = "n_pieces", fields = {
       { "src_off", "uint64_t", "bytes from the start of the source as this rank binds it (its shard)" },
       { "off", "uint64_t", "bytes from the start of the write" },
@@ -258,6 +289,10 @@ S.head = { ctype = "rf_plan", fields = {
   { "recv_writes", "const rf_recv_write *", "", rows = "recv_writes" },
   { "targets", "const rf_target *", "", rows = "targets" },
   { "regions", "const rf_region *", "", rows = "regions" },
+  { "n_finalize", "uint32_t", "", count = "finalize" },
+  { "n_fin_index", "uint32_t", "0, or one per receiver position", count = "fin_index" },
+  { "finalize", "const rf_finalize *", "ordered by tp_rank, then dst", rows = "finalize" },
+  { "fin_index", "const rf_fin_index *", "", rows = "fin_index" },
 } }
 
 -- name -> table, and per table: name -> column number (1-based, arrays take one column)

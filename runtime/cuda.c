@@ -35,7 +35,9 @@ struct rf__cuda {
   int *flag_d;
   volatile uint32_t *ver_h;    /* receiver: newest complete version (host-mapped) */
   CUdeviceptr ver_d;
-  cudaStream_t rstream;        /* receiver: refresh, delta apply and digest */
+  cudaStream_t rstream;        /* receiver: refresh, delta apply and digest, finalize kernels */
+  volatile int *fin_flag_h;    /* receiver: set by finalize kernels on non-finite input (host-mapped) */
+  int *fin_flag_d;
   void *dev[16];               /* device buffers (alloc); what their owners did not free goes at close */
   void *host[16];              /* pinned mapped host buffers (alloc_shared) */
   int n_dev, n_host;
@@ -82,6 +84,8 @@ rf_status rf__cuda_open(rf_engine *e)
     void *d;
     CU_TRY(e, cudaHostGetDevicePointer(&d, h, 0), "version word device address");
     cu->ver_d = (CUdeviceptr)(uintptr_t)d;
+    cu->fin_flag_h = (volatile int *)((char *)h + 32); /* the same 64 mapped bytes, its own line's half */
+    cu->fin_flag_d = (int *)((char *)d + 32);
     CU_TRY(e, cudaStreamCreateWithFlags(&cu->rstream, cudaStreamNonBlocking), "refresh stream");
   } else {
     void *h;
@@ -231,6 +235,37 @@ static rf_status refresh(rf_engine *e, const rf_refresh *st, const rfk_mla_absor
   return RF_OK;
 }
 
+/* one finalize kernel on the refresh stream; a non-finite input is the flag's (mapped host word).
+ * out NULL (rf_listen): load the kernel now, into a scratch buffer, while no stream waits on a version
+ * (a lazy load behind such a wait can stall the context, as for the refresh) */
+static rf_status finalize(rf_engine *e, const rf_finalize *s, const void *in, void *out)
+{
+  struct rf__cuda *cu = e->cu;
+  int rc = RFK_ERR_ARG;
+  void *scratch = NULL;
+  if (!out && s->op == RF_FINOP_UE8M0_PACK) {
+    CU_TRY(e, cudaMalloc(&scratch, (size_t)(s->groups * rfk_ue8m0_pack_words(s->rows, s->cols) * 4) + 16),
+           "finalize kernel warm-up");
+    rc = rfk_cuda_ue8m0_pack(in, scratch, s->groups, s->rows, s->cols, NULL, cu->rstream);
+    cudaError_t c = cudaStreamSynchronize(cu->rstream);
+    cudaFree(scratch);
+    if (rc || c != cudaSuccess)
+      return rf__fail(e, RF_ERR_CUDA, "finalize kernel warm-up (op %u): %s", s->op,
+                      rc == RFK_ERR_CUDA ? rfk_cuda_last_error() : rc ? rfk_strerror(rc) : cudaGetErrorString(c));
+    return RF_OK;
+  }
+  *cu->fin_flag_h = 0;
+  if (s->op == RF_FINOP_UE8M0_PACK)
+    rc = rfk_cuda_ue8m0_pack(in, out, s->groups, s->rows, s->cols, cu->fin_flag_d, cu->rstream);
+  if (rc)
+    return rf__fail(e, RF_ERR_CUDA, "kernel op %u over [%u, %lld, %lld]: %s", s->op, s->groups, (long long)s->rows,
+                    (long long)s->cols, rc == RFK_ERR_CUDA ? rfk_cuda_last_error() : rfk_strerror(rc));
+  CU_TRY(e, cudaStreamSynchronize(cu->rstream), "finalize");
+  if (*cu->fin_flag_h)
+    return rf__fail(e, RF_ERR_KERNEL, "kernel op %u: %s", s->op, rfk_strerror(RFK_ERR_NONFINITE));
+  return RF_OK;
+}
+
 static rf_status alloc(rf_engine *e, size_t bytes, void **dev, const char *what)
 {
   struct rf__cuda *cu = e->cu;
@@ -372,4 +407,5 @@ int rf__cuda_idle(rf_engine *e, uint32_t ms, char *err, size_t errlen)
 
 const rf__mem rf__mem_cuda = {.device = 1, .alloc = alloc, .free = free_dev, .alloc_reg = alloc_reg, .free_reg = free_reg,
                               .alloc_shared = alloc_shared, .free_shared = free_shared, .check = check_memory,
-                              .refresh = refresh, .apply = apply, .warm = warm, .publish = publish};
+                              .refresh = refresh, .apply = apply, .warm = warm, .finalize = finalize,
+                              .publish = publish};

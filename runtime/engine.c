@@ -72,14 +72,18 @@ void rf_close(rf_engine *e)
   free(e);
 }
 
+/* 1 on the thread running this engine's finalize hook, which holds the engine lock */
+static int hooked(const rf_engine *e) { return atomic_load(&((rf_engine *)e)->in_hook) == rf__self(); }
+
 void rf_get_counters(const rf_engine *e, rf_counters *c)
 {
   if (!e || !c) return;
   rf_engine *m = (rf_engine *)e;
-  lock(m);
+  int h = hooked(e); /* the hook's thread holds the lock already */
+  if (!h) lock(m);
   *c = e->ctr;
   if (e->cfg.role == RF_TRAINER) rf__trainer_counters(m, c);
-  unlock(m);
+  if (!h) unlock(m);
 }
 
 const rf_config *rf_engine_config(const rf_engine *e) { return e ? &e->cfg : NULL; }
@@ -90,12 +94,14 @@ rf_status rf_ucx_setting(const rf_engine *e, const char *name, char *buf, size_t
   return rf__ucx_setting(e, name, buf, len);
 }
 
-/* an entry point of one role: a NULL engine, or the other role, is an error that says so */
+/* an entry point of one role: a NULL engine, the other role, or a call from inside this engine's
+ * finalize hook (whose thread holds the lock) is an error that says so */
 #define ROLE(e, r, name)                                                                                  \
   do {                                                                                                    \
     if (!(e)) return RF_ERR_ARG;                                                                          \
     if ((e)->cfg.role != (r))                                                                             \
       return rf__fail((e), RF_ERR_STATE, "%s on a %s", name, (e)->cfg.role == RF_TRAINER ? "trainer" : "receiver"); \
+    if (hooked(e)) return rf__fail((e), RF_ERR_STATE, "%s from inside this engine's finalize hook", name);   \
   } while (0)
 
 #define LOCKED(e, call)         \
@@ -167,6 +173,12 @@ rf_status rf_version_wait(rf_engine *e, uint64_t v, uint32_t timeout_ms)
   return s;
 }
 
+rf_status rf_set_finalize(rf_engine *e, rf_finalize_fn fn, void *ctx)
+{
+  ROLE(e, RF_RECEIVER, "rf_set_finalize");
+  LOCKED(e, rf__receiver_set_finalize(e, fn, ctx));
+}
+
 rf_status rf_stream_wait(rf_engine *e, uint64_t v, void *stream)
 {
   ROLE(e, RF_RECEIVER, "rf_stream_wait");
@@ -219,6 +231,7 @@ rf_status rf_push(rf_engine *e, uint64_t version, void *stream)
 rf_status rf_progress(rf_engine *e)
 {
   if (!e) return RF_ERR_ARG;
+  if (hooked(e)) return rf__fail(e, RF_ERR_STATE, "rf_progress from inside this engine's finalize hook");
   lock(e);
   rf_status s = RF_OK;
   if (e->cfg.role == RF_RECEIVER) {

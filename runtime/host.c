@@ -1,6 +1,6 @@
 /* host.c: the memory backend of RF_MEM_HOST engines (internal.h, rf__mem). Buffers are host memory
  * (the ones peers reach come from UCX, so shared-memory transports can map them); the receiver's
- * patch apply, digests and refresh run the C reference kernels on the calling thread. */
+ * patch apply, digests, refresh and finalize kernels run the C reference kernels on the calling thread. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,8 +76,18 @@ static rf_status warm(rf_engine *e, rfk_delta_status *st_d, rfk_delta_status *st
   return RF_OK;
 }
 
+static rf_status finalize(rf_engine *e, const rf_finalize *s, const void *in, void *out)
+{
+  if (!out) return RF_OK; /* the warm-up at rf_listen: nothing to load */
+  int rc = RFK_ERR_ARG;
+  if (s->op == RF_FINOP_UE8M0_PACK) rc = rfk_ref_ue8m0_pack(in, out, s->groups, s->rows, s->cols);
+  if (rc) return rf__fail(e, RF_ERR_KERNEL, "kernel op %u over [%u, %lld, %lld]: %s", s->op, s->groups,
+                          (long long)s->rows, (long long)s->cols, rfk_strerror(rc));
+  return RF_OK;
+}
+
 static void publish(rf_engine *e, uint64_t v) { (void)e, (void)v; }
 
 const rf__mem rf__mem_host = {.device = 0, .alloc = alloc, .free = free_host, .alloc_reg = alloc_reg, .free_reg = free_reg,
                               .alloc_shared = alloc_shared, .free_shared = free_host, .check = check, .refresh = refresh,
-                              .apply = apply, .warm = warm, .publish = publish};
+                              .apply = apply, .warm = warm, .finalize = finalize, .publish = publish};

@@ -30,6 +30,10 @@
  *     misses).
  *   - The host staging thread (trainer.c) touches neither: it reads the bound sources and writes the
  *     slots of the push it was given, and reports through atomics.
+ *   - The receiver's finalize hook (rf_set_finalize) runs inside complete(), on whichever thread
+ *     completes the version, with the lock held and e->in_hook naming that thread: engine.c refuses
+ *     that thread's calls (RF_ERR_STATE) instead of letting it wait for itself; rf_get_counters
+ *     answers without taking the lock again.
  *
  * Public names are rf_, internal ones rf__. Wire formats are little-endian. */
 #ifndef REFIT_INTERNAL_H
@@ -252,6 +256,10 @@ typedef struct rf__mem {
    * one entry each) and checks them against the reference (CUDA loads lazily: a load behind a
    * stream that waits on the host never ends) */
   rf_status (*warm)(rf_engine *e, rfk_delta_status *st_d, rfk_delta_status *st_h, uint64_t *dg_d, uint64_t *dg_h);
+  /* receiver: one RF_FIN_KERNEL finalize step, reading `in` (its dst tensor) and writing `out` (its
+   * derived storage); returns when done, RF_ERR_KERNEL / RF_ERR_CUDA with the reason otherwise.
+   * out NULL (rf_listen): load the step's kernel without writing anything the engine reads */
+  rf_status (*finalize)(rf_engine *e, const rf_finalize *s, const void *in, void *out);
   void (*publish)(rf_engine *e, uint64_t v); /* receiver: v is the newest complete version */
 } rf__mem;
 extern const rf__mem rf__mem_host; /* host.c: the C reference kernels */
@@ -304,6 +312,8 @@ struct rf_engine {
   uint64_t changes, changes_told; /* rf__changed count; the count the waiters were last woken for */
   uint64_t wakeups;          /* times a wait woke up (tests: a waiter must sleep, not spin) */
   _Atomic uint64_t lock_misses; /* calls that touched the worker or role state without holding mu (tests) */
+  _Atomic uintptr_t in_hook; /* the thread running the receiver's finalize hook (which holds mu), 0 when none:
+                                its calls into this engine are refused, not deadlocked */
 
   /* the role's state: defined and written only by trainer.c / receiver.c (one of them is set) */
   struct rf__trainer *tr;
@@ -395,5 +405,6 @@ rf_status rf__receiver_alloc(rf_engine *e, size_t bytes, void **ptr);
 rf_status rf__receiver_listen(rf_engine *e, const char *ip, uint16_t port, uint16_t *port_out);
 rf_status rf__receiver_arm(rf_engine *e, uint64_t v);
 void rf__receiver_state(const rf_engine *e, rf_version_state *st);
+rf_status rf__receiver_set_finalize(rf_engine *e, rf_finalize_fn fn, void *ctx);
 
 #endif

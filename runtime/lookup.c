@@ -185,7 +185,8 @@ rf_status rf_list(const rf_plan *p, int side, uint32_t rank, rf_tensor_info *out
 
 static const char *dtype_name(int dt)
 {
-  return dt == RF_BF16 ? "bfloat16" : dt == RF_FP32 ? "float32" : dt == RF_FP8 ? "float8_e4m3fn" : "unknown";
+  return dt == RF_BF16 ? "bfloat16" : dt == RF_FP32 ? "float32" : dt == RF_FP8 ? "float8_e4m3fn" : dt == RF_I32 ? "int32"
+                                                                                                   : "unknown";
 }
 
 /* DLPack's {code, bits} of each rf_dtype */
@@ -194,6 +195,7 @@ static int dl_is(const rf_tensor *t, int dt)
   if (t->dtype_lanes != 1) return 0;
   if (dt == RF_BF16) return t->dtype_code == 4 && t->dtype_bits == 16;
   if (dt == RF_FP32) return t->dtype_code == 2 && t->dtype_bits == 32;
+  if (dt == RF_I32) return t->dtype_code == 0 && t->dtype_bits == 32;
   return dt == RF_FP8 && t->dtype_code == 10 && t->dtype_bits == 8;
 }
 

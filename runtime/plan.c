@@ -6,7 +6,7 @@
 
 #include "refit_plan.h"
 
-size_t rf_dtype_size(int dt) { return dt == RF_BF16 ? 2 : dt == RF_FP32 ? 4 : dt == RF_FP8 ? 1 : 0; }
+size_t rf_dtype_size(int dt) { return dt == RF_BF16 ? 2 : dt == RF_FP32 || dt == RF_I32 ? 4 : dt == RF_FP8 ? 1 : 0; }
 
 /* piece i of `rows` rows cut into pieces of `chunk` rows, the last short: [*first, *first + *count) */
 static void chunk_rows(int64_t rows, int64_t chunk, uint32_t i, int64_t *first, int64_t *count)

@@ -80,6 +80,10 @@ struct rf__receiver {
   int listening;
   uint8_t *peer_delta;       /* [peer_count] the armed version's DONE from k came with patches */
   struct rf__patch *pa;      /* the patch area (patch.c), in delta plans once listening; else NULL */
+  uint32_t fin_first, fin_count; /* this position's finalize steps (plan->finalize) */
+  uint32_t *fin_engine, n_fin_engine; /* [fin_count] the indexes of its RF_FIN_ENGINE steps: the hook's `steps` */
+  rf_finalize_fn fin_fn;     /* rf_set_finalize */
+  void *fin_ctx;
 };
 
 static const rf_peer *peer_row(const rf_engine *e, uint32_t k) { return &e->p->peers[e->rx->rv->peer_first + k]; }
@@ -89,6 +93,44 @@ static uint32_t peer_of_rank(const rf_engine *e, uint32_t rank)
   for (uint32_t k = 0; k < e->rx->rv->peer_count; k++)
     if (peer_row(e, k)->trainer == rank) return k;
   return RF_NONE;
+}
+
+/* this position's finalize steps (fin_index), each checked against the tables: its dst one of this
+ * position's, a kernel step's op one this library runs and its out a storage refit writes here */
+static rf_status open_finalize(rf_engine *e)
+{
+  const rf_plan *p = e->p;
+  const rf_receiver *rv = e->rx->rv;
+  if (!p->n_finalize) return RF_OK;
+  uint32_t positions = p->replicas ? p->receivers / p->replicas : 0;
+  if (p->n_fin_index != positions || e->rx->pos >= positions)
+    return rf__fail(e, RF_ERR_ARG, "plan %s: %u finalize index rows for %u positions", p->name, p->n_fin_index, positions);
+  const rf_fin_index *x = &p->fin_index[e->rx->pos];
+  if (x->first > p->n_finalize || x->count > p->n_finalize - x->first)
+    return rf__fail(e, RF_ERR_ARG, "plan %s: finalize steps %u+%u of position %u out of range", p->name, x->first,
+                    x->count, e->rx->pos);
+  e->rx->fin_first = x->first;
+  e->rx->fin_count = x->count;
+  if (!(e->rx->fin_engine = calloc(x->count ? x->count : 1, sizeof *e->rx->fin_engine)))
+    return rf__fail(e, RF_ERR_NOMEM, "receiver tables");
+  for (uint32_t i = x->first; i < x->first + x->count; i++) {
+    const rf_finalize *f = &p->finalize[i];
+    if (f->tp_rank != e->rx->pos || f->dst < rv->dst_first || f->dst >= rv->dst_first + rv->dst_count)
+      return rf__fail(e, RF_ERR_ARG, "plan %s: finalize step %u ('%s') is not one of position %u's", p->name, i, f->name,
+                      e->rx->pos);
+    if (f->kind == RF_FIN_ENGINE) {
+      e->rx->fin_engine[e->rx->n_fin_engine++] = i;
+      continue;
+    }
+    if (f->kind != RF_FIN_KERNEL || f->op != RF_FINOP_UE8M0_PACK)
+      return rf__fail(e, RF_ERR_ARG, "plan %s: finalize step %u ('%s' of '%s') has kind %u op %u, which this library "
+                      "does not run", p->name, i, f->name, p->dst[f->dst].name, f->kind, f->op);
+    if (f->out >= p->n_derived || p->derived[f->out].tp_rank != e->rx->pos || p->derived[f->out].storage != f->out ||
+        p->derived[f->out].dst != RF_NONE)
+      return rf__fail(e, RF_ERR_ARG, "plan %s: finalize step %u ('%s' of '%s') writes no storage of position %u", p->name,
+                      i, f->name, p->dst[f->dst].name, e->rx->pos);
+  }
+  return RF_OK;
 }
 
 rf_status rf__receiver_open(rf_engine *e)
@@ -126,6 +168,7 @@ rf_status rf__receiver_open(rf_engine *e)
     if (e->rx->ref_count == 0) e->rx->ref_first = i;
     e->rx->ref_count++;
   }
+  RF_CHECK(open_finalize(e));
   e->rx->absorb = calloc(e->rx->ref_count ? e->rx->ref_count : 1, sizeof *e->rx->absorb);
   e->rx->layout = calloc(e->rx->ref_count ? e->rx->ref_count : 1, sizeof *e->rx->layout);
   e->rx->ck = calloc(1, sizeof *e->rx->ck);
@@ -161,6 +204,7 @@ void rf__receiver_close(rf_engine *e)
   free(e->rx->peer_delta);
   free(e->rx->absorb);
   free(e->rx->layout);
+  free(e->rx->fin_engine);
   free(e->rx->blob);
   free(e->rx->ck);
   free(e->rx);
@@ -327,9 +371,19 @@ rf_status rf__receiver_listen(rf_engine *e, const char *ip, uint16_t port, uint1
       return rf__fail(e, RF_ERR_UNBOUND, "tensor '%s' (dst %u) of receiver %u is not bound",
                       p->dst[e->rx->rv->dst_first + i].name, e->rx->rv->dst_first + i, e->cfg.rank);
   RF_CHECK(prepare_refresh(e));
+  if (e->rx->n_fin_engine && !e->rx->fin_fn) {
+    const rf_finalize *f = &p->finalize[e->rx->fin_engine[0]];
+    return rf__fail(e, RF_ERR_UNBOUND, "finalize step '%s' of '%s' (and %u more engine steps of receiver %u) runs the "
+                    "engine's own post-load code: set a hook with rf_set_finalize before rf_listen", f->name,
+                    p->dst[f->dst].name, e->rx->n_fin_engine - 1, e->cfg.rank);
+  }
   /* CUDA: run the refresh once now, from the tensors as bound: it loads the refresh kernels while no
-   * stream waits on a version (lazy module loading behind a stream wait can stall the context) */
+   * stream waits on a version (lazy module loading behind a stream wait can stall the context); the
+   * finalize kernels likewise, into scratch memory */
   if (e->mem->device && e->rx->ref_count) RF_CHECK(refresh(e));
+  for (uint32_t i = e->rx->fin_first; e->mem->device && i < e->rx->fin_first + e->rx->fin_count; i++)
+    if (p->finalize[i].kind == RF_FIN_KERNEL)
+      RF_CHECK(e->mem->finalize(e, &p->finalize[i], e->rx->dst_ptr[p->finalize[i].dst - e->rx->rv->dst_first], NULL));
   rf_status st = RF_OK;
   for (uint32_t i = 0; i < e->rx->rv->dst_count && st == RF_OK; i++) {
     uint8_t *ptr = e->rx->dst_ptr[i];
@@ -482,6 +536,51 @@ rf_status rf__receiver_arm(rf_engine *e, uint64_t v)
   return RF_OK;
 }
 
+rf_status rf__receiver_set_finalize(rf_engine *e, rf_finalize_fn fn, void *ctx)
+{
+  if (e->rx->listening && !fn && e->rx->n_fin_engine)
+    return rf__fail(e, RF_ERR_STATE, "rf_set_finalize(NULL) after rf_listen: receiver %u has %u engine finalize steps",
+                    e->cfg.rank, e->rx->n_fin_engine);
+  e->rx->fin_fn = fn;
+  e->rx->fin_ctx = ctx;
+  return RF_OK;
+}
+
+/* every byte of the armed version is in: run this position's finalize steps, kernels first, then the
+ * engine's hook once for its steps. 0, or -1 after tearing the version (naming the step). */
+static int finalize(rf_engine *e)
+{
+  const rf_plan *p = e->p;
+  uint64_t t0 = rf__now_ns(), v = e->rx->v_armed;
+  char why[200] = "";
+  const rf_finalize *bad = NULL;
+  for (uint32_t i = e->rx->fin_first; i < e->rx->fin_first + e->rx->fin_count && !bad; i++) {
+    const rf_finalize *f = &p->finalize[i];
+    if (f->kind != RF_FIN_KERNEL) continue;
+    if (e->mem->finalize(e, f, e->rx->dst_ptr[f->dst - e->rx->rv->dst_first], e->rx->der_ptr[f->out]) != RF_OK) {
+      snprintf(why, sizeof why, "%.199s", e->err);
+      bad = f;
+    }
+    e->ctr.finalize_steps++;
+  }
+  if (!bad && e->rx->n_fin_engine) {
+    atomic_store(&e->in_hook, rf__self());
+    int rc = e->rx->fin_fn(e->rx->fin_ctx, v, e->rx->fin_engine, e->rx->n_fin_engine, why, sizeof why);
+    atomic_store(&e->in_hook, (uintptr_t)0);
+    why[sizeof why - 1] = 0;
+    e->ctr.finalize_steps += e->rx->n_fin_engine;
+    if (rc) {
+      bad = &p->finalize[e->rx->fin_engine[rc > 0 && (uint32_t)rc <= e->rx->n_fin_engine ? rc - 1 : 0]];
+      if (!why[0]) snprintf(why, sizeof why, "the engine's finalize hook returned %d", rc);
+    }
+  }
+  e->ctr.last_finalize_ns = rf__now_ns() - t0;
+  e->ctr.finalize_ns += e->ctr.last_finalize_ns;
+  if (!bad) return 0;
+  tear(e, "finalize step '%s' of '%s' failed: %s", bad->name, p->dst[bad->dst].name, why);
+  return -1;
+}
+
 static void complete(rf_engine *e)
 {
   uint64_t t0 = rf__now_ns(), deltas = 0;
@@ -510,6 +609,7 @@ static void complete(rf_engine *e)
     return;
   }
   e->ctr.refresh_ns += rf__now_ns() - t0;
+  if (e->rx->fin_count && finalize(e) != 0) return; /* torn */
   e->rx->v_complete = e->rx->v_armed;
   e->rx->v_armed = 0;
   rf__changed(e);

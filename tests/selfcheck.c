@@ -383,7 +383,14 @@ static void check_refresh(const rf_plan *p)
   }
   int64_t last[8];
   int have_last = 0;
+  char *fin_out = calloc(p->n_derived ? p->n_derived : 1, 1); /* storages of finalize steps: check_finalize's */
+  for (uint32_t i = 0; i < p->n_finalize; i++)
+    if (p->finalize[i].out < p->n_derived) fin_out[p->finalize[i].out] = 1;
   for (uint32_t i = 0; i < p->n_derived; i += 2) {
+    if (fin_out[i]) { /* one tensor, not a pair: go on at i + 1 */
+      i--;
+      continue;
+    }
     const rf_derived_tensor *uk = &p->derived[i], *uv = i + 1 < p->n_derived ? &p->derived[i + 1] : NULL;
     if (!uv || uk->storage != i || uv->storage != i || uk->ndim != 3 || uv->ndim != 3 || uk->dtype != RF_BF16 ||
         uv->dtype != RF_BF16 || uk->tp_rank != uv->tp_rank || uk->dst != uv->dst || uk->bytes != uv->bytes) {
@@ -426,6 +433,7 @@ static void check_refresh(const rf_plan *p)
     if (twice) BAD("derived '%s' / '%s': %ld storage elements named twice", uk->name, uv->name, twice);
   }
   free(refreshed);
+  free(fin_out);
   report("derived views pair up inside their storage; refresh steps fill refit's storages, dst views match kv_b_proj", bad);
 }
 
@@ -568,6 +576,65 @@ static void check_index(const rf_plan *p)
   report("index tables: received writes, targets and regions are what the tables give", bad);
 }
 
+/* finalize steps (gen/engine.lua): each reads a dst of its position; a kernel step writes a storage
+ * of its position that nothing else writes, UE8M0 pack from the fp32 scales of its fp8 weight
+ * [groups, rows, cols] into int32 [groups, rows, ceil(ceil(cols/128)/4)] with MN aligned to 4, bytes
+ * = both tensors'; an engine step names no output and counts its dst's bytes. Ordered by position,
+ * then dst; the index gives each position its run (no rows without steps). */
+static void check_finalize(const rf_plan *p)
+{
+  long bad = 0;
+  uint32_t positions = p->replicas ? p->receivers / p->replicas : 0;
+  char *written = calloc(p->n_derived ? p->n_derived : 1, 1);
+  for (uint32_t i = 0; i < p->n_finalize; i++) {
+    const rf_finalize *f = &p->finalize[i];
+    if (f->dst >= p->n_dst || f->tp_rank >= positions || p->dst[f->dst].tp_rank != f->tp_rank) {
+      BAD("finalize %u ('%s'): dst %u out of range or not of position %u", i, f->name, f->dst, f->tp_rank);
+      continue;
+    }
+    const rf_dst_tensor *d = &p->dst[f->dst];
+    if (i && (f->tp_rank < p->finalize[i - 1].tp_rank ||
+              (f->tp_rank == p->finalize[i - 1].tp_rank && f->dst <= p->finalize[i - 1].dst)))
+      BAD("finalize %u ('%s' of '%s'): not ordered by position, then dst", i, f->name, d->name);
+    if (f->kind == RF_FIN_ENGINE) {
+      if (f->out != RF_NONE || f->op != RF_FINOP_NONE || f->bytes != d->bytes || f->groups != 1)
+        BAD("finalize %u ('%s' of '%s'): an engine step with an output, an op or %" PRIu64 " bytes (dst %" PRIu64 ")", i,
+            f->name, d->name, f->bytes, d->bytes);
+      continue;
+    }
+    const rf_derived_tensor *o = f->out < p->n_derived ? &p->derived[f->out] : NULL;
+    const rf_dst_tensor *w = d->weight < p->n_dst ? &p->dst[d->weight] : NULL;
+    if (f->kind != RF_FIN_KERNEL || f->op != RF_FINOP_UE8M0_PACK || !o || !w) {
+      BAD("finalize %u ('%s' of '%s'): kind %u op %u out %u: not a UE8M0 pack of an fp8 weight's scales", i, f->name,
+          d->name, f->kind, f->op, f->out);
+      continue;
+    }
+    if (written[f->out]++) BAD("finalize %u ('%s' of '%s'): storage '%s' written twice", i, f->name, d->name, o->name);
+    int64_t g = f->groups, rb = (f->rows + 127) / 128, kb = (f->cols + 127) / 128, mn = (f->rows + 3) / 4 * 4;
+    int64_t kw = (kb + 3) / 4;
+    int ok = o->storage == f->out && o->dst == RF_NONE && o->tp_rank == f->tp_rank && o->dtype == RF_I32 &&
+             o->offset == 0 && o->bytes == (uint64_t)(g * mn * kw * 4) && d->dtype == RF_FP32 &&
+             d->bytes == (uint64_t)(g * rb * kb * 4) && w->dtype == RF_FP8 && w->bytes == (uint64_t)(g * f->rows * f->cols) &&
+             w->tp_rank == f->tp_rank && f->bytes == d->bytes + o->bytes &&
+             (g == 1 ? o->ndim == 2 && o->shape[0] == f->rows && o->shape[1] == kw && o->stride[0] == 1 && o->stride[1] == mn
+                     : o->ndim == 3 && o->shape[0] == g && o->shape[1] == f->rows && o->shape[2] == kw &&
+                           o->stride[0] == mn * kw && o->stride[1] == 1 && o->stride[2] == mn);
+    if (!ok) BAD("finalize %u ('%s' of '%s'): geometry, tensors or bytes do not match [%u, %lld, %lld]", i, f->name,
+                 d->name, f->groups, (long long)f->rows, (long long)f->cols);
+  }
+  if (p->n_finalize == 0 ? p->n_fin_index != 0 : p->n_fin_index != positions)
+    BAD("%u finalize index rows for %u steps over %u positions", p->n_fin_index, p->n_finalize, positions);
+  for (uint32_t q = 0, at = 0; q < p->n_fin_index; q++) {
+    const rf_fin_index *x = &p->fin_index[q];
+    uint32_t n = 0;
+    while (at + n < p->n_finalize && p->finalize[at + n].tp_rank == q) n++;
+    if (x->first != at || x->count != n) BAD("position %u: finalize steps %u+%u, the table has %u+%u", q, x->first, x->count, at, n);
+    at += n;
+  }
+  free(written);
+  report("finalize steps read their position's tensors and write their own storages; the index covers them", bad);
+}
+
 int rf_selfcheck(const rf_plan *p, const rf_expect *e)
 {
   printf("self-check %s (%s): %u trainers -> %u receivers, %u writes\n", p->name, p->model, p->trainers, p->receivers, p->n_writes);
@@ -581,6 +648,7 @@ int rf_selfcheck(const rf_plan *p, const rf_expect *e)
   check_refresh(p);
   check_patches(p);
   check_index(p);
+  check_finalize(p);
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
 }

@@ -134,6 +134,13 @@ expect vllm_cpu_version "plan 'vllm_cpu_version': engine.version: '>=0.32,<0.34'
 expect vllm_sm0 "plan 'vllm_sm0': engine.sm: 0: the vllm profile covers SM90 (H100/H200)"
 expect engine_sleep "engine.sleep_mode: sleep mode frees and re-maps the weights (CUDA virtual memory)"
 expect engine_w13 "tests/gen_bad/plans/engine_w13.lua:1: key 'engine.w13' must be 'gate_up' or 'up_gate', got 'gate'"
+# finalize steps (gen/engine.lua M.finalize): a pattern naming no destination, an unknown step, a kernel
+# on a tensor it cannot run on, two steps for one tensor, a malformed entry
+expect finalize_missing "tests/gen_bad/plans/finalize_missing.lua:6: plan 'finalize_missing': engine.finalize: [1] pattern 'mlp%.down_prj%.weight\$' matches no destination tensor"
+expect finalize_step "plan 'finalize_step': engine.finalize: step 'marlin_repack' of tensor 'model.layers.0.mlp.down_proj.weight' is neither 'engine' nor a kernel step (known: ue8m0_pack)"
+expect finalize_ue8m0_bf16 "engine.finalize: step 'ue8m0_pack' cannot run on tensor 'model.layers.0.mlp.down_proj.weight': it is not the fp32 block scales of an fp8 weight"
+expect finalize_twice "engine.finalize: [2] 'mlp%.down_proj': tensor 'model.layers.0.mlp.down_proj.weight' already has the finalize step 'engine'"
+expect finalize_shape "tests/gen_bad/plans/finalize_shape.lua:6: key 'engine.finalize[1]' must be { pattern, 'engine' or a kernel step [, name] }, got 'down_proj'"
 # plan keys (gen/plan_keys.lua): a misspelt key in any section, a wrong type; and model keys the
 # family does not read. Each of these generated with exit 0 (or failed elsewhere) before keys were checked.
 expect key_gather_bellow "tests/gen_bad/plans/key_gather_bellow.lua:4: unknown key 'gather_bellow' (did you mean 'gather_below'?)"

@@ -180,7 +180,7 @@ def compare(want, got):
 def test_library():
     have = set(re.search(r"^plan_set = (.*)$", open(f"{ROOT}/config.ninja").read(), re.M).group(1).split())
     assert set(refit.plans()) == have, f"plans {refit.plans()}, configure chose {sorted(have)}"
-    assert refit.ABI_VERSION == 5
+    assert refit.ABI_VERSION == 6
     e = expect_raises(refit.Error, lambda: refit.Plan("nope"),
                       f"no plan 'nope' in this librefit.so (it has: {' '.join(refit.plans())}; "
                       f"./configure --plans=... chooses them)", "RF_ERR_ARG")
@@ -370,6 +370,17 @@ def test_reference_matches_tables():
             assert got == want, (name, r, sorted(set(got.items()) ^ set(want.items()), key=str)[:4])
             assert all(ref[a] is ref[n] for n, al in ref.aliases.items() for a in al)
             views = {n: i for n, i in infos.items() if i.side == 3}
+            # finalize kernels' storages (not the engine's load-time views the reference builds): the
+            # UE8M0 pack of an fp8 weight [rows, cols]'s scales is int32 [rows, ceil(ceil(cols/128)/4)]
+            # MN-major with rows aligned to 4, named after the scales
+            for step, scales, kind in p._p.finalize(r):
+                if kind != 1:
+                    continue
+                i = views.pop(f"{scales}#ue8m0")
+                rows, cols = ref[scales.replace("weight_scale_inv", "weight")].shape
+                mn, kw = (rows + 3) // 4 * 4, ((cols + 127) // 128 + 3) // 4
+                assert (step, i.shape, i.stride, i.dtype, i.bytes, i.storage) == (
+                    "ue8m0_pack", (rows, kw), (1, mn), "int32", mn * kw * 4, i.id), (name, r, scales, i)
             assert set(views) == set(ref.derived), (name, r, set(views) ^ set(ref.derived))
             for n, i in views.items():
                 shape, stride, off, root = np_geometry(ref[n])
@@ -1286,6 +1297,111 @@ def test_trainer_wait_timeout():
     tr.close()
 
 
+def test_finalize_hook():
+    """Receiver.set_finalize (refit.h rf_set_finalize) on plan qwen3_tiny_finalize, receivers and
+    trainers in this process: listen refuses the plan's engine steps without a hook; the hook gets
+    (version, [(step, tensor)]) once per version after the kernel steps ran (the packed UE8M0 scales
+    equal a numpy packing of the fp32 scales refit wrote) and before any trainer's wait returns; a
+    call into the receiver from inside the hook raises; an exception tears the version on its
+    receiver with its type and text (its wait and the trainers' raise TornError naming the step);
+    the next version completes; the counters"""
+    plan = refit.Plan("qwen3_tiny_finalize")
+    opts = dict(token=TOKEN, ucx_tls="tcp", timeout_ms=30000)
+    rxs, tensors, calls, inner = [], [], {0: [], 1: []}, []
+    returned = {0: 0, 1: 0}
+    for r in range(2):
+        rx = refit.Receiver(plan, r, **opts)
+        t = plan.engine_tensors(r)
+        assert rx.bind(t) == [], rx.unbound
+        e = expect_raises(refit.Error, lambda: rx.listen("127.0.0.1"), None, "RF_ERR_UNBOUND")
+        assert (f"finalize step 'test_post_load' of 'model.layers.0.mlp.down_proj.weight' (and 1 more engine steps of "
+                f"receiver {r}) runs the engine's own post-load code: set a hook with rf_set_finalize") in str(e), e
+        assert rx.finalize_steps() == [
+            ("ue8m0_pack", "model.layers.0.self_attn.qkv_proj.weight_scale_inv", "kernel"),
+            ("test_post_load", "model.layers.0.mlp.down_proj.weight", "engine"),
+            ("ue8m0_pack", "model.layers.1.self_attn.qkv_proj.weight_scale_inv", "kernel"),
+            ("test_post_load", "model.layers.1.mlp.down_proj.weight", "engine")], rx.finalize_steps()
+
+        def hook(version, steps, r=r, rx=rx, t=t):
+            packed = t["model.layers.1.self_attn.qkv_proj.weight_scale_inv#ue8m0"]
+            calls[r].append((version, steps, packed.copy()))
+            try:
+                rx.counters()
+            except refit.Error as err:
+                inner.append(str(err))
+            time.sleep(0.1)  # the engine's code takes a while: no trainer's wait may return meanwhile
+            returned[r] = version
+            if r == 0 and version == 2:
+                raise RuntimeError("repack failed at 2")
+
+        rx.set_finalize(hook)
+        port = rx.listen("127.0.0.1")
+        rxs.append((rx, port))
+        tensors.append(t)
+    trs, rng = [], np.random.default_rng(24)
+    for rank in range(2):
+        tr = refit.Trainer(plan, rank, progress_thread=True, **opts)
+        for n, i in tr.sources.items():
+            x = i.empty()
+            x[...] = rng.standard_normal(x.shape).astype(x.dtype)
+            tr.bind(n, x, row0=i.row0)
+        for r, (rx, port) in enumerate(rxs):
+            tr.connect(r, "127.0.0.1", port)
+        trs.append(tr)
+
+    def version(v):
+        for rx, _ in rxs:
+            rx.arm(v)
+        for tr in trs:
+            tr.push(v)
+        errs = []
+        for tr in trs:
+            try:
+                tr.wait(timeout=60)
+                errs.append(None)
+            except refit.TornError as err:
+                errs.append(str(err))
+            assert returned == {0: v, 1: v}, (v, returned)  # both hooks returned before the trainers learned
+        return errs
+
+    def ue8m0_reference(t):
+        """numpy: fp32 block scales [rb, kb] (powers of two) -> int32 [rows, ceil(kb/4)], strides (1, rows)"""
+        sc = np.ascontiguousarray(t["model.layers.1.self_attn.qkv_proj.weight_scale_inv"], dtype=np.float32)
+        code = ((sc.view(np.uint32) >> 23) & 0xFF).astype(np.uint32)
+        rb, kb = code.shape
+        kw = (kb + 3) // 4
+        code = np.pad(code, ((0, 0), (0, kw * 4 - kb)))
+        words = sum(code[:, j::4] << (8 * j) for j in range(4)).astype(np.uint32)  # [rb, kw]
+        return np.repeat(words, 128, axis=0).view(np.int32)  # every row of a 128-row block
+
+    steps = [("test_post_load", "model.layers.0.mlp.down_proj.weight"),
+             ("test_post_load", "model.layers.1.mlp.down_proj.weight")]
+    assert version(1) == [None, None]
+    for r, (rx, _) in enumerate(rxs):
+        assert rx.wait(1).complete == 1
+        assert [c[:2] for c in calls[r]] == [(1, steps)], calls[r]
+        want = ue8m0_reference(tensors[r])
+        assert want.any() and np.array_equal(calls[r][0][2], want), "the kernel step's output when the hook ran"
+        c = rx.counters()
+        assert c["finalize_steps"] == 4 and c["finalize_ns"] >= c["last_finalize_ns"] > 0, c
+    assert inner == ["a call into the receiver from inside its finalize hook"] * 2, inner
+    torn = ("version 2 torn: finalize step 'test_post_load' of 'model.layers.0.mlp.down_proj.weight' failed: "
+            "RuntimeError: repack failed at 2")
+    errs = version(2)
+    assert all(e is not None and torn in e for e in errs), errs
+    e = expect_raises(refit.TornError, lambda: rxs[0][0].wait(2), None, "RF_ERR_TORN")
+    assert torn in str(e) and e.version == 2, e
+    assert rxs[1][0].wait(2).complete == 2
+    assert version(3) == [None, None]
+    for r, (rx, _) in enumerate(rxs):
+        assert rx.wait(3).complete == 3 and [c[0] for c in calls[r]] == [1, 2, 3], calls[r]
+        assert rx.counters()["versions"] == (2 if r == 0 else 3), rx.counters()
+    for tr in trs:
+        tr.close()
+    for rx, _ in rxs:
+        rx.close()
+
+
 # ------------------------------------------------------------------------------------------------
 # loopback: receivers and trainers in forked processes, the parent drives versions through pipes
 
@@ -1546,6 +1662,7 @@ TESTS = [
     test_version_and_token_range,
     test_close_wakes_wait,
     test_trainer_wait_timeout,
+    test_finalize_hook,
     test_close_from_signal_handler,
     test_numpy_missing_error,
     test_vllm_bind_every_dump,

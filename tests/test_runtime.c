@@ -91,6 +91,23 @@ static void test_qwen3_tp2_shm(void)
 static void test_qwen3_moe_ep2_blob(void) { run_plan("qwen3_moe_tiny_ep2", 2, "tcp", 1); }
 static void test_qwen3_fp8_tp4(void) { run_plan("qwen3_tiny_fp8_tp4", 1, "tcp", 0); }
 
+/* finalize steps across processes, dense then delta: every receiver's UE8M0-packed scales equal the C
+ * reference over the expected scales, its hook ran for each version (tests/harness/loop.c verify) */
+static void test_finalize_loopback(void)
+{
+  rf_loop_opts o = opts("qwen3_tiny_finalize", 3, "tcp");
+  o.delta = 1;
+  o.sparse = 1;
+  rf_loop_result r;
+  int rc = rf_loop_run(&o, &r);
+  EXPECT(rc == 0, "run failed: %s", r.error);
+  if (rc) return;
+  EXPECT(r.n == 3, "%d versions ran", r.n);
+  expect_all_verified(&o, &r, 0, r.n - 1);
+  EXPECT(r.v[1].deltas > 0 && r.v[2].deltas > 0, "versions 2 and 3 went dense (%llu, %llu receivers as patches)",
+         (unsigned long long)r.v[1].deltas, (unsigned long long)r.v[2].deltas);
+}
+
 /* writes of unconverted tensors straight from the sources: same bytes arrive */
 static void test_direct(void)
 {
@@ -752,6 +769,7 @@ static const expect_test tests[] = {
   {"qwen3_tiny_tp2 over shared memory, engine-allocated tensors", test_qwen3_tp2_shm},
   {"qwen3_moe_tiny_ep2 through exported blobs", test_qwen3_moe_ep2_blob},
   {"qwen3_tiny_fp8_tp4", test_qwen3_fp8_tp4},
+  {"qwen3_tiny_finalize: kernel and engine finalize steps, dense then delta, every byte", test_finalize_loopback},
   {"direct writes from the sources (glm_tiny_demo, qwen3_tiny_tp2, qwen3_moe_tiny_bf16)", test_direct},
   {"trainer killed mid-push: torn, then complete", test_trainer_killed},
   {"receiver dies: trainers get an error", test_receiver_dies},

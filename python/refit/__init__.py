@@ -35,7 +35,7 @@ __all__ = ["Plan", "Trainer", "Receiver", "TensorInfo", "VersionState", "Error",
 
 ABI_VERSION = _refit.ABI_VERSION
 _SRC, _DST, _DERIVED = _refit.SIDE_SRC, _refit.SIDE_DST, _refit.SIDE_DERIVED
-_DTYPE = {1: "bfloat16", 2: "float32", 3: "float8_e4m3fn"}
+_DTYPE = {1: "bfloat16", 2: "float32", 3: "float8_e4m3fn", 4: "int32"}
 _DTYPE_ID = {name: i for i, name in _DTYPE.items()}
 _TRAVEL = {0: None, 1: "expert", 2: "shard", 3: "gather"}
 _SIDE = {_SRC: "source", _DST: "destination", _DERIVED: "derived"}
@@ -99,8 +99,8 @@ def _numpy(module="numpy"):
 
 def _np_dtype(name):
     np = _numpy()
-    if name == "float32":
-        return np.dtype(np.float32)
+    if name in ("float32", "int32"):
+        return np.dtype(name)
     return np.dtype(getattr(_numpy("ml_dtypes"), name))
 
 
@@ -188,6 +188,11 @@ class Plan:
         if i is None:
             raise _unknown(self, "source", name, [self._p.describe(_SRC, 0, k)[0] for k in range(self.n_src)])
         return _info(self._p.describe(_SRC, rank, i))
+
+    def finalize_steps(self, receiver):
+        """Receiver `receiver`'s finalize steps in the order it runs them: [(step name, dst name,
+        'kernel' | 'engine')] (the plan's generated finalize table; DESIGN.md 5d)."""
+        return [(n, d, "kernel" if k == 1 else "engine") for n, d, k in self._p.finalize(receiver)]
 
     def destination(self, name, receiver=0):
         """TensorInfo of destination or derived tensor `name` of receiver."""
@@ -627,6 +632,23 @@ class Receiver(_Engine):
         """CUDA mode: make stream (a torch.cuda.Stream or a cudaStream_t as int; None: the current
         stream) wait on the GPU until version is complete. Usable while capturing a CUDA graph."""
         self._e.stream_wait(version, self._stream(stream))
+
+    def finalize_steps(self):
+        """This receiver's finalize steps (plan.finalize, refit.h rf_set_finalize), in the order it runs
+        them: [(step name, destination name, 'kernel' or 'engine')]."""
+        return self.plan.finalize_steps(self.index)
+
+    def set_finalize(self, fn):
+        """Set the engine's post-load code for this receiver's 'engine' finalize steps (before listen;
+        listen refuses a plan with such steps and no hook): fn(version, steps), steps a list of
+        (step name, destination name), runs once per version after every byte of it is in and the
+        kernel steps ran, before the version is complete and before any trainer learns it. An
+        exception tears the version with its text (wait raises TornError naming the step; the
+        trainers' wait too). fn runs on the receiver's progress thread (or inside wait / poll
+        without one) while the engine is locked: it must not call this receiver (such a call raises
+        Error). None clears it before listen. Its time: counters()["finalize_ns"] (all versions),
+        ["last_finalize_ns"] (the last version), ["finalize_steps"]."""
+        self._e.set_finalize(fn)
 
 
 def _binding_plan(plan, replicate, shapes):

@@ -208,6 +208,25 @@ static PyObject *plan_receiver(PlanObject *self, PyObject *args)
   return Py_BuildValue("(IIKN)", rv->replica, rv->tp_rank, (unsigned long long)rv->bytes, peers);
 }
 
+/* receiver r's finalize steps in table order: [(step name, dst name, kind)] */
+static PyObject *plan_finalize(PlanObject *self, PyObject *args)
+{
+  unsigned r;
+  if (!PyArg_ParseTuple(args, "I", &r)) return NULL;
+  const rf_plan *p = self->p;
+  if (r >= p->receivers) return set_error(Error, RF_ERR_ARG, "receiver index out of range", 0, NULL);
+  uint32_t pos = p->recv[r].tp_rank, first = 0, n = 0;
+  if (p->n_finalize && pos < p->n_fin_index) first = p->fin_index[pos].first, n = p->fin_index[pos].count;
+  PyObject *out = PyList_New(n);
+  for (uint32_t i = 0; out && i < n; i++) {
+    const rf_finalize *f = &p->finalize[first + i];
+    PyObject *t = Py_BuildValue("(ssI)", f->name, p->dst[f->dst].name, (unsigned)f->kind);
+    if (!t) Py_CLEAR(out);
+    else PyList_SET_ITEM(out, i, t);
+  }
+  return out;
+}
+
 /* trainer rank t: (shard, replicate, bytes_out) */
 static PyObject *plan_trainer(PlanObject *self, PyObject *args)
 {
@@ -272,6 +291,7 @@ static PyMethodDef plan_methods[] = {
   {"describe", (PyCFunction)plan_describe, METH_VARARGS, "describe(side, rank, id) -> info tuple"},
   {"list", (PyCFunction)plan_list, METH_VARARGS, "list(side, rank) -> info tuples of every tensor rank binds"},
   {"receiver", (PyCFunction)plan_receiver, METH_VARARGS, "receiver(r) -> (replica, position, bytes, peers)"},
+  {"finalize", (PyCFunction)plan_finalize, METH_VARARGS, "finalize(r) -> [(step, dst name, kind)]"},
   {"trainer", (PyCFunction)plan_trainer, METH_VARARGS, "trainer(t) -> (shard, replicate, bytes_out)"},
   {"check", (PyCFunction)plan_check, METH_VARARGS, "check(role, rank, mem, cuda_device, side, id, desc)"},
   {NULL, NULL, 0, NULL},
@@ -297,6 +317,8 @@ typedef struct {
   PyObject *plan, *keep; /* the Plan (its tables outlive the engine) and the bound tensors' owners */
   int role, progress_thread;
   int busy, closing, closers; /* calls in flight; close() begun; close() calls waiting for them (all under the GIL) */
+  PyObject *fin_fn;          /* set_finalize's callable, or NULL */
+  unsigned long hook_thread; /* the thread running fin_fn (under the GIL), 0 when none */
 } EngineObject;
 
 #define SLICE_MS 100 /* the longest a wait holds the engine's lock before it looks at `closing` and signals */
@@ -325,6 +347,12 @@ static int enter(EngineObject *self)
 {
   if (!self->e || self->closing) {
     set_error(Error, RF_ERR_STATE, "the engine is closed", 0, NULL);
+    return -1;
+  }
+  /* the hook's thread holds the engine's lock (and, without a progress thread, self->lock): a call
+   * from it would wait for itself */
+  if (self->hook_thread && self->hook_thread == PyThread_get_thread_ident()) {
+    set_error(Error, RF_ERR_STATE, "a call into the receiver from inside its finalize hook", 0, NULL);
     return -1;
   }
   self->busy++;
@@ -452,6 +480,7 @@ static void engine_close_now(EngineObject *self)
 static void engine_dealloc(EngineObject *self)
 {
   engine_close_now(self); /* before the bound tensors' owners go */
+  Py_CLEAR(self->fin_fn);
   if (self->lock) PyThread_free_lock(self->lock);
   Py_XDECREF(self->keep);
   Py_XDECREF(self->plan);
@@ -730,6 +759,80 @@ ENGINE_CALL(engine_arm)
   Py_RETURN_NONE;
 }
 
+/* rf_finalize_fn of set_finalize: runs on whichever thread completes the version (the progress thread,
+ * or one inside version_wait / poll, which let the GIL go), with the engine's lock held. Calls
+ * fin_fn(version, [(step name, dst name), ...]) under the GIL; an exception tears the version with
+ * "<type>: <text>". */
+static int finalize_hook(void *ctx, uint64_t version, const uint32_t *steps, uint32_t n, char *why, size_t why_len)
+{
+  EngineObject *self = ctx;
+  if (!Py_IsInitialized()) { /* the interpreter is gone (a progress thread at exit): no code to run */
+    snprintf(why, why_len, "the Python interpreter has shut down");
+    return -1;
+  }
+  PyGILState_STATE g = PyGILState_Ensure();
+  int rc = -1;
+  const rf_plan *p = ((PlanObject *)self->plan)->p;
+  PyObject *fn = self->fin_fn, *list = PyList_New(n), *res = NULL;
+  for (uint32_t i = 0; list && i < n; i++) {
+    const rf_finalize *f = &p->finalize[steps[i]];
+    PyObject *t = Py_BuildValue("(ss)", f->name, p->dst[f->dst].name);
+    if (!t) Py_CLEAR(list);
+    else PyList_SET_ITEM(list, i, t);
+  }
+  if (!fn) snprintf(why, why_len, "no finalize hook is set");
+  else if (list) {
+    Py_INCREF(fn);
+    unsigned long outer = self->hook_thread;
+    self->hook_thread = PyThread_get_thread_ident();
+    res = PyObject_CallFunction(fn, "KO", (unsigned long long)version, list);
+    self->hook_thread = outer;
+    Py_DECREF(fn);
+  }
+  if (res) rc = 0;
+  else if (PyErr_Occurred()) {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+#else
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+#endif
+    PyObject *text = exc ? PyObject_Str(exc) : NULL;
+    const char *t = text ? PyUnicode_AsUTF8(text) : NULL;
+    if (!t) PyErr_Clear();
+    snprintf(why, why_len, "%s: %s", exc ? Py_TYPE(exc)->tp_name : "error", t ? t : "(no text)");
+    Py_XDECREF(text);
+    Py_XDECREF(exc);
+  }
+  Py_XDECREF(res);
+  Py_XDECREF(list);
+  PyGILState_Release(g);
+  return rc;
+}
+
+/* set_finalize(fn or None): rf_set_finalize with finalize_hook calling fn */
+ENGINE_CALL(engine_set_finalize)
+{
+  PyObject *fn;
+  if (!PyArg_ParseTuple(args, "O", &fn)) return NULL;
+  if (fn != Py_None && !PyCallable_Check(fn)) return set_error(Error, RF_ERR_ARG, "set_finalize: not callable", 0, NULL);
+  PyObject *old = self->fin_fn;
+  if (fn != Py_None) self->fin_fn = Py_NewRef(fn); /* before the engine can call it */
+  rf_status s;
+  char err[600];
+  LOCKED(self, s, rf_set_finalize(self->e, fn != Py_None ? finalize_hook : NULL, self), err);
+  if (s != RF_OK) {
+    if (fn != Py_None) Py_SETREF(self->fin_fn, old);
+    return set_error(NULL, s, err, 0, NULL);
+  }
+  if (fn == Py_None) self->fin_fn = NULL;
+  Py_XDECREF(old);
+  Py_RETURN_NONE;
+}
+
 ENGINE_CALL(engine_counters)
 {
   (void)args;
@@ -739,7 +842,7 @@ ENGINE_CALL(engine_counters)
   rf_get_counters(self->e, &c);
   PyThread_release_lock(self->lock);
   Py_END_ALLOW_THREADS
-  return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "versions", (unsigned long long)c.versions, "torn",
+  return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "versions", (unsigned long long)c.versions, "torn",
                        (unsigned long long)c.torn, "bytes", (unsigned long long)c.bytes, "writes",
                        (unsigned long long)c.writes, "direct_writes", (unsigned long long)c.direct_writes, "stage_ns",
                        (unsigned long long)c.stage_ns, "post_ns", (unsigned long long)c.post_ns, "push_ns",
@@ -747,7 +850,9 @@ ENGINE_CALL(engine_counters)
                        (unsigned long long)c.last_push_ns, "fenced", (unsigned long long)c.fenced, "ignored",
                        (unsigned long long)c.ignored, "deltas", (unsigned long long)c.deltas, "patch_bytes",
                        (unsigned long long)c.patch_bytes, "overflows", (unsigned long long)c.overflows, "apply_ns",
-                       (unsigned long long)c.apply_ns, "challenged", (unsigned long long)c.challenged);
+                       (unsigned long long)c.apply_ns, "challenged", (unsigned long long)c.challenged, "finalize_ns",
+                       (unsigned long long)c.finalize_ns, "last_finalize_ns", (unsigned long long)c.last_finalize_ns,
+                       "finalize_steps", (unsigned long long)c.finalize_steps);
 }
 
 ENGINE_CALL(engine_ucx_setting)
@@ -778,6 +883,7 @@ static PyMethodDef engine_methods[] = {
   {"stream_wait", (PyCFunction)engine_stream_wait, METH_VARARGS, "stream_wait(version, stream)"},
   {"arm", (PyCFunction)engine_arm, METH_VARARGS, "arm(version)"},
   {"counters", (PyCFunction)engine_counters, METH_NOARGS, "counters() -> dict"},
+  {"set_finalize", (PyCFunction)engine_set_finalize, METH_VARARGS, "set_finalize(fn or None): rf_set_finalize"},
   {"ucx_setting", (PyCFunction)engine_ucx_setting, METH_VARARGS, "ucx_setting(name) -> str"},
   {NULL, NULL, 0, NULL},
 };

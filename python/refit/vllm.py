@@ -225,20 +225,10 @@ def _check_cpu_engine(plan, view):
 
 
 def cpu_steps(plan, index):
-    """{dst name: finalize step} of receiver `index` under the vllm-cpu profile: the rule of gen/engine.lua
-    cpu_step (linears and a tied lm_head: vllm_cpu_gemm_pack; experts' w13/w2: vllm_cpu_moe_prepack).
-    MERGE: once plans carry the generated finalize table, read the steps from it instead."""
-    out = {}
-    for info in plan.destinations(index).values():
-        if info.side != refit._DST:
-            continue
-        leaf = info.name.rsplit(".", 1)[-1]
-        if leaf in ("w13_weight", "w2_weight") and len(info.shape) == 3:
-            out[info.name] = "vllm_cpu_moe_prepack"
-        elif (leaf == "weight" and len(info.shape) == 2 and not info.name.endswith("embed_tokens.weight")) \
-                or "lm_head.weight" in info.aliases:
-            out[info.name] = "vllm_cpu_gemm_pack"
-    return out
+    """{dst name: finalize step} of receiver `index`'s engine steps (the plan's generated finalize
+    table: gen/engine.lua cpu_step under the vllm-cpu profile; linears and a tied lm_head:
+    vllm_cpu_gemm_pack; experts' w13/w2: vllm_cpu_moe_prepack)."""
+    return {d: n for n, d, kind in plan.finalize_steps(index) if kind == "engine"}
 
 
 class CpuFinalize:
@@ -380,6 +370,8 @@ class Binding:
             left = self.rx.bind(tensors)
             if left:
                 raise BindError(f"receiver {self.index} of plan '{plan.name}': not bound: {', '.join(left[:5])}")
+            if self.finalize is not None:  # the receiver runs it before the version is complete
+                self.rx.set_finalize(self.finalize)
             self.host, self.port = host, self.rx.listen(host, port)
             self.blob = self.rx.export()
         except BaseException:
@@ -393,21 +385,16 @@ class Binding:
     def update(self, version, timeout=None):
         """The engine stopped reading its weights: arm version and wait until it is complete
         (VersionState), or raise TornError with the reason (the weights are then undefined until a
-        later version completes) or TimeoutError. With finalize steps (vllm-cpu) their time in
-        seconds is self.finalize.last_s."""
+        later version completes) or TimeoutError. With finalize steps (vllm-cpu) the receiver runs
+        them before the version is complete (a failure tears it); their time in seconds is
+        self.finalize_s()."""
         self.rx.arm(version)
         state = self.rx.wait(version, timeout)
-        if self.finalize is not None:
-            # FINALIZE-HOOK: the coordinator moves this into rx.set_finalize
-            # (rx.set_finalize(self.finalize) at bind; the receiver then runs it before the version
-            # is complete and a failure tears the version; the steps come from the plan's table)
-            try:
-                self.finalize(version, [(step, name) for name, step in self.finalize.steps.items()])
-            except Exception as e:  # as the receiver's hook will: the version is torn, the weights undefined
-                torn = TornError(f"version {version}: finalize failed on receiver {self.index}: {e}")
-                torn.version, torn.reason = version, f"finalize failed: {e}"
-                raise torn from e
         return state
+
+    def finalize_s(self):
+        """seconds the receiver spent in the last complete version's finalize steps (None without steps)"""
+        return self.rx.counters()["last_finalize_ns"] / 1e9 if self.finalize is not None else None
 
     def close(self):
         self.rx.close()
@@ -450,8 +437,7 @@ class WorkerExtension:
         except refit.TimeoutError as e:
             out["timeout"] = str(e)
         out["complete"] = b.rx.poll().complete
-        fin = getattr(b, "finalize", None)
-        out["finalize_s"] = fin.last_s if fin is not None and out["complete"] and not out["torn"] else None
+        out["finalize_s"] = b.finalize_s() if out["complete"] and not out["torn"] else None
         return out
 
     def refit_close(self):

@@ -47,7 +47,8 @@
  *     caller, or the progress thread) touches the transport. rf_last_error reads the newest error
  *     without the lock: read it from the thread whose call failed, before another call fails.
  *   - rf_progress never blocks. On a receiver it takes messages only; a version whose DONEs are all
- *     in (patches applied, derived tensors rebuilt, the trainers acknowledged) completes in
+ *     in (patches applied, derived tensors rebuilt, finalize steps run, the trainers acknowledged)
+ *     completes in
  *     rf_version_poll, rf_version_wait or the progress thread.
  *   - A failed rf_open may still return an engine (with the reason in rf_last_error): rf_close it.
  *   - Memory bound to an engine must stay allocated and registered memory must not move until
@@ -197,6 +198,25 @@ rf_status rf_version_poll(rf_engine *e, rf_version_state *st);
 /* Progress until version >= v is complete (RF_OK), v is torn since it was last armed (RF_ERR_TORN,
  * reason in rf_last_error) or timeout_ms passes (RF_ERR_TIMEOUT; 0 = the engine's timeout). */
 rf_status rf_version_wait(rf_engine *e, uint64_t v, uint32_t timeout_ms);
+/* Finalize steps (plan->finalize, DESIGN.md 5d): once every byte of a version is in (patches applied,
+ * derived tensors rebuilt) and before it is reported complete or acknowledged, the receiver runs its
+ * position's steps in table order: the RF_FIN_KERNEL ones itself (host: the C reference kernels;
+ * RF_MEM_CUDA: the CUDA kernels, done before the version is published), then, when the position has
+ * RF_FIN_ENGINE steps, the hook once with the indexes (into plan->finalize) of those steps. A
+ * kernel that fails or a hook that returns non-zero tears the version: it is never reported
+ * complete, every trainer's rf_wait gets RF_ERR_TORN and rf_version_wait RF_ERR_TORN with
+ * "finalize step '<name>' of '<tensor>' failed: <why>" (the hook names the failed step by returning
+ * its 1-based position in `steps`; any other non-zero return names the first; `why` is its text,
+ * why_len bytes with the terminating zero). A later version runs the steps afresh.
+ * The hook runs on whichever thread completes the version (the progress thread, or the caller of
+ * rf_version_poll / rf_version_wait) with the engine lock held: it must not call this engine
+ * (such a call returns RF_ERR_STATE; rf_get_counters and rf_last_error are answered), and its time
+ * counts in every trainer's rf_wait deadline. Set it before rf_listen (rf_listen refuses a plan
+ * whose position has engine steps and no hook, naming the first step); fn NULL clears it before
+ * rf_listen. Time and steps: rf_counters.finalize_ns, last_finalize_ns, finalize_steps. */
+typedef int (*rf_finalize_fn)(void *ctx, uint64_t version, const uint32_t *steps, uint32_t n, char *why,
+                              size_t why_len);
+rf_status rf_set_finalize(rf_engine *e, rf_finalize_fn fn, void *ctx);
 /* CUDA mode: make `stream` (cudaStream_t) wait, on the GPU, until version >= v is complete; no CPU
  * thread blocks. Usable while capturing a CUDA graph. A torn v never releases the stream: arm a
  * newer version (the wait is for ">= v"). */
@@ -278,6 +298,9 @@ typedef struct rf_counters {
   uint64_t challenged;   /* receiver: blob-mode HELLOs answered with a CHALLENGE and nothing kept (a
                             replayed HELLO counts here; its AUTH never comes, or comes again and is
                             ignored) */
+  uint64_t finalize_ns;  /* receiver: running finalize steps (kernels and the hook), complete and torn versions */
+  uint64_t last_finalize_ns; /* receiver: of the last version that ran them */
+  uint64_t finalize_steps; /* receiver: steps run (kernel steps, and each engine step the hook was given) */
 } rf_counters;
 
 void rf_get_counters(const rf_engine *e, rf_counters *c);
@@ -292,9 +315,10 @@ rf_status rf_ucx_setting(const rf_engine *e, const char *name, char *buf, size_t
 
 /* Bumped when a declaration or a struct of refit.h or refit_plan.h changes incompatibly; code
  * built against another RF_ABI_VERSION must not use this library (the Python module checks). */
-#define RF_ABI_VERSION 5 /* 2: version protocol v2 (rf_arm, ...); 3: rf_tensor.offset, rf_tensor_info strides,
+#define RF_ABI_VERSION 6 /* 2: version protocol v2 (rf_arm, ...); 3: rf_tensor.offset, rf_tensor_info strides,
                             aliases, padding and derived storages; delta pushes (tables, config, counters);
-                            4: rf_time_model.encode_gbs; 5: the index tables (recv_writes, targets, regions) */
+                            4: rf_time_model.encode_gbs; 5: the index tables (recv_writes, targets, regions);
+                            6: finalize steps (tables finalize, fin_index; rf_set_finalize; counters; RF_I32) */
 uint32_t rf_abi_version(void);
 
 /* The plans linked into this library: librefit.so holds the set ./configure --plans chose; a

@@ -15,10 +15,13 @@
  *   derived[] tensors the engine derives from destination tensors: strided views of a storage
  *            that refit rebuilds (bound by receivers) or of a destination tensor's memory
  *   refresh[] steps that rebuild derived tensors after a complete version, per receiver position
+ *   finalize[] steps that turn what refit wrote into what the engine reads, per receiver position
+ *            (kernels run by the receiver, or the engine's own post-load code through a hook)
  * Index tables the runtime reads at open (gen/index.lua derives them from the tables above):
  *   recv_writes[] per receiver: the writes it receives, peer order then table order (its directory)
  *   targets[] per trainer rank: the receivers it writes to, with where its directory parts start
  *   regions[] delta plans, per trainer rank: its regions (below), group by group
+ *   fin_index[] plans with finalize steps, per receiver position: its steps
  * All indices are absolute into the plan's arrays.
  *
  * Delta plans (plan option delta = { budget = B }, delta_ppm = B in parts per million; DESIGN.md 5c,
@@ -43,7 +46,7 @@
 #define RF_GLOBAL_LAYER UINT16_MAX
 #define RF_FP8_BLOCK 128
 
-enum rf_dtype { RF_BF16 = 1, RF_FP32 = 2, RF_FP8 = 3 /* e4m3fn */ };
+enum rf_dtype { RF_BF16 = 1, RF_FP32 = 2, RF_FP8 = 3 /* e4m3fn */, RF_I32 = 4 /* derived tensors of finalize kernels */ };
 enum rf_travel {
   RF_TRAVEL_SHARD = 2,  /* each FSDP shard sends from its own dim-0 chunk */
   RF_TRAVEL_GATHER = 3  /* the full tensor, gathered onto one designated shard */
@@ -61,8 +64,19 @@ enum rf_refresh_kind {
                                each element at its view's offset + index . stride */
 };
 
+/* Finalize steps (rf_finalize, DESIGN.md 5d): what a receiver runs after the last byte of a version
+ * and before it reports it complete. */
+enum rf_fin_kind {
+  RF_FIN_KERNEL = 1, /* a refit kernel, run by the receiver (C reference on the host, CUDA in CUDA mode) */
+  RF_FIN_ENGINE = 2  /* the engine's own post-load code, called through the finalize hook (rf_set_finalize) */
+};
+enum rf_finop {
+  RF_FINOP_NONE = 0,      /* engine steps */
+  RF_FINOP_UE8M0_PACK = 1 /* fp32 block scales -> UE8M0 packed 4 per int32, MN-major, TMA-aligned (DeepGEMM on SM100) */
+};
+
 /* The tables' structs, one per table (rf_src_tensor, rf_dst_tensor, rf_op, rf_write, rf_piece,
- * rf_group, rf_rank, rf_receiver, rf_peer, rf_derived_tensor, rf_refresh) and the plan head
+ * rf_group, rf_rank, rf_receiver, rf_peer, rf_derived_tensor, rf_refresh, rf_finalize, ...) and the plan head
  * rf_plan, each field with its comment, are generated from gen/schema.lua, the one list of every
  * table's columns: */
 #include "refit_tables.h"

@@ -182,6 +182,38 @@ typedef struct rf_refresh {
   uint16_t layer;
 } rf_refresh;
 
+/* Finalize steps (DESIGN.md 5d): per receiver position, in the order the receiver runs them (by
+ * tp_rank, then dst), after every byte of a version is in, its patches applied and its derived
+ * tensors rebuilt, and before it is reported complete. Step i reads dst tensor `dst` (what refit
+ * wrote, in the format the engine's loader produced) and
+ *   kind RF_FIN_KERNEL: runs kernel `op` (enum rf_finop) over [rows, cols], writing the storage of
+ *     derived tensor `out` (a storage refit writes: dst RF_NONE, bound with rf_bind_derived);
+ *   kind RF_FIN_ENGINE: the engine's own post-load code for this tensor, through the receiver's
+ *     finalize hook (rf_set_finalize); out is RF_NONE, op 0.
+ * A step that fails tears the version. */
+typedef struct rf_finalize {
+  const char *name;                     /* the step as the report names it, e.g. "ue8m0_pack" */
+  uint32_t dst;                         /* dst id it reads */
+  uint32_t out;                         /* derived id of the storage it writes (RF_FIN_KERNEL); RF_NONE */
+  int64_t rows;                         /* the geometry the op needs: RF_FINOP_UE8M0_PACK, the weight [groups,
+                                           rows, cols] whose scales dst holds; engine steps, dst's 2-D view
+                                           (groups 1) */
+  int64_t cols;
+  uint32_t groups;
+  uint64_t bytes;                       /* bytes read + written (RF_FIN_ENGINE: the bytes of dst) */
+  uint16_t tp_rank;                     /* receiver position */
+  uint8_t kind;                         /* enum rf_fin_kind */
+  uint8_t op;                           /* enum rf_finop; 0 for RF_FIN_ENGINE */
+} rf_finalize;
+
+/* Plans with finalize steps: one row per receiver position p (row p), its steps
+ * finalize[first, first + count). Plans without steps have no rows (so their layout hash is what it
+ * was before finalize steps existed). */
+typedef struct rf_fin_index {
+  uint32_t first;
+  uint32_t count;
+} rf_fin_index;
+
 typedef struct rf_piece {
   uint64_t src_off;                     /* bytes from the start of the source as this rank binds it (its
                                            shard) */
@@ -261,6 +293,10 @@ typedef struct rf_plan {
   const rf_recv_write *recv_writes;
   const rf_target *targets;
   const rf_region *regions;
+  uint32_t n_finalize;
+  uint32_t n_fin_index;                 /* 0, or one per receiver position */
+  const rf_finalize *finalize;          /* ordered by tp_rank, then dst */
+  const rf_fin_index *fin_index;
 } rf_plan;
 
 /* Each table's columns in declaration order, for code that walks them (runtime/plan.c's
@@ -289,6 +325,9 @@ typedef struct rf_plan {
   I(tp_rank) I(ndim) I(dtype)
 #define RF_COLUMNS_REFRESH(S, I, A) I(kind) I(weight) I(scale) I(out0) I(out1) I(heads) I(qk_nope) I(v_head) \
   I(kv_lora) I(tp_rank) I(layer)
+#define RF_COLUMNS_FINALIZE(S, I, A) S(name) I(dst) I(out) I(rows) I(cols) I(groups) I(bytes) I(tp_rank) \
+  I(kind) I(op)
+#define RF_COLUMNS_FIN_INDEX(S, I, A) I(first) I(count)
 #define RF_COLUMNS_PIECES(S, I, A) I(src_off) I(off) I(len) I(src)
 #define RF_COLUMNS_RECV_WRITES(S, I, A) I(write) I(peer)
 #define RF_COLUMNS_TARGETS(S, I, A) I(receiver) I(peer) I(dir_off) I(dir_first)
@@ -299,7 +338,10 @@ typedef struct rf_plan {
   T(rf_write, writes, n_writes, RF_COLUMNS_WRITES) T(rf_group, groups, n_groups, RF_COLUMNS_GROUPS) \
   T(rf_rank, ranks, trainers, RF_COLUMNS_RANKS) T(rf_receiver, recv, receivers, RF_COLUMNS_RECV) \
   T(rf_peer, peers, n_peers, RF_COLUMNS_PEERS) T(rf_derived_tensor, derived, n_derived, RF_COLUMNS_DERIVED) \
-  T(rf_refresh, refresh, n_refresh, RF_COLUMNS_REFRESH) T(rf_piece, pieces, n_pieces, RF_COLUMNS_PIECES) \
+  T(rf_refresh, refresh, n_refresh, RF_COLUMNS_REFRESH) \
+  T(rf_finalize, finalize, n_finalize, RF_COLUMNS_FINALIZE) \
+  T(rf_fin_index, fin_index, n_fin_index, RF_COLUMNS_FIN_INDEX) \
+  T(rf_piece, pieces, n_pieces, RF_COLUMNS_PIECES) \
   T(rf_recv_write, recv_writes, n_recv_writes, RF_COLUMNS_RECV_WRITES) \
   T(rf_target, targets, n_targets, RF_COLUMNS_TARGETS) T(rf_region, regions, n_regions, RF_COLUMNS_REGIONS)
 

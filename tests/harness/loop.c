@@ -254,6 +254,16 @@ static uint64_t compare(const uint8_t *got, const uint8_t *want, uint64_t n, uin
   return bad;
 }
 
+/* the receiver's finalize hook for the plan's engine steps (refit.h rf_set_finalize): the engine's
+ * code is not here, so it notes the version it ran for (verify checks it ran for each version) */
+static uint64_t hook_version;
+static int engine_steps(void *ctx, uint64_t v, const uint32_t *steps, uint32_t n, char *why, size_t why_len)
+{
+  (void)ctx, (void)steps, (void)n, (void)why, (void)why_len;
+  hook_version = v;
+  return 0;
+}
+
 /* compare receiver me's memory (host copies of its tensors, derived ones too) with version v's
  * expected bytes; want[] ends up holding them */
 static void verify(const rf_loop_opts *o, uint32_t me, uint64_t v, uint8_t **mem, uint8_t **want, uint16_t **der, rec *res)
@@ -292,6 +302,29 @@ static void verify(const rf_loop_opts *o, uint32_t me, uint64_t v, uint8_t **mem
         res->mismatches += bad;
         res->verified += d0->bytes - bad;
         free(a);
+      }
+      /* finalize steps: kernels against the C reference over the expected bytes; the hook ran */
+      int engine = 0;
+      for (uint32_t k = 0; p->n_finalize && k < p->fin_index[rv->tp_rank].count; k++) {
+        const rf_finalize *f = &p->finalize[p->fin_index[rv->tp_rank].first + k];
+        engine |= f->kind == RF_FIN_ENGINE;
+        if (f->kind != RF_FIN_KERNEL) continue;
+        const rf_derived_tensor *d = &p->derived[f->out];
+        int32_t *a = malloc(d->bytes);
+        rfk_ref_ue8m0_pack((const float *)want[f->dst - rv->dst_first], a, f->groups, f->rows, f->cols);
+        uint64_t first = 0, bad = compare((uint8_t *)der[f->out], (uint8_t *)a, d->bytes, &first);
+        if (bad && !res->mismatches)
+          snprintf(res->text, sizeof res->text, "receiver %u: finalize '%s' of '%s' stale or wrong (%llu bytes)", me,
+                   f->name, p->dst[f->dst].name, (unsigned long long)bad);
+        res->mismatches += bad;
+        res->verified += d->bytes - bad;
+        free(a);
+      }
+      if (engine && hook_version != v) {
+        if (!res->mismatches)
+          snprintf(res->text, sizeof res->text, "receiver %u: the finalize hook ran for version %llu, not %llu", me,
+                   (unsigned long long)hook_version, (unsigned long long)v);
+        res->mismatches++;
       }
 }
 
@@ -368,6 +401,7 @@ static void receiver_main(const rf_loop_opts *o, uint32_t me, int cmd_fd, uint16
     prev = calloc(1, p->dst[rv->dst_first].bytes);
     if (!stream || !probe) fatal(me, 0, "stream probe", rf_gpu_error());
   }
+  if (p->n_finalize && rf_set_finalize(e, engine_steps, NULL) != RF_OK) fatal(me, 0, "rf_set_finalize", rf_last_error(e));
   rec r = {.kind = REC_PORT, .who = me};
   /* a restarted receiver comes back on its old port when it is free, so trainers find it again */
   if ((!want_port || rf_listen(e, "127.0.0.1", want_port, &r.port) != RF_OK) &&
