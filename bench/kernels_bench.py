@@ -9,6 +9,8 @@ events) after warm-up. Cases (GLM-5 shapes, MODELS.md):
   fp32 source   [16384,6144] fp32 -> fp8
   cast pack     [16384,6144] fp32 -> bf16 (the cast path; peers: torch .to(), copy)
   refresh       MLA absorption of 78 GLM-5 layers at TP8 (8 heads), UE8M0 requant of a w13 in place
+  ue8m0 pack    SM100 finalize: DeepSeek-V3 w13 [256,4096,7168] / w2 [256,7168,2048] fp32 block scales
+                -> DeepGEMM's packed int32 MN-major layout (checked against DeepGEMM's PyTorch path)
 Every peer output is compared byte for byte with ours (the contract: scale = amax/448, q =
 e4m3_rne_satfinite(x * (448/amax))). Ratios: ours / copy, ours / Triton, ours / PyTorch. All
 contenders of a case are timed in interleaved rounds, each round starting at a different one
@@ -361,6 +363,41 @@ def case_requant(name, E, R, C):
     run_case(name, 2 * q.numel() + 2 * sc.numel() * 4, ours, None, None, lambda: "")
 
 
+def torch_ue8m0_pack(sf, mn):
+    """DeepGEMM's SM100 transform in PyTorch (tests/vllm/ue8m0_vectors.py dg_transform_sf): rows
+    broadcast from their 128-row block, exponent bytes, padded, 4 per int32, MN-major"""
+    b = sf.index_select(-2, torch.arange(mn, device=sf.device) // 128)
+    codes = (b.contiguous().view(torch.int32) >> 23).to(torch.uint8)
+    g, rows, ks = codes.shape
+    amn, ak = -(-rows // 4) * 4, -(-ks // 4) * 4
+    padded = torch.zeros(g, amn, ak, dtype=torch.uint8, device=sf.device)
+    padded[:, :rows, :ks] = codes
+    padded = padded.view(-1).view(torch.int32).view(g, amn, ak // 4)
+    out = torch.empty_strided((g, amn, ak // 4), (amn * (ak // 4), 1, amn), dtype=torch.int32, device=sf.device)
+    return out.copy_(padded)
+
+
+def case_pack(name, E, N, K):
+    """UE8M0 pack of E experts' power-of-two fp32 block scales of [N, K] weights"""
+    sr, sk = -(-N // 128), -(-K // 128)
+    sf = torch.pow(2.0, torch.randint(-30, 0, (E, sr, sk), device="cuda").float())
+    words = E * ((sk + 3) // 4) * (-(-N // 4) * 4)
+    out = torch.empty(words, dtype=torch.int32, device="cuda")
+    lib.rfk_cuda_ue8m0_pack.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+    def ours():
+        rc = lib.rfk_cuda_ue8m0_pack(sf.data_ptr(), out.data_ptr(), E, N, K, flag.data_ptr(),
+                                     torch.cuda.current_stream().cuda_stream)
+        if rc != 0:
+            raise RuntimeError(f"rfk_cuda_ue8m0_pack: {rc}")
+    def check():
+        ref = torch_ue8m0_pack(sf, N)
+        ok = torch.equal(out, ref.as_strided((words,), (1,)))
+        del ref
+        return "DeepGEMM torch path " + ("equal" if ok else "DIFFERENT")
+    run_case(name, sf.numel() * 4 + words * 4, ours, None, None, check)
+
+
 def main():
     p = torch.cuda.get_device_properties(0)
     print(f"kernels_bench: {p.name}, {p.multi_processor_count} SMs, torch {torch.__version__}, "
@@ -375,6 +412,8 @@ def main():
         ("cast fp32->bf16 [16384,6144] (torch = .to)", lambda n: case_cast(n, 16384, 6144)),
         ("refresh: MLA absorb GLM-5 TP8, 78 layers", lambda n: case_absorb(n, 78, 8, 192, 256, 512)),
         ("refresh: requant ue8m0 w13 256x[4096,6144] in place", lambda n: case_requant(n, 256, 4096, 6144)),
+        ("finalize: ue8m0 pack DSv3 w13 scales 256x[4096,7168]", lambda n: case_pack(n, 256, 4096, 7168)),
+        ("finalize: ue8m0 pack DSv3 w2 scales 256x[7168,2048]", lambda n: case_pack(n, 256, 7168, 2048)),
     ]
     for i, (name, fn) in enumerate(cases):
         if only is None or str(i) in only:

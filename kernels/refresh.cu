@@ -19,6 +19,7 @@
  *   writes ~32x the bytes it reads: it runs at the device's write rate if the instructions per
  *   byte stay low (about 25 per warp and 512 bytes).
  * Test: build/test_kernels_gpu. */
+#include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -121,7 +122,19 @@ struct requant_params {
   rfk_requant items[RFK_CUDA_CHUNK];
 };
 
-/* 256 threads, 128x128 block: a thread owns a 16-byte vector (16 codes) in 4 rows (step 32) */
+/* two e4m3 codes (low 16 bits) -> fp32, exact: the hardware decode to f16 (every e4m3 value,
+ * subnormals included, is an f16) and f16 -> f32. NaN codes give some NaN; requant never uses them
+ * (their block is written as NaN). */
+__device__ __forceinline__ float2 e4m3x2_f32(uint32_t two)
+{
+  __half2 h = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(two & 0xffffu), __NV_E4M3);
+  return __half22float2(h);
+}
+
+/* 256 threads, 128x128 block: a thread owns a 16-byte vector (16 codes) in 4 rows (step 32).
+ * amax comes from the codes: e4m3 magnitudes order like their 7-bit codes (0x7f, NaN, on top) and
+ * x -> fl(x * s) is monotonic, so max |fl(q * s)| = fl(max|q| * |s|): a byte max (__vmaxu4) and one
+ * multiply per thread instead of a decode, a multiply and a max per code. */
 __global__ void __launch_bounds__(256) requant_kernel(const __grid_constant__ requant_params p)
 {
   const rfk_requant &it = p.items[blockIdx.y];
@@ -131,27 +144,31 @@ __global__ void __launch_bounds__(256) requant_kernel(const __grid_constant__ re
   const int64_t col = c0 + vc * 16;
   const bool full = p.aligned && r0 + 128 <= p.rows && c0 + 128 <= p.cols;
   const float s = it.scale[tr * scols + tc];
-  uint8_t code[4][16];
+  uint32_t code[4][4]; /* 4 rows x 16 codes, byte j of word i = code 4i + j; 0 outside the weight */
   for (int k = 0; k < 4; k++) {
     int64_t r = r0 + vr + 32 * k;
     if (full) {
-      *(uint4 *)code[k] = *(const uint4 *)(it.q + r * p.cols + col);
+      uint4 v = *(const uint4 *)(it.q + r * p.cols + col);
+      code[k][0] = v.x, code[k][1] = v.y, code[k][2] = v.z, code[k][3] = v.w;
     } else {
-      for (int j = 0; j < 16; j++)
-        code[k][j] = r < p.rows && col + j < p.cols ? it.q[r * p.cols + col + j] : 0;
+      for (int i = 0; i < 4; i++) {
+        uint32_t w = 0;
+        for (int j = 0; j < 4; j++)
+          if (r < p.rows && col + 4 * i + j < p.cols)
+            w |= (uint32_t)it.q[r * p.cols + col + 4 * i + j] << (8 * j);
+        code[k][i] = w;
+      }
     }
   }
-  uint32_t amax = 0, nan_code = 0;
-  float x[4][16];
+  uint32_t m4 = 0;
 #pragma unroll
   for (int k = 0; k < 4; k++)
 #pragma unroll
-    for (int j = 0; j < 16; j++) {
-      nan_code |= (code[k][j] & 0x7f) == 0x7f;
-      x[k][j] = __fmul_rn(e4m3_f32(code[k][j]), s);
-      amax = max(amax, __float_as_uint(x[k][j]) & 0x7fffffffu);
-    }
-  if (nan_code || !isfinite(s))
+    for (int i = 0; i < 4; i++)
+      m4 = __vmaxu4(m4, code[k][i] & 0x7f7f7f7fu);
+  const uint32_t mcode = max(max(m4 & 0xff, (m4 >> 8) & 0xff), max((m4 >> 16) & 0xff, m4 >> 24));
+  uint32_t amax = __float_as_uint(__fmul_rn(e4m3_f32(mcode), s)) & 0x7fffffffu;
+  if (mcode == 0x7f || !isfinite(s))
     amax = 0xffffffffu;
   __shared__ uint32_t red[8];
   amax = __reduce_max_sync(0xffffffffu, amax);
@@ -181,12 +198,14 @@ __global__ void __launch_bounds__(256) requant_kernel(const __grid_constant__ re
     int64_t r = r0 + vr + 32 * k;
     uint32_t w[4];
 #pragma unroll
-    for (int j = 0; j < 16; j += 4) {
-      uint32_t lo = __nv_cvt_float2_to_fp8x2(make_float2(__fmul_rn(x[k][j], mul), __fmul_rn(x[k][j + 1], mul)),
+    for (int i = 0; i < 4; i++) {
+      /* x = fl(q * s) (the dequantized weight), then fl(x * mul): two roundings, as the reference */
+      float2 a = e4m3x2_f32(code[k][i]), b = e4m3x2_f32(code[k][i] >> 16);
+      uint32_t lo = __nv_cvt_float2_to_fp8x2(make_float2(__fmul_rn(__fmul_rn(a.x, s), mul), __fmul_rn(__fmul_rn(a.y, s), mul)),
                                              __NV_SATFINITE, __NV_E4M3);
-      uint32_t hi = __nv_cvt_float2_to_fp8x2(make_float2(__fmul_rn(x[k][j + 2], mul), __fmul_rn(x[k][j + 3], mul)),
+      uint32_t hi = __nv_cvt_float2_to_fp8x2(make_float2(__fmul_rn(__fmul_rn(b.x, s), mul), __fmul_rn(__fmul_rn(b.y, s), mul)),
                                              __NV_SATFINITE, __NV_E4M3);
-      w[j / 4] = bad ? 0x7f7f7f7fu : lo | hi << 16;
+      w[i] = bad ? 0x7f7f7f7fu : lo | hi << 16;
     }
     uint8_t *dst = it.q_out + r * p.cols + col;
     if (full) {
@@ -198,7 +217,6 @@ __global__ void __launch_bounds__(256) requant_kernel(const __grid_constant__ re
     }
   }
 }
-
 
 struct pack_params {
   const float *scale;

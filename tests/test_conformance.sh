@@ -29,6 +29,12 @@ qwen3v1000_bf16_tp2_sm90     vllm_qwen3_v1000_bf16_tp2
 qwen3moe_bf16_tp1_sm90       vllm_qwen3moe_bf16_tp1
 qwen3moe_fp8_tp1_sm90        vllm_qwen3moe_fp8_tp1
 qwen3moe_bf16_tp2_sm90       vllm_qwen3moe_bf16_tp2
+qwen3_fp8_tp1_sm100          refused: no SM100 profile yet (engine.sm 100; tests/vllm/SM100.md)
+qwen3moe_fp8_tp1_sm100       refused: no SM100 profile yet (engine.sm 100; tests/vllm/SM100.md)
+qwen3moe_fp8_tp1_sm100_deepgemm refused: no SM100 profile yet (engine.sm 100, moe_backend deep_gemm)
+qwen3moe_fp8_tp1_sm100_auto  refused: vLLM picks FlashInfer TRT-LLM on SM100, which shuffles w13/w2 (moe_backend)
+dsv3_fp8_tp1_mtp_sm100       refused: no SM100 profile yet (engine.sm 100; tests/vllm/SM100.md)
+dsv3_fp8_tp1_mtp_sm100_auto  refused: vLLM picks FlashInfer TRT-LLM on SM100, which shuffles w13/w2 (moe_backend)
 '
 # SGLang 0.5.23 on SM90 (tests/sglang/README.md); same columns
 sglang_pairs='

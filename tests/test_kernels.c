@@ -2,6 +2,9 @@
  * independent computations: an e4m3 encoder that searches the table of all codes (float64), block
  * scales computed in float64, every e4m3 code and every round-to-nearest-even tie, and (when
  * python3 has ml_dtypes) ml_dtypes.float8_e4m3fn on fresh random data via tests/kernels_mldtypes.py.
+ * UE8M0 requant + pack (SM100 finalize) against vLLM 0.33's own post-processing: the vectors in
+ * tests/fixtures/ue8m0 always, and tests/vllm/ue8m0_vectors.py run now on fresh inputs when a python
+ * with vllm is found (VLLM_PYTHON, else ~/.cache/refit/vllm-0.33.0/bin/python).
  * Seed: time ^ pid, printed; rerun with RFK_SEED=<seed> to reproduce. */
 #include <math.h>
 #include <stdio.h>
@@ -477,6 +480,191 @@ static void test_requant(void)
   free(q), free(q0), free(qo), free(s), free(s0), free(so);
 }
 
+/* ---- UE8M0 pack (and requant) against vLLM 0.33's own post-processing (tests/vllm/ue8m0_vectors.py) ---- */
+static void test_ue8m0_codes(void)
+{
+  CHECK(rfk_ue8m0_code(1.0f) == 127 && rfk_ue8m0_code(u2f(0x3f800001u)) == 128 && rfk_ue8m0_code(0.75f) == 127 &&
+            rfk_ue8m0_code(ldexpf(1, -20)) == 107 && rfk_ue8m0_code(ldexpf(1, 127)) == 254 && rfk_ue8m0_code(0.0f) == 0 &&
+            rfk_ue8m0_code(u2f(1)) == 1,
+        "ue8m0 codes: 1 -> 127, 1+ulp -> 128, 0.75 -> 127, 2^-20 -> 107, 2^127 -> 254, 0 -> 0, subnormal -> 1");
+  CHECK(rfk_ue8m0_code(u2f(0x7f000001u)) == 0xff && rfk_ue8m0_code(INFINITY) == 0xff && rfk_ue8m0_code(NAN) == 0xff &&
+            rfk_ue8m0_code(-1.0f) == 0xff && rfk_ue8m0_code(-0.0f) == 0xff,
+        "ue8m0 codes: > 2^127, inf, NaN, negative, -0 -> 0xff");
+  /* one block row, 5 K blocks: words (p 0: blocks 0..3, p 1: block 4 then zeros), rows 3..3 padding */
+  float sc[5] = {1.0f, 2.0f, 0.5f, 3.0f, ldexpf(1, -10)};
+  int32_t out[8];
+  memset(out, 0x55, sizeof out);
+  int rc = rfk_ref_ue8m0_pack(sc, out, 1, 3, 600);
+  uint32_t w0 = 127u | 128u << 8 | 126u << 16 | 129u << 24, w1 = 117u;
+  CHECK(rc == 0 && rfk_ue8m0_pack_words(3, 600) == 8 && (uint32_t)out[0] == w0 && (uint32_t)out[2] == w0 &&
+            out[3] == 0 && (uint32_t)out[4] == w1 && (uint32_t)out[6] == w1 && out[7] == 0,
+        "ue8m0 pack [3 x 600]: words %08x %08x, padding %08x %08x (rc %d)", (unsigned)out[0], (unsigned)out[4],
+        (unsigned)out[3], (unsigned)out[7], rc);
+  sc[1] = NAN;
+  rc = rfk_ref_ue8m0_pack(sc, out, 1, 3, 600);
+  CHECK(rc == RFK_ERR_NONFINITE && ((uint32_t)out[1] >> 8 & 0xff) == 0xff && (uint32_t)out[4] == w1,
+        "ue8m0 pack: a NaN scale is code 0xff, the rest written, rc 1 (rc %d)", rc);
+  CHECK(rfk_ref_ue8m0_pack(NULL, out, 1, 1, 1) == RFK_ERR_ARG && rfk_ref_ue8m0_pack(sc, out, 1, -1, 1) == RFK_ERR_ARG &&
+            rfk_ref_ue8m0_pack(sc, NULL, 1, 1, 1) == RFK_ERR_ARG && rfk_ref_ue8m0_pack(sc, out, 0, 5, 5) == RFK_OK,
+        "ue8m0 pack bad arguments");
+}
+
+/* The identities the CUDA kernels rest on (refresh.cu), checked here where they can be:
+ * - rfk_cuda_ue8m0_pack computes a code as u >= 0x7f800000 ? 0xff : (u + 0x7fffff) >> 23; it must
+ *   equal rfk_ue8m0_code for every sign and exponent, at the mantissa edges and at random ones;
+ * - rfk_cuda_requant_ue8m0 (v2) takes a block's amax as fl(max|q| * |s|) from the largest 7-bit
+ *   code: that needs x -> fl(e4m3(c) * s) nondecreasing in c over 0x00..0x7e for every scale. */
+static void test_cuda_identities(void)
+{
+  long bad_code = 0, bad_mono = 0;
+  static const uint32_t mants[] = {0, 1, 2, 0x3fffff, 0x400000, 0x400001, 0x7ffffe, 0x7fffff};
+  for (uint32_t se = 0; se < 512; se++)
+    for (int k = 0; k < 16; k++) {
+      uint32_t u = se << 23 | (k < 8 ? mants[k] : rnd() & 0x7fffffu);
+      uint32_t cuda = u >= 0x7f800000u ? 0xffu : (u + 0x7fffffu) >> 23;
+      if (cuda != rfk_ue8m0_code(u2f(u)) && bad_code++ < 3)
+        printf("  code of %08x: formula %02x, rfk_ue8m0_code %02x\n", (unsigned)u, (unsigned)cuda,
+               rfk_ue8m0_code(u2f(u)));
+    }
+  CHECK(bad_code == 0, "the CUDA pack's code formula equals rfk_ue8m0_code on 8192 scales (%ld differ)", bad_code);
+  for (int i = 0; i < 20000; i++) {
+    /* positive scales over the whole range: subnormal to near overflow */
+    float sc = u2f(i < 254 ? (uint32_t)(i + 1) << 23 | (rnd() & 0x7fffffu) : 1u + rnd() % 0x7f7fffffu);
+    float prev = 0.0f;
+    for (int c = 0; c <= 0x7e; c++) {
+      float v = (float)e4m3_value(c) * sc; /* e4m3 values are exact in float; one fp32 rounding */
+      if (v < prev && bad_mono++ < 3)
+        printf("  scale %a: code %02x gives %a < %a\n", sc, c, v, prev);
+      prev = v;
+    }
+  }
+  CHECK(bad_mono == 0, "fl(e4m3(c) * s) is nondecreasing in the code for 20000 scales (%ld breaks)", bad_mono);
+}
+
+/* the LCG of ue8m0_vectors.py */
+static uint32_t lcg(uint64_t *st)
+{
+  *st = *st * 6364136223846793005ull + 1442695040888963407ull;
+  return (uint32_t)(*st >> 33);
+}
+
+static int read_all(FILE *f, void *p, size_t n) { return fread(p, 1, n, f) == n; }
+
+/* One vector file: rebuilds the inputs from its seed, runs rfk_ref_requant_ue8m0 (kind 1) and
+ * rfk_ref_ue8m0_pack, compares every byte with vLLM's. Returns 1 when equal. */
+static int check_ue8m0_file(const char *path, const char *name)
+{
+  FILE *f = fopen(path, "rb");
+  char magic[8];
+  int64_t h[6], geo[6];
+  if (!f || !read_all(f, magic, 8) || memcmp(magic, "RFUE8M01", 8) || !read_all(f, h, sizeof h)) {
+    printf("  %s: cannot read a vector header\n", path);
+    if (f)
+      fclose(f);
+    return 0;
+  }
+  uint64_t st = (uint64_t)h[0];
+  int64_t G = h[1], R = h[2], C = h[3], kind = h[4], sr = (R + 127) / 128, sk = (C + 127) / 128;
+  int64_t words = rfk_ue8m0_pack_words(R, C), nq = G * R * C, ns = G * sr * sk;
+  uint8_t *q = malloc((size_t)nq + 1), *wq = malloc((size_t)nq + 1);
+  float *s = malloc(sizeof *s * (size_t)ns), *ws = malloc(sizeof *ws * (size_t)ns);
+  int32_t *out = malloc(sizeof *out * (size_t)(G * words)), *want = malloc(sizeof *want * (size_t)(G * words));
+  if (kind == 1) {
+    for (int64_t i = 0; i < nq; i++) {
+      uint32_t c = lcg(&st) & 0xff;
+      q[i] = (uint8_t)((c & 0x7f) == 0x7f ? c ^ 1 : c);
+    }
+    for (int64_t r = 0; r < (R < 128 ? R : 128); r++)
+      for (int64_t c = 0; c < (C < 128 ? C : 128); c++)
+        q[r * C + c] &= 0x80;
+  }
+  for (int64_t i = 0; i < ns; i++) {
+    if (kind == 1) {
+      uint32_t e = 127 - 8 - lcg(&st) % 6;
+      s[i] = u2f(e << 23 | (lcg(&st) & 0x7fffffu));
+    } else {
+      s[i] = u2f((100 + lcg(&st) % 40) << 23);
+    }
+  }
+  int ok = 1, rc = 0;
+  if (kind == 1) {
+    ok = read_all(f, wq, (size_t)nq) && read_all(f, ws, sizeof *ws * (size_t)ns);
+    rfk_requant *it = malloc(sizeof *it * (size_t)G);
+    for (int64_t g = 0; g < G; g++)
+      it[g] = (rfk_requant){q + g * R * C, s + g * sr * sk, q + g * R * C, s + g * sr * sk};
+    rc = rfk_ref_requant_ue8m0(it, (int)G, R, C);
+    free(it);
+  }
+  ok = ok && read_all(f, want, sizeof *want * (size_t)(G * words)) && read_all(f, geo, sizeof geo);
+  fclose(f);
+  int rp = rfk_ref_ue8m0_pack(s, out, G, R, C);
+  long bq = 0, bs = 0, bw = 0;
+  if (ok) {
+    for (int64_t i = 0; kind == 1 && i < nq; i++)
+      if (q[i] != wq[i] && bq++ < 3)
+        printf("  %s: weight byte %lld: 0x%02x, vLLM 0x%02x\n", name, (long long)i, q[i], wq[i]);
+    for (int64_t i = 0; kind == 1 && i < ns; i++)
+      if (f2u(s[i]) != f2u(ws[i]) && bs++ < 3)
+        printf("  %s: scale %lld: %g, vLLM %g\n", name, (long long)i, s[i], ws[i]);
+    for (int64_t i = 0; i < G * words; i++)
+      if (out[i] != want[i] && bw++ < 3)
+        printf("  %s: packed word %lld: %08x, vLLM %08x\n", name, (long long)i, (unsigned)out[i], (unsigned)want[i]);
+  }
+  int64_t mn = rfk_ue8m0_pack_mn(R), pk = (sk + 3) / 4;
+  int geo_ok = ok && geo[0] == G && geo[1] == R && geo[2] == pk && geo[3] == words && geo[4] == 1 && geo[5] == mn;
+  printf("  %s: groups %lld [%lld x %lld] -> vLLM int32 [%lld, %lld, %lld] strides (%lld, %lld, %lld): %ld weight, %ld "
+         "scale, %ld packed words differ\n", name, (long long)G, (long long)R, (long long)C, (long long)geo[0],
+         (long long)geo[1], (long long)geo[2], (long long)geo[3], (long long)geo[4], (long long)geo[5], bq, bs, bw);
+  free(q), free(wq), free(s), free(ws), free(out), free(want);
+  return ok && geo_ok && rc == 0 && rp == 0 && bq == 0 && bs == 0 && bw == 0;
+}
+
+static int check_ue8m0_dir(const char *dir, const char *what)
+{
+  static const char *names[] = {"linear_256x256", "linear_301x300", "experts_3x130x200", "experts_2x130x520",
+                                "tiny_7x130", "pack_2x250x7168", "pack_4x1x1"};
+  int all = 1;
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.bin", dir, names[i]);
+    int ok = check_ue8m0_file(path, names[i]);
+    CHECK(ok, "%s: %s equals vLLM 0.33 (requant + transform_sf_into_required_layout)", what, names[i]);
+    all &= ok;
+  }
+  return all;
+}
+
+/* The committed vectors always; vLLM's function itself on fresh inputs when a python with vllm is
+ * found (VLLM_PYTHON, else ~/.cache/refit/vllm-0.33.0/bin/python). */
+static void test_ue8m0_vllm(uint64_t seed)
+{
+  check_ue8m0_dir("tests/fixtures/ue8m0", "committed vector");
+  char py[512], cmd[1024], dir[] = "/tmp/rfk_ue8m0_XXXXXX";
+  const char *env = getenv("VLLM_PYTHON"), *home = getenv("HOME");
+  if (env && *env)
+    snprintf(py, sizeof py, "%s", env);
+  else
+    snprintf(py, sizeof py, "%s/.cache/refit/vllm-0.33.0/bin/python", home ? home : "");
+  snprintf(cmd, sizeof cmd, "%s -c 'import importlib.util as u, sys; sys.exit(u.find_spec(\"vllm\") is None)' 2>/dev/null",
+           py);
+  if (!(env && *env) && (access(py, X_OK) != 0 || system(cmd) != 0)) {
+    printf("  vLLM's function not run: no vllm in %s (set VLLM_PYTHON); the committed vectors were checked\n", py);
+    return;
+  }
+  if (!mkdtemp(dir))
+    return;
+  snprintf(cmd, sizeof cmd, "%s tests/vllm/ue8m0_vectors.py %s %llu > %s/log 2>&1", py, dir,
+           (unsigned long long)(seed % 1000000), dir);
+  fflush(stdout);
+  int st = system(cmd);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s tests/vllm/ue8m0_vectors.py ran (see %s/log)", py, dir);
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && check_ue8m0_dir(dir, "vLLM now, fresh inputs")) {
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+      printf("  could not remove %s\n", dir);
+  }
+}
+
 int main(void)
 {
   const char *env = getenv("RFK_SEED");
@@ -489,6 +677,9 @@ int main(void)
   test_grouped();
   test_args();
   test_requant();
+  test_ue8m0_codes();
+  test_cuda_identities();
+  test_ue8m0_vllm(seed);
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
 }

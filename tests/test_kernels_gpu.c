@@ -311,6 +311,38 @@ static void test_requant(int n, int64_t rows, int64_t cols, int in_place, int no
   free(hq), free(hq2), free(gq), free(hs), free(hs2), free(gs), free(hi), free(di);
 }
 
+/* UE8M0 pack: CUDA against rfk_ref_ue8m0_pack, every word of the output (padding rows included).
+ * kind 0: power-of-two scales (what vLLM packs), 1: any positive scale (rounded up), 2: a NaN and an
+ * inf scale (flag set). offset_words shifts the output off 16-byte alignment (the scalar store path). */
+static void test_pack(int64_t groups, int64_t rows, int64_t cols, int kind, int offset_words)
+{
+  int64_t n = groups * ((rows + 127) / 128) * ((cols + 127) / 128), words = groups * rfk_ue8m0_pack_words(rows, cols);
+  float *hs = malloc(sizeof *hs * (size_t)n);
+  int32_t *want = malloc(4 * (size_t)words), *got = malloc(4 * (size_t)words);
+  for (int64_t i = 0; i < n; i++)
+    hs[i] = kind == 0 ? ldexpf(1.0f, (int)(rnd() % 60) - 40) : ldexpf(1.0f + (float)(rnd() % 4096) / 4096.0f, (int)(rnd() % 60) - 40);
+  if (kind == 2)
+    hs[0] = NAN, hs[n - 1] = INFINITY;
+  void *ds, *dout;
+  int *dflag, flag = 0;
+  cudaMalloc(&ds, sizeof *hs * (size_t)n), cudaMalloc(&dout, 4 * (size_t)(words + offset_words));
+  cudaMalloc((void **)&dflag, 4), cudaMemset(dflag, 0, 4), cudaMemset(dout, 0xee, 4 * (size_t)(words + offset_words));
+  cudaMemcpy(ds, hs, sizeof *hs * (size_t)n, cudaMemcpyHostToDevice);
+  int32_t *dst = (int32_t *)dout + offset_words;
+  int rr = rfk_ref_ue8m0_pack(hs, want, groups, rows, cols), rg = rfk_cuda_ue8m0_pack((float *)ds, dst, groups, rows, cols, dflag, NULL);
+  int ok = cuda_ok(cudaDeviceSynchronize(), "ue8m0 pack kernel");
+  cudaMemcpy(got, dst, 4 * (size_t)words, cudaMemcpyDeviceToHost);
+  cudaMemcpy(&flag, dflag, 4, cudaMemcpyDeviceToHost);
+  size_t bad = compare("packed", (uint8_t *)got, (uint8_t *)want, 4 * (size_t)words);
+  ok &= rr == (kind == 2 ? RFK_ERR_NONFINITE : 0) && rg == 0 && flag == (kind == 2) && bad == 0;
+  printf("%s ue8m0 pack %lld x [%lld x %lld]%s%s: rc %d/%d flag %d, %zu bytes differ\n", ok ? "ok  " : "FAIL",
+         (long long)groups, (long long)rows, (long long)cols, kind == 1 ? " any scales" : kind == 2 ? " NaN/inf" : "",
+         offset_words ? " unaligned out" : "", rr, rg, flag, bad);
+  ok ? passed++ : failed++;
+  cudaFree(ds), cudaFree(dout), cudaFree(dflag);
+  free(hs), free(want), free(got);
+}
+
 static void test_args(void)
 {
   rfk_shape s = {RFK_BF16, RFK_FP8, 0, 4, 4, 4, 4, 0};
@@ -319,7 +351,9 @@ static void test_args(void)
   rfk_mla_layout y = mla_layout(MLA_VLLM, 1, 1, 1, 1);
   int ok = rfk_cuda_run(&s, &it, 1, NULL, NULL) == RFK_ERR_ARG && rfk_cuda_run(NULL, &it, 1, NULL, NULL) == RFK_ERR_ARG &&
            rfk_cuda_mla_absorb(&a, 1, 0, &y, NULL) == RFK_ERR_ARG &&
-           rfk_cuda_requant_ue8m0(NULL, 1, 1, 1, NULL, NULL) == RFK_ERR_ARG && rfk_cuda_run(&s, &it, 0, NULL, NULL) == RFK_ERR_ARG;
+           rfk_cuda_requant_ue8m0(NULL, 1, 1, 1, NULL, NULL) == RFK_ERR_ARG && rfk_cuda_run(&s, &it, 0, NULL, NULL) == RFK_ERR_ARG &&
+           rfk_cuda_ue8m0_pack(NULL, (int32_t *)&s, 1, 1, 1, NULL, NULL) == RFK_ERR_ARG &&
+           rfk_cuda_ue8m0_pack((float *)&s, (int32_t *)&s, 1, -1, 1, NULL, NULL) == RFK_ERR_ARG;
   printf("%s bad arguments: RFK_ERR_ARG before any launch\n", ok ? "ok  " : "FAIL");
   ok ? passed++ : failed++;
 }
@@ -350,6 +384,12 @@ int main(void)
   test_requant(3, 300, 259, 0, 0);
   test_requant(2, 256, 384, 1, 0);       /* aligned, in place */
   test_requant(2, 200, 131, 1, 1);       /* NaN code and inf scale */
+  test_pack(1, 7168, 2048, 0, 0);        /* a linear, aligned */
+  test_pack(3, 301, 700, 0, 0);          /* rows, cols not multiples of 128 (or of 4) */
+  test_pack(256, 4096, 7168, 0, 0);      /* DeepSeek-V3 w13 of 256 experts */
+  test_pack(2, 257, 130, 1, 1);          /* any scales, unaligned output */
+  test_pack(70000, 4, 128, 0, 0);        /* group * packed K past 65535: strided grid y */
+  test_pack(2, 130, 600, 2, 0);          /* NaN and inf */
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
 }

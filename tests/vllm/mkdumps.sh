@@ -65,6 +65,15 @@ qwen3v1000_bf16_tp2_sm90      qwen3-v1000   --tp 2
 qwen3moe_bf16_tp1_sm90        qwen3moe
 qwen3moe_fp8_tp1_sm90         qwen3moe-fp8
 qwen3moe_bf16_tp2_sm90        qwen3moe      --tp 2
+# SM100 (B200): DeepGEMM's UE8M0 scales (SM100.md); MoE with the profile's --moe-backend triton,
+# with vLLM's own pick on SM100 (_auto: FlashInfer TRT-LLM, which the profile refuses) and with
+# DeepGEMM's grouped MoE (_deepgemm: per-expert requant + UE8M0 pack, a finalize step)
+qwen3_fp8_tp1_sm100           qwen3-fp8     --cap 10.0
+qwen3moe_fp8_tp1_sm100        qwen3moe-fp8  --cap 10.0 --moe-backend triton
+qwen3moe_fp8_tp1_sm100_auto   qwen3moe-fp8  --cap 10.0
+qwen3moe_fp8_tp1_sm100_deepgemm qwen3moe-fp8 --cap 10.0 --moe-backend deep_gemm
+dsv3_fp8_tp1_mtp_sm100        dsv3-fp8      --mtp 1 --cap 10.0 --moe-backend triton
+dsv3_fp8_tp1_mtp_sm100_auto   dsv3-fp8      --mtp 1 --cap 10.0
 EOF
 echo "mkdumps: vllm $ver, $fails failed"
 [ $fails = 0 ]
