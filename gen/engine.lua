@@ -85,6 +85,10 @@ function PROFILES.vllm.finalize(plan, d)
       refuse(plan, "moe_backend", "'deep_gemm' on SM100: experts '%s' [%d, %d] per expert are not a multiple of "
         .. "[64, 128]; no parameter dump shows how vLLM holds their scales", w.name, w.item_rows, w.cols)
     end
+    if w.items == 1 then -- FINOPS.ue8m0_pack writes a 2-D tensor for one group; vLLM keeps [1, rows, words]
+      refuse(plan, "moe_backend", "'deep_gemm' on SM100 with one local expert per rank ('%s'): the ue8m0_pack step "
+        .. "writes [rows, words], the engine holds [1, rows, words]", w.name)
+    end
   elseif w.item_rows % 64 ~= 0 or w.cols % 128 ~= 0 then
     return nil -- another kernel (Cutlass), fp32 scales as loaded (the router in the dumps)
   end
