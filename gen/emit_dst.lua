@@ -26,6 +26,11 @@ function M.listing(plan, model)
       l[#l + 1] = v
     end
   end
+  -- a dst that a finalize kernel step transforms: the engine holds the step's output under the dst's
+  -- names (vLLM's weight_scale_inv on SM100 is DeepGEMM's int32 tensor); the dst itself, in the
+  -- loader's format, is a buffer the receiver keeps, not an engine tensor
+  local fin_out = {}
+  for _, st in ipairs(model.finalize or {}) do if st.out then fin_out[st.dst] = st.out end end
   for r = 0, size - 1 do
     out[#out + 1] = ("# rank %d/%d\n"):format(r, size)
     local lines, k = {}, 0
@@ -43,7 +48,14 @@ function M.listing(plan, model)
       k = k + 1
     end
     for _, d in ipairs(model.dsts) do
-      if d.tp_rank == r then
+      local o = fin_out[d]
+      if d.tp_rank == r and o then
+        local g = { { name = d.name, dtype = o.dtype, shape = o.shape, stride = o.stride, offset = o.offset, ndim = o.ndim } }
+        for _, a in ipairs(d.aliases) do
+          g[#g + 1] = { name = a, dtype = o.dtype, shape = o.shape, stride = o.stride, offset = o.offset, ndim = o.ndim }
+        end
+        group(g, o.bytes)
+      elseif d.tp_rank == r then
         local st = E.contiguous(d.shape)
         local g = { { name = d.name, dtype = d.dtype, shape = d.shape, stride = st, offset = 0 } }
         for _, a in ipairs(d.aliases) do g[#g + 1] = { name = a, dtype = d.dtype, shape = d.shape, stride = st, offset = 0 } end
@@ -53,7 +65,7 @@ function M.listing(plan, model)
     end
     local own, by_storage = {}, {} -- refit's own storages, in order, and by their first view's id
     for _, v in ipairs(model.derived) do
-      if v.tp_rank == r and not v.dst then
+      if v.tp_rank == r and not v.dst and not v.finalize then
         local g = by_storage[v.storage]
         if not g then g = { bytes = v.bytes }; by_storage[v.storage] = g; own[#own + 1] = g end
         g[#g + 1] = v

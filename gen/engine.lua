@@ -87,6 +87,54 @@ function M.check_cpu(plan)
   end
 end
 
+-- SM100 (B200/GB200, capability 10.x), vLLM 0.33 only (tests/vllm/SM100.md, dumps *_sm100): every
+-- block-FP8 linear that DeepGEMM takes (per-rank weight [N, K], N % 64 == 0, K % 128 == 0) holds its
+-- weight_scale_inv as DeepGEMM's packed UE8M0 int32 tensor, which a ue8m0_pack finalize step writes
+-- from the fp32 scales refit sends (the receiver keeps them). With --moe-backend triton the experts
+-- stay as loaded; with deep_gemm their scales are packed too (one group per local expert). vLLM also
+-- re-quantizes the weights to power-of-two scales after loading: refit has no requant step, so the
+-- trainer must send power-of-two scales (quant.scale_fmt = "ue8m0").
+PROFILES.vllm.sm100 = {
+  moe_keep = { triton = true, deep_gemm = true },
+  -- vLLM utils/deep_gemm.py _DEEPGEMM_BLACKWELL_EXCLUDED_MODEL_TYPES: another linear kernel, fp32 scales
+  excluded = { qwen3_5_text = true, qwen3_5_moe_text = true },
+}
+
+-- The profile's finalize steps (M.finalize): on SM100, the fp32 scales of every linear DeepGEMM takes
+-- (deep_gemm.py should_use_deepgemm_for_fp8_linear, on the per-rank weight) and, with moe_backend
+-- deep_gemm, of the experts (one group per local expert) are packed into the engine's int32 tensor.
+function PROFILES.vllm.finalize(plan, d)
+  if plan.engine.sm ~= 100 or not d.weight or d.dtype ~= "fp32" then return nil end
+  local w = d.weight
+  if w.items > 1 or w.shape[3] then -- FusedMoE experts (a 3-D weight, even with one local expert)
+    if plan.engine.moe_backend ~= "deep_gemm" then return nil end -- triton: as loaded (dump qwen3moe_fp8_tp1_sm100)
+    if w.item_rows % 64 ~= 0 or w.cols % 128 ~= 0 then
+      refuse(plan, "moe_backend", "'deep_gemm' on SM100: experts '%s' [%d, %d] per expert are not a multiple of "
+        .. "[64, 128]; no parameter dump shows how vLLM holds their scales", w.name, w.item_rows, w.cols)
+    end
+    if w.items == 1 then -- FINOPS.ue8m0_pack writes a 2-D tensor for one group; vLLM keeps [1, rows, words]
+      refuse(plan, "moe_backend", "'deep_gemm' on SM100 with one local expert per rank ('%s'): the ue8m0_pack step "
+        .. "writes [rows, words], the engine holds [1, rows, words]", w.name)
+    end
+  elseif w.item_rows % 64 ~= 0 or w.cols % 128 ~= 0 then
+    return nil -- another kernel (Cutlass), fp32 scales as loaded (the router in the dumps)
+  end
+  return { step = "ue8m0_pack", name = "ue8m0_pack" }
+end
+
+function M.check_sm100(plan, prof)
+  local e, m = plan.engine, plan.__model
+  if prof.sm100.excluded[m.family] then
+    refuse(plan, "sm", "100: vLLM keeps model type '%s' (model '%s') off DeepGEMM on Blackwell and runs another FP8 "
+      .. "linear kernel, which no parameter dump covers", m.family, m.name)
+  end
+  if plan.quant.fp8 and plan.quant.scale_fmt ~= "ue8m0" then
+    refuse(plan, "sm", "100: vLLM re-quantizes block-FP8 weights to power-of-two (UE8M0) scales after loading on "
+      .. "SM100 and refit has no requant step yet; set quant.scale_fmt = \"ue8m0\" (the trainer sends "
+      .. "power-of-two scales)")
+  end
+end
+
 -- plan.engine as gen/plan_keys.lua checked it and filled it in
 function M.check(plan)
   local e = plan.engine
@@ -107,21 +155,27 @@ function M.check(plan)
       refuse(plan, "moe_backend", "'%s': the %s profile runs vLLM's CPU experts (set moe_backend = \"cpu\")",
         e.moe_backend, e.name)
     end
+  elseif e.sm == 100 and prof.sm100 and prof.sm100.moe_keep[e.moe_backend] then
+    -- checked with the other SM100 rules (M.check_sm100)
   elseif MOE_REPACK[e.moe_backend] then
     refuse(plan, "moe_backend", "'%s' %s; a static table cannot follow (serve with %s triton)",
       e.moe_backend, MOE_REPACK[e.moe_backend], prof.moe_flag)
   elseif not MOE_KEEP[e.moe_backend] then
     refuse(plan, "moe_backend", "'%s': no parameter dump shows how it holds the weights after loading (the %s "
-      .. "profile verifies triton on SM90)", e.moe_backend, e.name)
+      .. "profile verifies triton on SM90%s)", e.moe_backend, e.name,
+      prof.sm100 and prof.sm100.moe_keep[e.moe_backend] and ", " .. e.moe_backend .. " on SM100 only" or "")
   end
   if e.device == "cpu" then
     if not prof.cpu then M.check_cpu(plan) end
   elseif prof.cpu then
     refuse(plan, "device", "'%s': the %s profile runs on the CPU (set device = \"cpu\")", e.device, e.name)
-  elseif e.sm ~= 90 then
-    refuse(plan, "sm", "%d: the %s profile covers SM90 (H100/H200); on SM100 DeepGEMM repacks FP8 scales into "
-      .. "UE8M0 int32 after loading", e.sm, e.name)
+  elseif e.sm ~= 90 and not (e.sm == 100 and prof.sm100) then
+    refuse(plan, "sm", "%d: the %s profile covers SM90 (H100/H200)%s", e.sm, e.name, prof.sm100
+      and " and SM100 (B200/GB200); no parameter dump shows how the engine holds the weights elsewhere"
+      or e.sm == 100 and "; on SM100 DeepGEMM repacks FP8 scales into UE8M0 int32 after loading, which only the "
+        .. "vllm profile follows (tests/vllm/SM100.md)" or "")
   end
+  if e.sm == 100 then M.check_sm100(plan, prof) end
   if e.eplb then
     refuse(plan, "eplb", "EPLB adds redundant experts and moves experts between ranks at run time; a static "
       .. "table cannot follow (serve with enable_eplb off)")

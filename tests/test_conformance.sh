@@ -29,11 +29,11 @@ qwen3v1000_bf16_tp2_sm90     vllm_qwen3_v1000_bf16_tp2
 qwen3moe_bf16_tp1_sm90       vllm_qwen3moe_bf16_tp1
 qwen3moe_fp8_tp1_sm90        vllm_qwen3moe_fp8_tp1
 qwen3moe_bf16_tp2_sm90       vllm_qwen3moe_bf16_tp2
-qwen3_fp8_tp1_sm100          refused: no SM100 profile yet (engine.sm 100; tests/vllm/SM100.md)
-qwen3moe_fp8_tp1_sm100       refused: no SM100 profile yet (engine.sm 100; tests/vllm/SM100.md)
-qwen3moe_fp8_tp1_sm100_deepgemm refused: no SM100 profile yet (engine.sm 100, moe_backend deep_gemm)
+qwen3_fp8_tp1_sm100          vllm_qwen3_fp8_tp1_sm100
+qwen3moe_fp8_tp1_sm100       vllm_qwen3moe_fp8_tp1_sm100
+qwen3moe_fp8_tp1_sm100_deepgemm vllm_qwen3moe_fp8_tp1_sm100_deepgemm
 qwen3moe_fp8_tp1_sm100_auto  refused: vLLM picks FlashInfer TRT-LLM on SM100, which shuffles w13/w2 (moe_backend)
-dsv3_fp8_tp1_mtp_sm100       refused: no SM100 profile yet (engine.sm 100; tests/vllm/SM100.md)
+dsv3_fp8_tp1_mtp_sm100       vllm_dsv3_fp8_tp1_sm100
 dsv3_fp8_tp1_mtp_sm100_auto  refused: vLLM picks FlashInfer TRT-LLM on SM100, which shuffles w13/w2 (moe_backend)
 qwen3_bf16_tp1_vllmcpu       vllm_cpu_qwen3_bf16_tp1
 qwen3moe_bf16_tp1_vllmcpu    vllm_cpu_qwen3moe_bf16_tp1
@@ -96,6 +96,27 @@ if [ $rc -ne 0 ] && printf '%s' "$out" | grep -qF "rank 0: 'model.layers.0.self_
   ok "the checker reports a changed stride and a missing alias"
 else
   bad "the checker missed a changed stride or a missing alias (exit $rc): $out"
+fi
+
+# SM100: DeepGEMM's int32 scales are compared as tensors (dtype, shape, stride, bytes): the SM90 plan
+# against the SM100 dump differs on exactly the packed scales, and a listing whose packed scales lost
+# their TMA padding differs on its bytes
+out=$($lua tests/vllm/conform.lua tests/vllm/dumps/qwen3_fp8_tp1_sm100.txt build/gen/vllm_qwen3_fp8_tp1.dst 40 2>&1)
+rc=$?
+tmp=$(mktemp)
+sed 's/^\(param model.layers.1.self_attn.o_proj.weight_scale_inv int32 shape=\[256, 1\] stride=\[1, 256\] off=0 storage#[0-9]*\) nbytes=1024 /\1 nbytes=1020 /' \
+  build/gen/vllm_qwen3_fp8_tp1_sm100.dst > "$tmp"
+out2=$($lua tests/vllm/conform.lua tests/vllm/dumps/qwen3_fp8_tp1_sm100.txt "$tmp" 2>&1)
+rc2=$?
+rm -f "$tmp"
+if [ $rc -ne 0 ] && [ "$(printf '%s\n' "$out" | grep -c "weight_scale_inv' dtype: engine int32, plan float32")" = 8 ] &&
+   [ "$(printf '%s\n' "$out" | grep -c "^  rank")" = 32 ] &&
+   printf '%s' "$out" | grep -qF "rank 0: 'model.layers.0.self_attn.qkv_proj.weight_scale_inv' stride: engine [1, 512], plan [2, 1]" &&
+   [ $rc2 -ne 0 ] && printf '%s' "$out2" | grep -qF "rank 0: 'model.layers.1.self_attn.o_proj.weight_scale_inv' nbytes: engine 1024, plan 1020" &&
+   printf '%s' "$out2" | grep -qF "differs: ${tmp} vs tests/vllm/dumps/qwen3_fp8_tp1_sm100.txt: 1 differences"; then
+  ok "the checker compares SM100's int32 scales (dtype, shape, stride, bytes)"
+else
+  bad "the checker missed a difference in SM100's int32 scales (exit $rc, $rc2): $out $out2"
 fi
 
 # and in an SGLang dump: a dropped expert scale and a KV-cache scale that is not a scalar are differences

