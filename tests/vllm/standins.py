@@ -129,6 +129,8 @@ def load(path, rank, device=None):
         out[name] = _view(storages[k], dtype, shape, stride, off, device)
     # the dumps' vLLM and SGLang (tests/vllm/README.md, tests/sglang/README.md)
     settings["version"] = "0.5.23" if settings["engine"] == "sglang" else "0.33.0"
+    if settings["engine"] == "vllm" and settings["device_capability"][0] == 10:
+        settings["deep_gemm_e8m0"] = True  # vLLM's default on SM100 (VLLM_USE_DEEP_GEMM_E8M0=1), which the dumps ran
     ep = re.search(r"_ep(\d+)_", os.path.basename(path))  # SGLang's header does not record it: the file name does
     if ep and settings["engine"] == "sglang":  # ep = tp: EP rank = TP rank
         settings.update(ep_size=int(ep.group(1)), ep_rank=settings["tp_rank"])
@@ -157,10 +159,10 @@ def dump_of(plan_name, dumps):
     import glob
     import os
     engine = os.path.basename(os.path.dirname(os.path.abspath(dumps)))  # tests/<engine>/dumps
-    m = re.fullmatch(engine + r"_(\w+?)_(bf16|fp8)_tp(\d+)(_ep\d+)?", plan_name)
+    m = re.fullmatch(engine + r"_(\w+?)_(bf16|fp8)_tp(\d+)(_ep\d+)?(_sm100(?:_deepgemm)?)?", plan_name)
     if not m:
         return None
-    model, ep = m.group(1).replace("_", ""), m.group(4) or ""
-    hits = sorted(h for h in glob.glob(os.path.join(dumps, f"{model}_{m.group(2)}_tp{m.group(3)}{ep}*_sm90.txt"))
+    model, ep, sm = m.group(1).replace("_", ""), m.group(4) or "", m.group(5) or "_sm90"  # SM100 plans: *_sm100
+    hits = sorted(h for h in glob.glob(os.path.join(dumps, f"{model}_{m.group(2)}_tp{m.group(3)}{ep}*{sm}.txt"))
                   if ("_ep" in os.path.basename(h)) == bool(ep))  # an EP dump only for an EP plan
     return hits[0] if hits else None
