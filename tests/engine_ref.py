@@ -11,6 +11,7 @@ machine).
     plan_options(models/plans/P.lua) -> {trainer: hf_sources' options, fp8, exclude, engine}
     hf_sources(family, cfg, dtype=, dtype_except=, experts=, mtp=) -> {name: (shape, dtype name)}
     engine_format(family, cfg, sd, tp=, ep=, position=, fp8=, ue8m0=, engine=, exclude=) -> EngineRank
+    ue8m0_pack(scales, rows, cols) -> int32 storage (SM100: DeepGEMM's packed scales of fp32 ones)
 
 sd maps HF names to numpy arrays (bf16 or float32) as hf_sources lists them: fused experts
 (`mlp.experts.gate_up_proj` [E, 2I, H], gate rows first, `mlp.experts.down_proj` [E, H, I]) or
@@ -92,6 +93,24 @@ def quantize(x, ue8m0=False):
     y = np.clip((blocks * mul[:, None, :, None]).astype(np.float32), -448.0, 448.0)
     q = _cast(y, FP8).reshape(sr * B, sc * B)[:rows, :cols]
     return np.ascontiguousarray(q), scale
+
+
+def ue8m0_pack(scales, rows, cols):
+    """SM100 (a ue8m0_pack finalize step): the storage of DeepGEMM's packed UE8M0 scales as
+    tests/vllm/SM100.md describes it (not from vLLM's code): fp32 power-of-two block scales [groups?,
+    ceil(rows/128), ceil(cols/128)] -> int32 [groups, ceil(ceil(cols/128)/4), align4(rows)] (MN-major): row r, column p holds the exponent bytes (bits 23..30) of block scales
+    [r // 128][4p .. 4p+3], the first in the low byte; K blocks past the last and rows past `rows` 0"""
+    sr, sk = -(-rows // 128), -(-cols // 128)
+    u = np.ascontiguousarray(scales, np.float32).reshape(-1, sr, sk).view(np.uint32)
+    assert not (u & 0x807FFFFF).any(), "positive powers of two only"
+    pk, mn = -(-sk // 4), -(-rows // 4) * 4
+    codes = np.zeros((u.shape[0], sr, pk * 4), np.uint32)
+    codes[:, :, :sk] = u >> 23
+    per_row = codes[:, np.arange(rows) // 128].reshape(u.shape[0], rows, pk, 4)
+    words = (per_row << np.array([0, 8, 16, 24], np.uint32)).sum(axis=-1, dtype=np.uint32)  # [g, rows, pk]
+    out = np.zeros((u.shape[0], pk, mn), np.uint32)
+    out[:, :, :rows] = words.transpose(0, 2, 1)
+    return out.view(np.int32)
 
 
 # ------------------------------------------------------------------------------------------------

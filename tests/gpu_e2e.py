@@ -54,7 +54,8 @@ DEFAULT = ("qwen3_tiny_fp8_tp4", "qwen3_moe_tiny_ep2", "dsv3_tiny_fp8_tp2", "glm
 SGLANG_DEFAULT = ("sglang_qwen3_fp8_tp1", "sglang_qwen3moe_bf16_tp2_ep2", "sglang_dsv3_fp8_tp2", "sglang_glm5_bf16_tp2",
                   "sglang_glm5_fp8_tp1")
 VLLM_DEFAULT = ("vllm_dsv3_fp8_tp2", "vllm_glm5_bf16_tp2", "vllm_glm5_fp8_tp1", "vllm_qwen3_v1000_bf16_tp2",
-                "vllm_qwen3moe_fp8_tp1")
+                "vllm_qwen3moe_fp8_tp1", "vllm_qwen3_fp8_tp1_sm100", "vllm_qwen3moe_fp8_tp1_sm100_deepgemm",
+                "vllm_dsv3_fp8_tp1_sm100")
 # the HF config.json of each model (models/<model>.lua was imported from it, refit import-hf)
 CONFIGS = {"qwen3_tiny": "tests/fixtures/hf/models/qwen3_tiny", "qwen3_moe_tiny": "tests/fixtures/hf/models/qwen3_moe_tiny",
            "glm_tiny": "tests/fixtures/hf/models/glm_tiny", "dsv3_tiny": "tests/fixtures/hf/vllm/dsv3",
@@ -265,8 +266,11 @@ def receiver_proc(index, a, conn):
             for t in tensors.values():
                 t.untyped_storage().fill_(0xA5)  # poison: a byte never written shows
             view = plugin.EngineView(tensors=tensors, device=dev, **settings)
-            # host receivers: the profile's GPU, for the test; CUDA ones: this GPU (refused by name unless SM90)
-            view.device_capability = tuple(torch.cuda.get_device_capability(dev)) if cuda else (9, 0)
+            # host receivers: the profile's GPU, for the test; CUDA ones: this GPU (refused by name unless SM90),
+            # but an SM100 plan's (its dump's B200: the UE8M0 pack kernel its finalize steps run is any GPU's)
+            sm100 = settings["device_capability"][0] == 10
+            view.device_capability = settings["device_capability"] if sm100 else \
+                tuple(torch.cuda.get_device_capability(dev)) if cuda else (9, 0)
             extra = dict(finalize=lambda: finals.append(b.rx.poll().complete)) if a["plugin"] == "sglang" else {}
             b = plugin.Binding(plan, view, host="127.0.0.1", **opts, **extra)
             rx, port = b.rx, b.port
@@ -293,7 +297,18 @@ def receiver_proc(index, a, conn):
             cmd = conn.recv()
             assert cmd[:2] == ("check", v), cmd
             sd = random_state_dict(plan, v) if a["plugin"] else {n: to_numpy(t) for n, t in torch.load(cmd[2]).items()}
-            bad, total, first = compare(reference(plan, index, sd), tensors)
+            ref, got = reference(plan, index, sd), dict(tensors)
+            kept = getattr(b, "kept", {}) if a["plugin"] else {}
+            for n, buf in kept.items():  # SM100: the fp32 scales refit wrote, in the buffers the binding keeps
+                got.update((al, buf) for al in (n,) + plan.destination(n, index).aliases)
+            bad, total, first = compare(ref, got)
+            for n in kept:  # ... and the engine's int32 scales (their whole storage) the UE8M0 pack of them
+                t, w = tensors[n], ref[n.replace("weight_scale_inv", "weight")].shape
+                held = t.as_strided((t.untyped_storage().nbytes() // 4,), (1,), 0).cpu().numpy()
+                d = int((held.view(np.uint8) != engine_ref.ue8m0_pack(ref[n], w[-2], w[-1]).view(np.uint8).reshape(-1)).sum())
+                if d and first is None:
+                    first = f"'{n}' (int32 UE8M0) differs in {d} bytes from the pack of the fp32 scales"
+                bad, total = bad + d, total + held.nbytes
             conn.send(("result", index, v, bad, total, first and f"receiver {index}: {first}"))
         rx.close()
     except Exception:

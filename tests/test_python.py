@@ -1455,7 +1455,7 @@ def receiver_proc(plan_name, index, versions, use_blob, conn, dump=None, sparse=
             bad, compared, written, first = compare(ref, got)
             for n in kept:  # ... and the engine's int32 scales (its whole storage) the pack of them
                 w = ref[n.replace("weight_scale_inv", "weight")].shape
-                d = int((bits(np_root(tensors[n].a)) != bits(ue8m0_pack(ref[n], w[-2], w[-1]))).sum())
+                d = int((bits(np_root(tensors[n].a)) != bits(engine_ref.ue8m0_pack(ref[n], w[-2], w[-1]))).sum())
                 if d and first is None:
                     first = f"'{n}' (int32 UE8M0) differs in {d} bytes from the pack of the fp32 scales"
                 bad += d
@@ -1636,29 +1636,11 @@ def test_vllm_loopback_qwen3moe():
     loopback("vllm_qwen3moe_bf16_tp2", dumps=True, mode="direct")
 
 
-def ue8m0_pack(scales, rows, cols):
-    """the storage of DeepGEMM's packed UE8M0 scales as tests/vllm/SM100.md describes it: fp32 power-of-two
-    block scales [groups?, ceil(rows/128), ceil(cols/128)] -> int32 [groups, ceil(ceil(cols/128)/4),
-    align4(rows)] (MN-major): row r, column p holds the exponent bytes (bits 23..30) of block scales
-    [r // 128][4p .. 4p+3], the first in the low byte; K blocks past the last and rows past `rows` 0"""
-    sr, sk = -(-rows // 128), -(-cols // 128)
-    u = np.ascontiguousarray(scales, np.float32).reshape(-1, sr, sk).view(np.uint32)
-    assert not (u & 0x807FFFFF).any(), "positive powers of two only"
-    pk, mn = -(-sk // 4), -(-rows // 4) * 4
-    codes = np.zeros((u.shape[0], sr, pk * 4), np.uint32)
-    codes[:, :, :sk] = u >> 23
-    per_row = codes[:, np.arange(rows) // 128].reshape(u.shape[0], rows, pk, 4)
-    words = (per_row << np.array([0, 8, 16, 24], np.uint32)).sum(axis=-1, dtype=np.uint32)  # [g, rows, pk]
-    out = np.zeros((u.shape[0], pk, mn), np.uint32)
-    out[:, :, :rows] = words.transpose(0, 2, 1)
-    return out.view(np.int32)
-
-
 def test_ue8m0_pack_numpy():
-    """the test's pack against SM100.md's worked example: 832 rows (N % 128 = 64: the last block's 64
+    """engine_ref's pack against SM100.md's worked example: 832 rows (N % 128 = 64: the last block's 64
     rows repeat its scales), 5 K blocks -> 2 packed columns, the second with one code"""
     s = np.array([[2.0 ** (i - 3 * j) for j in range(5)] for i in range(7)], np.float32)
-    p = ue8m0_pack(s, 832, 5 * 128)
+    p = engine_ref.ue8m0_pack(s, 832, 5 * 128)
     assert p.shape == (1, 2, 832), p.shape
     for r in (0, 127, 128, 767, 768, 831):
         b = r // 128

@@ -33,6 +33,11 @@ packs each linear for its GEMM kernel and frees `weight`, and prepacks the exper
 The binding keeps a buffer in the loader's format where the engine freed or repacked a weight, refit
 writes there, and after each complete version the engine's own post-load code packs those layers
 again (CpuFinalize, a finalize step of kind "engine"); update returns its time per version.
+
+SM100 (B200/GB200/B300, plans with ue8m0_pack finalize steps, tests/vllm/SM100.md): vLLM holds each
+DeepGEMM linear's scales as int32 UE8M0 under `weight_scale_inv`. The binding binds that tensor as the
+derived `<name>#ue8m0` the receiver's pack kernel writes and keeps an fp32 buffer (Binding.kept) under
+the name, where refit writes; capability 10.x only, and an SM100 engine refuses an SM90 plan.
 """
 import dataclasses
 import difflib
