@@ -4,10 +4,9 @@
 --   param NAME DTYPE shape=[..] stride=[..] off=ELEMENTS storage#K nbytes=B shared=OTHER,NAMES
 -- A tensor appears once per name it has (its aliases share its storage); derived views follow,
 -- in their storage (refit's own, or the destination tensor they view). A destination with a
--- finalize step (gen/engine.lua cpu_step) ends its lines with finalize=STEP: the engine transforms
+-- finalize step of kind engine (the plan's finalize table) ends its lines with finalize=STEP: the engine transforms
 -- it after loading (conform.lua accepts the engine's freed `weight` there).
 local E = require("emit_c")
-local Engine = require("engine")
 local M = {}
 
 local TORCH = { bf16 = "bfloat16", fp32 = "float32", fp8 = "float8_e4m3fn", i32 = "int32" }
@@ -29,8 +28,11 @@ function M.listing(plan, model)
   -- a dst that a finalize kernel step transforms: the engine holds the step's output under the dst's
   -- names (vLLM's weight_scale_inv on SM100 is DeepGEMM's int32 tensor); the dst itself, in the
   -- loader's format, is a buffer the receiver keeps, not an engine tensor
-  local fin_out = {}
-  for _, st in ipairs(model.finalize or {}) do if st.out then fin_out[st.dst] = st.out end end
+  -- a dst an engine step transforms ends its lines with finalize=STEP
+  local fin_out, fin_engine = {}, {}
+  for _, st in ipairs(model.finalize or {}) do
+    if st.out then fin_out[st.dst] = st.out else fin_engine[st.dst] = st end
+  end
   for r = 0, size - 1 do
     out[#out + 1] = ("# rank %d/%d\n"):format(r, size)
     local lines, k = {}, 0
@@ -60,7 +62,7 @@ function M.listing(plan, model)
         local g = { { name = d.name, dtype = d.dtype, shape = d.shape, stride = st, offset = 0 } }
         for _, a in ipairs(d.aliases) do g[#g + 1] = { name = a, dtype = d.dtype, shape = d.shape, stride = st, offset = 0 } end
         for _, v in ipairs(views_of[d] or {}) do g[#g + 1] = v end
-        group(g, d.bytes, Engine.cpu_step(plan, d))
+        group(g, d.bytes, fin_engine[d])
       end
     end
     local own, by_storage = {}, {} -- refit's own storages, in order, and by their first view's id
