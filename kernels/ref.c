@@ -262,3 +262,53 @@ int rfk_ref_ue8m0_pack(const float *scale, int32_t *out, int64_t groups, int64_t
       }
   return bad ? RFK_ERR_NONFINITE : RFK_OK;
 }
+
+/* Grouped UE8M0 pack (refresh.h): the block numbering of the CUDA launch, and the reference. */
+int64_t rfk_ue8m0_pack_prepare(rfk_ue8m0_item *items, int n, int *bad)
+{
+  if (n < 0 || (n > 0 && !items)) {
+    if (bad)
+      *bad = 0;
+    return -1;
+  }
+  int64_t total = 0;
+  for (int i = 0; i < n; i++) {
+    rfk_ue8m0_item *it = &items[i];
+    int64_t sk = (it->cols + 127) / 128, sr = (it->rows + 127) / 128, pk = (sk + 3) / 4;
+    if (!it->scale || !it->out || it->groups < 0 || it->rows < 0 || it->cols < 0 || (uintptr_t)it->out % 4 ||
+        (uintptr_t)it->scale % 4 || it->groups * pk > 0x7fffffff || it->groups * sr * sk > ((int64_t)1 << 40)) {
+      if (bad)
+        *bad = i;
+      return -1;
+    }
+    int64_t bx = (rfk_ue8m0_pack_mn(it->rows) + RFK_PACK_ROWS_PER_BLOCK - 1) / RFK_PACK_ROWS_PER_BLOCK;
+    it->first = total;
+    it->bx = (int32_t)bx;
+    it->align = ((uintptr_t)it->out % 16 == 0) | (sk % 4 == 0 && (uintptr_t)it->scale % 16 == 0) << 1;
+    total += it->groups * pk * bx; /* rows 0 or cols 0: sk or bx is 0, no blocks */
+    if (total > 0x7fffffff) {
+      if (bad)
+        *bad = i;
+      return -1;
+    }
+  }
+  return total;
+}
+
+int rfk_ref_ue8m0_pack_items(const rfk_ue8m0_item *items, int n)
+{
+  if (n < 0 || (n > 0 && !items))
+    return RFK_ERR_ARG;
+  for (int i = 0; i < n; i++)
+    if (!items[i].scale || !items[i].out || items[i].groups < 0 || items[i].rows < 0 || items[i].cols < 0)
+      return RFK_ERR_ARG;
+  int bad = 0;
+  for (int i = 0; i < n; i++) {
+    int rc = rfk_ref_ue8m0_pack(items[i].scale, items[i].out, items[i].groups, items[i].rows, items[i].cols);
+    if (rc == RFK_ERR_NONFINITE)
+      bad = 1;
+    else if (rc)
+      return rc;
+  }
+  return bad ? RFK_ERR_NONFINITE : RFK_OK;
+}

@@ -234,42 +234,73 @@ __device__ __forceinline__ uint32_t ue8m0_code(uint32_t u)
   return u >= 0x7f800000u ? 0xffu : (u + 0x7fffffu) >> 23;
 }
 
+/* the quads r0, r0 + step, ... below mn of one (group, packed K column): sg its first scale (row
+ * block 0, K block 4k), og its first word, n its K blocks (<= 4) */
+__device__ __forceinline__ void pack_column(const float *sg, uint32_t *og, int64_t rows, int64_t mn, int sk, int n,
+                                            int f4, int vec, int *flag, int64_t r0, int64_t step)
+{
+  for (int64_t r = r0; r < mn; r += step) {
+    uint32_t w = 0;
+    if (r < rows) { /* rows r..r+3 lie in one 128-row block: one word */
+      const float *s = sg + (r >> 7) * sk;
+      uint32_t u[4];
+      if (f4) {
+        float4 v = __ldg((const float4 *)s);
+        u[0] = __float_as_uint(v.x), u[1] = __float_as_uint(v.y), u[2] = __float_as_uint(v.z), u[3] = __float_as_uint(v.w);
+      } else {
+        for (int j = 0; j < 4; j++) /* K blocks past sk are code 0 */
+          u[j] = j < n ? __float_as_uint(__ldg(s + j)) : 0u;
+      }
+      uint32_t c0 = ue8m0_code(u[0]), c1 = ue8m0_code(u[1]), c2 = ue8m0_code(u[2]), c3 = ue8m0_code(u[3]);
+      w = c0 | c1 << 8 | c2 << 16 | c3 << 24;
+      if ((c0 == 0xffu || c1 == 0xffu || c2 == 0xffu || c3 == 0xffu) && flag)
+        *flag = 1;
+    }
+    /* rows at or past `rows` are the TMA padding: word 0 */
+    uint32_t w1 = r + 1 < rows ? w : 0, w2 = r + 2 < rows ? w : 0, w3 = r + 3 < rows ? w : 0;
+    uint32_t *o = og + r;
+    if (vec) {
+      *(uint4 *)o = make_uint4(w, w1, w2, w3);
+    } else {
+      o[0] = w, o[1] = w1, o[2] = w2, o[3] = w3;
+    }
+  }
+}
+
 /* grid (x: MN quads / (256 * RFK_PACK_QUADS), y: group * packed K column, strided past 65535) */
 #define RFK_PACK_QUADS 4
+static_assert(256 * RFK_PACK_QUADS * 4 == RFK_PACK_ROWS_PER_BLOCK, "refresh.h's block rows");
 __global__ void __launch_bounds__(256) pack_kernel(const __grid_constant__ pack_params p)
 {
   for (int gp = blockIdx.y; gp < p.gp; gp += gridDim.y) {
     int g = gp / p.pk, k = gp - g * p.pk, n = p.sk - 4 * k < 4 ? p.sk - 4 * k : 4;
-    const float *sg = p.scale + (int64_t)g * p.sr * p.sk + 4 * k;
-    uint32_t *og = p.out + (int64_t)gp * p.mn;
-    for (int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4; r < p.mn;
-         r += (int64_t)gridDim.x * blockDim.x * 4) {
-      uint32_t w = 0;
-      if (r < p.rows) { /* rows r..r+3 lie in one 128-row block: one word */
-        const float *s = sg + (r >> 7) * p.sk;
-        uint32_t u[4];
-        if (p.f4) {
-          float4 v = __ldg((const float4 *)s);
-          u[0] = __float_as_uint(v.x), u[1] = __float_as_uint(v.y), u[2] = __float_as_uint(v.z), u[3] = __float_as_uint(v.w);
-        } else {
-          for (int j = 0; j < 4; j++) /* K blocks past sk are code 0 */
-            u[j] = j < n ? __float_as_uint(__ldg(s + j)) : 0u;
-        }
-        uint32_t c0 = ue8m0_code(u[0]), c1 = ue8m0_code(u[1]), c2 = ue8m0_code(u[2]), c3 = ue8m0_code(u[3]);
-        w = c0 | c1 << 8 | c2 << 16 | c3 << 24;
-        if ((c0 == 0xffu || c1 == 0xffu || c2 == 0xffu || c3 == 0xffu) && p.flag)
-          *p.flag = 1;
-      }
-      /* rows at or past `rows` are the TMA padding: word 0 */
-      uint32_t w1 = r + 1 < p.rows ? w : 0, w2 = r + 2 < p.rows ? w : 0, w3 = r + 3 < p.rows ? w : 0;
-      uint32_t *o = og + r;
-      if (p.vec) {
-        *(uint4 *)o = make_uint4(w, w1, w2, w3);
-      } else {
-        o[0] = w, o[1] = w1, o[2] = w2, o[3] = w3;
-      }
-    }
+    pack_column(p.scale + (int64_t)g * p.sr * p.sk + 4 * k, p.out + (int64_t)gp * p.mn, p.rows, p.mn, p.sk, n, p.f4,
+                p.vec, p.flag, ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4, (int64_t)gridDim.x * blockDim.x * 4);
   }
+}
+
+/* grouped: a 1-D grid over every item's blocks (rfk_ue8m0_pack_prepare's numbering); a block finds
+ * its item by bisection over `first`, then does what pack_kernel's block (x, y) = (b % bx, b / bx)
+ * does for that item with gridDim.x = bx */
+__global__ void __launch_bounds__(256) pack_items_kernel(const rfk_ue8m0_item *__restrict__ items, int n, int *flag)
+{
+  int64_t b = blockIdx.x;
+  int lo = 0, hi = n - 1; /* the last item whose first <= b (empty items share their next's first) */
+  while (lo < hi) {
+    int mid = (lo + hi + 1) / 2;
+    if (items[mid].first <= b)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  const rfk_ue8m0_item *it = &items[lo];
+  int sk = (int)((it->cols + 127) / 128), sr = (int)((it->rows + 127) / 128), pk = (sk + 3) / 4;
+  int64_t local = b - it->first, mn = (it->rows + 3) / 4 * 4; /* rfk_ue8m0_pack_mn */
+  int gp = (int)(local / it->bx), x = (int)(local - (int64_t)gp * it->bx);
+  int g = gp / pk, k = gp - g * pk, nk = sk - 4 * k < 4 ? sk - 4 * k : 4;
+  pack_column(it->scale + (int64_t)g * sr * sk + 4 * k, (uint32_t *)it->out + (int64_t)gp * mn, it->rows, mn, sk, nk,
+              (it->align >> 1) & 1, it->align & 1, flag, ((int64_t)x * blockDim.x + threadIdx.x) * 4,
+              (int64_t)it->bx * blockDim.x * 4);
 }
 
 } /* namespace */
@@ -348,6 +379,18 @@ extern "C" int rfk_cuda_ue8m0_pack(const float *scale, int32_t *out, int64_t gro
   int64_t bx = (p.mn / 4 + 256 * RFK_PACK_QUADS - 1) / (256 * RFK_PACK_QUADS);
   unsigned by = p.gp < 65535 ? (unsigned)p.gp : 65535u;
   pack_kernel<<<dim3((unsigned)(bx < 65535 ? bx : 65535), by), 256, 0, (cudaStream_t)stream>>>(p);
+  if (rfk__cuda_failed())
+    return RFK_ERR_CUDA;
+  return RFK_OK;
+}
+
+extern "C" int rfk_cuda_ue8m0_pack_items(const rfk_ue8m0_item *items_d, int n, int64_t blocks, int *flag, void *stream)
+{
+  if (n < 0 || blocks < 0 || blocks > 0x7fffffff || (blocks > 0 && (!items_d || n == 0)))
+    return RFK_ERR_ARG;
+  if (blocks == 0)
+    return RFK_OK;
+  pack_items_kernel<<<(unsigned)blocks, 256, 0, (cudaStream_t)stream>>>(items_d, n, flag);
   if (rfk__cuda_failed())
     return RFK_ERR_CUDA;
   return RFK_OK;

@@ -104,6 +104,28 @@ static inline int64_t rfk_ue8m0_pack_words(int64_t rows, int64_t cols)
 uint8_t rfk_ue8m0_code(float s);
 int rfk_ref_ue8m0_pack(const float *scale, int32_t *out, int64_t groups, int64_t rows, int64_t cols);
 
+/* Grouped UE8M0 pack: many tensors in one call (a receiver's finalize steps, all layers). Each item
+ * is one rfk_ref_ue8m0_pack call {scale, out, groups, rows, cols}; `first` and `bx` are the CUDA
+ * launch's block bookkeeping, filled by rfk_ue8m0_pack_prepare (the reference ignores them).
+ * rfk_ue8m0_pack_prepare: checks every item (as the single call does: non-NULL 4-byte aligned
+ * pointers, sizes >= 0, the single launch's limits) and numbers the blocks: item i owns blocks
+ * [first, first + groups * pk * bx) of the grouped launch (pk = ceil(ceil(cols/128)/4), bx = the
+ * 4096-row chunks of rfk_ue8m0_pack_mn(rows); empty items own none). Returns the total blocks, or
+ * -1 (bad argument, *bad = the first bad item's index when bad is not NULL).
+ * rfk_ref_ue8m0_pack_items: every item checked before any is written (RFK_ERR_ARG, nothing written),
+ * then each packed; 1 (RFK_ERR_NONFINITE) when any item's pack returns 1, all else written. */
+typedef struct rfk_ue8m0_item {
+  const float *scale;
+  int32_t *out;
+  int64_t groups, rows, cols;
+  int64_t first; /* prepare: the item's first block */
+  int32_t bx;    /* prepare: blocks per (group, packed K column) */
+  int32_t align; /* prepare: bit 0 out 16-byte aligned, bit 1 scale rows loadable as float4 */
+} rfk_ue8m0_item;
+#define RFK_PACK_ROWS_PER_BLOCK 4096 /* 256 threads x 4 quads x 4 rows */
+int64_t rfk_ue8m0_pack_prepare(rfk_ue8m0_item *items, int n, int *bad);
+int rfk_ref_ue8m0_pack_items(const rfk_ue8m0_item *items, int n);
+
 /* CUDA versions (build/obj/libcuda.a, only when configure found nvcc). Device pointers inside the
  * items, items itself a HOST array (passed by value, all layers in one launch per 256 items);
  * stream is a cudaStream_t as void*. Bit-equal to the references. Return 0, 2 (bad argument) or
@@ -114,5 +136,11 @@ int rfk_cuda_requant_ue8m0(const rfk_requant *items, int n, int64_t rows, int64_
  * written with 16-byte stores); *flag = 1 (flag may be NULL) where the reference returns 1 */
 int rfk_cuda_ue8m0_pack(const float *scale, int32_t *out, int64_t groups, int64_t rows, int64_t cols, int *flag,
                         void *stream);
+
+/* the grouped pack in one launch: items_d the DEVICE copy of n items prepared by
+ * rfk_ue8m0_pack_prepare (which returned `blocks`, <= 2^31 - 1); *flag = 1 (flag may be NULL) where
+ * the reference returns 1. Returns 0, 2 (n < 0, items_d NULL with blocks > 0, blocks out of range)
+ * or 3. blocks 0 launches nothing. */
+int rfk_cuda_ue8m0_pack_items(const rfk_ue8m0_item *items_d, int n, int64_t blocks, int *flag, void *stream);
 
 #endif

@@ -38,6 +38,9 @@ struct rf__cuda {
   cudaStream_t rstream;        /* receiver: refresh, delta apply and digest, finalize kernels */
   volatile int *fin_flag_h;    /* receiver: set by finalize kernels on non-finite input (host-mapped) */
   int *fin_flag_d;
+  rfk_ue8m0_item *fin_items_h; /* receiver: [n_finalize] the grouped pack's items, at each run's first step */
+  rfk_ue8m0_item *fin_items_d; /* their device copy, [n_finalize + 1] (the last: rf_listen's warm-up item) */
+  int64_t *fin_blocks;         /* [n_finalize] at a run's first step: the run's blocks */
   void *dev[16];               /* device buffers (alloc); what their owners did not free goes at close */
   void *host[16];              /* pinned mapped host buffers (alloc_shared) */
   int n_dev, n_host;
@@ -114,6 +117,9 @@ void rf__cuda_close(rf_engine *e)
   if (cu->flag_h) cudaFreeHost((void *)cu->flag_h);
   if (cu->ver_h) cudaFreeHost((void *)cu->ver_h);
   if (cu->rstream) cudaStreamDestroy(cu->rstream);
+  if (cu->fin_items_d) cudaFree(cu->fin_items_d);
+  free(cu->fin_items_h);
+  free(cu->fin_blocks);
   free(cu);
   e->cu = NULL;
 }
@@ -235,35 +241,106 @@ static rf_status refresh(rf_engine *e, const rf_refresh *st, const rfk_mla_absor
   return RF_OK;
 }
 
-/* one finalize kernel on the refresh stream; a non-finite input is the flag's (mapped host word).
- * out NULL (rf_listen): load the kernel now, into a scratch buffer, while no stream waits on a version
- * (a lazy load behind such a wait can stall the context, as for the refresh) */
-static rf_status finalize(rf_engine *e, const rf_finalize *s, const void *in, void *out)
+/* a run of finalize steps (all RF_FINOP_UE8M0_PACK, the only op) in one grouped launch on the refresh
+ * stream, then one sync; a non-finite input is the flag's (mapped host word), and the steps then run
+ * again one launch each to name the first bad one. Its items (rfk_ue8m0_item) are prepared in device
+ * memory at rf_listen (warm) and uploaded again only if a pointer changed since. warm also loads both
+ * pack kernels (a lazy load behind a stream wait can stall the context, as for the refresh), writing
+ * a scratch buffer only. */
+static rf_status fin_items(rf_engine *e, const uint32_t *steps, uint32_t n, void *const *in, void *const *out, int force,
+                           uint32_t *bad)
 {
   struct rf__cuda *cu = e->cu;
-  int rc = RFK_ERR_ARG;
-  void *scratch = NULL;
-  if (!out && s->op == RF_FINOP_UE8M0_PACK) {
+  uint32_t n_fin = e->p->n_finalize;
+  if (!cu->fin_items_h) {
+    cu->fin_items_h = calloc(n_fin ? n_fin : 1, sizeof *cu->fin_items_h);
+    cu->fin_blocks = calloc(n_fin ? n_fin : 1, sizeof *cu->fin_blocks);
+    if (!cu->fin_items_h || !cu->fin_blocks) return rf__fail(e, RF_ERR_NOMEM, "finalize items");
+    CU_TRY(e, cudaMalloc((void **)&cu->fin_items_d, (n_fin + 1) * sizeof *cu->fin_items_d), "finalize items");
+  }
+  if (steps[0] >= n_fin || n > n_fin - steps[0] || n > 0x7fffffff)
+    return rf__fail(e, RF_ERR_ARG, "finalize run %u+%u out of the plan's %u steps", steps[0], n, n_fin);
+  rfk_ue8m0_item *it = cu->fin_items_h + steps[0];
+  int dirty = force;
+  for (uint32_t i = 0; i < n; i++) {
+    const rf_finalize *s = &e->p->finalize[steps[i]];
+    rfk_ue8m0_item x = {.scale = in[i], .out = out[i], .groups = s->groups, .rows = s->rows, .cols = s->cols};
+    if (x.scale != it[i].scale || x.out != it[i].out || x.groups != it[i].groups || x.rows != it[i].rows ||
+        x.cols != it[i].cols)
+      it[i] = x, dirty = 1;
+  }
+  if (!dirty) return RF_OK;
+  int b = 0;
+  int64_t blocks = rfk_ue8m0_pack_prepare(it, (int)n, &b);
+  if (blocks < 0) {
+    const rf_finalize *s = &e->p->finalize[steps[b]];
+    *bad = (uint32_t)b;
+    it[b].scale = NULL; /* prepared again next time */
+    return rf__fail(e, RF_ERR_CUDA, "kernel op %u over [%u, %lld, %lld]: %s (or the run's blocks past 2^31)", s->op,
+                    s->groups, (long long)s->rows, (long long)s->cols, rfk_strerror(RFK_ERR_ARG));
+  }
+  cu->fin_blocks[steps[0]] = blocks;
+  cudaError_t c = cudaMemcpyAsync(cu->fin_items_d + steps[0], it, n * sizeof *it, cudaMemcpyHostToDevice, cu->rstream);
+  if (c != cudaSuccess) {
+    it[0].scale = NULL;
+    return rf__fail(e, RF_ERR_CUDA, "finalize items upload: %s", cudaGetErrorString(c));
+  }
+  return RF_OK;
+}
+
+static rf_status finalize(rf_engine *e, const uint32_t *steps, uint32_t n, void *const *in, void *const *out, int warm,
+                          uint32_t *bad)
+{
+  struct rf__cuda *cu = e->cu;
+  *bad = 0;
+  if (!n) return RF_OK;
+  for (uint32_t i = 0; i < n; i++)
+    if (e->p->finalize[steps[i]].op != RF_FINOP_UE8M0_PACK) {
+      *bad = i;
+      return rf__fail(e, RF_ERR_CUDA, "kernel op %u: not a CUDA kernel here", e->p->finalize[steps[i]].op);
+    }
+  RF_CHECK(fin_items(e, steps, n, in, out, warm, bad));
+  if (warm) {
+    const rf_finalize *s = &e->p->finalize[steps[0]];
+    void *scratch = NULL;
     CU_TRY(e, cudaMalloc(&scratch, (size_t)(s->groups * rfk_ue8m0_pack_words(s->rows, s->cols) * 4) + 16),
            "finalize kernel warm-up");
-    rc = rfk_cuda_ue8m0_pack(in, scratch, s->groups, s->rows, s->cols, NULL, cu->rstream);
-    cudaError_t c = cudaStreamSynchronize(cu->rstream);
+    rfk_ue8m0_item w = {.scale = in[0], .out = scratch, .groups = s->groups, .rows = s->rows, .cols = s->cols};
+    int64_t blocks = rfk_ue8m0_pack_prepare(&w, 1, NULL);
+    int rc = rfk_cuda_ue8m0_pack(in[0], scratch, s->groups, s->rows, s->cols, NULL, cu->rstream);
+    cudaError_t c = cudaMemcpyAsync(cu->fin_items_d + e->p->n_finalize, &w, sizeof w, cudaMemcpyHostToDevice, cu->rstream);
+    if (!rc && c == cudaSuccess)
+      rc = rfk_cuda_ue8m0_pack_items(cu->fin_items_d + e->p->n_finalize, 1, blocks, NULL, cu->rstream);
+    cudaError_t c2 = cudaStreamSynchronize(cu->rstream); /* also `w`'s upload and the run's items */
     cudaFree(scratch);
+    if (c == cudaSuccess) c = c2;
     if (rc || c != cudaSuccess)
       return rf__fail(e, RF_ERR_CUDA, "finalize kernel warm-up (op %u): %s", s->op,
                       rc == RFK_ERR_CUDA ? rfk_cuda_last_error() : rc ? rfk_strerror(rc) : cudaGetErrorString(c));
     return RF_OK;
   }
   *cu->fin_flag_h = 0;
-  if (s->op == RF_FINOP_UE8M0_PACK)
-    rc = rfk_cuda_ue8m0_pack(in, out, s->groups, s->rows, s->cols, cu->fin_flag_d, cu->rstream);
+  int rc = rfk_cuda_ue8m0_pack_items(cu->fin_items_d + steps[0], (int)n, cu->fin_blocks[steps[0]], cu->fin_flag_d,
+                                     cu->rstream);
   if (rc)
-    return rf__fail(e, RF_ERR_CUDA, "kernel op %u over [%u, %lld, %lld]: %s", s->op, s->groups, (long long)s->rows,
-                    (long long)s->cols, rc == RFK_ERR_CUDA ? rfk_cuda_last_error() : rfk_strerror(rc));
+    return rf__fail(e, RF_ERR_CUDA, "kernel op %u over %u steps in one launch: %s", e->p->finalize[steps[0]].op, n,
+                    rc == RFK_ERR_CUDA ? rfk_cuda_last_error() : rfk_strerror(rc));
   CU_TRY(e, cudaStreamSynchronize(cu->rstream), "finalize");
-  if (*cu->fin_flag_h)
-    return rf__fail(e, RF_ERR_KERNEL, "kernel op %u: %s", s->op, rfk_strerror(RFK_ERR_NONFINITE));
-  return RF_OK;
+  if (!*cu->fin_flag_h) return RF_OK;
+  for (uint32_t i = 0; i < n; i++) { /* which step: each alone (the run is torn anyway; same bytes again) */
+    const rf_finalize *s = &e->p->finalize[steps[i]];
+    *cu->fin_flag_h = 0;
+    rc = rfk_cuda_ue8m0_pack(in[i], out[i], s->groups, s->rows, s->cols, cu->fin_flag_d, cu->rstream);
+    CU_TRY(e, cudaStreamSynchronize(cu->rstream), "finalize");
+    if (rc || *cu->fin_flag_h) {
+      *bad = i;
+      return rf__fail(e, rc ? RF_ERR_CUDA : RF_ERR_KERNEL, "kernel op %u over [%u, %lld, %lld]: %s", s->op, s->groups,
+                      (long long)s->rows, (long long)s->cols,
+                      rc == RFK_ERR_CUDA ? rfk_cuda_last_error() : rfk_strerror(rc ? rc : RFK_ERR_NONFINITE));
+    }
+  }
+  return rf__fail(e, RF_ERR_KERNEL, "kernel op %u over %u steps in one launch: %s", e->p->finalize[steps[0]].op, n,
+                  rfk_strerror(RFK_ERR_NONFINITE));
 }
 
 static rf_status alloc(rf_engine *e, size_t bytes, void **dev, const char *what)

@@ -76,13 +76,20 @@ static rf_status warm(rf_engine *e, rfk_delta_status *st_d, rfk_delta_status *st
   return RF_OK;
 }
 
-static rf_status finalize(rf_engine *e, const rf_finalize *s, const void *in, void *out)
+static rf_status finalize(rf_engine *e, const uint32_t *steps, uint32_t n, void *const *in, void *const *out, int warm,
+                          uint32_t *bad)
 {
-  if (!out) return RF_OK; /* the warm-up at rf_listen: nothing to load */
-  int rc = RFK_ERR_ARG;
-  if (s->op == RF_FINOP_UE8M0_PACK) rc = rfk_ref_ue8m0_pack(in, out, s->groups, s->rows, s->cols);
-  if (rc) return rf__fail(e, RF_ERR_KERNEL, "kernel op %u over [%u, %lld, %lld]: %s", s->op, s->groups,
-                          (long long)s->rows, (long long)s->cols, rfk_strerror(rc));
+  if (warm) return RF_OK; /* rf_listen: nothing to load */
+  for (uint32_t i = 0; i < n; i++) { /* the reference, one step at a time: a failure names its step */
+    const rf_finalize *s = &e->p->finalize[steps[i]];
+    int rc = RFK_ERR_ARG;
+    if (s->op == RF_FINOP_UE8M0_PACK) rc = rfk_ref_ue8m0_pack(in[i], out[i], s->groups, s->rows, s->cols);
+    if (rc) {
+      *bad = i;
+      return rf__fail(e, RF_ERR_KERNEL, "kernel op %u over [%u, %lld, %lld]: %s", s->op, s->groups, (long long)s->rows,
+                      (long long)s->cols, rfk_strerror(rc));
+    }
+  }
   return RF_OK;
 }
 

@@ -256,10 +256,13 @@ typedef struct rf__mem {
    * one entry each) and checks them against the reference (CUDA loads lazily: a load behind a
    * stream that waits on the host never ends) */
   rf_status (*warm)(rf_engine *e, rfk_delta_status *st_d, rfk_delta_status *st_h, uint64_t *dg_d, uint64_t *dg_h);
-  /* receiver: one RF_FIN_KERNEL finalize step, reading `in` (its dst tensor) and writing `out` (its
-   * derived storage); returns when done, RF_ERR_KERNEL / RF_ERR_CUDA with the reason otherwise.
-   * out NULL (rf_listen): load the step's kernel without writing anything the engine reads */
-  rf_status (*finalize)(rf_engine *e, const rf_finalize *s, const void *in, void *out);
+  /* receiver: a run of n RF_FIN_KERNEL finalize steps of one op (steps: indexes into plan->finalize),
+   * step i reading in[i] (its dst tensor) and writing out[i] (its derived storage); returns when all
+   * are done, RF_ERR_KERNEL / RF_ERR_CUDA with the reason otherwise, *bad = the failed step's index in
+   * the run (0 when not known). warm (rf_listen): load the kernels and prepare the run (CUDA: its
+   * items in device memory) without writing anything the engine reads */
+  rf_status (*finalize)(rf_engine *e, const uint32_t *steps, uint32_t n, void *const *in, void *const *out, int warm,
+                        uint32_t *bad);
   void (*publish)(rf_engine *e, uint64_t v); /* receiver: v is the newest complete version */
 } rf__mem;
 extern const rf__mem rf__mem_host; /* host.c: the C reference kernels */

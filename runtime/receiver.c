@@ -82,6 +82,8 @@ struct rf__receiver {
   struct rf__patch *pa;      /* the patch area (patch.c), in delta plans once listening; else NULL */
   uint32_t fin_first, fin_count; /* this position's finalize steps (plan->finalize) */
   uint32_t *fin_engine, n_fin_engine; /* [fin_count] the indexes of its RF_FIN_ENGINE steps: the hook's `steps` */
+  uint32_t *fin_kernel, n_fin_kernel; /* [fin_count] the indexes of its RF_FIN_KERNEL steps, in order */
+  void **fin_in, **fin_out;  /* [fin_count] per kernel step: its dst and its storage (set at rf_listen) */
   rf_finalize_fn fin_fn;     /* rf_set_finalize */
   void *fin_ctx;
 };
@@ -111,7 +113,9 @@ static rf_status open_finalize(rf_engine *e)
                     x->count, e->rx->pos);
   e->rx->fin_first = x->first;
   e->rx->fin_count = x->count;
-  if (!(e->rx->fin_engine = calloc(x->count ? x->count : 1, sizeof *e->rx->fin_engine)))
+  size_t nc = x->count ? x->count : 1;
+  if (!(e->rx->fin_engine = calloc(nc, sizeof *e->rx->fin_engine)) || !(e->rx->fin_kernel = calloc(nc, sizeof(uint32_t))) ||
+      !(e->rx->fin_in = calloc(nc, sizeof(void *))) || !(e->rx->fin_out = calloc(nc, sizeof(void *))))
     return rf__fail(e, RF_ERR_NOMEM, "receiver tables");
   for (uint32_t i = x->first; i < x->first + x->count; i++) {
     const rf_finalize *f = &p->finalize[i];
@@ -129,6 +133,7 @@ static rf_status open_finalize(rf_engine *e)
         p->derived[f->out].dst != RF_NONE)
       return rf__fail(e, RF_ERR_ARG, "plan %s: finalize step %u ('%s' of '%s') writes no storage of position %u", p->name,
                       i, f->name, p->dst[f->dst].name, e->rx->pos);
+    e->rx->fin_kernel[e->rx->n_fin_kernel++] = i;
   }
   return RF_OK;
 }
@@ -205,6 +210,9 @@ void rf__receiver_close(rf_engine *e)
   free(e->rx->absorb);
   free(e->rx->layout);
   free(e->rx->fin_engine);
+  free(e->rx->fin_kernel);
+  free(e->rx->fin_in);
+  free(e->rx->fin_out);
   free(e->rx->blob);
   free(e->rx->ck);
   free(e->rx);
@@ -362,6 +370,15 @@ static rf_status build_blob(rf_engine *e)
   return st;
 }
 
+/* the end of the run of kernel steps from fin_kernel[k]: the steps after it with the same op, which the
+ * memory backend runs in one call (CUDA: one launch, one sync) */
+static uint32_t fin_run(rf_engine *e, uint32_t k)
+{
+  uint32_t j = k + 1;
+  while (j < e->rx->n_fin_kernel && e->p->finalize[e->rx->fin_kernel[j]].op == e->p->finalize[e->rx->fin_kernel[k]].op) j++;
+  return j;
+}
+
 rf_status rf__receiver_listen(rf_engine *e, const char *ip, uint16_t port, uint16_t *port_out)
 {
   if (e->rx->listening) return rf__fail(e, RF_ERR_STATE, "rf_listen called twice");
@@ -381,9 +398,15 @@ rf_status rf__receiver_listen(rf_engine *e, const char *ip, uint16_t port, uint1
    * stream waits on a version (lazy module loading behind a stream wait can stall the context); the
    * finalize kernels likewise, into scratch memory */
   if (e->mem->device && e->rx->ref_count) RF_CHECK(refresh(e));
-  for (uint32_t i = e->rx->fin_first; e->mem->device && i < e->rx->fin_first + e->rx->fin_count; i++)
-    if (p->finalize[i].kind == RF_FIN_KERNEL)
-      RF_CHECK(e->mem->finalize(e, &p->finalize[i], e->rx->dst_ptr[p->finalize[i].dst - e->rx->rv->dst_first], NULL));
+  for (uint32_t k = 0; k < e->rx->n_fin_kernel; k++) {
+    const rf_finalize *f = &p->finalize[e->rx->fin_kernel[k]];
+    e->rx->fin_in[k] = e->rx->dst_ptr[f->dst - e->rx->rv->dst_first];
+    e->rx->fin_out[k] = e->rx->der_ptr[f->out];
+  }
+  for (uint32_t k = 0, j, bad; k < e->rx->n_fin_kernel; k = j) {
+    j = fin_run(e, k);
+    RF_CHECK(e->mem->finalize(e, e->rx->fin_kernel + k, j - k, e->rx->fin_in + k, e->rx->fin_out + k, 1, &bad));
+  }
   rf_status st = RF_OK;
   for (uint32_t i = 0; i < e->rx->rv->dst_count && st == RF_OK; i++) {
     uint8_t *ptr = e->rx->dst_ptr[i];
@@ -554,14 +577,13 @@ static int finalize(rf_engine *e)
   uint64_t t0 = rf__now_ns(), v = e->rx->v_armed;
   char why[200] = "";
   const rf_finalize *bad = NULL;
-  for (uint32_t i = e->rx->fin_first; i < e->rx->fin_first + e->rx->fin_count && !bad; i++) {
-    const rf_finalize *f = &p->finalize[i];
-    if (f->kind != RF_FIN_KERNEL) continue;
-    if (e->mem->finalize(e, f, e->rx->dst_ptr[f->dst - e->rx->rv->dst_first], e->rx->der_ptr[f->out]) != RF_OK) {
+  for (uint32_t k = 0, j, b = 0; k < e->rx->n_fin_kernel && !bad; k = j) {
+    j = fin_run(e, k);
+    if (e->mem->finalize(e, e->rx->fin_kernel + k, j - k, e->rx->fin_in + k, e->rx->fin_out + k, 0, &b) != RF_OK) {
       snprintf(why, sizeof why, "%.199s", e->err);
-      bad = f;
+      bad = &p->finalize[e->rx->fin_kernel[k + (b < j - k ? b : 0)]];
     }
-    e->ctr.finalize_steps++;
+    e->ctr.finalize_steps += j - k;
   }
   if (!bad && e->rx->n_fin_engine) {
     atomic_store(&e->in_hook, rf__self());

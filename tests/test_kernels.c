@@ -348,6 +348,53 @@ static void test_fp8_cases(void)
 
 /* grouped items (experts with their own src, constant out steps) and TP packing (one src, column
  * offsets, one contiguous piece per rank) equal the single-region calls */
+/* the grouped UE8M0 pack's block numbering (what the CUDA launch bisects) and its reference */
+static void test_pack_items(void)
+{
+  static float sc[3 * 2 * 56 + 4] __attribute__((aligned(16)));
+  static int32_t out[2][40000] __attribute__((aligned(16)));
+  for (int i = 0; i < (int)(sizeof sc / sizeof sc[0]); i++)
+    sc[i] = ldexpf(1.0f, i % 50 - 25);
+  rfk_ue8m0_item it[4] = {
+      {sc, out[0], 3, 256, 7168, 0, 0, 0},        /* 3 groups x 14 packed K x 1 chunk = 42 blocks */
+      {sc + 1, out[0] + 10752 + 1, 0, 5, 5, 0, 0, 0}, /* empty: no blocks, shares the next's first */
+      {sc + 1, out[0] + 10752 + 1, 1, 4097, 300, 0, 0, 0}, /* 1 x 1 x 2 chunks (mn 4100 > 4096) = 2 */
+      {sc, out[0] + 20000, 2, 1, 1, 0, 0, 0},     /* 2 x 1 x 1 = 2 */
+  };
+  int bad = -1;
+  int64_t blocks = rfk_ue8m0_pack_prepare(it, 4, &bad);
+  CHECK(blocks == 46 && it[0].first == 0 && it[0].bx == 1 && it[0].align == 3 && it[1].first == 42 && it[2].first == 42 &&
+            it[2].bx == 2 && it[2].align == 0 && it[3].first == 44 && it[3].align == 1 && bad == -1,
+        "ue8m0 pack prepare: 46 blocks, firsts 0/42/42/44, bx 1/2, alignment bits (got %lld, %lld %lld %lld %lld)",
+        (long long)blocks, (long long)it[0].first, (long long)it[1].first, (long long)it[2].first, (long long)it[3].first);
+  rfk_ue8m0_item b = it[3];
+  b.out = (int32_t *)((char *)b.out + 2);
+  rfk_ue8m0_item two[2] = {it[0], b};
+  CHECK(rfk_ue8m0_pack_prepare(two, 2, &bad) == -1 && bad == 1, "ue8m0 pack prepare: a misaligned out names item 1 (%d)",
+        bad);
+  two[1] = it[3], two[1].scale = NULL;
+  CHECK(rfk_ue8m0_pack_prepare(two, 2, &bad) == -1 && bad == 1 && rfk_ref_ue8m0_pack_items(two, 2) == RFK_ERR_ARG,
+        "ue8m0 pack items: a NULL scale is refused before anything is written");
+  two[1] = it[3], two[1].groups = 1 << 15, two[1].rows = (int64_t)4096 << 17; /* 2^32 blocks */
+  CHECK(rfk_ue8m0_pack_prepare(two, 2, &bad) == -1 && bad == 1, "ue8m0 pack prepare: blocks past 2^31 - 1 refused");
+  /* the reference over the items equals one call per item, word for word */
+  it[3].scale = sc + 7; /* 3 * 2 * 56 scales in all; the last item reads 2 */
+  memset(out, 0x5a, sizeof out);
+  int rc = rfk_ref_ue8m0_pack_items(it, 4);
+  for (int i = 0; i < 4; i++)
+    it[i].out = out[1] + (it[i].out - out[0]);
+  memset(out[1], 0x5a, sizeof out[1]);
+  int rs = 0;
+  for (int i = 0; i < 4; i++)
+    rs |= rfk_ref_ue8m0_pack(it[i].scale, it[i].out, it[i].groups, it[i].rows, it[i].cols);
+  CHECK(rc == 0 && rs == 0 && !memcmp(out[0], out[1], sizeof out[0]) && out[0][20000] != 0x5a5a5a5a,
+        "ue8m0 pack items: the reference equals one call per item (rc %d)", rc);
+  sc[7 + 1] = NAN;
+  CHECK(rfk_ref_ue8m0_pack_items(it, 4) == RFK_ERR_NONFINITE && rfk_ref_ue8m0_pack_items(it, 0) == 0 &&
+            rfk_ref_ue8m0_pack_items(NULL, 1) == RFK_ERR_ARG && rfk_ue8m0_pack_prepare(NULL, 0, NULL) == 0,
+        "ue8m0 pack items: NaN -> 1, no items -> 0, NULL items -> 2");
+}
+
 static void test_grouped(void)
 {
   enum { E = 5, R = 130, C = 260, TP = 4 };
@@ -675,6 +722,7 @@ int main(void)
   test_casts();
   test_fp8_cases();
   test_grouped();
+  test_pack_items();
   test_args();
   test_requant();
   test_ue8m0_codes();

@@ -343,6 +343,77 @@ static void test_pack(int64_t groups, int64_t rows, int64_t cols, int kind, int 
   free(hs), free(want), free(got);
 }
 
+/* grouped UE8M0 pack: n items in one launch against rfk_ref_ue8m0_pack_items, bit for bit over the
+ * whole output buffer (every item's words, and the 0xee gaps between items, which must stay).
+ * shapes: n x {groups, rows, cols}; item i's scale starts (i % 3 == 1) one float and its output
+ * (i % 2 == 1) one word past 16-byte alignment, so both load paths and both store paths run side by
+ * side. nan_item >= 0: that item's last scale is NaN (flag set, reference returns 1). */
+static void test_pack_items(const char *name, int n, const int64_t (*shape)[3], int nan_item)
+{
+  rfk_ue8m0_item *it = calloc((size_t)n + 1, sizeof *it);
+  int64_t *soff = calloc((size_t)n + 1, sizeof *soff), *ooff = calloc((size_t)n + 1, sizeof *ooff), ns = 0, nw = 0;
+  for (int i = 0; i < n; i++) {
+    int64_t g = shape[i][0], r = shape[i][1], c = shape[i][2];
+    soff[i] = ns + 4 + (i % 3 == 1), ooff[i] = nw + 4 + (i % 2 == 1); /* a gap of >= 4 before each */
+    ns = soff[i] + g * ((r + 127) / 128) * ((c + 127) / 128), nw = ooff[i] + g * rfk_ue8m0_pack_words(r, c);
+  }
+  ns = (ns + 4) / 4 * 4 + 4, nw = (nw + 4) / 4 * 4 + 4;
+  float *hs = malloc(sizeof *hs * (size_t)ns);
+  int32_t *want = malloc(4 * (size_t)nw), *got = malloc(4 * (size_t)nw);
+  for (int64_t i = 0; i < ns; i++)
+    hs[i] = ldexpf(1.0f + (float)(rnd() % 4 == 0 ? rnd() % 4096 : 0) / 4096.0f, (int)(rnd() % 60) - 40);
+  memset(want, 0xee, 4 * (size_t)nw);
+  void *ds, *dout;
+  int *dflag, flag = 0;
+  cudaMalloc(&ds, sizeof *hs * (size_t)ns), cudaMalloc(&dout, 4 * (size_t)nw), cudaMalloc((void **)&dflag, 4);
+  cudaMemset(dflag, 0, 4), cudaMemset(dout, 0xee, 4 * (size_t)nw);
+  rfk_ue8m0_item *dit = NULL;
+  cudaMalloc((void **)&dit, sizeof *it * ((size_t)n + 1));
+  /* host items (the reference) and device items (the launch) with the same shapes */
+  rfk_ue8m0_item *hit = calloc((size_t)n + 1, sizeof *hit);
+  for (int i = 0; i < n; i++) {
+    if (i == nan_item) {
+      int64_t k = shape[i][0] * ((shape[i][1] + 127) / 128) * ((shape[i][2] + 127) / 128);
+      if (k) hs[soff[i] + k - 1] = NAN;
+    }
+    it[i] = (rfk_ue8m0_item){(float *)ds + soff[i], (int32_t *)dout + ooff[i], shape[i][0], shape[i][1], shape[i][2], 0, 0, 0};
+    hit[i] = (rfk_ue8m0_item){hs + soff[i], want + ooff[i], shape[i][0], shape[i][1], shape[i][2], 0, 0, 0};
+  }
+  cudaMemcpy(ds, hs, sizeof *hs * (size_t)ns, cudaMemcpyHostToDevice);
+  int bi = -1;
+  int64_t blocks = rfk_ue8m0_pack_prepare(it, n, &bi);
+  cudaMemcpy(dit, it, sizeof *it * (size_t)(n ? n : 1), cudaMemcpyHostToDevice);
+  int rr = rfk_ref_ue8m0_pack_items(hit, n), rg = rfk_cuda_ue8m0_pack_items(dit, n, blocks, dflag, NULL);
+  int ok = cuda_ok(cudaDeviceSynchronize(), "grouped ue8m0 pack kernel");
+  cudaMemcpy(got, dout, 4 * (size_t)nw, cudaMemcpyDeviceToHost);
+  cudaMemcpy(&flag, dflag, 4, cudaMemcpyDeviceToHost);
+  size_t bad = compare("packed", (uint8_t *)got, (uint8_t *)want, 4 * (size_t)nw);
+  int nonfinite = nan_item >= 0 && shape[nan_item][0] && shape[nan_item][1] && shape[nan_item][2];
+  ok &= blocks >= 0 && rr == (nonfinite ? RFK_ERR_NONFINITE : 0) && rg == 0 && flag == nonfinite && bad == 0;
+  printf("%s grouped ue8m0 pack, %s: %d items, %lld blocks, rc %d/%d flag %d, %zu bytes differ\n", ok ? "ok  " : "FAIL",
+         name, n, (long long)blocks, rr, rg, flag, bad);
+  ok ? passed++ : failed++;
+  cudaFree(ds), cudaFree(dout), cudaFree(dflag), cudaFree(dit);
+  free(hs), free(want), free(got), free(it), free(hit), free(soff), free(ooff);
+}
+
+static void test_pack_groups(void)
+{
+  static const int64_t mix[][3] = {
+      {1, 7168, 2048}, {3, 301, 700}, {2, 257, 130}, {0, 5, 5}, {1, 0, 128}, {4, 4, 128}, {32, 4096, 7168},
+      {2, 1, 1},       {1, 129, 513}, {1, 5000, 256}, {3, 127, 1}, {1, 2, 0},  {8, 7168, 2048}, {1, 3, 384}};
+  test_pack_items("a mix of shapes", (int)(sizeof mix / sizeof mix[0]), mix, -1);
+  test_pack_items("a mix of shapes, NaN in one", (int)(sizeof mix / sizeof mix[0]), mix, 9);
+  static int64_t small[300][3];
+  for (int i = 0; i < 300; i++)
+    small[i][0] = 1 + i % 3, small[i][1] = 1 + (int64_t)(rnd() % 300), small[i][2] = 1 + (int64_t)(rnd() % 1000);
+  test_pack_items("300 small items", 300, (const int64_t(*)[3])small, -1);
+  test_pack_items("300 small items, NaN in the last", 300, (const int64_t(*)[3])small, 299);
+  static const int64_t empty[][3] = {{0, 4, 128}, {2, 0, 128}};
+  test_pack_items("only empty items", 2, empty, -1);
+  test_pack_items("no items", 0, empty, -1);
+}
+
 static void test_args(void)
 {
   rfk_shape s = {RFK_BF16, RFK_FP8, 0, 4, 4, 4, 4, 0};
@@ -353,7 +424,9 @@ static void test_args(void)
            rfk_cuda_mla_absorb(&a, 1, 0, &y, NULL) == RFK_ERR_ARG &&
            rfk_cuda_requant_ue8m0(NULL, 1, 1, 1, NULL, NULL) == RFK_ERR_ARG && rfk_cuda_run(&s, &it, 0, NULL, NULL) == RFK_ERR_ARG &&
            rfk_cuda_ue8m0_pack(NULL, (int32_t *)&s, 1, 1, 1, NULL, NULL) == RFK_ERR_ARG &&
-           rfk_cuda_ue8m0_pack((float *)&s, (int32_t *)&s, 1, -1, 1, NULL, NULL) == RFK_ERR_ARG;
+           rfk_cuda_ue8m0_pack((float *)&s, (int32_t *)&s, 1, -1, 1, NULL, NULL) == RFK_ERR_ARG &&
+           rfk_cuda_ue8m0_pack_items(NULL, 1, 5, NULL, NULL) == RFK_ERR_ARG &&
+           rfk_cuda_ue8m0_pack_items((rfk_ue8m0_item *)&s, 1, (int64_t)1 << 31, NULL, NULL) == RFK_ERR_ARG;
   printf("%s bad arguments: RFK_ERR_ARG before any launch\n", ok ? "ok  " : "FAIL");
   ok ? passed++ : failed++;
 }
@@ -390,6 +463,7 @@ int main(void)
   test_pack(2, 257, 130, 1, 1);          /* any scales, unaligned output */
   test_pack(70000, 4, 128, 0, 0);        /* group * packed K past 65535: strided grid y */
   test_pack(2, 130, 600, 2, 0);          /* NaN and inf */
+  test_pack_groups();
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
 }
