@@ -10,7 +10,9 @@ events) after warm-up. Cases (GLM-5 shapes, MODELS.md):
   cast pack     [16384,6144] fp32 -> bf16 (the cast path; peers: torch .to(), copy)
   refresh       MLA absorption of 78 GLM-5 layers at TP8 (8 heads), UE8M0 requant of a w13 in place
   ue8m0 pack    SM100 finalize: DeepSeek-V3 w13 [256,4096,7168] / w2 [256,7168,2048] fp32 block scales
-                -> DeepGEMM's packed int32 MN-major layout (checked against DeepGEMM's PyTorch path)
+                -> DeepGEMM's packed int32 MN-major layout (checked against DeepGEMM's PyTorch path);
+                a whole DeepSeek-V3 EP8 receiver's scales (543 tensors) in one grouped launch, also
+                timed against one launch per tensor
 Every peer output is compared byte for byte with ours (the contract: scale = amax/448, q =
 e4m3_rne_satfinite(x * (448/amax))). Ratios: ours / copy, ours / Triton, ours / PyTorch. All
 contenders of a case are timed in interleaved rounds, each round starting at a different one
@@ -398,6 +400,73 @@ def case_pack(name, E, N, K):
     run_case(name, sf.numel() * 4 + words * 4, ours, None, None, check)
 
 
+class PackItem(ctypes.Structure):
+    _fields_ = [("scale", ctypes.c_void_p), ("out", ctypes.c_void_p), ("groups", ctypes.c_int64),
+                ("rows", ctypes.c_int64), ("cols", ctypes.c_int64), ("first", ctypes.c_int64),
+                ("bx", ctypes.c_int32), ("align", ctypes.c_int32)]
+
+
+def pack_prepare(items):
+    """rfk_ue8m0_pack_prepare (kernels/ref.c, not in this .so) in Python: each item's first block and
+    chunks of 4096 rows, the alignment bits; returns the launch's blocks"""
+    total = 0
+    for it in items:
+        sk = -(-it.cols // 128)
+        mn = -(-it.rows // 4) * 4
+        it.bx = -(-mn // 4096)
+        it.first = total
+        it.align = int(it.out % 16 == 0) | (int(sk % 4 == 0 and it.scale % 16 == 0) << 1)
+        total += it.groups * ((sk + 3) // 4) * it.bx
+    return total
+
+
+def case_pack_set(name, ep=8, experts=256, moe_layers=58, layers=61, dense_layers=3):
+    """the grouped UE8M0 pack: every fp8 weight's block scales of a DeepSeek-V3 receiver at EP (local
+    experts 256/ep, attention and shared experts whole) in ONE rfk_cuda_ue8m0_pack_items launch:
+    per MoE layer w13 [E, 4096, 7168], w2 [E, 7168, 2048], shared gate_up [4096, 7168] and down
+    [7168, 2048]; per layer q_a [1536, 7168], q_b [24576, 1536], kv_a [576, 7168], kv_b [32768, 512],
+    o [7168, 16384]; per dense layer gate_up [36864, 7168], down [7168, 18432]"""
+    E = experts // ep
+    attn = [(1, 1536, 7168), (1, 24576, 1536), (1, 576, 7168), (1, 32768, 512), (1, 7168, 16384)]
+    shapes = attn * layers + [(E, 4096, 7168), (E, 7168, 2048), (1, 4096, 7168), (1, 7168, 2048)] * moe_layers + \
+        [(1, 36864, 7168), (1, 7168, 18432)] * dense_layers
+    sfs, outs, items = [], [], (PackItem * len(shapes))()
+    for i, (g, n, k) in enumerate(shapes):
+        sfs.append(torch.pow(2.0, torch.randint(-30, 0, (g, -(-n // 128), -(-k // 128)), device="cuda").float()))
+        outs.append(torch.empty(g * ((-(-k // 128) + 3) // 4) * (-(-n // 4) * 4), dtype=torch.int32, device="cuda"))
+        items[i] = PackItem(sfs[-1].data_ptr(), outs[-1].data_ptr(), g, n, k, 0, 0, 0)
+    blocks = pack_prepare(items)
+    items_d = torch.frombuffer(bytearray(bytes(items)), dtype=torch.uint8).cuda()
+    nbytes = sum(t.numel() * 4 for t in sfs) + sum(t.numel() * 4 for t in outs)
+    lib.rfk_cuda_ue8m0_pack_items.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_void_p,
+                                              ctypes.c_void_p]
+    lib.rfk_cuda_ue8m0_pack.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+    print(f"  {name}: {len(shapes)} tensors, {blocks} blocks, {nbytes / 1e9:.3f} GB", flush=True)
+    def ours():
+        rc = lib.rfk_cuda_ue8m0_pack_items(items_d.data_ptr(), len(shapes), blocks, flag.data_ptr(),
+                                           torch.cuda.current_stream().cuda_stream)
+        if rc != 0:
+            raise RuntimeError(f"rfk_cuda_ue8m0_pack_items: {rc}")
+    def per_tensor():
+        st = torch.cuda.current_stream().cuda_stream
+        for (g, n, k), sf, out in zip(shapes, sfs, outs):
+            rc = lib.rfk_cuda_ue8m0_pack(sf.data_ptr(), out.data_ptr(), g, n, k, flag.data_ptr(), st)
+            if rc != 0:
+                raise RuntimeError(f"rfk_cuda_ue8m0_pack: {rc}")
+    def check():
+        ok = True
+        for (g, n, k), sf, out in zip(shapes, sfs, outs):
+            ref = torch_ue8m0_pack(sf, n)
+            ok &= torch.equal(out, ref.as_strided((out.numel(),), (1,)))
+        return "DeepGEMM torch path per tensor " + ("equal" if ok else "DIFFERENT")
+    run_case(name, nbytes, ours, None, None, check)
+    t = bench({"grouped": ours, "per tensor": per_tensor, "copy": copy_fn(nbytes)})
+    print(f"  {name}: one launch {t['grouped'] * 1e6:.1f} us ({t['copy'] / t['grouped']:.3f} of copy), one launch per "
+          f"tensor {t['per tensor'] * 1e6:.1f} us ({t['copy'] / t['per tensor']:.3f} of copy), copy "
+          f"{t['copy'] * 1e6:.1f} us", flush=True)
+
+
 def main():
     p = torch.cuda.get_device_properties(0)
     print(f"kernels_bench: {p.name}, {p.multi_processor_count} SMs, torch {torch.__version__}, "
@@ -414,6 +483,7 @@ def main():
         ("refresh: requant ue8m0 w13 256x[4096,6144] in place", lambda n: case_requant(n, 256, 4096, 6144)),
         ("finalize: ue8m0 pack DSv3 w13 scales 256x[4096,7168]", lambda n: case_pack(n, 256, 4096, 7168)),
         ("finalize: ue8m0 pack DSv3 w2 scales 256x[7168,2048]", lambda n: case_pack(n, 256, 7168, 2048)),
+        ("finalize: ue8m0 pack, a whole DSv3 layer set (EP8, one launch)", lambda n: case_pack_set(n)),
     ]
     for i, (name, fn) in enumerate(cases):
         if only is None or str(i) in only:
