@@ -279,13 +279,18 @@ __global__ void __launch_bounds__(256) pack_kernel(const __grid_constant__ pack_
   }
 }
 
-/* grouped: a 1-D grid over every item's blocks (rfk_ue8m0_pack_prepare's numbering); a block finds
- * its item by bisection over `first`, then does what pack_kernel's block (x, y) = (b % bx, b / bx)
- * does for that item with gridDim.x = bx */
-__global__ void __launch_bounds__(256) pack_items_kernel(const rfk_ue8m0_item *__restrict__ items, int n, int *flag)
+/* grouped: the logical blocks of rfk_ue8m0_pack_prepare's numbering (block b of an item does what
+ * pack_kernel's block (x, y) = (b % bx, b / bx) does for that item with gridDim.x = bx), RFK_PACK_RUN
+ * consecutive ones per CTA: the CTA finds its first item by bisection over `first` once, then walks
+ * forward (empty items share their next's first), so a run costs one search, not one per 16 KB */
+#ifndef RFK_PACK_RUN
+#define RFK_PACK_RUN 16
+#endif
+__global__ void __launch_bounds__(256) pack_items_kernel(const rfk_ue8m0_item *__restrict__ items, int n,
+                                                         int64_t blocks, int *flag)
 {
-  int64_t b = blockIdx.x;
-  int lo = 0, hi = n - 1; /* the last item whose first <= b (empty items share their next's first) */
+  int64_t b = (int64_t)blockIdx.x * RFK_PACK_RUN, end = b + RFK_PACK_RUN < blocks ? b + RFK_PACK_RUN : blocks;
+  int lo = 0, hi = n - 1; /* the last item whose first <= b */
   while (lo < hi) {
     int mid = (lo + hi + 1) / 2;
     if (items[mid].first <= b)
@@ -293,14 +298,22 @@ __global__ void __launch_bounds__(256) pack_items_kernel(const rfk_ue8m0_item *_
     else
       hi = mid - 1;
   }
-  const rfk_ue8m0_item *it = &items[lo];
-  int sk = (int)((it->cols + 127) / 128), sr = (int)((it->rows + 127) / 128), pk = (sk + 3) / 4;
-  int64_t local = b - it->first, mn = (it->rows + 3) / 4 * 4; /* rfk_ue8m0_pack_mn */
-  int gp = (int)(local / it->bx), x = (int)(local - (int64_t)gp * it->bx);
-  int g = gp / pk, k = gp - g * pk, nk = sk - 4 * k < 4 ? sk - 4 * k : 4;
-  pack_column(it->scale + (int64_t)g * sr * sk + 4 * k, (uint32_t *)it->out + (int64_t)gp * mn, it->rows, mn, sk, nk,
-              (it->align >> 1) & 1, it->align & 1, flag, ((int64_t)x * blockDim.x + threadIdx.x) * 4,
-              (int64_t)it->bx * blockDim.x * 4);
+  for (; b < end; b++) {
+    while (lo + 1 < n && items[lo + 1].first <= b)
+      lo++;
+    /* the item's fields: the same addresses through a run (cache hits) */
+    const rfk_ue8m0_item *it = &items[lo];
+    int64_t first = it->first, rows = it->rows, mn = (rows + 3) / 4 * 4; /* rfk_ue8m0_pack_mn */
+    int sk = (int)((it->cols + 127) / 128), sr = (int)((rows + 127) / 128), pk = (sk + 3) / 4, bx = it->bx;
+    int al = it->align;
+    const float *scale = it->scale;
+    uint32_t *out = (uint32_t *)it->out;
+    int64_t local = b - first;
+    int gp = (int)(local / bx), x = (int)(local - (int64_t)gp * bx);
+    int g = gp / pk, k = gp - g * pk, nk = sk - 4 * k < 4 ? sk - 4 * k : 4;
+    pack_column(scale + (int64_t)g * sr * sk + 4 * k, out + (int64_t)gp * mn, rows, mn, sk, nk, (al >> 1) & 1, al & 1,
+                flag, ((int64_t)x * blockDim.x + threadIdx.x) * 4, (int64_t)bx * blockDim.x * 4);
+  }
 }
 
 } /* namespace */
@@ -390,7 +403,8 @@ extern "C" int rfk_cuda_ue8m0_pack_items(const rfk_ue8m0_item *items_d, int n, i
     return RFK_ERR_ARG;
   if (blocks == 0)
     return RFK_OK;
-  pack_items_kernel<<<(unsigned)blocks, 256, 0, (cudaStream_t)stream>>>(items_d, n, flag);
+  pack_items_kernel<<<(unsigned)((blocks + RFK_PACK_RUN - 1) / RFK_PACK_RUN), 256, 0, (cudaStream_t)stream>>>(
+      items_d, n, blocks, flag);
   if (rfk__cuda_failed())
     return RFK_ERR_CUDA;
   return RFK_OK;
