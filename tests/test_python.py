@@ -180,7 +180,7 @@ def compare(want, got):
 def test_library():
     have = set(re.search(r"^plan_set = (.*)$", open(f"{ROOT}/config.ninja").read(), re.M).group(1).split())
     assert set(refit.plans()) == have, f"plans {refit.plans()}, configure chose {sorted(have)}"
-    assert refit.ABI_VERSION == 6
+    assert refit.ABI_VERSION == 7
     e = expect_raises(refit.Error, lambda: refit.Plan("nope"),
                       f"no plan 'nope' in this librefit.so (it has: {' '.join(refit.plans())}; "
                       f"./configure --plans=... chooses them)", "RF_ERR_ARG")
