@@ -13,6 +13,8 @@ events) after warm-up. Cases (GLM-5 shapes, MODELS.md):
                 -> DeepGEMM's packed int32 MN-major layout (checked against DeepGEMM's PyTorch path);
                 a whole DeepSeek-V3 EP8 receiver's scales (543 tensors) in one grouped launch, also
                 timed against one launch per tensor
+  requant cast  the trainer's cast for vLLM on SM100 with fp32 checkpoint scales (RFK_SCALE_REQUANT):
+                GLM-5 w13 as above in one pass, checked against the fp32-scale cast + the in-place requant
 Every peer output is compared byte for byte with ours (the contract: scale = amax/448, q =
 e4m3_rne_satfinite(x * (448/amax))). Ratios: ours / copy, ours / Triton, ours / PyTorch. All
 contenders of a case are timed in interleaved rounds, each round starting at a different one
@@ -227,13 +229,15 @@ def run_case(name, nbytes, ours, triton_fn, torch_fn, check):
     torch.cuda.empty_cache()
 
 
-def case_experts(name, E, R, C, halves):
-    """halves = 2: gate and up into w13 [E, 2R, C]; 1: down [E, R, C]"""
+def case_experts(name, E, R, C, halves, mode=0):
+    """halves = 2: gate and up into w13 [E, 2R, C]; 1: down [E, R, C]. mode 2 (RFK_SCALE_REQUANT, the
+    trainer's cast for vLLM on SM100): checked against our fp32-scale cast followed by our in-place
+    requant kernel (two passes), no peers (none does the fused cast)"""
     srcs = [randn((E, R, C), torch.bfloat16) for _ in range(halves)]
     out = torch.empty((E, halves * R, C), dtype=torch.uint8, device="cuda")
     sr, sc = R // 128, -(-C // 128)
     scale = torch.empty((E, halves * sr, sc), dtype=torch.float32, device="cuda")
-    shape = Shape(RFK_BF16, RFK_FP8, 0, R, C, C, C, sc)
+    shape = Shape(RFK_BF16, RFK_FP8, mode, R, C, C, C, sc)
     calls = []
     for h, s in enumerate(srcs):
         calls.append([(s.data_ptr() + e * R * C * 2, out.data_ptr() + (e * halves * R + h * R) * C,
@@ -260,7 +264,26 @@ def case_experts(name, E, R, C, halves):
                               and torch.equal(s.view(chunk, sr, sc), mine_s[:chunk, (halves - 1) * sr:]) else "DIFFERENT"))
         return ", ".join(eq)
     nbytes = halves * E * R * C * 3 + scale.numel() * 4
+    if mode == 2:
+        run_case(name, nbytes, ours, None, None, lambda: requant_verdict(shape, calls, out, scale, E, halves * R, C))
+        return
     run_case(name, nbytes, ours, tr if triton else None, pt, check)
+
+
+def requant_verdict(shape, calls, out, scale, E, R, C):
+    """the fused requant cast against the fp32-scale cast then rfk_cuda_requant_ue8m0 in place"""
+    fused_q, fused_s = out.clone(), scale.clone()
+    two = Shape(shape.src_dtype, shape.out_dtype, 0, shape.rows, shape.cols, shape.src_ld, shape.out_ld, shape.scale_ld)
+    for items in calls:
+        rfk_call(two, items)
+    items = (Requant * E)(*[Requant(out[e].data_ptr(), scale[e].data_ptr(), out[e].data_ptr(), scale[e].data_ptr())
+                            for e in range(E)])
+    lib.rfk_cuda_requant_ue8m0.argtypes = [ctypes.POINTER(Requant), ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                                           ctypes.c_void_p, ctypes.c_void_p]
+    rc = lib.rfk_cuda_requant_ue8m0(items, E, R, C, flag.data_ptr(), torch.cuda.current_stream().cuda_stream)
+    torch.cuda.synchronize()
+    same = rc == 0 and torch.equal(fused_q, out) and torch.equal(fused_s, scale)
+    return "two-pass cast + requant " + ("equal" if same else "DIFFERENT")
 
 
 def case_dense(name, R, C, src_dtype, pieces=1):
@@ -484,6 +507,7 @@ def main():
         ("finalize: ue8m0 pack DSv3 w13 scales 256x[4096,7168]", lambda n: case_pack(n, 256, 4096, 7168)),
         ("finalize: ue8m0 pack DSv3 w2 scales 256x[7168,2048]", lambda n: case_pack(n, 256, 7168, 2048)),
         ("finalize: ue8m0 pack, a whole DSv3 layer set (EP8, one launch)", lambda n: case_pack_set(n)),
+        ("requant cast (SM100): experts w13 256x2x[2048,6144]", lambda n: case_experts(n, 256, 2048, 6144, 2, mode=2)),
     ]
     for i, (name, fn) in enumerate(cases):
         if only is None or str(i) in only:

@@ -166,7 +166,7 @@ function M.predict(plan, model, packed, m, density)
     for o = rk.op_first + 1, rk.op_first + rk.op_count do
       local op = ops[o]
       local out = op.rows * op.cols * ID_SIZE[op.dst_dtype]
-      if op.kind == 2 then out = op.rows * op.cols + U.ceil_div(op.rows, U.BLOCK) * U.ceil_div(op.cols, U.BLOCK) * 4 end
+      if op.kind ~= 1 then out = op.rows * op.cols + U.ceil_div(op.rows, U.BLOCK) * U.ceil_div(op.cols, U.BLOCK) * 4 end
       moved = moved + op.count * (op.rows * op.cols * ID_SIZE[op.src_dtype] + out)
       enc = enc + op.count * 2 * out
     end

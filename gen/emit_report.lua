@@ -175,6 +175,15 @@ function R.report(plan, model, packed, f, hash)
     inf.size * inf.replicas)
   add("quant: %s", q.fp8 and ("block fp8 e4m3 128x128, %s scales, unaligned shards %s"):format(q.scale_fmt,
     q.unaligned == "gather" and "gathered" or "are errors") or "none (bf16/fp32)")
+  local rq, rq_bytes = 0, 0 -- weights the trainer casts as vLLM re-quantizes them after loading (SM100)
+  for _, d in ipairs(model.dsts) do
+    if d.requant then rq, rq_bytes = rq + 1, rq_bytes + d.bytes end
+  end
+  if rq > 0 then
+    add("requant: %d fp8 weights (%d bytes, all positions) cast with fp32 scales then re-quantized to power-of-two "
+      .. "scales on the trainer, as vLLM does after loading on SM100 (op kind RF_OP_FP8_REQUANT); the receiver "
+      .. "packs their scales (finalize ue8m0_pack)", rq, rq_bytes)
+  end
   local eng = plan.engine
   if eng.device == "cpu" then
     add("engine: %s %s on the CPU (%sw13 %s, moe_backend %s, mtp %s)", eng.name, eng.version,

@@ -92,8 +92,10 @@ end
 -- weight_scale_inv as DeepGEMM's packed UE8M0 int32 tensor, which a ue8m0_pack finalize step writes
 -- from the fp32 scales refit sends (the receiver keeps them). With --moe-backend triton the experts
 -- stay as loaded; with deep_gemm their scales are packed too (one group per local expert). vLLM also
--- re-quantizes the weights to power-of-two scales after loading: refit has no requant step, so the
--- trainer must send power-of-two scales (quant.scale_fmt = "ue8m0").
+-- re-quantizes those weights to power-of-two scales after loading: with quant.scale_fmt = "fp32" (a
+-- checkpoint's scales) the trainer casts them the same way (FINOPS.ue8m0_pack.requant), so the engine
+-- holds a fresh load's bytes; with "ue8m0" it sends power-of-two scales and the weights as quantized
+-- with them (the same values, not always the same bytes: tests/vllm/SM100.md).
 PROFILES.vllm.sm100 = {
   moe_keep = { triton = true, deep_gemm = true },
   -- vLLM utils/deep_gemm.py _DEEPGEMM_BLACKWELL_EXCLUDED_MODEL_TYPES: another linear kernel, fp32 scales
@@ -123,15 +125,10 @@ function PROFILES.vllm.finalize(plan, d)
 end
 
 function M.check_sm100(plan, prof)
-  local e, m = plan.engine, plan.__model
+  local m = plan.__model
   if prof.sm100.excluded[m.family] then
     refuse(plan, "sm", "100: vLLM keeps model type '%s' (model '%s') off DeepGEMM on Blackwell and runs another FP8 "
       .. "linear kernel, which no parameter dump covers", m.family, m.name)
-  end
-  if plan.quant.fp8 and plan.quant.scale_fmt ~= "ue8m0" then
-    refuse(plan, "sm", "100: vLLM re-quantizes block-FP8 weights to power-of-two (UE8M0) scales after loading on "
-      .. "SM100 and refit has no requant step yet; set quant.scale_fmt = \"ue8m0\" (the trainer sends "
-      .. "power-of-two scales)")
   end
 end
 
@@ -248,8 +245,11 @@ local FINOPS = {
   -- weight [groups, rows, cols] -> int32 [groups, rows, ceil(ceil(cols/128)/4)], strides (words, 1, mn),
   -- mn = align(rows, 4): what the engine holds under the scales' name after loading. The derived
   -- tensor is named "<scales>#ue8m0" (names are unique per position); the dst, in the loader's
-  -- fp32 format, is a buffer the receiver keeps
-  ue8m0_pack = { op = 1,
+  -- fp32 format, is a buffer the receiver keeps. vLLM re-quantizes the weight to power-of-two scales
+  -- before it packs them (requant_weight_ue8m0_inplace): unless the plan sends UE8M0 scales, the
+  -- trainer casts the weight that way (op kind RF_OP_FP8_REQUANT, kernels.h RFK_SCALE_REQUANT), so
+  -- the receiver gets the loader's bytes after the requant and only packs
+  ue8m0_pack = { op = 1, requant = true,
     applies = function(d)
       if not d.weight or d.dtype ~= "fp32" then return "it is not the fp32 block scales of an fp8 weight" end
     end,
@@ -299,6 +299,7 @@ function M.finalize(plan, model)
         model.derived[#model.derived + 1] = out
         row.kind, row.op, row.out = KIND.kernel, k.op, out
         row.bytes = d.bytes + out.bytes
+        if k.requant and plan.quant.scale_fmt ~= "ue8m0" then d.weight.requant = true end
       end
       steps[#steps + 1] = row
     end

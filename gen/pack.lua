@@ -267,7 +267,7 @@ local function layout_shard(pieces)
     for _, p in ipairs(by_group[key]) do
       local d = p.d
       ops[#ops + 1] = {
-        src = p.src.id, role = p.src.role, kind = d.dtype == "fp8" and 2 or 1,
+        src = p.src.id, role = p.src.role, kind = d.dtype == "fp8" and (d.requant and 3 or 2) or 1, -- enum rf_op_kind
         src_dtype = U.dtypes[p.src.dtype].id, dst_dtype = U.dtypes[d.dtype].id,
         row0 = p.srow0, col0 = p.scol0, rows = p.rows, cols = p.cols, out = p.slot, scale = p.scale_slot,
       }

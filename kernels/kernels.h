@@ -12,8 +12,14 @@
  *       amax = max(max|x| over the block's real elements, 1e-4f)
  *       scale = amax / 448                     (stored, fp32; dequantization multiplies)
  *       q = e4m3_rne_satfinite(x * (448 / amax))   (448 / amax is one fp32 division)
- *     ue8m0 != 0: scale = amax / 448 rounded up to a power of two (2^ceil(log2)), and
+ *     ue8m0 (enum rfk_scale_mode):
+ *     RFK_SCALE_UE8M0: scale = amax / 448 rounded up to a power of two (2^ceil(log2)), and
  *       q = e4m3_rne_satfinite(x * (1 / scale)) (the reciprocal of a power of two is exact).
+ *     RFK_SCALE_REQUANT: what vLLM holds after loading a checkpoint quantized as above with fp32
+ *       scales on SM100 (DeepGEMM): the fp32-scale block (q, scale), then re-quantized as
+ *       rfk_ref_requant_ue8m0 (refresh.h) does it: x' = f32(q) * scale,
+ *       scale' = 2^ceil(log2(max(amax(x'), 1e-4) / 448)), q' = e4m3_rne_satfinite(x' * (1 / scale')).
+ *       Bit-exact with running the two steps one after the other; one pass over the source.
  *     Scales: fp32 [ceil(rows/128), ceil(cols/128)] at items[i].scale, row pitch scale_ld floats.
  *     Inf/NaN input: every block that holds one gets scale = NaN (0x7fc00000) and all its q bytes
  *     0x7f (e4m3 NaN); all other blocks are quantized normally; the call returns
@@ -27,9 +33,10 @@
 
 enum { RFK_OK = 0, RFK_ERR_NONFINITE = 1, RFK_ERR_ARG = 2, RFK_ERR_CUDA = 3 };
 enum { RFK_BF16 = 1, RFK_FP32 = 2, RFK_FP8 = 3 }; /* same values as enum rf_dtype */
+enum rfk_scale_mode { RFK_SCALE_FP32 = 0, RFK_SCALE_UE8M0 = 1, RFK_SCALE_REQUANT = 2 };
 
 typedef struct rfk_shape {
-  int src_dtype, out_dtype, ue8m0;
+  int src_dtype, out_dtype, ue8m0; /* ue8m0: enum rfk_scale_mode (FP8 only) */
   int64_t rows, cols, src_ld, out_ld, scale_ld; /* elements; scale_ld in floats */
 } rfk_shape;
 

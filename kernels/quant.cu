@@ -63,6 +63,23 @@ __device__ __forceinline__ uint32_t f2bf(uint32_t u)
   return (u + 0x7fffu + ((u >> 16) & 1)) >> 16;
 }
 
+/* the smallest power of two >= s (s > 0 finite; rfk_ue8m0_ceil) */
+__device__ __forceinline__ float pow2_ceil(float s)
+{
+  uint32_t u = __float_as_uint(s);
+  if (u & 0x7fffffu)
+    u = (u & 0x7f800000u) + 0x800000u;
+  return __uint_as_float(u);
+}
+
+/* two e4m3 bytes (the low 16 bits) -> two floats (exact: through half) */
+__device__ __forceinline__ float2 e4m3x2_f32(uint32_t two)
+{
+  __half2 h = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(two & 0xffffu), __NV_E4M3);
+  return __half22float2(h);
+}
+__device__ __forceinline__ float e4m3_f32(uint32_t one) { return e4m3x2_f32(one & 0xffu).x; }
+
 /* two floats -> two e4m3 bytes (x in the low byte): cvt.rn.satfinite.e4m3x2.f32 */
 __device__ __forceinline__ uint32_t e4m3x2(float x, float y)
 {
@@ -226,24 +243,39 @@ template <int SES> __device__ __forceinline__ void fp8_tile(const params_t &p, c
     return;
   }
   float a = fmaxf(bits2f(amax), 1e-4f), scale = __fdiv_rn(a, 448.0f), mul;
-  if (p.ue8m0) {
-    uint32_t u = __float_as_uint(scale);
-    if (u & 0x7fffffu)
-      u = (u & 0x7f800000u) + 0x800000u;
-    scale = bits2f(u);
+  if (p.ue8m0 == RFK_SCALE_UE8M0) {
+    scale = pow2_ceil(scale);
     mul = __fdiv_rn(1.0f, scale);
   } else {
     mul = __fdiv_rn(448.0f, a);
   }
-  if (t.lt == 0)
+  /* RFK_SCALE_REQUANT: q = e4m3(x * mul) with the fp32 scale, then vLLM's re-quantization of the
+   * block, x' = f32(q) * scale, q' = e4m3(x' * mul2). Its amax(x') needs no second reduction: |x| ->
+   * e4m3(|x| * mul) -> f32(.) * scale are monotone, so the largest |x'| comes from the largest |x|
+   * (the unclamped amax bits) */
+  float mul2 = 0.0f;
+  if (p.ue8m0 == RFK_SCALE_REQUANT) {
+    float qmax = e4m3_f32(e4m3x2(__fmul_rn(bits2f(amax), mul), 0.0f) & 0xffu);
+    float s2 = pow2_ceil(__fdiv_rn(fmaxf(__fmul_rn(qmax, scale), 1e-4f), 448.0f));
+    mul2 = __fdiv_rn(1.0f, s2);
+    if (t.lt == 0)
+      t.it->scale[(int64_t)t.tr * p.scale_ld + t.tc] = s2;
+  } else if (t.lt == 0) {
     t.it->scale[(int64_t)t.tr * p.scale_ld + t.tc] = scale;
+  }
 #pragma unroll
   for (int k = 0; k < G::NR; k++) {
     uint32_t packed[VEC / 4];
 #pragma unroll
     for (int j = 0; j < VEC; j += 4) {
-      uint32_t lo = e4m3x2(__fmul_rn(bits2f(elem<VEC>(v[k], j)), mul), __fmul_rn(bits2f(elem<VEC>(v[k], j + 1)), mul));
-      uint32_t hi = e4m3x2(__fmul_rn(bits2f(elem<VEC>(v[k], j + 2)), mul), __fmul_rn(bits2f(elem<VEC>(v[k], j + 3)), mul));
+      float x0 = __fmul_rn(bits2f(elem<VEC>(v[k], j)), mul), x1 = __fmul_rn(bits2f(elem<VEC>(v[k], j + 1)), mul);
+      float x2 = __fmul_rn(bits2f(elem<VEC>(v[k], j + 2)), mul), x3 = __fmul_rn(bits2f(elem<VEC>(v[k], j + 3)), mul);
+      uint32_t lo = e4m3x2(x0, x1), hi = e4m3x2(x2, x3);
+      if (p.ue8m0 == RFK_SCALE_REQUANT) {
+        float2 a01 = e4m3x2_f32(lo), a23 = e4m3x2_f32(hi);
+        lo = e4m3x2(__fmul_rn(__fmul_rn(a01.x, scale), mul2), __fmul_rn(__fmul_rn(a01.y, scale), mul2));
+        hi = e4m3x2(__fmul_rn(__fmul_rn(a23.x, scale), mul2), __fmul_rn(__fmul_rn(a23.y, scale), mul2));
+      }
       packed[j / 4] = lo | hi << 16;
     }
     int64_t r = t.r0 + t.vr + k * G::RSTEP;
@@ -423,7 +455,8 @@ extern "C" int rfk_cuda_run(const rfk_shape *s, const rfk_item *items, int n, in
       (s->out_dtype != RFK_BF16 && s->out_dtype != RFK_FP32 && s->out_dtype != RFK_FP8))
     return RFK_ERR_ARG;
   if (s->rows < 0 || s->cols < 0 || s->src_ld < s->cols || s->out_ld < s->cols ||
-      (s->out_dtype == RFK_FP8 && s->scale_ld < (s->cols + 127) / 128))
+      (s->out_dtype == RFK_FP8 && (s->scale_ld < (s->cols + 127) / 128 || s->ue8m0 < RFK_SCALE_FP32 ||
+                                   s->ue8m0 > RFK_SCALE_REQUANT)))
     return RFK_ERR_ARG;
   for (int i = 0; i < n; i++)
     if (!items[i].src || !items[i].out || (s->out_dtype == RFK_FP8 && !items[i].scale))
@@ -439,7 +472,7 @@ extern "C" int rfk_cuda_run(const rfk_shape *s, const rfk_item *items, int n, in
     int m = n - first < RFK_CUDA_CHUNK ? n - first : RFK_CUDA_CHUNK;
     params_t local, *pp = &local; /* 6 KB; the launch copies it into the parameter space */
     pp->rows = s->rows, pp->cols = s->cols, pp->src_ld = s->src_ld, pp->out_ld = s->out_ld;
-    pp->scale_ld = s->scale_ld, pp->tiles_c = (int)tiles_c, pp->ue8m0 = s->ue8m0 != 0, pp->flag = flag;
+    pp->scale_ld = s->scale_ld, pp->tiles_c = (int)tiles_c, pp->ue8m0 = s->ue8m0, pp->flag = flag;
     int al = 1;
     for (int i = 0; i < m; i++) {
       const rfk_item *it = &items[first + i];

@@ -96,6 +96,50 @@ static void cast_region(const rfk_shape *s, const rfk_item *it)
   }
 }
 
+static float e4m3_to_f32(uint8_t q)
+{
+  int e = (q >> 3) & 15, m = q & 7;
+  float v = e == 0 ? ldexpf((float)m, -9) : ldexpf((float)(8 + m), e - 10);
+  return q & 0x80 ? -v : v;
+}
+
+/* UE8M0 re-quantization of one block (refresh.h rfk_ref_requant_ue8m0): rows [r0, r1), cols [c0, c1)
+ * of q (row pitch ld) with the block's scale *s: x = f32(q) * scale (one fp32 multiply), then the
+ * block FP8 quantizer with ue8m0 scales over x, written to q_out (same pitch) and *so. In place when
+ * q_out == q and so == s (each element is read before it is written). Returns 1 for a NaN code or a
+ * scale that is not finite (the block becomes NaN). */
+static int requant_block_to(const uint8_t *q, uint8_t *q_out, int64_t ld, const float *s, float *so, int64_t r0,
+                            int64_t r1, int64_t c0, int64_t c1)
+{
+  float sv = *s;
+  uint32_t amax_bits = 0;
+  int nonfinite = !isfinite(sv);
+  for (int64_t r = r0; r < r1; r++)
+    for (int64_t c = c0; c < c1; c++) {
+      uint8_t b = q[r * ld + c];
+      uint32_t a = f2u(e4m3_to_f32(b) * sv) & 0x7fffffffu;
+      nonfinite |= (b & 0x7f) == 0x7f;
+      amax_bits = a > amax_bits ? a : amax_bits;
+    }
+  if (nonfinite || amax_bits >= 0x7f800000u) {
+    *so = u2f(0x7fc00000u);
+    for (int64_t r = r0; r < r1; r++)
+      memset(q_out + r * ld + c0, 0x7f, (size_t)(c1 - c0));
+    return 1;
+  }
+  float ns = rfk_ue8m0_ceil(fmaxf(u2f(amax_bits), 1e-4f) / 448.0f), mul = 1.0f / ns;
+  for (int64_t r = r0; r < r1; r++)
+    for (int64_t c = c0; c < c1; c++)
+      q_out[r * ld + c] = rfk_f32_to_e4m3(e4m3_to_f32(q[r * ld + c]) * sv * mul);
+  *so = ns;
+  return 0;
+}
+
+static int requant_block(uint8_t *q, int64_t ld, float *s, float *so, int64_t r0, int64_t r1, int64_t c0, int64_t c1)
+{
+  return requant_block_to(q, q, ld, s, so, r0, r1, c0, c1);
+}
+
 /* One 128x128 block: rows [r0, r1), cols [c0, c1) of the region. Returns 1 when it held inf/NaN. */
 static int fp8_block(const rfk_shape *s, const rfk_item *it, int64_t r0, int64_t r1, int64_t c0, int64_t c1)
 {
@@ -114,7 +158,7 @@ static int fp8_block(const rfk_shape *s, const rfk_item *it, int64_t r0, int64_t
     return 1;
   }
   float amax = fmaxf(u2f(amax_bits), 1e-4f), scale = amax / 448.0f, mul;
-  if (s->ue8m0) {
+  if (s->ue8m0 == RFK_SCALE_UE8M0) {
     scale = rfk_ue8m0_ceil(scale);
     mul = 1.0f / scale;
   } else {
@@ -124,6 +168,8 @@ static int fp8_block(const rfk_shape *s, const rfk_item *it, int64_t r0, int64_t
   for (int64_t r = r0; r < r1; r++)
     for (int64_t c = c0; c < c1; c++)
       q[r * s->out_ld + c] = rfk_f32_to_e4m3(load(it->src, s->src_dtype, r * s->src_ld + c) * mul);
+  if (s->ue8m0 == RFK_SCALE_REQUANT) /* the fp32-scale block, then vLLM's re-quantization of it */
+    return requant_block(q, s->out_ld, sc, sc, r0, r1, c0, c1);
   return 0;
 }
 
@@ -137,7 +183,8 @@ static int check_shape(const rfk_shape *s, const rfk_item *items, int n)
     return RFK_ERR_ARG;
   if (s->rows < 0 || s->cols < 0 || s->src_ld < s->cols || s->out_ld < s->cols)
     return RFK_ERR_ARG;
-  if (s->out_dtype == RFK_FP8 && s->scale_ld < (s->cols + 127) / 128)
+  if (s->out_dtype == RFK_FP8 && (s->scale_ld < (s->cols + 127) / 128 || s->ue8m0 < RFK_SCALE_FP32 ||
+                                   s->ue8m0 > RFK_SCALE_REQUANT))
     return RFK_ERR_ARG;
   for (int i = 0; i < n; i++)
     if (!items[i].src || !items[i].out || (s->out_dtype == RFK_FP8 && !items[i].scale))
@@ -181,15 +228,8 @@ int rfk_ref_fp8(const void *src, int src_dtype, int64_t src_ld, int64_t rows, in
   return rfk_ref_run(&s, &it, 1);
 }
 
-/* UE8M0 re-quantization (refresh.h): x = f32(q) * scale (one fp32 multiply), then the block FP8
- * quantizer with ue8m0 scales over x. In place when q_out == q and scale_out == scale. */
-static float e4m3_to_f32(uint8_t q)
-{
-  int e = (q >> 3) & 15, m = q & 7;
-  float v = e == 0 ? ldexpf((float)m, -9) : ldexpf((float)(8 + m), e - 10);
-  return q & 0x80 ? -v : v;
-}
 
+/* UE8M0 re-quantization (refresh.h): requant_block_to over every block of every item */
 int rfk_ref_requant_ue8m0(const rfk_requant *items, int n, int64_t rows, int64_t cols)
 {
   if (n < 0 || (n > 0 && !items) || rows < 0 || cols < 0)
@@ -203,36 +243,13 @@ int rfk_ref_requant_ue8m0(const rfk_requant *items, int n, int64_t rows, int64_t
     const rfk_requant *it = &items[i];
     for (int64_t r0 = 0; r0 < rows; r0 += 128)
       for (int64_t c0 = 0; c0 < cols; c0 += 128) {
-        int64_t r1 = r0 + 128 < rows ? r0 + 128 : rows, c1 = c0 + 128 < cols ? c0 + 128 : cols;
-        float s = it->scale[(r0 / 128) * scols + c0 / 128];
-        uint32_t amax_bits = 0;
-        int nonfinite = !isfinite(s);
-        for (int64_t r = r0; r < r1; r++)
-          for (int64_t c = c0; c < c1; c++) {
-            uint8_t b = it->q[r * cols + c];
-            uint32_t a = f2u(e4m3_to_f32(b) * s) & 0x7fffffffu;
-            nonfinite |= (b & 0x7f) == 0x7f;
-            amax_bits = a > amax_bits ? a : amax_bits;
-          }
-        float *so = &it->scale_out[(r0 / 128) * scols + c0 / 128];
-        if (nonfinite || amax_bits >= 0x7f800000u) {
-          bad = 1;
-          *so = u2f(0x7fc00000u);
-          for (int64_t r = r0; r < r1; r++)
-            memset(it->q_out + r * cols + c0, 0x7f, (size_t)(c1 - c0));
-          continue;
-        }
-        float ns = rfk_ue8m0_ceil(fmaxf(u2f(amax_bits), 1e-4f) / 448.0f), mul = 1.0f / ns;
-        for (int64_t r = r0; r < r1; r++)
-          for (int64_t c = c0; c < c1; c++)
-            it->q_out[r * cols + c] = rfk_f32_to_e4m3(e4m3_to_f32(it->q[r * cols + c]) * s * mul);
-        *so = ns;
+        int64_t r1 = r0 + 128 < rows ? r0 + 128 : rows, c1 = c0 + 128 < cols ? c0 + 128 : cols, k = (r0 / 128) * scols + c0 / 128;
+        bad |= requant_block_to(it->q, it->q_out, cols, &it->scale[k], &it->scale_out[k], r0, r1, c0, c1);
       }
   }
   return bad ? RFK_ERR_NONFINITE : RFK_OK;
 }
 
-/* UE8M0 pack (refresh.h): per group, word (p, r) = the codes of scale[r / 128][4p .. 4p+3]. */
 uint8_t rfk_ue8m0_code(float s)
 {
   uint32_t u = f2u(s);

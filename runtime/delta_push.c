@@ -75,12 +75,12 @@ rf_status rf__delta_open(rf_engine *e, const rf_rank *rk, uint8_t *arena, rf__de
     /* every op of the group stages inside its scratch image */
     for (uint32_t j = g->op_first; j < g->op_first + g->op_count; j++) {
       const rf_op *o = &p->ops[j];
-      uint64_t es = o->kind == RF_OP_FP8 ? 1 : rf_dtype_size(o->dst_dtype), cells = (uint64_t)(o->rows * o->cols);
+      uint64_t es = rf_op_fp8(o) ? 1 : rf_dtype_size(o->dst_dtype), cells = (uint64_t)(o->rows * o->cols);
       uint64_t sc = rf_fp8_scale_bytes(o->rows, o->cols);
       for (uint32_t c = 0; c < o->count; c++) {
         uint64_t out = o->out + (uint64_t)c * o->out_step, scale = o->scale + (uint64_t)c * o->scale_step;
         if (out < lo || out + cells * es - lo > rk->scratch_bytes ||
-            (o->kind == RF_OP_FP8 && (scale < lo || scale + sc - lo > rk->scratch_bytes)))
+            (rf_op_fp8(o) && (scale < lo || scale + sc - lo > rk->scratch_bytes)))
           return rf__fail(e, RF_ERR_ARG, "plan %s: op %u of rank %u writes outside its group's scratch image", p->name, j,
                           e->cfg.rank);
       }

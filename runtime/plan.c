@@ -153,7 +153,7 @@ void rf_plan_predict_delta(const rf_plan *p, const rf_time_model *m, const rf_de
     for (uint32_t o = rk->op_first; o < rk->op_first + rk->op_count; o++) {
       const rf_op *op = &p->ops[o];
       uint64_t cells = (uint64_t)(op->rows * op->cols), outb = cells * rf_dtype_size(op->dst_dtype);
-      if (op->kind == RF_OP_FP8) outb = cells + rf_fp8_scale_bytes(op->rows, op->cols);
+      if (rf_op_fp8(op)) outb = cells + rf_fp8_scale_bytes(op->rows, op->cols);
       moved = moved + (double)(op->count * (cells * rf_dtype_size(op->src_dtype) + outb));
       enc = enc + (double)(op->count * 2 * outb);
     }

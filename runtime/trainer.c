@@ -130,8 +130,9 @@ size_t rf__trainer_src_bytes(const rf_engine *e, uint32_t id)
 static void op_items(rf_engine *e, const rf_op *o, rfk_shape *sh, uint8_t *dest, uint64_t lo)
 {
   const rf_plan *p = e->p;
-  *sh = (rfk_shape){.src_dtype = o->src_dtype, .out_dtype = o->kind == RF_OP_FP8 ? RFK_FP8 : o->dst_dtype,
-                    .ue8m0 = p->scale_fmt == RF_SCALE_UE8M0, .rows = o->rows, .cols = o->cols,
+  *sh = (rfk_shape){.src_dtype = o->src_dtype, .out_dtype = rf_op_fp8(o) ? RFK_FP8 : o->dst_dtype,
+                    .ue8m0 = o->kind == RF_OP_FP8_REQUANT ? RFK_SCALE_REQUANT
+                             : p->scale_fmt == RF_SCALE_UE8M0 ? RFK_SCALE_UE8M0 : RFK_SCALE_FP32, .rows = o->rows, .cols = o->cols,
                     .src_ld = p->src[o->src].cols, .out_ld = o->cols,
                     .scale_ld = (o->cols + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK};
   for (uint32_t i = 0; i < o->count; i++) {
@@ -141,7 +142,7 @@ static void op_items(rf_engine *e, const rf_op *o, rfk_shape *sh, uint8_t *dest,
     int64_t col = o->col0 + (int64_t)i * o->col_step;
     e->tr->items[i].src = (const uint8_t *)e->tr->src_ptr[sid] + ((size_t)row * (size_t)s->cols + (size_t)col) * rf_dtype_size(s->dtype);
     e->tr->items[i].out = dest + (o->out + (uint64_t)i * o->out_step - lo);
-    e->tr->items[i].scale = o->kind == RF_OP_FP8 ? (float *)(dest + (o->scale + (uint64_t)i * o->scale_step - lo)) : NULL;
+    e->tr->items[i].scale = rf_op_fp8(o) ? (float *)(dest + (o->scale + (uint64_t)i * o->scale_step - lo)) : NULL;
   }
 }
 

@@ -10,7 +10,7 @@ machine).
 
     plan_options(models/plans/P.lua) -> {trainer: hf_sources' options, fp8, exclude, engine}
     hf_sources(family, cfg, dtype=, dtype_except=, experts=, mtp=) -> {name: (shape, dtype name)}
-    engine_format(family, cfg, sd, tp=, ep=, position=, fp8=, ue8m0=, engine=, exclude=) -> EngineRank
+    engine_format(family, cfg, sd, tp=, ep=, position=, fp8=, ue8m0=, engine=, exclude=, requant=) -> EngineRank
     ue8m0_pack(scales, rows, cols) -> int32 storage (SM100: DeepGEMM's packed scales of fp32 ones)
 
 sd maps HF names to numpy arrays (bf16 or float32) as hf_sources lists them: fused experts
@@ -93,6 +93,33 @@ def quantize(x, ue8m0=False):
     y = np.clip((blocks * mul[:, None, :, None]).astype(np.float32), -448.0, 448.0)
     q = _cast(y, FP8).reshape(sr * B, sc * B)[:rows, :cols]
     return np.ascontiguousarray(q), scale
+
+
+def requant_ue8m0(q, scale):
+    """vLLM's re-quantization of a loaded block-FP8 weight to power-of-two scales on SM100 (its
+    requant_weight_ue8m0_inplace, as tests/vllm/SM100.md describes it): per 128x128 block the
+    dequantized x = f32(q) * scale, scale' = 2^ceil(log2(max(amax|x|, 1e-4) / 448)),
+    q' = e4m3(x * (1 / scale')). Returns (q', scale')."""
+    rows, cols = q.shape
+    sr, sc = scale.shape
+    x = np.zeros((sr * B, sc * B), dtype=np.float32)
+    x[:rows, :cols] = to_f32(q)
+    blocks = x.reshape(sr, B, sc, B) * scale.astype(np.float32)[:, None, :, None]
+    amax = np.maximum(np.abs(blocks).max(axis=(1, 3)), np.float32(1e-4)).astype(np.float32)
+    s = (amax / np.float32(448.0)).astype(np.float32)
+    mant, exp = np.frexp(s.astype(np.float64))
+    s = np.where(mant == 0.5, s, np.ldexp(1.0, exp)).astype(np.float32)
+    y = (blocks * (np.float32(1.0) / s)[:, None, :, None]).astype(np.float32)
+    q2 = _cast(np.clip(y, -448.0, 448.0), FP8).reshape(sr * B, sc * B)[:rows, :cols]
+    return np.ascontiguousarray(q2), s
+
+
+def requant_of(plan, receiver):
+    """the weights of `receiver` (a refit.Plan's) that the engine re-quantizes after loading: those whose
+    scales a ue8m0_pack step packs (SM100), unless the plan sends UE8M0 scales already"""
+    if plan.scale_fmt == "ue8m0":
+        return []
+    return [d[:-len("_scale_inv")] for n, d, _ in plan.finalize_steps(receiver) if n == "ue8m0_pack"]
 
 
 def ue8m0_pack(scales, rows, cols):
@@ -299,18 +326,21 @@ class EngineRank(dict):
 class _Model:
     """The destination tensors of one engine GPU, built part by part."""
 
-    def __init__(self, sd, fp8, ue8m0, exclude):
+    def __init__(self, sd, fp8, ue8m0, exclude, requant=()):
         self.sd, self.fp8, self.ue8m0, self.exclude = checkpoint_view(sd), fp8, ue8m0, exclude
+        self.requant = set(requant)
         self.out, self._q = EngineRank(), {}
 
     def src(self, name):
         x = self.sd[name]
         return x.reshape(x.shape[0], -1) if x.ndim == 1 else x
 
-    def quant(self, name):
-        if name not in self._q:
-            self._q[name] = quantize(self.src(name), self.ue8m0)
-        return self._q[name]
+    def quant(self, name, requant=False):
+        """(q, scale) of source `name`; requant: then re-quantized as vLLM does on SM100 (requant_ue8m0)"""
+        if (name, requant) not in self._q:
+            qs = quantize(self.src(name), self.ue8m0)
+            self._q[(name, requant)] = requant_ue8m0(*qs) if requant else qs
+        return self._q[(name, requant)]
 
     def cast(self, name, dtype, rows=None, cols=None):
         """A bf16/fp32 destination: a slice of one source, cast (bf16 -> fp32 exact, fp32 -> bf16 RNE)."""
@@ -330,7 +360,7 @@ class _Model:
             return np.concatenate([self.cast(n, BF16, r, c).reshape(r[1] - r[0], -1) for n, r, c in parts]), None
         qs, ss = [], []
         for n, (r0, r1), (c0, c1) in parts:
-            q, s = self.quant(n)
+            q, s = self.quant(n, dst in self.requant)  # whole blocks: the same as re-quantizing the fused tensor
             rows, cols = q.shape
             for a, b, total in ((r0, r1, rows), (c0, c1, cols)):
                 assert a % B == 0 and (b % B == 0 or b == total), f"{n}: a TP/EP cut at {a}..{b} splits an FP8 block"
@@ -553,11 +583,12 @@ def _mla(m, c, tp, ep, q, family, engine):
     m.vocab("lm_head.weight", "lm_head.weight", r, tp, aliases=heads)
 
 
-def engine_format(family, cfg, sd, *, tp, ep, position, fp8, ue8m0=False, engine=None, exclude=()):
+def engine_format(family, cfg, sd, *, tp, ep, position, fp8, ue8m0=False, engine=None, exclude=(), requant=()):
     """EngineRank of engine GPU `position` (see the module docstring). engine: the profile's name
     (vllm, sglang) and options (mtp, w13, indexer_fusion, expert_placement); exclude: regexes of destination names kept
-    bf16 in an FP8 plan."""
-    m = _Model(sd, fp8, ue8m0, exclude)
+    bf16 in an FP8 plan; requant: names of FP8 weights the engine re-quantizes to power-of-two scales after
+    loading (vLLM on SM100, requant_ue8m0)."""
+    m = _Model(sd, fp8, ue8m0, exclude, requant)
     engine = engine or {}
     if family in ("qwen3", "qwen3_moe"):
         _qwen3(m, cfg, tp, ep, position, family == "qwen3_moe", engine)

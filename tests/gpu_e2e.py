@@ -132,7 +132,7 @@ def reference(plan, index, sd):
     o, c = options(plan), model_cfg(plan)
     return engine_ref.engine_format(c["family"], c, sd, tp=plan.tp, ep=plan.ep, position=plan._p.receiver(index)[1],
                                     fp8=o["fp8"], ue8m0=plan.scale_fmt == "ue8m0", engine=o["engine"],
-                                    exclude=o["exclude"])
+                                    exclude=o["exclude"], requant=engine_ref.requant_of(plan, index))
 
 
 def random_state_dict(plan, version):

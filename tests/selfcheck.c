@@ -203,7 +203,7 @@ static void check_slots(const rf_plan *p)
         if (n + 2 > cap) o = realloc(o, sizeof *o * (cap *= 2));
         uint64_t out = op->out + j * op->out_step;
         o[n++] = (span){out, out + (uint64_t)(op->rows * op->cols) * rf_dtype_size(op->dst_dtype), 0, 0, i, op->dst_dtype};
-        if (op->kind == RF_OP_FP8) {
+        if (rf_op_fp8(op)) {
           uint64_t sc = op->scale + j * op->scale_step;
           o[n++] = (span){sc, sc + (uint64_t)(cdiv(op->rows, RF_FP8_BLOCK) * cdiv(op->cols, RF_FP8_BLOCK)) * 4, 0, 0, i, RF_FP32};
         }

@@ -10,7 +10,7 @@ passed=0 failed=0
 ok() { passed=$((passed + 1)); echo "ok   $1"; }
 bad() { failed=$((failed + 1)); echo "FAIL $1"; }
 
-# dump (tests/vllm/dumps/<name>.txt)   plan, or "refused: why" where the generator refuses the config
+# dump (tests/vllm/dumps/<name>.txt)   plan(s), or "refused: why" where the generator refuses the config
 pairs='
 dsv3_bf16_tp1_mtp_sm90       vllm_dsv3_bf16_tp1
 dsv3_fp8_tp1_mtp_sm90        vllm_dsv3_fp8_tp1
@@ -29,11 +29,11 @@ qwen3v1000_bf16_tp2_sm90     vllm_qwen3_v1000_bf16_tp2
 qwen3moe_bf16_tp1_sm90       vllm_qwen3moe_bf16_tp1
 qwen3moe_fp8_tp1_sm90        vllm_qwen3moe_fp8_tp1
 qwen3moe_bf16_tp2_sm90       vllm_qwen3moe_bf16_tp2
-qwen3_fp8_tp1_sm100          vllm_qwen3_fp8_tp1_sm100
+qwen3_fp8_tp1_sm100          vllm_qwen3_fp8_tp1_sm100 vllm_qwen3_fp8_tp1_sm100_requant
 qwen3moe_fp8_tp1_sm100       vllm_qwen3moe_fp8_tp1_sm100
-qwen3moe_fp8_tp1_sm100_deepgemm vllm_qwen3moe_fp8_tp1_sm100_deepgemm
+qwen3moe_fp8_tp1_sm100_deepgemm vllm_qwen3moe_fp8_tp1_sm100_deepgemm vllm_qwen3moe_fp8_tp1_sm100_deepgemm_requant
 qwen3moe_fp8_tp1_sm100_auto  refused: vLLM picks FlashInfer TRT-LLM on SM100, which shuffles w13/w2 (moe_backend)
-dsv3_fp8_tp1_mtp_sm100       vllm_dsv3_fp8_tp1_sm100
+dsv3_fp8_tp1_mtp_sm100       vllm_dsv3_fp8_tp1_sm100 vllm_dsv3_fp8_tp1_sm100_requant
 dsv3_fp8_tp1_mtp_sm100_auto  refused: vLLM picks FlashInfer TRT-LLM on SM100, which shuffles w13/w2 (moe_backend)
 qwen3_bf16_tp1_vllmcpu       vllm_cpu_qwen3_bf16_tp1
 qwen3moe_bf16_tp1_vllmcpu    vllm_cpu_qwen3moe_bf16_tp1
@@ -69,12 +69,14 @@ check() {
       continue
     fi
     if [ ! -f "tests/$1/dumps/$dump.txt" ]; then echo "FAIL $1 $dump: tests/$1/dumps/$dump.txt missing"; continue; fi
-    if out=$($lua tests/vllm/conform.lua "tests/$1/dumps/$dump.txt" "build/gen/$plan.dst" 2>&1); then
-      echo "ok   $plan conforms to $1 $dump: $(echo "$out" | sed -n 's/.*(\(.*\))$/\1/p')"
-    else
-      echo "FAIL $plan vs $1 $dump"
-      echo "$out"
-    fi
+    for pl in $plan $rest; do
+      if out=$($lua tests/vllm/conform.lua "tests/$1/dumps/$dump.txt" "build/gen/$pl.dst" 2>&1); then
+        echo "ok   $pl conforms to $1 $dump: $(echo "$out" | sed -n 's/.*(\(.*\))$/\1/p')"
+      else
+        echo "FAIL $pl vs $1 $dump"
+        echo "$out"
+      fi
+    done
   done
 }
 { check vllm "$pairs"; check sglang "$sglang_pairs"; } > "${TMPDIR:-/tmp}/conformance.$$"

@@ -129,7 +129,6 @@ expect engine_placement "engine.expert_placement: 'round_robin' needs the model'
 expect engine_sm "plan 'engine_sm': engine.sm: 120: the vllm profile covers SM90 (H100/H200) and SM100 (B200/GB200); no parameter dump shows how the engine holds the weights elsewhere"
 # SM100 (tests/vllm/SM100.md): block FP8 needs power-of-two scales from the trainer; vLLM only; not the model
 # types vLLM keeps off DeepGEMM on Blackwell; FlashInfer TRT-LLM (vLLM's own MoE pick there) refused as on SM90
-expect engine_sm100_scales "tests/gen_bad/plans/engine_sm100_scales.lua:2: plan 'engine_sm100_scales': engine.sm: 100: vLLM re-quantizes block-FP8 weights to power-of-two (UE8M0) scales after loading on SM100 and refit has no requant step yet; set quant.scale_fmt = \"ue8m0\" (the trainer sends power-of-two scales)"
 expect sglang_sm100 "plan 'sglang_sm100': engine.sm: 100: the sglang profile covers SM90 (H100/H200); on SM100 DeepGEMM repacks FP8 scales into UE8M0 int32 after loading, which only the vllm profile follows (tests/vllm/SM100.md)"
 expect engine_sm100_excluded "plan 'engine_sm100_excluded': engine.sm: 100: vLLM keeps model type 'qwen3_5_moe_text' (model 'qwen3_5_moe_tiny') off DeepGEMM on Blackwell and runs another FP8 linear kernel, which no parameter dump covers"
 expect engine_sm100_one_expert "plan 'engine_sm100_one_expert': engine.moe_backend: 'deep_gemm' on SM100 with one local expert per rank ('model.layers.0.mlp.experts.routed_experts.w13_weight'): the ue8m0_pack step writes [rows, words], the engine holds [1, rows, words]"

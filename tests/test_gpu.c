@@ -93,6 +93,9 @@ static void test_finalize_one_gpu(void) { run("qwen3_tiny_finalize", 2, 0, 0, 0)
 /* vLLM on SM100: the CUDA pack of every DeepGEMM linear's scales and, one group per expert, of the
  * experts' (moe_backend deep_gemm) equals the C reference */
 static void test_finalize_sm100_gpu(void) { run("vllm_qwen3moe_fp8_tp1_sm100_deepgemm", 2, 0, 0, 0); }
+/* ... with fp32 scales: the CUDA trainer casts the requant ops (RFK_SCALE_REQUANT), dense then delta,
+ * every byte against the C reference's staging */
+static void test_requant_sm100_gpu(void) { run_opt("vllm_qwen3moe_fp8_tp1_sm100_deepgemm_requant", 4, 0, 0, 0, 0, 1); }
 static void test_rep2_one_gpu(void) { run("glm_tiny_rep2", 2, 0, 0, 0); }
 static void test_killed_trainer(void) { run("glm_tiny_demo", 3, 0, 0, 1); }
 static void test_big_one_gpu(void) { run("qwen3_4b_bf16_1to1", 2, 0, 0, 0); }
@@ -184,6 +187,7 @@ static const struct {
   {"qwen3_tiny_fp8_tp4 GPU -> GPU, one GPU", test_fp8_tp4_one_gpu, 1, 0},
   {"qwen3_tiny_finalize GPU -> GPU: CUDA finalize kernels and the hook", test_finalize_one_gpu, 1, 0},
   {"vllm_qwen3moe_fp8_tp1_sm100_deepgemm GPU -> GPU: CUDA UE8M0 packs, experts in groups", test_finalize_sm100_gpu, 1, 0},
+  {"vllm_qwen3moe_fp8_tp1_sm100_deepgemm_requant GPU -> GPU: CUDA requant casts, dense and delta", test_requant_sm100_gpu, 1, 0},
   {"glm_tiny_rep2 (dp_replicate 2) GPU -> GPU", test_rep2_one_gpu, 1, 0},
   {"killed trainer on the GPU path: torn, then complete", test_killed_trainer, 1, 0},
   {"VMM, spanning and host memory refused", test_refused_memory, 1, 0},

@@ -527,6 +527,78 @@ static void test_requant(void)
   free(q), free(q0), free(qo), free(s), free(s0), free(so);
 }
 
+/* RFK_SCALE_REQUANT (the trainer's cast for vLLM on SM100): bit-exact with the fp32-scale quantizer
+ * followed by rfk_ref_requant_ue8m0 (the step vLLM runs after loading), bf16 and fp32 sources, a
+ * source pitch wider than the region, partial edge blocks, an all-zero block, blocks whose
+ * re-quantization moves codes (max |x| / scale near 224) and a NaN block; and not the same bytes as
+ * quantizing straight to UE8M0 scales (RFK_SCALE_UE8M0), which is why the mode exists */
+static void test_requant_mode(void)
+{
+  enum { R = 300, C = 389, LD = 397 };
+  int64_t sr = 3, sc = 4, n = (int64_t)R * LD;
+  for (int dt = 0; dt < 3; dt++) {
+    int src_dtype = dt == 1 ? RFK_FP32 : RFK_BF16, nonfinite = dt == 2;
+    int64_t esz = src_dtype == RFK_BF16 ? 2 : 4;
+    uint8_t *src = malloc((size_t)(n * esz)), *q = malloc(R * C), *q2 = malloc(R * C), *q1 = malloc(R * C);
+    float *s = malloc(sizeof(float) * sr * sc), *s2 = malloc(sizeof(float) * sr * sc), *s1 = malloc(sizeof(float) * sr * sc);
+    for (int64_t i = 0; i < n; i++) {
+      int64_t r = i / LD, c = i % LD;
+      /* per block its own magnitude; block (0, 1) all zero; block (1, 2) with a max that lands q at 224 */
+      int e = (int)((r / 128) * 7 + (c / 128) * 3) % 19 - 12;
+      float x = ldexpf((float)((int32_t)rnd() % 100000) / 100000.0f, e);
+      if (r < 128 && c >= 128 && c < 256) x = 0.0f;
+      if (r >= 128 && r < 256 && c >= 256 && c < 384) x = ldexpf((float)((int32_t)rnd() % 100000) / 100000.0f * 0.5f, e);
+      if (nonfinite && r == 200 && c == 10) x = NAN;
+      if (src_dtype == RFK_BF16) {
+        uint16_t h = (uint16_t)(f2u(x) >> 16);
+        memcpy(src + i * 2, &h, 2);
+      } else {
+        memcpy(src + i * 4, &x, 4);
+      }
+    }
+    /* block (1, 2): its largest element right below 224/448 of the block max, so q rounds to 224 */
+    {
+      float big = ldexpf(0.75f, (int)((1 * 7 + 2 * 3) % 19 - 12)), edge = big * (227.0f / 448.0f);
+      for (int k = 0; k < 2; k++) {
+        int64_t i = (int64_t)(130 + k) * LD + 300;
+        float x = k == 0 ? big : edge;
+        if (src_dtype == RFK_BF16) {
+          uint16_t h = (uint16_t)(f2u(x) >> 16);
+          memcpy(src + i * 2, &h, 2);
+        } else {
+          memcpy(src + i * 4, &x, 4);
+        }
+      }
+    }
+    int rc = rfk_ref_fp8(src, src_dtype, LD, R, C, q, C, s, sc, RFK_SCALE_REQUANT);
+    int rc0 = rfk_ref_fp8(src, src_dtype, LD, R, C, q2, C, s2, sc, RFK_SCALE_FP32);
+    rfk_requant it = {q2, s2, q2, s2};
+    int rcq = rfk_ref_requant_ue8m0(&it, 1, R, C);
+    int rc1 = rfk_ref_fp8(src, src_dtype, LD, R, C, q1, C, s1, sc, RFK_SCALE_UE8M0);
+    long differ = 0, vs_ue8m0 = 0;
+    for (int64_t i = 0; i < R * C; i++) {
+      differ += q[i] != q2[i];
+      vs_ue8m0 += q[i] != q1[i];
+    }
+    for (int64_t i = 0; i < sr * sc; i++)
+      differ += f2u(s[i]) != f2u(s2[i]);
+    int want = nonfinite ? RFK_ERR_NONFINITE : RFK_OK;
+    CHECK(rc == want && rc0 == want && rcq == want && rc1 == want && differ == 0,
+          "fp8 requant mode %s [%d x %d] ld %d%s: %ld bytes differ from the fp32-scale quantizer + "
+          "rfk_ref_requant_ue8m0 (rc %d, %d/%d)", src_dtype == RFK_BF16 ? "bf16" : "fp32", R, C, LD,
+          nonfinite ? " with NaN" : "", differ, rc, rc0, rcq);
+    if (!nonfinite)
+      CHECK(vs_ue8m0 > 0, "fp8 requant mode %s: %ld codes differ from quantizing straight to UE8M0 scales",
+            src_dtype == RFK_BF16 ? "bf16" : "fp32", vs_ue8m0);
+    free(src), free(q), free(q2), free(q1), free(s), free(s2), free(s1);
+  }
+  float x = 1.0f, sc1;
+  uint8_t q1;
+  CHECK(rfk_ref_fp8(&x, RFK_FP32, 1, 1, 1, &q1, 1, &sc1, 1, 3) == RFK_ERR_ARG &&
+            rfk_ref_fp8(&x, RFK_FP32, 1, 1, 1, &q1, 1, &sc1, 1, -1) == RFK_ERR_ARG,
+        "fp8: a scale mode other than fp32 / ue8m0 / requant is a bad argument");
+}
+
 /* ---- UE8M0 pack (and requant) against vLLM 0.33's own post-processing (tests/vllm/ue8m0_vectors.py) ---- */
 static void test_ue8m0_codes(void)
 {
@@ -725,6 +797,7 @@ int main(void)
   test_pack_items();
   test_args();
   test_requant();
+  test_requant_mode();
   test_ue8m0_codes();
   test_cuda_identities();
   test_ue8m0_vllm(seed);

@@ -174,22 +174,23 @@ static void test_run_cases(void)
       d.name = name;
       run_one(&d);
     }
-  /* block FP8: odd sizes, fp32 / ue8m0 scales, both sources, aligned and unaligned, inf/NaN */
+  /* block FP8: odd sizes, fp32 / ue8m0 / requant scales, both sources, aligned and unaligned, inf/NaN */
   for (int a = 0; a < 2; a++)
-    for (int ue = 0; ue < 2; ue++) {
+    for (int ue = 0; ue < 3; ue++) {
+      static const char *mode[] = {"", " ue8m0", " requant"};
       char name[48];
-      snprintf(name, sizeof name, "fp8 %s%s odd", a ? "fp32" : "bf16", ue ? " ue8m0" : "");
+      snprintf(name, sizeof name, "fp8 %s%s odd", a ? "fp32" : "bf16", mode[ue]);
       run_case c = {name, {dts[a], RFK_FP8, ue, 300, 389, 397, 392, 5}, 2, 2 * 300 * 397, 2 * 300 * 392, 2 * 3 * 5,
                     NULL, 300 * 397, 300 * 392, 15, 0, 0};
       run_one(&c);
-      snprintf(name, sizeof name, "fp8 %s%s aligned", a ? "fp32" : "bf16", ue ? " ue8m0" : "");
+      snprintf(name, sizeof name, "fp8 %s%s aligned", a ? "fp32" : "bf16", mode[ue]);
       run_case d = {name, {dts[a], RFK_FP8, ue, 384, 640, 640, 640, 5}, 2, 2 * 384 * 640, 2 * 384 * 640, 2 * 3 * 5,
                     NULL, 384 * 640, 384 * 640, 15, 0, 0};
       run_one(&d);
-      snprintf(name, sizeof name, "fp8 %s%s misaligned src", a ? "fp32" : "bf16", ue ? " ue8m0" : "");
+      snprintf(name, sizeof name, "fp8 %s%s misaligned src", a ? "fp32" : "bf16", mode[ue]);
       d.name = name, d.src_shift = 1, d.src_elems += 1;
       run_one(&d);
-      snprintf(name, sizeof name, "fp8 %s%s inf/NaN", a ? "fp32" : "bf16", ue ? " ue8m0" : "");
+      snprintf(name, sizeof name, "fp8 %s%s inf/NaN", a ? "fp32" : "bf16", mode[ue]);
       d.name = name, d.src_shift = 0, d.nonfinite = 1;
       run_one(&d);
     }
@@ -200,6 +201,8 @@ static void test_run_cases(void)
     run_one(&c);
     run_case d = {"fp8 grouped 300 experts ue8m0", {RFK_BF16, RFK_FP8, 1, 136, 200, 200, 200, 2}, 300,
                   (size_t)300 * 136 * 200, (size_t)300 * 136 * 200, 300 * 4, NULL, 136 * 200, 136 * 200, 4, 0, 0};
+    run_one(&d);
+    d.name = "fp8 grouped 300 experts requant", d.s.ue8m0 = RFK_SCALE_REQUANT;
     run_one(&d);
     run_case e = {"cast grouped 300 experts", {RFK_FP32, RFK_BF16, 0, 36, 130, 130, 130, 0}, 300,
                   (size_t)300 * 36 * 130, (size_t)300 * 36 * 130 * 2, 1, NULL, 36 * 130, 36 * 130 * 2, 0, 0, 0};

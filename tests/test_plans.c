@@ -61,7 +61,7 @@ static int produced_by(const rf_plan *p, uint32_t rcv, uint32_t d, uint64_t at, 
           *out = (producer){op, j, op->src + j * op->src_step, t, 0, (int64_t)((slot - o) / (op->cols * rf_dtype_size(op->dst_dtype)))};
           return 1;
         }
-        if (op->kind == RF_OP_FP8 && slot >= s && slot < s + sn) {
+        if (rf_op_fp8(op) && slot >= s && slot < s + sn) {
           *out = (producer){op, j, op->src + j * op->src_step, t, 1, (int64_t)((slot - s) / (cdiv(op->cols, 128) * 4))};
           return 1;
         }

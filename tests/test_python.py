@@ -121,7 +121,8 @@ def reference(plan, receiver, version, sd=None, sparse=False):
     o = plan_options(plan)
     return engine_ref.engine_format(family, cfg, sd or state_dict(plan, version, sparse), tp=plan.tp, ep=plan.ep,
                                     position=plan._p.receiver(receiver)[1], fp8=o["fp8"],
-                                    ue8m0=plan.scale_fmt == "ue8m0", engine=o["engine"], exclude=o["exclude"])
+                                    ue8m0=plan.scale_fmt == "ue8m0", engine=o["engine"], exclude=o["exclude"],
+                                    requant=engine_ref.requant_of(plan, receiver))
 
 
 def np_root(a):
@@ -180,7 +181,7 @@ def compare(want, got):
 def test_library():
     have = set(re.search(r"^plan_set = (.*)$", open(f"{ROOT}/config.ninja").read(), re.M).group(1).split())
     assert set(refit.plans()) == have, f"plans {refit.plans()}, configure chose {sorted(have)}"
-    assert refit.ABI_VERSION == 6
+    assert refit.ABI_VERSION == 7
     e = expect_raises(refit.Error, lambda: refit.Plan("nope"),
                       f"no plan 'nope' in this librefit.so (it has: {' '.join(refit.plans())}; "
                       f"./configure --plans=... chooses them)", "RF_ERR_ARG")
@@ -658,7 +659,7 @@ def test_vllm_bind_every_dump():
             assert info["index"] == r and info["port"] > 0 and len(info["blob"]) > 100 and b.rx.unbound == [], info
             b.close()
             n += 1
-    assert n == 26, n  # 22 SM90 bindings, 4 SM100 (vllm_*_sm100*: the int32 scales, kept fp32 buffers)
+    assert n == 29, n  # 22 SM90 bindings, 7 SM100 (vllm_*_sm100*: the int32 scales, kept fp32 buffers)
 
 
 def test_vllm_refusals():
@@ -1722,6 +1723,15 @@ def test_vllm_loopback_sm100_qwen3moe_deepgemm():
     loopback("vllm_qwen3moe_fp8_tp1_sm100_deepgemm", dumps=True)
 
 
+def test_vllm_loopback_sm100_requant():
+    """SM100 with a checkpoint's fp32 scales: the trainers cast each DeepGEMM linear (and, with deep_gemm,
+    the experts) as vLLM re-quantizes it after loading; every byte against engine_ref's own requant of the
+    fp32-scale weights (MLA's W_UK_T / W_UV from the re-quantized kv_b_proj), the packed scales included"""
+    loopback("vllm_qwen3_fp8_tp1_sm100_requant", dumps=True)
+    loopback("vllm_qwen3moe_fp8_tp1_sm100_deepgemm_requant", dumps=True, mode="delta", versions=3)
+    loopback("vllm_dsv3_fp8_tp1_sm100_requant", dumps=True, versions=2)
+
+
 def test_vllm_loopback_sm100_dsv3():
     """SM100 DeepSeek-V3: MLA (W_UK_T/W_UV from the kept fp32 kv_b_proj scales), aliases of the packed
     scales under mla_attn and _shared_experts, the MTP drafter"""
@@ -1797,6 +1807,7 @@ TESTS = [
     test_vllm_loopback_sm100_qwen3moe,
     test_vllm_loopback_sm100_qwen3moe_deepgemm,
     test_vllm_loopback_sm100_dsv3,
+    test_vllm_loopback_sm100_requant,
     test_sglang_bind_every_dump,
     test_sglang_refusals,
     test_sglang_cpu_platform,

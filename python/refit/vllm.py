@@ -217,11 +217,16 @@ def check_engine(plan, view, expert_placement="linear"):
     if view.expandable_segments:
         raise Refused("PYTORCH_CUDA_ALLOC_CONF expandable_segments", "expandable segments map the weights through "
                       "CUDA virtual memory, which RDMA registration cannot pin safely (unset it for the engine)")
-    if view.deep_gemm_e8m0 != (plan.scale_fmt == "ue8m0"):
+    # UE8M0 on the engine's side: an SM100 plan packs DeepGEMM's UE8M0 scales (after the trainer's requant
+    # cast when it sends fp32 scales); an SM90 plan needs them iff it writes UE8M0 scales
+    packs = bool(ue8m0_steps(plan))
+    if view.deep_gemm_e8m0 != (packs or plan.scale_fmt == "ue8m0"):
+        what = ("packs DeepGEMM's UE8M0 scales (an SM100 plan)" if packs else f"writes {plan.scale_fmt} scales")
         raise Refused("VLLM_USE_DEEP_GEMM_E8M0", f"the engine {'uses' if view.deep_gemm_e8m0 else 'does not use'} "
-                      f"DeepGEMM's UE8M0 scales; plan '{plan.name}' writes {plan.scale_fmt} scales (set "
-                      f"VLLM_USE_DEEP_GEMM_E8M0={int(plan.scale_fmt == 'ue8m0')} or use a plan with scale_fmt = "
-                      f"\"{'fp32' if plan.scale_fmt == 'ue8m0' else 'ue8m0'}\")")
+                      f"DeepGEMM's UE8M0 scales; plan '{plan.name}' {what} (set "
+                      f"VLLM_USE_DEEP_GEMM_E8M0={int(not view.deep_gemm_e8m0)}"
+                      + ("" if packs else f" or use a plan with scale_fmt = "
+                         f"\"{'fp32' if plan.scale_fmt == 'ue8m0' else 'ue8m0'}\"") + ")")
     if view.tp_size != plan.tp:
         raise Refused("tensor_parallel_size", f"{view.tp_size}; plan '{plan.name}' has tp {plan.tp}")
     if view.ep_size != plan.ep:

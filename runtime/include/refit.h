@@ -315,10 +315,11 @@ rf_status rf_ucx_setting(const rf_engine *e, const char *name, char *buf, size_t
 
 /* Bumped when a declaration or a struct of refit.h or refit_plan.h changes incompatibly; code
  * built against another RF_ABI_VERSION must not use this library (the Python module checks). */
-#define RF_ABI_VERSION 6 /* 2: version protocol v2 (rf_arm, ...); 3: rf_tensor.offset, rf_tensor_info strides,
+#define RF_ABI_VERSION 7 /* 2: version protocol v2 (rf_arm, ...); 3: rf_tensor.offset, rf_tensor_info strides,
                             aliases, padding and derived storages; delta pushes (tables, config, counters);
                             4: rf_time_model.encode_gbs; 5: the index tables (recv_writes, targets, regions);
-                            6: finalize steps (tables finalize, fin_index; rf_set_finalize; counters; RF_I32) */
+                            6: finalize steps (tables finalize, fin_index; rf_set_finalize; counters; RF_I32);
+                            7: op kind RF_OP_FP8_REQUANT (a runtime before it would cast such an op wrongly) */
 uint32_t rf_abi_version(void);
 
 /* The plans linked into this library: librefit.so holds the set ./configure --plans chose; a

@@ -53,7 +53,9 @@ enum rf_travel {
 };
 enum rf_op_kind {
   RF_OP_CAST = 1, /* copy with dtype conversion (bf16/fp32 -> bf16/fp32) */
-  RF_OP_FP8 = 2   /* block FP8 e4m3fn, 128x128, fp32 scale_inv = amax/448 */
+  RF_OP_FP8 = 2,  /* block FP8 e4m3fn, 128x128, fp32 scale_inv = amax/448 (or UE8M0: the plan's scale_fmt) */
+  RF_OP_FP8_REQUANT = 3 /* block FP8 as RF_OP_FP8 with fp32 scales, then re-quantized to power-of-two scales as
+                           vLLM does after loading on SM100 (kernels.h RFK_SCALE_REQUANT) */
 };
 enum rf_scale_fmt { RF_SCALE_FP32 = 0, RF_SCALE_UE8M0 = 1 /* fp32 rounded up to 2^k */ };
 
@@ -80,6 +82,9 @@ enum rf_finop {
  * rf_plan, each field with its comment, are generated from gen/schema.lua, the one list of every
  * table's columns: */
 #include "refit_tables.h"
+
+/* an op that writes block FP8 (q and scales) */
+static inline int rf_op_fp8(const rf_op *o) { return o->kind == RF_OP_FP8 || o->kind == RF_OP_FP8_REQUANT; }
 
 /* Small facts every user of the tables needs, written once (runtime/plan.c; Python: refit._refit):
  * rf_dtype_size: bytes per element of enum rf_dtype dt (bf16 2, fp32 4, fp8 1), 0 for no dtype.

@@ -221,11 +221,11 @@ static int expected(const rf_loop_opts *o, uint32_t me, uint64_t v, uint8_t **wa
         int64_t col = op->col0 + (int64_t)j * op->col_step;
         items[j].src = (uint8_t *)src[sid] + ((size_t)row * (size_t)s->cols + (size_t)col) * rf_dtype_size(s->dtype);
         items[j].out = arena + op->out + (uint64_t)j * op->out_step;
-        items[j].scale = op->kind == RF_OP_FP8 ? (float *)(arena + op->scale + (uint64_t)j * op->scale_step) : NULL;
+        items[j].scale = rf_op_fp8(op) ? (float *)(arena + op->scale + (uint64_t)j * op->scale_step) : NULL;
       }
       const rf_src_tensor *s0 = &p->src[op->src];
-      rfk_shape sh = {.src_dtype = op->src_dtype, .out_dtype = op->kind == RF_OP_FP8 ? RFK_FP8 : op->dst_dtype,
-                      .ue8m0 = p->scale_fmt == RF_SCALE_UE8M0, .rows = op->rows, .cols = op->cols,
+      rfk_shape sh = {.src_dtype = op->src_dtype, .out_dtype = rf_op_fp8(op) ? RFK_FP8 : op->dst_dtype,
+                      .ue8m0 = op->kind == RF_OP_FP8_REQUANT ? RFK_SCALE_REQUANT : p->scale_fmt == RF_SCALE_UE8M0, .rows = op->rows, .cols = op->cols,
                       .src_ld = s0->cols, .out_ld = op->cols, .scale_ld = (op->cols + 127) / 128};
       int rc = rfk_ref_run(&sh, items, (int)op->count);
       if (rc) return snprintf(err, errlen, "reference staging of '%s': %s", s0->name, rfk_strerror(rc)), -1;

@@ -155,11 +155,11 @@ def _view(st, dtype, shape, stride, off, device):
 
 def dump_of(plan_name, dumps):
     """the dump file in tests/<engine>/dumps of an <engine>_* conformance plan (tests/test_conformance.sh
-    pairs them the same way)"""
+    pairs them the same way; an SM100 plan's _requant twin, fp32 scales from the trainer, has its dump)"""
     import glob
     import os
     engine = os.path.basename(os.path.dirname(os.path.abspath(dumps)))  # tests/<engine>/dumps
-    m = re.fullmatch(engine + r"_(\w+?)_(bf16|fp8)_tp(\d+)(_ep\d+)?(_sm100(?:_deepgemm)?)?", plan_name)
+    m = re.fullmatch(engine + r"_(\w+?)_(bf16|fp8)_tp(\d+)(_ep\d+)?(_sm100(?:_deepgemm)?)?(?:_requant)?", plan_name)
     if not m:
         return None
     model, ep, sm = m.group(1).replace("_", ""), m.group(4) or "", m.group(5) or "_sm90"  # SM100 plans: *_sm100

@@ -1,2 +1,0 @@
-return plan { name = "engine_sm100_scales", model = "qwen3_tiny", trainer = { fsdp = 2 }, inference = { tp = 1, replicas = 1 },
-  engine = { name = "vllm", version = "0.33", sm = 100 }, quant = { fp8 = true } }
