@@ -16,10 +16,11 @@
  * (BEGIN v) is granted it -> DONE from every peer with the table's byte count (or, from a peer that
  * sent patches, DONE delta: its base equals the complete version, its directory agrees; patch.c)
  * -> apply the patches, every patched region's digest equal to the trainer's -> refresh derived
- * tensors -> complete (ACK to every peer). Anything else tears v: the endpoints of peers granted v
- * and not done are closed (fenced), peers that were done get ACK "torn". Either way nothing is armed
- * afterwards, and no write of v can still be in flight: done peers flushed before DONE, the others
- * are fenced. */
+ * tensors -> the finalize steps whose input changed (all of them unless the version is a delta one
+ * right after a complete version) -> complete (ACK to every peer). Anything else tears v: the
+ * endpoints of peers granted v and not done are closed (fenced), peers that were done get ACK
+ * "torn". Either way nothing is armed afterwards, and no write of v can still be in flight: done
+ * peers flushed before DONE, the others are fenced. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,7 +82,11 @@ struct rf__receiver {
   uint8_t *peer_delta;       /* [peer_count] the armed version's DONE from k came with patches */
   struct rf__patch *pa;      /* the patch area (patch.c), in delta plans once listening; else NULL */
   uint32_t fin_first, fin_count; /* this position's finalize steps (plan->finalize) */
-  uint32_t *fin_engine, n_fin_engine; /* [fin_count] the indexes of its RF_FIN_ENGINE steps: the hook's `steps` */
+  uint32_t *fin_engine, n_fin_engine; /* [fin_count] the indexes of its RF_FIN_ENGINE steps */
+  uint32_t *fin_run;         /* [fin_count] the hook's `steps`: those of fin_engine whose input changed */
+  uint8_t *fin_changed;      /* [dst_count] a delta version wrote a byte of this dst (rf__patch_changed) */
+  int fin_all;               /* the next version runs every step: none complete since rf_listen, or the
+                                newest version was torn (its bytes and the engine's state are unknown) */
   rf_finalize_fn fin_fn;     /* rf_set_finalize */
   void *fin_ctx;
 };
@@ -111,8 +116,11 @@ static rf_status open_finalize(rf_engine *e)
                     x->count, e->rx->pos);
   e->rx->fin_first = x->first;
   e->rx->fin_count = x->count;
-  if (!(e->rx->fin_engine = calloc(x->count ? x->count : 1, sizeof *e->rx->fin_engine)))
-    return rf__fail(e, RF_ERR_NOMEM, "receiver tables");
+  e->rx->fin_all = 1;
+  e->rx->fin_engine = calloc(x->count ? x->count : 1, sizeof *e->rx->fin_engine);
+  e->rx->fin_run = calloc(x->count ? x->count : 1, sizeof *e->rx->fin_run);
+  e->rx->fin_changed = calloc(rv->dst_count ? rv->dst_count : 1, 1);
+  if (!e->rx->fin_engine || !e->rx->fin_run || !e->rx->fin_changed) return rf__fail(e, RF_ERR_NOMEM, "receiver tables");
   for (uint32_t i = x->first; i < x->first + x->count; i++) {
     const rf_finalize *f = &p->finalize[i];
     if (f->tp_rank != e->rx->pos || f->dst < rv->dst_first || f->dst >= rv->dst_first + rv->dst_count)
@@ -205,6 +213,8 @@ void rf__receiver_close(rf_engine *e)
   free(e->rx->absorb);
   free(e->rx->layout);
   free(e->rx->fin_engine);
+  free(e->rx->fin_run);
+  free(e->rx->fin_changed);
   free(e->rx->blob);
   free(e->rx->ck);
   free(e->rx);
@@ -471,6 +481,7 @@ static void tear(rf_engine *e, const char *fmt, ...)
   vsnprintf(e->rx->torn_reason + n, sizeof e->rx->torn_reason - (size_t)n, fmt, ap);
   va_end(ap);
   e->rx->v_torn = e->rx->v_torn_since_arm = e->rx->v_armed;
+  e->rx->fin_all = 1;
   e->ctr.torn++;
   rf__changed(e);
   for (uint32_t k = 0; k < e->rx->rv->peer_count; k++) {
@@ -546,31 +557,49 @@ rf_status rf__receiver_set_finalize(rf_engine *e, rf_finalize_fn fn, void *ctx)
   return RF_OK;
 }
 
-/* every byte of the armed version is in: run this position's finalize steps, kernels first, then the
- * engine's hook once for its steps. 0, or -1 after tearing the version (naming the step). */
-static int finalize(rf_engine *e)
+/* every byte of the armed version is in: run this position's finalize steps whose input changed,
+ * kernels first, then the engine's hook once for its steps (not at all when none changed). A step's
+ * input changed unless the version is a delta one (some peer sent patches) after a complete version
+ * (then the patches' base is the bytes the steps last ran on) and none of its writes wrote a byte of
+ * the step's dst. 0, or -1 after tearing the version (naming the step). */
+static int finalize(rf_engine *e, uint64_t deltas)
 {
   const rf_plan *p = e->p;
+  const rf_receiver *rv = e->rx->rv;
   uint64_t t0 = rf__now_ns(), v = e->rx->v_armed;
   char why[200] = "";
   const rf_finalize *bad = NULL;
+  uint8_t *changed = e->rx->fin_changed;
+  int all = e->rx->fin_all || !deltas;
+  if (!all) {
+    memset(changed, 0, rv->dst_count);
+    rf__patch_changed(e, e->rx->pa, e->rx->peer_delta, changed);
+  }
+  uint32_t n_run = 0;
   for (uint32_t i = e->rx->fin_first; i < e->rx->fin_first + e->rx->fin_count && !bad; i++) {
     const rf_finalize *f = &p->finalize[i];
-    if (f->kind != RF_FIN_KERNEL) continue;
-    if (e->mem->finalize(e, f, e->rx->dst_ptr[f->dst - e->rx->rv->dst_first], e->rx->der_ptr[f->out]) != RF_OK) {
+    if (!all && !changed[f->dst - rv->dst_first]) {
+      e->ctr.finalize_skipped++;
+      continue;
+    }
+    if (f->kind == RF_FIN_ENGINE) {
+      e->rx->fin_run[n_run++] = i;
+      continue;
+    }
+    if (e->mem->finalize(e, f, e->rx->dst_ptr[f->dst - rv->dst_first], e->rx->der_ptr[f->out]) != RF_OK) {
       snprintf(why, sizeof why, "%.199s", e->err);
       bad = f;
     }
     e->ctr.finalize_steps++;
   }
-  if (!bad && e->rx->n_fin_engine) {
+  if (!bad && n_run) {
     atomic_store(&e->in_hook, rf__self());
-    int rc = e->rx->fin_fn(e->rx->fin_ctx, v, e->rx->fin_engine, e->rx->n_fin_engine, why, sizeof why);
+    int rc = e->rx->fin_fn(e->rx->fin_ctx, v, e->rx->fin_run, n_run, why, sizeof why);
     atomic_store(&e->in_hook, (uintptr_t)0);
     why[sizeof why - 1] = 0;
-    e->ctr.finalize_steps += e->rx->n_fin_engine;
+    e->ctr.finalize_steps += n_run;
     if (rc) {
-      bad = &p->finalize[e->rx->fin_engine[rc > 0 && (uint32_t)rc <= e->rx->n_fin_engine ? rc - 1 : 0]];
+      bad = &p->finalize[e->rx->fin_run[rc > 0 && (uint32_t)rc <= n_run ? rc - 1 : 0]];
       if (!why[0]) snprintf(why, sizeof why, "the engine's finalize hook returned %d", rc);
     }
   }
@@ -609,8 +638,9 @@ static void complete(rf_engine *e)
     return;
   }
   e->ctr.refresh_ns += rf__now_ns() - t0;
-  if (e->rx->fin_count && finalize(e) != 0) return; /* torn */
+  if (e->rx->fin_count && finalize(e, deltas) != 0) return; /* torn */
   e->rx->v_complete = e->rx->v_armed;
+  e->rx->fin_all = 0;
   e->rx->v_armed = 0;
   rf__changed(e);
   e->ctr.versions++;
