@@ -561,7 +561,8 @@ rf_status rf__receiver_set_finalize(rf_engine *e, rf_finalize_fn fn, void *ctx)
  * kernels first, then the engine's hook once for its steps (not at all when none changed). A step's
  * input changed unless the version is a delta one (some peer sent patches) after a complete version
  * (then the patches' base is the bytes the steps last ran on) and none of its writes wrote a byte of
- * the step's dst. 0, or -1 after tearing the version (naming the step). */
+ * the step's dst, the one tensor a step reads (gen/schema.lua finalize). 0, or -1 after tearing the
+ * version (naming the step). */
 static int finalize(rf_engine *e, uint64_t deltas)
 {
   const rf_plan *p = e->p;

@@ -206,7 +206,9 @@ rf_status rf_version_wait(rf_engine *e, uint64_t v, uint32_t timeout_ms);
  * plan->finalize) of those steps. Every step runs in a version sent dense (no trainer sent patches),
  * the first version after rf_listen and the version after a torn one; in a delta version only the
  * steps whose dst got a byte written (a region sent dense, or patched with a change) run, the others
- * keep what they made from the same bytes before (rf_counters.finalize_skipped). A
+ * keep what they made from the same bytes before (rf_counters.finalize_skipped). A step's input is
+ * its dst alone: engine code that reads several destinations (a layer's weight and its scales) needs
+ * a step on each, and runs once for the layer when it is given any of them. A
  * kernel that fails or a hook that returns non-zero tears the version: it is never reported
  * complete, every trainer's rf_wait gets RF_ERR_TORN and rf_version_wait RF_ERR_TORN with
  * "finalize step '<name>' of '<tensor>' failed: <why>" (the hook names the failed step by returning
