@@ -393,6 +393,10 @@ int rf__patch_done(rf_engine *e, const rf__patch *pa, const rf_receiver *rv, uin
 /* peer_delta[k]: peer k's DONE came with patches; *bytes: the patch bytes applied */
 int rf__patch_apply(rf_engine *e, rf__patch *pa, const uint8_t *peer_delta, uint64_t version, uint64_t *bytes,
                     uint32_t *bad, char *why, size_t n);
+/* after rf__patch_apply succeeded: changed[dst - rv->dst_first] = 1 for every destination a write of
+ * this version wrote a byte to (every write of a peer that sent dense, a region a delta peer sent
+ * dense or patched with changes); leaves the others as they are */
+void rf__patch_changed(const rf_engine *e, const rf__patch *pa, const uint8_t *peer_delta, uint8_t *changed);
 
 /* receiver.c */
 rf_status rf__receiver_open(rf_engine *e);

@@ -228,3 +228,13 @@ int rf__patch_apply(rf_engine *e, rf__patch *pa, const uint8_t *peer_delta, uint
   }
   return 0;
 }
+
+void rf__patch_changed(const rf_engine *e, const rf__patch *pa, const uint8_t *peer_delta, uint8_t *changed)
+{
+  for (uint32_t i = 0; i < pa->n; i++) {
+    /* a patch rf__patch_apply accepted is its header alone exactly when no chunk changed (it then
+     * wrote nothing); 0: the region came dense */
+    uint64_t size = peer_delta[pa->rw[i].peer] ? rd64(pa->dir + 16 * (size_t)i) : 0;
+    if (size != RFK_DELTA_HEADER) changed[e->p->writes[pa->rw[i].write].dst - pa->rv->dst_first] = 1;
+  }
+}

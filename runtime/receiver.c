@@ -16,10 +16,11 @@
  * (BEGIN v) is granted it -> DONE from every peer with the table's byte count (or, from a peer that
  * sent patches, DONE delta: its base equals the complete version, its directory agrees; patch.c)
  * -> apply the patches, every patched region's digest equal to the trainer's -> refresh derived
- * tensors -> complete (ACK to every peer). Anything else tears v: the endpoints of peers granted v
- * and not done are closed (fenced), peers that were done get ACK "torn". Either way nothing is armed
- * afterwards, and no write of v can still be in flight: done peers flushed before DONE, the others
- * are fenced. */
+ * tensors -> the finalize steps whose input changed (all of them unless the version is a delta one
+ * right after a complete version) -> complete (ACK to every peer). Anything else tears v: the
+ * endpoints of peers granted v and not done are closed (fenced), peers that were done get ACK
+ * "torn". Either way nothing is armed afterwards, and no write of v can still be in flight: done
+ * peers flushed before DONE, the others are fenced. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,9 +82,15 @@ struct rf__receiver {
   uint8_t *peer_delta;       /* [peer_count] the armed version's DONE from k came with patches */
   struct rf__patch *pa;      /* the patch area (patch.c), in delta plans once listening; else NULL */
   uint32_t fin_first, fin_count; /* this position's finalize steps (plan->finalize) */
-  uint32_t *fin_engine, n_fin_engine; /* [fin_count] the indexes of its RF_FIN_ENGINE steps: the hook's `steps` */
+  uint32_t *fin_engine, n_fin_engine; /* [fin_count] the indexes of its RF_FIN_ENGINE steps */
   uint32_t *fin_kernel, n_fin_kernel; /* [fin_count] the indexes of its RF_FIN_KERNEL steps, in order */
   void **fin_in, **fin_out;  /* [fin_count] per kernel step: its dst and its storage (set at rf_listen) */
+  uint32_t *fin_ksel;        /* [fin_count] a version's kernel steps to run (indexes into plan->finalize) ... */
+  void **fin_kin, **fin_kout; /* ... and their dsts and storages, compacted (fin_in / fin_out of those) */
+  uint32_t *fin_run;         /* [fin_count] the hook's `steps`: those of fin_engine whose input changed */
+  uint8_t *fin_changed;      /* [dst_count] a delta version wrote a byte of this dst (rf__patch_changed) */
+  int fin_all;               /* the next version runs every step: none complete since rf_listen, or the
+                                newest version was torn (its bytes and the engine's state are unknown) */
   rf_finalize_fn fin_fn;     /* rf_set_finalize */
   void *fin_ctx;
 };
@@ -114,8 +121,12 @@ static rf_status open_finalize(rf_engine *e)
   e->rx->fin_first = x->first;
   e->rx->fin_count = x->count;
   size_t nc = x->count ? x->count : 1;
+  e->rx->fin_all = 1;
   if (!(e->rx->fin_engine = calloc(nc, sizeof *e->rx->fin_engine)) || !(e->rx->fin_kernel = calloc(nc, sizeof(uint32_t))) ||
-      !(e->rx->fin_in = calloc(nc, sizeof(void *))) || !(e->rx->fin_out = calloc(nc, sizeof(void *))))
+      !(e->rx->fin_in = calloc(nc, sizeof(void *))) || !(e->rx->fin_out = calloc(nc, sizeof(void *))) ||
+      !(e->rx->fin_ksel = calloc(nc, sizeof(uint32_t))) || !(e->rx->fin_kin = calloc(nc, sizeof(void *))) ||
+      !(e->rx->fin_kout = calloc(nc, sizeof(void *))) || !(e->rx->fin_run = calloc(nc, sizeof(uint32_t))) ||
+      !(e->rx->fin_changed = calloc(rv->dst_count ? rv->dst_count : 1, 1)))
     return rf__fail(e, RF_ERR_NOMEM, "receiver tables");
   for (uint32_t i = x->first; i < x->first + x->count; i++) {
     const rf_finalize *f = &p->finalize[i];
@@ -213,6 +224,11 @@ void rf__receiver_close(rf_engine *e)
   free(e->rx->fin_kernel);
   free(e->rx->fin_in);
   free(e->rx->fin_out);
+  free(e->rx->fin_ksel);
+  free(e->rx->fin_kin);
+  free(e->rx->fin_kout);
+  free(e->rx->fin_run);
+  free(e->rx->fin_changed);
   free(e->rx->blob);
   free(e->rx->ck);
   free(e->rx);
@@ -370,12 +386,12 @@ static rf_status build_blob(rf_engine *e)
   return st;
 }
 
-/* the end of the run of kernel steps from fin_kernel[k]: the steps after it with the same op, which the
+/* the end of the run of kernel steps from steps[k] (of n): the steps after it with the same op, which the
  * memory backend runs in one call (CUDA: one launch, one sync) */
-static uint32_t fin_run(rf_engine *e, uint32_t k)
+static uint32_t fin_run(const rf_plan *p, const uint32_t *steps, uint32_t n, uint32_t k)
 {
   uint32_t j = k + 1;
-  while (j < e->rx->n_fin_kernel && e->p->finalize[e->rx->fin_kernel[j]].op == e->p->finalize[e->rx->fin_kernel[k]].op) j++;
+  while (j < n && p->finalize[steps[j]].op == p->finalize[steps[k]].op) j++;
   return j;
 }
 
@@ -404,7 +420,7 @@ rf_status rf__receiver_listen(rf_engine *e, const char *ip, uint16_t port, uint1
     e->rx->fin_out[k] = e->rx->der_ptr[f->out];
   }
   for (uint32_t k = 0, j, bad; k < e->rx->n_fin_kernel; k = j) {
-    j = fin_run(e, k);
+    j = fin_run(p, e->rx->fin_kernel, e->rx->n_fin_kernel, k);
     RF_CHECK(e->mem->finalize(e, e->rx->fin_kernel + k, j - k, e->rx->fin_in + k, e->rx->fin_out + k, 1, &bad));
   }
   rf_status st = RF_OK;
@@ -494,6 +510,7 @@ static void tear(rf_engine *e, const char *fmt, ...)
   vsnprintf(e->rx->torn_reason + n, sizeof e->rx->torn_reason - (size_t)n, fmt, ap);
   va_end(ap);
   e->rx->v_torn = e->rx->v_torn_since_arm = e->rx->v_armed;
+  e->rx->fin_all = 1;
   e->ctr.torn++;
   rf__changed(e);
   for (uint32_t k = 0; k < e->rx->rv->peer_count; k++) {
@@ -569,30 +586,61 @@ rf_status rf__receiver_set_finalize(rf_engine *e, rf_finalize_fn fn, void *ctx)
   return RF_OK;
 }
 
-/* every byte of the armed version is in: run this position's finalize steps, kernels first, then the
- * engine's hook once for its steps. 0, or -1 after tearing the version (naming the step). */
-static int finalize(rf_engine *e)
+/* every byte of the armed version is in: run this position's finalize steps whose input changed,
+ * kernels first, then the engine's hook once for its steps (not at all when none changed). A step's
+ * input changed unless the version is a delta one (some peer sent patches) after a complete version
+ * (then the patches' base is the bytes the steps last ran on) and none of its writes wrote a byte of
+ * the step's dst, the one tensor a step reads (gen/schema.lua finalize). 0, or -1 after tearing the
+ * version (naming the step). */
+static int finalize(rf_engine *e, uint64_t deltas)
 {
   const rf_plan *p = e->p;
+  const rf_receiver *rv = e->rx->rv;
   uint64_t t0 = rf__now_ns(), v = e->rx->v_armed;
   char why[200] = "";
   const rf_finalize *bad = NULL;
-  for (uint32_t k = 0, j, b = 0; k < e->rx->n_fin_kernel && !bad; k = j) {
-    j = fin_run(e, k);
-    if (e->mem->finalize(e, e->rx->fin_kernel + k, j - k, e->rx->fin_in + k, e->rx->fin_out + k, 0, &b) != RF_OK) {
+  uint8_t *changed = e->rx->fin_changed;
+  int all = e->rx->fin_all || !deltas;
+  if (!all) {
+    memset(changed, 0, rv->dst_count);
+    rf__patch_changed(e, e->rx->pa, e->rx->peer_delta, changed);
+  }
+  /* the kernel steps whose input changed, compacted (all of them: the lists as rf_listen made them) */
+  const uint32_t *ks = e->rx->fin_kernel;
+  void *const *kin = e->rx->fin_in, *const *kout = e->rx->fin_out;
+  uint32_t nk = e->rx->n_fin_kernel;
+  if (!all) {
+    nk = 0;
+    for (uint32_t k = 0; k < e->rx->n_fin_kernel; k++) {
+      if (!changed[p->finalize[e->rx->fin_kernel[k]].dst - rv->dst_first]) continue;
+      e->rx->fin_ksel[nk] = e->rx->fin_kernel[k], e->rx->fin_kin[nk] = e->rx->fin_in[k];
+      e->rx->fin_kout[nk++] = e->rx->fin_out[k];
+    }
+    ks = e->rx->fin_ksel, kin = e->rx->fin_kin, kout = e->rx->fin_kout;
+    e->ctr.finalize_skipped += e->rx->n_fin_kernel - nk;
+  }
+  for (uint32_t k = 0, j, b = 0; k < nk && !bad; k = j) {
+    j = fin_run(p, ks, nk, k);
+    if (e->mem->finalize(e, ks + k, j - k, kin + k, kout + k, 0, &b) != RF_OK) {
       snprintf(why, sizeof why, "%.199s", e->err);
-      bad = &p->finalize[e->rx->fin_kernel[k + (b < j - k ? b : 0)]];
+      bad = &p->finalize[ks[k + (b < j - k ? b : 0)]];
     }
     e->ctr.finalize_steps += j - k;
   }
-  if (!bad && e->rx->n_fin_engine) {
+  uint32_t n_run = 0; /* the engine steps whose input changed: the hook's */
+  for (uint32_t k = 0; k < e->rx->n_fin_engine; k++) {
+    uint32_t i = e->rx->fin_engine[k];
+    if (all || changed[p->finalize[i].dst - rv->dst_first]) e->rx->fin_run[n_run++] = i;
+    else e->ctr.finalize_skipped++;
+  }
+  if (!bad && n_run) {
     atomic_store(&e->in_hook, rf__self());
-    int rc = e->rx->fin_fn(e->rx->fin_ctx, v, e->rx->fin_engine, e->rx->n_fin_engine, why, sizeof why);
+    int rc = e->rx->fin_fn(e->rx->fin_ctx, v, e->rx->fin_run, n_run, why, sizeof why);
     atomic_store(&e->in_hook, (uintptr_t)0);
     why[sizeof why - 1] = 0;
-    e->ctr.finalize_steps += e->rx->n_fin_engine;
+    e->ctr.finalize_steps += n_run;
     if (rc) {
-      bad = &p->finalize[e->rx->fin_engine[rc > 0 && (uint32_t)rc <= e->rx->n_fin_engine ? rc - 1 : 0]];
+      bad = &p->finalize[e->rx->fin_run[rc > 0 && (uint32_t)rc <= n_run ? rc - 1 : 0]];
       if (!why[0]) snprintf(why, sizeof why, "the engine's finalize hook returned %d", rc);
     }
   }
@@ -631,8 +679,9 @@ static void complete(rf_engine *e)
     return;
   }
   e->ctr.refresh_ns += rf__now_ns() - t0;
-  if (e->rx->fin_count && finalize(e) != 0) return; /* torn */
+  if (e->rx->fin_count && finalize(e, deltas) != 0) return; /* torn */
   e->rx->v_complete = e->rx->v_armed;
+  e->rx->fin_all = 0;
   e->rx->v_armed = 0;
   rf__changed(e);
   e->ctr.versions++;

@@ -1311,7 +1311,8 @@ def test_finalize_hook():
     equal a numpy packing of the fp32 scales refit wrote) and before any trainer's wait returns; a
     call into the receiver from inside the hook raises; an exception tears the version on its
     receiver with its type and text (its wait and the trainers' raise TornError naming the step);
-    the next version completes; the counters"""
+    the next version completes; a delta version that changes layer 1 only hands the hook layer 1's
+    step alone (and packs layer 1's scales anew); the counters"""
     plan = refit.Plan("qwen3_tiny_finalize")
     opts = dict(token=TOKEN, ucx_tls="tcp", timeout_ms=30000)
     rxs, tensors, calls, inner = [], [], {0: [], 1: []}, []
@@ -1345,18 +1346,25 @@ def test_finalize_hook():
         port = rx.listen("127.0.0.1")
         rxs.append((rx, port))
         tensors.append(t)
-    trs, rng = [], np.random.default_rng(24)
+    trs, rng, held = [], np.random.default_rng(24), []
     for rank in range(2):
-        tr = refit.Trainer(plan, rank, progress_thread=True, **opts)
+        tr = refit.Trainer(plan, rank, progress_thread=True, delta=True, **opts)
+        held.append({})
         for n, i in tr.sources.items():
-            x = i.empty()
+            x = held[rank][n] = i.empty()
             x[...] = rng.standard_normal(x.shape).astype(x.dtype)
             tr.bind(n, x, row0=i.row0)
         for r, (rx, port) in enumerate(rxs):
             tr.connect(r, "127.0.0.1", port)
         trs.append(tr)
 
-    def version(v):
+    def version(v, layer=None):
+        """push v with new values in every source (layer: only that layer's, 4 times as large, so that
+        its block scales change too)"""
+        for h in held if v > 1 else ():
+            for n, x in h.items():
+                if layer is None or f".layers.{layer}." in n:
+                    x[...] = (rng.standard_normal(x.shape) * (1 if layer is None else 4)).astype(x.dtype)
         for rx, _ in rxs:
             rx.arm(v)
         for tr in trs:
@@ -1390,7 +1398,8 @@ def test_finalize_hook():
         want = ue8m0_reference(tensors[r])
         assert want.any() and np.array_equal(calls[r][0][2], want), "the kernel step's output when the hook ran"
         c = rx.counters()
-        assert c["finalize_steps"] == 4 and c["finalize_ns"] >= c["last_finalize_ns"] > 0, c
+        assert c["finalize_steps"] == 4 and c["finalize_skipped"] == 0, c
+        assert c["finalize_ns"] >= c["last_finalize_ns"] > 0, c
     assert inner == ["a call into the receiver from inside its finalize hook"] * 2, inner
     torn = ("version 2 torn: finalize step 'test_post_load' of 'model.layers.0.mlp.down_proj.weight' failed: "
             "RuntimeError: repack failed at 2")
@@ -1403,6 +1412,18 @@ def test_finalize_hook():
     for r, (rx, _) in enumerate(rxs):
         assert rx.wait(3).complete == 3 and [c[0] for c in calls[r]] == [1, 2, 3], calls[r]
         assert rx.counters()["versions"] == (2 if r == 0 else 3), rx.counters()
+        assert calls[r][-1][1] == steps, calls[r][-1]  # receiver 0 after its torn version: every step
+    before = [rx.counters() for rx, _ in rxs]
+    packed = [t["model.layers.1.self_attn.qkv_proj.weight_scale_inv#ue8m0"].copy() for t in tensors]
+    assert version(4, layer=1) == [None, None]
+    for r, (rx, _) in enumerate(rxs):
+        assert rx.wait(4).complete == 4 and calls[r][-1][:2] == (4, steps[1:]), calls[r][-1][:2]
+        c = rx.counters()
+        assert c["deltas"] - before[r]["deltas"] == 2, (c, before[r])
+        assert (c["finalize_steps"] - before[r]["finalize_steps"], c["finalize_skipped"] - before[r]["finalize_skipped"]) \
+            == (2, 2), (c, before[r])
+        want = ue8m0_reference(tensors[r])
+        assert not np.array_equal(want, packed[r]) and np.array_equal(calls[r][-1][2], want), "layer 1's packed scales"
     for tr in trs:
         tr.close()
     for rx, _ in rxs:

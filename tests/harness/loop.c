@@ -255,7 +255,9 @@ static uint64_t compare(const uint8_t *got, const uint8_t *want, uint64_t n, uin
 }
 
 /* the receiver's finalize hook for the plan's engine steps (refit.h rf_set_finalize): the engine's
- * code is not here, so it notes the version it ran for (verify checks it ran for each version) */
+ * code is not here, so it notes the version it ran for (verify checks it ran for each version: a
+ * delta version calls it only when it changed an engine step's destination, which every version of
+ * this harness does, sparse ones too) */
 static uint64_t hook_version;
 static int engine_steps(void *ctx, uint64_t v, const uint32_t *steps, uint32_t n, char *why, size_t why_len)
 {

