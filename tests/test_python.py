@@ -1085,8 +1085,8 @@ def test_sglang_driver():
     """refit.sglang.bind / update through SGLang's calls, without SGLang: bind inside a session, trainers
     import the blobs and push; update pauses generation, opens the session, every worker arms and waits
     while its receiver runs post_load_weights (MLA's w_kc / w_vc) for the plan's kv_b_proj layers before
-    the version is complete, ends the session and continues; a version nobody pushes times out named, generation left paused; refusals come back by
-    name; import refit.sglang needs no SGLang"""
+    the version is complete, ends the session and continues; a version nobody pushes times out named,
+    generation left paused; refusals come back by name; import refit.sglang needs no SGLang"""
     assert "sglang" not in sys.modules
     refit.sglang._command_tensor = lambda: None  # no torch here: the fake engine reads only the name
     name = "sglang_dsv3_fp8_tp1"
