@@ -7,8 +7,10 @@ The driver starts the SGLang side (one process per TP worker) and the FSDP2 trai
 weight loader inside a weight-update session; each worker binds its model's parameters by name as
 one receiver of the plan and exports a blob, which the trainers import. One step: the trainers take
 an optimizer step on their fp32 masters and push version 1; refit.sglang.update pauses generation,
-begins the session, has every worker arm version 1, wait until it is complete and run the model's
-post_load_weights (MLA's w_kc / w_vc rebuilt from kv_b_proj), ends the session and continues. Each
+begins the session, has every worker arm version 1 and wait until it is complete, ends the session
+and continues. Each worker's receiver runs the model's post_load_weights for the plan's kv_b_proj
+layers (MLA's w_kc / w_vc rebuilt, the plan's sglang_mla_post_load finalize steps) after the last
+byte of version 1 is in and before the version is complete, so no trainer learns of it earlier. Each
 worker then compares every byte it holds with the engine format of the trainer's new weights
 (tests/engine_ref.py, numpy) and the example prints one line.
 
@@ -56,7 +58,8 @@ class StandInModel:
     """The model in SGLang TP worker `rank`: its parameters as SGLang 0.5.23 holds them (the dump),
     refit_view() (what refit.sglang.worker_call binds) and post_load_weights, which rebuilds MLA's
     w_kc / w_vc from kv_b_proj as SGLang's DeepSeek weight loader does (no DeepGEMM bmm): both in
-    storages of their own, w_kc [h, nope, lora] stride [., 1, nope], w_vc [h, lora, v] stride [., 1, lora]."""
+    storages of their own, w_kc [h, nope, lora] stride [., 1, nope], w_vc [h, lora, v] stride [., 1, lora];
+    with weight_names, only the layers whose kv_b_proj they name (SGLang 0.5.23's signature)."""
 
     def __init__(self, plan, rank):
         import torch
@@ -81,12 +84,18 @@ class StandInModel:
     def refit_view(self):
         return self.view
 
-    def post_load_weights(self):
+    def post_load_weights(self, is_nextn=False, weight_names=None):
         import torch
         t, c = self.view.tensors, self.cfg
         nope, v = c["qk_nope_head_dim"], c["v_head_dim"]
+        assert not is_nextn, "the sglang profile has no NextN layer"
+        layers = None if weight_names is None else {n.split(".")[2] for n in weight_names if "kv_b_proj" in n}
+        rebuilt = 0
         for name, dst in self.derived.items():
             attn = name.rsplit(".", 1)[0]
+            if layers is not None and attn.split(".")[2] not in layers:
+                continue
+            rebuilt += 1
             w = t[attn + ".kv_b_proj.weight"]
             if w.dtype == torch.float8_e4m3fn:  # block FP8: dequantized to bf16 (128x128 blocks)
                 s = t[attn + ".kv_b_proj.weight_scale_inv"]
@@ -94,7 +103,13 @@ class StandInModel:
                 w = (w.float() * s).to(torch.bfloat16)
             w_kc, w_vc = w.unflatten(0, (-1, nope + v)).split([nope, v], dim=1)
             dst.copy_(w_kc if name.endswith("w_kc") else w_vc.transpose(1, 2))  # in place: addresses survive
-        self.events.append("post_load_weights")
+        try:  # inside the receiver's finalize hook a call into the receiver raises: the version is not complete yet
+            where = f"after complete {refit.sglang._binding.rx.poll().complete}"
+        except refit.Error as e:
+            if "from inside its finalize hook" not in str(e):
+                raise
+            where = "before complete"
+        self.events.append(("post_load_weights", where, rebuilt))
 
 
 def tp_worker(rank, plan_name, conn):
@@ -320,10 +335,13 @@ def main():
             engine.shutdown()
     bad = [f"worker {r}: {c[2]}" for r, c in enumerate(checks) if c[2]]
     # update's calls on the engine, with what every worker ran inside the session
-    derived = sum(c[3] for c in checks)  # MLA's w_kc / w_vc: post_load_weights must have rebuilt them
-    post = all(e[1] == (["post_load_weights"] if derived else []) for e in events)
-    seq = " -> ".join("begin -> arm/wait" + (" -> post_load_weights" if derived and post else "") if c == "begin" else c
-                      for c in engine.calls)
+    derived = sum(c[3] for c in checks)  # MLA's w_kc / w_vc: post_load_weights must have rebuilt them all,
+    # once per worker, inside its receiver's finalize (before version 1 was complete)
+    post = all(len(e[1]) == (1 if derived else 0) and all(x[:2] == ("post_load_weights", "before complete")
+                                                           for x in e[1]) for e in events)
+    post = post and sum(x[2] for e in events for x in e[1]) == derived
+    seq = " -> ".join("begin -> arm/wait" + ("(post_load_weights before complete)" if derived and post else "")
+                      if c == "begin" else c for c in engine.calls)
     ok = not bad and post and all(e[2] == 1 for e in events) and engine.calls == ["pause", "begin", "end", "continue"]
     print(f"{'ok' if ok else 'FAIL'} {plan.name}: one RL step, {plan.trainers} FSDP2 ranks (fp32 masters, AdamW) "
           f"pushed version 1 into {plan.tp} SGLang TP workers: {seq}; "

@@ -230,6 +230,19 @@ PROFILES["vllm-cpu"].finalize = function(plan, d)
   return s and { step = "engine", name = s.name } or nil
 end
 
+-- SGLang's MLA (DeepSeek-V3, GLM-5): each layer's attention keeps w_kc / w_vc, copies of kv_b_proj
+-- (dequantized for FP8) in storages of their own, which the model's post_load_weights rebuilds
+-- (DeepseekV2WeightLoaderMixin, models/deepseek_common/deepseek_weight_loader.py; its weight_names
+-- limit it to the layers named). The tables write kv_b_proj as loaded; one engine step per layer's
+-- kv_b_proj has refit.sglang's hook run post_load_weights for exactly those layers before the
+-- version is complete. No NextN step: the sglang profile refuses engine.mtp (SGLang's draft worker).
+PROFILES.sglang.finalize = function(plan, d)
+  if plan.__model.kv_lora_rank and d.name:match("^model%.layers%.%d+%.self_attn%.kv_b_proj%.weight$") then
+    return { step = "engine", name = "sglang_mla_post_load" }
+  end
+  return nil
+end
+
 ---------------------------------------------------------------------------------------------------
 -- Finalize steps (DESIGN.md 5d): a destination the engine transforms after loading is written in the
 -- loader's format and then transformed by the receiver before the version is complete. A profile

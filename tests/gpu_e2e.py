@@ -24,8 +24,9 @@ shared storages, tests/vllm/standins.py) bound through refit.vllm.Binding, so th
 the strided storage W_UK_T / W_UV view on the GPU; trainers bind a state dict (no torch.distributed;
 these plans' trainers hold the MTP layer, which transformers does not load). --sglang: the same with
 stand-ins of SGLang 0.5.23's TP workers built from tests/sglang/dumps, bound through
-refit.sglang.Binding (one sglang_* plan per family, TP1, TP2 and EP2), each worker's finalize step
-(its model's post_load_weights, which rebuilds MLA's w_kc / w_vc) counted once per complete version.
+refit.sglang.Binding (one sglang_* plan per family, TP1, TP2 and EP2), each worker's finalize hook
+(its model's post_load_weights for the plan's kv_b_proj layers, which rebuilds MLA's w_kc / w_vc) counted
+once per complete version.
 --receivers cuda without a GPU skips (the CPU parts run with --receivers cpu). Needs torch (and
 transformers but for --vllm / --sglang); skips with a message without them. Prints one ok/FAIL/skipped line per
 plan and 'N passed, N failed'. --delta: trainers push with delta (version 1 dense, then patches against
@@ -254,7 +255,7 @@ def receiver_proc(index, a, conn):
             torch.cuda.set_device(index % torch.cuda.device_count())
         dev = f"cuda:{torch.cuda.current_device()}" if cuda else "cpu"
         opts = dict(token=TOKEN, ucx_tls=a["ucx_tls"], timeout_ms=30000)
-        finals = []  # --sglang: the versions complete when the worker's finalize step ran
+        finals = []  # --sglang: the weight names of each post_load_weights the receiver's finalize ran
         if a["plugin"]:  # a vLLM / SGLang worker's stand-in, bound through the plug-in
             import importlib
             plugin = importlib.import_module(f"refit.{a['plugin']}")
@@ -271,7 +272,8 @@ def receiver_proc(index, a, conn):
             sm100 = settings["device_capability"][0] == 10
             view.device_capability = settings["device_capability"] if sm100 else \
                 tuple(torch.cuda.get_device_capability(dev)) if cuda else (9, 0)
-            extra = dict(finalize=lambda: finals.append(b.rx.poll().complete)) if a["plugin"] == "sglang" else {}
+            extra = dict(post_load_weights=lambda is_nextn, weight_names: finals.append((is_nextn, weight_names))) \
+                if a["plugin"] == "sglang" else {}
             b = plugin.Binding(plan, view, host="127.0.0.1", **opts, **extra)
             rx, port = b.rx, b.port
         else:
@@ -287,8 +289,9 @@ def receiver_proc(index, a, conn):
             conn.send(("ready", index, v))
             if a["plugin"]:
                 b.update(v, timeout=300)
-                want = list(range(1, v + 1)) if getattr(b, "finalize", None) else []
-                assert finals == want, f"receiver {index}: finalize ran at versions {finals}, want {want}"
+                mla = plugin.mla_steps(plan, b.index) if a["plugin"] == "sglang" else []
+                want = [(False, mla)] * (v if mla else 0)
+                assert finals == want, f"receiver {index}: post_load_weights ran {finals}, want {want}"
             else:
                 rx.arm(v)
                 rx.wait(v, timeout=300)

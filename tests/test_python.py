@@ -852,7 +852,9 @@ def sglang_view(plan_name, rank, **changes):
 
 def test_sglang_bind_every_dump():
     """every rank of every SGLang dump with a plan binds through refit.sglang by the model's own
-    parameter names; MLA models (w_kc / w_vc in the dump) only with a finalize step"""
+    parameter names; MLA models (w_kc / w_vc in the dump) with the model's post_load_weights as the
+    finalize hook of the plan's sglang_mla_post_load steps: one per attention module holding w_kc /
+    w_vc, on its kv_b_proj, and none without MLA"""
     n, mla = 0, []
     for name in refit.plans():
         dump = standins.dump_of(name, SGL_DUMPS)
@@ -864,7 +866,11 @@ def test_sglang_bind_every_dump():
             if view.mla_derived:
                 mla.append(name)
             b = refit.sglang.Binding(p, view, token=TOKEN, host="127.0.0.1", ucx_tls="tcp",
-                                     finalize=(lambda: None) if view.mla_derived else None)
+                                     post_load_weights=(lambda **kw: None) if view.mla_derived else None)
+            attn = sorted({a.rsplit(".", 1)[0] for a in view.mla_derived}, key=lambda a: int(a.split(".")[2]))
+            steps = b.rx.finalize_steps()
+            assert steps == [("sglang_mla_post_load", a + ".kv_b_proj.weight", "engine") for a in attn], (name, steps)
+            assert (b.finalize is not None) == bool(attn), name
             info = b.info()
             assert info["index"] == r and info["port"] > 0 and len(info["blob"]) > 100 and b.rx.unbound == [], info
             assert set(b.rx.tensors) <= set(view.tensors), name
@@ -880,9 +886,9 @@ def test_sglang_refusals():
     """what a static table cannot follow in SGLang is refused at bind, naming the setting"""
     Q, D, R = "sglang_qwen3moe_fp8_tp1", "sglang_dsv3_fp8_tp1", refit.sglang.Refused
 
-    def refused(setting, message, plan=Q, finalize=None, **changes):
+    def refused(setting, message, plan=Q, post_load_weights=None, **changes):
         e = expect_raises(R, lambda: refit.sglang.Binding(plan, sglang_view(plan, 0, **changes), token=TOKEN,
-                                                          ucx_tls="tcp", finalize=finalize),
+                                                          ucx_tls="tcp", post_load_weights=post_load_weights),
                           f"SGLang {setting}: {message}")
         assert e.setting == setting
     refused("version", "0.5.24; the tables of plan 'sglang_qwen3moe_fp8_tp1' follow the sglang profile, which covers "
@@ -915,8 +921,14 @@ def test_sglang_refusals():
     refused("tp_size", "2; plan 'sglang_qwen3moe_fp8_tp1' has tp 1", tp_size=2)
     refused("ep_size", "2; plan 'sglang_qwen3moe_fp8_tp1' has ep 1 (experts split by TP)", ep_size=2)
     refused("post_load_weights", "the model derives model.layers.0.self_attn.w_kc, model.layers.0.self_attn.w_vc ... "
-            "from kv_b_proj after loading; the tables do not write them, so a binding needs the model's "
-            "post_load_weights as its finalize step", plan=D)
+            "from kv_b_proj after loading; the tables do not write them: the sglang_mla_post_load finalize steps of "
+            "plan 'sglang_dsv3_fp8_tp1' ('model.layers.0.self_attn.kv_b_proj.weight', ...) need the model's "
+            "post_load_weights", plan=D)
+    # a model deriving w_kc / w_vc under a plan without the steps (a dense Qwen3 plan here)
+    refused("post_load_weights", "the model derives layers.0.self_attn.w_kc ... from kv_b_proj after loading; "
+            "receiver 0 of plan 'sglang_qwen3_fp8_tp1' has no sglang_mla_post_load finalize step to rebuild them "
+            "(tables generated before the sglang profile had it?)", plan="sglang_qwen3_fp8_tp1",
+            post_load_weights=lambda **kw: None, mla_derived=("layers.0.self_attn.w_kc",))
     # a vLLM plan's names are not SGLang's
     v = sglang_view(Q, 0)
     expect_raises(refit.BindError, lambda: refit.sglang.Binding("vllm_qwen3moe_fp8_tp1", v, token=TOKEN, ucx_tls="tcp"),
@@ -1047,26 +1059,35 @@ class FakeSGLang:
 
 
 class StandInModel:
-    """an SGLang model in a TP worker: its view (the dump's parameters) and post_load_weights, which
-    records the receiver's newest complete version when it runs"""
+    """an SGLang model in a TP worker: its view (the dump's parameters) and post_load_weights (SGLang
+    0.5.23's signature), which records where it ran (inside the receiver's finalize hook, where a
+    call into the receiver raises: before the version is complete; else the newest complete
+    version) and the weight names it was given; fail: raise at those calls (1 = the first)"""
 
-    def __init__(self, plan_name, rank):
+    def __init__(self, plan_name, rank, fail=()):
         self.view = sglang_view(plan_name, rank)
-        self.post_loads = []
+        self.post_loads, self.fail = [], fail
 
     def refit_view(self):
         return self.view
 
-    def post_load_weights(self):
-        self.post_loads.append(refit.sglang._binding.rx.poll().complete)
+    def post_load_weights(self, is_nextn=False, weight_names=None):
+        try:
+            where = refit.sglang._binding.rx.poll().complete
+        except refit.Error as e:
+            assert "a call into the receiver from inside its finalize hook" in str(e), e
+            where = "finalize"
+        self.post_loads.append((where, is_nextn, weight_names))
+        if len(self.post_loads) in self.fail:
+            raise RuntimeError(f"w_kc / w_vc rebuild failed (call {len(self.post_loads)})")
 
 
 def test_sglang_driver():
     """refit.sglang.bind / update through SGLang's calls, without SGLang: bind inside a session, trainers
-    import the blobs and push; update pauses generation, opens the session, every worker arms, waits and
-    runs post_load_weights (MLA's w_kc / w_vc) once the version is complete, ends the session and
-    continues; a version nobody pushes times out named, generation left paused; refusals come back by
-    name; import refit.sglang needs no SGLang"""
+    import the blobs and push; update pauses generation, opens the session, every worker arms and waits
+    while its receiver runs post_load_weights (MLA's w_kc / w_vc) for the plan's kv_b_proj layers before
+    the version is complete, ends the session and continues; a version nobody pushes times out named,
+    generation left paused; refusals come back by name; import refit.sglang needs no SGLang"""
     assert "sglang" not in sys.modules
     refit.sglang._command_tensor = lambda: None  # no torch here: the fake engine reads only the name
     name = "sglang_dsv3_fp8_tp1"
@@ -1100,7 +1121,9 @@ def test_sglang_driver():
         res = refit.sglang.update(eng, 1, info_dir=tmp, tp_size=1, timeout=60)
         assert [(r["index"], r["complete"], r["torn"]) for r in res] == [(0, 1, None)], res
         assert eng.calls == ["pause retract", "begin", "tensor update", "end", "continue"], eng.calls
-        assert model.post_loads == [1], model.post_loads
+        kv_b = [f"model.layers.{i}.self_attn.kv_b_proj.weight" for i in range(3)]
+        assert model.post_loads == [("finalize", False, kv_b)], model.post_loads
+        assert res[0]["finalize_s"] > 0, res
         for c in conns:
             assert c.poll(60) and c.recv()[:3] == ("pushed", conns.index(c), 1)
             c.send(("quit",))
@@ -1110,13 +1133,68 @@ def test_sglang_driver():
         e = expect_raises(refit.TimeoutError, lambda: refit.sglang.update(eng, 2, info_dir=tmp, tp_size=1, timeout=0.3),
                           "version 2 not complete on receiver(s) 0: version 2 not complete after 300 ms (newest "
                           "complete 1)")
-        assert e.version == 2 and model.post_loads == [1], model.post_loads
+        assert e.version == 2 and len(model.post_loads) == 1, model.post_loads
         assert eng.calls == ["pause retract", "begin", "tensor update", "end"], eng.calls
     finally:
         for pr in procs:
             pr.join(20)
         refit.sglang.worker_call(model, [(refit.sglang._CMD + json.dumps({"op": "close", "info_dir": tmp}), None)])
     assert refit.sglang._binding is None and "sglang" not in sys.modules
+
+
+def test_sglang_post_load_fails():
+    """a failing post_load_weights (the w_kc / w_vc rebuild of an MLA model) tears the version: it runs
+    inside the receiver's finalize, before the version is complete, so the trainers' wait raises
+    TornError naming the step and the error, the receiver never reports the version complete, and
+    refit.sglang.update raises TornError with generation left paused; the next version completes"""
+    refit.sglang._command_tensor = lambda: None
+    name = "sglang_dsv3_fp8_tp1"
+    plan = refit.Plan(name)
+    model = StandInModel(name, 0, fail=(1,))
+    eng = FakeSGLang([model])
+    tmp = f"/tmp/refit_sglang_fail_{os.getpid()}"
+    os.makedirs(tmp, exist_ok=True)
+    infos = refit.sglang.bind(eng, name, TOKEN, info_dir=tmp, tp_size=1, host="127.0.0.1", ucx_tls="tcp",
+                              timeout_ms=30000)
+    rx = refit.sglang._binding.rx
+    trs, rng = [], np.random.default_rng(7)
+    for rank in range(plan.trainers):
+        tr = refit.Trainer(plan, rank, token=TOKEN, ucx_tls="tcp", timeout_ms=30000, progress_thread=True)
+        for n, i in tr.sources.items():
+            x = i.empty()
+            x[...] = rng.standard_normal(x.shape).astype(x.dtype)
+            tr.bind(n, x, row0=i.row0)
+        tr.import_blob(infos[0]["blob"])
+        trs.append(tr)
+    kv_b = [f"model.layers.{i}.self_attn.kv_b_proj.weight" for i in range(3)]
+    torn = ("finalize step 'sglang_mla_post_load' of 'model.layers.0.self_attn.kv_b_proj.weight' failed: "
+            "RuntimeError: w_kc / w_vc rebuild failed (call 1)")
+    try:
+        for tr in trs:
+            tr.push(1)
+        eng.calls.clear()
+        e = expect_raises(refit.TornError, lambda: refit.sglang.update(eng, 1, info_dir=tmp, tp_size=1, timeout=60),
+                          None)
+        assert str(e) == f"version 1 torn on receiver(s) 0: version 1 torn: {torn}" and e.version == 1, str(e)
+        assert eng.calls == ["pause retract", "begin", "tensor update", "end"], eng.calls  # generation stays paused
+        for tr in trs:
+            expect_raises(refit.TornError, lambda: tr.wait(timeout=60),
+                          f"version 1: receiver 0 (blob): version 1 torn: {torn}")
+        assert model.post_loads == [("finalize", False, kv_b)], model.post_loads
+        assert rx.poll().complete == 0 and rx.counters()["versions"] == 0, (rx.poll(), rx.counters())
+        for tr in trs:  # the next version: post_load_weights succeeds, the version completes
+            tr.push(2)
+        eng.calls.clear()
+        res = refit.sglang.update(eng, 2, info_dir=tmp, tp_size=1, timeout=60)
+        assert [(r["complete"], r["torn"]) for r in res] == [(2, None)], res
+        assert eng.calls == ["pause retract", "begin", "tensor update", "end", "continue"], eng.calls
+        for tr in trs:
+            assert tr.wait(timeout=60) == []
+        assert model.post_loads == [("finalize", False, kv_b)] * 2, model.post_loads
+    finally:
+        for tr in trs:
+            tr.close()
+        refit.sglang.worker_call(model, [(refit.sglang._CMD + json.dumps({"op": "close", "info_dir": tmp}), None)])
 
 
 def test_wait_releases_gil():
@@ -1442,10 +1520,10 @@ def receiver_proc(plan_name, index, versions, use_blob, conn, dump=None, sparse=
         finals = []
         if dump:
             tensors, settings = standins.load(dump, plan._p.receiver(index)[1])
-            if settings.pop("engine") == "sglang":  # the model's post_load_weights runs once v is complete
+            if settings.pop("engine") == "sglang":  # the model's post_load_weights: the finalize of every version
                 binding = refit.sglang.Binding(plan, refit.sglang.EngineView(tensors=tensors, device="cpu", **settings),
-                                               host="127.0.0.1", finalize=lambda: finals.append(rx.poll().complete),
-                                               **opts)
+                                               host="127.0.0.1", post_load_weights=lambda is_nextn, weight_names:
+                                               finals.append((is_nextn, weight_names)), **opts)
             else:
                 binding = refit.vllm.Binding(plan, refit.vllm.EngineView(tensors=tensors, device="cpu", **settings),
                                              host="127.0.0.1", **opts)
@@ -1463,8 +1541,8 @@ def receiver_proc(plan_name, index, versions, use_blob, conn, dump=None, sparse=
             if dump:  # the plug-in's update: arm, then wait
                 conn.send(("ready", index, v))
                 st = binding.update(v, timeout=60)
-                final = getattr(binding, "finalize", None)
-                assert finals == (list(range(1, v + 1)) if final else []), (finals, v)
+                mla = refit.sglang.mla_steps(plan, index) if isinstance(binding, refit.sglang.Binding) else []
+                assert finals == [(False, mla)] * (v if mla else 0), (finals, v)
             else:
                 rx.arm(v)  # the engine stopped reading: trainers may write v
                 conn.send(("ready", index, v))
@@ -1834,6 +1912,7 @@ TESTS = [
     test_sglang_cpu_platform,
     test_sglang_repacking,
     test_sglang_driver,
+    test_sglang_post_load_fails,
     test_sglang_loopback_qwen3_fp8,
     test_sglang_loopback_qwen3moe_fp8,
     test_sglang_loopback_dsv3_fp8,

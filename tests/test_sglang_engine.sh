@@ -3,6 +3,8 @@
 # for the tiny Qwen3 and Qwen3-MoE plans of SGLang's CPU platform (engine.device = "cpu"), an engine on
 # checkpoint A, trainers push B's fp32 masters through refit.sglang (SGLang's weight-update session),
 # and greedy tokens and logprobs of two prompts must equal a fresh engine's on B and differ from A's.
+# Before that, refit.sglang's MLA finalize hook calls SGLang's own post_load_weights (real_engine.py
+# post_load_check: exactly the steps' layers rebuilt; no engine, the CPU platform runs no MLA).
 # SGLang comes from a venv kept by tests/sglang_venv.sh (PyPI, once: about 6 GB to download, 11 GB);
 # PyPI's sgl_kernel links libcuda.so.1 (it is never called on the CPU platform): the test builds a
 # stand-in with the C compiler, one function per driver entry point sgl_kernel's libraries name, each

@@ -19,11 +19,14 @@ answer through files in info_dir (one host). A worker binds the model's paramete
 (named_parameters), after Binding has refused, naming the setting, what the tables cannot follow.
 
 SGLang keeps MLA's w_kc / w_vc (DeepSeek-V3, GLM-5) as copies of kv_b_proj that its own
-post_load_weights rebuilds. refit's tables do not write them: once a version is complete the worker
-runs the model's post_load_weights itself (the session would skip it, since the call that armed
-the version went through update_weights_from_tensor), then end_weight_update runs
-process_weights_after_loading, as the session does for any writer. A torn version leaves the
-session ended and generation paused: the weights are undefined until a later version completes.
+post_load_weights rebuilds. refit's tables do not write them: the plan gives each layer's kv_b_proj
+an engine finalize step (sglang_mla_post_load, gen/engine.lua), and the receiver calls the model's
+post_load_weights for exactly those layers (weight_names) after the last byte of a version is in and
+before the version is complete, so no trainer learns of it earlier and a failure there tears the
+version (the session would skip post_load_weights, since the call that armed the version went
+through update_weights_from_tensor). end_weight_update then runs process_weights_after_loading, as
+the session does for any writer. A torn version leaves the session ended and generation paused: the
+weights are undefined until a later version completes.
 
 SGLang's CPU platform (SGLANG_USE_CPU_ENGINE=1, device "cpu") binds bf16 TP1 plans without MLA on a
 CPU without AMX (check_cpu; plans with engine.device = "cpu", gen/engine.lua).
@@ -43,8 +46,8 @@ import re
 import refit
 from refit import BindError, TornError
 
-__all__ = ["EngineView", "Binding", "Refused", "bind", "update", "check_engine", "check_cpu", "select", "repacking",
-           "worker_call", "HOOK", "PROFILE"]
+__all__ = ["EngineView", "Binding", "Refused", "PostLoad", "bind", "update", "check_engine", "check_cpu", "select",
+           "repacking", "mla_steps", "worker_call", "HOOK", "PROFILE", "MLA_STEP"]
 
 # What the tables' sglang engine profile (gen/engine.lua) covers: the release and kernels whose parameter
 # dumps (tests/sglang/dumps, SGLang 0.5.23 on SM90) the destination tables were checked against; and
@@ -53,6 +56,7 @@ __all__ = ["EngineView", "Binding", "Refused", "bind", "update", "check_engine",
 PROFILE = {"version": (0, 5, 23), "sm": 9, "moe_runner_backend": "triton"}
 
 HOOK = "refit.sglang.worker_call"  # --custom-weight-loader entry and load_format of every call
+MLA_STEP = "sglang_mla_post_load"  # the engine finalize step of each MLA layer's kv_b_proj (gen/engine.lua)
 _CMD = "refit.sglang:"  # prefix of the command tensor's name
 
 
@@ -255,30 +259,73 @@ def select(plan, index, tensors):
     return out
 
 
+def mla_steps(plan, index):
+    """the destinations (each MLA layer's kv_b_proj) of receiver `index`'s sglang_mla_post_load finalize
+    steps, in the order the receiver runs them (the plan's generated finalize table)"""
+    return [d for n, d, kind in plan.finalize_steps(index) if kind == "engine" and n == MLA_STEP]
+
+
+class PostLoad:
+    """The finalize hook of an SGLang worker whose model derives MLA's w_kc / w_vc from kv_b_proj
+    (Receiver.set_finalize): called as fn(version, steps), steps [(step name, dst name)] the
+    receiver's sglang_mla_post_load steps, it runs the model's post_load_weights(is_nextn=False,
+    weight_names=[those kv_b_proj names]), which rebuilds exactly those layers (SGLang 0.5.23,
+    DeepseekV2WeightLoaderMixin.post_load_weights), on the worker's CUDA device, and waits for its
+    work there, so that the version is complete only once w_kc / w_vc hold it. An exception tears
+    the version. Its time: Binding.finalize_s()."""
+
+    def __init__(self, post_load_weights, device=None):
+        self.post_load_weights, self.device = post_load_weights, device
+
+    def __call__(self, version, steps):
+        names = []
+        for step, name in steps:
+            if step != MLA_STEP:
+                raise refit.Error(f"finalize step '{step}' of '{name}' (version {version}): refit.sglang runs only "
+                                  f"{MLA_STEP} steps")
+            names.append(name)
+        if self.device is None:
+            self.post_load_weights(is_nextn=False, weight_names=names)
+        else:  # the hook may run on the receiver's progress thread: the worker's device, and its work done
+            import torch
+            with torch.cuda.device(self.device):
+                self.post_load_weights(is_nextn=False, weight_names=names)
+                torch.cuda.current_stream().synchronize()
+
+
 class Binding:
     """One TP worker's receiver, bound to the model's own parameters: checks the engine
     (check_engine), selects and binds every tensor of its receiver index, listens (host:port, port
-    0 = any) and exports. finalize: called once a version is complete (worker_call passes the
-    model's post_load_weights where the model holds MLA's w_kc / w_vc). options go to
-    refit.Receiver (ucx_tls, nic_mode, timeout_ms, ...)."""
+    0 = any) and exports. post_load_weights: the model's (worker_call passes it), needed where the
+    plan has sglang_mla_post_load finalize steps (MLA models: w_kc / w_vc), which the receiver then
+    runs through PostLoad before each version is complete. options go to refit.Receiver (ucx_tls,
+    nic_mode, timeout_ms, ...)."""
 
-    def __init__(self, plan, view, *, token, replica=0, host="0.0.0.0", port=0, finalize=None, **options):
+    def __init__(self, plan, view, *, token, replica=0, host="0.0.0.0", port=0, post_load_weights=None, **options):
         plan = refit.Plan(plan)
         check_engine(plan, view)
-        if view.mla_derived and finalize is None:
-            raise Refused("post_load_weights", f"the model derives {', '.join(view.mla_derived[:2])} ... from kv_b_proj "
-                          "after loading; the tables do not write them, so a binding needs the model's "
-                          "post_load_weights as its finalize step")
-        self.finalize = finalize
         self.index = plan.receiver_index(replica, view.tp_rank, ep_rank=view.ep_rank if plan.ep > 1 else None)
+        steps = mla_steps(plan, self.index)
+        derived = ", ".join(view.mla_derived[:2])
+        if view.mla_derived and not steps:
+            raise Refused("post_load_weights", f"the model derives {derived} ... from kv_b_proj after loading; receiver "
+                          f"{self.index} of plan '{plan.name}' has no {MLA_STEP} finalize step to rebuild them (tables "
+                          "generated before the sglang profile had it?)")
+        if steps and post_load_weights is None:
+            raise Refused("post_load_weights", f"the model derives {derived or 'w_kc / w_vc'} ... from kv_b_proj after "
+                          f"loading; the tables do not write them: the {MLA_STEP} finalize steps of plan "
+                          f"'{plan.name}' ('{steps[0]}', ...) need the model's post_load_weights")
         tensors = select(plan, self.index, view.tensors)
         cuda = view.device.startswith("cuda")
+        self.finalize = PostLoad(post_load_weights, view.device if cuda else None) if steps else None
         self.rx = refit.Receiver(plan, self.index, token=token, mem="cuda" if cuda else "host",
                                  device=int(view.device.partition(":")[2] or 0) if cuda else None, **options)
         try:
             left = self.rx.bind(tensors)
             if left:
                 raise BindError(f"receiver {self.index} of plan '{plan.name}': not bound: {', '.join(left[:5])}")
+            if self.finalize is not None:  # the receiver runs it before the version is complete
+                self.rx.set_finalize(self.finalize)
             self.host, self.port = host, self.rx.listen(host, port)
             self.blob = self.rx.export()
         except BaseException:
@@ -290,14 +337,16 @@ class Binding:
         return {"index": self.index, "host": self.host, "port": self.port, "blob": self.blob}
 
     def update(self, version, timeout=None):
-        """The engine stopped reading its weights: arm version, wait until it is complete
-        (VersionState), then run the finalize step; or raise TornError (the weights are undefined
-        until a later version completes) or TimeoutError."""
+        """The engine stopped reading its weights: arm version and wait until it is complete
+        (VersionState; with MLA the receiver ran post_load_weights before that), or raise
+        TornError (the weights are undefined until a later version completes; a failing
+        post_load_weights tears it) or TimeoutError."""
         self.rx.arm(version)
-        st = self.rx.wait(version, timeout)
-        if self.finalize is not None:
-            self.finalize()
-        return st
+        return self.rx.wait(version, timeout)
+
+    def finalize_s(self):
+        """seconds the receiver spent in the last complete version's finalize steps (None without steps)"""
+        return self.rx.counters()["last_finalize_ns"] / 1e9 if self.finalize is not None else None
 
     def close(self):
         self.rx.close()
@@ -338,9 +387,9 @@ def worker_call(model, named_tensors):
             if _binding is not None:
                 _binding.close()
                 _binding = None
-            post = getattr(model, "post_load_weights", None)
             _binding = Binding(cmd["plan"], view, token=cmd["token"], replica=cmd["replica"], host=cmd["host"],
-                               port=cmd["port"], finalize=post if view.mla_derived else None, **cmd["options"])
+                               port=cmd["port"], post_load_weights=getattr(model, "post_load_weights", None),
+                               **cmd["options"])
             out.update(_binding.info())
             out["blob"] = base64.b64encode(out["blob"]).decode()
         elif _binding is None:
@@ -354,6 +403,7 @@ def worker_call(model, named_tensors):
             except refit.TimeoutError as e:
                 out["timeout"] = str(e)
             out["complete"] = _binding.rx.poll().complete
+            out["finalize_s"] = _binding.finalize_s() if out["complete"] == cmd["version"] else None
         elif cmd["op"] == "close":
             _binding.close()
             _binding = None
@@ -434,11 +484,14 @@ def bind(engine, plan, token, *, info_dir, tp_size, replica=0, host="0.0.0.0", p
 
 def update(engine, version, *, info_dir, tp_size, timeout=None, mode="retract"):
     """One update: pause generation (mode: SGLang's 'retract', 'in_place' or 'abort'),
-    begin_weight_update, every worker arms version, waits until it is complete and runs its finalize
-    step, end_weight_update (SGLang's process_weights_after_loading), continue generation. Raises
-    TornError naming each receiver whose version tore, else TimeoutError naming those not complete in
-    time, with generation still paused (the weights are undefined until a later version completes);
-    returns each worker's outcome."""
+    begin_weight_update, every worker arms version and waits until it is complete (with MLA its
+    receiver ran the model's post_load_weights for the plan's layers before that),
+    end_weight_update (SGLang's process_weights_after_loading), continue generation. Raises
+    TornError naming each receiver whose version tore (a failing post_load_weights tears it), else
+    TimeoutError naming those not complete in time, with generation still paused (the weights are
+    undefined until a later version completes); returns each worker's outcome: {tp_rank, op, index,
+    version, complete, torn, timeout, finalize_s} (finalize_s: seconds of this version's
+    post_load_weights on that worker, None without MLA)."""
     _pause(engine, mode)
     _session(engine, engine.begin_weight_update(), "begin_weight_update")
     try:

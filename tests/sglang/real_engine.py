@@ -18,7 +18,8 @@ For each PLAN (an sglang plan with engine.device = "cpu") and its HF config:
 4. a fresh engine loaded from B generates the prompts: tokens and logprobs after the push must equal
    the fresh load's, and differ from A's.
 Prints `ok`/`FAIL` lines, one `real engine: sglang <version> <plan>: <N> tokens equal, logprobs equal`
-line per plan that passes, then `N passed, N failed`.
+line per plan that passes, then `N passed, N failed`. Before the plans, post_load_check: refit.sglang's
+MLA finalize hook against SGLang's own post_load_weights (no engine: the CPU platform runs no MLA).
 """
 import json
 import os
@@ -169,9 +170,67 @@ def one(plan_name, config_dir, work):
     return True, f"real engine: sglang {sglang.__version__} {plan_name}: {n} tokens equal, logprobs equal"
 
 
+def post_load_check():
+    """refit.sglang.PostLoad (the finalize hook of plans with sglang_mla_post_load steps) calling SGLang
+    0.5.23's own MLA post-load, DeepseekV2WeightLoaderMixin.post_load_weights (DeepSeek-V3's and GLM-5's),
+    on the attributes it reads, with plan sglang_dsv3_bf16_tp1's kv_b_proj shapes and bf16 values: the
+    steps of one layer rebuild w_kc / w_vc of exactly that layer, then all steps every layer (the first
+    one again in place), each equal to kv_b_proj's split [h, nope, lora] / [h, lora, v]"""
+    import types
+    import torch
+    import refit
+    import refit.sglang
+    from sglang.srt.models.deepseek_common.deepseek_weight_loader import DeepseekV2WeightLoaderMixin
+    name = "sglang_dsv3_bf16_tp1"
+    if name not in refit.plans():
+        return None, f"plan {name} is not in this build's plan set (./configure --plans=...)"
+    plan = refit.Plan(name)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(f"{root}/tests/vllm/configs/dsv3/config.json") as f:
+        cfg = json.load(f)
+    nope, v = cfg["qk_nope_head_dim"], cfg["v_head_dim"]
+    steps = [(refit.sglang.MLA_STEP, n) for n in refit.sglang.mla_steps(plan, 0)]
+    if [n for _, n in steps] != [f"model.layers.{i}.self_attn.kv_b_proj.weight" for i in range(cfg["num_hidden_layers"])]:
+        return False, f"plan {name}: sglang_mla_post_load steps {steps}"
+    g = torch.Generator().manual_seed(24)
+    layers = []
+    for _, n in steps:
+        w = torch.randn(plan.destination(n, 0).shape, generator=g).to(torch.bfloat16)
+        layers.append(types.SimpleNamespace(self_attn=types.SimpleNamespace(
+            kv_b_proj=types.SimpleNamespace(weight=w), qk_nope_head_dim=nope, v_head_dim=v, w_kc=None, w_vc=None,
+            w_scale=None)))
+    model = types.SimpleNamespace(
+        config=types.SimpleNamespace(num_hidden_layers=len(layers), architectures=["DeepseekV3ForCausalLM"]),
+        model=types.SimpleNamespace(start_layer=0, end_layer=len(layers), layers=layers), quant_config=None)
+    hook = refit.sglang.PostLoad(lambda **kw: DeepseekV2WeightLoaderMixin.post_load_weights(model, **kw))
+    hook(1, steps[1:2])
+    built = [x.self_attn.w_kc is not None for x in layers]
+    if built != [i == 1 for i in range(len(layers))]:
+        return False, f"the steps of layer 1 rebuilt w_kc of layers {built}"
+    first = layers[1].self_attn.w_kc
+    hook(2, steps)
+    if layers[1].self_attn.w_kc is not first:
+        return False, "layer 1's w_kc was replaced, not rebuilt in place"
+    for i, x in enumerate(layers):
+        a = x.self_attn
+        w = a.kv_b_proj.weight.unflatten(0, (-1, nope + v))
+        if not (torch.equal(a.w_kc, w[:, :nope, :]) and torch.equal(a.w_vc, w[:, nope:, :].transpose(1, 2))):
+            return False, f"layer {i}: w_kc / w_vc are not kv_b_proj's split"
+    h, lora = layers[0].self_attn.w_kc.shape[0], layers[0].self_attn.w_kc.shape[2]
+    return True, (f"refit.sglang's finalize hook runs SGLang's own MLA post_load_weights for exactly the steps' layers "
+                  f"({len(layers)} of plan {name}, w_kc [{h}, {nope}, {lora}], w_vc [{h}, {lora}, {v}])")
+
+
 def main():
     args = sys.argv[1:]
     passed = failed = 0
+    try:
+        ok, msg = post_load_check()
+    except Exception as e:  # noqa: BLE001
+        ok, msg = False, f"{type(e).__name__}: {e}"
+    print(f"{'skipped:' if ok is None else 'ok  ' if ok else 'FAIL'} {msg}")
+    passed, failed = passed + (ok is True), failed + (ok is False)
+    sys.stdout.flush()
     for plan_name, config_dir in zip(args[::2], args[1::2]):
         work = tempfile.mkdtemp(prefix="refit-sglang-engine-")
         try:
