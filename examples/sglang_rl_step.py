@@ -21,7 +21,7 @@ behind the calls refit.sglang makes of an sglang.Engine (begin_weight_update, en
 update_weights_from_tensor with a custom weight loader, pause_generation, continue_generation).
 With real SGLang on a GPU the driver is the same, with the engine started as README.md's SGLang
 section shows. Needs torch, transformers, numpy, ml_dtypes and refit (the venv of
-tests/trainer_venv.sh; the plan's model config in the config directory).
+`sh tests/venv.sh trainer`; the plan's model config in the config directory).
 """
 import argparse
 import importlib.util

@@ -5,14 +5,14 @@
 # transformers >= 5 model made from tests/fixtures/hf/models/qwen3_tiny/config.json, AdamW steps),
 # 2 versions over TCP on loopback. Passes when every receiver reports both versions complete with
 # the table's bytes and the trainer both pushes. torch and transformers come from a venv cached by
-# tests/trainer_venv.sh (PyPI, once); where that cannot be made the test says so and is skipped,
+# tests/venv.sh trainer (PyPI, once); where that cannot be made the test says so and is skipped,
 # except under CI=true, where it fails.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 plan=qwen3_tiny_tp2 config=tests/fixtures/hf/models/qwen3_tiny receivers=4 ranks=2 versions=2
-if ! vpy=$(sh tests/trainer_venv.sh); then
-  if [ "${CI:-}" = true ]; then echo "FAIL no venv with torch and transformers (tests/trainer_venv.sh)"; echo "0 passed, 1 failed"; exit 1; fi
-  echo "skipped: the Python trainer example needs torch and transformers (tests/trainer_venv.sh could not install them)"
+if ! vpy=$(sh tests/venv.sh trainer); then
+  if [ "${CI:-}" = true ]; then echo "FAIL no venv with torch and transformers (tests/venv.sh trainer)"; echo "0 passed, 1 failed"; exit 1; fi
+  echo "skipped: the Python trainer example needs torch and transformers (tests/venv.sh trainer could not install them)"
   echo "0 passed, 0 failed"
   exit 0
 fi

@@ -6,14 +6,14 @@
 # ok: the session ran pause -> begin -> arm/wait -> end -> continue, each worker's receiver ran the
 # model's post_load_weights inside arm/wait, before version 1 was complete (its finalize hook), and
 # every worker holds the engine format of the trainer's new weights byte for byte (all of the plan's
-# bytes), with w_kc / w_vc rebuilt. torch and transformers come from tests/trainer_venv.sh's venv; where that
+# bytes), with w_kc / w_vc rebuilt. torch and transformers come from the venv of tests/venv.sh trainer; where that
 # cannot be made the test says so and is skipped, except under CI=true, where it fails.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 plan=sglang_dsv3_bf16_tp2 config=tests/vllm/configs/dsv3
-if ! vpy=$(sh tests/trainer_venv.sh); then
-  if [ "${CI:-}" = true ]; then echo "FAIL no venv with torch and transformers (tests/trainer_venv.sh)"; echo "0 passed, 1 failed"; exit 1; fi
-  echo "skipped: the SGLang RL-step example needs torch and transformers (tests/trainer_venv.sh could not install them)"
+if ! vpy=$(sh tests/venv.sh trainer); then
+  if [ "${CI:-}" = true ]; then echo "FAIL no venv with torch and transformers (tests/venv.sh trainer)"; echo "0 passed, 1 failed"; exit 1; fi
+  echo "skipped: the SGLang RL-step example needs torch and transformers (tests/venv.sh trainer could not install them)"
   echo "0 passed, 0 failed"
   exit 0
 fi

