@@ -59,7 +59,9 @@ function R.facts(plan, model, packed)
   return f
 end
 
-R.DEFAULT_MODEL = { nic_gbps = 400, nics = 1, write_us = 1, rtt_us = 10, mem_gbs = Dl.MEM_GBS, encode_gbs = Dl.ENCODE_GBS }
+-- launch_us: one kernel launch and a stream sync on the receiver (finalize runs), order of an H100's
+R.DEFAULT_MODEL = { nic_gbps = 400, nics = 1, write_us = 1, rtt_us = 10, mem_gbs = Dl.MEM_GBS, encode_gbs = Dl.ENCODE_GBS,
+  launch_us = 10 }
 
 -- The same arithmetic as rf_plan_predict() in runtime/plan.c.
 function R.predict(packed, m)
@@ -87,19 +89,21 @@ function R.finalize(model, inf, add)
   if #steps == 0 then return end
   local per_pos, busiest = {}, 0
   for _, st in ipairs(steps) do
-    local q = per_pos[st.tp_rank] or { kernel = 0, engine = 0, n = 0 }
+    local q = per_pos[st.tp_rank] or { kernel = 0, engine = 0, n = 0, launches = 0 }
     per_pos[st.tp_rank] = q
     q[st.kind == 1 and "kernel" or "engine"] = q[st.kind == 1 and "kernel" or "engine"] + st.bytes
     q.n = q.n + 1
+    if st.kind == 1 and st.op ~= q.op then q.launches, q.op = q.launches + 1, st.op end -- a run of one op: one launch
     if not per_pos[busiest] or q.kernel > per_pos[busiest].kernel then busiest = st.tp_rank end
   end
   local b = per_pos[busiest]
-  local mem = R.DEFAULT_MODEL.mem_gbs
+  local mem, launch = R.DEFAULT_MODEL.mem_gbs, R.DEFAULT_MODEL.launch_us
   add("")
   add("finalize steps: %d over %d positions; position %d: %d steps, kernels %d bytes (%s), engine code %d bytes (%s)",
     #steps, inf.size, busiest, b.n, b.kernel, U.human(b.kernel), b.engine, U.human(b.engine))
-  add("finalize_s: %.3e (kernel steps of position %d at %g GB/s, bytes read + written; engine steps: measured per "
-    .. "version)", b.kernel / (mem * 1e9), busiest, mem)
+  add("finalize_s: %.3e (kernel steps of position %d at %g GB/s, bytes read + written, plus %d launches x %g us: a "
+    .. "launch and a stream sync per run of steps of one op; engine steps: measured per version)",
+    b.kernel / (mem * 1e9) + b.launches * launch * 1e-6, busiest, mem, b.launches, launch)
   add("finalize on receiver position 0:")
   local groups, order = {}, {} -- per tensor name and step: its layers, in the order of their first step
   for _, st in ipairs(steps) do

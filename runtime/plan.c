@@ -31,6 +31,8 @@ void rf_src_rows(const rf_src_tensor *s, uint32_t shard, int64_t *first, int64_t
   else *first = 0, *count = s->rows;
 }
 
+int rf_op_fp8(const rf_op *o) { return o->kind == RF_OP_FP8 || o->kind == RF_OP_FP8_REQUANT; }
+
 uint64_t rf_fp8_scale_bytes(int64_t rows, int64_t cols)
 {
   return (uint64_t)((rows + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK) * (uint64_t)((cols + RF_FP8_BLOCK - 1) / RF_FP8_BLOCK) * 4;

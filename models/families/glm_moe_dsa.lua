@@ -12,10 +12,9 @@
 -- fused_qkv_a_proj_with_mqa, no aliases (no mla_attn, router and shared experts once), routed
 -- experts under mlp.experts, the indexer's wk / weights_proj apart, no drafter (engine.mtp = false,
 -- gen/engine.lua). Its MLA w_kc / w_vc are copies in storages of their own that SGLang's
--- post_load_weights rebuilds from kv_b_proj; refit's MLA refresh writes both views into one
--- storage, so it cannot rebuild them and the tables leave them out: the sglang profile gives each
--- kv_b_proj an engine finalize step (sglang_mla_post_load) that runs post_load_weights for its
--- layer before the version is complete (refit.sglang).
+-- post_load_weights rebuilds from kv_b_proj (refit's MLA refresh writes both views into one storage,
+-- so the tables leave them out): each kv_b_proj gets an engine finalize step (sglang_mla_post_load)
+-- that runs post_load_weights for its layer before the version is complete (refit.sglang).
 local F = {}
 
 function F.build(m, T, engine, deepseek_v3)

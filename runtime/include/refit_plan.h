@@ -83,9 +83,6 @@ enum rf_finop {
  * table's columns: */
 #include "refit_tables.h"
 
-/* an op that writes block FP8 (q and scales) */
-static inline int rf_op_fp8(const rf_op *o) { return o->kind == RF_OP_FP8 || o->kind == RF_OP_FP8_REQUANT; }
-
 /* Small facts every user of the tables needs, written once (runtime/plan.c; Python: refit._refit):
  * rf_dtype_size: bytes per element of enum rf_dtype dt (bf16 2, fp32 4, fp8 1), 0 for no dtype.
  * rf_shard_rows: FSDP2's shard `shard` of `shards` along a dim 0 of `rows` rows, as torch.chunk cuts
@@ -94,11 +91,13 @@ static inline int rf_op_fp8(const rf_op *o) { return o->kind == RF_OP_FP8 || o->
  * rf_src_rows: the view rows [first, first + count) of source s that FSDP shard `shard` holds: its
  *   chunk of s->shard_rows rows (RF_TRAVEL_SHARD, as rf_shard_rows over dim 0), else the whole tensor.
  * rf_fp8_scale_bytes: the fp32 scales block FP8 writes for [rows, cols] elements,
- *   ceil(rows / 128) x ceil(cols / 128) x 4 bytes. */
+ *   ceil(rows / 128) x ceil(cols / 128) x 4 bytes.
+ * rf_op_fp8: 1 when op o writes block FP8 (codes and scales: RF_OP_FP8 or RF_OP_FP8_REQUANT), else 0. */
 size_t rf_dtype_size(int dt);
 void rf_shard_rows(int64_t rows, uint32_t shards, uint32_t shard, int64_t *first, int64_t *count);
 void rf_src_rows(const rf_src_tensor *s, uint32_t shard, int64_t *first, int64_t *count);
 uint64_t rf_fp8_scale_bytes(int64_t rows, int64_t cols);
+int rf_op_fp8(const rf_op *o);
 
 /* FNV-1a over 64-bit words (h = (h ^ w) * 0x100000001b3, from 0xcbf29ce484222325): the head
  * values RF_HEAD_COLUMNS lists, then every row of each table of RF_TABLES in that order, column by
