@@ -59,9 +59,10 @@ function R.facts(plan, model, packed)
   return f
 end
 
--- launch_us: one kernel launch and a stream sync on the receiver (finalize runs), order of an H100's
+-- launch_us: one kernel launch and a stream sync on the receiver (a run of finalize steps): 12.8 us
+-- measured on an H100 (a tiny rfk_cuda_ue8m0_pack + synchronize, median of 5 x 2000; kernels/NOTES.md)
 R.DEFAULT_MODEL = { nic_gbps = 400, nics = 1, write_us = 1, rtt_us = 10, mem_gbs = Dl.MEM_GBS, encode_gbs = Dl.ENCODE_GBS,
-  launch_us = 10 }
+  launch_us = 13 }
 
 -- The same arithmetic as rf_plan_predict() in runtime/plan.c.
 function R.predict(packed, m)

@@ -234,42 +234,65 @@ __device__ __forceinline__ uint32_t ue8m0_code(uint32_t u)
   return u >= 0x7f800000u ? 0xffu : (u + 0x7fffffu) >> 23;
 }
 
-/* the quads r0, r0 + step, ... below mn of one (group, packed K column): sg its first scale (row
- * block 0, K block 4k), og its first word, n its K blocks (<= 4) */
+/* the word of rows r..r+3 (one 128-row block) of one (group, packed K column): sg its first scale (row
+ * block 0, K block 4k), n its K blocks (<= 4); rows at or past `rows` (TMA padding) give 0 */
+__device__ __forceinline__ uint32_t pack_word(const float *sg, int64_t rows, int sk, int n, int f4, int *flag, int64_t r)
+{
+  if (r >= rows)
+    return 0;
+  const float *s = sg + (r >> 7) * sk;
+  uint32_t u[4];
+  if (f4) {
+    float4 v = __ldg((const float4 *)s);
+    u[0] = __float_as_uint(v.x), u[1] = __float_as_uint(v.y), u[2] = __float_as_uint(v.z), u[3] = __float_as_uint(v.w);
+  } else {
+    for (int j = 0; j < 4; j++) /* K blocks past sk are code 0 */
+      u[j] = j < n ? __float_as_uint(__ldg(s + j)) : 0u;
+  }
+  uint32_t c0 = ue8m0_code(u[0]), c1 = ue8m0_code(u[1]), c2 = ue8m0_code(u[2]), c3 = ue8m0_code(u[3]);
+  if ((c0 == 0xffu || c1 == 0xffu || c2 == 0xffu || c3 == 0xffu) && flag)
+    *flag = 1;
+  return c0 | c1 << 8 | c2 << 16 | c3 << 24;
+}
+
+/* rows r..r+3 of a packed column og: w on each real row, 0 on the padding */
+__device__ __forceinline__ void store_quad(uint32_t *og, int64_t r, int64_t rows, uint32_t w, int vec)
+{
+  uint32_t w1 = r + 1 < rows ? w : 0, w2 = r + 2 < rows ? w : 0, w3 = r + 3 < rows ? w : 0;
+  uint32_t *o = og + r;
+  if (vec) { /* streaming store: the engine reads the packed scales only at its next GEMM */
+    __stcs((uint4 *)o, make_uint4(w, w1, w2, w3));
+  } else {
+    o[0] = w, o[1] = w1, o[2] = w2, o[3] = w3;
+  }
+}
+
+/* the quads r0, r0 + step, ... below mn of one (group, packed K column) */
 __device__ __forceinline__ void pack_column(const float *sg, uint32_t *og, int64_t rows, int64_t mn, int sk, int n,
                                             int f4, int vec, int *flag, int64_t r0, int64_t step)
 {
-  for (int64_t r = r0; r < mn; r += step) {
-    uint32_t w = 0;
-    if (r < rows) { /* rows r..r+3 lie in one 128-row block: one word */
-      const float *s = sg + (r >> 7) * sk;
-      uint32_t u[4];
-      if (f4) {
-        float4 v = __ldg((const float4 *)s);
-        u[0] = __float_as_uint(v.x), u[1] = __float_as_uint(v.y), u[2] = __float_as_uint(v.z), u[3] = __float_as_uint(v.w);
-      } else {
-        for (int j = 0; j < 4; j++) /* K blocks past sk are code 0 */
-          u[j] = j < n ? __float_as_uint(__ldg(s + j)) : 0u;
-      }
-      uint32_t c0 = ue8m0_code(u[0]), c1 = ue8m0_code(u[1]), c2 = ue8m0_code(u[2]), c3 = ue8m0_code(u[3]);
-      w = c0 | c1 << 8 | c2 << 16 | c3 << 24;
-      if ((c0 == 0xffu || c1 == 0xffu || c2 == 0xffu || c3 == 0xffu) && flag)
-        *flag = 1;
-    }
-    /* rows at or past `rows` are the TMA padding: word 0 */
-    uint32_t w1 = r + 1 < rows ? w : 0, w2 = r + 2 < rows ? w : 0, w3 = r + 3 < rows ? w : 0;
-    uint32_t *o = og + r;
-    if (vec) {
-      *(uint4 *)o = make_uint4(w, w1, w2, w3);
-    } else {
-      o[0] = w, o[1] = w1, o[2] = w2, o[3] = w3;
-    }
-  }
+  for (int64_t r = r0; r < mn; r += step)
+    store_quad(og, r, rows, pack_word(sg, rows, sk, n, f4, flag, r), vec);
 }
 
 /* grid (x: MN quads / (256 * RFK_PACK_QUADS), y: group * packed K column, strided past 65535) */
 #define RFK_PACK_QUADS 4
 static_assert(256 * RFK_PACK_QUADS * 4 == RFK_PACK_ROWS_PER_BLOCK, "refresh.h's block rows");
+/* pack_column when a thread has at most RFK_PACK_QUADS quads (a grouped block: step * RFK_PACK_QUADS >= mn):
+ * every load first, then the stores, so a thread waits for its scales once */
+__device__ __forceinline__ void pack_column_few(const float *sg, uint32_t *og, int64_t rows, int64_t mn, int sk, int n,
+                                                int f4, int vec, int *flag, int64_t r0, int64_t step)
+{
+  uint32_t w[RFK_PACK_QUADS];
+#pragma unroll
+  for (int i = 0; i < RFK_PACK_QUADS; i++)
+    w[i] = pack_word(sg, rows, sk, n, f4, flag, r0 + i * step);
+#pragma unroll
+  for (int i = 0; i < RFK_PACK_QUADS; i++)
+    if (r0 + i * step < mn)
+      store_quad(og, r0 + i * step, rows, w[i], vec);
+}
+
 __global__ void __launch_bounds__(256) pack_kernel(const __grid_constant__ pack_params p)
 {
   for (int gp = blockIdx.y; gp < p.gp; gp += gridDim.y) {
@@ -282,9 +305,11 @@ __global__ void __launch_bounds__(256) pack_kernel(const __grid_constant__ pack_
 /* grouped: the logical blocks of rfk_ue8m0_pack_prepare's numbering (block b of an item does what
  * pack_kernel's block (x, y) = (b % bx, b / bx) does for that item with gridDim.x = bx), RFK_PACK_RUN
  * consecutive ones per CTA: the CTA finds its first item by bisection over `first` once, then walks
- * forward (empty items share their next's first), so a run costs one search, not one per 16 KB */
+ * forward (empty items share their next's first). Runs of 2 were fastest on an H100 (kernels/NOTES.md:
+ * 0.90 of a copy for a DeepSeek-V3 layer set; 8: 0.86, 16: 0.82, 64: 0.72: more CTAs in flight beat
+ * fewer searches) */
 #ifndef RFK_PACK_RUN
-#define RFK_PACK_RUN 16
+#define RFK_PACK_RUN 2
 #endif
 __global__ void __launch_bounds__(256) pack_items_kernel(const rfk_ue8m0_item *__restrict__ items, int n,
                                                          int64_t blocks, int *flag)
@@ -311,8 +336,8 @@ __global__ void __launch_bounds__(256) pack_items_kernel(const rfk_ue8m0_item *_
     int64_t local = b - first;
     int gp = (int)(local / bx), x = (int)(local - (int64_t)gp * bx);
     int g = gp / pk, k = gp - g * pk, nk = sk - 4 * k < 4 ? sk - 4 * k : 4;
-    pack_column(scale + (int64_t)g * sr * sk + 4 * k, out + (int64_t)gp * mn, rows, mn, sk, nk, (al >> 1) & 1, al & 1,
-                flag, ((int64_t)x * blockDim.x + threadIdx.x) * 4, (int64_t)bx * blockDim.x * 4);
+    pack_column_few(scale + (int64_t)g * sr * sk + 4 * k, out + (int64_t)gp * mn, rows, mn, sk, nk, (al >> 1) & 1,
+                    al & 1, flag, ((int64_t)x * blockDim.x + threadIdx.x) * 4, (int64_t)bx * blockDim.x * 4);
   }
 }
 
