@@ -40,7 +40,12 @@ struct rf__cuda {
   int *fin_flag_d;
   rfk_ue8m0_item *fin_items_h; /* receiver: [n_finalize] the grouped pack's items, at each run's first step */
   rfk_ue8m0_item *fin_items_d; /* their device copy, [n_finalize + 1] (the last: rf_listen's warm-up item) */
-  int64_t *fin_blocks;         /* [n_finalize] at a run's first step: the run's blocks */
+  int64_t *fin_blocks;         /* [n_finalize] at a run's first step: the run's blocks ... */
+  uint32_t *fin_steps;         /* ... and its number of steps; fin_owner: [n_finalize] the first step of
+                                  the run whose prepared items a slot holds (their `first` numbers count
+                                  from that run's start). A delta version runs a part of a run, so runs
+                                  of other starts and lengths share slots: any mismatch prepares again */
+  uint32_t *fin_owner;
   void *dev[16];               /* device buffers (alloc); what their owners did not free goes at close */
   void *host[16];              /* pinned mapped host buffers (alloc_shared) */
   int n_dev, n_host;
@@ -120,6 +125,8 @@ void rf__cuda_close(rf_engine *e)
   if (cu->fin_items_d) cudaFree(cu->fin_items_d);
   free(cu->fin_items_h);
   free(cu->fin_blocks);
+  free(cu->fin_steps);
+  free(cu->fin_owner);
   free(cu);
   e->cu = NULL;
 }
@@ -255,18 +262,22 @@ static rf_status fin_items(rf_engine *e, const uint32_t *steps, uint32_t n, void
   if (!cu->fin_items_h) {
     cu->fin_items_h = calloc(n_fin ? n_fin : 1, sizeof *cu->fin_items_h);
     cu->fin_blocks = calloc(n_fin ? n_fin : 1, sizeof *cu->fin_blocks);
-    if (!cu->fin_items_h || !cu->fin_blocks) return rf__fail(e, RF_ERR_NOMEM, "finalize items");
+    cu->fin_steps = calloc(n_fin ? n_fin : 1, sizeof *cu->fin_steps);
+    cu->fin_owner = calloc(n_fin ? n_fin : 1, sizeof *cu->fin_owner);
+    if (!cu->fin_items_h || !cu->fin_blocks || !cu->fin_steps || !cu->fin_owner)
+      return rf__fail(e, RF_ERR_NOMEM, "finalize items");
+    for (uint32_t i = 0; i < n_fin; i++) cu->fin_owner[i] = RF_NONE;
     CU_TRY(e, cudaMalloc((void **)&cu->fin_items_d, (n_fin + 1) * sizeof *cu->fin_items_d), "finalize items");
   }
   if (steps[0] >= n_fin || n > n_fin - steps[0] || n > 0x7fffffff)
     return rf__fail(e, RF_ERR_ARG, "finalize run %u+%u out of the plan's %u steps", steps[0], n, n_fin);
   rfk_ue8m0_item *it = cu->fin_items_h + steps[0];
-  int dirty = force;
+  int dirty = force || cu->fin_steps[steps[0]] != n;
   for (uint32_t i = 0; i < n; i++) {
     const rf_finalize *s = &e->p->finalize[steps[i]];
     rfk_ue8m0_item x = {.scale = in[i], .out = out[i], .groups = s->groups, .rows = s->rows, .cols = s->cols};
     if (x.scale != it[i].scale || x.out != it[i].out || x.groups != it[i].groups || x.rows != it[i].rows ||
-        x.cols != it[i].cols)
+        x.cols != it[i].cols || cu->fin_owner[steps[0] + i] != steps[0])
       it[i] = x, dirty = 1;
   }
   if (!dirty) return RF_OK;
@@ -280,6 +291,8 @@ static rf_status fin_items(rf_engine *e, const uint32_t *steps, uint32_t n, void
                     s->groups, (long long)s->rows, (long long)s->cols, rfk_strerror(RFK_ERR_ARG));
   }
   cu->fin_blocks[steps[0]] = blocks;
+  cu->fin_steps[steps[0]] = n;
+  for (uint32_t i = 0; i < n; i++) cu->fin_owner[steps[0] + i] = steps[0];
   cudaError_t c = cudaMemcpyAsync(cu->fin_items_d + steps[0], it, n * sizeof *it, cudaMemcpyHostToDevice, cu->rstream);
   if (c != cudaSuccess) {
     it[0].scale = NULL;

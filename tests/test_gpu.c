@@ -39,10 +39,11 @@ static void run(const char *name, int versions, int tdev, int rdev, int kill)
 }
 
 /* delta: sparse versions (tests/harness/loop.c) pushed as patches from version 2 on, v4 overflowing */
+static const char *sparse_only; /* run_opt's delta versions change only these sources (rf_loop_opts) */
 static void run_opt(const char *name, int versions, int tdev, int rdev, int kill, int direct, int delta)
 {
   const rf_plan *p = rf_plan_find(name);
-  rf_loop_opts o = {.plan = p, .versions = versions, .seed = (uint64_t)time(NULL) ^ (uint64_t)getpid(), .token = 3,
+  rf_loop_opts o = {.sparse_only = sparse_only, .plan = p, .versions = versions, .seed = (uint64_t)time(NULL) ^ (uint64_t)getpid(), .token = 3,
                     .timeout_ms = 20000, .verify = 1, .kill_trainer = -1, .kill_receiver = -1, .cuda = 1,
                     .trainer_dev = tdev, .receiver_dev = rdev, .progress = getenv("RF_PROGRESS") != NULL,
                     .direct = direct, .delta = delta, .sparse = delta};
@@ -95,6 +96,17 @@ static void test_finalize_one_gpu(void) { run("qwen3_tiny_finalize", 2, 0, 0, 0)
 static void test_finalize_sm100_gpu(void) { run("vllm_qwen3moe_fp8_tp1_sm100_deepgemm", 2, 0, 0, 0); }
 /* ... with fp32 scales: the CUDA trainer casts the requant ops (RFK_SCALE_REQUANT), dense then delta,
  * every byte against the C reference's staging */
+/* delta versions that change layer 0 only, then layer 1 only: the receiver runs a part of its run of
+ * UE8M0 packs (the first step alone, then the second), so the CUDA backend's prepared items of the
+ * whole run must not be reused for a part (its block count and `first` numbers differ) */
+static void test_finalize_part_gpu(void)
+{
+  sparse_only = "layers.0.";
+  run_opt("qwen3_tiny_finalize", 3, 0, 0, 0, 0, 1);
+  sparse_only = "layers.1.";
+  run_opt("qwen3_tiny_finalize", 3, 0, 0, 0, 0, 1);
+  sparse_only = NULL;
+}
 static void test_requant_sm100_gpu(void) { run_opt("vllm_qwen3moe_fp8_tp1_sm100_deepgemm_requant", 4, 0, 0, 0, 0, 1); }
 static void test_rep2_one_gpu(void) { run("glm_tiny_rep2", 2, 0, 0, 0); }
 static void test_killed_trainer(void) { run("glm_tiny_demo", 3, 0, 0, 1); }
@@ -188,6 +200,7 @@ static const struct {
   {"qwen3_tiny_finalize GPU -> GPU: CUDA finalize kernels and the hook", test_finalize_one_gpu, 1, 0},
   {"vllm_qwen3moe_fp8_tp1_sm100_deepgemm GPU -> GPU: CUDA UE8M0 packs, experts in groups", test_finalize_sm100_gpu, 1, 0},
   {"vllm_qwen3moe_fp8_tp1_sm100_deepgemm_requant GPU -> GPU: CUDA requant casts, dense and delta", test_requant_sm100_gpu, 1, 0},
+  {"qwen3_tiny_finalize GPU -> GPU, deltas of one layer: a part of a run of packs", test_finalize_part_gpu, 1, 0},
   {"glm_tiny_rep2 (dp_replicate 2) GPU -> GPU", test_rep2_one_gpu, 1, 0},
   {"killed trainer on the GPU path: torn, then complete", test_killed_trainer, 1, 0},
   {"VMM, spanning and host memory refused", test_refused_memory, 1, 0},

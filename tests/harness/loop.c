@@ -120,7 +120,8 @@ void rf_loop_fill(const rf_loop_opts *o, uint32_t rank, uint32_t id, uint64_t v,
     int64_t gr = r0 + r;
     for (int64_t c = 0; c < s->cols; c++) {
       uint64_t blk = mix(mag_base ^ ((uint64_t)(gr / 128) << 32) ^ (uint64_t)(c / 128));
-      uint64_t b = o->sparse ? mix(o->seed ^ mix(sparse_version(o->seed, id, gr, c, v) * 0x51ed27 + id)) : base;
+      uint64_t sv = o->sparse_only && !strstr(s->name, o->sparse_only) ? 1 : sparse_version(o->seed, id, gr, c, v);
+      uint64_t b = o->sparse ? mix(o->seed ^ mix(sv * 0x51ed27 + id)) : base;
       uint64_t h = mix(b ^ ((uint64_t)gr * 0x100000001b3ull) ^ (uint64_t)c);
       float mag = (float)(1 << (blk % 12)) / 64.0f;           /* 2^-6 .. 2^5 per block */
       float x = ((float)(h >> 40) / (float)(1 << 24) * 2.0f - 1.0f) * mag;

@@ -48,6 +48,7 @@ typedef struct rf_loop_opts {
                               versions before warm the transport's pools) */
   int delta;               /* rf_config.delta for trainers */
   int sparse;              /* version v changes a deterministic sparse subset of v-1's values */
+  const char *sparse_only; /* sparse: only sources whose name holds this text change after version 1 */
   int step;                /* benchmark: sources filled once with finite values, then each version moves
                               every step-th element by one bf16 ulp in place (a cheap sparse optimizer
                               step at density 1/step; not verifiable: verify 0) */
