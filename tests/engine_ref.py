@@ -74,6 +74,12 @@ def model_config(path):
     return cfg
 
 
+def pow2_ceil(s):
+    """the smallest power of two >= each (positive, finite) fp32 scale"""
+    mant, exp = np.frexp(s.astype(np.float64))
+    return np.where(mant == 0.5, s, np.ldexp(1.0, exp)).astype(np.float32)
+
+
 def quantize(x, ue8m0=False):
     """Block FP8 of a 2-D array: (q float8_e4m3fn, scale float32 [ceil(r/128), ceil(c/128)])."""
     x = to_f32(x)
@@ -84,9 +90,8 @@ def quantize(x, ue8m0=False):
     blocks = pad.reshape(sr, B, sc, B)
     amax = np.maximum(np.abs(blocks).max(axis=(1, 3)), np.float32(1e-4)).astype(np.float32)
     scale = (amax / np.float32(448.0)).astype(np.float32)
-    if ue8m0:  # the smallest power of two >= scale
-        mant, exp = np.frexp(scale.astype(np.float64))
-        scale = np.where(mant == 0.5, scale, np.ldexp(1.0, exp)).astype(np.float32)
+    if ue8m0:
+        scale = pow2_ceil(scale)
         mul = (np.float32(1.0) / scale).astype(np.float32)
     else:
         mul = (np.float32(448.0) / amax).astype(np.float32)
@@ -106,9 +111,7 @@ def requant_ue8m0(q, scale):
     x[:rows, :cols] = to_f32(q)
     blocks = x.reshape(sr, B, sc, B) * scale.astype(np.float32)[:, None, :, None]
     amax = np.maximum(np.abs(blocks).max(axis=(1, 3)), np.float32(1e-4)).astype(np.float32)
-    s = (amax / np.float32(448.0)).astype(np.float32)
-    mant, exp = np.frexp(s.astype(np.float64))
-    s = np.where(mant == 0.5, s, np.ldexp(1.0, exp)).astype(np.float32)
+    s = pow2_ceil((amax / np.float32(448.0)).astype(np.float32))
     y = (blocks * (np.float32(1.0) / s)[:, None, :, None]).astype(np.float32)
     q2 = _cast(np.clip(y, -448.0, 448.0), FP8).reshape(sr * B, sc * B)[:rows, :cols]
     return np.ascontiguousarray(q2), s

@@ -1786,6 +1786,11 @@ def test_vllm_sm100_refusals():
             "repack or reorder the expert weights after loading; the tables of plan 'vllm_qwen3moe_fp8_tp1_sm100' hold "
             "them as TritonExperts does (serve with --moe-backend triton)", "vllm_qwen3moe_fp8_tp1_sm100",
             sm100_view("qwen3moe_fp8_tp1_sm100_auto"))
+    # an SM100 plan with a checkpoint's fp32 scales still needs DeepGEMM's UE8M0 on (it packs them)
+    refused("VLLM_USE_DEEP_GEMM_E8M0", "the engine does not use DeepGEMM's UE8M0 scales; plan "
+            "'vllm_qwen3_fp8_tp1_sm100_requant' packs DeepGEMM's UE8M0 scales (an SM100 plan) (set "
+            "VLLM_USE_DEEP_GEMM_E8M0=1)", "vllm_qwen3_fp8_tp1_sm100_requant",
+            sm100_view("qwen3_fp8_tp1_sm100", deep_gemm_e8m0=False))
     # an SM100 GPU whose linears kept fp32 scales (another kernel than DeepGEMM's): named, nothing bound
     Q = "model.layers.0.self_attn.qkv_proj.weight_scale_inv"
     expect_raises(refit.BindError, lambda: refit.vllm.Binding(
