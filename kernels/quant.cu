@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 extern "C" {
+#include "fp8_dev.cuh"
 #include "kernels.h"
 
 /* the launch status of this thread's last failed launch, kept for the caller's message (reading
@@ -63,21 +64,6 @@ __device__ __forceinline__ uint32_t f2bf(uint32_t u)
   return (u + 0x7fffu + ((u >> 16) & 1)) >> 16;
 }
 
-/* the smallest power of two >= s (s > 0 finite; rfk_ue8m0_ceil) */
-__device__ __forceinline__ float pow2_ceil(float s)
-{
-  uint32_t u = __float_as_uint(s);
-  if (u & 0x7fffffu)
-    u = (u & 0x7f800000u) + 0x800000u;
-  return __uint_as_float(u);
-}
-
-/* two e4m3 bytes (the low 16 bits) -> two floats (exact: through half) */
-__device__ __forceinline__ float2 e4m3x2_f32(uint32_t two)
-{
-  __half2 h = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(two & 0xffffu), __NV_E4M3);
-  return __half22float2(h);
-}
 __device__ __forceinline__ float e4m3_f32(uint32_t one) { return e4m3x2_f32(one & 0xffu).x; }
 
 /* two floats -> two e4m3 bytes (x in the low byte): cvt.rn.satfinite.e4m3x2.f32 */

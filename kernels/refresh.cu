@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 extern "C" {
+#include "fp8_dev.cuh"
 #include "kernels.h"
 #include "refresh.h"
 }
@@ -122,15 +123,6 @@ struct requant_params {
   rfk_requant items[RFK_CUDA_CHUNK];
 };
 
-/* two e4m3 codes (low 16 bits) -> fp32, exact: the hardware decode to f16 (every e4m3 value,
- * subnormals included, is an f16) and f16 -> f32. NaN codes give some NaN; requant never uses them
- * (their block is written as NaN). */
-__device__ __forceinline__ float2 e4m3x2_f32(uint32_t two)
-{
-  __half2 h = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(two & 0xffffu), __NV_E4M3);
-  return __half22float2(h);
-}
-
 /* 256 threads, 128x128 block: a thread owns a 16-byte vector (16 codes) in 4 rows (step 32).
  * amax comes from the codes: e4m3 magnitudes order like their 7-bit codes (0x7f, NaN, on top) and
  * x -> fl(x * s) is monotonic, so max |fl(q * s)| = fl(max|q| * |s|): a byte max (__vmaxu4) and one
@@ -182,10 +174,7 @@ __global__ void __launch_bounds__(256) requant_kernel(const __grid_constant__ re
   const bool bad = amax >= 0x7f800000u;
   float ns = __uint_as_float(0x7fc00000u), mul = 0.0f;
   if (!bad) {
-    uint32_t u = __float_as_uint(__fdiv_rn(fmaxf(__uint_as_float(amax), 1e-4f), 448.0f));
-    if (u & 0x7fffffu)
-      u = (u & 0x7f800000u) + 0x800000u;
-    ns = __uint_as_float(u);
+    ns = pow2_ceil(__fdiv_rn(fmaxf(__uint_as_float(amax), 1e-4f), 448.0f));
     mul = __fdiv_rn(1.0f, ns);
   }
   if (threadIdx.x == 0) {
